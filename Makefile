@@ -1,0 +1,57 @@
+# `make run` and `make test` bootstrap everything they need, idempotently:
+# a virtualenv in .venv and the NSQ binaries in .tools/bin (built from the
+# Go module in tools/nsq, unless nsqd is already on PATH).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := .tools/bin
+NSQ_APPS := nsqd nsqlookupd nsqadmin nsq_tail
+ORIG_PATH := $(PATH)
+export PATH := $(CURDIR)/$(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: all setup run test bench clean
+
+all: setup
+
+setup: $(VENV)/.installed nsq
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+# Use nsqd from PATH when there is one; otherwise build NSQ v1.3.0 with Go.
+.PHONY: nsq
+nsq:
+	@if [ ! -x $(BIN)/nsqd ] && PATH="$(ORIG_PATH)" command -v nsqd >/dev/null \
+			&& PATH="$(ORIG_PATH)" command -v nsqlookupd >/dev/null; then \
+		echo "nsq: using $$(PATH="$(ORIG_PATH)" command -v nsqd)"; \
+	else \
+		$(MAKE) --no-print-directory $(addprefix $(BIN)/,$(NSQ_APPS)); \
+	fi
+
+$(addprefix $(BIN)/,$(NSQ_APPS)) &: tools/nsq/go.mod tools/nsq/go.sum
+	@command -v go >/dev/null || { echo "nsq: Go is needed to build nsqd (or put nsqd and nsqlookupd on PATH)"; exit 1; }
+	cd tools/nsq && go build -o $(CURDIR)/$(BIN)/ $(addprefix github.com/nsqio/nsq/apps/,$(NSQ_APPS))
+
+run: setup
+	@mkdir -p var/nsqd
+	@echo
+	@echo "  pushgate is starting: gateway on http://127.0.0.1:$${PUSHGATE_PORT:-8000}, nsqd on 127.0.0.1:4150/4151,"
+	@echo "  nsqlookupd on 127.0.0.1:4160/4161, nsqadmin on http://127.0.0.1:4171"
+	@echo "  The demo publisher sends to channel 'demo' every 3 s. To see messages arrive, run:"
+	@echo "    $(VENV)/bin/python examples/watch.py demo"
+	@echo "  and publish your own:"
+	@echo "    curl -d '{\"channel\":\"demo\",\"data\":{\"hello\":1}}' 'http://127.0.0.1:4151/pub?topic=pushgate'"
+	@echo
+	$(VENV)/bin/honcho -f Procfile.dev start
+
+test: setup
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/bin/python bench/fanout.py
+
+clean:
+	rm -rf $(VENV) .tools var

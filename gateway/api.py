@@ -1,0 +1,82 @@
+"""HTTP endpoints beside the client transports: the publish API, health, metrics."""
+from __future__ import annotations
+
+import hmac
+import logging
+
+import tornado.web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.envelope import BadMessage, parse_envelope
+from gateway.node import Node
+from gateway.publisher import NsqdUnavailable, PublishError, publish
+
+log = logging.getLogger("pushgate.api")
+
+
+class JsonHandler(tornado.web.RequestHandler):
+    def initialize(self, node: Node) -> None:
+        self.node = node
+
+    def answer(self, status: int, body: dict) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(body)
+
+
+class PublishHandler(JsonHandler):
+    """``POST /api/publish``: the envelope as the body, published into nsqd so
+    that every node delivers it.
+
+    200 published; 400 bad envelope (with the reason); 401 missing or wrong
+    key; 403 the API is disabled (no --api-key); 413 too big; 503 nsqd
+    unreachable.
+    """
+
+    async def post(self) -> None:
+        status, body = await self._publish()
+        self.node.metrics.api_publishes.labels(str(status)).inc()
+        self.answer(status, body)
+
+    async def _publish(self) -> tuple[int, dict]:
+        settings = self.node.settings
+        if not settings.api_key:
+            return 403, {"error": "publish API disabled: the gateway has no --api-key"}
+        scheme, _, key = self.request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "apikey" or not hmac.compare_digest(key.strip().encode(), settings.api_key.encode()):
+            self.set_header("WWW-Authenticate", "apikey")
+            return 401, {"error": "missing or wrong API key (Authorization: apikey <key>)"}
+        body = self.request.body
+        if len(body) > settings.max_message_bytes:
+            return 413, {"error": f"body over --max-message-bytes ({settings.max_message_bytes})"}
+        try:
+            parse_envelope(body)
+        except BadMessage as exc:
+            return 400, {"error": exc.detail}
+        try:
+            await publish(settings.nsqd_http_address, settings.topic, body)
+        except NsqdUnavailable as exc:
+            log.warning("publish API: nsqd at %s unreachable: %s", settings.nsqd_http_address, exc)
+            return 503, {"error": "nsqd unreachable"}
+        except PublishError as exc:
+            log.warning("publish API: nsqd refused: %s", exc)
+            return (exc.status if 400 <= exc.status < 500 else 502), {"error": f"nsqd: {exc.message}"}
+        return 200, {}
+
+
+class HealthHandler(JsonHandler):
+    """``GET /health``: 200 with the node's state; 503 while no nsqd is connected."""
+
+    def get(self) -> None:
+        nsqd = self.node.source.connection_count()
+        self.answer(200 if nsqd else 503, {
+            "node": self.node.name,
+            "connections": len(self.node.sessions),
+            "nsqd_connections": nsqd,
+        })
+
+
+class MetricsHandler(JsonHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest(self.node.metrics.registry))

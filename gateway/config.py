@@ -1,0 +1,290 @@
+"""Settings for ``pushgate serve``: one table gives every flag, its environment
+variable (``PUSHGATE_<FLAG_IN_UPPER_SNAKE>``), its default and its check.
+
+Precedence: command-line flag, then environment, then default. A bad value
+stops start-up with one line naming the setting (:class:`ConfigError`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+NSQ_NAME = re.compile(r"^[.a-zA-Z0-9_-]+$")
+NSQ_NAME_MAX = 64
+EPHEMERAL_SUFFIX = "#ephemeral"
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message is one line that names it."""
+
+
+# --- value parsers: each takes the raw string and returns the value or raises ValueError
+
+def _int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not an integer") from None
+        if value < lo or (hi is not None and value > hi):
+            raise ValueError(f"{value} is out of range ({lo}..{hi if hi is not None else ''})")
+        return value
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number") from None
+    if not value > 0:
+        raise ValueError(f"{raw} must be greater than 0")
+    return value
+
+
+def _host_port(raw: str) -> str:
+    host, sep, port = raw.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{raw!r} is not host:port")
+    return f"{host}:{port}"
+
+
+def _http_address(raw: str) -> str:
+    raw = raw.strip()
+    if raw.startswith(("http://", "https://")):
+        scheme, rest = raw.split("://", 1)
+        return f"{scheme}://{_host_port(rest.rstrip('/'))}"
+    return "http://" + _host_port(raw)
+
+
+def nsq_name(raw: str) -> str:
+    if not NSQ_NAME.match(raw) or len(raw) > NSQ_NAME_MAX:
+        raise ValueError(f"{raw!r} is not an NSQ topic name (1-{NSQ_NAME_MAX} of [.a-zA-Z0-9_-])")
+    return raw
+
+
+def _topic_mapping(raw: str) -> tuple[str, str]:
+    topic, _, channel = raw.partition("=")
+    return nsq_name(topic), (channel or topic)
+
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{raw!r} is not a boolean")
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"{raw!r} is not one of debug, info, warning, error")
+    return value
+
+
+def _pem_file(raw: str) -> bytes:
+    try:
+        with open(raw, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ValueError(f"cannot read {raw}: {exc.strerror}") from None
+    if b"-----BEGIN PUBLIC KEY-----" not in data:
+        raise ValueError(f"{raw} is not a PEM public key")
+    return data
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    repeatable: bool = False  # flag may repeat; the env var is comma-separated
+    is_bool: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag.replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "PUSHGATE_" + self.dest.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("port", _int_range(0, 65535), 8000, "HTTP/WebSocket port (also read from PORT)."),
+    Option("address", _text, "0.0.0.0", "Address to listen on."),
+    Option("nsqd-tcp-address", _host_port, [], "nsqd TCP address to read from (repeatable).", repeatable=True),
+    Option("lookupd-http-address", _http_address, [], "nsqlookupd HTTP address for discovery (repeatable).",
+           repeatable=True),
+    Option("nsqd-http-address", _http_address, "http://127.0.0.1:4151",
+           "nsqd HTTP address the gateway and `pushgate publish` publish to."),
+    Option("topic", nsq_name, "pushgate", "Envelope topic: JSON messages naming channels or users."),
+    Option("map-topic", _topic_mapping, [],
+           "Expose an NSQ topic as a channel: TOPIC or TOPIC=CHANNEL; the body is the data (repeatable).",
+           repeatable=True),
+    Option("node-name", _text, None, "This node's name; its NSQ channel is <node-name>#ephemeral "
+           "(default: hostname-port)."),
+    Option("jwt-secret", _text, None, "HMAC secret for HS256/384/512 connection tokens."),
+    Option("jwt-public-key", _pem_file, None, "PEM file with an RSA or EC public key (RS*/PS*/ES* tokens)."),
+    Option("jwt-audience", _text, None, "Required `aud` claim of connection tokens."),
+    Option("jwt-issuer", _text, None, "Required `iss` claim of connection tokens."),
+    Option("allow-anonymous", _bool, False, "Accept connections without a token (user \"\").", is_bool=True),
+    Option("api-key", _text, None, "Key for POST /api/publish (`Authorization: apikey KEY`); unset disables it."),
+    Option("public-channels", _text, "", "Channels any client may subscribe to, comma-separated; "
+           "a trailing * matches a prefix (e.g. news,chat:*)."),
+    Option("allowed-origins", _text, "", "Browser origins allowed to connect, comma-separated, or * "
+           "(default: same host only; clients without Origin are always allowed)."),
+    Option("max-queue-bytes", _int_range(4096), 1 << 20, "Per-connection send queue; a client that "
+           "falls further behind is disconnected (3008 slow)."),
+    Option("max-message-bytes", _int_range(64), 65536, "Largest NSQ message body delivered; larger ones "
+           "are dropped."),
+    Option("max-message-age", _positive_float, 30.0, "Seconds after which an NSQ message is stale "
+           "and dropped (from the nsqd timestamp)."),
+    Option("dedupe-window", _int_range(1), 10000, "How many recent message ids are remembered to "
+           "deliver a repeated id once."),
+    Option("ping-interval", _int_range(2, 3600), 25, "Seconds between server pings."),
+    Option("pong-timeout", _int_range(1, 3600), 8, "Seconds to wait for a pong before disconnecting (3012)."),
+    Option("lookupd-poll-interval", _int_range(1, 3600), 5, "Seconds between nsqlookupd polls."),
+    Option("max-in-flight", _int_range(1, 2500), 200, "NSQ max_in_flight per topic reader."),
+    Option("log-level", _log_level, "INFO", "debug, info, warning or error."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 8000
+    address: str = "0.0.0.0"
+    nsqd_tcp_address: list = field(default_factory=list)
+    lookupd_http_address: list = field(default_factory=list)
+    nsqd_http_address: str = "http://127.0.0.1:4151"
+    topic: str = "pushgate"
+    map_topic: list = field(default_factory=list)
+    node_name: str | None = None
+    jwt_secret: str | None = None
+    jwt_public_key: bytes | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    allow_anonymous: bool = False
+    api_key: str | None = None
+    public_channels: str = ""
+    allowed_origins: str = ""
+    max_queue_bytes: int = 1 << 20
+    max_message_bytes: int = 65536
+    max_message_age: float = 30.0
+    dedupe_window: int = 10000
+    ping_interval: int = 25
+    pong_timeout: int = 8
+    lookupd_poll_interval: int = 5
+    max_in_flight: int = 200
+    log_level: str = "INFO"
+
+    @property
+    def nsq_channel(self) -> str:
+        """This node's own ephemeral channel: every node gets every message."""
+        return ephemeral_channel(self.node_name or default_node_name(self.port))
+
+    @property
+    def public_channel_patterns(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.public_channels.split(",") if p.strip())
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/").lower() for o in self.allowed_origins.split(",") if o.strip())
+
+
+def default_node_name(port: int) -> str:
+    return f"{socket.gethostname()}-{port}"
+
+
+def ephemeral_channel(node_name: str) -> str:
+    """``<node>#ephemeral`` within NSQ's 64 characters (the suffix counts).
+
+    Characters NSQ refuses become ``-``; a name too long keeps its start plus a
+    hash of the whole, so two long names stay distinct.
+    """
+    name = re.sub(r"[^.a-zA-Z0-9_-]", "-", node_name)
+    room = NSQ_NAME_MAX - len(EPHEMERAL_SUFFIX)
+    if len(name) > room:
+        name = f"{name[:room - 9]}-{zlib.crc32(node_name.encode()):08x}"
+    return name + EPHEMERAL_SUFFIX
+
+
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    for opt in OPTIONS:
+        if only is not None and opt.flag not in only:
+            continue
+        default = opt.default if not isinstance(opt.default, bytes) else None
+        help_text = f"{opt.help} [env {opt.env}" + (f"; default {default}" if default not in (None, "", []) else "") + "]"
+        if opt.is_bool:
+            parser.add_argument(f"--{opt.flag}", dest=opt.dest, action="store_const", const="true",
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(f"--{opt.flag}", dest=opt.dest, action="append" if opt.repeatable else None,
+                                default=None, metavar=opt.dest.upper(), help=help_text)
+
+
+def resolve(args: argparse.Namespace, environ: dict | None = None,
+            only: tuple[str, ...] | None = None) -> Settings:
+    """Settings from parsed flags, then the environment, then defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for opt in OPTIONS:
+        if only is not None and opt.flag not in only:
+            continue
+        raw = getattr(args, opt.dest, None)
+        source = f"--{opt.flag}"
+        if raw is None:
+            env_raw = environ.get(opt.env)
+            if env_raw is None and opt.flag == "port":
+                env_raw, env_name = environ.get("PORT"), "PORT"
+            else:
+                env_name = opt.env
+            if env_raw is None or (env_raw == "" and not opt.is_bool):
+                continue
+            source = f"--{opt.flag} (from {env_name})"
+            raw = [v for v in env_raw.split(",") if v.strip()] if opt.repeatable else env_raw
+        try:
+            values[opt.dest] = [opt.parse(v) for v in raw] if opt.repeatable else opt.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    settings = Settings(**values)
+    if only is None:
+        check(settings)
+    return settings
+
+
+def check(s: Settings) -> None:
+    """Rules that involve more than one setting."""
+    if not s.jwt_secret and not s.jwt_public_key and not s.allow_anonymous:
+        raise ConfigError("--jwt-secret: a JWT secret or --jwt-public-key is required "
+                          "(or --allow-anonymous)")
+    if not s.nsqd_tcp_address and not s.lookupd_http_address:
+        raise ConfigError("--lookupd-http-address: give nsqlookupd or --nsqd-tcp-address to read from")
+    if s.pong_timeout >= s.ping_interval:
+        raise ConfigError(f"--pong-timeout: {s.pong_timeout} must be less than --ping-interval ({s.ping_interval})")
+    if s.max_message_bytes * 2 > s.max_queue_bytes:
+        raise ConfigError(f"--max-queue-bytes: {s.max_queue_bytes} must be at least twice "
+                          f"--max-message-bytes ({s.max_message_bytes})")
+    for pattern in s.public_channel_patterns:
+        if "*" in pattern[:-1]:
+            raise ConfigError(f"--public-channels: {pattern!r}: * is only allowed at the end")
+    for origin in s.origins:
+        if origin != "*" and not re.match(r"^https?://[^/]+$", origin):
+            raise ConfigError(f"--allowed-origins: {origin!r} is not scheme://host[:port] or *")
+    mapped = [t for t, _ in s.map_topic]
+    if s.topic in mapped or len(set(mapped)) != len(mapped):
+        raise ConfigError("--map-topic: each topic may be read once (and not the envelope --topic)")

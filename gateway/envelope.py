@@ -1,0 +1,107 @@
+"""What arrives from NSQ, parsed into deliveries (pure, no I/O).
+
+Two shapes reach the gateway (the contract is ``docs/nsq-contract.md``):
+
+* the **envelope topic**: a JSON object naming its targets
+  (``channel``/``channels``/``user``/``users``), the ``data`` to deliver and
+  an optional publisher ``id``;
+* a **mapped topic**: the body is the publication data as it is, for one
+  fixed channel.
+
+Both become a :class:`Delivery` whose ``data_json`` is compact JSON text, so
+the hub can embed it in every frame without touching it again.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import ujson
+
+from gateway.protocol import dumps
+
+MAX_CHANNEL_LENGTH = 255
+PERSONAL_PREFIX = "#"
+
+
+class BadMessage(Exception):
+    """A message that cannot be delivered. ``reason`` is a short label for metrics."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Delivery(NamedTuple):
+    channels: tuple[str, ...]
+    data_json: str
+    id: str | None
+
+
+def personal_channel(user: str) -> str:
+    """Every connection of ``user`` is subscribed to this channel, on every node."""
+    return PERSONAL_PREFIX + user
+
+
+def valid_channel(name: object) -> bool:
+    return isinstance(name, str) and 0 < len(name) <= MAX_CHANNEL_LENGTH and name.isprintable()
+
+
+def parse_envelope(body: bytes) -> Delivery:
+    try:
+        obj = ujson.loads(body)
+    except (ValueError, OverflowError):
+        raise BadMessage("not_json", "body is not JSON") from None
+    if type(obj) is not dict:
+        raise BadMessage("bad_envelope", "body is not a JSON object")
+    if "data" not in obj:
+        raise BadMessage("bad_envelope", 'no "data"')
+    channels: list[str] = []
+    _add_targets(channels, obj, "channel", "channels", _channel)
+    _add_targets(channels, obj, "user", "users", _user_channel)
+    if not channels:
+        raise BadMessage("no_target", 'no "channel", "channels", "user" or "users"')
+    msg_id = obj.get("id")
+    if msg_id is not None:
+        if type(msg_id) is int:
+            msg_id = str(msg_id)
+        elif not isinstance(msg_id, str) or not msg_id:
+            raise BadMessage("bad_envelope", '"id" must be a non-empty string or an integer')
+    # dict.fromkeys drops a channel named twice (e.g. by "channel" and "channels").
+    return Delivery(tuple(dict.fromkeys(channels)), dumps(obj["data"]), msg_id)
+
+
+def parse_mapped(body: bytes, channel: str) -> Delivery:
+    """A mapped topic's body: JSON is embedded as is, other UTF-8 text as a JSON string."""
+    try:
+        data = ujson.loads(body)
+    except (ValueError, OverflowError):
+        try:
+            data = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadMessage("not_utf8", "body is neither JSON nor UTF-8 text") from None
+    return Delivery((channel,), dumps(data), None)
+
+
+def _add_targets(out: list, obj: dict, one: str, many: str, convert) -> None:
+    if one in obj:
+        out.append(convert(obj[one], one))
+    if many in obj:
+        values = obj[many]
+        if type(values) is not list:
+            raise BadMessage("bad_envelope", f'"{many}" must be a list')
+        out.extend(convert(v, many) for v in values)
+
+
+def _channel(value: object, field: str) -> str:
+    if not valid_channel(value):
+        raise BadMessage("bad_envelope", f'"{field}" must name channels (1-{MAX_CHANNEL_LENGTH} printable characters)')
+    return value  # type: ignore[return-value]
+
+
+def _user_channel(value: object, field: str) -> str:
+    if type(value) is int:
+        value = str(value)
+    if not isinstance(value, str) or not value or not valid_channel(PERSONAL_PREFIX + value):
+        raise BadMessage("bad_envelope", f'"{field}" must be user ids (strings or integers)')
+    return PERSONAL_PREFIX + value

@@ -1,0 +1,57 @@
+"""The hub: which sessions listen on which channel, and fan-out.
+
+A publication is encoded once per channel and framed once per transport kind;
+every subscriber then gets the same bytes. That is what makes fan-out cheap:
+per subscriber the hub does one dict lookup and one queue append.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway import protocol
+
+if TYPE_CHECKING:
+    from gateway.session import Session
+
+
+class Hub:
+    __slots__ = ("_channels",)
+
+    def __init__(self) -> None:
+        self._channels: dict[str, set[Session]] = {}
+
+    def subscribe(self, channel: str, session: Session) -> None:
+        subscribers = self._channels.get(channel)
+        if subscribers is None:
+            self._channels[channel] = {session}
+        else:
+            subscribers.add(session)
+
+    def unsubscribe(self, channel: str, session: Session) -> None:
+        subscribers = self._channels.get(channel)
+        if subscribers is not None:
+            subscribers.discard(session)
+            if not subscribers:
+                del self._channels[channel]
+
+    def publish(self, channel: str, data_json: str) -> int:
+        """Deliver to every subscriber of ``channel``; returns how many got it."""
+        subscribers = self._channels.get(channel)
+        if not subscribers:
+            return 0
+        payload = protocol.pub_push(channel, data_json)
+        frames: dict[type, bytes] = {}
+        for session in subscribers:
+            transport = session.transport
+            kind = transport.__class__
+            frame = frames.get(kind)
+            if frame is None:
+                frame = frames[kind] = kind.frame(payload)
+            transport.send(frame)
+        return len(subscribers)
+
+    def subscriber_count(self, channel: str) -> int:
+        return len(self._channels.get(channel, ()))
+
+    def __len__(self) -> int:
+        return len(self._channels)

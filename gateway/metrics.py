@@ -1,0 +1,32 @@
+"""Prometheus metrics of one node (served at ``/metrics``).
+
+Each node has its own registry so several nodes can live in one process
+(tests) without clashing.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.connections = Gauge("pushgate_connections", "Open client connections.", registry=r)
+        self.connects = Counter("pushgate_connects", "Successful protocol connects.", registry=r)
+        self.disconnects = Counter("pushgate_disconnects", "Disconnects sent by the server, by code.",
+                                   ["code"], registry=r)
+        self.token_errors = Counter("pushgate_token_errors", "Connects refused for their token.",
+                                    ["reason"], registry=r)
+        self.bad_frames = Counter("pushgate_bad_frames", "Client frames the protocol refused.", registry=r)
+        self.refused_subscriptions = Counter("pushgate_refused_subscriptions",
+                                             "Subscribes refused with permission denied.", registry=r)
+        self.ignored_commands = Counter("pushgate_unavailable_commands",
+                                        "Commands answered as not available or ignored.", ["method"], registry=r)
+        self.nsq_messages = Counter("pushgate_nsq_messages", "Messages read from NSQ, by topic.",
+                                    ["topic"], registry=r)
+        self.nsq_dropped = Counter("pushgate_nsq_dropped", "NSQ messages dropped, by reason.",
+                                   ["reason"], registry=r)
+        self.publications = Counter("pushgate_publications", "Publications fanned out to a channel.", registry=r)
+        self.deliveries = Counter("pushgate_deliveries", "Publications queued to client connections.", registry=r)
+        self.api_publishes = Counter("pushgate_api_publishes", "POST /api/publish answers, by status.",
+                                     ["status"], registry=r)

@@ -1,0 +1,215 @@
+"""One client connection's protocol state machine, independent of transport.
+
+A transport hands the session each text frame it receives
+(:meth:`Session.handle_frame`) and tells it when the connection is gone
+(:meth:`Session.transport_closed`). The session answers through the
+transport's three-method interface:
+
+``frame(payload) -> bytes``   (class-level) wrap one JSON message for the wire
+``send(frame)``               queue framed bytes; never closes synchronously
+``disconnect(d)``             end the connection with a protocol code
+
+States: ``CONNECTING`` (until a good ``connect``) → ``CONNECTED`` → ``CLOSED``.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid
+from gateway import protocol
+from gateway.envelope import personal_channel, valid_channel
+from gateway.protocol import Command, Disconnect, ProtocolError
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+
+log = logging.getLogger("pushgate.session")
+
+CONNECTING, CONNECTED, CLOSED = "connecting", "connected", "closed"
+CHANNEL_LIMIT = 128
+ANONYMOUS = ConnectionClaims(user="")
+
+
+class Session:
+    __slots__ = ("node", "transport", "state", "client_id", "user", "channels", "pong_due", "slot")
+
+    def __init__(self, node: Node, transport) -> None:
+        self.node = node
+        self.transport = transport
+        self.state = CONNECTING
+        self.client_id = ""
+        self.user = ""
+        self.channels: set[str] = set()
+        self.pong_due = False   # a ping was sent and no pong has come back yet
+        self.slot = -1          # the heartbeat bucket this session is pinged from
+
+    # --- input from the transport ----------------------------------------
+
+    def handle_frame(self, text: str) -> None:
+        if self.state is CLOSED:
+            return
+        try:
+            commands = protocol.parse_frame(text)
+        except ProtocolError as exc:
+            self.node.metrics.bad_frames.inc()
+            log.warning("client %s: bad frame (%s), disconnecting", self.client_id or "-", exc.detail)
+            self.close(exc.disconnect)
+            return
+        for cmd in commands:
+            if self.state is CONNECTING:
+                if cmd.method != "connect":
+                    self.node.metrics.bad_frames.inc()
+                    log.warning("client -: %s before connect, disconnecting", cmd.method or "pong")
+                    self.close(protocol.DISCONNECT_BAD_REQUEST)
+                    return
+                self._connect(cmd)
+                if self.state is not CONNECTED:
+                    return  # a failed connect drops the rest of the frame
+            elif self.state is CONNECTED:
+                _HANDLERS[cmd.method](self, cmd)
+            else:
+                return
+
+    def transport_closed(self) -> None:
+        """The connection is gone (client left, network error, or our close)."""
+        if self.state is not CLOSED:
+            self.state = CLOSED
+            self._release()
+
+    # --- output -------------------------------------------------------------
+
+    def send(self, payload: bytes) -> None:
+        transport = self.transport
+        transport.send(transport.frame(payload))
+
+    def close(self, disconnect: Disconnect) -> None:
+        if self.state is CLOSED:
+            return
+        self.state = CLOSED
+        self._release()
+        self.node.metrics.disconnects.labels(str(disconnect.code)).inc()
+        self.transport.disconnect(disconnect)
+
+    def ping(self, frame: bytes) -> None:
+        """Called by the heartbeat with the transport's pre-framed ping."""
+        self.pong_due = True
+        self.transport.send(frame)
+
+    def _release(self) -> None:
+        hub = self.node.hub
+        for channel in self.channels:
+            hub.unsubscribe(channel, self)
+        self.channels = set()
+        self.node.forget(self)
+
+    # --- commands -----------------------------------------------------------
+
+    def _connect(self, cmd: Command) -> None:
+        node = self.node
+        token = cmd.params.get("token") or ""
+        try:
+            claims = node.verify_token(token) if token else None
+        except TokenExpired:
+            node.metrics.token_errors.labels("expired").inc()
+            self.send(protocol.error_reply(cmd.id, protocol.ERROR_TOKEN_EXPIRED))
+            return
+        except TokenInvalid as exc:
+            node.metrics.token_errors.labels("invalid").inc()
+            log.warning("connect refused: invalid token (%s)", exc)
+            self.close(protocol.DISCONNECT_INVALID_TOKEN)
+            return
+        if claims is None:
+            if not node.settings.allow_anonymous:
+                node.metrics.token_errors.labels("missing").inc()
+                log.warning("connect refused: no token")
+                self.close(protocol.DISCONNECT_BAD_REQUEST)
+                return
+            claims = ANONYMOUS
+        channels = [personal_channel(claims.user)] if claims.user else []
+        channels.extend(c for c in claims.channels if valid_channel(c) and c not in channels)
+        if len(channels) > CHANNEL_LIMIT:
+            self.close(protocol.DISCONNECT_CHANNEL_LIMIT)
+            return
+        self.user = claims.user
+        self.client_id = str(uuid.uuid4())
+        self.state = CONNECTED
+        self.send(protocol.reply(cmd.id, "connect", {
+            "client": self.client_id,
+            "version": node.version,
+            "ping": node.settings.ping_interval,
+            "pong": True,
+            "subs": {channel: {} for channel in channels},
+        }))
+        for channel in channels:
+            self._join(channel)
+        node.connected(self)
+
+    def _subscribe(self, cmd: Command) -> None:
+        channel = cmd.params.get("channel")
+        if not isinstance(channel, str) or not channel:
+            self.close(protocol.DISCONNECT_BAD_REQUEST)
+            return
+        if not valid_channel(channel):
+            error = protocol.ERROR_BAD_REQUEST
+        elif channel in self.channels:
+            error = protocol.ERROR_ALREADY_SUBSCRIBED
+        elif len(self.channels) >= CHANNEL_LIMIT:
+            error = protocol.ERROR_LIMIT_EXCEEDED
+        elif not self.node.may_subscribe(self.user, channel):
+            self.node.metrics.refused_subscriptions.inc()
+            error = protocol.ERROR_PERMISSION_DENIED
+        else:
+            self.send(protocol.reply(cmd.id, "subscribe"))
+            self._join(channel)
+            return
+        self.send(protocol.error_reply(cmd.id, error))
+
+    def _unsubscribe(self, cmd: Command) -> None:
+        # Always a success: an error makes both SDKs tear the connection down.
+        channel = cmd.params.get("channel")
+        if channel in self.channels:
+            self.channels.discard(channel)
+            self.node.hub.unsubscribe(channel, self)
+        self.send(protocol.reply(cmd.id, "unsubscribe"))
+
+    def _join(self, channel: str) -> None:
+        self.channels.add(channel)
+        self.node.hub.subscribe(channel, self)
+
+    def _pong(self, cmd: Command) -> None:
+        self.pong_due = False
+
+    def _send(self, cmd: Command) -> None:
+        # Asynchronous client messages have no consumer in pushgate; no reply is due.
+        self.node.metrics.ignored_commands.labels("send").inc()
+
+    def _refuse_publish(self, cmd: Command) -> None:
+        # Clients never publish: backends publish through NSQ or /api/publish.
+        self.send(protocol.error_reply(cmd.id, protocol.ERROR_PERMISSION_DENIED))
+
+    def _not_available(self, cmd: Command) -> None:
+        self.node.metrics.ignored_commands.labels(cmd.method).inc()
+        self.send(protocol.error_reply(cmd.id, protocol.ERROR_NOT_AVAILABLE))
+
+    def _second_connect(self, cmd: Command) -> None:
+        log.warning("client %s: second connect, disconnecting", self.client_id)
+        self.close(protocol.DISCONNECT_BAD_REQUEST)
+
+
+_HANDLERS = {
+    "": Session._pong,
+    "connect": Session._second_connect,
+    "subscribe": Session._subscribe,
+    "unsubscribe": Session._unsubscribe,
+    "publish": Session._refuse_publish,
+    "send": Session._send,
+    "presence": Session._not_available,
+    "presence_stats": Session._not_available,
+    "history": Session._not_available,
+    "ping": Session._not_available,
+    "rpc": Session._not_available,
+    "refresh": Session._not_available,
+    "sub_refresh": Session._not_available,
+}

@@ -1,0 +1,104 @@
+"""WebSocket transport: ``/connection/websocket``, Centrifugo protocol v2 JSON."""
+from __future__ import annotations
+
+import logging
+import struct
+from typing import TYPE_CHECKING
+
+import tornado.websocket
+
+from gateway import protocol
+from gateway.protocol import Disconnect
+from gateway.transports.stream import StreamWriter
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+    from gateway.session import Session
+
+log = logging.getLogger("pushgate.websocket")
+
+# Largest client frame accepted (Centrifugo's default); Tornado closes a
+# connection that sends more with 1009, which the SDKs treat as terminal.
+MAX_CLIENT_FRAME = 65536
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, final WebSocket text frame (server to client, RFC 6455)."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, n)
+    return header + payload
+
+
+class WebSocketTransport(tornado.websocket.WebSocketHandler):
+    """Moves bytes between one WebSocket and its :class:`Session`.
+
+    Frames are built once by :meth:`frame` (the hub shares one frame between
+    all subscribers) and written through a :class:`StreamWriter`.
+    """
+
+    frame = staticmethod(text_frame)
+
+    def initialize(self, node: Node) -> None:
+        self.node = node
+        self.session: Session | None = None
+        self._writer: StreamWriter | None = None
+
+    def check_origin(self, origin: str) -> bool:
+        return self.node.origin_allowed(origin, self.request.host)
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        # JSON clients offer none; protobuf clients would offer centrifuge-protobuf,
+        # which pushgate does not speak, so they get no subprotocol and fail fast.
+        return None
+
+    def get_compression_options(self) -> None:
+        # permessage-deflate costs ~157 KB per connection in Tornado: keep it off.
+        return None
+
+    def open(self) -> None:
+        self.set_nodelay(True)
+        stream = self.ws_connection.stream  # type: ignore[union-attr]
+        self._writer = StreamWriter(stream, self.node.batcher, self.node.settings.max_queue_bytes,
+                                    self._overflow)
+        self.session = self.node.accept(self)
+
+    def on_message(self, message: str | bytes) -> None:
+        session = self.session
+        if session is None:
+            return
+        if isinstance(message, bytes):
+            log.warning("client %s: binary frame on a JSON connection", session.client_id or "-")
+            session.close(protocol.DISCONNECT_INAPPROPRIATE_PROTOCOL)
+        else:
+            session.handle_frame(message)
+
+    def on_close(self) -> None:
+        if self.session is not None:
+            self.session.transport_closed()
+
+    # --- the transport interface used by Session and Hub ---------------------
+
+    def send(self, frame: bytes) -> None:
+        self._writer.send(frame)  # type: ignore[union-attr]
+
+    def disconnect(self, disconnect: Disconnect) -> None:
+        writer = self._writer
+        if writer is not None:
+            if disconnect.code == protocol.DISCONNECT_SLOW.code:
+                writer.unbound()
+            else:
+                writer.flush_pending()
+                writer.unbound()
+        if self.ws_connection is not None:
+            self.close(disconnect.code, disconnect.reason)
+
+    def _overflow(self, disconnect: Disconnect) -> None:
+        log.warning("client %s: send queue over %d bytes, disconnecting as slow",
+                    self.session.client_id if self.session else "-", self.node.settings.max_queue_bytes)
+        if self.session is not None:
+            self.session.close(disconnect)
