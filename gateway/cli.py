@@ -52,6 +52,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings = resolve(args)
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "DEBUG":
+        # One line per HTTP request is noise at INFO; 4xx/5xx still log as warnings.
+        logging.getLogger("tornado.access").setLevel(logging.WARNING)
     from gateway.app import serve  # Tornado and pynsq load only for serve
     try:
         import uvloop

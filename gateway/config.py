@@ -156,6 +156,8 @@ OPTIONS: tuple[Option, ...] = (
            "and dropped (from the nsqd timestamp)."),
     Option("dedupe-window", _int_range(1), 10000, "How many recent message ids are remembered to "
            "deliver a repeated id once."),
+    Option("connect-timeout", _positive_float, 10.0, "Seconds a new connection has to send its connect "
+           "command (else 3502 stale)."),
     Option("ping-interval", _int_range(2, 3600), 25, "Seconds between server pings."),
     Option("pong-timeout", _int_range(1, 3600), 8, "Seconds to wait for a pong before disconnecting (3012)."),
     Option("lookupd-poll-interval", _int_range(1, 3600), 5, "Seconds between nsqlookupd polls."),
@@ -186,6 +188,7 @@ class Settings:
     max_message_bytes: int = 65536
     max_message_age: float = 30.0
     dedupe_window: int = 10000
+    connect_timeout: float = 10.0
     ping_interval: int = 25
     pong_timeout: int = 8
     lookupd_poll_interval: int = 5

@@ -37,7 +37,7 @@ class Node:
         self.metrics = Metrics()
         self.hub = Hub()
         self.batcher = WriteBatcher()
-        self.heartbeat = Heartbeat(settings.ping_interval, settings.pong_timeout)
+        self.heartbeat = Heartbeat(settings.ping_interval, settings.pong_timeout, settings.connect_timeout)
         self.sessions: set[Session] = set()
         self.verifier = None
         if settings.jwt_secret or settings.jwt_public_key:

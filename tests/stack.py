@@ -1,0 +1,230 @@
+"""Real processes for integration tests: nsqlookupd, nsqd and gateway nodes.
+
+Each runs on free loopback ports with its own temporary directory and log
+file, and is stopped (then killed if it must be) by the fixture that made it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "test-secret-with-at-least-32-bytes!!"
+API_KEY = "test-api-key"
+
+
+def binary(name: str) -> str:
+    local = ROOT / ".tools" / "bin" / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found: run `make test` (it builds NSQ into .tools/bin)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None,
+         timeout: float = 5) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_until(check, timeout: float = 10, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+        except (OSError, urllib.error.URLError):
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Process:
+    name = "process"
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"{self.name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict:
+        return dict(os.environ)
+
+    def start(self) -> "Process":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     env=self.environment(), start_new_session=True)
+        log.close()
+        try:
+            self.wait_ready()
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start; its log:\n{self.log()}") from None
+        return self
+
+    def wait_ready(self) -> None:
+        raise NotImplementedError
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
+        if self.proc is None:
+            return None
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Lookupd(Process):
+    name = "nsqlookupd"
+
+    def __init__(self, workdir: Path):
+        super().__init__(workdir)
+        self.tcp_port, self.http_port = free_port(), free_port()
+
+    @property
+    def http_address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    def command(self) -> list[str]:
+        return [binary("nsqlookupd"), f"--tcp-address=127.0.0.1:{self.tcp_port}",
+                f"--http-address={self.http_address}", "--broadcast-address=127.0.0.1"]
+
+    def wait_ready(self) -> None:
+        wait_until(lambda: self.running() and http("GET", f"http://{self.http_address}/ping")[0] == 200,
+                   what="nsqlookupd /ping")
+
+
+class Nsqd(Process):
+    name = "nsqd"
+
+    def __init__(self, workdir: Path, lookupd: Lookupd | None = None, node_id: int = 1):
+        super().__init__(workdir)
+        self.lookupd = lookupd
+        self.node_id = node_id
+        self.tcp_port, self.http_port = free_port(), free_port()
+        (workdir / "data").mkdir(exist_ok=True)
+
+    @property
+    def tcp_address(self) -> str:
+        return f"127.0.0.1:{self.tcp_port}"
+
+    @property
+    def http_address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    def command(self) -> list[str]:
+        cmd = [binary("nsqd"), f"--tcp-address={self.tcp_address}", f"--http-address={self.http_address}",
+               "--broadcast-address=127.0.0.1", f"--data-path={self.workdir / 'data'}",
+               f"--node-id={self.node_id}"]
+        if self.lookupd:
+            cmd.append(f"--lookupd-tcp-address=127.0.0.1:{self.lookupd.tcp_port}")
+        return cmd
+
+    def wait_ready(self) -> None:
+        wait_until(lambda: self.running() and http("GET", f"http://{self.http_address}/ping")[0] == 200,
+                   what="nsqd /ping")
+
+    def publish(self, body: bytes | str | dict, topic: str = "pushgate") -> None:
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        status, answer = http("POST", f"http://{self.http_address}/pub?topic={topic}", body)
+        assert status == 200, (status, answer)
+
+    def mpublish(self, bodies: list[bytes], topic: str = "pushgate") -> None:
+        status, answer = http("POST", f"http://{self.http_address}/mpub?topic={topic}", b"\n".join(bodies))
+        assert status == 200, (status, answer)
+
+
+class Gateway(Process):
+    name = "gateway"
+    counter = 0
+
+    def __init__(self, workdir: Path, nsqd: Nsqd, lookupd: Lookupd | None, *args: str,
+                 env: dict | None = None, direct: bool = False):
+        Gateway.counter += 1
+        self.name = f"gateway{Gateway.counter}"
+        super().__init__(workdir)
+        self.port = free_port()
+        self.args = list(args)
+        self.extra_env = env or {}
+        self.nsqd = nsqd
+        source = ([f"--nsqd-tcp-address={nsqd.tcp_address}"] if direct or lookupd is None
+                  else [f"--lookupd-http-address={lookupd.http_address}"])
+        self.base_args = [
+            f"--port={self.port}", "--address=127.0.0.1", *source,
+            f"--nsqd-http-address={nsqd.http_address}", f"--node-name={self.name}-{self.port}",
+            f"--jwt-secret={SECRET}", f"--api-key={API_KEY}", "--lookupd-poll-interval=1",
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/connection/websocket"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "gateway", "serve", *self.base_args, *self.args]
+
+    def environment(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHGATE_") and k != "PORT"}
+        env.update(self.extra_env)
+        return env
+
+    def wait_ready(self) -> None:
+        wait_until(lambda: self.running() and self.health()[0] == 200, timeout=15,
+                   what=f"{self.name} /health (connected to nsqd)")
+
+    def health(self) -> tuple[int, dict]:
+        status, body = http("GET", f"{self.url}/health")
+        return status, json.loads(body or b"{}")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample from /metrics (0 if absent)."""
+        _, body = http("GET", f"{self.url}/metrics")
+        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+        for line in body.decode().splitlines():
+            if line.startswith(want + " "):
+                return float(line.split()[-1])
+        return 0.0

@@ -1,0 +1,77 @@
+"""Settings: flags, environment, defaults, and one-line errors."""
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from gateway.config import ConfigError, Settings, add_arguments, ephemeral_channel, resolve
+from tests.stack import ROOT
+
+
+def settings(argv, env=None):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return resolve(parser.parse_args(argv), env or {})
+
+
+BASE = ["--jwt-secret=s", "--lookupd-http-address=127.0.0.1:4161"]
+
+
+def test_flag_then_environment_then_default():
+    s = settings(BASE + ["--port=9000"], {"PORT": "7000", "PUSHGATE_TOPIC": "events"})
+    assert (s.port, s.topic, s.max_queue_bytes) == (9000, "events", 1 << 20)
+    assert settings(BASE, {"PORT": "7000"}).port == 7000
+    assert settings(BASE, {"PORT": "7000", "PUSHGATE_PORT": "7100"}).port == 7100
+
+
+def test_repeatable_flags_and_comma_separated_environment():
+    s = settings(["--jwt-secret=s"], {"PUSHGATE_NSQD_TCP_ADDRESS": "a:1,b:2",
+                                      "PUSHGATE_MAP_TOPIC": "prices,ticks=market:ticks"})
+    assert s.nsqd_tcp_address == ["a:1", "b:2"]
+    assert s.map_topic == [("prices", "prices"), ("ticks", "market:ticks")]
+    assert settings(BASE + ["--lookupd-http-address=h:1"]).lookupd_http_address == ["http://127.0.0.1:4161", "http://h:1"]
+
+
+@pytest.mark.parametrize("argv,env,named", [
+    (["--port=abc"], {}, "--port"),
+    ([], {"PUSHGATE_MAX_QUEUE_BYTES": "lots"}, "--max-queue-bytes (from PUSHGATE_MAX_QUEUE_BYTES)"),
+    (["--topic=bad topic!"], {}, "--topic"),
+    (["--nsqd-tcp-address=nohost"], {}, "--nsqd-tcp-address"),
+    (["--jwt-public-key=/nonexistent.pem"], {}, "--jwt-public-key"),
+    (["--pong-timeout=30"], {}, "--pong-timeout"),
+    (["--max-message-bytes=900000"], {}, "--max-queue-bytes"),
+    (["--public-channels=a*b"], {}, "--public-channels"),
+    (["--allowed-origins=example.com"], {}, "--allowed-origins"),
+    (["--map-topic=pushgate"], {}, "--map-topic"),
+    ([], {"PUSHGATE_ALLOW_ANONYMOUS": "maybe"}, "--allow-anonymous (from PUSHGATE_ALLOW_ANONYMOUS)"),
+])
+def test_bad_values_name_the_setting(argv, env, named):
+    with pytest.raises(ConfigError) as exc:
+        settings(BASE + argv, env)
+    assert "\n" not in str(exc.value)
+    if named:
+        assert str(exc.value).startswith(named)
+
+
+def test_jwt_key_or_anonymous_and_an_nsq_source_are_required():
+    with pytest.raises(ConfigError, match="--jwt-secret"):
+        settings(["--lookupd-http-address=h:1"])
+    with pytest.raises(ConfigError, match="--lookupd-http-address"):
+        settings(["--jwt-secret=s"])
+    assert settings(["--allow-anonymous", "--nsqd-tcp-address=h:1"]).allow_anonymous
+
+
+def test_ephemeral_channel_fits_nsq_limits():
+    assert ephemeral_channel("web.1") == "web.1#ephemeral"
+    assert ephemeral_channel("pod/with:odd chars") == "pod-with-odd-chars#ephemeral"
+    long_a, long_b = ephemeral_channel("x" * 80 + "a"), ephemeral_channel("x" * 80 + "b")
+    assert len(long_a) <= 64 and long_a != long_b
+    assert Settings(port=8123, node_name="n").nsq_channel == "n#ephemeral"
+
+
+def test_serve_stops_with_one_line_naming_the_setting():
+    done = subprocess.run([sys.executable, "-m", "gateway", "serve", "--port=abc"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2
+    assert done.stderr == "pushgate: error: --port: 'abc' is not an integer\n"

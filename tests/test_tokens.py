@@ -1,0 +1,66 @@
+"""Connection tokens: what the gateway accepts and refuses."""
+import time
+
+import jwt
+import pytest
+
+from auth import ConnectionClaims, TokenExpired, TokenInvalid, TokenVerifier, connection_token
+from tests.keys import ec_pair, public_pem, rsa_pair
+
+SECRET = "unit-test-secret-of-32-bytes-or-more"
+
+
+def test_minted_token_round_trips():
+    token = connection_token(SECRET, 42, ttl=60, channels=["news"], info={"name": "A"}, now=time.time())
+    claims = TokenVerifier(secret=SECRET).verify_connection(token)
+    assert claims.user == "42" and claims.channels == ("news",) and claims.info == {"name": "A"}
+    assert claims.expires_at is not None
+
+
+@pytest.mark.parametrize("make_key,alg", [(rsa_pair, "RS256"), (ec_pair, "ES256"), (rsa_pair, "PS256")])
+def test_public_key_algorithms(make_key, alg):
+    key = make_key()
+    verifier = TokenVerifier(public_key_pem=public_pem(key))
+    assert verifier.verify_connection(jwt.encode({"sub": "u"}, key, algorithm=alg)).user == "u"
+
+
+def test_expired_is_distinguished_from_invalid():
+    verifier = TokenVerifier(secret=SECRET)
+    with pytest.raises(TokenExpired):
+        verifier.verify_connection(connection_token(SECRET, "u", ttl=10, now=time.time() - 100))
+
+
+@pytest.mark.parametrize("token", [
+    "", "abc", "a.b.c",
+    jwt.encode({"sub": "u"}, None, algorithm="none"),
+    jwt.encode({"sub": "u"}, "wrong-secret-but-long-enough-to-be-ok", algorithm="HS256"),
+    jwt.encode({"nosub": "u"}, SECRET, algorithm="HS256"),
+    jwt.encode({"sub": 42}, SECRET, algorithm="HS256"),
+    jwt.encode({"sub": "u", "channel": "news"}, SECRET, algorithm="HS256"),
+    jwt.encode({"sub": "u", "channels": "news"}, SECRET, algorithm="HS256"),
+    jwt.encode({"sub": "u", "channels": [""]}, SECRET, algorithm="HS256"),
+])
+def test_invalid_tokens(token):
+    with pytest.raises(TokenInvalid):
+        TokenVerifier(secret=SECRET).verify_connection(token)
+
+
+def test_a_key_only_serves_its_own_algorithm_family():
+    rsa_key = rsa_pair()
+    verifier = TokenVerifier(public_key_pem=public_pem(rsa_key))
+    with pytest.raises(TokenInvalid):  # no HMAC secret configured at all
+        verifier.verify_connection(jwt.encode({"sub": "u"}, SECRET, algorithm="HS256"))
+    with pytest.raises(TokenInvalid):  # an EC token against an RSA key
+        verifier.verify_connection(jwt.encode({"sub": "u"}, ec_pair(), algorithm="ES256"))
+
+
+def test_audience_and_issuer():
+    verifier = TokenVerifier(secret=SECRET, audience="gw", issuer="rails")
+    good = jwt.encode({"sub": "u", "aud": "gw", "iss": "rails"}, SECRET)
+    assert verifier.verify_connection(good) == ConnectionClaims(user="u")
+    for bad in ({"sub": "u", "aud": "other", "iss": "rails"}, {"sub": "u", "iss": "rails"},
+                {"sub": "u", "aud": "gw", "iss": "evil"}):
+        with pytest.raises(TokenInvalid):
+            verifier.verify_connection(jwt.encode(bad, SECRET))
+    # Without a configured audience an aud claim is not checked.
+    assert TokenVerifier(secret=SECRET).verify_connection(jwt.encode({"sub": "u", "aud": "x"}, SECRET)).user == "u"
