@@ -32,11 +32,12 @@ class Ingest:
         self._clock = clock
         self._counters = {t: metrics.nsq_messages.labels(t) for t in [envelope_topic, *mapped]}
 
-    def handle(self, topic: str, body: bytes, timestamp_ns: int, nsq_key: object) -> int:
+    def handle(self, topic: str, body: bytes, timestamp_ns: int, nsqd: str, nsq_id: bytes) -> int:
         """Deliver one NSQ message; returns the number of connections reached.
 
-        ``nsq_key`` identifies the message within its nsqd; it dedupes
-        redeliveries of messages that carry no publisher ``id``.
+        A message with a publisher ``id`` is delivered once per id. One without
+        is delivered once per NSQ message: nsqd numbers messages per topic, so
+        its id is unique only together with the topic and the nsqd.
         """
         self._counters[topic].inc()
         size = len(body)
@@ -52,7 +53,7 @@ class Ingest:
                 delivery = parse_mapped(body, self.mapped[topic])
         except BadMessage as exc:
             return self._drop(exc.reason, topic, f"{exc.detail}: {body[:120]!r}")
-        if self.recent.seen(delivery.id if delivery.id is not None else nsq_key):
+        if self.recent.seen(delivery.id if delivery.id is not None else (topic, nsqd, nsq_id)):
             self.metrics.nsq_dropped.labels("duplicate").inc()
             return 0
         reached = 0

@@ -26,20 +26,23 @@ log = logging.getLogger("pushgate.nsq")
 RECONNECT_MIN = 1.0
 RECONNECT_MAX = 15.0
 
-Handler = Callable[[str, bytes, int, object], object]
+Handler = Callable[[str, bytes, int, str, bytes], object]
 
 
-class _ConnectNoise(logging.Filter):
-    """pynsq lets every failed connect escape as an ERROR traceback through
-    tornado.application; the reconnect logic already handles and logs it."""
+class _ConnectionNoise(logging.Filter):
+    """pynsq logs every failed connect as an ERROR traceback (through
+    tornado.application) and every closed connection as an ERROR
+    "failed to unpack size"; the reader below logs one warning line instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (isinstance(exc, (StreamClosedError, ConnectionError)) and
-                    "_connect_callback" in str(record.args or record.msg))
+        if isinstance(exc, (StreamClosedError, ConnectionError)) and "_connect_callback" in str(record.args):
+            return False
+        return not any(isinstance(arg, nsq.protocol.IntegrityError) for arg in record.args or ())
 
 
-logging.getLogger("tornado.application").addFilter(_ConnectNoise())
+logging.getLogger("tornado.application").addFilter(_ConnectionNoise())
+logging.getLogger("nsq.client").addFilter(_ConnectionNoise())
 
 
 class _Reader(nsq.Reader):
@@ -52,7 +55,7 @@ class _Reader(nsq.Reader):
     def _handle_message(self, conn, message) -> None:
         self._maybe_update_rdy(conn)
         try:
-            self._handler(self.topic, message.body, message.timestamp, (conn.id, message.id))
+            self._handler(self.topic, message.body, message.timestamp, conn.id, message.id)
         except Exception:
             log.exception("[%s] failed to deliver message %s", self.topic, message.id)
         finally:

@@ -1,0 +1,52 @@
+"""Ingest: size, age and dedupe decisions on what NSQ hands the gateway."""
+import time
+
+import ujson
+
+from gateway.hub import Hub
+from gateway.ingest import Ingest
+from gateway.metrics import Metrics
+
+
+def make_ingest(**overrides) -> Ingest:
+    options = dict(envelope_topic="pushgate", mapped={"prices": "prices"}, max_message_bytes=1024,
+                   max_message_age=30.0, dedupe_window=100)
+    options.update(overrides)
+    return Ingest(Hub(), Metrics(), **options)
+
+
+def dropped(ingest: Ingest, reason: str) -> float:
+    return ingest.metrics.registry.get_sample_value("pushgate_nsq_dropped_total", {"reason": reason}) or 0
+
+
+
+
+def test_nsq_ids_are_only_unique_per_topic_and_nsqd():
+    now = time.time_ns()
+    ingest = make_ingest()
+    body = ujson.dumps({"channel": "c", "data": 1}).encode()
+    ingest.handle("pushgate", body, now, "nsqd-a:4150", b"0001")
+    ingest.handle("prices", b"1.08", now, "nsqd-a:4150", b"0001")     # same id, other topic
+    ingest.handle("pushgate", body, now, "nsqd-b:4150", b"0001")      # same id, other nsqd
+    assert dropped(ingest, "duplicate") == 0
+    ingest.handle("pushgate", body, now, "nsqd-a:4150", b"0001")      # a redelivery
+    assert dropped(ingest, "duplicate") == 1
+
+
+def test_publisher_id_dedupes_across_nsqds():
+    now = time.time_ns()
+    ingest = make_ingest()
+    body = ujson.dumps({"user": "u", "id": "evt", "data": 1}).encode()
+    ingest.handle("pushgate", body, now, "nsqd-a:4150", b"0001")
+    ingest.handle("pushgate", body, now, "nsqd-b:4150", b"0777")
+    assert dropped(ingest, "duplicate") == 1
+
+
+def test_size_and_age_limits():
+    now = time.time_ns()
+    ingest = make_ingest(max_message_bytes=64, max_message_age=5.0)
+    ingest.handle("prices", b"1" * 65, now, "n", b"1")
+    ingest.handle("prices", b"1", now - 6 * 10**9, "n", b"2")
+    ingest.handle("prices", b"1", now - 4 * 10**9, "n", b"3")
+    assert (dropped(ingest, "too_big"), dropped(ingest, "stale")) == (1, 1)
+    assert ingest.metrics.registry.get_sample_value("pushgate_publications_total") == 1
