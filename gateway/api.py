@@ -65,11 +65,13 @@ class PublishHandler(JsonHandler):
 
 
 class HealthHandler(JsonHandler):
-    """``GET /health``: 200 with the node's state; 503 while no nsqd is connected."""
+    """``GET /health``: 200 with the node's state; 503 until every topic is read
+    from at least one nsqd."""
 
     def get(self) -> None:
-        nsqd = self.node.source.connection_count()
-        self.answer(200 if nsqd else 503, {
+        source = self.node.source
+        nsqd = source.connection_count()
+        self.answer(200 if source.reading_every_topic() else 503, {
             "node": self.node.name,
             "connections": len(self.node.sessions),
             "nsqd_connections": nsqd,

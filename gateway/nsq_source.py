@@ -139,6 +139,10 @@ class NsqSource:
     def connection_count(self) -> int:
         return sum(len(r.conns) for r in self.readers)
 
+    def reading_every_topic(self) -> bool:
+        """Every topic has at least one live nsqd connection."""
+        return bool(self.readers) and all(r.conns for r in self.readers)
+
     def close(self) -> None:
         for reader in self.readers:
             reader.close()
