@@ -65,7 +65,7 @@ class Heartbeat:
 
         frames: dict[type, bytes] = {}
         for session in self._buckets[self._tick % n]:
-            kind = session.transport.__class__
+            kind = session.kind
             frame = frames.get(kind)
             if frame is None:
                 frame = frames[kind] = kind.frame(protocol.PING)

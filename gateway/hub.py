@@ -15,10 +15,11 @@ if TYPE_CHECKING:
 
 
 class Hub:
-    __slots__ = ("_channels",)
+    __slots__ = ("_channels", "publications")
 
     def __init__(self) -> None:
         self._channels: dict[str, set[Session]] = {}
+        self.publications = 0  # moves with every publish; the write batcher watches it
 
     def subscribe(self, channel: str, session: Session) -> None:
         subscribers = self._channels.get(channel)
@@ -36,18 +37,20 @@ class Hub:
 
     def publish(self, channel: str, data_json: str) -> int:
         """Deliver to every subscriber of ``channel``; returns how many got it."""
+        self.publications += 1
         subscribers = self._channels.get(channel)
         if not subscribers:
             return 0
         payload = protocol.pub_push(channel, data_json)
+        kind = frame = None
         frames: dict[type, bytes] = {}
         for session in subscribers:
-            transport = session.transport
-            kind = transport.__class__
-            frame = frames.get(kind)
-            if frame is None:
-                frame = frames[kind] = kind.frame(payload)
-            transport.send(frame)
+            if session.kind is not kind:  # usually one kind for all: one frame
+                kind = session.kind
+                frame = frames.get(kind)
+                if frame is None:
+                    frame = frames[kind] = kind.frame(payload)
+            session.push(frame)
         return len(subscribers)
 
     def subscriber_count(self, channel: str) -> int:

@@ -28,5 +28,7 @@ class Metrics:
                                    ["reason"], registry=r)
         self.publications = Counter("pushgate_publications", "Publications fanned out to a channel.", registry=r)
         self.deliveries = Counter("pushgate_deliveries", "Publications queued to client connections.", registry=r)
+        self.writes = Counter("pushgate_connection_writes", "Batched writes to client connections "
+                              "(deliveries / writes = frames per write).", registry=r)
         self.api_publishes = Counter("pushgate_api_publishes", "POST /api/publish answers, by status.",
                                      ["status"], registry=r)

@@ -3,11 +3,14 @@
 A transport hands the session each text frame it receives
 (:meth:`Session.handle_frame`) and tells it when the connection is gone
 (:meth:`Session.transport_closed`). The session answers through the
-transport's three-method interface:
+transport's interface:
 
 ``frame(payload) -> bytes``   (class-level) wrap one JSON message for the wire
 ``send(frame)``               queue framed bytes; never closes synchronously
 ``disconnect(d)``             end the connection with a protocol code
+
+The session keeps ``send`` and the transport's class as ``push`` and
+``kind``: the hub calls them once per delivery, the hottest line there is.
 
 States: ``CONNECTING`` (until a good ``connect``) → ``CONNECTED`` → ``CLOSED``.
 """
@@ -33,11 +36,14 @@ ANONYMOUS = ConnectionClaims(user="")
 
 
 class Session:
-    __slots__ = ("node", "transport", "state", "client_id", "user", "channels", "pong_due", "slot")
+    __slots__ = ("node", "transport", "push", "kind", "state", "client_id", "user", "channels", "pong_due",
+                 "slot")
 
     def __init__(self, node: Node, transport) -> None:
         self.node = node
         self.transport = transport
+        self.push = transport.send
+        self.kind = transport.__class__
         self.state = CONNECTING
         self.client_id = ""
         self.user = ""
@@ -81,8 +87,7 @@ class Session:
     # --- output -------------------------------------------------------------
 
     def send(self, payload: bytes) -> None:
-        transport = self.transport
-        transport.send(transport.frame(payload))
+        self.push(self.kind.frame(payload))
 
     def close(self, disconnect: Disconnect) -> None:
         if self.state is CLOSED:
@@ -95,7 +100,7 @@ class Session:
     def ping(self, frame: bytes) -> None:
         """Called by the heartbeat with the transport's pre-framed ping."""
         self.pong_due = True
-        self.transport.send(frame)
+        self.push(frame)
 
     def _release(self) -> None:
         hub = self.node.hub

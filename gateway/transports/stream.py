@@ -1,10 +1,19 @@
 """Batched writes to a Tornado IOStream, shared by the streaming transports.
 
-Frames queued during one turn of the event loop are joined and written with
-one ``send()`` per connection at the end of the turn, from one callback for
-all connections (:class:`WriteBatcher`). When the stream has nothing pending
-the bytes go straight to the socket, which skips the Future IOStream.write
-creates per call; only what the kernel does not take goes through IOStream.
+Frames are queued per connection and written with one ``send()`` per
+connection by :class:`WriteBatcher`, one callback for all connections. When
+the stream has nothing pending the bytes go straight to the socket, which
+skips the Future that IOStream.write creates per call; only what the kernel
+does not take goes through IOStream.
+
+When to flush is what decides the cost of fan-out: the ``send()`` syscall is
+most of it, so under load several publications should share one. The
+batcher flushes as soon as the loop has gone two turns without a new
+publication for half a millisecond (about the only latency it adds when
+traffic is light) and otherwise keeps collecting, for at most as long as its
+previous flush took (so flushing never takes more than about half the time,
+whatever the fan-out size). Quiet is measured in time, not loop turns: pynsq
+takes several turns to hand over each message.
 
 The send queue is bounded: the IOStream's ``max_write_buffer_size`` is the
 connection's ``--max-queue-bytes``, and a connection that outgrows it is
@@ -13,24 +22,33 @@ disconnected as slow (3008) while everyone else carries on.
 from __future__ import annotations
 
 import asyncio
-import logging
+import time
+from typing import Callable
 
 from tornado.iostream import IOStream, SSLIOStream, StreamBufferFullError, StreamClosedError
 
 from gateway import protocol
 
-log = logging.getLogger("pushgate.transport")
+QUIET = 0.0005     # seconds without a new publication after which we flush
+MAX_COLLECT = 0.1  # seconds: the longest a frame waits for company under load
 
 
 class WriteBatcher:
-    """Flushes every connection that has queued frames, once per loop turn."""
+    """Flushes every connection that has queued frames (see the module doc)."""
 
-    __slots__ = ("_dirty", "_scheduled", "_loop")
+    __slots__ = ("_dirty", "_scheduled", "_loop", "_activity", "_seen", "_last_seen_at", "_since",
+                 "_last_cost", "_on_flush")
 
-    def __init__(self) -> None:
+    def __init__(self, activity: Callable[[], int], on_flush: Callable[[int], None] = lambda n: None) -> None:
         self._dirty: list[StreamWriter] = []
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._activity = activity   # a counter that moves with every publication
+        self._seen = 0
+        self._last_seen_at = 0.0
+        self._since = 0.0
+        self._last_cost = 0.0
+        self._on_flush = on_flush  # told how many connections each flush wrote to
 
     def mark(self, writer: StreamWriter) -> None:
         self._dirty.append(writer)
@@ -38,25 +56,42 @@ class WriteBatcher:
             self._scheduled = True
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
-            self._loop.call_soon(self.flush)
+            self._since = self._last_seen_at = time.perf_counter()
+            self._seen = self._activity()
+            self._loop.call_soon(self._check)
+
+    def _check(self) -> None:
+        now = time.perf_counter()
+        seen = self._activity()
+        if seen != self._seen:
+            self._seen = seen
+            self._last_seen_at = now
+        if now - self._last_seen_at < QUIET and now - self._since < min(self._last_cost, MAX_COLLECT):
+            self._loop.call_soon(self._check)  # type: ignore[union-attr]
+            return
+        self.flush()
 
     def flush(self) -> None:
+        started = time.perf_counter()
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         for writer in dirty:
             writer.flush_pending()
+        self._last_cost = time.perf_counter() - started
+        self._on_flush(len(dirty))
 
 
 class StreamWriter:
-    """The write side of one connection: a pending list and its stream."""
+    """The write side of one connection: its pending frames and its stream."""
 
-    __slots__ = ("_stream", "_direct", "_pending", "_batcher", "_on_overflow")
+    __slots__ = ("_stream", "_direct", "_pending", "_buffered", "_batcher", "_on_overflow")
 
     def __init__(self, stream: IOStream, batcher: WriteBatcher, max_queue_bytes: int, on_overflow) -> None:
         self._stream = stream
         # Writing to the socket ourselves is only right for plain TCP.
         self._direct = not isinstance(stream, SSLIOStream)
-        self._pending: list[bytes] | None = None
+        self._pending: bytes | list[bytes] | None = None
+        self._buffered = False  # IOStream may still hold bytes we gave it
         self._batcher = batcher
         self._on_overflow = on_overflow
         stream.max_write_buffer_size = max_queue_bytes
@@ -64,29 +99,36 @@ class StreamWriter:
     def send(self, frame: bytes) -> None:
         pending = self._pending
         if pending is None:
-            self._pending = [frame]
+            self._pending = frame
             self._batcher.mark(self)
-        else:
+        elif pending.__class__ is list:
             pending.append(frame)
+        else:
+            self._pending = [pending, frame]
 
     def flush_pending(self) -> None:
         pending = self._pending
         if pending is None:
             return
         self._pending = None
+        data = b"".join(pending) if pending.__class__ is list else pending
         stream = self._stream
-        if stream.closed():
+        sock = stream.socket
+        if sock is None:  # closed
             return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
         try:
-            if self._direct and not stream.writing():
-                try:
-                    sent = stream.socket.send(data)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                if sent == len(data):
-                    return
-                data = memoryview(data)[sent:]
+            if self._direct:
+                if self._buffered:
+                    self._buffered = stream.writing()
+                if not self._buffered:
+                    try:
+                        sent = sock.send(data)
+                    except (BlockingIOError, InterruptedError):
+                        sent = 0
+                    if sent == len(data):
+                        return
+                    data = memoryview(data)[sent:]
+                    self._buffered = True
             stream.write(data)
         except StreamBufferFullError:
             self._on_overflow(protocol.DISCONNECT_SLOW)

@@ -65,6 +65,7 @@ class WebSocketTransport(tornado.websocket.WebSocketHandler):
         stream = self.ws_connection.stream  # type: ignore[union-attr]
         self._writer = StreamWriter(stream, self.node.batcher, self.node.settings.max_queue_bytes,
                                     self._overflow)
+        self.send = self._writer.send  # the hub calls the writer with no hop through here
         self.session = self.node.accept(self)
 
     def on_message(self, message: str | bytes) -> None:
@@ -84,6 +85,7 @@ class WebSocketTransport(tornado.websocket.WebSocketHandler):
     # --- the transport interface used by Session and Hub ---------------------
 
     def send(self, frame: bytes) -> None:
+        """Queue framed bytes (replaced by the writer's own ``send`` once open)."""
         self._writer.send(frame)  # type: ignore[union-attr]
 
     def disconnect(self, disconnect: Disconnect) -> None:

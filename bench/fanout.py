@@ -1,0 +1,149 @@
+"""Fan-out benchmark: N clients on one channel, M messages through nsqd.
+
+Starts a real nsqd and one gateway node, spreads N bare WebSocket clients
+over several processes (bench/ws_clients.py; mind the 20,000 open files per
+process), then:
+
+1. latency phase: L messages at a modest rate, each carrying its publish
+   time; clients measure publish→receive;
+2. throughput phase: M messages published as fast as nsqd takes them.
+
+Prints delivered messages/s, gateway CPU-seconds per million deliveries
+(from /proc, throughput phase only), p50/p99 latency, and gateway RSS per
+connection. Targets: ≤ 10 CPU-s per million deliveries, ≤ 20 KB/connection.
+
+    .venv/bin/python bench/fanout.py --clients 10000 --messages 200
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from auth import connection_token  # noqa: E402
+from tests.stack import SECRET, Gateway, Nsqd, http  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PER_PROCESS = 5000
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
+
+
+def publish_batch(nsqd: Nsqd, bodies: list[bytes]) -> None:
+    status, answer = http("POST", f"http://{nsqd.http_address}/mpub?topic=pushgate", b"\n".join(bodies))
+    if status != 200:
+        raise RuntimeError(f"mpub failed: {status} {answer!r}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=10000)
+    parser.add_argument("--messages", type=int, default=200, help="throughput-phase messages (M)")
+    parser.add_argument("--latency-messages", type=int, default=50, help="latency-phase messages (L)")
+    parser.add_argument("--rate", type=float, default=10.0, help="latency-phase messages per second")
+    parser.add_argument("--payload", type=int, default=64, help="bytes of filler in each message")
+    parser.add_argument("--gateway-arg", action="append", default=[], help="extra flag for pushgate serve")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
+    nsqd = Nsqd(work / "nsqd").start()
+    gateway = Gateway(work / "gw", nsqd, None, "--public-channels=bench", "--log-level=warning",
+                      *args.gateway_arg).start()
+    children: list[subprocess.Popen] = []
+    try:
+        pid = gateway.proc.pid
+        time.sleep(0.5)
+        rss_idle = rss_bytes(pid)
+        processes = max(1, -(-args.clients // PER_PROCESS))
+        sources = ",".join(f"127.0.0.{i}" for i in range(1, 9))
+        t0 = time.monotonic()
+        for n in range(processes):
+            count = args.clients // processes + (1 if n < args.clients % processes else 0)
+            children.append(subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("ws_clients.py")), f"--port={gateway.port}",
+                 f"--count={count}", f"--token={connection_token(SECRET, f'bench-{n}')}",
+                 f"--lat={args.latency_messages}", f"--tp={args.messages}", f"--sources={sources}"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        for child in children:
+            ready = json.loads(child.stdout.readline())
+            if ready.get("refused"):
+                raise RuntimeError(f"{ready['refused']} subscribes refused")
+        connect_time = time.monotonic() - t0
+        time.sleep(1.0)
+        rss_loaded = rss_bytes(pid)
+        filler = "x" * args.payload
+
+        for i in range(args.latency_messages):
+            publish_batch(nsqd, [json.dumps({"channel": "bench", "data": {"f": filler, "ts": time.time()}}).encode()])
+            time.sleep(1 / args.rate)
+        time.sleep(1.0)
+
+        writes_before = gateway.metric("pushgate_connection_writes_total")
+        cpu_before = cpu_seconds(pid)
+        t_start = time.time()
+        body = json.dumps({"channel": "bench", "data": {"phase": "tp", "f": filler}}).encode()
+        for start in range(0, args.messages, 100):
+            publish_batch(nsqd, [body] * min(100, args.messages - start))
+        results = [json.loads(child.stdout.readline()) for child in children]
+        cpu_after = cpu_seconds(pid)
+        writes = gateway.metric("pushgate_connection_writes_total") - writes_before
+        t_end = max(r["tp_last"] for r in results)
+
+        deliveries = sum(r["tp_received"] for r in results)
+        expected = sum(r["tp_expected"] for r in results)
+        latencies = [x for r in results for x in r["latencies"]]
+        lat_received = sum(r["lat_received"] for r in results)
+        lat_expected = sum(r["lat_expected"] for r in results)
+        elapsed = t_end - t_start
+        cpu = cpu_after - cpu_before
+        print(f"pushgate fan-out benchmark: {args.clients} clients in {processes} processes, one channel")
+        print(f"  connect + subscribe all:     {connect_time:.1f} s")
+        print(f"  latency phase:               {args.latency_messages} msgs at {args.rate:g}/s, "
+              f"{lat_received}/{lat_expected} delivered")
+        print(f"    publish->receive p50:      {percentile(latencies, 0.50) * 1000:.1f} ms")
+        print(f"    publish->receive p99:      {percentile(latencies, 0.99) * 1000:.1f} ms "
+              f"({len(latencies)} samples)")
+        print(f"  throughput phase:            {args.messages} msgs, {deliveries}/{expected} delivered "
+              f"in {elapsed:.2f} s")
+        print(f"    delivered messages/s:      {deliveries / elapsed:,.0f}")
+        print(f"    frames per socket write:   {deliveries / max(writes, 1):.2f}")
+        print(f"    gateway CPU:               {cpu:.2f} s = {cpu / deliveries * 1e6:.2f} CPU-s per million "
+              f"deliveries (target <= 10)")
+        print(f"  gateway RSS:                 {rss_idle / 2**20:.1f} MiB idle, {rss_loaded / 2**20:.1f} MiB loaded "
+              f"= {(rss_loaded - rss_idle) / args.clients / 1024:.1f} KB per connection (target <= 20)")
+        closed = sum(r["closed"] for r in results)
+        if deliveries != expected or lat_received != lat_expected or closed:
+            print(f"  WARNING: lost deliveries or closed connections ({closed} closed)")
+            sys.exit(1)
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+        gateway.stop()
+        nsqd.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Many bare WebSocket clients in one process, for bench/fanout.py.
+
+Speaks just enough of the protocol: the handshake, a masked connect and
+subscribe, pongs for pings, and counting publications. It reads the
+publisher's timestamp out of each publication without a JSON parser, to stay
+cheap next to the gateway it measures. Prints JSON lines on stdout:
+``{"ready": n}``, then ``{"done": ..., "latencies": [...], ...}``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import struct
+import sys
+import time
+
+
+def masked(payload: bytes) -> bytes:
+    # A zero mask key is valid (RFC 6455 only asks for one) and leaves the payload as is.
+    n = len(payload)
+    header = bytes((0x81, 0x80 | n)) if n < 126 else struct.pack("!BBH", 0x81, 0x80 | 126, n)
+    return header + b"\x00\x00\x00\x00" + payload
+
+
+PONG = masked(b"{}")
+
+
+class Stats:
+    def __init__(self, conns: int, lat_expected: int, tp_expected: int):
+        self.conns = conns
+        self.lat_expected = lat_expected * conns
+        self.tp_expected = tp_expected * conns
+        self.lat_received = 0
+        self.tp_received = 0
+        self.latencies: list[float] = []
+        self.tp_first = 0.0
+        self.tp_last = 0.0
+        self.closed = 0
+        self.done = asyncio.get_event_loop().create_future()
+
+    def check(self):
+        if (self.lat_received >= self.lat_expected and self.tp_received >= self.tp_expected
+                and not self.done.done()):
+            self.done.set_result(None)
+
+
+class Client(asyncio.Protocol):
+    def __init__(self, stats: Stats, host: str, path: str, connect_frame: bytes, sample: bool):
+        self.stats = stats
+        self.host = host
+        self.path = path
+        self.connect_frame = connect_frame
+        self.sample = sample
+        self.buf = bytearray()
+        self.handshaken = False
+        self.subscribed = asyncio.get_event_loop().create_future()
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write((f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
+                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+
+    def data_received(self, data: bytes):
+        buf = self.buf
+        buf += data
+        if not self.handshaken:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                raise SystemExit(f"handshake refused: {bytes(buf[:80])!r}")
+            del buf[:end + 4]
+            self.handshaken = True
+            self.transport.write(self.connect_frame)
+        stats = self.stats
+        pos = 0
+        size = len(buf)
+        while size - pos >= 2:
+            b1 = buf[pos + 1] & 0x7F
+            if b1 < 126:
+                start, n = pos + 2, b1
+            elif b1 == 126:
+                if size - pos < 4:
+                    break
+                start, n = pos + 4, struct.unpack_from("!H", buf, pos + 2)[0]
+            else:
+                if size - pos < 10:
+                    break
+                start, n = pos + 10, struct.unpack_from("!Q", buf, pos + 2)[0]
+            if size - start < n:
+                break
+            opcode = buf[pos] & 0x0F
+            payload = bytes(buf[start:start + n])
+            pos = start + n
+            if opcode == 0x8:
+                stats.closed += 1
+                continue
+            for line in payload.split(b"\n"):
+                if line == b"{}":
+                    self.transport.write(PONG)
+                elif b'"pub"' in line:
+                    self.publication(line)
+                elif line.startswith(b'{"id":2'):
+                    if not self.subscribed.done():
+                        self.subscribed.set_result(b'"error"' not in line)
+        del buf[:pos]
+
+    def publication(self, line: bytes):
+        stats = self.stats
+        if b'"tp"' in line:
+            now = time.time()
+            if not stats.tp_first:
+                stats.tp_first = now
+            stats.tp_last = now
+            stats.tp_received += 1
+        else:
+            stats.lat_received += 1
+            if self.sample:
+                i = line.index(b'"ts":') + 5
+                stats.latencies.append(time.time() - float(line[i:line.index(b"}", i)]))
+        stats.check()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--channel", default="bench")
+    parser.add_argument("--lat", type=int, required=True, help="latency-phase messages expected")
+    parser.add_argument("--tp", type=int, required=True, help="throughput-phase messages expected")
+    parser.add_argument("--sources", default="127.0.0.1", help="comma-separated local addresses to spread over")
+    parser.add_argument("--sample-every", type=int, default=10, help="record latency on every Nth connection")
+    parser.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args()
+    loop = asyncio.get_running_loop()
+    stats = Stats(args.count, args.lat, args.tp)
+    frame = masked(json.dumps({"id": 1, "connect": {"token": args.token}}).encode() + b"\n" +
+                   json.dumps({"id": 2, "subscribe": {"channel": args.channel}}).encode())
+    sources = args.sources.split(",")
+    clients = []
+    batch = 500
+    for start in range(0, args.count, batch):
+        pending = []
+        for i in range(start, min(start + batch, args.count)):
+            client = Client(stats, f"{args.host}:{args.port}", "/connection/websocket", frame,
+                            sample=(i % args.sample_every == 0))
+            source = sources[i % len(sources)]
+            pending.append(loop.create_connection(lambda c=client: c, args.host, args.port,
+                                                  local_addr=(source, 0)))
+            clients.append(client)
+        await asyncio.gather(*pending)
+        await asyncio.gather(*(c.subscribed for c in clients[start:start + batch]))
+    refused = sum(1 for c in clients if not c.subscribed.result())
+    print(json.dumps({"ready": args.count, "refused": refused}), flush=True)
+    try:
+        await asyncio.wait_for(stats.done, args.timeout)
+        timed_out = False
+    except asyncio.TimeoutError:
+        timed_out = True
+    print(json.dumps({
+        "done": not timed_out, "lat_received": stats.lat_received, "tp_received": stats.tp_received,
+        "lat_expected": stats.lat_expected, "tp_expected": stats.tp_expected,
+        "tp_first": stats.tp_first, "tp_last": stats.tp_last, "closed": stats.closed,
+        "latencies": stats.latencies,
+    }), flush=True)
+    # Stay connected until the parent has measured and stops us.
+    sys.stdin.read()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
