@@ -62,7 +62,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10000)
     parser.add_argument("--messages", type=int, default=200, help="throughput-phase messages (M)")
     parser.add_argument("--latency-messages", type=int, default=50, help="latency-phase messages (L)")
-    parser.add_argument("--rate", type=float, default=10.0, help="latency-phase messages per second")
+    parser.add_argument("--rate", type=float, default=2.0, help="latency-phase messages per second "
+                        "(keep N x rate well below capacity: this phase measures latency, not load)")
     parser.add_argument("--payload", type=int, default=64, help="bytes of filler in each message")
     parser.add_argument("--gateway-arg", action="append", default=[], help="extra flag for pushgate serve")
     args = parser.parse_args()

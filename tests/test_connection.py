@@ -222,7 +222,7 @@ def test_browser_origins(gateway):
 
 
 def test_a_client_that_stops_reading_is_cut_off_while_a_normal_one_keeps_receiving(start_gateway, nsqd):
-    gateway = start_gateway("--max-queue-bytes=65536", "--max-message-bytes=32768", "--public-channels=firehose")
+    gateway = start_gateway("--max-queue-bytes=262144", "--max-message-bytes=32768", "--public-channels=firehose")
     messages = 300
     body = json.dumps({"channel": "firehose", "data": "x" * 30000}).encode()
 
@@ -236,8 +236,11 @@ def test_a_client_that_stops_reading_is_cut_off_while_a_normal_one_keeps_receivi
         await raw.send({"id": 2, "subscribe": {"channel": "firehose"}})
         assert (await raw.recv())["id"] == 2
         raw.ws.transport.pause_reading()
-        for start in range(0, messages, 50):
-            nsqd.mpublish([body] * 50)
+        # A pace a healthy client follows (~7 MB/s); the publishing call blocks,
+        # so yield between batches to let the SDK client, on this loop, read.
+        for start in range(0, messages, 20):
+            nsqd.mpublish([body] * 20)
+            await asyncio.sleep(0.08)
         got = await rec.collect(messages, timeout=10)
         assert len(got) == messages
         await wait_for(lambda: gateway.metric("pushgate_disconnects_total", code="3008") == 1, timeout=10)
@@ -245,7 +248,7 @@ def test_a_client_that_stops_reading_is_cut_off_while_a_normal_one_keeps_receivi
         await normal.disconnect()
         raw.ws.transport.abort()
     run(scenario())
-    assert "send queue over 65536 bytes, disconnecting as slow" in gateway.log()
+    assert "send queue over 262144 bytes, disconnecting as slow" in gateway.log()
 
 
 def test_sigterm_closes_clients_with_a_reconnect_code_and_exits_0(start_gateway):

@@ -17,7 +17,9 @@ takes several turns to hand over each message.
 
 The send queue is bounded: the IOStream's ``max_write_buffer_size`` is the
 connection's ``--max-queue-bytes``, and a connection that outgrows it is
-disconnected as slow (3008) while everyone else carries on.
+disconnected as slow (3008) while everyone else carries on. What the batcher
+holds back must not count against a client, so a connection whose pending
+frames pass ``flush_at`` bytes is written at once.
 """
 from __future__ import annotations
 
@@ -84,16 +86,20 @@ class WriteBatcher:
 class StreamWriter:
     """The write side of one connection: its pending frames and its stream."""
 
-    __slots__ = ("_stream", "_direct", "_pending", "_buffered", "_batcher", "_on_overflow")
+    __slots__ = ("_stream", "_direct", "_pending", "_pending_bytes", "_flush_at", "_buffered", "_batcher",
+                 "_on_overflow", "_overflowed")
 
     def __init__(self, stream: IOStream, batcher: WriteBatcher, max_queue_bytes: int, on_overflow) -> None:
         self._stream = stream
         # Writing to the socket ourselves is only right for plain TCP.
         self._direct = not isinstance(stream, SSLIOStream)
         self._pending: bytes | list[bytes] | None = None
-        self._buffered = False  # IOStream may still hold bytes we gave it
+        self._pending_bytes = 0   # counted once there are two frames or more
+        self._flush_at = min(65536, max_queue_bytes // 4)
+        self._buffered = False    # IOStream may still hold bytes we gave it
         self._batcher = batcher
         self._on_overflow = on_overflow
+        self._overflowed = False
         stream.max_write_buffer_size = max_queue_bytes
 
     def send(self, frame: bytes) -> None:
@@ -103,8 +109,14 @@ class StreamWriter:
             self._batcher.mark(self)
         elif pending.__class__ is list:
             pending.append(frame)
+            self._pending_bytes += len(frame)
+            if self._pending_bytes > self._flush_at:
+                self.flush_pending()
         else:
             self._pending = [pending, frame]
+            self._pending_bytes = len(pending) + len(frame)
+            if self._pending_bytes > self._flush_at:
+                self.flush_pending()
 
     def flush_pending(self) -> None:
         pending = self._pending
@@ -114,7 +126,7 @@ class StreamWriter:
         data = b"".join(pending) if pending.__class__ is list else pending
         stream = self._stream
         sock = stream.socket
-        if sock is None:  # closed
+        if sock is None or self._overflowed:  # closed, or closing
             return
         try:
             if self._direct:
@@ -131,7 +143,10 @@ class StreamWriter:
                     self._buffered = True
             stream.write(data)
         except StreamBufferFullError:
-            self._on_overflow(protocol.DISCONNECT_SLOW)
+            # Called from send() inside the hub's fan-out loop, so the close
+            # (which unsubscribes) must wait for the loop to finish.
+            self._overflowed = True
+            asyncio.get_running_loop().call_soon(self._on_overflow, protocol.DISCONNECT_SLOW)
         except StreamClosedError:
             pass
         except OSError as exc:  # the peer reset the connection under us
