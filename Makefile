@@ -25,7 +25,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 .PHONY: nsq
 nsq:
 	@if [ ! -x $(BIN)/nsqd ] && PATH="$(ORIG_PATH)" command -v nsqd >/dev/null \
-			&& PATH="$(ORIG_PATH)" command -v nsqlookupd >/dev/null; then \
+			&& PATH="$(ORIG_PATH)" command -v nsqlookupd >/dev/null \
+			&& PATH="$(ORIG_PATH)" command -v nsqadmin >/dev/null; then \
 		echo "nsq: using $$(PATH="$(ORIG_PATH)" command -v nsqd)"; \
 	else \
 		$(MAKE) --no-print-directory $(addprefix $(BIN)/,$(NSQ_APPS)); \

@@ -15,16 +15,30 @@ from centrifuge import Client, ClientEventHandler, PublicationContext, Subscript
 from auth import connection_token
 
 
-class Printer(ClientEventHandler, SubscriptionEventHandler):
+class Printer(ClientEventHandler):
+    """Connection events and publications on server-side channels (#user, token channels)."""
+
     async def on_connected(self, ctx):
         print(f"connected as client {ctx.client}", flush=True)
 
     async def on_disconnected(self, ctx):
         print(f"disconnected: {ctx.code} {ctx.reason}", flush=True)
 
+    async def on_publication(self, ctx):
+        print(f"[{ctx.channel}] {ctx.pub.data}", flush=True)
+
+
+class ChannelPrinter(SubscriptionEventHandler):
+    """Publications on a channel this client subscribed to itself."""
+
+    def __init__(self, channel: str):
+        self.channel = channel
+
+    async def on_unsubscribed(self, ctx):
+        print(f"[{self.channel}] unsubscribed: {ctx.code} {ctx.reason}", flush=True)
+
     async def on_publication(self, ctx: PublicationContext):
-        channel = getattr(ctx, "channel", None) or "subscription"
-        print(f"[{channel}] {ctx.pub.data}", flush=True)
+        print(f"[{self.channel}] {ctx.pub.data}", flush=True)
 
 
 async def main() -> None:
@@ -33,11 +47,11 @@ async def main() -> None:
     parser.add_argument("--user", default="demo-user", help="user id for the token (default demo-user)")
     parser.add_argument("--url", default=f"ws://127.0.0.1:{os.environ.get('PUSHGATE_PORT', '8000')}/connection/websocket")
     args = parser.parse_args()
-    secret = os.environ.get("PUSHGATE_JWT_SECRET", "dev-secret-change-me")
+    secret = os.environ.get("PUSHGATE_JWT_SECRET", "dev-secret-change-me-in-production")
     printer = Printer()
     client = Client(args.url, token=connection_token(secret, args.user), events=printer)
     if args.channel:
-        sub = client.new_subscription(args.channel, events=printer)
+        sub = client.new_subscription(args.channel, events=ChannelPrinter(args.channel))
         await sub.subscribe()
     await client.connect()
     print(f"watching {args.channel or ''} and #{args.user}; Ctrl-C to stop", flush=True)

@@ -70,7 +70,10 @@ def nsq_name(raw: str) -> str:
 
 def _topic_mapping(raw: str) -> tuple[str, str]:
     topic, _, channel = raw.partition("=")
-    return nsq_name(topic), (channel or topic)
+    channel = channel or topic
+    if not 0 < len(channel) <= 255 or not channel.isprintable() or channel.startswith("#"):
+        raise ValueError(f"{channel!r} is not a shared channel name (1-255 printable characters, not #user)")
+    return nsq_name(topic), channel
 
 
 def _text(raw: str) -> str:
@@ -272,6 +275,8 @@ def resolve(args: argparse.Namespace, environ: dict | None = None,
 
 def check(s: Settings) -> None:
     """Rules that involve more than one setting."""
+    if s.jwt_secret and len(s.jwt_secret.encode()) < 32:
+        raise ConfigError("--jwt-secret: must be at least 32 bytes (RFC 7518 3.2: HS256 keys as long as the hash)")
     if not s.jwt_secret and not s.jwt_public_key and not s.allow_anonymous:
         raise ConfigError("--jwt-secret: a JWT secret or --jwt-public-key is required "
                           "(or --allow-anonymous)")

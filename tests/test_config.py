@@ -15,7 +15,8 @@ def settings(argv, env=None):
     return resolve(parser.parse_args(argv), env or {})
 
 
-BASE = ["--jwt-secret=s", "--lookupd-http-address=127.0.0.1:4161"]
+SECRET = "--jwt-secret=" + "s" * 32
+BASE = [SECRET, "--lookupd-http-address=127.0.0.1:4161"]
 
 
 def test_flag_then_environment_then_default():
@@ -26,7 +27,7 @@ def test_flag_then_environment_then_default():
 
 
 def test_repeatable_flags_and_comma_separated_environment():
-    s = settings(["--jwt-secret=s"], {"PUSHGATE_NSQD_TCP_ADDRESS": "a:1,b:2",
+    s = settings([SECRET], {"PUSHGATE_NSQD_TCP_ADDRESS": "a:1,b:2",
                                       "PUSHGATE_MAP_TOPIC": "prices,ticks=market:ticks"})
     assert s.nsqd_tcp_address == ["a:1", "b:2"]
     assert s.map_topic == [("prices", "prices"), ("ticks", "market:ticks")]
@@ -44,6 +45,8 @@ def test_repeatable_flags_and_comma_separated_environment():
     (["--public-channels=a*b"], {}, "--public-channels"),
     (["--allowed-origins=example.com"], {}, "--allowed-origins"),
     (["--map-topic=pushgate"], {}, "--map-topic"),
+    (["--map-topic=alerts=#42"], {}, "--map-topic"),
+    (["--jwt-secret=short"], {}, "--jwt-secret"),
     ([], {"PUSHGATE_ALLOW_ANONYMOUS": "maybe"}, "--allow-anonymous (from PUSHGATE_ALLOW_ANONYMOUS)"),
 ])
 def test_bad_values_name_the_setting(argv, env, named):
@@ -58,7 +61,7 @@ def test_jwt_key_or_anonymous_and_an_nsq_source_are_required():
     with pytest.raises(ConfigError, match="--jwt-secret"):
         settings(["--lookupd-http-address=h:1"])
     with pytest.raises(ConfigError, match="--lookupd-http-address"):
-        settings(["--jwt-secret=s"])
+        settings([SECRET])
     assert settings(["--allow-anonymous", "--nsqd-tcp-address=h:1"]).allow_anonymous
 
 
