@@ -56,12 +56,9 @@ def _serve(args: argparse.Namespace) -> int:
         # One line per HTTP request is noise at INFO; 4xx/5xx still log as warnings.
         logging.getLogger("tornado.access").setLevel(logging.WARNING)
     from gateway.app import serve  # Tornado and pynsq load only for serve
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serve(settings))
-    else:
-        uvloop.run(serve(settings))
+    # The stock asyncio loop on purpose: under uvloop the write batcher stops
+    # coalescing and fan-out costs 2.5x the CPU (bench/fanout.py, docs/benchmarks.md).
+    asyncio.run(serve(settings))
     return 0
 
 

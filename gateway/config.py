@@ -141,7 +141,7 @@ OPTIONS: tuple[Option, ...] = (
            repeatable=True),
     Option("node-name", _text, None, "This node's name; its NSQ channel is <node-name>#ephemeral "
            "(default: hostname-port)."),
-    Option("jwt-secret", _text, None, "HMAC secret for HS256/384/512 connection tokens."),
+    Option("jwt-secret", _text, None, "HMAC secret for HS256/384/512 connection tokens (at least 32 bytes)."),
     Option("jwt-public-key", _pem_file, None, "PEM file with an RSA or EC public key (RS*/PS*/ES* tokens)."),
     Option("jwt-audience", _text, None, "Required `aud` claim of connection tokens."),
     Option("jwt-issuer", _text, None, "Required `iss` claim of connection tokens."),
