@@ -4,6 +4,8 @@ It talks to nsqd's HTTP API like any backend would: an envelope naming the
 channel, published to the envelope topic.
 """
 import argparse
+import signal
+import sys
 import time
 
 import ujson
@@ -18,6 +20,7 @@ def main() -> None:
     parser.add_argument("--channel", default="demo")
     parser.add_argument("--interval", type=float, default=3.0)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     address = args.nsqd_http_address
     if "://" not in address:
         address = "http://" + address
@@ -35,4 +38,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        pass

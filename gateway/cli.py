@@ -53,8 +53,10 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.log_level != "DEBUG":
-        # One line per HTTP request is noise at INFO; 4xx/5xx still log as warnings.
+        # One line per HTTP request, and pynsq's IDENTIFY dumps, are noise at INFO;
+        # 4xx/5xx and pynsq's warnings still show. pushgate.nsq logs the connections.
         logging.getLogger("tornado.access").setLevel(logging.WARNING)
+        logging.getLogger("nsq").setLevel(logging.WARNING)
     from gateway.app import serve  # Tornado and pynsq load only for serve
     # The stock asyncio loop on purpose: under uvloop the write batcher stops
     # coalescing and fan-out costs 2.5x the CPU (bench/fanout.py, docs/benchmarks.md).

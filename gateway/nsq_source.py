@@ -76,7 +76,8 @@ class _Reader(nsq.Reader):
         # pynsq's bookkeeping, without its fixed 15 s direct reconnect.
         if self.conns.get(conn.id) is conn:
             del self.conns[conn.id]
-            log.warning("[%s] lost nsqd %s", self.topic, conn.id)
+            if not self._closing:
+                log.warning("[%s] lost nsqd %s", self.topic, conn.id)
         self.total_rdy = max(self.total_rdy - conn.rdy, 0)
         if conn.rdy_timeout or conn.rdy:
             self.need_rdy_redistributed = True
