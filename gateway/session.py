@@ -63,20 +63,25 @@ class Session:
             log.warning("client %s: bad frame (%s), disconnecting", self.client_id or "-", exc.detail)
             self.close(exc.disconnect)
             return
-        for cmd in commands:
-            if self.state is CONNECTING:
-                if cmd.method != "connect":
-                    self.node.metrics.bad_frames.inc()
-                    log.warning("client -: %s before connect, disconnecting", cmd.method or "pong")
-                    self.close(protocol.DISCONNECT_BAD_REQUEST)
+        try:
+            for cmd in commands:
+                if self.state is CONNECTING:
+                    if cmd.method != "connect":
+                        self.node.metrics.bad_frames.inc()
+                        log.warning("client -: %s before connect, disconnecting", cmd.method or "pong")
+                        self.close(protocol.DISCONNECT_BAD_REQUEST)
+                        return
+                    self._connect(cmd)
+                    if self.state is not CONNECTED:
+                        return  # a failed connect drops the rest of the frame
+                elif self.state is CONNECTED:
+                    _HANDLERS[cmd.method](self, cmd)
+                else:
                     return
-                self._connect(cmd)
-                if self.state is not CONNECTED:
-                    return  # a failed connect drops the rest of the frame
-            elif self.state is CONNECTED:
-                _HANDLERS[cmd.method](self, cmd)
-            else:
-                return
+        except Exception:
+            # A bug must cost one connection, not the node: the client reconnects.
+            log.exception("client %s: internal error handling %r", self.client_id or "-", text[:200])
+            self.close(protocol.DISCONNECT_INTERNAL)
 
     def transport_closed(self) -> None:
         """The connection is gone (client left, network error, or our close)."""
@@ -174,6 +179,9 @@ class Session:
     def _unsubscribe(self, cmd: Command) -> None:
         # Always a success: an error makes both SDKs tear the connection down.
         channel = cmd.params.get("channel")
+        if not isinstance(channel, str):
+            self.close(protocol.DISCONNECT_BAD_REQUEST)
+            return
         if channel in self.channels:
             self.channels.discard(channel)
             self.node.hub.unsubscribe(channel, self)

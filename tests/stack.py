@@ -180,7 +180,7 @@ class Gateway(Process):
     counter = 0
 
     def __init__(self, workdir: Path, nsqd: Nsqd, lookupd: Lookupd | None, *args: str,
-                 env: dict | None = None, direct: bool = False):
+                 env: dict | None = None, direct: bool = False, api_key: str | None = API_KEY):
         Gateway.counter += 1
         self.name = f"gateway{Gateway.counter}"
         super().__init__(workdir)
@@ -193,8 +193,8 @@ class Gateway(Process):
         self.base_args = [
             f"--port={self.port}", "--address=127.0.0.1", *source,
             f"--nsqd-http-address={nsqd.http_address}", f"--node-name={self.name}-{self.port}",
-            f"--jwt-secret={SECRET}", f"--api-key={API_KEY}", "--lookupd-poll-interval=1",
-        ]
+            f"--jwt-secret={SECRET}", "--lookupd-poll-interval=1",
+        ] + ([f"--api-key={api_key}"] if api_key else [])
 
     @property
     def url(self) -> str:

@@ -36,3 +36,15 @@ def test_publish_api_success_and_each_error(start_gateway, nsqd, lookupd):
     status, body = http("POST", f"{unreachable.url}/api/publish", b'{"channel":"news","data":1}', auth)
     assert status == 503 and json.loads(body) == {"error": "nsqd unreachable"}
     assert unreachable.metric("pushgate_api_publishes_total", status="503") == 1
+
+
+def test_publish_api_disabled_without_a_key_and_too_big_bodies(start_gateway):
+    gateway = start_gateway("--max-message-bytes=1024")
+    auth = {"Authorization": f"apikey {API_KEY}"}
+    big = json.dumps({"channel": "news", "data": "x" * 2000}).encode()
+    status, body = http("POST", f"{gateway.url}/api/publish", big, auth)
+    assert status == 413 and "--max-message-bytes" in json.loads(body)["error"]
+
+    keyless = start_gateway(api_key=None)
+    status, body = http("POST", f"{keyless.url}/api/publish", b'{"channel":"news","data":1}', auth)
+    assert status == 403 and "no --api-key" in json.loads(body)["error"]

@@ -267,3 +267,36 @@ def test_sigterm_closes_clients_with_a_reconnect_code_and_exits_0(start_gateway)
     wait_until(lambda: not gateway.running(), what="gateway exit")
     assert gateway.stop() == 0
     assert "Traceback" not in gateway.log()
+
+
+WRONG_TYPES = [
+    ({"subscribe": {"channel": ["a"]}}, "close", 3501),
+    ({"subscribe": {"channel": {"x": 1}}}, "close", 3501),
+    ({"subscribe": {"channel": "x" * 300}}, "error", 107),
+    ({"subscribe": {"channel": "bad\u0000name"}}, "error", 107),
+    ({"unsubscribe": {"channel": ["a"]}}, "close", 3501),
+    ({"unsubscribe": {}}, "close", 3501),
+    ({"unsubscribe": {"channel": "never-subscribed"}}, "reply", None),
+    ({"history": {"channel": 5}}, "error", 108),
+    ({"connect": {"token": 5}}, "close", 3501),
+]
+
+
+@pytest.mark.parametrize("command,answer,code", WRONG_TYPES, ids=[json.dumps(c[0]) for c in WRONG_TYPES])
+def test_wrongly_typed_params_get_a_protocol_answer(gateway, command, answer, code):
+    async def scenario():
+        raw = await RawClient.open(gateway.ws_url)
+        await raw.connect(jwt.encode(claims("typed"), SECRET))
+        await raw.send({"id": 2, **command})
+        if answer == "close":
+            assert (await raw.closed())[0] == code
+            return
+        reply = await raw.recv()
+        if answer == "error":
+            assert reply["error"]["code"] == code
+        else:
+            assert reply == {"id": 2, next(iter(command)): {}}
+        await raw.send({"id": 3, "subscribe": {"channel": "news"}})
+        assert await raw.recv() == {"id": 3, "subscribe": {}}  # still serving
+        await raw.close()
+    run(scenario())
