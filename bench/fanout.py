@@ -96,10 +96,12 @@ def main() -> None:
         rss_loaded = rss_bytes(pid)
         filler = "x" * args.payload
 
+        cpu_lat_before = cpu_seconds(pid)
         for i in range(args.latency_messages):
             publish_batch(nsqd, [json.dumps({"channel": "bench", "data": {"f": filler, "ts": time.time()}}).encode()])
             time.sleep(1 / args.rate)
         time.sleep(1.0)
+        cpu_lat = cpu_seconds(pid) - cpu_lat_before
 
         writes_before = gateway.metric("pushgate_connection_writes_total")
         cpu_before = cpu_seconds(pid)
@@ -126,6 +128,8 @@ def main() -> None:
         print(f"    publish->receive p50:      {percentile(latencies, 0.50) * 1000:.1f} ms")
         print(f"    publish->receive p99:      {percentile(latencies, 0.99) * 1000:.1f} ms "
               f"({len(latencies)} samples)")
+        print(f"    gateway CPU:               {cpu_lat:.2f} s = {cpu_lat / max(lat_received, 1) * 1e6:.2f} "
+              f"CPU-s per million deliveries")
         print(f"  throughput phase:            {args.messages} msgs, {deliveries}/{expected} delivered "
               f"in {elapsed:.2f} s")
         print(f"    delivered messages/s:      {deliveries / elapsed:,.0f}")

@@ -6,6 +6,7 @@ per subscriber the hub does one dict lookup and one queue append.
 """
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from gateway import protocol
@@ -15,11 +16,13 @@ if TYPE_CHECKING:
 
 
 class Hub:
-    __slots__ = ("_channels", "publications")
+    __slots__ = ("_channels", "last_publication")
 
     def __init__(self) -> None:
         self._channels: dict[str, set[Session]] = {}
-        self.publications = 0  # moves with every publish; the write batcher watches it
+        # When the last fan-out finished (perf_counter); the write batcher waits
+        # for a quiet moment after it before writing.
+        self.last_publication = 0.0
 
     def subscribe(self, channel: str, session: Session) -> None:
         subscribers = self._channels.get(channel)
@@ -37,7 +40,6 @@ class Hub:
 
     def publish(self, channel: str, data_json: str) -> int:
         """Deliver to every subscriber of ``channel``; returns how many got it."""
-        self.publications += 1
         subscribers = self._channels.get(channel)
         if not subscribers:
             return 0
@@ -51,6 +53,7 @@ class Hub:
                 if frame is None:
                     frame = frames[kind] = kind.frame(payload)
             session.push(frame)
+        self.last_publication = time.perf_counter()
         return len(subscribers)
 
     def subscriber_count(self, channel: str) -> int:

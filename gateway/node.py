@@ -36,7 +36,8 @@ class Node:
         self.name = settings.node_name or default_node_name(settings.port)
         self.metrics = Metrics()
         self.hub = Hub()
-        self.batcher = WriteBatcher(activity=lambda: self.hub.publications, on_flush=self.metrics.writes.inc)
+        self.batcher = WriteBatcher(last_publication=lambda: self.hub.last_publication,
+                                    on_flush=self.metrics.writes.inc)
         self.heartbeat = Heartbeat(settings.ping_interval, settings.pong_timeout, settings.connect_timeout)
         self.sessions: set[Session] = set()
         self.verifier = None

@@ -8,12 +8,13 @@ does not take goes through IOStream.
 
 When to flush is what decides the cost of fan-out: the ``send()`` syscall is
 most of it, so under load several publications should share one. The
-batcher flushes as soon as the loop has gone two turns without a new
-publication for half a millisecond (about the only latency it adds when
-traffic is light) and otherwise keeps collecting, for at most as long as its
-previous flush took (so flushing never takes more than about half the time,
-whatever the fan-out size). Quiet is measured in time, not loop turns: pynsq
-takes several turns to hand over each message.
+batcher flushes once the hub has been quiet for half a millisecond since its
+last fan-out ended (about the only latency it adds when traffic is light)
+and otherwise keeps collecting, for at most as long as its previous flush
+took (so flushing never takes more than about half the time, whatever the
+fan-out size). It waits on a timer, never by spinning the loop. Quiet is
+measured from the end of the last fan-out, not in loop turns: pynsq takes
+several turns to hand over each message.
 
 The send queue is bounded: the IOStream's ``max_write_buffer_size`` is the
 connection's ``--max-queue-bytes``, and a connection that outgrows it is
@@ -36,18 +37,21 @@ MAX_COLLECT = 0.1  # seconds: the longest a frame waits for company under load
 
 
 class WriteBatcher:
-    """Flushes every connection that has queued frames (see the module doc)."""
+    """Flushes every connection that has queued frames (see the module doc).
 
-    __slots__ = ("_dirty", "_scheduled", "_loop", "_activity", "_seen", "_last_seen_at", "_since",
-                 "_last_cost", "_on_flush")
+    ``last_publication`` returns when the hub last finished a publication
+    (``time.perf_counter()``); the batcher sleeps on a timer until that is
+    ``QUIET`` ago, so waiting costs no CPU.
+    """
 
-    def __init__(self, activity: Callable[[], int], on_flush: Callable[[int], None] = lambda n: None) -> None:
+    __slots__ = ("_dirty", "_scheduled", "_loop", "_last_publication", "_since", "_last_cost", "_on_flush")
+
+    def __init__(self, last_publication: Callable[[], float],
+                 on_flush: Callable[[int], None] = lambda n: None) -> None:
         self._dirty: list[StreamWriter] = []
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._activity = activity   # a counter that moves with every publication
-        self._seen = 0
-        self._last_seen_at = 0.0
+        self._last_publication = last_publication
         self._since = 0.0
         self._last_cost = 0.0
         self._on_flush = on_flush  # told how many connections each flush wrote to
@@ -58,18 +62,14 @@ class WriteBatcher:
             self._scheduled = True
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
-            self._since = self._last_seen_at = time.perf_counter()
-            self._seen = self._activity()
+            self._since = time.perf_counter()
             self._loop.call_soon(self._check)
 
     def _check(self) -> None:
         now = time.perf_counter()
-        seen = self._activity()
-        if seen != self._seen:
-            self._seen = seen
-            self._last_seen_at = now
-        if now - self._last_seen_at < QUIET and now - self._since < min(self._last_cost, MAX_COLLECT):
-            self._loop.call_soon(self._check)  # type: ignore[union-attr]
+        quiet_for = now - self._last_publication()
+        if quiet_for < QUIET and now - self._since < min(self._last_cost, MAX_COLLECT):
+            self._loop.call_later(QUIET - quiet_for, self._check)  # type: ignore[union-attr]
             return
         self.flush()
 
