@@ -1,21 +1,33 @@
-"""Connection JWTs: claims, verification and minting.
+"""Connection and subscription JWTs: claims, verification and minting.
 
-Claims follow Centrifugo's connection token:
+Connection token (Centrifugo's claims):
 
 ``sub``       the user id (a string; ``""`` is an anonymous user)
-``exp``       expiry, seconds since the epoch (optional)
+``iat/exp``   issued-at and expiry, seconds since the epoch (``exp`` optional)
 ``channels``  shared channels the connection is subscribed to server-side
 ``info``      any JSON value describing the connection
-``aud/iss``   checked when the gateway is configured with an audience/issuer
 
-A token naming a single ``channel`` is a subscription token, never a
-connection token, and is refused here.
+Subscription token, for a private channel a client subscribes to itself:
+
+``sub``       must be the connection's user
+``channel``   must be the channel subscribed to
+``iat/exp``   as above
+
+``aud``/``iss`` are checked when the gateway is configured with them.
+
+Minting is byte-exact and shared with every bridge through the vectors in
+``bridges/testdata``: header ``{"alg":"HS256","typ":"JWT"}``, claims in the
+order above, compact JSON with UTF-8 left as is, base64url without padding.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -24,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 EC_ALGORITHMS = ("ES256", "ES384", "ES512")
+_HASHES = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
 
 
 class TokenError(Exception):
@@ -38,6 +51,10 @@ class TokenInvalid(TokenError):
     """The token is malformed, forged, or has claims the gateway refuses."""
 
 
+class TokenMismatch(TokenInvalid):
+    """A valid subscription token issued for another channel or user."""
+
+
 @dataclass(frozen=True)
 class ConnectionClaims:
     user: str
@@ -46,16 +63,25 @@ class ConnectionClaims:
     expires_at: int | None = None
 
 
+@dataclass(frozen=True)
+class SubscriptionClaims:
+    user: str
+    channel: str
+    expires_at: int | None = None
+
+
 class TokenVerifier:
-    """Verifies connection tokens against one HMAC secret and/or one public key.
+    """Verifies tokens against one HMAC secret and/or one public key.
 
     The key is chosen by the token's ``alg`` family and each key only serves its
     own family, so a token signed with HS256 using the public key as the secret
-    (algorithm confusion) and ``alg: none`` are both refused.
+    (algorithm confusion) and ``alg: none`` are both refused. ``clock`` gives
+    the current time in seconds (tests pin it).
     """
 
     def __init__(self, *, secret: str | None = None, public_key_pem: bytes | None = None,
-                 audience: str | None = None, issuer: str | None = None, leeway: float = 0):
+                 audience: str | None = None, issuer: str | None = None, leeway: float = 0,
+                 clock: Callable[[], float] = time.time):
         if not secret and not public_key_pem:
             raise ValueError("a JWT secret or public key is required")
         self._keys: dict[str, Any] = {}
@@ -75,20 +101,31 @@ class TokenVerifier:
         self._audience = audience
         self._issuer = issuer
         self._leeway = leeway
+        self._clock = clock
 
     def verify_connection(self, token: str) -> ConnectionClaims:
         claims = self._decode(token)
         if "channel" in claims:
             raise TokenInvalid("a connection token must not carry a channel claim")
-        user = claims.get("sub", "")
-        if not isinstance(user, str):
-            raise TokenInvalid("sub must be a string")
+        user = _user(claims)
         channels = claims.get("channels", [])
         if not isinstance(channels, list) or not all(isinstance(c, str) and c for c in channels):
             raise TokenInvalid("channels must be a list of channel names")
-        exp = claims.get("exp")
         return ConnectionClaims(user=user, channels=tuple(channels), info=claims.get("info"),
-                                expires_at=int(exp) if exp is not None else None)
+                                expires_at=_expiry(claims))
+
+    def verify_subscription(self, token: str, user: str, channel: str) -> SubscriptionClaims:
+        """Check a subscription token for ``channel`` on a connection of ``user``."""
+        claims = self._decode(token)
+        token_channel = claims.get("channel")
+        if not isinstance(token_channel, str) or not token_channel:
+            raise TokenInvalid("a subscription token needs a channel claim")
+        token_user = _user(claims)
+        if token_channel != channel:
+            raise TokenMismatch(f"token is for channel {token_channel!r}, not {channel!r}")
+        if token_user != user:
+            raise TokenMismatch("token is for another user")
+        return SubscriptionClaims(user=token_user, channel=token_channel, expires_at=_expiry(claims))
 
     def _decode(self, token: str) -> dict:
         if not isinstance(token, str) or not token:
@@ -101,30 +138,85 @@ class TokenVerifier:
         if key is None:
             raise TokenInvalid(f"algorithm {alg!r} is not accepted")
         try:
-            return jwt.decode(
+            claims = jwt.decode(
                 token, key, algorithms=[alg], audience=self._audience, issuer=self._issuer,
-                leeway=self._leeway,
-                options={"verify_aud": self._audience is not None, "require": ["sub"]},
+                options={"verify_aud": self._audience is not None, "require": ["sub"],
+                         "verify_exp": False, "verify_nbf": False, "verify_iat": False},
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenExpired("token expired") from None
         except jwt.PyJWTError as exc:
             raise TokenInvalid(str(exc)) from None
+        # Time claims are checked here, against the injectable clock.
+        now = self._clock()
+        exp, nbf = claims.get("exp"), claims.get("nbf")
+        for name, value in (("exp", exp), ("nbf", nbf)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise TokenInvalid(f"{name} must be a number")
+        if exp is not None and exp <= now - self._leeway:
+            raise TokenExpired("token expired")
+        if nbf is not None and nbf > now + self._leeway:
+            raise TokenInvalid("token not yet valid")
+        return claims
 
 
-def connection_token(secret: str, user: str, *, ttl: float | None = 3600,
+def _user(claims: dict) -> str:
+    user = claims.get("sub", "")
+    if not isinstance(user, str):
+        raise TokenInvalid("sub must be a string")
+    return user
+
+
+def _expiry(claims: dict) -> int | None:
+    exp = claims.get("exp")
+    return int(exp) if exp is not None else None
+
+
+# --- minting (backends) ----------------------------------------------------------
+
+def connection_token(secret: str, user: object, *, ttl: float | None = 3600,
                      channels: list[str] | None = None, info: Any = None,
                      algorithm: str = "HS256", now: float | None = None,
                      extra: dict | None = None) -> str:
-    """Mint a connection token for ``user`` (HMAC). ``ttl=None`` never expires."""
-    issued = int(time.time() if now is None else now)
-    claims: dict[str, Any] = {"sub": str(user), "iat": issued}
-    if ttl is not None:
-        claims["exp"] = issued + int(ttl)
+    """Mint a connection token for ``user``. ``ttl=None`` never expires."""
+    claims: dict[str, Any] = {"sub": str(user)}
+    _times(claims, ttl, now)
     if channels:
         claims["channels"] = list(channels)
     if info is not None:
         claims["info"] = info
     if extra:
         claims.update(extra)
-    return jwt.encode(claims, secret, algorithm=algorithm)
+    return sign(claims, secret, algorithm)
+
+
+def subscription_token(secret: str, user: object, channel: str, *, ttl: float | None = 3600,
+                       algorithm: str = "HS256", now: float | None = None,
+                       extra: dict | None = None) -> str:
+    """Mint a token that lets ``user`` subscribe to the private ``channel``."""
+    claims: dict[str, Any] = {"sub": str(user), "channel": channel}
+    _times(claims, ttl, now)
+    if extra:
+        claims.update(extra)
+    return sign(claims, secret, algorithm)
+
+
+def _times(claims: dict, ttl: float | None, now: float | None) -> None:
+    issued = int(time.time() if now is None else now)
+    claims["iat"] = issued
+    if ttl is not None:
+        claims["exp"] = issued + int(ttl)
+
+
+def sign(claims: dict, secret: str, algorithm: str = "HS256") -> str:
+    """An HMAC JWT with the canonical encoding (see the module doc)."""
+    digest = _HASHES.get(algorithm)
+    if digest is None:
+        raise ValueError(f"minting supports {', '.join(_HASHES)}, not {algorithm}")
+    header = _b64(b'{"alg":"%s","typ":"JWT"}' % algorithm.encode())
+    payload = _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
+    signing_input = header + b"." + payload
+    signature = _b64(hmac.new(secret.encode(), signing_input, digest).digest())
+    return (signing_input + b"." + signature).decode()
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")

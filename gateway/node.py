@@ -113,6 +113,11 @@ class Node:
             raise TokenInvalid("this gateway has no JWT key configured")
         return self.verifier.verify_connection(token)
 
+    def verify_subscription_token(self, token: object, user: str, channel: str) -> None:
+        if self.verifier is None:
+            raise TokenInvalid("this gateway has no JWT key configured")
+        self.verifier.verify_subscription(token, user, channel)  # type: ignore[arg-type]
+
     def may_subscribe(self, user: str, channel: str) -> bool:
         """Client-side subscribe: only channels matched by --public-channels.
 

@@ -20,7 +20,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
-from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid
+from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid, TokenMismatch
 from gateway import protocol
 from gateway.envelope import personal_channel, valid_channel
 from gateway.protocol import Command, Disconnect, ProtocolError
@@ -167,14 +167,40 @@ class Session:
             error = protocol.ERROR_ALREADY_SUBSCRIBED
         elif len(self.channels) >= CHANNEL_LIMIT:
             error = protocol.ERROR_LIMIT_EXCEEDED
+        elif cmd.params.get("token"):
+            error = self._check_subscription_token(cmd.params["token"], channel)
+            if error is None and self.state is CLOSED:
+                return
         elif not self.node.may_subscribe(self.user, channel):
             self.node.metrics.refused_subscriptions.inc()
             error = protocol.ERROR_PERMISSION_DENIED
         else:
+            error = None
+        if error is None:
             self.send(protocol.reply(cmd.id, "subscribe"))
             self._join(channel)
             return
         self.send(protocol.error_reply(cmd.id, error))
+
+    def _check_subscription_token(self, token: object, channel: str) -> protocol.Error | None:
+        """A subscription token grants a private channel (Centrifugo's rules:
+        expired 109, invalid 103, issued for another channel or user 3500)."""
+        node = self.node
+        try:
+            node.verify_subscription_token(token, self.user, channel)
+        except TokenExpired:
+            node.metrics.token_errors.labels("subscription_expired").inc()
+            return protocol.ERROR_TOKEN_EXPIRED
+        except TokenMismatch as exc:
+            node.metrics.token_errors.labels("subscription_mismatch").inc()
+            log.warning("client %s: subscription token refused (%s), disconnecting", self.client_id, exc)
+            self.close(protocol.DISCONNECT_INVALID_TOKEN)
+            return None
+        except TokenInvalid as exc:
+            node.metrics.token_errors.labels("subscription_invalid").inc()
+            log.warning("client %s: invalid subscription token for %s (%s)", self.client_id, channel, exc)
+            return protocol.ERROR_PERMISSION_DENIED
+        return None
 
     def _unsubscribe(self, cmd: Command) -> None:
         # Always a success: an error makes both SDKs tear the connection down.

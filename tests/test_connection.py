@@ -300,3 +300,32 @@ def test_wrongly_typed_params_get_a_protocol_answer(gateway, command, answer, co
         assert await raw.recv() == {"id": 3, "subscribe": {}}  # still serving
         await raw.close()
     run(scenario())
+
+
+def test_private_channels_need_a_subscription_token(gateway, nsqd):
+    from auth import subscription_token
+
+    def sub_token(user, channel, ttl=600):
+        return subscription_token(SECRET, user, channel, ttl=ttl, extra={"aud": "pushgate-tests"})
+
+    async def scenario():
+        client, rec = await sdk_client(gateway.ws_url, token=jwt.encode(claims("payer"), SECRET))
+        sub = client.new_subscription("private:billing", events=rec.channel("private:billing"),
+                                      token=sub_token("payer", "private:billing"))
+        await sub.subscribe()
+        await wait_for(lambda: "private:billing" in rec.subscribed)
+        nsqd.publish({"channel": "private:billing", "data": "invoice"})
+        assert await rec.next() == ("private:billing", "invoice")
+        await client.disconnect()
+
+        raw = await RawClient.open(gateway.ws_url)
+        await raw.connect(jwt.encode(claims("payer"), SECRET))
+        expired = subscription_token(SECRET, "payer", "private:billing", ttl=10, now=time.time() - 60,
+                                     extra={"aud": "pushgate-tests"})
+        await raw.send({"id": 2, "subscribe": {"channel": "private:billing", "token": expired}})
+        assert (await raw.recv())["error"]["code"] == 109
+        await raw.send({"id": 3, "subscribe": {"channel": "private:billing", "token": "forged.token.x"}})
+        assert (await raw.recv())["error"]["code"] == 103
+        await raw.send({"id": 4, "subscribe": {"channel": "private:billing", "token": sub_token("other", "private:billing")}})
+        assert await raw.closed() == (3500, "invalid token")
+    run(scenario())
