@@ -9,11 +9,25 @@ NSQ_APPS := nsqd nsqlookupd nsqadmin nsq_tail
 ORIG_PATH := $(PATH)
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup run test bench clean
+.PHONY: all setup run test test-python test-ruby bench clean
 
 all: setup
 
-setup: $(VENV)/.installed nsq
+setup: $(VENV)/.installed nsq ruby
+
+# The Ruby bridge's tests run on Debian's Ruby packages (no RubyGems, no Bundler).
+RUBY_PACKAGES := ruby ruby-minitest ruby-actioncable ruby-activerecord ruby-sqlite3
+RUBY_CHECK := require "minitest"; require "active_support/all"; require "action_cable"; require "active_record"; require "sqlite3"
+.PHONY: ruby
+ruby:
+	@if ruby -e '$(RUBY_CHECK)' >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null; then \
+		echo "ruby: installing Debian packages: $(RUBY_PACKAGES)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(RUBY_PACKAGES) >/dev/null; \
+	else \
+		echo "ruby: install Ruby >= 3.0 with minitest, actioncable, activerecord and sqlite3"; exit 1; \
+	fi
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -49,7 +63,13 @@ run: setup
 	$(VENV)/bin/honcho -f Procfile.dev start
 
 test: setup
+	$(MAKE) --no-print-directory test-python test-ruby
+
+test-python:
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+test-ruby:
+	cd bridges/rails && ruby -Ilib -Itest -e 'Dir["test/**/*_test.rb"].sort.each { |f| require File.expand_path(f) }'
 
 bench: setup
 	$(VENV)/bin/python bench/fanout.py

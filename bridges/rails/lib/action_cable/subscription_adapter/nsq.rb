@@ -1,0 +1,46 @@
+# frozen_string_literal: true
+
+require "json"
+require "action_cable/subscription_adapter/base"
+require "pushgate"
+
+module ActionCable
+  module SubscriptionAdapter
+    # `adapter: nsq` in config/cable.yml: ActionCable.server.broadcast(stream,
+    # payload), Channel.broadcast_to and Turbo's broadcasts go to pushgate's
+    # channel `stream` through NSQ. Broadcast only: browsers connect to the
+    # pushgate gateway, not to Rails' /cable.
+    #
+    #   production:
+    #     adapter: nsq
+    #     url: http://127.0.0.1:4151   # optional, else PUSHGATE_NSQD_HTTP_ADDRESS
+    #     topic: pushgate              # optional, else PUSHGATE_TOPIC
+    class Nsq < Base
+      def initialize(*)
+        super
+        cable = @server.config.cable || {}
+        config = Pushgate.config.dup
+        url = cable[:url] || cable["url"]
+        topic = cable[:topic] || cable["topic"]
+        config.nsqd_http_address = url if url
+        config.topic = topic if topic
+        @publisher = Pushgate::Publisher.new(config)
+      end
+
+      # ActionCable hands over the payload already JSON-encoded.
+      def broadcast(channel, payload)
+        @publisher.publish("channel" => channel.to_s, "data" => JSON.parse(payload))
+      end
+
+      def subscribe(*)
+        raise NotImplementedError, "the nsq adapter only broadcasts: clients subscribe through the pushgate gateway"
+      end
+
+      def unsubscribe(*)
+        raise NotImplementedError, "the nsq adapter only broadcasts: clients subscribe through the pushgate gateway"
+      end
+
+      def shutdown; end
+    end
+  end
+end

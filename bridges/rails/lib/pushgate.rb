@@ -1,0 +1,70 @@
+# frozen_string_literal: true
+
+require "pushgate/version"
+require "pushgate/configuration"
+require "pushgate/envelope"
+require "pushgate/token"
+require "pushgate/publisher"
+require "pushgate/after_commit"
+
+# Publish to pushgate from Rails or any Ruby program.
+#
+#   Pushgate.publish_to_user(current_user, { event: "invoice.paid" })
+#   Pushgate.broadcast("news", { title: "Hello" })
+#   Pushgate.batch { users.each { |u| Pushgate.publish_to_user(u, { event: "digest" }) } }
+#   Pushgate.publish_after_commit { Pushgate.broadcast("orders", order.as_json) }
+#   token = Pushgate.connection_token(current_user, ttl: 600, channels: ["news"])
+module Pushgate
+  class << self
+    def configure
+      yield config
+      @publisher = nil
+      config
+    end
+
+    def config
+      @config ||= Configuration.new
+    end
+
+    def publisher
+      @publisher ||= Publisher.new(config)
+    end
+
+    # Publish an envelope: channel/channels/user/users, data, optional id.
+    def publish(envelope)
+      publisher.publish(envelope)
+    end
+
+    def publish_to_user(user, data, id: nil)
+      publisher.publish("user" => user_key(user), "data" => data, "id" => id)
+    end
+
+    def broadcast(channel, data, id: nil)
+      publisher.publish("channel" => channel.to_s, "data" => data, "id" => id)
+    end
+
+    def batch(&block)
+      publisher.batch(&block)
+    end
+
+    # Runs the block (usually publishes) only once the current ActiveRecord
+    # transaction commits; never if it rolls back.
+    def publish_after_commit(&block)
+      AfterCommit.run(&block)
+    end
+
+    def connection_token(user, ttl: config.token_ttl, channels: nil, info: nil, now: nil)
+      Token.connection(config.jwt_secret, user_key(user), ttl: ttl, channels: channels, info: info, now: now)
+    end
+
+    def subscription_token(user, channel, ttl: config.token_ttl, now: nil)
+      Token.subscription(config.jwt_secret, user_key(user), channel, ttl: ttl, now: now)
+    end
+
+    def user_key(user)
+      config.user_key.call(user)
+    end
+  end
+end
+
+require "pushgate/railtie" if defined?(Rails::Railtie)
