@@ -66,13 +66,16 @@ class PublishHandler(JsonHandler):
 
 class HealthHandler(JsonHandler):
     """``GET /health``: 200 with the node's state; 503 until every topic is read
-    from at least one nsqd."""
+    from at least one nsqd, and while draining."""
 
     def get(self) -> None:
-        source = self.node.source
+        node = self.node
+        source = node.source
         nsqd = source.connection_count()
-        self.answer(200 if source.reading_every_topic() else 503, {
-            "node": self.node.name,
+        ready = source.reading_every_topic() and not node.draining
+        self.answer(200 if ready else 503, {
+            "node": node.name,
+            "draining": node.draining,
             "connections": len(self.node.sessions),
             "nsqd_connections": nsqd,
         })

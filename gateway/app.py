@@ -28,18 +28,26 @@ def make_app(node: Node) -> tornado.web.Application:
     )
 
 
+QUICK_DRAIN = 1.0  # seconds, on SIGINT (Ctrl-C in `make run`)
+
+
 async def serve(settings: Settings) -> None:
     node = Node(settings)
     server = make_app(node).listen(settings.port, settings.address, backlog=4096, xheaders=True)
     await node.start()
     log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket)",
              node.name, settings.address, settings.port)
-    stop = asyncio.Event()
+    stop: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down: closing %d connections", len(node.sessions))
+        loop.add_signal_handler(sig, lambda sig=sig: stop.done() or stop.set_result(sig))
+    sig = await stop
+    # Drain: refuse new connections (the listener closes, /health says 503), then
+    # close the open ones spread over the drain period so they reconnect to other
+    # nodes with jitter, recovering what they missed; then exit 0.
+    period = settings.drain_period if sig == signal.SIGTERM else min(settings.drain_period, QUICK_DRAIN)
     server.stop()
+    await node.drain(period)
     node.stop()
-    await asyncio.sleep(0.2)  # let the close frames go out
+    await asyncio.sleep(0.2)  # let the last close frames go out
+    log.info("drained, exiting")

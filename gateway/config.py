@@ -76,6 +76,18 @@ def _topic_mapping(raw: str) -> tuple[str, str]:
     return nsq_name(topic), channel
 
 
+def _history_rule(raw: str) -> tuple[str, int, float | None]:
+    pattern, sep, spec = raw.partition("=")
+    pattern = pattern.strip()
+    if not sep or not pattern or "*" in pattern[:-1]:
+        raise ValueError(f"{raw!r} is not PATTERN=SIZE[/TTL] (a trailing * matches a prefix)")
+    size, _, ttl = spec.partition("/")
+    try:
+        return pattern, int(size), (float(ttl) if ttl else None)
+    except ValueError:
+        raise ValueError(f"{raw!r}: SIZE is a number of publications, TTL seconds") from None
+
+
 def _text(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -159,6 +171,25 @@ OPTIONS: tuple[Option, ...] = (
            "and dropped (from the nsqd timestamp)."),
     Option("dedupe-window", _int_range(1), 10000, "How many recent message ids are remembered to "
            "deliver a repeated id once."),
+    Option("history-size", _int_range(0), 100, "Publications kept per channel for recovery (0: no history)."),
+    Option("history-ttl", _positive_float, 300.0, "Seconds a publication stays in history."),
+    Option("history", _history_rule, [], "Per-channel history: PATTERN=SIZE[/TTL], first match wins, "
+           "a trailing * matches a prefix, SIZE 0 turns it off (repeatable).", repeatable=True),
+    Option("history-memory-bytes", _int_range(0), 64 << 20, "Memory for all channels' history together; "
+           "the oldest publications go first."),
+    Option("history-margin", _positive_float, 1.0, "Seconds behind now a stream position must be before "
+           "this node vouches for it (clock skew between nsqd hosts, messages in flight)."),
+    Option("expired-close-delay", _positive_float, 25.0, "Seconds after a token's exp before an "
+           "unrefreshed connection is closed (3005) or subscription ended (2501)."),
+    Option("drain-period", _positive_float, 10.0, "On SIGTERM, seconds over which clients are "
+           "disconnected (3001) so they reconnect elsewhere with jitter; SIGINT takes 1 s."),
+    Option("connect-rate", _positive_float, 1000.0, "Connects accepted per second, on average; more get "
+           "error 111 (temporary) and the SDKs back off."),
+    Option("connect-burst", _int_range(1), 2000, "Connects accepted at once before --connect-rate applies."),
+    Option("max-connections", _int_range(0), 0, "Connections per node; more are refused with HTTP 503 "
+           "(0: the open-file limit less 256)."),
+    Option("max-user-connections", _int_range(0), 0, "Connections per user on this node; more are "
+           "closed with 3504 (0: no limit)."),
     Option("connect-timeout", _positive_float, 10.0, "Seconds a new connection has to send its connect "
            "command (else 3502 stale)."),
     Option("ping-interval", _int_range(2, 3600), 25, "Seconds between server pings."),
@@ -191,6 +222,17 @@ class Settings:
     max_message_bytes: int = 65536
     max_message_age: float = 30.0
     dedupe_window: int = 10000
+    history_size: int = 100
+    history_ttl: float = 300.0
+    history: list = field(default_factory=list)
+    history_memory_bytes: int = 64 << 20
+    history_margin: float = 1.0
+    expired_close_delay: float = 25.0
+    drain_period: float = 10.0
+    connect_rate: float = 1000.0
+    connect_burst: int = 2000
+    max_connections: int = 0
+    max_user_connections: int = 0
     connect_timeout: float = 10.0
     ping_interval: int = 25
     pong_timeout: int = 8

@@ -38,12 +38,13 @@ class Hub:
             if not subscribers:
                 del self._channels[channel]
 
-    def publish(self, channel: str, data_json: str) -> int:
-        """Deliver to every subscriber of ``channel``; returns how many got it."""
+    def publish(self, channel: str, publication: bytes) -> int:
+        """Deliver an encoded Publication to every subscriber of ``channel``;
+        returns how many got it."""
         subscribers = self._channels.get(channel)
         if not subscribers:
             return 0
-        payload = protocol.pub_push(channel, data_json)
+        payload = protocol.pub_push(channel, publication)
         kind = frame = None
         frames: dict[type, bytes] = {}
         for session in subscribers:

@@ -12,6 +12,7 @@ from typing import Callable
 
 from gateway.dedupe import RecentIds
 from gateway.envelope import BadMessage, Delivery, parse_envelope, parse_mapped
+from gateway.history import History
 from gateway.hub import Hub
 from gateway.metrics import Metrics
 
@@ -19,11 +20,13 @@ log = logging.getLogger("pushgate.ingest")
 
 
 class Ingest:
-    def __init__(self, hub: Hub, metrics: Metrics, *, envelope_topic: str, mapped: dict[str, str],
+    def __init__(self, hub: Hub, metrics: Metrics, history: History, *, envelope_topic: str,
+                 mapped: dict[str, str],
                  max_message_bytes: int, max_message_age: float, dedupe_window: int,
                  clock: Callable[[], float] = time.time):
         self.hub = hub
         self.metrics = metrics
+        self.history = history
         self.envelope_topic = envelope_topic
         self.mapped = dict(mapped)  # topic -> channel
         self.max_message_bytes = max_message_bytes
@@ -57,8 +60,12 @@ class Ingest:
             self.metrics.nsq_dropped.labels("duplicate").inc()
             return 0
         reached = 0
+        arrived = time.monotonic()
         for channel in delivery.channels:
-            reached += self.hub.publish(channel, delivery.data_json)
+            publication = self.history.add(channel, timestamp_ns, delivery.data_json, arrived)
+            if publication is None:  # no history for this channel: no position either
+                publication = b'{"data":%s}' % delivery.data_json.encode()
+            reached += self.hub.publish(channel, publication)
         self.metrics.publications.inc(len(delivery.channels))
         if reached:
             self.metrics.deliveries.inc(reached)

@@ -30,5 +30,11 @@ class Metrics:
         self.deliveries = Counter("pushgate_deliveries", "Publications queued to client connections.", registry=r)
         self.writes = Counter("pushgate_connection_writes", "Batched writes to client connections "
                               "(deliveries / writes = frames per write).", registry=r)
+        self.recoveries = Counter("pushgate_recoveries", "Recovery answers, by recovered.", ["recovered"], registry=r)
+        self.history_bytes = Gauge("pushgate_history_bytes", "Memory held by channel history.", registry=r)
+        self.refused_connects = Counter("pushgate_refused_connects", "Connects refused by a limit, by limit.",
+                                        ["limit"], registry=r)
+        self.expirations = Counter("pushgate_expirations", "Connections closed and subscriptions ended "
+                                   "because their token expired.", ["kind"], registry=r)
         self.api_publishes = Counter("pushgate_api_publishes", "POST /api/publish answers, by status.",
                                      ["status"], registry=r)

@@ -1,13 +1,17 @@
-"""The node: one gateway process, wiring hub, sessions, heartbeat and NSQ.
+"""The node: one gateway process, wiring hub, sessions, history, timers and NSQ.
 
 Sessions, transports and the NSQ source all talk to the rest of the gateway
 through the node, which owns the shared parts: the :class:`Hub`, the
-:class:`Heartbeat`, the :class:`WriteBatcher`, the token verifier, the
-settings and the metrics.
+:class:`History`, the :class:`Heartbeat` and :class:`Expiry` (both run from
+one one-second timer), the :class:`WriteBatcher`, the admission limits, the
+token verifier, the settings and the metrics.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import time
 import urllib.parse
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
@@ -17,15 +21,20 @@ from auth.tokens import ConnectionClaims, TokenInvalid, TokenVerifier
 from gateway import __version__, protocol
 from gateway.config import Settings, default_node_name
 from gateway.envelope import PERSONAL_PREFIX
+from gateway.expiry import Expiry
 from gateway.heartbeat import Heartbeat
+from gateway.history import History, Retention
 from gateway.hub import Hub
 from gateway.ingest import Ingest
+from gateway.limits import TokenBucket, connection_capacity
 from gateway.metrics import Metrics
 from gateway.nsq_source import NsqSource
 from gateway.session import Session
 from gateway.transports.stream import WriteBatcher
 
 log = logging.getLogger("pushgate.node")
+
+HISTORY_SWEEP_EVERY = 10  # seconds
 
 
 class Node:
@@ -39,18 +48,30 @@ class Node:
         self.batcher = WriteBatcher(last_publication=lambda: self.hub.last_publication,
                                     on_flush=self.metrics.writes.inc)
         self.heartbeat = Heartbeat(settings.ping_interval, settings.pong_timeout, settings.connect_timeout)
+        self.expiry = Expiry(settings.expired_close_delay)
+        self.history = History(
+            Retention(settings.history_size, settings.history_ttl),
+            [(pattern, Retention(size, settings.history_ttl if ttl is None else ttl))
+             for pattern, size, ttl in settings.history],
+            memory_budget=settings.history_memory_bytes,
+            margin_ns=int(settings.history_margin * 1e9),
+        )
         self.sessions: set[Session] = set()
+        self.user_connections: dict[str, int] = {}
+        self.capacity = connection_capacity(settings.max_connections)
+        self.connect_limiter = TokenBucket(settings.connect_rate, settings.connect_burst)
+        self.draining = False
         self.verifier = None
         if settings.jwt_secret or settings.jwt_public_key:
             self.verifier = TokenVerifier(secret=settings.jwt_secret, public_key_pem=settings.jwt_public_key,
                                           audience=settings.jwt_audience, issuer=settings.jwt_issuer)
         mapped = dict(settings.map_topic)
-        self.ingest = Ingest(self.hub, self.metrics, envelope_topic=settings.topic, mapped=mapped,
+        self.ingest = Ingest(self.hub, self.metrics, self.history, envelope_topic=settings.topic, mapped=mapped,
                              max_message_bytes=settings.max_message_bytes,
                              max_message_age=settings.max_message_age,
                              dedupe_window=settings.dedupe_window)
         self.source = NsqSource(topics=[settings.topic, *mapped], channel=settings.nsq_channel,
-                                handler=self.ingest.handle,
+                                handler=self.ingest.handle, on_change=self._nsq_changed,
                                 nsqd_tcp_addresses=settings.nsqd_tcp_address,
                                 lookupd_http_addresses=settings.lookupd_http_address,
                                 lookupd_poll_interval=settings.lookupd_poll_interval,
@@ -59,16 +80,33 @@ class Node:
         self._public_prefixes = tuple(p[:-1] for p in settings.public_channel_patterns if p.endswith("*"))
         self._origins = settings.origins
         self._ticker: PeriodicCallback | None = None
+        self._ticks = 0
 
     async def start(self) -> None:
-        """Start reading NSQ and the heartbeat. Runs inside the event loop."""
+        """Start reading NSQ and the one-second timer. Runs inside the event loop."""
         if self.settings.lookupd_http_address:
             await self._announce_topics()
         self.source.start()
-        self._ticker = PeriodicCallback(self.heartbeat.tick, 1000)
+        self._ticker = PeriodicCallback(self._tick, 1000)
         self._ticker.start()
         log.info("node %s reading topics %s on channel %s", self.name, ", ".join(self.source.topics),
                  self.source.channel)
+
+    def _tick(self) -> None:
+        self.heartbeat.tick()
+        self.expiry.check(time.time())
+        self._ticks += 1
+        if self._ticks % HISTORY_SWEEP_EVERY == 0:
+            self.history.sweep(time.monotonic(), time.time_ns())
+        self.metrics.history_bytes.set(self.history.memory)
+
+    def _nsq_changed(self) -> None:
+        # Recovery can only be vouched for from the moment the node reads every
+        # topic without a gap; any connection lost or made starts that anew.
+        if self.source.reading_every_topic():
+            self.history.continuity_from(time.time_ns())
+        else:
+            self.history.continuity_lost()
 
     async def _announce_topics(self) -> None:
         # nsqlookupd only knows a topic once some nsqd has it; creating it on our
@@ -82,14 +120,35 @@ class Node:
                 log.warning("could not create topic %s at %s (%s); it is read once a publisher creates it",
                             topic, self.settings.nsqd_http_address, exc)
 
-    def stop(self, disconnect: protocol.Disconnect = protocol.DISCONNECT_SHUTDOWN) -> None:
+    async def drain(self, period: float) -> None:
+        """Stop taking connections and close the open ones spread over ``period``
+        seconds with 3001, in random order, so clients reconnect elsewhere with
+        jitter instead of all at once. New connections are refused (503) meanwhile."""
+        self.draining = True
+        sessions = list(self.sessions)
+        random.shuffle(sessions)
+        log.info("draining %d connections over %.1f s", len(sessions), period)
+        steps = max(1, int(period / 0.05))
+        per_step = -(-len(sessions) // steps)
+        for start in range(0, len(sessions), per_step):
+            for session in sessions[start:start + per_step]:
+                session.close(protocol.DISCONNECT_SHUTDOWN)
+            await asyncio.sleep(period / steps)
+        for session in list(self.sessions):  # any that connected before the listener closed
+            session.close(protocol.DISCONNECT_SHUTDOWN)
+
+    def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.stop()
         self.source.close()
         for session in list(self.sessions):
-            session.close(disconnect)
+            session.close(protocol.DISCONNECT_SHUTDOWN)
 
-    # --- used by transports and sessions ------------------------------------
+    # --- used by transports and sessions -------------------------------------
+
+    def accepting(self) -> bool:
+        """New connections are welcome: not draining, and below the cap."""
+        return not self.draining and len(self.sessions) < self.capacity
 
     def accept(self, transport) -> Session:
         session = Session(self, transport)
@@ -98,8 +157,21 @@ class Node:
         self.metrics.connections.inc()
         return session
 
+    def admit(self, user: str) -> protocol.Error | protocol.Disconnect | None:
+        """Per-user cap, then the per-node connect rate, checked at connect."""
+        cap = self.settings.max_user_connections
+        if cap and user and self.user_connections.get(user, 0) >= cap:
+            self.metrics.refused_connects.labels("user_limit").inc()
+            return protocol.DISCONNECT_CONNECTION_LIMIT
+        if not self.connect_limiter.take():
+            self.metrics.refused_connects.labels("rate").inc()
+            return protocol.ERROR_TOO_MANY_REQUESTS
+        return None
+
     def connected(self, session: Session) -> None:
         self.heartbeat.add(session)
+        if session.user:
+            self.user_connections[session.user] = self.user_connections.get(session.user, 0) + 1
         self.metrics.connects.inc()
 
     def forget(self, session: Session) -> None:
@@ -107,16 +179,22 @@ class Node:
             self.sessions.discard(session)
             self.heartbeat.remove(session)
             self.metrics.connections.dec()
+            if session.client_id and session.user:
+                count = self.user_connections.get(session.user, 0) - 1
+                if count > 0:
+                    self.user_connections[session.user] = count
+                else:
+                    self.user_connections.pop(session.user, None)
 
     def verify_token(self, token: str) -> ConnectionClaims:
         if self.verifier is None:
             raise TokenInvalid("this gateway has no JWT key configured")
         return self.verifier.verify_connection(token)
 
-    def verify_subscription_token(self, token: object, user: str, channel: str) -> None:
+    def verify_subscription_token(self, token: object, user: str, channel: str):
         if self.verifier is None:
             raise TokenInvalid("this gateway has no JWT key configured")
-        self.verifier.verify_subscription(token, user, channel)  # type: ignore[arg-type]
+        return self.verifier.verify_subscription(token, user, channel)  # type: ignore[arg-type]
 
     def may_subscribe(self, user: str, channel: str) -> bool:
         """Client-side subscribe: only channels matched by --public-channels.
@@ -127,6 +205,26 @@ class Node:
         if channel.startswith(PERSONAL_PREFIX):
             return False
         return channel in self._public_exact or channel.startswith(self._public_prefixes)
+
+    def subscribe_result(self, channel: str, request: dict | None) -> tuple[dict, bool | None]:
+        """The SubscribeResult for ``channel``: its stream position when it keeps
+        history, and the recovery answer when ``request`` asks to recover.
+        Returns the result and whether it recovered (None: nothing asked)."""
+        history = self.history
+        if not history.enabled(channel):
+            return {}, None
+        now_ns = time.time_ns()
+        offset = request.get("offset") if request else None
+        if request and request.get("recover") and isinstance(offset, int) and not isinstance(offset, bool):
+            answer = history.recover(channel, str(request.get("epoch") or ""), offset, now_ns)
+            self.metrics.recoveries.labels("true" if answer.recovered else "false").inc()
+            result = {"recoverable": True, "positioned": True, "epoch": answer.epoch, "offset": answer.offset,
+                      "was_recovering": True, "recovered": answer.recovered}
+            if answer.publications:
+                result["publications"] = [protocol.Raw(p) for p in answer.publications]
+            return result, answer.recovered
+        epoch, top = history.top(channel, now_ns)
+        return {"recoverable": True, "positioned": True, "epoch": epoch, "offset": top}, None
 
     def origin_allowed(self, origin: str, host: str) -> bool:
         if not origin:

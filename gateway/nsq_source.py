@@ -46,8 +46,9 @@ logging.getLogger("nsq.client").addFilter(_ConnectionNoise())
 
 
 class _Reader(nsq.Reader):
-    def __init__(self, *, handler: Handler, **kwargs):
+    def __init__(self, *, handler: Handler, on_change: Callable[[], None], **kwargs):
         self._handler = handler
+        self._on_change = on_change
         self._closing = False
         self._retry_delay: dict[str, float] = {}
         super().__init__(message_handler=handler, **kwargs)
@@ -71,6 +72,7 @@ class _Reader(nsq.Reader):
         self._retry_delay.pop(conn.id, None)
         log.info("[%s] reading from nsqd %s as %s", self.topic, conn.id, self.channel)
         super()._on_connection_ready(conn, **kwargs)
+        self._on_change()
 
     def _on_connection_close(self, conn, **kwargs):
         # pynsq's bookkeeping, without its fixed 15 s direct reconnect.
@@ -78,6 +80,7 @@ class _Reader(nsq.Reader):
             del self.conns[conn.id]
             if not self._closing:
                 log.warning("[%s] lost nsqd %s", self.topic, conn.id)
+                self._on_change()
         self.total_rdy = max(self.total_rdy - conn.rdy, 0)
         if conn.rdy_timeout or conn.rdy:
             self.need_rdy_redistributed = True
@@ -111,6 +114,7 @@ class NsqSource:
     """One reader per topic, each on this node's own ``<node>#ephemeral`` channel."""
 
     def __init__(self, *, topics: list[str], channel: str, handler: Handler,
+                 on_change: Callable[[], None] = lambda: None,
                  nsqd_tcp_addresses: list[str], lookupd_http_addresses: list[str],
                  lookupd_poll_interval: int = 5, max_in_flight: int = 200):
         if not nsq.valid_channel_name(channel):
@@ -121,6 +125,7 @@ class NsqSource:
         self.topics = list(topics)
         self.channel = channel
         self._handler = handler
+        self._on_change = on_change  # told whenever an nsqd connection is made or lost
         self._kwargs = dict(
             nsqd_tcp_addresses=list(nsqd_tcp_addresses),
             lookupd_http_addresses=list(lookupd_http_addresses),
@@ -135,7 +140,7 @@ class NsqSource:
         IOLoop.current()  # fails loudly outside a running loop rather than deep in pynsq
         for topic in self.topics:
             self.readers.append(_Reader(topic=topic, channel=self.channel, handler=self._handler,
-                                        **self._kwargs))
+                                        on_change=self._on_change, **self._kwargs))
 
     def connection_count(self) -> int:
         return sum(len(r.conns) for r in self.readers)

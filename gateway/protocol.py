@@ -149,9 +149,26 @@ def dumps(obj: Any) -> str:
     return ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False)
 
 
+class Raw(bytes):
+    """Bytes that are already JSON (a stored publication): embedded as they are."""
+
+
+def encode(obj: Any) -> bytes:
+    """JSON bytes of ``obj``, with any :class:`Raw` value embedded untouched."""
+    if isinstance(obj, Raw):
+        return bytes(obj)
+    if isinstance(obj, dict):
+        if not any(isinstance(v, (Raw, dict, list)) for v in obj.values()):
+            return dumps(obj).encode()
+        return b"{" + b",".join(dumps(k).encode() + b":" + encode(v) for k, v in obj.items()) + b"}"
+    if isinstance(obj, list) and any(isinstance(v, (Raw, dict, list)) for v in obj):
+        return b"[" + b",".join(encode(v) for v in obj) + b"]"
+    return dumps(obj).encode()
+
+
 def reply(cmd_id: int, method: str, result: dict | None = None) -> bytes:
     """A successful reply. The result key is always present, even when empty."""
-    return dumps({"id": cmd_id, method: result or {}}).encode()
+    return encode({"id": cmd_id, method: result or {}})
 
 
 def error_reply(cmd_id: int, error: Error) -> bytes:
@@ -161,14 +178,21 @@ def error_reply(cmd_id: int, error: Error) -> bytes:
     return dumps({"id": cmd_id, "error": body}).encode()
 
 
-def pub_push(channel: str, data_json: str) -> bytes:
-    """A publication push; ``data_json`` is the payload, already JSON text.
+def pub_push(channel: str, publication: bytes) -> bytes:
+    """A publication push; ``publication`` is the encoded Publication object
+    (``{"data":...,"offset":...}``).
 
     Built by concatenation so the payload is embedded as it is, never parsed
     or re-encoded again on the way out.
     """
-    return b"".join((b'{"push":{"channel":', dumps(channel).encode(),
-                     b',"pub":{"data":', data_json.encode(), b"}}}"))
+    return b"".join((b'{"push":{"channel":', dumps(channel).encode(), b',"pub":', publication, b"}}"))
+
+
+def unsubscribe_push(channel: str, code: int, reason: str) -> bytes:
+    return dumps({"push": {"channel": channel, "unsubscribe": {"code": code, "reason": reason}}}).encode()
+
+
+UNSUBSCRIBE_EXPIRED = (2501, "subscription expired")
 
 
 def disconnect_push(disconnect: Disconnect) -> bytes:

@@ -17,12 +17,14 @@ States: ``CONNECTING`` (until a good ``connect``) → ``CONNECTED`` → ``CLOSED
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import TYPE_CHECKING
 
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid, TokenMismatch
 from gateway import protocol
 from gateway.envelope import personal_channel, valid_channel
+from gateway.history import from_position
 from gateway.protocol import Command, Disconnect, ProtocolError
 
 if TYPE_CHECKING:
@@ -33,11 +35,12 @@ log = logging.getLogger("pushgate.session")
 CONNECTING, CONNECTED, CLOSED = "connecting", "connected", "closed"
 CHANNEL_LIMIT = 128
 ANONYMOUS = ConnectionClaims(user="")
+REJECT_UNRECOVERED = 2  # subscribe flag: answer 112 rather than recovered:false
 
 
 class Session:
     __slots__ = ("node", "transport", "push", "kind", "state", "client_id", "user", "channels", "pong_due",
-                 "slot")
+                 "slot", "expires_at", "sub_expiry")
 
     def __init__(self, node: Node, transport) -> None:
         self.node = node
@@ -50,6 +53,8 @@ class Session:
         self.channels: set[str] = set()
         self.pong_due = False   # a ping was sent and no pong has come back yet
         self.slot = -1          # the heartbeat bucket this session is pinged from
+        self.expires_at: int | None = None        # the connection token's exp
+        self.sub_expiry: dict[str, int] | None = None  # channel -> subscription token's exp
 
     # --- input from the transport ----------------------------------------
 
@@ -112,7 +117,19 @@ class Session:
         for channel in self.channels:
             hub.unsubscribe(channel, self)
         self.channels = set()
+        self.sub_expiry = None
         self.node.forget(self)
+
+    def end_subscription(self, channel: str, code: int, reason: str) -> None:
+        """The server ends one subscription (e.g. its token expired); the SDKs
+        resubscribe for codes from 2500 up."""
+        if channel in self.channels:
+            self.channels.discard(channel)
+            self.node.hub.unsubscribe(channel, self)
+            if self.sub_expiry:
+                self.sub_expiry.pop(channel, None)
+            self.node.metrics.expirations.labels("subscription").inc()
+            self.send(protocol.unsubscribe_push(channel, code, reason))
 
     # --- commands -----------------------------------------------------------
 
@@ -137,6 +154,13 @@ class Session:
                 self.close(protocol.DISCONNECT_BAD_REQUEST)
                 return
             claims = ANONYMOUS
+        refusal = node.admit(claims.user)
+        if isinstance(refusal, protocol.Error):
+            self.send(protocol.error_reply(cmd.id, refusal))
+            return
+        if refusal is not None:
+            self.close(refusal)
+            return
         channels = [personal_channel(claims.user)] if claims.user else []
         channels.extend(c for c in claims.channels if valid_channel(c) and c not in channels)
         if len(channels) > CHANNEL_LIMIT:
@@ -145,22 +169,63 @@ class Session:
         self.user = claims.user
         self.client_id = str(uuid.uuid4())
         self.state = CONNECTED
-        self.send(protocol.reply(cmd.id, "connect", {
-            "client": self.client_id,
-            "version": node.version,
-            "ping": node.settings.ping_interval,
-            "pong": True,
-            "subs": {channel: {} for channel in channels},
-        }))
+        result = {"client": self.client_id, "version": node.version, "ping": node.settings.ping_interval,
+                  "pong": True}
+        if claims.expires_at is not None:
+            self.expires_at = claims.expires_at
+            result["expires"] = True
+            result["ttl"] = _ttl(claims.expires_at)
+            node.expiry.watch(self, claims.expires_at)
+        # Server-side subscriptions, recovered where the client asks (it sends the
+        # positions it had for them in connect.subs).
+        wanted = cmd.params.get("subs")
+        wanted = wanted if isinstance(wanted, dict) else {}
+        subs = {}
+        for channel in channels:
+            request = wanted.get(channel)
+            subs[channel], _ = node.subscribe_result(channel, request if isinstance(request, dict) else None)
+        result["subs"] = subs
+        # The reply is queued before the channels join the hub, and nothing else
+        # runs in between, so no live publication can precede or overlap it.
+        self.send(protocol.reply(cmd.id, "connect", result))
         for channel in channels:
             self._join(channel)
         node.connected(self)
+
+    def _refresh(self, cmd: Command) -> None:
+        """A new connection token on the same socket, before the old one expires."""
+        node = self.node
+        token = cmd.params.get("token")
+        if not isinstance(token, str) or not token:
+            self.close(protocol.DISCONNECT_BAD_REQUEST)
+            return
+        try:
+            claims = node.verify_token(token)
+        except TokenExpired:
+            self.close(protocol.DISCONNECT_EXPIRED)
+            return
+        except TokenInvalid as exc:
+            log.warning("client %s: invalid refresh token (%s)", self.client_id, exc)
+            self.close(protocol.DISCONNECT_INVALID_TOKEN)
+            return
+        if claims.user != self.user:
+            log.warning("client %s: refresh token for another user", self.client_id)
+            self.close(protocol.DISCONNECT_INVALID_TOKEN)
+            return
+        result = {"client": self.client_id, "version": node.version, "expires": False}
+        self.expires_at = claims.expires_at
+        if claims.expires_at is not None:
+            result["expires"] = True
+            result["ttl"] = _ttl(claims.expires_at)
+            node.expiry.watch(self, claims.expires_at)
+        self.send(protocol.reply(cmd.id, "refresh", result))
 
     def _subscribe(self, cmd: Command) -> None:
         channel = cmd.params.get("channel")
         if not isinstance(channel, str) or not channel:
             self.close(protocol.DISCONNECT_BAD_REQUEST)
             return
+        expires_at = None
         if not valid_channel(channel):
             error = protocol.ERROR_BAD_REQUEST
         elif channel in self.channels:
@@ -168,39 +233,105 @@ class Session:
         elif len(self.channels) >= CHANNEL_LIMIT:
             error = protocol.ERROR_LIMIT_EXCEEDED
         elif cmd.params.get("token"):
-            error = self._check_subscription_token(cmd.params["token"], channel)
-            if error is None and self.state is CLOSED:
+            error, expires_at = self._check_subscription_token(cmd.params["token"], channel)
+            if self.state is CLOSED:
                 return
         elif not self.node.may_subscribe(self.user, channel):
             self.node.metrics.refused_subscriptions.inc()
             error = protocol.ERROR_PERMISSION_DENIED
         else:
             error = None
-        if error is None:
-            self.send(protocol.reply(cmd.id, "subscribe"))
-            self._join(channel)
+        if error is not None:
+            self.send(protocol.error_reply(cmd.id, error))
             return
-        self.send(protocol.error_reply(cmd.id, error))
+        result, recovered = self.node.subscribe_result(channel, cmd.params)
+        flag = cmd.params.get("flag")
+        if recovered is False and isinstance(flag, int) and flag & REJECT_UNRECOVERED:
+            self.send(protocol.error_reply(cmd.id, protocol.ERROR_UNRECOVERABLE_POSITION))
+            return
+        if expires_at is not None:
+            result["expires"] = True
+            result["ttl"] = _ttl(expires_at)
+            if self.sub_expiry is None:
+                self.sub_expiry = {}
+            self.sub_expiry[channel] = expires_at
+            self.node.expiry.watch(self, expires_at, channel)
+        self.send(protocol.reply(cmd.id, "subscribe", result))
+        self._join(channel)
 
-    def _check_subscription_token(self, token: object, channel: str) -> protocol.Error | None:
+    def _check_subscription_token(self, token: object, channel: str) -> tuple[protocol.Error | None, int | None]:
         """A subscription token grants a private channel (Centrifugo's rules:
-        expired 109, invalid 103, issued for another channel or user 3500)."""
+        expired 109, invalid 103, issued for another channel or user 3500).
+        Returns the error, or None and the token's expiry."""
         node = self.node
         try:
-            node.verify_subscription_token(token, self.user, channel)
+            claims = node.verify_subscription_token(token, self.user, channel)
         except TokenExpired:
             node.metrics.token_errors.labels("subscription_expired").inc()
-            return protocol.ERROR_TOKEN_EXPIRED
+            return protocol.ERROR_TOKEN_EXPIRED, None
         except TokenMismatch as exc:
             node.metrics.token_errors.labels("subscription_mismatch").inc()
             log.warning("client %s: subscription token refused (%s), disconnecting", self.client_id, exc)
             self.close(protocol.DISCONNECT_INVALID_TOKEN)
-            return None
+            return None, None
         except TokenInvalid as exc:
             node.metrics.token_errors.labels("subscription_invalid").inc()
             log.warning("client %s: invalid subscription token for %s (%s)", self.client_id, channel, exc)
-            return protocol.ERROR_PERMISSION_DENIED
-        return None
+            return protocol.ERROR_PERMISSION_DENIED, None
+        return None, claims.expires_at
+
+    def _sub_refresh(self, cmd: Command) -> None:
+        channel = cmd.params.get("channel")
+        token = cmd.params.get("token")
+        if not isinstance(channel, str) or not isinstance(token, str) or not token:
+            self.close(protocol.DISCONNECT_BAD_REQUEST)
+            return
+        if channel not in self.channels:
+            self.send(protocol.error_reply(cmd.id, protocol.ERROR_PERMISSION_DENIED))
+            return
+        error, expires_at = self._check_subscription_token(token, channel)
+        if self.state is CLOSED:
+            return
+        if error is not None:
+            self.send(protocol.error_reply(cmd.id, error))
+            return
+        result = {"expires": expires_at is not None}
+        if self.sub_expiry is not None:
+            self.sub_expiry.pop(channel, None)
+        if expires_at is not None:
+            result["ttl"] = _ttl(expires_at)
+            if self.sub_expiry is None:
+                self.sub_expiry = {}
+            self.sub_expiry[channel] = expires_at
+            self.node.expiry.watch(self, expires_at, channel)
+        self.send(protocol.reply(cmd.id, "sub_refresh", result))
+
+    def _history(self, cmd: Command) -> None:
+        """Publications of a channel this connection is subscribed to."""
+        params = cmd.params
+        channel = params.get("channel")
+        history = self.node.history
+        if not isinstance(channel, str) or channel not in self.channels:
+            self.send(protocol.error_reply(cmd.id, protocol.ERROR_PERMISSION_DENIED))
+            return
+        if not history.enabled(channel):
+            self.send(protocol.error_reply(cmd.id, protocol.ERROR_NOT_AVAILABLE))
+            return
+        limit, since, reverse = params.get("limit", 0), params.get("since"), params.get("reverse", False)
+        if not isinstance(limit, int) or isinstance(limit, bool) or (since is not None and not isinstance(since, dict)):
+            self.send(protocol.error_reply(cmd.id, protocol.ERROR_BAD_REQUEST))
+            return
+        epoch, top = history.top(channel, time.time_ns())
+        after = None
+        if since:
+            if since.get("epoch") != epoch:
+                self.send(protocol.error_reply(cmd.id, protocol.ERROR_UNRECOVERABLE_POSITION))
+                return
+            offset = since.get("offset")
+            after = from_position(epoch, offset) if isinstance(offset, int) and offset > 0 else None
+        pubs = [] if limit == 0 else history.publications(channel, after=after, limit=limit, reverse=bool(reverse))
+        self.send(protocol.reply(cmd.id, "history", {
+            "publications": [protocol.Raw(p) for p in pubs], "epoch": epoch, "offset": top}))
 
     def _unsubscribe(self, cmd: Command) -> None:
         # Always a success: an error makes both SDKs tear the connection down.
@@ -211,6 +342,8 @@ class Session:
         if channel in self.channels:
             self.channels.discard(channel)
             self.node.hub.unsubscribe(channel, self)
+            if self.sub_expiry:
+                self.sub_expiry.pop(channel, None)
         self.send(protocol.reply(cmd.id, "unsubscribe"))
 
     def _join(self, channel: str) -> None:
@@ -246,9 +379,14 @@ _HANDLERS = {
     "send": Session._send,
     "presence": Session._not_available,
     "presence_stats": Session._not_available,
-    "history": Session._not_available,
+    "history": Session._history,
     "ping": Session._not_available,
     "rpc": Session._not_available,
-    "refresh": Session._not_available,
-    "sub_refresh": Session._not_available,
+    "refresh": Session._refresh,
+    "sub_refresh": Session._sub_refresh,
 }
+
+
+def _ttl(expires_at: int) -> int:
+    """Seconds until ``expires_at``, at least 1 (the SDKs refresh when it runs out)."""
+    return max(1, int(expires_at - time.time()))

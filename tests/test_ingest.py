@@ -3,6 +3,7 @@ import time
 
 import ujson
 
+from gateway.history import History, Retention
 from gateway.hub import Hub
 from gateway.ingest import Ingest
 from gateway.metrics import Metrics
@@ -12,7 +13,7 @@ def make_ingest(**overrides) -> Ingest:
     options = dict(envelope_topic="pushgate", mapped={"prices": "prices"}, max_message_bytes=1024,
                    max_message_age=30.0, dedupe_window=100)
     options.update(overrides)
-    return Ingest(Hub(), Metrics(), **options)
+    return Ingest(Hub(), Metrics(), History(Retention(100, 300)), **options)
 
 
 def dropped(ingest: Ingest, reason: str) -> float:

@@ -42,7 +42,7 @@ def test_replies_always_carry_their_result_key_and_errors_their_message():
 
 def test_publication_push_embeds_the_payload_and_has_no_raw_newline():
     data = protocol.dumps({"text": "line1\nline2", "url": "a/b", "é": 1})
-    push = protocol.pub_push("news", data)
+    push = protocol.pub_push("news", b'{"data":' + data.encode() + b"}")
     assert b"\n" not in push
     assert ujson.loads(push) == {"push": {"channel": "news", "pub": {"data": {"text": "line1\nline2", "url": "a/b", "é": 1}}}}
 
@@ -58,3 +58,13 @@ def test_disconnect_codes_decide_reconnection():
 def test_websocket_text_frame_header(size, header):
     frame = text_frame(b"x" * size)
     assert frame[:len(header)] == header and len(frame) == len(header) + size
+
+
+def test_raw_publications_are_embedded_in_replies_untouched():
+    pub = protocol.Raw(b'{"data":{"a":1},"offset":5}')
+    result = {"recovered": True, "publications": [pub], "epoch": "e", "offset": 4}
+    assert ujson.loads(protocol.reply(2, "subscribe", result)) == {
+        "id": 2, "subscribe": {"recovered": True, "publications": [{"data": {"a": 1}, "offset": 5}],
+                               "epoch": "e", "offset": 4}}
+    nested = protocol.reply(1, "connect", {"client": "c", "subs": {"#1": result, "news": {}}})
+    assert ujson.loads(nested)["connect"]["subs"]["#1"]["publications"][0]["offset"] == 5

@@ -48,6 +48,16 @@ class WebSocketTransport(tornado.websocket.WebSocketHandler):
         self.session: Session | None = None
         self._writer: StreamWriter | None = None
 
+    async def get(self, *args, **kwargs) -> None:
+        # Refused before the upgrade: cheaper than a WebSocket that is closed at
+        # once, and the SDKs retry a failed handshake with backoff, elsewhere.
+        if not self.node.accepting():
+            self.node.metrics.refused_connects.labels("draining" if self.node.draining else "capacity").inc()
+            self.set_status(503)
+            self.finish({"error": "draining" if self.node.draining else "at capacity"})
+            return
+        await super().get(*args, **kwargs)
+
     def check_origin(self, origin: str) -> bool:
         return self.node.origin_allowed(origin, self.request.host)
 

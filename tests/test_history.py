@@ -1,0 +1,150 @@
+"""History and the recovery answer (pure; time is passed in)."""
+import ujson
+
+from gateway.history import PERIOD_NS, History, Retention, from_position, to_position
+
+T0 = 1_763_700_000 * 10**9  # an nsqd timestamp, ns
+SECOND = 10**9
+
+
+def node(size=100, ttl=300.0, budget=64 << 20, started=T0 - 60 * SECOND, rules=()):
+    history = History(Retention(size, ttl), list(rules), memory_budget=budget, margin_ns=SECOND)
+    history.continuity_from(started - SECOND)  # continuity begins a margin after this
+    return history
+
+
+def publish(history, channel, count, start=T0, step=SECOND // 10, now=0.0):
+    return [history.add(channel, start + i * step, ujson.dumps({"n": i}), now) for i in range(count)]
+
+
+def data(pubs):
+    return [ujson.loads(p)["data"]["n"] for p in pubs]
+
+
+def offset(pub):
+    return ujson.loads(pub)["offset"]
+
+
+def test_positions_are_below_2_53_and_round_trip():
+    epoch, off = to_position(T0)
+    assert 0 < off <= 2**53 and epoch == str(T0 // PERIOD_NS)
+    assert from_position(epoch, off) == T0
+    assert from_position("not-ours", 5) is None and from_position(epoch, 0) is None
+
+
+def test_the_same_message_gets_the_same_position_on_every_node():
+    a, b = node(), node()
+    assert publish(a, "news", 3) == publish(b, "news", 3)
+
+
+def test_missed_publications_are_recovered_in_order_once():
+    history = node()
+    live = publish(history, "news", 30)
+    epoch, _ = to_position(T0)
+    seen = offset(live[9])
+    answer = history.recover("news", epoch, seen, T0 + 10 * SECOND)
+    assert answer.recovered and answer.offset == seen
+    assert data(answer.publications) == list(range(10, 30))
+
+
+def test_a_quiet_channel_hands_out_a_recent_position_that_recovers_later_on_any_node():
+    first, second_started_earlier = node(), node(started=T0 - 3600 * SECOND)
+    epoch, quiet = first.top("#42", T0)
+    publish(first, "#42", 20, start=T0 + SECOND)
+    publish(second_started_earlier, "#42", 20, start=T0 + SECOND)
+    for history in (first, second_started_earlier):
+        answer = history.recover("#42", epoch, quiet, T0 + 10 * SECOND)
+        assert answer.recovered and data(answer.publications) == list(range(20))
+
+
+def test_a_node_started_after_the_client_position_cannot_vouch():
+    client_epoch, client_offset = to_position(T0)
+    late_node = node(started=T0 + 5 * SECOND)
+    publish(late_node, "news", 5, start=T0 + 10 * SECOND)
+    answer = late_node.recover("news", client_epoch, client_offset, T0 + 20 * SECOND)
+    assert not answer.recovered and answer.publications == []
+    assert answer.offset == to_position(T0 + 19 * SECOND)[1]  # the top: now minus the margin
+
+
+def test_trimmed_history_answers_false():
+    history = node(size=100)
+    live = publish(history, "news", 200)
+    epoch, _ = to_position(T0)
+    assert not history.recover("news", epoch, offset(live[50]), T0 + 60 * SECOND).recovered
+    answer = history.recover("news", epoch, offset(live[100]), T0 + 60 * SECOND)
+    assert answer.recovered and data(answer.publications) == list(range(101, 200))
+
+
+def test_age_limit_and_positions_older_than_the_ttl():
+    history = node(ttl=10.0)
+    live = publish(history, "news", 5, now=0.0)
+    history.add("news", T0 + 20 * SECOND, '"later"', now=15.0)  # the first five are now too old
+    epoch, _ = to_position(T0)
+    assert not history.recover("news", epoch, offset(live[0]), T0 + 21 * SECOND).recovered
+    assert history.publications("news") == [b'{"data":"later","offset":%d}' % to_position(T0 + 20 * SECOND)[1]]
+
+
+def test_lost_continuity_answers_false_until_the_node_reads_everything_again():
+    history = node()
+    live = publish(history, "news", 5)
+    epoch, _ = to_position(T0)
+    history.continuity_lost()
+    assert not history.recover("news", epoch, offset(live[0]), T0 + SECOND).recovered
+    history.continuity_from(T0 + 2 * SECOND)
+    assert not history.recover("news", epoch, offset(live[0]), T0 + 5 * SECOND).recovered
+    later = publish(history, "news", 3, start=T0 + 10 * SECOND)
+    assert history.recover("news", epoch, offset(later[0]), T0 + 20 * SECOND).recovered
+
+
+def test_a_late_publication_goes_live_without_offset_and_marks_the_gap():
+    history = node()
+    live = publish(history, "news", 10)                       # positions T0 .. T0+0.9s
+    late = history.add("news", T0 + SECOND // 20, '"late"', 0.0)  # between the first two
+    assert ujson.loads(late) == {"data": "late"}              # no offset: nobody moves back
+    epoch, _ = to_position(T0)
+    before = history.recover("news", epoch, offset(live[0]), T0 + 5 * SECOND)
+    assert before.recovered and ujson.loads(before.publications[0])["data"] == "late"
+    # A client at position 5 may have skipped the late one: the node says so.
+    assert not history.recover("news", epoch, offset(live[5]), T0 + 5 * SECOND).recovered
+
+
+def test_a_client_ahead_of_this_node_is_not_vouched_for():
+    history = node()
+    live = publish(history, "news", 3)
+    epoch, _ = to_position(T0)
+    ahead = offset(live[-1]) + 5 * SECOND
+    assert not history.recover("news", epoch, ahead, T0 + 2 * SECOND).recovered
+
+
+def test_another_epoch_is_not_recovered():
+    history = node()
+    publish(history, "news", 3)
+    assert not history.recover("news", "0", 5, T0 + 2 * SECOND).recovered
+
+
+def test_memory_budget_evicts_the_oldest_first_and_those_channels_answer_false():
+    history = node(budget=10_000)
+    old = publish(history, "old", 50, start=T0)
+    new = publish(history, "new", 50, start=T0 + 10 * SECOND)
+    assert history.memory <= 10_000
+    epoch, _ = to_position(T0)
+    assert not history.recover("old", epoch, offset(old[0]), T0 + 30 * SECOND).recovered
+    assert history.recover("new", epoch, offset(new[-5]), T0 + 30 * SECOND).recovered
+
+
+def test_rules_by_prefix_and_history_off():
+    history = node(rules=[("prices", Retention(0, 0)), ("chat:*", Retention(3, 60))])
+    assert history.add("prices", T0, "1", 0.0) is None and not history.enabled("prices")
+    publish(history, "chat:room", 10)
+    assert len(history.publications("chat:room")) == 3
+    assert history.enabled("anything-else")
+
+
+def test_bookkeeping_stays_bounded():
+    history = node(size=5)
+    for i in range(5000):
+        history.add(f"c{i % 50}", T0 + i * 1000, "1", 0.0)
+    assert history.entries == 50 * 5
+    assert len(history._arrivals) <= 2 * history.entries + 1024
+    history.sweep(now=10_000.0, now_ns=T0 + 10**6 * SECOND)
+    assert len(history) == 0 and history.memory == 0
