@@ -21,7 +21,8 @@ has every publication of the channel after ``p``:
 * no publication arrived *late* (after a later position had already been
   handed out) into the gap the client may have missed;
 * ``p`` is not ahead of what this node has seen (the client came from a
-  node that had received more).
+  node that had received more). The session asks :meth:`History.behind`
+  first and holds the answer a moment while this node catches up.
 
 Otherwise the answer is ``recovered: false`` and the application reloads
 its state. A late publication is still stored in order and delivered live,
@@ -241,6 +242,17 @@ class History:
             stream = self._streams[channel] = _Stream(self.retention(channel))
         stream.top = max(stream.top, now_ns - self.margin_ns)
         return to_position(stream.top)
+
+    def behind(self, channel: str, epoch: str, offset: object, now_ns: int) -> bool:
+        """The client's position is plausible (this epoch, not in the future) but
+        this node has not received that far yet: worth waiting a moment for."""
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            return False
+        position = from_position(epoch, offset)
+        if position is None or epoch != epoch_of(now_ns) or position > now_ns + self.margin_ns:
+            return False
+        stream = self._streams.get(channel)
+        return position > (stream.top if stream else 0) and position > now_ns - self.margin_ns
 
     def recover(self, channel: str, epoch: str, offset: int, now_ns: int) -> Recovery:
         """The answer to a client back at (epoch, offset): see the module doc."""

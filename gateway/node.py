@@ -129,7 +129,7 @@ class Node:
         random.shuffle(sessions)
         log.info("draining %d connections over %.1f s", len(sessions), period)
         steps = max(1, int(period / 0.05))
-        per_step = -(-len(sessions) // steps)
+        per_step = max(1, -(-len(sessions) // steps))
         for start in range(0, len(sessions), per_step):
             for session in sessions[start:start + per_step]:
                 session.close(protocol.DISCONNECT_SHUTDOWN)
@@ -225,6 +225,22 @@ class Node:
             return result, answer.recovered
         epoch, top = history.top(channel, now_ns)
         return {"recoverable": True, "positioned": True, "epoch": epoch, "offset": top}, None
+
+    def recovery_behind(self, cmd) -> bool:
+        """A recovering connect or subscribe asks for a position this node has
+        not received yet (the client came from a node that was ahead)."""
+        now_ns = time.time_ns()
+        if cmd.method == "subscribe":
+            channel = cmd.params.get("channel")
+            requests = {channel: cmd.params} if isinstance(channel, str) else {}
+        else:
+            subs = cmd.params.get("subs")
+            requests = subs if isinstance(subs, dict) else {}
+        return any(
+            isinstance(request, dict) and request.get("recover") and isinstance(channel, str)
+            and self.history.enabled(channel)
+            and self.history.behind(channel, str(request.get("epoch") or ""), request.get("offset"), now_ns)
+            for channel, request in requests.items())
 
     def origin_allowed(self, origin: str, host: str) -> bool:
         if not origin:

@@ -16,6 +16,7 @@ States: ``CONNECTING`` (until a good ``connect``) → ``CONNECTED`` → ``CLOSED
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -36,11 +37,13 @@ CONNECTING, CONNECTED, CLOSED = "connecting", "connected", "closed"
 CHANNEL_LIMIT = 128
 ANONYMOUS = ConnectionClaims(user="")
 REJECT_UNRECOVERED = 2  # subscribe flag: answer 112 rather than recovered:false
+RECOVERY_WAIT = 2.0     # seconds a recovery may wait for this node to catch up
+RECOVERY_POLL = 0.05
 
 
 class Session:
     __slots__ = ("node", "transport", "push", "kind", "state", "client_id", "user", "channels", "pong_due",
-                 "slot", "expires_at", "sub_expiry")
+                 "slot", "expires_at", "sub_expiry", "held", "held_until")
 
     def __init__(self, node: Node, transport) -> None:
         self.node = node
@@ -55,6 +58,8 @@ class Session:
         self.slot = -1          # the heartbeat bucket this session is pinged from
         self.expires_at: int | None = None        # the connection token's exp
         self.sub_expiry: dict[str, int] | None = None  # channel -> subscription token's exp
+        self.held: list[Command] | None = None  # commands waiting behind a held recovery
+        self.held_until = 0.0
 
     # --- input from the transport ----------------------------------------
 
@@ -68,8 +73,26 @@ class Session:
             log.warning("client %s: bad frame (%s), disconnecting", self.client_id or "-", exc.detail)
             self.close(exc.disconnect)
             return
+        if self.held is not None:
+            self.held.extend(commands)  # in order, after the command being held
+            return
+        self._run(commands)
+
+    def _run(self, commands: list[Command]) -> None:
         try:
-            for cmd in commands:
+            for i, cmd in enumerate(commands):
+                if self.state is CLOSED:
+                    return
+                if (cmd.method in ("connect", "subscribe") and time.monotonic() >= self.held_until
+                        and self.node.recovery_behind(cmd)):
+                    # The client saw more than this node has received yet (it comes
+                    # from a node that was ahead). Hold this command, and all after
+                    # it, a moment for this node to catch up, so the recovery is
+                    # exact instead of "recovered: false".
+                    self.held = commands[i:]
+                    self.held_until = time.monotonic() + RECOVERY_WAIT
+                    asyncio.get_running_loop().call_later(RECOVERY_POLL, self._resume)
+                    return
                 if self.state is CONNECTING:
                     if cmd.method != "connect":
                         self.node.metrics.bad_frames.inc()
@@ -79,14 +102,23 @@ class Session:
                     self._connect(cmd)
                     if self.state is not CONNECTED:
                         return  # a failed connect drops the rest of the frame
-                elif self.state is CONNECTED:
-                    _HANDLERS[cmd.method](self, cmd)
                 else:
-                    return
+                    _HANDLERS[cmd.method](self, cmd)
         except Exception:
             # A bug must cost one connection, not the node: the client reconnects.
-            log.exception("client %s: internal error handling %r", self.client_id or "-", text[:200])
+            log.exception("client %s: internal error handling %r", self.client_id or "-", commands[:3])
             self.close(protocol.DISCONNECT_INTERNAL)
+
+    def _resume(self) -> None:
+        if self.state is CLOSED or self.held is None:
+            return
+        if time.monotonic() < self.held_until and self.node.recovery_behind(self.held[0]):
+            asyncio.get_running_loop().call_later(RECOVERY_POLL, self._resume)
+            return
+        commands, self.held = self.held, None
+        self.held_until = time.monotonic() + RECOVERY_WAIT  # this one is not held again
+        self._run(commands)
+        self.held_until = 0.0
 
     def transport_closed(self) -> None:
         """The connection is gone (client left, network error, or our close)."""

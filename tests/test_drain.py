@@ -52,3 +52,11 @@ def test_sigterm_drains_1000_clients_with_a_reconnect_code_and_exits_0(start_gat
     log = gateway.log()
     assert "ERROR" not in log and "Traceback" not in log, log[-2000:]
     assert "drained, exiting" in log
+
+
+def test_an_idle_node_drains_and_exits_0(start_gateway):
+    gateway = start_gateway()
+    gateway.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: not gateway.running(), timeout=5, what="gateway exit")
+    assert gateway.stop() == 0
+    assert "Traceback" not in gateway.log()
