@@ -70,8 +70,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
     nsqd = Nsqd(work / "nsqd").start()
+    # Admission limits are not what this measures (bench/reconnect_storm.py does):
+    # let all clients in at once.
     gateway = Gateway(work / "gw", nsqd, None, "--public-channels=bench", "--log-level=warning",
-                      *args.gateway_arg).start()
+                      "--connect-rate=1000000", "--connect-burst=1000000", *args.gateway_arg).start()
     children: list[subprocess.Popen] = []
     try:
         pid = gateway.proc.pid

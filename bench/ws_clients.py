@@ -105,8 +105,8 @@ class Client(asyncio.Protocol):
                     self.transport.write(PONG)
                 elif b'"pub"' in line:
                     self.publication(line)
-                elif line.startswith(b'{"id":2'):
-                    if not self.subscribed.done():
+                elif line.startswith(b'{"id":2') or line.startswith(b'{"id":1,"error"'):
+                    if not self.subscribed.done():  # a refused connect fails loudly, never hangs
                         self.subscribed.set_result(b'"error"' not in line)
         del buf[:pos]
 
