@@ -6,6 +6,7 @@ import logging
 import signal
 
 import tornado.web
+from tornado.log import access_log
 
 from gateway.api import HealthHandler, MetricsHandler, PublishHandler
 from gateway.config import Settings
@@ -13,6 +14,21 @@ from gateway.node import Node
 from gateway.transports.websocket import MAX_CLIENT_FRAME, WebSocketTransport
 
 log = logging.getLogger("pushgate")
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access log, with levels that mean something: a 503 from
+    /health (not ready yet, or draining) is an answer, not an error, and so is
+    a WebSocket refused while draining or at capacity."""
+    status = handler.get_status()
+    if status < 400 or isinstance(handler, HealthHandler):
+        level = logging.DEBUG
+    elif status < 500 or isinstance(handler, WebSocketTransport):
+        level = logging.WARNING
+    else:
+        level = logging.ERROR
+    access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
+                   1000.0 * handler.request.request_time())
 
 
 def make_app(node: Node) -> tornado.web.Application:
@@ -25,6 +41,7 @@ def make_app(node: Node) -> tornado.web.Application:
             (r"/metrics", MetricsHandler, args),
         ],
         websocket_max_message_size=MAX_CLIENT_FRAME,
+        log_function=log_request,
     )
 
 
