@@ -21,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ws_clients import PONG, masked  # noqa: E402
+from ws_clients import PONG, masked, read_frames  # noqa: E402
 
 OFFSET = re.compile(rb'"offset":(\d+)')
 NUMBER = re.compile(rb'"n":(\d+)')
@@ -68,24 +68,7 @@ class Client(asyncio.Protocol):
             del buf[:end + 4]
             self.handshaken = True
             self.transport.write(self.owner.connect_frame())
-        pos, size = 0, len(buf)
-        while size - pos >= 2:
-            n = buf[pos + 1] & 0x7F
-            if n < 126:
-                start = pos + 2
-            elif n == 126:
-                if size - pos < 4:
-                    break
-                start, n = pos + 4, struct.unpack_from("!H", buf, pos + 2)[0]
-            else:
-                if size - pos < 10:
-                    break
-                start, n = pos + 10, struct.unpack_from("!Q", buf, pos + 2)[0]
-            if size - start < n:
-                break
-            opcode = buf[pos] & 0x0F
-            payload = bytes(buf[start:start + n])
-            pos = start + n
+        for opcode, payload in read_frames(buf):
             if opcode == 0x8:
                 code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
                 self.owner.closed_by_server(self, code)
@@ -97,7 +80,6 @@ class Client(asyncio.Protocol):
                     self.owner.connect_reply(self, json.loads(line))
                 elif b'"pub"' in line:
                     self.owner.publication(line)
-        del buf[:pos]
 
 
 class StormClient:

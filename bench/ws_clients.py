@@ -28,6 +28,32 @@ def masked(payload: bytes) -> bytes:
 PONG = masked(b"{}")
 
 
+def read_frames(buf: bytearray):
+    """Take every complete server frame out of ``buf``: yields (opcode, payload)."""
+    pos, size = 0, len(buf)
+    try:
+        while size - pos >= 2:
+            n = buf[pos + 1] & 0x7F
+            if n < 126:
+                start = pos + 2
+            elif n == 126:
+                if size - pos < 4:
+                    break
+                start, n = pos + 4, struct.unpack_from("!H", buf, pos + 2)[0]
+            else:
+                if size - pos < 10:
+                    break
+                start, n = pos + 10, struct.unpack_from("!Q", buf, pos + 2)[0]
+            if size - start < n:
+                break
+            opcode = buf[pos] & 0x0F
+            payload = bytes(buf[start:start + n])
+            pos = start + n
+            yield opcode, payload
+    finally:
+        del buf[:pos]
+
+
 class Stats:
     def __init__(self, conns: int, lat_expected: int, tp_expected: int):
         self.conns = conns
@@ -77,28 +103,9 @@ class Client(asyncio.Protocol):
             del buf[:end + 4]
             self.handshaken = True
             self.transport.write(self.connect_frame)
-        stats = self.stats
-        pos = 0
-        size = len(buf)
-        while size - pos >= 2:
-            b1 = buf[pos + 1] & 0x7F
-            if b1 < 126:
-                start, n = pos + 2, b1
-            elif b1 == 126:
-                if size - pos < 4:
-                    break
-                start, n = pos + 4, struct.unpack_from("!H", buf, pos + 2)[0]
-            else:
-                if size - pos < 10:
-                    break
-                start, n = pos + 10, struct.unpack_from("!Q", buf, pos + 2)[0]
-            if size - start < n:
-                break
-            opcode = buf[pos] & 0x0F
-            payload = bytes(buf[start:start + n])
-            pos = start + n
+        for opcode, payload in read_frames(buf):
             if opcode == 0x8:
-                stats.closed += 1
+                self.stats.closed += 1
                 continue
             for line in payload.split(b"\n"):
                 if line == b"{}":
@@ -108,7 +115,6 @@ class Client(asyncio.Protocol):
                 elif line.startswith(b'{"id":2') or line.startswith(b'{"id":1,"error"'):
                     if not self.subscribed.done():  # a refused connect fails loudly, never hangs
                         self.subscribed.set_result(b'"error"' not in line)
-        del buf[:pos]
 
     def publication(self, line: bytes):
         stats = self.stats

@@ -283,11 +283,7 @@ class Session:
             return
         if expires_at is not None:
             result["expires"] = True
-            result["ttl"] = _ttl(expires_at)
-            if self.sub_expiry is None:
-                self.sub_expiry = {}
-            self.sub_expiry[channel] = expires_at
-            self.node.expiry.watch(self, expires_at, channel)
+            result["ttl"] = self._watch_subscription(channel, expires_at)
         self.send(protocol.reply(cmd.id, "subscribe", result))
         self._join(channel)
 
@@ -331,12 +327,16 @@ class Session:
         if self.sub_expiry is not None:
             self.sub_expiry.pop(channel, None)
         if expires_at is not None:
-            result["ttl"] = _ttl(expires_at)
-            if self.sub_expiry is None:
-                self.sub_expiry = {}
-            self.sub_expiry[channel] = expires_at
-            self.node.expiry.watch(self, expires_at, channel)
+            result["ttl"] = self._watch_subscription(channel, expires_at)
         self.send(protocol.reply(cmd.id, "sub_refresh", result))
+
+    def _watch_subscription(self, channel: str, expires_at: int) -> int:
+        """Track a subscription token's expiry; returns the ttl to announce."""
+        if self.sub_expiry is None:
+            self.sub_expiry = {}
+        self.sub_expiry[channel] = expires_at
+        self.node.expiry.watch(self, expires_at, channel)
+        return _ttl(expires_at)
 
     def _history(self, cmd: Command) -> None:
         """Publications of a channel this connection is subscribed to."""

@@ -78,3 +78,12 @@ def test_serve_stops_with_one_line_naming_the_setting():
                           capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 2
     assert done.stderr == "pushgate: error: --port: 'abc' is not an integer\n"
+
+
+def test_settings_defaults_are_the_option_defaults():
+    # Settings repeats each option's default for readability; they must not drift.
+    from dataclasses import fields
+
+    from gateway.config import OPTIONS
+    defaults = {f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(Settings)}
+    assert {o.dest: o.default for o in OPTIONS} == defaults
