@@ -38,6 +38,3 @@ class Expiry:
                     session.close(protocol.DISCONNECT_EXPIRED)
             elif session.sub_expiry and session.sub_expiry.get(channel) == expires_at:
                 session.end_subscription(channel, *protocol.UNSUBSCRIBE_EXPIRED)
-
-    def __len__(self) -> int:
-        return len(self._heap)

@@ -45,9 +45,6 @@ class Heartbeat:
             self._buckets[session.slot].discard(session)
             session.slot = -1
 
-    def __len__(self) -> int:
-        return sum(map(len, self._buckets))
-
     def tick(self) -> None:
         """Run once a second."""
         now = self._clock()

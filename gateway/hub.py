@@ -56,9 +56,3 @@ class Hub:
             session.push(frame)
         self.last_publication = time.perf_counter()
         return len(subscribers)
-
-    def subscriber_count(self, channel: str) -> int:
-        return len(self._channels.get(channel, ()))
-
-    def __len__(self) -> int:
-        return len(self._channels)

@@ -195,10 +195,5 @@ def unsubscribe_push(channel: str, code: int, reason: str) -> bytes:
 UNSUBSCRIBE_EXPIRED = (2501, "subscription expired")
 
 
-def disconnect_push(disconnect: Disconnect) -> bytes:
-    """The disconnect as a push, for transports that cannot carry a close code."""
-    return dumps({"push": {"disconnect": {"code": disconnect.code, "reason": disconnect.reason}}}).encode()
-
-
 # The server ping: an empty reply. Clients answer with the empty command.
 PING = b"{}"
