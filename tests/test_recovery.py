@@ -10,7 +10,6 @@ import pytest
 
 from tests.clients import sdk_client, wait_for
 from tests.proxy import SwitchingProxy
-from tests.stack import Gateway
 
 FAST = ("--history-margin=0.2", "--public-channels=news")
 
