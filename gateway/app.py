@@ -59,7 +59,7 @@ QUICK_DRAIN = 1.0  # seconds, on SIGINT (Ctrl-C in `make run`)
 
 async def serve(settings: Settings) -> None:
     node = Node(settings)
-    server = Listener(make_app(node), pending=node.pending, metrics=node.metrics,
+    server = Listener(make_app(node), pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
                       idle_connection_timeout=settings.handshake_timeout,
                       body_timeout=settings.handshake_timeout,
                       max_body_size=max(settings.max_message_bytes, 65536) + 4096)

@@ -213,6 +213,10 @@ class Node:
         self.metrics.connections.inc()
         return session
 
+    def overloaded(self) -> bool:
+        """The loop runs late: new connections are turned away at the door."""
+        return self.loop_lag > self.settings.shed_loop_lag
+
     def admit_handshake(self) -> str | None:
         """Whether a new connection may start its handshake; else the reason it
         is refused (HTTP 503; the SDKs retry with backoff). Checked before the
@@ -222,7 +226,7 @@ class Node:
             reason = "draining"
         elif len(self.sessions) >= self.capacity:
             reason = "capacity"
-        elif self.loop_lag > self.settings.shed_loop_lag:
+        elif self.overloaded():
             reason = "overloaded"
         elif not self.connect_limiter.take():
             reason = "rate"
