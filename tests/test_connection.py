@@ -207,13 +207,6 @@ def test_pings_keep_an_sdk_client_connected_and_a_silent_client_is_cut_with_3012
     run(scenario())
 
 
-def test_a_connection_that_never_sends_connect_is_closed_as_stale(gateway):
-    async def scenario():
-        raw = await RawClient.open(gateway.ws_url)
-        assert await raw.closed(timeout=5) == (3502, "stale")
-    run(scenario())
-
-
 def test_browser_origins(gateway):
     async def scenario():
         ok = await RawClient.open(gateway.ws_url, origin="https://app.example.com")
