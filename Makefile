@@ -53,10 +53,12 @@ chromium:
 		echo "chromium: not found and no apt-get: the browser test will be skipped"; \
 	fi
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# The gateway (with honcho for `make run` and the test tools), and the Python
+# bridge, its own distribution, which the demo backend and the tests import.
+$(VENV)/.installed: setup.cfg pyproject.toml bridges/python/setup.cfg bridges/python/pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,test]' -e ./bridges/python
 	touch $@
 
 # Use nsqd from PATH when there is one; otherwise build NSQ v1.3.0 with Go.
