@@ -17,6 +17,7 @@ from typing import Any, Callable
 NSQ_NAME = re.compile(r"^[.a-zA-Z0-9_-]+$")
 NSQ_NAME_MAX = 64
 EPHEMERAL_SUFFIX = "#ephemeral"
+MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key as long as the hash
 
 
 class ConfigError(Exception):
@@ -317,8 +318,9 @@ def resolve(args: argparse.Namespace, environ: dict | None = None,
 
 def check(s: Settings) -> None:
     """Rules that involve more than one setting."""
-    if s.jwt_secret and len(s.jwt_secret.encode()) < 32:
-        raise ConfigError("--jwt-secret: must be at least 32 bytes (RFC 7518 3.2: HS256 keys as long as the hash)")
+    if s.jwt_secret and len(s.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"--jwt-secret: must be at least {MIN_SECRET_BYTES} bytes "
+                          "(RFC 7518 3.2: HS256 keys as long as the hash)")
     if not s.jwt_secret and not s.jwt_public_key and not s.allow_anonymous:
         raise ConfigError("--jwt-secret: a JWT secret or --jwt-public-key is required "
                           "(or --allow-anonymous)")
