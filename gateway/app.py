@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 
 import tornado.web
 from tornado.log import access_log
 
 from gateway.api import HealthHandler, MetricsHandler, PublishHandler
-from gateway.config import Settings
+from gateway.config import ConfigError, Settings
 from gateway.node import Node
 from gateway.transports.websocket import MAX_CLIENT_FRAME, WebSocketTransport
 
@@ -48,9 +50,28 @@ def make_app(node: Node) -> tornado.web.Application:
 QUICK_DRAIN = 1.0  # seconds, on SIGINT (Ctrl-C in `make run`)
 
 
+def listen_error(settings: Settings, exc: OSError) -> ConfigError:
+    """Why the listening socket could not be had, as one line naming the setting."""
+    where = f"{settings.address}:{settings.port}"
+    if isinstance(exc, socket.gaierror):
+        return ConfigError(f"--address: {settings.address!r} is not an address of this host ({exc.strerror})")
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(f"--port: {where} is already in use; stop what holds it or choose another port "
+                           "(--port, PUSHGATE_PORT or PORT)")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(f"--address: {settings.address} is not an address of this host "
+                           "(127.0.0.1 for this machine only, 0.0.0.0 for every interface)")
+    if exc.errno == errno.EACCES:
+        return ConfigError(f"--port: {where}: permission denied (ports below 1024 need privileges)")
+    return ConfigError(f"--address/--port: cannot listen on {where}: {exc.strerror or exc}")
+
+
 async def serve(settings: Settings) -> None:
     node = Node(settings)
-    server = make_app(node).listen(settings.port, settings.address, backlog=4096, xheaders=True)
+    try:
+        server = make_app(node).listen(settings.port, settings.address, backlog=4096, xheaders=True)
+    except OSError as exc:
+        raise listen_error(settings, exc) from None
     await node.start()
     log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket)",
              node.name, settings.address, settings.port)

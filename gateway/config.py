@@ -119,6 +119,16 @@ def _pem_file(raw: str) -> bytes:
         raise ValueError(f"cannot read {raw}: {exc.strerror}") from None
     if b"-----BEGIN PUBLIC KEY-----" not in data:
         raise ValueError(f"{raw} is not a PEM public key")
+    # Loaded here, so that a damaged key or one of the wrong kind stops
+    # start-up with this one line rather than a traceback later on.
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    try:
+        key = load_pem_public_key(data)
+    except ValueError:
+        raise ValueError(f"{raw}: the PEM public key cannot be loaded (damaged?)") from None
+    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        raise ValueError(f"{raw}: an RSA or EC public key is needed, not {type(key).__name__}")
     return data
 
 
