@@ -35,6 +35,7 @@ from gateway.transports.stream import WriteBatcher
 log = logging.getLogger("pushgate.node")
 
 HISTORY_SWEEP_EVERY = 10  # seconds
+ANNOUNCE_RETRY_EVERY = 2  # seconds between tries to create topics on an nsqd that was down
 
 
 class Node:
@@ -81,11 +82,14 @@ class Node:
         self._origins = settings.origins
         self._ticker: PeriodicCallback | None = None
         self._ticks = 0
+        self._unannounced: set[str] = set()  # topics not created on nsqd yet
+        self._announcing = False
+        self._announce_task: asyncio.Future | None = None
 
     async def start(self) -> None:
         """Start reading NSQ and the one-second timer. Runs inside the event loop."""
         if self.settings.lookupd_http_address:
-            await self._announce_topics()
+            await self._announce_topics(self.source.topics)
         self.source.start()
         self._ticker = PeriodicCallback(self._tick, 1000)
         self._ticker.start()
@@ -99,6 +103,10 @@ class Node:
         if self._ticks % HISTORY_SWEEP_EVERY == 0:
             self.history.sweep(time.monotonic(), time.time_ns())
         self.metrics.history_bytes.set(self.history.memory)
+        self.source.report(time.monotonic())
+        if self._unannounced and not self._announcing and self._ticks % ANNOUNCE_RETRY_EVERY == 0:
+            self._announcing = True
+            self._announce_task = asyncio.ensure_future(self._announce_topics(sorted(self._unannounced)))
 
     def _nsq_changed(self) -> None:
         # Recovery can only be vouched for from the moment the node reads every
@@ -108,17 +116,29 @@ class Node:
         else:
             self.history.continuity_lost()
 
-    async def _announce_topics(self) -> None:
+    async def _announce_topics(self, topics: list[str]) -> None:
         # nsqlookupd only knows a topic once some nsqd has it; creating it on our
-        # nsqd lets the readers find it before the first publish.
+        # nsqd lets the readers find it before the first publish. An nsqd that is
+        # not up yet is tried again every few seconds (see _tick).
         client = AsyncHTTPClient()
-        for topic in self.source.topics:
-            url = f"{self.settings.nsqd_http_address}/topic/create?{urllib.parse.urlencode({'topic': topic})}"
-            try:
-                await client.fetch(url, method="POST", body=b"", request_timeout=3, connect_timeout=2)
-            except (HTTPClientError, OSError) as exc:
-                log.warning("could not create topic %s at %s (%s); it is read once a publisher creates it",
-                            topic, self.settings.nsqd_http_address, exc)
+        self._announcing = True
+        try:
+            for topic in topics:
+                url = f"{self.settings.nsqd_http_address}/topic/create?{urllib.parse.urlencode({'topic': topic})}"
+                try:
+                    await client.fetch(url, method="POST", body=b"", request_timeout=3, connect_timeout=2)
+                except (HTTPClientError, OSError) as exc:
+                    if topic not in self._unannounced:
+                        log.warning("could not create topic %s at nsqd %s (%s); trying again every %d s "
+                                    "(--nsqd-http-address)", topic, self.settings.nsqd_http_address, exc,
+                                    ANNOUNCE_RETRY_EVERY)
+                    self._unannounced.add(topic)
+                else:
+                    if topic in self._unannounced:
+                        log.info("created topic %s at nsqd %s", topic, self.settings.nsqd_http_address)
+                    self._unannounced.discard(topic)
+        finally:
+            self._announcing = False
 
     async def drain(self, period: float) -> None:
         """Stop taking connections and close the open ones spread over ``period``
