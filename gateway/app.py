@@ -80,12 +80,13 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda sig=sig: stop.done() or stop.set_result(sig))
     sig = await stop
-    # Drain: refuse new connections (the listener closes, /health says 503), then
-    # close the open ones spread over the drain period so they reconnect to other
+    # Drain: refuse new connections (WebSocket upgrades and /health answer 503;
+    # the listener stays open so that clients and load balancers hear it), close
+    # the open ones spread evenly over the drain period so they reconnect to other
     # nodes with jitter, recovering what they missed; then exit 0.
     period = settings.drain_period if sig == signal.SIGTERM else min(settings.drain_period, QUICK_DRAIN)
-    server.stop()
     await node.drain(period)
+    server.stop()
     node.stop()
     await asyncio.sleep(0.2)  # let the last close frames go out
     log.info("drained, exiting")

@@ -35,6 +35,7 @@ from gateway.transports.stream import WriteBatcher
 log = logging.getLogger("pushgate.node")
 
 HISTORY_SWEEP_EVERY = 10  # seconds
+DRAIN_STEP = 0.005  # seconds: the finest grain of the drain's schedule
 ANNOUNCE_RETRY_EVERY = 2  # seconds between tries to create topics on an nsqd that was down
 
 
@@ -141,20 +142,22 @@ class Node:
             self._announcing = False
 
     async def drain(self, period: float) -> None:
-        """Stop taking connections and close the open ones spread over ``period``
-        seconds with 3001, in random order, so clients reconnect elsewhere with
-        jitter instead of all at once. New connections are refused (503) meanwhile."""
+        """Stop taking connections and close the open ones with 3001, in random
+        order and evenly spread over ``period`` seconds, so clients reconnect
+        elsewhere with jitter instead of all at once. Meanwhile new WebSocket
+        upgrades and /health get 503."""
         self.draining = True
         sessions = list(self.sessions)
         random.shuffle(sessions)
         log.info("draining %d connections over %.1f s", len(sessions), period)
-        steps = max(1, int(period / 0.05))
-        per_step = max(1, -(-len(sessions) // steps))
-        for start in range(0, len(sessions), per_step):
-            for session in sessions[start:start + per_step]:
-                session.close(protocol.DISCONNECT_SHUTDOWN)
-            await asyncio.sleep(period / steps)
-        for session in list(self.sessions):  # any that connected before the listener closed
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for i, session in enumerate(sessions):
+            wait = started + period * i / len(sessions) - loop.time()
+            if wait > DRAIN_STEP:  # closes due within a few ms of each other go together
+                await asyncio.sleep(wait)
+            session.close(protocol.DISCONNECT_SHUTDOWN)
+        for session in list(self.sessions):  # any whose upgrade was under way when draining began
             session.close(protocol.DISCONNECT_SHUTDOWN)
 
     def stop(self) -> None:
