@@ -302,7 +302,11 @@ async def main(argv: list[str] | None = None) -> None:
     demo = Demo(args)
     # Derived from the JWT secret, so logins survive a restart of the demo.
     cookie_secret = hashlib.sha256(b"pushgate-demo-cookie:" + args.jwt_secret.encode()).hexdigest()
-    make_app(demo, cookie_secret).listen(args.port, args.address)
+    try:
+        make_app(demo, cookie_secret).listen(args.port, args.address)
+    except OSError as exc:
+        sys.exit(f"demo: cannot listen on {args.address}:{args.port} ({exc.strerror or exc}): "
+                 "choose another port with DEMO_PORT (or --port)")
     shown = "127.0.0.1" if args.address in ("0.0.0.0", "") else args.address
     log.info("open http://%s:%d in a browser (gateway %s, nsqd %s)", shown, args.port,
              demo.gateway_url(shown), args.nsqd_http_address)
