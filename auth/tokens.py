@@ -11,6 +11,7 @@ Subscription token, for a private channel a client subscribes to itself:
 
 ``sub``       must be the connection's user
 ``channel``   must be the channel subscribed to
+``client``    optional: binds the token to one connection id (Centrifugo's rule)
 ``iat/exp``   as above
 
 ``aud``/``iss`` are checked when the gateway is configured with them.
@@ -25,6 +26,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -68,6 +70,7 @@ class SubscriptionClaims:
     user: str
     channel: str
     expires_at: int | None = None
+    client: str | None = None
 
 
 class TokenVerifier:
@@ -114,18 +117,26 @@ class TokenVerifier:
         return ConnectionClaims(user=user, channels=tuple(channels), info=claims.get("info"),
                                 expires_at=_expiry(claims))
 
-    def verify_subscription(self, token: str, user: str, channel: str) -> SubscriptionClaims:
-        """Check a subscription token for ``channel`` on a connection of ``user``."""
+    def verify_subscription(self, token: str, user: str, channel: str, client: str | None = None
+                            ) -> SubscriptionClaims:
+        """Check a subscription token for ``channel`` on the connection ``client``
+        of ``user``. A token with a ``client`` claim serves that connection only."""
         claims = self._decode(token)
         token_channel = claims.get("channel")
         if not isinstance(token_channel, str) or not token_channel:
             raise TokenInvalid("a subscription token needs a channel claim")
         token_user = _user(claims)
+        token_client = claims.get("client")
+        if token_client is not None and not isinstance(token_client, str):
+            raise TokenInvalid("client must be a string")
         if token_channel != channel:
             raise TokenMismatch(f"token is for channel {token_channel!r}, not {channel!r}")
         if token_user != user:
             raise TokenMismatch("token is for another user")
-        return SubscriptionClaims(user=token_user, channel=token_channel, expires_at=_expiry(claims))
+        if token_client and token_client != client:
+            raise TokenMismatch("token is for another connection (client claim)")
+        return SubscriptionClaims(user=token_user, channel=token_channel, expires_at=_expiry(claims),
+                                  client=token_client or None)
 
     def _decode(self, token: str) -> dict:
         if not isinstance(token, str) or not token:
@@ -145,6 +156,11 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise TokenInvalid(str(exc)) from None
+        # PyJWT parses claims with the standard json module, which accepts NaN,
+        # Infinity and lone surrogates: none of them may reach the gateway.
+        problem = _not_interchangeable(claims)
+        if problem:
+            raise TokenInvalid(f"claims are not valid JSON: {problem}")
         # Time claims are checked here, against the injectable clock.
         now = self._clock()
         exp, nbf = claims.get("exp"), claims.get("nbf")
@@ -156,6 +172,35 @@ class TokenVerifier:
         if nbf is not None and nbf > now + self._leeway:
             raise TokenInvalid("token not yet valid")
         return claims
+
+
+MAX_CLAIMS_DEPTH = 32
+
+
+def _not_interchangeable(value: Any, depth: int = 0) -> str | None:
+    """Why ``value`` is not interchangeable JSON (RFC 8259 section 8: no NaN or
+    Infinity, no lone surrogates), or None when it is."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a string with a lone surrogate"
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "a non-finite number"
+    if depth > MAX_CLAIMS_DEPTH:
+        return "nested too deeply"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _not_interchangeable(key, depth + 1) or _not_interchangeable(item, depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for item in value:
+            problem = _not_interchangeable(item, depth + 1)
+            if problem:
+                return problem
+    return None
 
 
 def _user(claims: dict) -> str:

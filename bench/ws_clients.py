@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import struct
 import sys
 import time
@@ -62,9 +63,11 @@ class Stats:
         self.lat_received = 0
         self.tp_received = 0
         self.latencies: list[float] = []
+        self.samples: list[tuple[float, float]] = []  # (publish time, latency)
         self.tp_first = 0.0
         self.tp_last = 0.0
         self.closed = 0
+        self.retries = 0
         self.done = asyncio.get_event_loop().create_future()
 
     def check(self):
@@ -84,6 +87,11 @@ class Client(asyncio.Protocol):
         self.handshaken = False
         self.subscribed = asyncio.get_event_loop().create_future()
         self.transport = None
+        self.address: tuple = ()
+
+    def retry(self):
+        self.stats.retries += 1
+        asyncio.ensure_future(asyncio.get_event_loop().create_connection(lambda: self, *self.address))
 
     def connection_made(self, transport):
         self.transport = transport
@@ -97,6 +105,13 @@ class Client(asyncio.Protocol):
         if not self.handshaken:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
+                return
+            if buf.startswith(b"HTTP/1.1 503"):
+                # Shed by admission control: retry later, as the SDKs do.
+                self.transport.close()
+                self.buf = bytearray()
+                loop = asyncio.get_event_loop()
+                loop.call_later(0.2 + random.random(), self.retry)
                 return
             if not buf.startswith(b"HTTP/1.1 101"):
                 raise SystemExit(f"handshake refused: {bytes(buf[:80])!r}")
@@ -128,7 +143,9 @@ class Client(asyncio.Protocol):
             stats.lat_received += 1
             if self.sample:
                 i = line.index(b'"ts":') + 5
-                stats.latencies.append(time.time() - float(line[i:line.index(b"}", i)]))
+                sent = float(line[i:line.index(b"}", i)])
+                stats.latencies.append(time.time() - sent)
+                stats.samples.append((sent, stats.latencies[-1]))
         stats.check()
 
 
@@ -158,13 +175,14 @@ async def main() -> None:
             client = Client(stats, f"{args.host}:{args.port}", "/connection/websocket", frame,
                             sample=(i % args.sample_every == 0))
             source = sources[i % len(sources)]
+            client.address = (args.host, args.port)
             pending.append(loop.create_connection(lambda c=client: c, args.host, args.port,
                                                   local_addr=(source, 0)))
             clients.append(client)
         await asyncio.gather(*pending)
         await asyncio.gather(*(c.subscribed for c in clients[start:start + batch]))
     refused = sum(1 for c in clients if not c.subscribed.result())
-    print(json.dumps({"ready": args.count, "refused": refused}), flush=True)
+    print(json.dumps({"ready": args.count, "refused": refused, "retries": stats.retries}), flush=True)
     try:
         await asyncio.wait_for(stats.done, args.timeout)
         timed_out = False
@@ -174,7 +192,7 @@ async def main() -> None:
         "done": not timed_out, "lat_received": stats.lat_received, "tp_received": stats.tp_received,
         "lat_expected": stats.lat_expected, "tp_expected": stats.tp_expected,
         "tp_first": stats.tp_first, "tp_last": stats.tp_last, "closed": stats.closed,
-        "latencies": stats.latencies,
+        "latencies": stats.latencies, "samples": stats.samples,
     }), flush=True)
     # Stay connected until the parent has measured and stops us.
     sys.stdin.read()

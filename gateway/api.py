@@ -24,6 +24,7 @@ class JsonHandler(tornado.web.RequestHandler):
         self.finish(body)
 
 
+@tornado.web.stream_request_body
 class PublishHandler(JsonHandler):
     """``POST /api/publish``: the envelope as the body, published into nsqd so
     that every node delivers it.
@@ -31,14 +32,39 @@ class PublishHandler(JsonHandler):
     200 published; 400 bad envelope (with the reason); 401 missing or wrong
     key; 403 the API is disabled (no --api-key); 413 too big; 503 nsqd
     unreachable.
+
+    The body is streamed: the key is checked on the headers, before a byte of
+    the body is read, and reading stops at --max-message-bytes, so an
+    unauthenticated or oversized request costs no memory.
     """
 
-    async def post(self) -> None:
-        status, body = await self._publish()
-        self.node.metrics.api_publishes.labels(str(status)).inc()
-        self.answer(status, body)
+    def initialize(self, node: Node) -> None:
+        super().initialize(node)
+        self._chunks: list[bytes] = []
+        self._size = 0
 
-    async def _publish(self) -> tuple[int, dict]:
+    def prepare(self) -> None:
+        settings = self.node.settings
+        if self.request.method != "POST":
+            return
+        refusal = self._refusal()
+        if refusal is None:
+            limit = settings.max_message_bytes
+            declared = self.request.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                refusal = 413, {"error": f"body over --max-message-bytes ({limit})"}
+            else:
+                # Tornado stops reading (and closes) past this. It hands the body
+                # over in pieces of at most 64 KB, so data_received sees the one
+                # that crosses the limit, and answers 413, first.
+                self.request.connection.set_max_body_size(limit + 65536)
+        if refusal is not None:
+            status, body = refusal
+            self.node.metrics.api_publishes.labels(str(status)).inc()
+            self.set_header("Connection", "close")  # the unread body must not be parsed as a request
+            self.answer(status, body)
+
+    def _refusal(self) -> tuple[int, dict] | None:
         settings = self.node.settings
         if not settings.api_key:
             return 403, {"error": "publish API disabled: the gateway has no --api-key"}
@@ -46,9 +72,29 @@ class PublishHandler(JsonHandler):
         if scheme.lower() != "apikey" or not hmac.compare_digest(key.strip().encode(), settings.api_key.encode()):
             self.set_header("WWW-Authenticate", "apikey")
             return 401, {"error": "missing or wrong API key (Authorization: apikey <key>)"}
-        body = self.request.body
-        if len(body) > settings.max_message_bytes:
-            return 413, {"error": f"body over --max-message-bytes ({settings.max_message_bytes})"}
+        return None
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        self._size += len(chunk)
+        if self._size > self.node.settings.max_message_bytes:
+            self.node.metrics.api_publishes.labels("413").inc()
+            self.set_header("Connection", "close")
+            self.answer(413, {"error": f"body over --max-message-bytes ({self.node.settings.max_message_bytes})"})
+            self._chunks = []
+            return
+        self._chunks.append(chunk)
+
+    async def post(self) -> None:
+        if self._finished:
+            return
+        status, body = await self._publish(b"".join(self._chunks))
+        self.node.metrics.api_publishes.labels(str(status)).inc()
+        self.answer(status, body)
+
+    async def _publish(self, body: bytes) -> tuple[int, dict]:
+        settings = self.node.settings
         try:
             parse_envelope(body)
         except BadMessage as exc:

@@ -9,10 +9,12 @@ import socket
 
 import tornado.web
 from tornado.log import access_log
+from tornado.netutil import bind_sockets
 
 from gateway.api import HealthHandler, MetricsHandler, PublishHandler
 from gateway.config import ConfigError, Settings
 from gateway.node import Node
+from gateway.server import Listener, client_ip
 from gateway.transports.websocket import MAX_CLIENT_FRAME, WebSocketTransport
 
 log = logging.getLogger("pushgate")
@@ -21,7 +23,8 @@ log = logging.getLogger("pushgate")
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """Tornado's access log, with levels that mean something: a 503 from
     /health (not ready yet, or draining) is an answer, not an error, and so is
-    a WebSocket refused while draining or at capacity."""
+    a WebSocket refused while draining or at capacity. The line names the path,
+    never the query string (tokens travel there: ``cf_connect``, ``jid``)."""
     status = handler.get_status()
     if status < 400 or isinstance(handler, HealthHandler):
         level = logging.DEBUG
@@ -29,8 +32,13 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         level = logging.WARNING
     else:
         level = logging.ERROR
-    access_log.log(level, "%d %s %.2fms", status, handler._request_summary(),
-                   1000.0 * handler.request.request_time())
+    request = handler.request
+    if not access_log.isEnabledFor(level):
+        return
+    node = handler.application.settings.get("node")
+    trusted = node.trusted_networks if node is not None else ()
+    access_log.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.path,
+                   client_ip(request, trusted), 1000.0 * request.request_time())
 
 
 def make_app(node: Node) -> tornado.web.Application:
@@ -44,6 +52,7 @@ def make_app(node: Node) -> tornado.web.Application:
         ],
         websocket_max_message_size=MAX_CLIENT_FRAME,
         log_function=log_request,
+        node=node,
     )
 
 
@@ -68,8 +77,12 @@ def listen_error(settings: Settings, exc: OSError) -> ConfigError:
 
 async def serve(settings: Settings) -> None:
     node = Node(settings)
+    server = Listener(make_app(node), pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
+                      idle_connection_timeout=settings.handshake_timeout,
+                      body_timeout=settings.handshake_timeout,
+                      max_body_size=max(settings.max_message_bytes, 65536) + 4096)
     try:
-        server = make_app(node).listen(settings.port, settings.address, backlog=4096, xheaders=True)
+        server.add_sockets(bind_sockets(settings.port, settings.address, backlog=4096))
     except OSError as exc:
         raise listen_error(settings, exc) from None
     await node.start()

@@ -7,6 +7,7 @@ stops start-up with one line naming the setting (:class:`ConfigError`).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 import socket
@@ -194,9 +195,21 @@ OPTIONS: tuple[Option, ...] = (
            "unrefreshed connection is closed (3005) or subscription ended (2501)."),
     Option("drain-period", _positive_float, 10.0, "On SIGTERM, seconds over which clients are "
            "disconnected (3001) so they reconnect elsewhere with jitter; SIGINT takes 1 s."),
-    Option("connect-rate", _positive_float, 1000.0, "Connects accepted per second, on average; more get "
-           "error 111 (temporary) and the SDKs back off."),
-    Option("connect-burst", _int_range(1), 2000, "Connects accepted at once before --connect-rate applies."),
+    Option("connect-rate", _positive_float, 500.0, "New connections accepted per second, on average; more "
+           "are refused before the WebSocket upgrade with HTTP 503 and the SDKs back off."),
+    Option("connect-burst", _int_range(1), 1000, "Connections accepted at once before --connect-rate applies."),
+    Option("shed-loop-lag", _positive_float, 0.1, "Seconds the event loop may run late before new connections "
+           "are refused (HTTP 503), so those already connected keep being served on time."),
+    Option("client-command-rate", _positive_float, 50.0, "Commands a connection may send per second, on "
+           "average (pongs count); more close it with 3013 too many requests."),
+    Option("client-command-burst", _int_range(2), 200, "Commands a connection may send at once (a connect "
+           "and all its subscribes come in one frame)."),
+    Option("handshake-timeout", _positive_float, 5.0, "Seconds a TCP connection may take to send its HTTP "
+           "request, and stay idle between requests; then it is closed."),
+    Option("max-pending-connections", _int_range(16), 1024, "TCP connections that are not (yet) client "
+           "sessions (handshakes, API, health); past it the oldest is closed to make room."),
+    Option("trusted-proxies", _text, "", "Addresses or networks (comma-separated, e.g. 10.0.0.0/8) of proxies "
+           "whose X-Forwarded-For / X-Real-Ip is believed; from anyone else it is ignored."),
     Option("max-connections", _int_range(0), 0, "Connections per node; more are refused with HTTP 503 "
            "(0: the open-file limit less 256)."),
     Option("max-user-connections", _int_range(0), 0, "Connections per user on this node; more are "
@@ -240,8 +253,14 @@ class Settings:
     history_margin: float = 1.0
     expired_close_delay: float = 25.0
     drain_period: float = 10.0
-    connect_rate: float = 1000.0
-    connect_burst: int = 2000
+    connect_rate: float = 500.0
+    connect_burst: int = 1000
+    shed_loop_lag: float = 0.1
+    client_command_rate: float = 50.0
+    client_command_burst: int = 200
+    handshake_timeout: float = 5.0
+    max_pending_connections: int = 1024
+    trusted_proxies: str = ""
     max_connections: int = 0
     max_user_connections: int = 0
     connect_timeout: float = 10.0
@@ -259,6 +278,12 @@ class Settings:
     @property
     def public_channel_patterns(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.public_channels.split(",") if p.strip())
+
+    @property
+    def trusted_networks(self) -> tuple:
+        """--trusted-proxies as ip_network objects (raises ValueError for a bad one)."""
+        return tuple(ipaddress.ip_network(p.strip(), strict=False)
+                     for p in self.trusted_proxies.split(",") if p.strip())
 
     @property
     def origins(self) -> tuple[str, ...]:
@@ -347,6 +372,10 @@ def check(s: Settings) -> None:
     for origin in s.origins:
         if origin != "*" and not re.match(r"^https?://[^/]+$", origin):
             raise ConfigError(f"--allowed-origins: {origin!r} is not scheme://host[:port] or *")
+    try:
+        s.trusted_networks
+    except ValueError as exc:
+        raise ConfigError(f"--trusted-proxies: {exc}") from None
     mapped = [t for t, _ in s.map_topic]
     if s.topic in mapped or len(set(mapped)) != len(mapped):
         raise ConfigError("--map-topic: each topic may be read once (and not the envelope --topic)")

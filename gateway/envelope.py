@@ -8,8 +8,11 @@ Two shapes reach the gateway (the contract is ``docs/nsq-contract.md``):
 * a **mapped topic**: the body is the publication data as it is, for one
   fixed channel.
 
-Both become a :class:`Delivery` whose ``data_json`` is compact JSON text, so
-the hub can embed it in every frame without touching it again.
+Both become a :class:`Delivery` whose ``data`` is compact JSON as UTF-8
+bytes, so the hub can embed it in every frame without touching it again.
+Only interchangeable JSON (RFC 8259 section 8) goes out: ``NaN``,
+``Infinity`` and lone surrogates, which ujson and Python's json accept but
+browsers' ``JSON.parse`` and the Protobuf SDKs do not, make a message bad.
 """
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ from typing import NamedTuple
 
 import ujson
 
-from gateway.protocol import dumps
 
 MAX_CHANNEL_LENGTH = 255
 PERSONAL_PREFIX = "#"
@@ -34,8 +36,20 @@ class BadMessage(Exception):
 
 class Delivery(NamedTuple):
     channels: tuple[str, ...]
-    data_json: str
+    data: bytes          # compact JSON, UTF-8
     id: str | None
+
+
+def json_bytes(value: object) -> bytes:
+    """Compact UTF-8 JSON of ``value``; raises :class:`BadMessage` for what is not
+    interchangeable JSON (NaN, Infinity, lone surrogates)."""
+    try:
+        return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False,
+                           allow_nan=False).encode("utf-8")
+    except OverflowError:
+        raise BadMessage("invalid_json", "NaN or Infinity is not JSON") from None
+    except UnicodeEncodeError:
+        raise BadMessage("invalid_json", "a string holds a lone surrogate") from None
 
 
 def personal_channel(user: str) -> str:
@@ -68,7 +82,7 @@ def parse_envelope(body: bytes) -> Delivery:
         elif not isinstance(msg_id, str) or not msg_id:
             raise BadMessage("bad_envelope", '"id" must be a non-empty string or an integer')
     # dict.fromkeys drops a channel named twice (e.g. by "channel" and "channels").
-    return Delivery(tuple(dict.fromkeys(channels)), dumps(obj["data"]), msg_id)
+    return Delivery(tuple(dict.fromkeys(channels)), json_bytes(obj["data"]), msg_id)
 
 
 def parse_mapped(body: bytes, channel: str) -> Delivery:
@@ -80,7 +94,30 @@ def parse_mapped(body: bytes, channel: str) -> Delivery:
             data = body.decode("utf-8")
         except UnicodeDecodeError:
             raise BadMessage("not_utf8", "body is neither JSON nor UTF-8 text") from None
-    return Delivery((channel,), dumps(data), None)
+    return Delivery((channel,), json_bytes(data), None)
+
+
+def envelope_targets(body: bytes) -> tuple[str, ...]:
+    """The channels an envelope names, read leniently (only the valid targets),
+    for a message that is dropped: the node marks a gap in those channels'
+    history. Empty when the body names none (nobody could have delivered it)."""
+    try:
+        obj = ujson.loads(body)
+    except (ValueError, OverflowError):
+        return ()
+    if type(obj) is not dict:
+        return ()
+    found: list[str] = []
+    for one, many, convert in (("channel", "channels", _channel), ("user", "users", _user_channel)):
+        values = [obj[one]] if one in obj else []
+        if type(obj.get(many)) is list:
+            values.extend(obj[many])
+        for value in values:
+            try:
+                found.append(convert(value, one))
+            except BadMessage:
+                pass
+    return tuple(dict.fromkeys(found))
 
 
 def _add_targets(out: list, obj: dict, one: str, many: str, convert) -> None:

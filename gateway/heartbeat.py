@@ -4,17 +4,17 @@ one shared one-second timer (no timer per connection).
 Connected sessions are spread over ``ping_interval`` buckets; each second one
 bucket is pinged and the bucket pinged ``pong_timeout`` seconds earlier is
 checked for pongs. Connections that have not sent ``connect`` within
-``stale_after`` seconds are closed with 3502.
+``stale_after`` seconds are closed with 3502. Every structure here drops a
+session as soon as it closes (:meth:`Heartbeat.remove`): nothing keeps a
+closed connection alive until its deadline.
 """
 from __future__ import annotations
 
 import random
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Callable
 
 from gateway import protocol
-from gateway.session import CONNECTING
 
 if TYPE_CHECKING:
     from gateway.session import Session
@@ -30,17 +30,22 @@ class Heartbeat:
         self.stale_after = stale_after
         self._clock = clock
         self._buckets: list[set[Session]] = [set() for _ in range(ping_interval)]
-        self._handshakes: deque[tuple[float, Session]] = deque()
+        # Sessions waiting for their connect, in arrival order and so in deadline
+        # order (one timeout for all): a dict is a FIFO with O(1) removal.
+        self._handshakes: dict[Session, float] = {}
         self._tick = 0
 
     def expect_connect(self, session: Session) -> None:
-        self._handshakes.append((self._clock() + self.stale_after, session))
+        self._handshakes[session] = self._clock() + self.stale_after
 
     def add(self, session: Session) -> None:
+        """``session`` has connected: ping it from now on."""
+        self._handshakes.pop(session, None)
         session.slot = random.randrange(self.ping_interval)
         self._buckets[session.slot].add(session)
 
     def remove(self, session: Session) -> None:
+        self._handshakes.pop(session, None)
         if session.slot >= 0:
             self._buckets[session.slot].discard(session)
             session.slot = -1
@@ -49,10 +54,14 @@ class Heartbeat:
         """Run once a second."""
         now = self._clock()
         handshakes = self._handshakes
-        while handshakes and handshakes[0][0] <= now:
-            session = handshakes.popleft()[1]
-            if session.state is CONNECTING:
-                session.close(protocol.DISCONNECT_STALE)
+        stale = []
+        for session, deadline in handshakes.items():
+            if deadline > now:
+                break
+            stale.append(session)
+        for session in stale:
+            handshakes.pop(session, None)
+            session.close(protocol.DISCONNECT_STALE)
 
         self._tick += 1
         n = self.ping_interval
@@ -67,3 +76,7 @@ class Heartbeat:
             if frame is None:
                 frame = frames[kind] = kind.frame(protocol.PING)
             session.ping(frame)
+
+    def __len__(self) -> int:
+        """Sessions tracked: waiting for connect, or connected."""
+        return len(self._handshakes) + sum(len(b) for b in self._buckets)

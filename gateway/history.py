@@ -1,6 +1,9 @@
 """Per-channel publication history with stream positions that every node
 agrees on, and the recovery answer (pure: no I/O, time is passed in).
 
+History stores encoding-neutral publications: a position and the data as
+JSON bytes. The protocol layer turns them into whatever its clients speak.
+
 **Positions.** A publication's position is derived from the message itself,
 not from a node-local counter: its nsqd timestamp in nanoseconds. The
 protocol's ``epoch`` is the index of the 2^53 ns period (about 104 days) the
@@ -16,8 +19,11 @@ has every publication of the channel after ``p``:
 
 * ``p`` is in the current epoch and within the channel's history TTL;
 * ``p`` is not older than the node's *continuity start* (when it last began
-  reading every nsqd without a gap: start-up, or a reconnect to an nsqd);
-* ``p`` is not older than what trimming removed (size, age, memory budget);
+  reading every nsqd without a gap: start-up, a reconnect to an nsqd, or a
+  loss nsqd reported for this node's channel);
+* ``p`` is not older than what trimming removed (size, age, memory budget)
+  or than a *gap*: a message for the channel that this node dropped (stale,
+  too big, invalid) and so never stored;
 * no publication arrived *late* (after a later position had already been
   handed out) into the gap the client may have missed;
 * ``p`` is not ahead of what this node has seen (the client came from a
@@ -27,6 +33,13 @@ has every publication of the channel after ``p``:
 Otherwise the answer is ``recovered: false`` and the application reloads
 its state. A late publication is still stored in order and delivered live,
 but without an offset, so clients' positions never move backwards.
+
+**Memory.** Everything a channel costs is counted against the budget:
+each entry (measured, see ``ENTRY_OVERHEAD``) and each channel's own state
+(``STREAM_OVERHEAD``). A quiet channel that was only asked for its position
+costs nothing: no state is kept for it. Under pressure the oldest entries
+go first, then whole channels whose entries are gone; what is forgotten
+that way raises a floor below which no position is recovered.
 """
 from __future__ import annotations
 
@@ -35,9 +48,18 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
-
 PERIOD_NS = 1 << 53
-ENTRY_OVERHEAD = 120  # bytes per entry beyond its encoded publication (tuple, list slot, deque slot)
+# What history really costs, measured with tracemalloc on CPython 3.11
+# (tests/test_history.py checks the count against a measurement):
+# per entry beyond its data: the position int, the data bytes object's
+# header, two list slots;
+ENTRY_OVERHEAD = 90
+# per arrival-order record (a tuple in a deque, kept until compaction);
+ARRIVAL_OVERHEAD = 64
+# per channel with state: the _Stream object, its lists, the dict entry and
+# the channel name's str header (the name's characters are added).
+STREAM_OVERHEAD = 400
+MAX_HOLES = 64  # per channel; past that the oldest gaps count as trimmed
 
 
 def epoch_of(timestamp_ns: int) -> str:
@@ -47,6 +69,10 @@ def epoch_of(timestamp_ns: int) -> str:
 def to_position(timestamp_ns: int) -> tuple[str, int]:
     period, within = divmod(timestamp_ns, PERIOD_NS)
     return str(period), within + 1
+
+
+def offset_of(timestamp_ns: int) -> int:
+    return timestamp_ns % PERIOD_NS + 1
 
 
 def from_position(epoch: str, offset: int) -> int | None:
@@ -70,29 +96,34 @@ class Retention:
         return self.size > 0
 
 
+class Publication(NamedTuple):
+    """One stored publication: its offset (within the epoch) and its data (JSON bytes)."""
+
+    offset: int
+    data: bytes
+
+
 class Recovery(NamedTuple):
     recovered: bool
-    publications: list[bytes]   # encoded Publication objects, ascending, when recovered
+    publications: list[Publication]   # ascending, when recovered
     epoch: str
-    offset: int                 # the client's offset when recovered, else the top
+    offset: int                        # the client's offset when recovered, else the top
 
 
 class _Stream:
     """One channel's retained publications, ascending by position."""
 
-    __slots__ = ("retention", "positions", "pubs", "arrivals", "top", "trimmed", "holes")
+    __slots__ = ("name", "retention", "positions", "data", "top", "trimmed", "holes", "cost")
 
-    def __init__(self, retention: Retention):
+    def __init__(self, name: str, retention: Retention, top: int, trimmed: int, cost: int):
+        self.name = name                 # the one copy of the name every record shares
         self.retention = retention
         self.positions: list[int] = []   # absolute ns, ascending
-        self.pubs: list[bytes] = []      # encoded Publication, same order
-        self.arrivals: list[float] = []  # when each arrived (monotonic seconds), same order
-        self.top = 0                     # highest position handed out or stored
-        self.trimmed = 0                 # highest position removed by trimming
+        self.data: list[bytes] = []      # JSON data, same order
+        self.top = top                   # highest position handed out or stored
+        self.trimmed = trimmed           # positions below this cannot be recovered
         self.holes: list[tuple[int, int]] = []  # (late position, top when it arrived)
-
-
-MAX_HOLES = 64  # per channel; past that the oldest gaps count as trimmed
+        self.cost = cost                 # STREAM_OVERHEAD plus the name
 
 
 class History:
@@ -102,8 +133,7 @@ class History:
     to a :class:`Retention`; the first match wins, else ``default``.
     ``margin_ns`` is how far behind "now" a position must be before this node
     vouches for it (clock skew between nsqd hosts and the gateway, and
-    messages in flight). ``memory_budget`` bounds the encoded publications
-    of all channels together; the oldest go first.
+    messages in flight). ``memory_budget`` bounds what history costs in all.
     """
 
     def __init__(self, default: Retention, rules: list[tuple[str, Retention]] = (), *,
@@ -120,6 +150,13 @@ class History:
         # rebuilt when those outnumber the live ones.
         self._arrivals: deque[tuple[str, int]] = deque()
         self.continuity_start: int | None = None  # absolute ns; None = no continuity
+        # The highest position handed out for a channel that has no state here:
+        # a channel's state starts from it, so a publication older than what a
+        # client was told arrives as late.
+        self._handed_out = 0
+        # Positions below this are not recovered for channels whose state was
+        # dropped under memory pressure (their trims and holes are gone).
+        self._forgotten = 0
 
     # --- configuration ------------------------------------------------------------
 
@@ -137,75 +174,96 @@ class History:
 
     def continuity_from(self, now_ns: int) -> None:
         """From now on (plus the margin) this node sees every message: called when
-        it has (re)connected to every nsqd. Recovery from before is refused."""
-        self.continuity_start = now_ns + self.margin_ns
+        it has (re)connected to every nsqd, or learnt that messages were lost.
+        Recovery from before is refused, for every channel."""
+        start = now_ns + self.margin_ns
+        if self.continuity_start is None or start > self.continuity_start:
+            self.continuity_start = start
 
     def continuity_lost(self) -> None:
         """A connection to an nsqd dropped: messages may be missed from now on."""
         self.continuity_start = None
 
+    def gap(self, channel: str, now_ns: int) -> bool:
+        """A message for ``channel`` was lost (dropped here, never stored): no
+        position handed out so far can be recovered across it. Returns whether
+        the channel keeps history (so its subscribers hold positions)."""
+        stream = self._stream(channel, now_ns)
+        if stream is None:
+            return False
+        stream.top = max(stream.top, now_ns - self.margin_ns)
+        stream.trimmed = max(stream.trimmed, stream.top + 1)
+        return True
+
     # --- writing --------------------------------------------------------------------
 
-    def add(self, channel: str, timestamp_ns: int, data_json: str, now: float) -> bytes | None:
-        """Store a publication; returns its encoded Publication for the live push
-        (with ``offset``), or None when the channel keeps no history. ``now`` is
-        monotonic seconds, for the age limit."""
-        stream = self._streams.get(channel)
+    def add(self, channel: str, timestamp_ns: int, data: bytes, now_ns: int) -> int | None:
+        """Store a publication; returns the offset for its live push, or None when
+        the channel keeps no history or the publication is late (see the module
+        doc)."""
+        stream = self._stream(channel, now_ns)
         if stream is None:
-            retention = self.retention(channel)
-            if not retention.enabled:
-                return None
-            stream = self._streams[channel] = _Stream(retention)
-        _, offset = to_position(timestamp_ns)
-        pub = b'{"data":%s,"offset":%d}' % (data_json.encode(), offset)
+            return None
         if timestamp_ns > stream.top:
             stream.positions.append(timestamp_ns)
-            stream.pubs.append(pub)
-            stream.arrivals.append(now)
+            stream.data.append(data)
             stream.top = timestamp_ns
-            live = pub
+            live: int | None = offset_of(timestamp_ns)
         else:
             # Late: a later position was already handed out. Keep it in order for
             # clients behind it; mark the gap for those who may have skipped it;
             # push it live without an offset so no client's position moves back.
             i = bisect.bisect_right(stream.positions, timestamp_ns)
             stream.positions.insert(i, timestamp_ns)
-            stream.pubs.insert(i, pub)
-            stream.arrivals.insert(i, now)
+            stream.data.insert(i, data)
             stream.holes.append((timestamp_ns, stream.top))
             if len(stream.holes) > MAX_HOLES:
-                stream.trimmed = max(stream.trimmed, stream.holes.pop(0)[1])
-            live = b'{"data":%s}' % data_json.encode()
-        self.memory += len(pub) + ENTRY_OVERHEAD
+                stream.trimmed = max(stream.trimmed, stream.holes.pop(0)[1] + 1)
+            live = None
+        self.memory += len(data) + ENTRY_OVERHEAD + ARRIVAL_OVERHEAD
         self.entries += 1
-        self._arrivals.append((channel, timestamp_ns))
-        self._expire(stream, now)
-        while self.memory > self.memory_budget and self._arrivals:
-            self._evict_oldest()
+        self._arrivals.append((stream.name, timestamp_ns))
+        self._expire(stream, now_ns)
+        if self.memory > self.memory_budget:
+            self._relieve()
         if len(self._arrivals) > 2 * self.entries + 1024:
-            self._arrivals = deque(a for a in self._arrivals if self._holds(*a))
+            self._compact_arrivals()
         return live
 
+    def _compact_arrivals(self) -> None:
+        before = len(self._arrivals)
+        self._arrivals = deque(a for a in self._arrivals if self._holds(*a))
+        self.memory -= (before - len(self._arrivals)) * ARRIVAL_OVERHEAD
+
+    def _stream(self, channel: str, now_ns: int) -> _Stream | None:
+        stream = self._streams.get(channel)
+        if stream is None:
+            retention = self.retention(channel)
+            if not retention.enabled:
+                return None
+            cost = STREAM_OVERHEAD + len(channel)
+            stream = self._streams[channel] = _Stream(channel, retention, self._handed_out, self._forgotten, cost)
+            self.memory += cost
+        return stream
+
     def _drop_head(self, stream: _Stream, count: int) -> None:
-        """Forget a stream's ``count`` oldest entries: positions up to the last of
+        """Forget a stream's ``count`` oldest entries: positions before the last of
         them can no longer be recovered."""
         if count <= 0:
             return
         stream.trimmed = max(stream.trimmed, stream.positions[count - 1])
-        self.memory -= sum(len(p) for p in stream.pubs[:count]) + ENTRY_OVERHEAD * count
+        self.memory -= sum(len(d) for d in stream.data[:count]) + ENTRY_OVERHEAD * count
         self.entries -= count
-        del stream.positions[:count], stream.pubs[:count], stream.arrivals[:count]
+        del stream.positions[:count], stream.data[:count]
         if stream.holes:
-            stream.holes = [h for h in stream.holes if h[1] > stream.trimmed]
+            stream.holes = [h for h in stream.holes if h[1] >= stream.trimmed]
 
-    def _expire(self, stream: _Stream, now: float) -> None:
+    def _expire(self, stream: _Stream, now_ns: int) -> None:
         """Apply the stream's size and age limits."""
-        cutoff = now - stream.retention.ttl
-        arrivals = stream.arrivals
-        expired = 0
-        while expired < len(arrivals) and arrivals[expired] < cutoff:
-            expired += 1
-        self._drop_head(stream, max(expired, len(arrivals) - stream.retention.size))
+        positions = stream.positions
+        cutoff = now_ns - int(stream.retention.ttl * 1e9)
+        expired = bisect.bisect_left(positions, cutoff) if positions and positions[0] < cutoff else 0
+        self._drop_head(stream, max(expired, len(positions) - stream.retention.size))
 
     def _holds(self, channel: str, position: int) -> bool:
         stream = self._streams.get(channel)
@@ -214,20 +272,38 @@ class History:
         i = bisect.bisect_left(stream.positions, position)
         return i < len(stream.positions) and stream.positions[i] == position
 
-    def _evict_oldest(self) -> None:
-        channel, position = self._arrivals.popleft()
-        if self._holds(channel, position):
-            stream = self._streams[channel]
-            self._drop_head(stream, bisect.bisect_right(stream.positions, position))
+    def _relieve(self) -> None:
+        """Back under the budget: the oldest entries first, then the state of
+        channels that have no entries left (their positions are then refused)."""
+        while self.memory > self.memory_budget and self._arrivals:
+            channel, position = self._arrivals.popleft()
+            self.memory -= ARRIVAL_OVERHEAD
+            if self._holds(channel, position):
+                stream = self._streams[channel]
+                self._drop_head(stream, bisect.bisect_right(stream.positions, position))
+        if self.memory > self.memory_budget:
+            for channel, stream in list(self._streams.items()):
+                if not stream.positions:
+                    self._forget(channel, stream)
+                    if self.memory <= self.memory_budget:
+                        break
 
-    def sweep(self, now: float, now_ns: int) -> None:
+    def _forget(self, channel: str, stream: _Stream) -> None:
+        self._forgotten = max(self._forgotten, stream.top + 1, stream.trimmed)
+        self.memory -= stream.cost
+        del self._streams[channel]
+
+    def sweep(self, now_ns: int) -> None:
         """Apply age limits everywhere and forget idle channels (run periodically).
         A stream can go once its top is older than its TTL: positions that old
         are refused anyway."""
         for channel, stream in list(self._streams.items()):
-            self._expire(stream, now)
+            self._expire(stream, now_ns)
             if not stream.positions and stream.top < now_ns - int(stream.retention.ttl * 1e9):
+                self.memory -= stream.cost
                 del self._streams[channel]
+        if len(self._arrivals) > self.entries + 1024:
+            self._compact_arrivals()
 
     # --- reading --------------------------------------------------------------------
 
@@ -237,10 +313,14 @@ class History:
         For a quiet channel that is "now" minus the margin, not 0, so a client
         that saw nothing yet can still recover later, on any node.
         """
+        floor = now_ns - self.margin_ns
         stream = self._streams.get(channel)
         if stream is None:
-            stream = self._streams[channel] = _Stream(self.retention(channel))
-        stream.top = max(stream.top, now_ns - self.margin_ns)
+            if floor > self._handed_out:
+                self._handed_out = floor
+            return to_position(floor)
+        if floor > stream.top:
+            stream.top = floor
         return to_position(stream.top)
 
     def behind(self, channel: str, epoch: str, offset: object, now_ns: int) -> bool:
@@ -257,34 +337,40 @@ class History:
     def recover(self, channel: str, epoch: str, offset: int, now_ns: int) -> Recovery:
         """The answer to a client back at (epoch, offset): see the module doc."""
         top_epoch, top_offset = self.top(channel, now_ns)
-        stream = self._streams[channel]
+        stream = self._streams.get(channel)
+        top = stream.top if stream is not None else now_ns - self.margin_ns
+        trimmed = stream.trimmed if stream is not None else self._forgotten
+        ttl = (stream.retention if stream is not None else self.retention(channel)).ttl
         position = from_position(epoch, offset) if isinstance(offset, int) else None
         start = self.continuity_start
         recovered = (
             position is not None
             and epoch == top_epoch
-            and position >= now_ns - int(stream.retention.ttl * 1e9)
+            and position >= now_ns - int(ttl * 1e9)
             and start is not None and position >= start
-            and position >= stream.trimmed
-            and position <= stream.top
-            and not any(late < position <= top for late, top in stream.holes)
+            and position >= trimmed
+            and position <= top
+            and (stream is None or not any(late < position <= at for late, at in stream.holes))
         )
-        if not recovered:
-            return Recovery(False, [], top_epoch, top_offset)
+        if not recovered or stream is None:
+            return Recovery(recovered, [], top_epoch, offset if recovered else top_offset)
         i = bisect.bisect_right(stream.positions, position)
-        return Recovery(True, stream.pubs[i:], top_epoch, offset)
+        pubs = [Publication(offset_of(p), d) for p, d in zip(stream.positions[i:], stream.data[i:])]
+        return Recovery(True, pubs, top_epoch, offset)
 
     def publications(self, channel: str, *, after: int | None = None, limit: int = -1,
-                     reverse: bool = False) -> list[bytes]:
+                     reverse: bool = False) -> list[Publication]:
         """Retained publications after an absolute position, for the history command."""
         stream = self._streams.get(channel)
         if stream is None:
             return []
         i = bisect.bisect_right(stream.positions, after) if after is not None else 0
-        pubs = stream.pubs[i:]
+        pairs = list(zip(stream.positions[i:], stream.data[i:]))
         if reverse:
-            pubs = pubs[::-1]
-        return pubs if limit < 0 else pubs[:limit]
+            pairs.reverse()
+        if limit >= 0:
+            pairs = pairs[:limit]
+        return [Publication(offset_of(p), d) for p, d in pairs]
 
     def __len__(self) -> int:
         return len(self._streams)

@@ -38,6 +38,10 @@ class Hub:
             if not subscribers:
                 del self._channels[channel]
 
+    def subscribers(self, channel: str) -> list[Session]:
+        """A copy: callers may unsubscribe while they go through it."""
+        return list(self._channels.get(channel, ()))
+
     def publish(self, channel: str, publication: bytes) -> int:
         """Deliver an encoded Publication to every subscriber of ``channel``;
         returns how many got it."""

@@ -3,6 +3,11 @@
 Everything that can be wrong with a message (too big, stale, not JSON, no
 target, wrong types, already delivered) ends here with one warning line and
 a counter; the message is dropped and nothing else is affected.
+
+A dropped message that names channels this node could have delivered it to
+is a *gap* in those channels: history refuses to recover across it, and the
+node tells their live subscribers (they missed it too). A message that names
+no channel was deliverable by nobody, so it leaves no gap.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import time
 from typing import Callable
 
 from gateway.dedupe import RecentIds
-from gateway.envelope import BadMessage, Delivery, parse_envelope, parse_mapped
+from gateway.envelope import BadMessage, Delivery, envelope_targets, parse_envelope, parse_mapped
 from gateway.history import History
 from gateway.hub import Hub
 from gateway.metrics import Metrics
@@ -23,7 +28,8 @@ class Ingest:
     def __init__(self, hub: Hub, metrics: Metrics, history: History, *, envelope_topic: str,
                  mapped: dict[str, str],
                  max_message_bytes: int, max_message_age: float, dedupe_window: int,
-                 clock: Callable[[], float] = time.time):
+                 on_gap: Callable[[tuple[str, ...]], None] = lambda channels: None,
+                 clock: Callable[[], int] = time.time_ns):
         self.hub = hub
         self.metrics = metrics
         self.history = history
@@ -32,6 +38,7 @@ class Ingest:
         self.max_message_bytes = max_message_bytes
         self.max_message_age = max_message_age
         self.recent = RecentIds(dedupe_window)
+        self.on_gap = on_gap  # told which channels (with history) lost a message
         self._clock = clock
         self._counters = {t: metrics.nsq_messages.labels(t) for t in [envelope_topic, *mapped]}
 
@@ -44,34 +51,44 @@ class Ingest:
         """
         self._counters[topic].inc()
         size = len(body)
+        now_ns = self._clock()
         if size > self.max_message_bytes:
-            return self._drop("too_big", topic, f"{size} bytes > --max-message-bytes {self.max_message_bytes}")
-        age = self._clock() - timestamp_ns / 1e9
+            return self._drop("too_big", topic, body, now_ns,
+                              f"{size} bytes > --max-message-bytes {self.max_message_bytes}")
+        age = (now_ns - timestamp_ns) / 1e9
         if age > self.max_message_age:
-            return self._drop("stale", topic, f"{age:.1f}s old > --max-message-age {self.max_message_age:g}s")
+            return self._drop("stale", topic, body, now_ns,
+                              f"{age:.1f}s old > --max-message-age {self.max_message_age:g}s")
         try:
             if topic == self.envelope_topic:
                 delivery: Delivery = parse_envelope(body)
             else:
                 delivery = parse_mapped(body, self.mapped[topic])
         except BadMessage as exc:
-            return self._drop(exc.reason, topic, f"{exc.detail}: {body[:120]!r}")
+            return self._drop(exc.reason, topic, body, now_ns, f"{exc.detail}: {body[:120]!r}")
         if self.recent.seen(delivery.id if delivery.id is not None else (topic, nsqd, nsq_id)):
             self.metrics.nsq_dropped.labels("duplicate").inc()
             return 0
         reached = 0
-        arrived = time.monotonic()
+        data = delivery.data
         for channel in delivery.channels:
-            publication = self.history.add(channel, timestamp_ns, delivery.data_json, arrived)
-            if publication is None:  # no history for this channel: no position either
-                publication = b'{"data":%s}' % delivery.data_json.encode()
+            offset = self.history.add(channel, timestamp_ns, data, now_ns)
+            if offset is None:  # no history here, or late: no position to hand out
+                publication = b'{"data":%s}' % data
+            else:
+                publication = b'{"data":%s,"offset":%d}' % (data, offset)
             reached += self.hub.publish(channel, publication)
         self.metrics.publications.inc(len(delivery.channels))
         if reached:
             self.metrics.deliveries.inc(reached)
         return reached
 
-    def _drop(self, reason: str, topic: str, detail: str) -> int:
+    def _drop(self, reason: str, topic: str, body: bytes, now_ns: int, detail: str) -> int:
         self.metrics.nsq_dropped.labels(reason).inc()
-        log.warning("dropped message from topic %s (%s): %s", topic, reason, detail)
+        named = envelope_targets(body) if topic == self.envelope_topic else (self.mapped[topic],)
+        gaps = tuple(channel for channel in named if self.history.gap(channel, now_ns))
+        log.warning("dropped message from topic %s (%s): %s%s", topic, reason, detail,
+                    f"; gap marked in {len(gaps)} channel(s) with history" if gaps else "")
+        if gaps:
+            self.on_gap(gaps)
         return 0

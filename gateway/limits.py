@@ -28,10 +28,11 @@ class TokenBucket:
         return False
 
 
-def connection_capacity(configured: int) -> int:
-    """The configured cap, or what the open-file limit allows (less room for
-    NSQ, logs and the listening socket)."""
+def connection_capacity(configured: int, pending: int = 0) -> int:
+    """The configured cap, or what the open-file limit allows: less room for
+    the ``pending`` connections that are not sessions yet, and for NSQ, logs
+    and the listening socket."""
     if configured:
         return configured
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(16, soft - 256) if soft != resource.RLIM_INFINITY else 1_000_000
+    return max(16, soft - 256 - pending) if soft != resource.RLIM_INFINITY else 1_000_000

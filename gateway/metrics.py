@@ -36,5 +36,15 @@ class Metrics:
                                         ["limit"], registry=r)
         self.expirations = Counter("pushgate_expirations", "Connections closed and subscriptions ended "
                                    "because their token expired.", ["kind"], registry=r)
+        self.refused_commands = Counter("pushgate_refused_commands", "Connections closed (3013) for sending "
+                                        "commands over --client-command-rate.", registry=r)
+        self.nsq_lost = Counter("pushgate_nsq_lost", "Messages nsqd dropped for this node's channel (its "
+                                "in-memory queue overflowed), by topic.", ["topic"], registry=r)
+        self.loop_lag = Gauge("pushgate_loop_lag_seconds", "How late the event loop runs timers (recent "
+                              "maximum); new connections are shed above --shed-loop-lag.", registry=r)
+        self.pending_sockets = Gauge("pushgate_pending_sockets", "Open TCP connections that are not (yet) "
+                                     "client sessions: handshakes, API and health requests.", registry=r)
+        self.accept_errors = Counter("pushgate_accept_errors", "Failed accept() calls, by errno name.",
+                                     ["error"], registry=r)
         self.api_publishes = Counter("pushgate_api_publishes", "POST /api/publish answers, by status.",
                                      ["status"], registry=r)

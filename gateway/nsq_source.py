@@ -218,6 +218,10 @@ class NsqSource:
             self.readers.append(_Reader(topic=topic, channel=self.channel, handler=self._handler,
                                         on_change=self._on_change, **self._kwargs))
 
+    def connected_addresses(self) -> list[str]:
+        """``host:port`` of every nsqd some reader is connected to."""
+        return [conn_id for r in self.readers for conn_id in r.conns]
+
     def connection_count(self) -> int:
         return sum(len(r.conns) for r in self.readers)
 

@@ -178,6 +178,13 @@ def error_reply(cmd_id: int, error: Error) -> bytes:
     return dumps({"id": cmd_id, "error": body}).encode()
 
 
+def publication(data: bytes, offset: int | None = None) -> Raw:
+    """An encoded Publication object from its data (JSON bytes) and offset."""
+    if offset is None:
+        return Raw(b'{"data":%s}' % data)
+    return Raw(b'{"data":%s,"offset":%d}' % (data, offset))
+
+
 def pub_push(channel: str, publication: bytes) -> bytes:
     """A publication push; ``publication`` is the encoded Publication object
     (``{"data":...,"offset":...}``).
@@ -192,6 +199,7 @@ def unsubscribe_push(channel: str, code: int, reason: str) -> bytes:
     return dumps({"push": {"channel": channel, "unsubscribe": {"code": code, "reason": reason}}}).encode()
 
 
+UNSUBSCRIBE_INSUFFICIENT_STATE = (2500, "insufficient state")
 UNSUBSCRIBE_EXPIRED = (2501, "subscription expired")
 
 

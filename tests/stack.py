@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -80,7 +81,8 @@ class Process:
     def start(self) -> "Process":
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                     env=self.environment(), start_new_session=True)
+                                     env=self.environment(), start_new_session=True,
+                                     preexec_fn=self.prepare_child)
         log.close()
         try:
             self.wait_ready()
@@ -92,8 +94,26 @@ class Process:
     def wait_ready(self) -> None:
         raise NotImplementedError
 
+    open_files: int | None = None  # RLIMIT_NOFILE for the child, when set
+
+    def prepare_child(self) -> None:
+        if self.open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
+
+    def rss(self) -> int:
+        """The process's resident memory, bytes."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
         if self.proc is None:
@@ -135,8 +155,9 @@ class Lookupd(Process):
 class Nsqd(Process):
     name = "nsqd"
 
-    def __init__(self, workdir: Path, lookupd: Lookupd | None = None, node_id: int = 1):
+    def __init__(self, workdir: Path, lookupd: Lookupd | None = None, node_id: int = 1, *args: str):
         super().__init__(workdir)
+        self.args = list(args)
         self.lookupd = lookupd
         self.node_id = node_id
         self.tcp_port, self.http_port = free_port(), free_port()
@@ -156,7 +177,7 @@ class Nsqd(Process):
                f"--node-id={self.node_id}"]
         if self.lookupd:
             cmd.append(f"--lookupd-tcp-address=127.0.0.1:{self.lookupd.tcp_port}")
-        return cmd
+        return cmd + self.args
 
     def wait_ready(self) -> None:
         wait_until(lambda: self.running() and http("GET", f"http://{self.http_address}/ping")[0] == 200,
@@ -180,13 +201,15 @@ class Gateway(Process):
     counter = 0
 
     def __init__(self, workdir: Path, nsqd: Nsqd, lookupd: Lookupd | None, *args: str,
-                 env: dict | None = None, direct: bool = False, api_key: str | None = API_KEY):
+                 env: dict | None = None, direct: bool = False, api_key: str | None = API_KEY,
+                 open_files: int | None = None):
         Gateway.counter += 1
         self.name = f"gateway{Gateway.counter}"
         super().__init__(workdir)
         self.port = free_port()
         self.args = list(args)
         self.extra_env = env or {}
+        self.open_files = open_files
         self.nsqd = nsqd
         source = ([f"--nsqd-tcp-address={nsqd.tcp_address}"] if direct or lookupd is None
                   else [f"--lookupd-http-address={lookupd.http_address}"])

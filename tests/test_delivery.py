@@ -95,17 +95,22 @@ BAD_BODIES = [
 
 
 def test_malformed_nsq_bodies_are_dropped_with_a_warning_and_service_goes_on(gateway, nsqd):
+    reasons = ("not_json", "bad_envelope", "no_target", "too_big")
+
     async def scenario():
         client, rec = await sdk_client(gateway.ws_url, "hank", channels=("news",))
-        dropped_before = sum(gateway.metric("pushgate_nsq_dropped_total", reason=r)
-                             for r in ("not_json", "bad_envelope", "no_target", "too_big"))
+        dropped_before = sum(gateway.metric("pushgate_nsq_dropped_total", reason=r) for r in reasons)
+        rec.subscribed.clear()
         nsqd.mpublish(BAD_BODIES)
+        wait_until(lambda: sum(gateway.metric("pushgate_nsq_dropped_total", reason=r) for r in reasons)
+                   - dropped_before == len(BAD_BODIES), what="drop counters")
+        # Two of them named "news": a message for it was lost, and its subscriber
+        # is told (unsubscribe 2500), recovers, and learns it cannot be filled.
+        await wait_for(lambda: "news" in rec.subscribed)
+        assert rec.subscribed["news"].was_recovering and not rec.subscribed["news"].recovered
         nsqd.publish({"channel": "news", "data": "good"})
         assert await rec.next() == ("news", "good")
         await rec.nothing_more(0.3)
-        wait_until(lambda: sum(gateway.metric("pushgate_nsq_dropped_total", reason=r)
-                               for r in ("not_json", "bad_envelope", "no_target", "too_big"))
-                   - dropped_before == len(BAD_BODIES), what="drop counters")
         assert gateway.metric("pushgate_nsq_dropped_total", reason="too_big") >= 1
         await client.disconnect()
     run(scenario())

@@ -1,7 +1,10 @@
 """History and the recovery answer (pure; time is passed in)."""
+import gc
+import tracemalloc
+
 import ujson
 
-from gateway.history import PERIOD_NS, History, Retention, from_position, to_position
+from gateway.history import PERIOD_NS, History, Publication, Retention, from_position, to_position
 
 T0 = 1_763_700_000 * 10**9  # an nsqd timestamp, ns
 SECOND = 10**9
@@ -13,16 +16,18 @@ def node(size=100, ttl=300.0, budget=64 << 20, started=T0 - 60 * SECOND, rules=(
     return history
 
 
-def publish(history, channel, count, start=T0, step=SECOND // 10, now=0.0):
-    return [history.add(channel, start + i * step, ujson.dumps({"n": i}), now) for i in range(count)]
+def publish(history, channel, count, start=T0, step=SECOND // 10, now=None):
+    """Publishes ``count`` messages; returns their live offsets."""
+    return [history.add(channel, start + i * step, ujson.dumps({"n": i}).encode(),
+                        start + i * step if now is None else now) for i in range(count)]
 
 
 def data(pubs):
-    return [ujson.loads(p)["data"]["n"] for p in pubs]
+    return [ujson.loads(p.data)["n"] for p in pubs]
 
 
-def offset(pub):
-    return ujson.loads(pub)["offset"]
+def offset(live_offset):
+    return live_offset
 
 
 def test_positions_are_below_2_53_and_round_trip():
@@ -77,11 +82,11 @@ def test_trimmed_history_answers_false():
 
 def test_age_limit_and_positions_older_than_the_ttl():
     history = node(ttl=10.0)
-    live = publish(history, "news", 5, now=0.0)
-    history.add("news", T0 + 20 * SECOND, '"later"', now=15.0)  # the first five are now too old
+    live = publish(history, "news", 5)
+    history.add("news", T0 + 20 * SECOND, b'"later"', T0 + 20 * SECOND)  # the first five are now too old
     epoch, _ = to_position(T0)
     assert not history.recover("news", epoch, offset(live[0]), T0 + 21 * SECOND).recovered
-    assert history.publications("news") == [b'{"data":"later","offset":%d}' % to_position(T0 + 20 * SECOND)[1]]
+    assert history.publications("news") == [Publication(to_position(T0 + 20 * SECOND)[1], b'"later"')]
 
 
 def test_lost_continuity_answers_false_until_the_node_reads_everything_again():
@@ -99,11 +104,11 @@ def test_lost_continuity_answers_false_until_the_node_reads_everything_again():
 def test_a_late_publication_goes_live_without_offset_and_marks_the_gap():
     history = node()
     live = publish(history, "news", 10)                       # positions T0 .. T0+0.9s
-    late = history.add("news", T0 + SECOND // 20, '"late"', 0.0)  # between the first two
-    assert ujson.loads(late) == {"data": "late"}              # no offset: nobody moves back
+    late = history.add("news", T0 + SECOND // 20, b'"late"', T0 + SECOND)  # between the first two
+    assert late is None                                       # no offset: nobody moves back
     epoch, _ = to_position(T0)
     before = history.recover("news", epoch, offset(live[0]), T0 + 5 * SECOND)
-    assert before.recovered and ujson.loads(before.publications[0])["data"] == "late"
+    assert before.recovered and before.publications[0].data == b'"late"'
     # A client at position 5 may have skipped the late one: the node says so.
     assert not history.recover("news", epoch, offset(live[5]), T0 + 5 * SECOND).recovered
 
@@ -134,7 +139,7 @@ def test_memory_budget_evicts_the_oldest_first_and_those_channels_answer_false()
 
 def test_rules_by_prefix_and_history_off():
     history = node(rules=[("prices", Retention(0, 0)), ("chat:*", Retention(3, 60))])
-    assert history.add("prices", T0, "1", 0.0) is None and not history.enabled("prices")
+    assert history.add("prices", T0, b"1", T0) is None and not history.enabled("prices")
     publish(history, "chat:room", 10)
     assert len(history.publications("chat:room")) == 3
     assert history.enabled("anything-else")
@@ -143,8 +148,62 @@ def test_rules_by_prefix_and_history_off():
 def test_bookkeeping_stays_bounded():
     history = node(size=5)
     for i in range(5000):
-        history.add(f"c{i % 50}", T0 + i * 1000, "1", 0.0)
+        history.add(f"c{i % 50}", T0 + i * 1000, b"1", T0)
     assert history.entries == 50 * 5
     assert len(history._arrivals) <= 2 * history.entries + 1024
-    history.sweep(now=10_000.0, now_ns=T0 + 10**6 * SECOND)
+    history.sweep(now_ns=T0 + 10**6 * SECOND)
     assert len(history) == 0 and history.memory == 0
+
+
+def test_a_message_dropped_for_a_channel_is_a_gap_recovery_never_crosses():
+    history = node()
+    live = publish(history, "news", 5)
+    epoch, _ = to_position(T0)
+    now = T0 + 5 * SECOND
+    assert history.recover("news", epoch, offset(live[2]), now).recovered
+    assert history.gap("news", now)  # e.g. a stale message for "news" was dropped
+    assert not history.recover("news", epoch, offset(live[2]), now).recovered
+    assert not history.recover("news", epoch, offset(live[-1]), now).recovered
+    # A position handed out after the gap recovers again.
+    _, after = history.top("news", now + 2 * SECOND)
+    publish(history, "news", 3, start=now + 3 * SECOND)
+    answer = history.recover("news", epoch, after, now + 10 * SECOND)
+    assert answer.recovered and data(answer.publications) == [0, 1, 2]
+    # A quiet channel's gap: whatever was handed out before it is refused.
+    _, quiet = history.top("quiet", now)
+    history.gap("quiet", now + SECOND)
+    assert not history.recover("quiet", epoch, quiet, now + 2 * SECOND).recovered
+    assert not history.gap("off", now) or history.enabled("off")
+
+
+def test_quiet_channels_cost_nothing_and_the_count_is_what_history_really_holds():
+    history = node(budget=1 << 40)
+    for i in range(10_000):
+        history.top(f"quiet-{i}", T0)  # subscribers asking for a position keep no state
+    assert len(history) == 0 and history.memory == 0
+
+    def measured(channels, per):
+        h = node(budget=1 << 40)
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for c in range(channels):
+            for i in range(per):
+                h.add(f"channel-{c:06d}", T0 + c * 1000 + i * 10**6, b'{"n":%d}' % i, T0 + SECOND)
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        return used, h.memory
+
+    for channels, per in ((5000, 1), (500, 40), (50, 400)):
+        used, counted = measured(channels, per)
+        assert 0.9 * used <= counted <= 1.2 * used, (channels, per, used, counted)
+
+
+def test_memory_pressure_forgets_whole_channels_and_refuses_their_old_positions():
+    history = node(budget=60_000)
+    firsts = [publish(history, f"c{i}", 1, start=T0 + i * 1000)[0] for i in range(400)]
+    assert history.memory <= 60_000 and len(history) < 400
+    epoch, _ = to_position(T0)
+    assert not history.recover("c0", epoch, firsts[0], T0 + 5 * SECOND).recovered
+    assert history.recover("c399", epoch, firsts[399], T0 + 5 * SECOND).recovered

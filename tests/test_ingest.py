@@ -51,3 +51,35 @@ def test_size_and_age_limits():
     ingest.handle("prices", b"1", now - 4 * 10**9, "n", b"3")
     assert (dropped(ingest, "too_big"), dropped(ingest, "stale")) == (1, 1)
     assert ingest.metrics.registry.get_sample_value("pushgate_publications_total") == 1
+
+
+def test_a_dropped_message_that_names_channels_is_a_gap_in_their_history():
+    now = time.time_ns()
+    gaps = []
+    ingest = make_ingest(max_message_age=5.0, on_gap=gaps.append)
+    history = ingest.history
+    epoch, before = history.top("news", now)
+    history.continuity_from(now - 60 * 10**9)
+    # Stale, too big, and invalid data: each names channels and leaves a gap there.
+    ingest.handle("pushgate", ujson.dumps({"channel": "news", "data": 1}).encode(), now - 40 * 10**9, "n", b"1")
+    ingest.handle("pushgate", b'{"users": [7, "eight"], "data": NaN}', now, "n", b"2")
+    ingest.handle("prices", b"1" * 2000, now, "n", b"3")
+    assert gaps == [("news",), ("#7", "#eight"), ("prices",)]
+    assert not history.recover("news", epoch, before, now + 10**9).recovered
+    # Garbage that names no channel could be delivered by nobody: no gap.
+    ingest.handle("pushgate", b"not json", now, "n", b"4")
+    ingest.handle("pushgate", b'{"channel": "", "data": 1}', now, "n", b"5")
+    assert len(gaps) == 3
+
+
+def test_only_interchangeable_json_is_delivered():
+    now = time.time_ns()
+    ingest = make_ingest()
+    for i, body in enumerate([b'{"channel":"c","data":NaN}', b'{"channel":"c","data":[1e999]}',
+                              b'{"channel":"c","data":-Infinity}', b'{"channel":"c","data":"\\ud800"}',
+                              b'{"channel":"c","data":{"\\udc00":1}}']):
+        ingest.handle("pushgate", body, now, "n", b"%d" % i)
+    assert dropped(ingest, "invalid_json") == 5
+    assert not ingest.metrics.registry.get_sample_value("pushgate_publications_total")
+    ingest.handle("pushgate", b'{"channel":"c","data":"\\ud83d\\ude00 1.5e300"}', now, "n", b"ok")
+    assert ingest.metrics.registry.get_sample_value("pushgate_publications_total") == 1

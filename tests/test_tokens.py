@@ -1,10 +1,14 @@
 """Connection tokens: what the gateway accepts and refuses."""
+import hashlib
+import hmac
+import json
 import time
 
 import jwt
 import pytest
 
-from auth import ConnectionClaims, TokenExpired, TokenInvalid, TokenVerifier, connection_token
+from auth import (ConnectionClaims, TokenExpired, TokenInvalid, TokenMismatch, TokenVerifier, connection_token,
+                  subscription_token)
 from tests.keys import ec_pair, public_pem, rsa_pair
 
 SECRET = "unit-test-secret-of-32-bytes-or-more"
@@ -64,3 +68,28 @@ def test_audience_and_issuer():
             verifier.verify_connection(jwt.encode(bad, SECRET))
     # Without a configured audience an aud claim is not checked.
     assert TokenVerifier(secret=SECRET).verify_connection(jwt.encode({"sub": "u", "aud": "x"}, SECRET)).user == "u"
+
+
+@pytest.mark.parametrize("claims", [
+    {"sub": "u", "exp": float("inf")}, {"sub": "u", "exp": float("nan")}, {"sub": "u", "nbf": float("-inf")},
+    {"sub": "u\ud800"}, {"sub": "u", "info": {"k": ["\udfff"]}}, {"sub": "u", "channels": ["news\ud83d"]},
+])
+def test_claims_that_are_not_interchangeable_json_are_invalid_not_an_error(claims):
+    # PyJWT reads claims with the json module, which accepts NaN, Infinity and
+    # lone surrogates; they must be refused as invalid, not crash later.
+    header = jwt.utils.base64url_encode(b'{"alg":"HS256","typ":"JWT"}')
+    payload = jwt.utils.base64url_encode(json.dumps(claims).encode())
+    signing_input = header + b"." + payload
+    signature = jwt.utils.base64url_encode(hmac.new(SECRET.encode(), signing_input, hashlib.sha256).digest())
+    token = (signing_input + b"." + signature).decode()
+    with pytest.raises(TokenInvalid):
+        TokenVerifier(secret=SECRET).verify_connection(token)
+
+
+def test_a_subscription_token_may_be_bound_to_one_connection():
+    verifier = TokenVerifier(secret=SECRET)
+    bound = subscription_token(SECRET, "u", "private:x", extra={"client": "c-1"})
+    assert verifier.verify_subscription(bound, "u", "private:x", "c-1").client == "c-1"
+    with pytest.raises(TokenMismatch):
+        verifier.verify_subscription(bound, "u", "private:x", "c-2")
+    assert verifier.verify_subscription(subscription_token(SECRET, "u", "private:x"), "u", "private:x", "c-2")

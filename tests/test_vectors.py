@@ -76,7 +76,7 @@ def test_envelope_vectors(vector):
     # The gateway reads the bytes as the call meant them.
     delivery = parse_envelope(vector["bytes"].encode())
     data = args["envelope"]["data"] if "envelope" in args else args["data"]
-    assert json.loads(delivery.data_json) == data
+    assert json.loads(delivery.data) == data
     if vector["call"] == "publish_to_user":
         assert delivery.channels == (f"#{args['user']}",)
     elif vector["call"] == "broadcast":

@@ -7,6 +7,7 @@ import struct
 from typing import TYPE_CHECKING
 
 import tornado.websocket
+from tornado.websocket import WebSocketProtocol13, _WebSocketParams
 
 from gateway import protocol
 from gateway.protocol import Disconnect
@@ -37,6 +38,23 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
+class _Protocol13(WebSocketProtocol13):
+    """Tornado's RFC 6455 protocol, but a text frame that is not UTF-8 is
+    answered with close code 1007 (RFC 6455 section 8.1), not a silent abort
+    that leaves the client guessing."""
+
+    def _handle_message(self, opcode: int, data: bytes):
+        if opcode == 0x1 and not self._frame_compressed and not self.client_terminated:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                self.close(1007, "invalid UTF-8 in a text frame")
+                return None
+            self._message_bytes_in += len(data)
+            return self._run_callback(self.handler.on_message, text)
+        return super()._handle_message(opcode, data)
+
+
 class WebSocketTransport(tornado.websocket.WebSocketHandler):
     """Moves bytes between one WebSocket and its :class:`Session`.
 
@@ -54,12 +72,20 @@ class WebSocketTransport(tornado.websocket.WebSocketHandler):
     async def get(self, *args, **kwargs) -> None:
         # Refused before the upgrade: cheaper than a WebSocket that is closed at
         # once, and the SDKs retry a failed handshake with backoff, elsewhere.
-        if not self.node.accepting():
-            self.node.metrics.refused_connects.labels("draining" if self.node.draining else "capacity").inc()
+        refusal = self.node.admit_handshake()
+        if refusal is not None:
             self.set_status(503)
-            self.finish({"error": "draining" if self.node.draining else "at capacity"})
+            self.set_header("Retry-After", "1")
+            self.finish({"error": refusal})
             return
         await super().get(*args, **kwargs)
+
+    def get_websocket_protocol(self):
+        if self.request.headers.get("Sec-WebSocket-Version") != "13":
+            return None
+        params = _WebSocketParams(max_message_size=self.max_message_size,
+                                  compression_options=self.get_compression_options())
+        return _Protocol13(self, False, params)
 
     def check_origin(self, origin: str) -> bool:
         if self.node.origin_allowed(origin, self.request.host):
@@ -83,6 +109,7 @@ class WebSocketTransport(tornado.websocket.WebSocketHandler):
     def open(self) -> None:
         self.set_nodelay(True)
         stream = self.ws_connection.stream  # type: ignore[union-attr]
+        self.node.pending.discard(stream)  # a session now, counted against --max-connections
         self._writer = StreamWriter(stream, self.node.batcher, self.node.settings.max_queue_bytes,
                                     self._overflow)
         self.send = self._writer.send  # the hub calls the writer with no hop through here

@@ -1,10 +1,25 @@
 # frozen_string_literal: true
 
-# GET /pushgate/token: the signed-in user's connection token. The browser's
-# centrifuge client calls it through getToken on connect, and again when
-# the token expires.
+# Tokens for the browser's centrifuge client.
+#
+# GET /pushgate/token: the signed-in user's connection token (getToken calls
+# it on connect and again when the token expires). Its `channels` are the
+# shared channels this user reads server-side; the personal channel
+# "#<id>" comes with every connection and needs no grant.
+#
+# GET /pushgate/subscription_token?channel=...: a token for one private
+# channel, granted only from the explicit allow-list below. A channel the
+# browser names is never signed as it comes, and a personal channel
+# ("#...") never: it belongs to its user alone (the gateway refuses it
+# anyway, whatever the token says).
 class PushgateTokensController < ApplicationController
   before_action :authenticate_user! # your authentication
+
+  # Private channels, each with the rule that decides who may read it.
+  SUBSCRIBABLE = {
+    "private:billing" => ->(user, _match) { user.admin? },
+    /\Aprivate:team:(\d+)\z/ => ->(user, match) { user.team_id == match[1].to_i },
+  }.freeze
 
   def show
     channels = ["news"]
@@ -15,11 +30,21 @@ class PushgateTokensController < ApplicationController
     }
   end
 
-  # GET /pushgate/subscription_token?channel=private:billing
   def subscription
     channel = params.require(:channel)
-    head :forbidden and return unless current_user.admin? || channel != "private:billing"
+    head :forbidden and return unless subscribable?(channel)
 
     render json: { token: Pushgate.subscription_token(current_user, channel, ttl: 10.minutes) }
+  end
+
+  private
+
+  def subscribable?(channel)
+    return false if channel.start_with?("#")
+
+    SUBSCRIBABLE.any? do |pattern, allowed|
+      match = pattern.is_a?(Regexp) ? pattern.match(channel) : (channel == pattern && channel)
+      match && allowed.call(current_user, match)
+    end
   end
 end

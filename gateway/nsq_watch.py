@@ -1,0 +1,203 @@
+"""Knowing when nsqd lost messages meant for this node.
+
+A node reads every topic on its own ephemeral channel. nsqd keeps at most
+``--mem-queue-size`` messages queued for such a channel and silently drops
+the rest (an ephemeral channel has no disk queue), so a burst the node
+cannot take fast enough loses messages before they ever reach it. The node
+must know, or it would vouch for recoveries across the loss.
+
+nsqd counts what it does per channel, and the counts add up:
+``message_count`` counts every message put into the channel, dropped ones
+included (nsqd ``channel.go`` ``PutMessage``), each client's
+``message_count`` counts what was sent on that connection, and ``depth`` and
+``deferred_count`` what still waits. So for this node's channel on one nsqd
+
+    lost = message_count - sum(clients' message_count) - depth - deferred_count
+
+nsqd reads the clients' counts first and the channel's last, so a message
+moving through at that instant can only make one reading too high, never
+too low. A loss is therefore declared when two readings in a row are above
+the last confirmed level, by the smaller of the two: a lone high reading
+is a message caught in flight. The count starts at zero with the channel:
+nsqd creates an ephemeral channel for this node's first connection and
+deletes it with the last, so a channel whose counts went down, or whose
+clients are all new, is a new one and its level starts again from zero.
+
+:class:`ChannelWatch` polls ``/stats`` of every nsqd the readers are
+connected to, once a second, one request per nsqd, and reports
+``(topic, nsqd, count)``. It also reads ``mem_queue_size`` from each nsqd
+once and warns when the channel's depth passes half of it. What it cannot
+see: an nsqd whose HTTP port it cannot find (logged once), and losses in the
+moment a connection drops (the reader reconnect already breaks continuity).
+"""
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from typing import Callable, Iterable
+
+import ujson
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from tornado.ioloop import PeriodicCallback
+
+log = logging.getLogger("pushgate.nsq")
+
+POLL_INTERVAL = 1.0  # seconds
+NODES_REFRESH = 30   # polls between nsqlookupd /nodes queries
+DEPTH_WARNING = 0.5  # of mem_queue_size
+
+
+class _Level:
+    """The loss bookkeeping of this node's channel for one topic on one nsqd."""
+
+    __slots__ = ("message_count", "clients", "confirmed", "pending", "warned_depth")
+
+    def __init__(self) -> None:
+        self.message_count = 0
+        self.clients: frozenset = frozenset()  # (address, connect time) of its connections
+        self.confirmed = 0         # the deficit already accounted for
+        self.pending: int | None = None  # one reading above it, waiting for a second
+        self.warned_depth = False
+
+
+def deficit(channel: dict) -> int:
+    """Messages nsqd put into the channel that it neither sent on a current
+    connection nor still holds: dropped (or sent to a connection now gone)."""
+    sent = sum(int(c.get("message_count", 0)) for c in channel.get("clients") or ())
+    return (int(channel.get("message_count", 0)) - sent - int(channel.get("depth", 0))
+            - int(channel.get("deferred_count", 0)))
+
+
+class ChannelWatch:
+    def __init__(self, *, channel: str, topics: Iterable[str],
+                 connected: Callable[[], Iterable[str]],
+                 on_loss: Callable[[str, str, int], None],
+                 lookupd_http_addresses: list[str], nsqd_http_address: str | None = None,
+                 interval: float = POLL_INTERVAL):
+        self.channel = channel
+        self.topics = set(topics)
+        self._connected = connected          # "host:tcp_port" of every nsqd a reader is connected to
+        self._on_loss = on_loss
+        self._lookupd = list(lookupd_http_addresses)
+        self._nsqd_http = nsqd_http_address
+        self._interval = interval
+        self._http: dict[str, str | None] = {}   # tcp address -> http base URL (None: not found)
+        self._mem_queue: dict[str, int] = {}     # tcp address -> its mem_queue_size
+        self._levels: dict[tuple[str, str], _Level] = {}
+        self._polls = 0
+        self._busy = False
+        self._timer: PeriodicCallback | None = None
+        self.losses = 0
+
+    def start(self) -> None:
+        self._timer = PeriodicCallback(self._poll, self._interval * 1000)
+        self._timer.start()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+
+    async def _poll(self) -> None:
+        if self._busy:  # a slow nsqd must not pile requests up
+            return
+        self._busy = True
+        try:
+            addresses = sorted(set(self._connected()))
+            if self._lookupd and (self._polls % NODES_REFRESH == 0
+                                  or any(a not in self._http for a in addresses)):
+                await self._query_lookupd()
+            self._polls += 1
+            for address in addresses:
+                base = self._http.get(address) or await self._guess(address)
+                if base:
+                    await self._read(address, base)
+        finally:
+            self._busy = False
+
+    async def _query_lookupd(self) -> None:
+        for lookupd in self._lookupd:
+            try:
+                response = await AsyncHTTPClient().fetch(f"{lookupd}/nodes", request_timeout=2, connect_timeout=1)
+                producers = ujson.loads(response.body).get("producers") or []
+            except (HTTPClientError, OSError, ValueError) as exc:
+                log.debug("nsqlookupd %s /nodes: %s", lookupd, exc)
+                continue
+            for p in producers:
+                host = p.get("broadcast_address") or p.get("hostname")
+                if host and p.get("tcp_port") and p.get("http_port"):
+                    self._http[f"{host}:{p['tcp_port']}"] = f"http://{host}:{p['http_port']}"
+            return
+
+    async def _guess(self, address: str) -> str | None:
+        """The HTTP address of an nsqd given by TCP address: the configured
+        --nsqd-http-address if it is that nsqd, else the conventional port + 1;
+        checked against nsqd's own /info."""
+        if address in self._http:
+            return self._http[address]
+        host, _, port = address.rpartition(":")
+        candidates = [self._nsqd_http] if self._nsqd_http else []
+        candidates.append(f"http://{host}:{int(port) + 1}")
+        for base in candidates:
+            try:
+                response = await AsyncHTTPClient().fetch(f"{base}/info", request_timeout=2, connect_timeout=1)
+                info = ujson.loads(response.body)
+            except (HTTPClientError, OSError, ValueError):
+                continue
+            if str(info.get("tcp_port")) == port:
+                self._http[address] = base
+                return base
+        self._http[address] = None
+        log.warning("nsqd %s: no HTTP address found for its stats (give nsqlookupd, or --nsqd-http-address); "
+                    "messages it drops for this node cannot be detected", address)
+        return None
+
+    async def _read(self, address: str, base: str) -> None:
+        query = urllib.parse.urlencode({"format": "json", "channel": self.channel, "include_clients": "true"})
+        try:
+            if address not in self._mem_queue:
+                response = await AsyncHTTPClient().fetch(f"{base}/config/mem_queue_size", request_timeout=2)
+                self._mem_queue[address] = int(ujson.loads(response.body))
+            response = await AsyncHTTPClient().fetch(f"{base}/stats?{query}", request_timeout=2, connect_timeout=1)
+            stats = ujson.loads(response.body)
+        except (HTTPClientError, OSError, ValueError) as exc:
+            log.debug("nsqd %s stats: %s", address, exc)
+            return
+        for topic in stats.get("topics") or ():
+            name = topic.get("topic_name")
+            if name not in self.topics:
+                continue
+            for channel in topic.get("channels") or ():
+                if channel.get("channel_name") == self.channel:
+                    self.observe(address, name, channel)
+
+    def observe(self, address: str, topic: str, channel: dict) -> None:
+        """One reading of this node's channel for ``topic`` on ``address``."""
+        key = (address, topic)
+        count = int(channel.get("message_count", 0))
+        clients = frozenset((c.get("remote_address"), c.get("connect_ts")) for c in channel.get("clients") or ())
+        level = self._levels.get(key)
+        if level is None or count < level.message_count or not clients & level.clients:
+            level = self._levels[key] = _Level()  # a channel not seen before: its counts began at zero
+        level.message_count = count
+        level.clients = clients
+        now_deficit = deficit(channel)
+        mem_queue = self._mem_queue.get(address)
+        depth = int(channel.get("depth", 0))
+        if mem_queue and depth > DEPTH_WARNING * mem_queue and not level.warned_depth:
+            log.warning("nsqd %s holds %d messages of topic %s for this node (mem-queue-size %d): it drops "
+                        "what does not fit; this node is not keeping up", address, depth, topic, mem_queue)
+        level.warned_depth = bool(mem_queue) and depth > DEPTH_WARNING * mem_queue
+        if now_deficit <= level.confirmed:
+            level.pending = None
+            return
+        if level.pending is None:
+            level.pending = now_deficit
+            return
+        lost = min(level.pending, now_deficit) - level.confirmed
+        level.confirmed += lost
+        level.pending = None if now_deficit <= level.confirmed else now_deficit
+        self.losses += lost
+        log.warning("nsqd %s dropped %d message(s) of topic %s meant for this node (channel %s): its "
+                    "in-memory queue overflowed; raise nsqd --mem-queue-size (see docs/recovery.md)",
+                    address, lost, topic, self.channel)
+        self._on_loss(topic, address, lost)

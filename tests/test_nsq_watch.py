@@ -1,0 +1,54 @@
+"""Reading nsqd's channel counts: a loss is what the counts cannot account for,
+confirmed by two readings, never a message caught in flight."""
+from gateway.nsq_watch import ChannelWatch, deficit
+
+
+def reading(message_count, sent, depth=0, deferred=0, clients=(("127.0.0.1:1", 100),)):
+    per_client = [sent // len(clients)] * len(clients)
+    per_client[0] += sent - sum(per_client)
+    return {"channel_name": "n#ephemeral", "message_count": message_count, "depth": depth,
+            "deferred_count": deferred,
+            "clients": [{"remote_address": a, "connect_ts": t, "message_count": m}
+                        for (a, t), m in zip(clients, per_client)]}
+
+
+def watch():
+    losses = []
+    w = ChannelWatch(channel="n#ephemeral", topics=["t"], connected=lambda: [],
+                     on_loss=lambda topic, nsqd, n: losses.append((topic, nsqd, n)), lookupd_http_addresses=[])
+    return w, losses
+
+
+def test_the_counts_add_up_to_what_was_lost():
+    assert deficit(reading(100, 90, depth=10)) == 0
+    assert deficit(reading(100, 60, depth=10, deferred=5)) == 25
+
+
+def test_a_loss_needs_two_readings_and_a_lone_high_one_is_noise():
+    w, losses = watch()
+    w.observe("a:1", "t", reading(100, 100))
+    w.observe("a:1", "t", reading(200, 199))           # one message between two counters
+    w.observe("a:1", "t", reading(300, 300))
+    assert losses == []
+    w.observe("a:1", "t", reading(10_300, 300, depth=50))   # nsqd dropped 9950
+    w.observe("a:1", "t", reading(10_300, 350, depth=0))   # the node took the 50 that were queued
+    assert losses == [("t", "a:1", 9950)]
+    w.observe("a:1", "t", reading(10_400, 450))
+    w.observe("a:1", "t", reading(10_500, 550))
+    assert len(losses) == 1                            # counted once
+
+
+def test_a_loss_already_there_at_the_first_reading_counts():
+    w, losses = watch()  # the node was too busy to read before the burst overflowed
+    w.observe("a:1", "t", reading(2000, 51))
+    w.observe("a:1", "t", reading(2000, 51))
+    assert losses == [("t", "a:1", 1949)]
+
+
+def test_a_recreated_channel_starts_from_zero():
+    w, losses = watch()
+    w.observe("a:1", "t", reading(500, 500))
+    w.observe("a:1", "t", reading(800, 800, clients=(("127.0.0.1:2", 200),)))  # our connection came back
+    w.observe("a:1", "t", reading(30, 30, clients=(("127.0.0.1:2", 200),)))
+    w.observe("a:1", "t", reading(40, 40, clients=(("127.0.0.1:2", 200),)))
+    assert losses == []
