@@ -15,7 +15,7 @@ import heapq
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from gateway import protocol
+from gateway.centrifugo import model
 
 if TYPE_CHECKING:
     from gateway.session import Session
@@ -58,9 +58,9 @@ class Expiry:
                 continue
             entry[2] = None
             if entry[3] is None:
-                session.close(protocol.DISCONNECT_EXPIRED)
+                session.close(model.DISCONNECT_EXPIRED)
             else:
-                session.end_subscription(entry[3], *protocol.UNSUBSCRIBE_EXPIRED)
+                session.end_subscription(entry[3], *model.UNSUBSCRIBE_EXPIRED)
 
     def __len__(self) -> int:
         """Live entries."""

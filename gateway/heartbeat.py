@@ -3,7 +3,8 @@ one shared one-second timer (no timer per connection).
 
 Connected sessions are spread over ``ping_interval`` buckets; each second one
 bucket is pinged and the bucket pinged ``pong_timeout`` seconds earlier is
-checked for pongs. Connections that have not sent ``connect`` within
+checked for pongs (only connections whose transport answers pings owe
+one). Connections that have not sent ``connect`` within
 ``stale_after`` seconds are closed with 3502. Every structure here drops a
 session as soon as it closes (:meth:`Heartbeat.remove`): nothing keeps a
 closed connection alive until its deadline.
@@ -14,7 +15,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Callable
 
-from gateway import protocol
+from gateway.centrifugo import model
 
 if TYPE_CHECKING:
     from gateway.session import Session
@@ -61,21 +62,16 @@ class Heartbeat:
             stale.append(session)
         for session in stale:
             handshakes.pop(session, None)
-            session.close(protocol.DISCONNECT_STALE)
+            session.close(model.DISCONNECT_STALE)
 
         self._tick += 1
         n = self.ping_interval
         silent = [s for s in self._buckets[(self._tick - self.pong_timeout) % n] if s.pong_due]
         for session in silent:
-            session.close(protocol.DISCONNECT_NO_PONG)
+            session.close(model.DISCONNECT_NO_PONG)
 
-        frames: dict[type, bytes] = {}
         for session in self._buckets[self._tick % n]:
-            kind = session.kind
-            frame = frames.get(kind)
-            if frame is None:
-                frame = frames[kind] = kind.frame(protocol.PING)
-            session.ping(frame)
+            session.ping()
 
     def __len__(self) -> int:
         """Sessions tracked: waiting for connect, or connected."""

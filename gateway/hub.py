@@ -1,40 +1,45 @@
 """The hub: which sessions listen on which channel, and fan-out.
 
-A publication is encoded once per channel and framed once per transport kind;
-every subscriber then gets the same bytes. That is what makes fan-out cheap:
-per subscriber the hub does one dict lookup and one queue append.
+A publication is encoded once per encoding (codec) and framed once per wire
+format; every subscriber with that wire format then gets the same bytes.
+That is what makes fan-out cheap: per subscriber the hub does one
+comparison (subscribers of one channel nearly always share a wire format)
+and one queue append.
+
+Each subscription records the wire format its frames use: usually the
+session's own, but a protocol may render one channel differently per
+subscription (Action Cable echoes the client's identifier in every message).
 """
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
 
-from gateway import protocol
-
 if TYPE_CHECKING:
     from gateway.session import Session
+    from gateway.transports.base import WireFormat
 
 
 class Hub:
     __slots__ = ("_channels", "last_publication")
 
     def __init__(self) -> None:
-        self._channels: dict[str, set[Session]] = {}
+        self._channels: dict[str, dict[Session, WireFormat]] = {}
         # When the last fan-out finished (perf_counter); the write batcher waits
         # for a quiet moment after it before writing.
         self.last_publication = 0.0
 
-    def subscribe(self, channel: str, session: Session) -> None:
+    def subscribe(self, channel: str, session: Session, wire: WireFormat) -> None:
         subscribers = self._channels.get(channel)
         if subscribers is None:
-            self._channels[channel] = {session}
+            self._channels[channel] = {session: wire}
         else:
-            subscribers.add(session)
+            subscribers[session] = wire
 
     def unsubscribe(self, channel: str, session: Session) -> None:
         subscribers = self._channels.get(channel)
         if subscribers is not None:
-            subscribers.discard(session)
+            subscribers.pop(session, None)
             if not subscribers:
                 del self._channels[channel]
 
@@ -42,21 +47,31 @@ class Hub:
         """A copy: callers may unsubscribe while they go through it."""
         return list(self._channels.get(channel, ()))
 
-    def publish(self, channel: str, publication: bytes) -> int:
-        """Deliver an encoded Publication to every subscriber of ``channel``;
-        returns how many got it."""
+    def count(self, channel: str) -> int:
+        return len(self._channels.get(channel, ()))
+
+    def channels(self) -> int:
+        return len(self._channels)
+
+    def publish(self, channel: str, data: bytes, offset: int | None) -> int:
+        """Deliver a publication (JSON ``data``, its ``offset`` or None) to every
+        subscriber of ``channel``; returns how many got it."""
         subscribers = self._channels.get(channel)
         if not subscribers:
             return 0
-        payload = protocol.pub_push(channel, publication)
-        kind = frame = None
-        frames: dict[type, bytes] = {}
-        for session in subscribers:
-            if session.kind is not kind:  # usually one kind for all: one frame
-                kind = session.kind
-                frame = frames.get(kind)
+        encoded: dict = {}
+        frames: dict = {}
+        wire = frame = None
+        for session, sub_wire in subscribers.items():
+            if sub_wire is not wire:
+                wire = sub_wire
+                frame = frames.get(wire)
                 if frame is None:
-                    frame = frames[kind] = kind.frame(payload)
+                    codec = wire.codec
+                    message = encoded.get(codec)
+                    if message is None:
+                        message = encoded[codec] = codec.pub_push(channel, data, offset)
+                    frame = frames[wire] = wire.frame(message)
             session.push(frame)
         self.last_publication = time.perf_counter()
         return len(subscribers)

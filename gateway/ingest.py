@@ -72,12 +72,10 @@ class Ingest:
         reached = 0
         data = delivery.data
         for channel in delivery.channels:
+            # The offset is None when the channel keeps no history here, or the
+            # publication is late: it goes out with no position.
             offset = self.history.add(channel, timestamp_ns, data, now_ns)
-            if offset is None:  # no history here, or late: no position to hand out
-                publication = b'{"data":%s}' % data
-            else:
-                publication = b'{"data":%s,"offset":%d}' % (data, offset)
-            reached += self.hub.publish(channel, publication)
+            reached += self.hub.publish(channel, data, offset)
         self.metrics.publications.inc(len(delivery.channels))
         if reached:
             self.metrics.deliveries.inc(reached)

@@ -1,22 +1,59 @@
-"""An in-process node for fast tests of the session core: real Session, Hub,
-History, Heartbeat and Expiry, with a transport that records what it is
-given instead of a socket. Nothing is started: no NSQ, no timers, no port."""
+"""An in-process session host for fast tests of the session core: real
+sessions, Hub, History, Heartbeat and Expiry, a fake clock, and a transport
+that records what it is given instead of a socket. Nothing is started: no
+NSQ, no timers, no port."""
 from __future__ import annotations
 
 import json
 
+from auth.tokens import TokenVerifier
+from gateway.centrifugo.json_codec import JSON
+from gateway.centrifugo.model import Disconnect
+from gateway.centrifugo.protobuf_codec import PROTOBUF
+from gateway.centrifugo.session import CentrifugoSession
 from gateway.config import Settings
-from gateway.node import Node
-from gateway.protocol import Disconnect
+from gateway.expiry import Expiry
+from gateway.heartbeat import Heartbeat
+from gateway.history import History, Retention
+from gateway.host import SessionHost
+from gateway.hub import Hub
+from gateway.metrics import Metrics
+from gateway.transports.base import WireFormat
 from tests.stack import SECRET
+
+WIRE_JSON = WireFormat("test-json", JSON, lambda message: message)
+WIRE_PROTOBUF = WireFormat("test-protobuf", PROTOBUF, lambda message: message)
+
+
+class FakeClock:
+    """Monotonic, wall and nanosecond time that moves only when told."""
+
+    def __init__(self, wall: float = 1_763_700_000.0):
+        self.wall_time = wall
+        self.mono = 1000.0
+
+    def advance(self, seconds: float) -> None:
+        self.wall_time += seconds
+        self.mono += seconds
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def wall(self) -> float:
+        return self.wall_time
+
+    def ns(self) -> int:
+        return int(self.wall_time * 1e9)
 
 
 class FakeTransport:
-    """Records every frame and the disconnect; frames are the payload as is."""
+    """Records every frame and the disconnect; frames are the message as is."""
 
-    frame = staticmethod(lambda payload: payload)
+    unidirectional = False
+    pongs = True
 
-    def __init__(self) -> None:
+    def __init__(self, wire: WireFormat = WIRE_JSON) -> None:
+        self.wire = wire
         self.sent: list[bytes] = []
         self.closed: Disconnect | None = None
 
@@ -33,16 +70,29 @@ class FakeTransport:
         return out
 
 
-def make_node(**overrides) -> Node:
+def make_host(clock: FakeClock | None = None, **overrides) -> SessionHost:
+    """A session host as a node builds it, with ``clock`` (a FakeClock) if given."""
     options = dict(jwt_secret=SECRET, lookupd_http_address=["http://127.0.0.1:1"], node_name="unit",
                    public_channels="news,chat:*")
     options.update(overrides)
-    return Node(Settings(**options))
+    settings = Settings(**options)
+    timing = {} if clock is None else {"clock": clock.monotonic, "wall": clock.wall, "now_ns": clock.ns}
+    heartbeat = Heartbeat(settings.ping_interval, settings.pong_timeout, settings.connect_timeout,
+                          **({} if clock is None else {"clock": clock.monotonic}))
+    verifier = TokenVerifier(secret=SECRET, **({} if clock is None else {"clock": clock.wall}))
+    return SessionHost(settings, Metrics(), hub=Hub(), history=History(Retention(settings.history_size, 300),
+                                                                       margin_ns=10**9),
+                       expiry=Expiry(settings.expired_close_delay), heartbeat=heartbeat, verifier=verifier,
+                       name="unit", **timing)
 
 
-def open_session(node: Node):
-    transport = FakeTransport()
-    return node.accept(transport), transport
+# The old name, for tests written against a whole node.
+make_node = make_host
+
+
+def open_session(host: SessionHost, wire: WireFormat = WIRE_JSON):
+    transport = FakeTransport(wire)
+    return host.accept(CentrifugoSession(host, transport)), transport
 
 
 def frame(*commands: dict) -> str:

@@ -1,5 +1,5 @@
 """The session core in process (no sockets, no NSQ): what a connection can and
-cannot do to the node, and that nothing outlives a closed connection."""
+cannot do to the host, and that nothing outlives a closed connection."""
 from __future__ import annotations
 
 import asyncio
@@ -9,25 +9,27 @@ import time
 import jwt
 
 from auth import connection_token, subscription_token
-from gateway import protocol
+from gateway.centrifugo import model
 from gateway.history import to_position
+from gateway.config import Settings
+from gateway.node import Node
 from gateway.session import CLOSED, CONNECTED, HELD_LIMIT
-from tests.inprocess import frame, make_node, open_session
+from tests.inprocess import frame, make_host, open_session
 from tests.stack import SECRET
 
 HOUR = 3600
 
 
-def connect(node, user="u", **token_options):
-    session, transport = open_session(node)
+def connect(host, user="u", **token_options):
+    session, transport = open_session(host)
     session.handle_frame(frame({"id": 1, "connect": {"token": connection_token(SECRET, user, **token_options)}}))
     return session, transport
 
 
 def test_a_closed_connection_leaves_nothing_behind_however_long_its_tokens():
-    node = make_node()
+    host = make_host()
     for round_ in range(30):
-        sessions = [connect(node, f"u{i}", ttl=HOUR, channels=["news"])[0] for i in range(200)]
+        sessions = [connect(host, f"u{i}", ttl=HOUR, channels=["news"])[0] for i in range(200)]
         for session in sessions[:50]:  # some also hold a subscription token that expires in an hour
             session.handle_frame(frame({"id": 2, "subscribe": {
                 "channel": "private:x", "token": subscription_token(SECRET, session.user, "private:x", ttl=HOUR)}}))
@@ -36,70 +38,70 @@ def test_a_closed_connection_leaves_nothing_behind_however_long_its_tokens():
         for session in sessions:
             session.transport_closed()
     gc.collect()
-    assert not node.sessions and not node.user_connections and not node.held
-    assert len(node.expiry) == 0 and len(node.heartbeat) == 0
-    assert node.hub.subscribers("news") == [] and node.hub.subscribers("#u1") == []
+    assert not host.sessions and not host.user_connections and not host.held
+    assert len(host.expiry) == 0 and len(host.heartbeat) == 0
+    assert host.hub.subscribers("news") == [] and host.hub.subscribers("#u1") == []
     # The heap itself is compacted: it does not grow with every closed connection.
-    assert len(node.expiry._heap) <= 1024 + 250
-    assert all(entry[2] is None for entry in node.expiry._heap)
+    assert len(host.expiry._heap) <= 1024 + 250
+    assert all(entry[2] is None for entry in host.expiry._heap)
 
 
 def test_a_handshake_that_never_connects_is_forgotten_when_it_closes():
-    node = make_node()
+    host = make_host()
     for _ in range(5000):
-        session, _ = open_session(node)
+        session, _ = open_session(host)
         session.transport_closed()
-    assert len(node.heartbeat) == 0 and not node.sessions
+    assert len(host.heartbeat) == 0 and not host.sessions
 
 
 def ahead_position() -> dict:
-    """A recovery position this node has not reached: it would be held."""
+    """A recovery position this host has not reached: it would be held."""
     epoch, offset = to_position(time.time_ns() + 500_000_000)
     return {"recover": True, "epoch": epoch, "offset": offset}
 
 
 def test_a_forged_token_is_refused_before_any_recovery_is_held():
     async def scenario():
-        node = make_node()
-        node.history.continuity_from(time.time_ns() - 60 * 10**9)
-        session, transport = open_session(node)
+        host = make_host()
+        host.history.continuity_from(time.time_ns() - 60 * 10**9)
+        session, transport = open_session(host)
         forged = jwt.encode({"sub": "victim"}, "not-the-secret-but-32-bytes-long!!", algorithm="HS256")
         session.handle_frame(frame({"id": 1, "connect": {"token": forged, "subs": {"#victim": ahead_position()}}}))
-        assert session.state is CLOSED and transport.closed == protocol.DISCONNECT_INVALID_TOKEN
-        assert not node.held and session.held is None
+        assert session.state is CLOSED and transport.closed == model.DISCONNECT_INVALID_TOKEN
+        assert not host.held and session.held is None
     asyncio.run(scenario())
 
 
 def test_what_a_held_connection_may_queue_is_bounded():
     async def scenario():
-        node = make_node()
-        node.history.continuity_from(time.time_ns() - 60 * 10**9)
-        session, transport = open_session(node)
+        host = make_host()
+        host.history.continuity_from(time.time_ns() - 60 * 10**9)
+        session, transport = open_session(host)
         token = connection_token(SECRET, "held")
         session.handle_frame(frame({"id": 1, "connect": {"token": token, "subs": {"#held": ahead_position()}}}))
-        assert session.held is not None and session in node.held  # a real client: held a moment
+        assert session.held is not None and session in host.held  # a real client: held a moment
         subscribe = frame(*({"id": n, "subscribe": {"channel": "news"}} for n in range(2, 62)))
         for _ in range(HELD_LIMIT // 60):
             session.handle_frame(subscribe)
             session.credit = 1000.0  # this test is about the held queue, not the rate
         assert session.state is not CLOSED
         session.handle_frame(subscribe)
-        assert session.state is CLOSED and transport.closed == protocol.DISCONNECT_BAD_REQUEST
-        assert not node.held
+        assert session.state is CLOSED and transport.closed == model.DISCONNECT_BAD_REQUEST
+        assert not host.held
     asyncio.run(scenario())
 
 
 def test_a_held_connect_is_answered_once_the_node_catches_up():
     async def scenario():
-        node = make_node()
-        node.history.continuity_from(time.time_ns() - 60 * 10**9)
-        session, transport = open_session(node)
+        host = make_host()
+        host.history.continuity_from(time.time_ns() - 60 * 10**9)
+        session, transport = open_session(host)
         position = ahead_position()
         session.handle_frame(frame({"id": 1, "connect": {"token": connection_token(SECRET, "w"),
                                                          "subs": {"#w": position}}},
                                    {"id": 2, "subscribe": {"channel": "news"}}))
         assert transport.messages() == []
-        await asyncio.sleep(1.7)  # the position falls a margin behind now: this node has seen it all
+        await asyncio.sleep(1.7)  # the position falls a margin behind now: this host has seen it all
         replies = transport.messages()
         assert [r["id"] for r in replies] == [1, 2]
         assert replies[0]["connect"]["subs"]["#w"]["recovered"] is True
@@ -107,27 +109,27 @@ def test_a_held_connect_is_answered_once_the_node_catches_up():
 
 
 def test_a_command_flood_is_cut_off_and_pongs_count():
-    node = make_node(client_command_rate=10.0, client_command_burst=20)
-    session, transport = connect(node, "flood")
+    host = make_host(client_command_rate=10.0, client_command_burst=20)
+    session, transport = connect(host, "flood")
     for _ in range(19):
         session.handle_frame("{}")
     assert session.state is CONNECTED
     session.handle_frame("{}\n{}\n{}")
-    assert session.state is CLOSED and transport.closed == protocol.DISCONNECT_TOO_MANY_REQUESTS
-    assert node.metrics.registry.get_sample_value("pushgate_refused_commands_total") == 1
+    assert session.state is CLOSED and transport.closed == model.DISCONNECT_TOO_MANY_REQUESTS
+    assert host.metrics.registry.get_sample_value("pushgate_refused_commands_total") == 1
 
 
 def test_a_connect_with_every_subscribe_in_one_frame_fits_the_default_burst():
-    node = make_node()
-    session, transport = open_session(node)
+    host = make_host()
+    session, transport = open_session(host)
     session.handle_frame(frame({"id": 1, "connect": {"token": connection_token(SECRET, "js")}},
                                *({"id": n, "subscribe": {"channel": f"chat:{n}"}} for n in range(2, 129))))
     assert session.state is CONNECTED and len(session.channels) == 128
 
 
 def test_personal_channels_are_readable_by_their_owner_only():
-    node = make_node()
-    mallory, transport = connect(node, "mallory")
+    host = make_host()
+    mallory, transport = connect(host, "mallory")
     transport.messages()
     # A subscription token for someone else's personal channel, even one minted
     # for mallory by a careless backend, grants nothing.
@@ -143,33 +145,33 @@ def token_with(claims: dict) -> str:
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
-def refused_at_connect(node, token: str):
-    session, transport = open_session(node)
+def refused_at_connect(host, token: str):
+    session, transport = open_session(host)
     session.handle_frame(frame({"id": 1, "connect": {"token": token}}))
     return transport.closed
 
 
 def test_tokens_that_could_read_what_is_not_theirs_are_invalid():
-    node = make_node()
+    host = make_host()
     for claims in ({"sub": "mallory", "channels": ["news", "#victim"]},   # another user's personal channel
                    {"sub": ""},                                           # anonymous, not allowed here
                    {"sub": "x" * 255},                                    # no envelope can address it
                    {"sub": "line\nbreak"},
                    {"sub": "u", "exp": float("inf")},                     # not interchangeable JSON
                    {"sub": "u", "info": {"name": "\ud800"}}):
-        assert refused_at_connect(node, token_with(claims)) == protocol.DISCONNECT_INVALID_TOKEN, claims
-    anonymous = make_node(allow_anonymous=True)
+        assert refused_at_connect(host, token_with(claims)) == model.DISCONNECT_INVALID_TOKEN, claims
+    anonymous = make_host(allow_anonymous=True)
     assert refused_at_connect(anonymous, token_with({"sub": ""})) is None
 
 
 def test_a_subscription_token_bound_to_another_connection_is_refused():
-    node = make_node()
-    session, transport = connect(node, "u")
+    host = make_host()
+    session, transport = connect(host, "u")
     transport.messages()
     other = subscription_token(SECRET, "u", "private:x", extra={"client": "someone-else"})
     session.handle_frame(frame({"id": 2, "subscribe": {"channel": "private:x", "token": other}}))
-    assert transport.closed == protocol.DISCONNECT_INVALID_TOKEN
-    session, transport = connect(node, "u")
+    assert transport.closed == model.DISCONNECT_INVALID_TOKEN
+    session, transport = connect(host, "u")
     transport.messages()
     mine = subscription_token(SECRET, "u", "private:x", extra={"client": session.client_id})
     session.handle_frame(frame({"id": 2, "subscribe": {"channel": "private:x", "token": mine}}))
@@ -177,24 +179,24 @@ def test_a_subscription_token_bound_to_another_connection_is_refused():
 
 
 def test_a_lost_publication_is_told_to_its_live_subscribers():
-    node = make_node()
-    session, transport = connect(node, "u", channels=["feed"])
+    host = make_host()
+    session, transport = connect(host, "u", channels=["feed"])
     session.handle_frame(frame({"id": 2, "subscribe": {"channel": "news"}}))
     transport.messages()
-    node.history.gap("news", time.time_ns())
-    node.streams_broken(("news",))
+    host.history.gap("news", time.time_ns())
+    host.streams_broken(("news",))
     assert transport.messages() == [{"push": {"channel": "news", "unsubscribe": {
         "code": 2500, "reason": "insufficient state"}}}]
     assert "news" not in session.channels and session.state is CONNECTED
-    node.streams_broken(("feed",))  # a server-side subscription: the client reconnects
-    assert transport.closed == protocol.DISCONNECT_INSUFFICIENT_STATE
+    host.streams_broken(("feed",))  # a server-side subscription: the client reconnects
+    assert transport.closed == model.DISCONNECT_INSUFFICIENT_STATE
 
 
 def test_handshakes_are_shed_while_the_loop_runs_late():
-    node = make_node()
-    assert node.admit_handshake() is None
-    node.loop_lag = 0.5
-    assert node.admit_handshake() == "overloaded"
-    node.loop_lag = 0.0
-    node.draining = True
-    assert node.admit_handshake() == "draining"
+    host = Node(Settings(jwt_secret=SECRET, lookupd_http_address=["http://127.0.0.1:1"]))
+    assert host.admit_handshake() is None
+    host.loop_lag = 0.5
+    assert host.admit_handshake() == "overloaded"
+    host.loop_lag = 0.0
+    host.draining = True
+    assert host.admit_handshake() == "draining"

@@ -30,7 +30,7 @@ from typing import Callable
 
 from tornado.iostream import IOStream, SSLIOStream, StreamBufferFullError, StreamClosedError
 
-from gateway import protocol
+from gateway.centrifugo import model
 
 QUIET = 0.0005     # seconds without a new publication after which we flush
 MAX_COLLECT = 0.1  # seconds: the longest a frame waits for company under load
@@ -146,7 +146,7 @@ class StreamWriter:
             # Called from send() inside the hub's fan-out loop, so the close
             # (which unsubscribes) must wait for the loop to finish.
             self._overflowed = True
-            asyncio.get_running_loop().call_soon(self._on_overflow, protocol.DISCONNECT_SLOW)
+            asyncio.get_running_loop().call_soon(self._on_overflow, model.DISCONNECT_SLOW)
         except StreamClosedError:
             pass
         except OSError as exc:  # the peer reset the connection under us

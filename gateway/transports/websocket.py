@@ -1,4 +1,16 @@
-"""WebSocket transport: ``/connection/websocket``, Centrifugo protocol v2 JSON."""
+"""WebSocket transport: ``/connection/websocket``, the Centrifugo protocol in
+JSON (text frames) or Protobuf (binary frames).
+
+The encoding is chosen at the handshake, as Centrifugo does: the
+``centrifuge-protobuf`` subprotocol (what every Protobuf SDK offers), or
+``?format=protobuf`` / ``?cf_protocol=protobuf`` for tools; anything else is
+JSON, with ``centrifuge-json`` echoed when offered. A client that offers
+only subprotocols pushgate does not speak is still answered with one of
+them, then closed at once with 3506 "inappropriate protocol" and a reason
+that says what this endpoint speaks: the SDKs treat 3506 as final and show
+the reason, where a handshake refused outright would make them retry
+forever.
+"""
 from __future__ import annotations
 
 import logging
@@ -9,8 +21,12 @@ from typing import TYPE_CHECKING
 import tornado.websocket
 from tornado.websocket import WebSocketProtocol13, _WebSocketParams
 
-from gateway import protocol
-from gateway.protocol import Disconnect
+from gateway.centrifugo import model
+from gateway.centrifugo.json_codec import JSON
+from gateway.centrifugo.model import Disconnect
+from gateway.centrifugo.protobuf_codec import PROTOBUF
+from gateway.centrifugo.session import CentrifugoSession
+from gateway.transports.base import WireFormat
 from gateway.transports.stream import StreamWriter
 
 if TYPE_CHECKING:
@@ -26,16 +42,28 @@ MAX_CLIENT_FRAME = 65536
 ALLOWABLE_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]{1,200}$")  # worth echoing as a suggestion
 
 
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, final WebSocket text frame (server to client, RFC 6455)."""
-    n = len(payload)
-    if n < 126:
-        header = bytes((0x81, n))
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, n)
-    return header + payload
+def _frame(opcode: int):
+    first = 0x80 | opcode
+
+    def frame(payload: bytes) -> bytes:
+        """One unmasked, final WebSocket frame (server to client, RFC 6455)."""
+        n = len(payload)
+        if n < 126:
+            header = bytes((first, n))
+        elif n < 65536:
+            header = struct.pack("!BBH", first, 126, n)
+        else:
+            header = struct.pack("!BBQ", first, 127, n)
+        return header + payload
+    return frame
+
+
+text_frame = _frame(0x1)
+binary_frame = _frame(0x2)
+
+WEBSOCKET_JSON = WireFormat("websocket-json", JSON, text_frame)
+WEBSOCKET_PROTOBUF = WireFormat("websocket-protobuf", PROTOBUF, binary_frame)
+SUBPROTOCOLS = {"centrifuge-json": WEBSOCKET_JSON, "centrifuge-protobuf": WEBSOCKET_PROTOBUF}
 
 
 class _Protocol13(WebSocketProtocol13):
@@ -56,18 +84,22 @@ class _Protocol13(WebSocketProtocol13):
 
 
 class WebSocketTransport(tornado.websocket.WebSocketHandler):
-    """Moves bytes between one WebSocket and its :class:`Session`.
+    """Moves bytes between one WebSocket and its session (the Transport
+    interface of gateway/transports/base.py).
 
-    Frames are built once by :meth:`frame` (the hub shares one frame between
+    Frames are built once per wire format (the hub shares one frame between
     all subscribers) and written through a :class:`StreamWriter`.
     """
 
-    frame = staticmethod(text_frame)
+    unidirectional = False
+    pongs = True
 
     def initialize(self, node: Node) -> None:
         self.node = node
         self.session: Session | None = None
         self._writer: StreamWriter | None = None
+        self.wire = WEBSOCKET_JSON
+        self._unsupported: str | None = None  # an offered subprotocol pushgate does not speak
 
     async def get(self, *args, **kwargs) -> None:
         # Refused before the upgrade: cheaper than a WebSocket that is closed at
@@ -78,6 +110,8 @@ class WebSocketTransport(tornado.websocket.WebSocketHandler):
             self.set_header("Retry-After", "1")
             self.finish({"error": refusal})
             return
+        if "protobuf" in (self.get_query_argument("format", ""), self.get_query_argument("cf_protocol", "")):
+            self.wire = WEBSOCKET_PROTOBUF
         await super().get(*args, **kwargs)
 
     def get_websocket_protocol(self):
@@ -98,8 +132,14 @@ class WebSocketTransport(tornado.websocket.WebSocketHandler):
         return False
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        # JSON clients offer none; protobuf clients would offer centrifuge-protobuf,
-        # which pushgate does not speak, so they get no subprotocol and fail fast.
+        # JSON SDKs offer none; the Protobuf ones offer centrifuge-protobuf.
+        for name in ("centrifuge-protobuf", "centrifuge-json"):
+            if name in subprotocols:
+                self.wire = SUBPROTOCOLS[name]
+                return name
+        if subprotocols:
+            self._unsupported = subprotocols[0]
+            return subprotocols[0]  # only to say so in a close frame the client will read
         return None
 
     def get_compression_options(self) -> None:
@@ -113,15 +153,20 @@ class WebSocketTransport(tornado.websocket.WebSocketHandler):
         self._writer = StreamWriter(stream, self.node.batcher, self.node.settings.max_queue_bytes,
                                     self._overflow)
         self.send = self._writer.send  # the hub calls the writer with no hop through here
-        self.session = self.node.accept(self)
+        self.session = self.node.host.accept(CentrifugoSession(self.node.host, self))
+        if self._unsupported is not None:
+            log.warning("WebSocket subprotocol %r refused: /connection/websocket speaks centrifuge-json "
+                        "and centrifuge-protobuf", self._unsupported)
+            self.session.close(model.Disconnect(model.DISCONNECT_INAPPROPRIATE_PROTOCOL.code,
+                                                "unsupported subprotocol: use centrifuge-json or centrifuge-protobuf"))
 
     def on_message(self, message: str | bytes) -> None:
         session = self.session
         if session is None:
             return
-        if isinstance(message, bytes):
+        if isinstance(message, bytes) and not self.wire.codec.binary:
             log.warning("client %s: binary frame on a JSON connection", session.client_id or "-")
-            session.close(protocol.DISCONNECT_INAPPROPRIATE_PROTOCOL)
+            session.close(model.DISCONNECT_INAPPROPRIATE_PROTOCOL)
         else:
             session.handle_frame(message)
 
@@ -138,7 +183,7 @@ class WebSocketTransport(tornado.websocket.WebSocketHandler):
     def disconnect(self, disconnect: Disconnect) -> None:
         writer = self._writer
         if writer is not None:
-            if disconnect.code == protocol.DISCONNECT_SLOW.code:
+            if disconnect.code == model.DISCONNECT_SLOW.code:
                 writer.unbound()
             else:
                 writer.flush_pending()

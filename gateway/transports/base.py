@@ -1,0 +1,50 @@
+"""What a transport is to the session, the hub and the heartbeat.
+
+A transport moves bytes between one client and its session, and declares
+what it is through this interface (Tornado's ``_WebSocketDelegate`` and
+centrifuge's ``transport.go`` are the models):
+
+* its :class:`WireFormat`: the encoding (a codec) and the framing of its
+  messages: a WebSocket text or binary frame, a line of an HTTP stream, an
+  SSE event;
+* whether it is **unidirectional** (the client sends nothing after connect);
+* whether the client **answers pings** (the heartbeat expects pongs only
+  then);
+* ``send(frame)``: queue framed bytes; never closes synchronously;
+* ``disconnect(d)``: end the connection with a protocol code (a close frame,
+  or a disconnect message and the end of the stream).
+
+Connections that share a :class:`WireFormat` get the very same bytes for a
+publication: the hub encodes it once per codec and frames it once per wire
+format.
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from gateway.centrifugo.model import Disconnect
+
+
+class WireFormat:
+    """How one kind of connection's messages look on the wire."""
+
+    __slots__ = ("name", "codec", "frame", "ping_frame")
+
+    def __init__(self, name: str, codec, frame: Callable[[bytes], bytes]):
+        self.name = name
+        self.codec = codec      # builds messages (gateway.centrifugo.codec.Codec, or another protocol's)
+        self.frame = frame      # wraps one message for the wire
+        self.ping_frame = frame(codec.ping) if getattr(codec, "ping", None) is not None else b""
+
+    def __repr__(self) -> str:
+        return f"<WireFormat {self.name}>"
+
+
+class Transport(Protocol):
+    wire: WireFormat
+    unidirectional: bool
+    pongs: bool
+
+    def send(self, frame: bytes) -> None: ...
+
+    def disconnect(self, disconnect: Disconnect) -> None: ...
