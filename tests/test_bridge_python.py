@@ -141,3 +141,9 @@ def test_ttl_none_never_expires_and_a_whole_ttl_is_exact():
     claims = json.loads(base64.urlsafe_b64decode(bridge_tokens.connection_token(SECRET, 1, ttl=60, now=1000)
                                                  .split(".")[1] + "=="))
     assert (claims["iat"], claims["exp"]) == (1000, 1060)
+
+
+def test_no_subscription_token_for_a_personal_channel():
+    with pytest.raises(ValueError, match="personal channel"):
+        bridge_tokens.subscription_token(SECRET, 42, "#42")
+    assert bridge_tokens.subscription_token(SECRET, 42, "private:42")

@@ -38,7 +38,13 @@ def connection_token(secret: str, user: object, *, ttl: float | None = 3600, cha
 
 def subscription_token(secret: str, user: object, channel: str, *, ttl: float | None = 3600,
                        now: float | None = None, algorithm: str = "HS256") -> str:
-    """A token that lets ``user`` subscribe to the private ``channel``."""
+    """A token that lets ``user`` subscribe to the private ``channel``.
+
+    Never for a personal channel (``#...``): it is its owner's alone,
+    subscribed server-side at connect, and the gateway refuses it whatever a
+    token says; asking for one is a bug in the caller."""
+    if str(channel).startswith("#"):
+        raise ValueError(f"no subscription token for a personal channel ({channel}): its user reads it server-side")
     claims: dict[str, Any] = {"sub": str(user), "channel": str(channel)}
     _times(claims, ttl, now)
     return sign(claims, secret, algorithm)

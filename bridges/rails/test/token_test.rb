@@ -16,6 +16,12 @@ class TokenTest < Minitest::Test
     assert Pushgate::Token.connection(SECRET, 1, ttl: 60)
   end
 
+  def test_no_subscription_token_for_a_personal_channel
+    error = assert_raises(ArgumentError) { Pushgate::Token.subscription(SECRET, 42, "#42", ttl: 60) }
+    assert_match(/personal channel/, error.message)
+    assert_raises(ArgumentError) { Pushgate::Token.subscription(SECRET, 1, "#42", ttl: 60) }
+  end
+
   def test_ttls_under_one_second_are_refused
     [0, -1, -3600, 0.5, "600", true, Float::NAN].each do |ttl|
       error = assert_raises(ArgumentError, ttl.inspect) { Pushgate::Token.connection(SECRET, 1, ttl: ttl) }

@@ -26,6 +26,12 @@ module Pushgate
     end
 
     def subscription(secret, user, channel, ttl:, now: nil)
+      if channel.to_s.start_with?("#")
+        # A personal channel is its owner's alone, subscribed server-side at
+        # connect; the gateway refuses it whatever a token says.
+        raise ArgumentError, "no subscription token for a personal channel (#{channel}): " \
+                             "its user reads it server-side"
+      end
       claims = { "sub" => user.to_s, "channel" => channel.to_s }
       times(claims, ttl, now)
       sign(claims, secret)
