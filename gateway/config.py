@@ -160,6 +160,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("nsqd-http-address", _http_address, "http://127.0.0.1:4151",
            "nsqd HTTP address the gateway and `pushgate publish` publish to."),
     Option("topic", nsq_name, "pushgate", "Envelope topic: JSON messages naming channels or users."),
+    Option("control-topic", nsq_name, "pushgate-control", "Topic the nodes talk through (every node reads it "
+           "on its own ephemeral channel): forwarded requests, cluster-wide actions, presence."),
     Option("map-topic", _topic_mapping, [],
            "Expose an NSQ topic as a channel: TOPIC or TOPIC=CHANNEL; the body is the data (repeatable).",
            repeatable=True),
@@ -232,6 +234,7 @@ class Settings:
     lookupd_http_address: list = field(default_factory=list)
     nsqd_http_address: str = "http://127.0.0.1:4151"
     topic: str = "pushgate"
+    control_topic: str = "pushgate-control"
     map_topic: list = field(default_factory=list)
     node_name: str | None = None
     jwt_secret: str | None = None
@@ -379,3 +382,5 @@ def check(s: Settings) -> None:
     mapped = [t for t, _ in s.map_topic]
     if s.topic in mapped or len(set(mapped)) != len(mapped):
         raise ConfigError("--map-topic: each topic may be read once (and not the envelope --topic)")
+    if s.control_topic in (s.topic, *mapped):
+        raise ConfigError("--control-topic: must differ from --topic and every --map-topic")

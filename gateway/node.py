@@ -25,6 +25,7 @@ from tornado.ioloop import PeriodicCallback
 
 from auth.tokens import TokenVerifier
 from gateway.centrifugo import model
+from gateway.cluster import ControlBus
 from gateway.config import Settings, default_node_name
 from gateway.expiry import Expiry
 from gateway.heartbeat import Heartbeat
@@ -86,6 +87,11 @@ class Node:
                                 lookupd_http_addresses=settings.lookupd_http_address,
                                 lookupd_poll_interval=settings.lookupd_poll_interval,
                                 max_in_flight=settings.max_in_flight)
+        self.bus = ControlBus(node=self.name, topic=settings.control_topic, channel=settings.nsq_channel,
+                              nsqd_http_address=settings.nsqd_http_address,
+                              nsqd_tcp_addresses=settings.nsqd_tcp_address,
+                              lookupd_http_addresses=settings.lookupd_http_address,
+                              lookupd_poll_interval=settings.lookupd_poll_interval, metrics=self.metrics)
         self.watch = ChannelWatch(channel=settings.nsq_channel, topics=self.source.topics,
                                   connected=self.source.connected_addresses, on_loss=self._nsq_lost,
                                   lookupd_http_addresses=settings.lookupd_http_address,
@@ -107,16 +113,17 @@ class Node:
     async def start(self) -> None:
         """Start reading NSQ and the timers. Runs inside the event loop."""
         if self.settings.lookupd_http_address:
-            await self._announce_topics(self.source.topics)
+            await self._announce_topics([*self.source.topics, self.bus.topic])
         self.source.start()
+        self.bus.start()
         self.watch.start()
         self._ticker = PeriodicCallback(self._tick, 1000)
         self._ticker.start()
         self._lag_expected = time.monotonic() + LAG_PROBE
         self._lag_probe = PeriodicCallback(self._probe_lag, LAG_PROBE * 1000)
         self._lag_probe.start()
-        log.info("node %s reading topics %s on channel %s", self.name, ", ".join(self.source.topics),
-                 self.source.channel)
+        log.info("node %s reading topics %s and control topic %s on channel %s", self.name,
+                 ", ".join(self.source.topics), self.bus.topic, self.source.channel)
 
     def _tick(self) -> None:
         host = self.host
@@ -214,6 +221,7 @@ class Node:
                 timer.stop()
         self.watch.stop()
         self.source.close()
+        self.bus.close()
         for session in list(self.sessions):
             session.close(model.DISCONNECT_SHUTDOWN)
 
