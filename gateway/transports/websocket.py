@@ -92,7 +92,9 @@ class WebSocketTransport(tornado.websocket.WebSocketHandler):
     """
 
     unidirectional = False
+    emulation = False
     pongs = True
+    session_id = ""
 
     def initialize(self, node: Node) -> None:
         self.node = node
