@@ -15,6 +15,10 @@ from gateway.api import HealthHandler, MetricsHandler, PublishHandler
 from gateway.config import ConfigError, Settings
 from gateway.node import Node
 from gateway.server import Listener, client_ip
+from gateway.transports.emulation import ControlReaders, EmulationEndpoint, EmulationSessions
+from gateway.transports.http import (HttpStreamEndpoint, SseEndpoint, StreamEndpoint, UniHttpStreamEndpoint,
+                                     UniSseEndpoint)
+from gateway.transports.uni_websocket import UniWebSocketTransport
 from gateway.transports.websocket import MAX_CLIENT_FRAME, WebSocketTransport
 
 log = logging.getLogger("pushgate")
@@ -28,7 +32,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     if status < 400 or isinstance(handler, HealthHandler):
         level = logging.DEBUG
-    elif status < 500 or isinstance(handler, WebSocketTransport):
+    elif status < 500 or isinstance(handler, (WebSocketTransport, StreamEndpoint)):
         level = logging.WARNING
     else:
         level = logging.ERROR
@@ -43,9 +47,22 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
 
 def make_app(node: Node) -> tornado.web.Application:
     args = {"node": node}
+    # Emulation sessions of this node, and /emulation requests for other nodes
+    # forwarded to them through the control bus (gateway/transports/emulation.py).
+    settings = node.settings
+    readers = ControlReaders(settings.nsqd_http_address, settings.control_topic)
+    sessions = EmulationSessions(node.name, node.bus.send, readers.there, node.metrics.registry)
+    node.bus.on("emulation", sessions.forwarded)
+    streams = {"node": node, "sessions": sessions}
     return tornado.web.Application(
         [
             (r"/connection/websocket", WebSocketTransport, args),
+            (r"/connection/http_stream", HttpStreamEndpoint, streams),
+            (r"/connection/sse", SseEndpoint, streams),
+            (r"/emulation", EmulationEndpoint, streams),
+            (r"/connection/uni_sse", UniSseEndpoint, args),
+            (r"/connection/uni_http_stream", UniHttpStreamEndpoint, args),
+            (r"/connection/uni_websocket", UniWebSocketTransport, args),
             (r"/api/publish", PublishHandler, args),
             (r"/health", HealthHandler, args),
             (r"/metrics", MetricsHandler, args),
@@ -86,7 +103,9 @@ async def serve(settings: Settings) -> None:
     except OSError as exc:
         raise listen_error(settings, exc) from None
     await node.start()
-    log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket)",
+    log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket; fallbacks "
+             "/connection/http_stream, /connection/sse and /emulation; unidirectional /connection/uni_sse, "
+             "/connection/uni_http_stream, /connection/uni_websocket)",
              node.name, settings.address, settings.port)
     stop: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
