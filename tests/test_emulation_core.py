@@ -253,3 +253,43 @@ def test_a_protobuf_emulation_request_is_parsed():
     assert parse(raw, "application/octet-stream") == ("a", "s", b"\x00")
     with pytest.raises(ValueError):
         parse(b"\xff\xff", "application/octet-stream")
+
+
+# --- fan-out and lifetime on the stream transports ---------------------------------------------
+
+def test_subscribers_of_one_stream_kind_share_one_frame_per_publication():
+    from gateway.transports.http import HTTP_STREAM_JSON, SSE_JSON, UNI_HTTP_STREAM, UNI_SSE
+    host = make_host(FakeClock())
+    transports = {}
+    for wire in (SSE_JSON, SSE_JSON, UNI_SSE, UNI_SSE, HTTP_STREAM_JSON, UNI_HTTP_STREAM):
+        transport = UniTransport() if wire.codec.unidirectional else EmulatedTransport("s")
+        transport.wire = wire
+        session = host.accept(CentrifugoSession(host, transport))
+        if wire.codec.unidirectional:
+            session.connect_unidirectional({"token": token(host, "fan", channels=["news"])})
+        else:
+            session.handle_frame(frame({"id": 1, "connect": {"token": token(host, "fan", channels=["news"])}}))
+        transport.sent.clear()
+        transports.setdefault(wire, []).append(transport)
+    assert host.hub.publish("news", b'{"n":1}', 7) == 6
+    sse, uni_sse = transports[SSE_JSON], transports[UNI_SSE]
+    assert sse[0].sent[0] is sse[1].sent[0] and uni_sse[0].sent[0] is uni_sse[1].sent[0]
+    assert sse[0].sent == [b'data: {"push":{"channel":"news","pub":{"data":{"n":1},"offset":7}}}\n\n']
+    assert uni_sse[0].sent == [b'data: {"channel":"news","pub":{"data":{"n":1},"offset":7}}\n\n']
+    assert transports[HTTP_STREAM_JSON][0].sent == [b'{"push":{"channel":"news","pub":{"data":{"n":1},"offset":7}}}\n']
+    assert transports[UNI_HTTP_STREAM][0].sent == [b'{"channel":"news","pub":{"data":{"n":1},"offset":7}}\n']
+
+
+def test_a_unidirectional_connection_whose_token_expires_is_closed_with_3005():
+    clock = FakeClock()
+    host = make_host(clock, expired_close_delay=1.0)
+    session = host.accept(CentrifugoSession(host, UniTransport()))
+    session.connect_unidirectional({"token": token(host, "exp", ttl=2)})
+    connect = session.transport.messages()[0]["connect"]
+    assert connect["expires"] is True and connect["ttl"] == 2
+    clock.advance(2.5)
+    host.expiry.check(clock.wall())
+    assert session.state is CONNECTED
+    clock.advance(1)
+    host.expiry.check(clock.wall())
+    assert session.transport.closed == model.DISCONNECT_EXPIRED
