@@ -18,7 +18,8 @@ import json
 import time
 import urllib.parse
 
-MARK = b'"tp"'  # in every throughput-phase publication (bench/transports.py)
+MARK = b'"tp"'      # in every burst-phase publication (bench/transports.py)
+PACED = b'"ts"'     # in every paced-phase publication
 PATHS = {"http_stream": "/connection/http_stream", "sse": "/connection/sse",
          "uni_http_stream": "/connection/uni_http_stream", "uni_sse": "/connection/uni_sse"}
 
@@ -38,7 +39,9 @@ def request_bytes(kind: str, host: str, token: str) -> bytes:
 
 
 class Stats:
-    def __init__(self, conns: int, tp_expected: int):
+    def __init__(self, conns: int, lat_expected: int, tp_expected: int):
+        self.lat_expected = lat_expected * conns
+        self.lat_received = 0
         self.tp_expected = tp_expected * conns
         self.tp_received = 0
         self.tp_first = 0.0
@@ -70,17 +73,22 @@ class Client(asyncio.Protocol):
         if not self.connected.done() and b'"connect"' in data:
             self.connected.set_result(b'"disconnect"' not in data)
         # A marker cut in two by a read boundary is found with the bytes before it.
-        count = (self.tail + data).count(MARK)
+        joined = self.tail + data
         self.tail = data[1 - len(MARK):]
+        stats = self.stats
+        paced = joined.count(PACED)
+        if paced:
+            stats.lat_received += paced
+        count = joined.count(MARK)
         if count:
-            stats = self.stats
             now = time.time()
             if not stats.tp_first:
                 stats.tp_first = now
             stats.tp_last = now
             stats.tp_received += count
-            if stats.tp_received >= stats.tp_expected and not stats.done.done():
-                stats.done.set_result(None)
+        if ((paced or count) and stats.tp_received >= stats.tp_expected
+                and stats.lat_received >= stats.lat_expected and not stats.done.done()):
+            stats.done.set_result(None)
 
     def connection_lost(self, exc):
         self.stats.closed += 1
@@ -95,12 +103,13 @@ async def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--token", required=True)
-    parser.add_argument("--tp", type=int, required=True, help="throughput-phase messages expected")
+    parser.add_argument("--lat", type=int, default=0, help="paced-phase messages expected")
+    parser.add_argument("--tp", type=int, required=True, help="burst-phase messages expected")
     parser.add_argument("--sources", default="127.0.0.1", help="comma-separated local addresses to spread over")
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args()
     loop = asyncio.get_running_loop()
-    stats = Stats(args.count, args.tp)
+    stats = Stats(args.count, args.lat, args.tp)
     request = request_bytes(args.kind, f"{args.host}:{args.port}", args.token)
     sources = args.sources.split(",")
     clients = []
@@ -119,6 +128,7 @@ async def main() -> None:
     except asyncio.TimeoutError:
         timed_out = True
     print(json.dumps({"done": not timed_out, "tp_received": stats.tp_received, "tp_expected": stats.tp_expected,
+                      "lat_received": stats.lat_received, "lat_expected": stats.lat_expected,
                       "tp_first": stats.tp_first, "tp_last": stats.tp_last, "closed": stats.closed}), flush=True)
     await asyncio.sleep(3600)  # stay connected until the parent has measured and stops us
 

@@ -7,12 +7,18 @@ forwarded /emulation request adds.
    process), then
 
    * gateway RSS per connection: (RSS with the clients - RSS before) / N;
-   * fan-out: M publications through nsqd /mpub as fast as it takes them;
-     gateway CPU-seconds (from /proc) per million deliveries, delivered
-     messages/s, frames per socket write.
+   * fan-out, paced: L publications at R a second, each carrying its
+     publish time: nothing shares a socket write, so every delivery is a
+     frame handed over and a send(); gateway CPU-seconds (from /proc) per
+     million deliveries;
+   * fan-out, burst: M publications through nsqd /mpub as fast as it takes
+     them: CPU per million deliveries, delivered messages/s and frames per
+     socket write (how many publications the write batcher put in one
+     send(): the figure that moves the CPU most, and varies from run to run).
 
-   Pings are 10 minutes apart for every transport, so that none pays for
-   pongs the others do not (a stream client has no pong to send).
+   Pings are an hour apart, and a missing pong is noticed an hour after its
+   ping, for every transport: a bench stream client sends no pongs (they
+   would be /emulation requests), and none pays for pongs the others do not.
 
 2. Forwarded emulation: one http_stream client on node A; a ``history``
    command (its reply is one line on the stream) sent through ``POST
@@ -44,19 +50,20 @@ from tests.stack import SECRET, Gateway, Nsqd  # noqa: E402
 
 KINDS = ("websocket", "http_stream", "sse", "uni_http_stream", "uni_sse")
 FLAGS = ("--public-channels=bench", "--log-level=warning", "--connect-rate=1000000", "--connect-burst=1000000",
-         "--shed-loop-lag=1000", "--ping-interval=600", "--pong-timeout=10",
+         "--shed-loop-lag=1000", "--ping-interval=3600", "--pong-timeout=3599",
          "--client-command-rate=100000", "--client-command-burst=100000")
 HERE = Path(__file__).resolve().parent
 
 
-def clients_command(kind: str, port: int, count: int, n: int, messages: int, sources: str) -> list[str]:
+def clients_command(kind: str, port: int, count: int, n: int, args, sources: str) -> list[str]:
+    phases = [f"--lat={args.paced}", f"--tp={args.messages}", f"--sources={sources}"]
     if kind == "websocket":
         token = connection_token(SECRET, f"bench-{n}")
         return [sys.executable, str(HERE / "ws_clients.py"), f"--port={port}", f"--count={count}",
-                f"--token={token}", "--lat=0", f"--tp={messages}", f"--sources={sources}"]
+                f"--token={token}", "--sample-every=1000000", *phases]
     token = connection_token(SECRET, f"bench-{n}", channels=["bench"])  # server-side: no subscribe to send
     return [sys.executable, str(HERE / "stream_clients.py"), f"--kind={kind}", f"--port={port}",
-            f"--count={count}", f"--token={token}", f"--tp={messages}", f"--sources={sources}"]
+            f"--count={count}", f"--token={token}", *phases]
 
 
 def measure(kind: str, gateway: Gateway, nsqd: Nsqd, args) -> dict:
@@ -70,7 +77,7 @@ def measure(kind: str, gateway: Gateway, nsqd: Nsqd, args) -> dict:
         t0 = time.monotonic()
         for n in range(processes):
             count = args.clients // processes + (1 if n < args.clients % processes else 0)
-            children.append(subprocess.Popen(clients_command(kind, gateway.port, count, n, args.messages, sources),
+            children.append(subprocess.Popen(clients_command(kind, gateway.port, count, n, args, sources),
                                              stdout=subprocess.PIPE, text=True))
         for child in children:
             ready = json.loads(child.stdout.readline())
@@ -80,10 +87,20 @@ def measure(kind: str, gateway: Gateway, nsqd: Nsqd, args) -> dict:
         time.sleep(2.0)
         rss_loaded = rss_bytes(pid)
 
+        # Paced: one publication at a time, nothing shares a write.
+        cpu_before = cpu_seconds(pid)
+        filler = "x" * args.payload
+        for _ in range(args.paced):
+            publish_batch(nsqd, [json.dumps({"channel": "bench", "data": {"f": filler, "ts": time.time()}}).encode()])
+            time.sleep(1 / args.rate)
+        time.sleep(1.0)
+        paced_cpu = cpu_seconds(pid) - cpu_before
+
+        # Burst: as fast as nsqd takes them, many share a write.
         writes_before = gateway.metric("pushgate_connection_writes_total")
         cpu_before = cpu_seconds(pid)
         t_start = time.time()
-        body = json.dumps({"channel": "bench", "data": {"phase": "tp", "f": "x" * args.payload}}).encode()
+        body = json.dumps({"channel": "bench", "data": {"phase": "tp", "f": filler}}).encode()
         for start in range(0, args.messages, 100):
             publish_batch(nsqd, [body] * min(100, args.messages - start))
         results = [json.loads(child.stdout.readline()) for child in children]
@@ -96,13 +113,17 @@ def measure(kind: str, gateway: Gateway, nsqd: Nsqd, args) -> dict:
     deliveries = sum(r["tp_received"] for r in results)
     expected = sum(r["tp_expected"] for r in results)
     elapsed = max(r["tp_last"] for r in results) - t_start
+    paced = sum(r["lat_received"] for r in results)
     figures = {"kind": kind, "connect": connect_time, "kb": (rss_loaded - rss_idle) / args.clients / 1024,
+               "paced_cpu": paced_cpu / max(paced, 1) * 1e6,
                "tp_cpu": cpu / max(deliveries, 1) * 1e6, "rate": deliveries / max(elapsed, 1e-9),
-               "per_write": deliveries / max(writes, 1), "lost": deliveries != expected,
+               "per_write": deliveries / max(writes, 1),
+               "lost": deliveries != expected or paced != sum(r["lat_expected"] for r in results),
                "closed": sum(r["closed"] for r in results)}
     print(f"{kind}: {args.clients} clients in {processes} process(es), connected in {connect_time:.1f} s; "
           f"RSS {rss_idle / 2**20:.1f} -> {rss_loaded / 2**20:.1f} MiB = {figures['kb']:.1f} KB per connection; "
-          f"{args.messages} msgs: {deliveries}/{expected} delivered, {figures['rate']:,.0f}/s, "
+          f"paced: {args.paced} msgs at {args.rate:g}/s, {figures['paced_cpu']:.2f} CPU-s per million deliveries; "
+          f"burst: {args.messages} msgs, {deliveries}/{expected} delivered, {figures['rate']:,.0f}/s, "
           f"{figures['per_write']:.1f} frames per write, {figures['tp_cpu']:.2f} CPU-s per million deliveries",
           flush=True)
     return figures
@@ -160,7 +181,9 @@ async def emulation_latency(a: Gateway, b: Gateway, samples: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=2000, help="clients per transport")
-    parser.add_argument("--messages", type=int, default=200, help="publications in the fan-out phase")
+    parser.add_argument("--messages", type=int, default=200, help="publications in the burst phase")
+    parser.add_argument("--paced", type=int, default=20, help="publications in the paced phase")
+    parser.add_argument("--rate", type=float, default=4.0, help="paced-phase publications per second")
     parser.add_argument("--payload", type=int, default=64, help="bytes of filler in each publication")
     parser.add_argument("--samples", type=int, default=200, help="emulation requests per route")
     parser.add_argument("--only", choices=("fanout", "emulation"), help="run one part")
@@ -190,10 +213,11 @@ def main() -> None:
         nsqd.stop()
     if runs:
         print("\nside by side:")
-        print(f"  {'transport':16s} {'KB/conn':>8s} {'CPU-s/M deliveries':>19s} {'deliveries/s':>13s} "
-              f"{'frames/write':>13s}")
+        print(f"  {'transport':16s} {'KB/conn':>8s} {'paced CPU-s/M':>14s} {'burst CPU-s/M':>14s} "
+              f"{'deliveries/s':>13s} {'frames/write':>13s}")
         for r in runs:
-            print(f"  {r['kind']:16s} {r['kb']:8.1f} {r['tp_cpu']:19.2f} {r['rate']:13,.0f} {r['per_write']:13.1f}")
+            print(f"  {r['kind']:16s} {r['kb']:8.1f} {r['paced_cpu']:14.2f} {r['tp_cpu']:14.2f} {r['rate']:13,.0f} "
+                  f"{r['per_write']:13.1f}")
     if any(r["lost"] or r["closed"] for r in runs):
         print("WARNING: lost deliveries or closed connections")
         sys.exit(1)

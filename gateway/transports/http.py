@@ -242,11 +242,7 @@ class StreamEndpoint(tornado.web.RequestHandler):
             return
         origin = self.request.headers.get("Origin")
         if origin:
-            if not self.node.origin_allowed(origin, self.request.host) or not PRINTABLE_ORIGIN.match(origin):
-                log.warning("refused a browser request to %s from origin %r (the gateway's host is %r): to "
-                            "allow it, add it to --allowed-origins (PUSHGATE_ALLOWED_ORIGINS)",
-                            self.request.path, origin[:200], self.request.host[:200])
-                self.refuse(403, "origin not allowed: see --allowed-origins", unread=True)
+            if not self._origin_allowed(origin):
                 return
             self._origin = origin
             self.set_header("Access-Control-Allow-Origin", origin)
@@ -278,11 +274,20 @@ class StreamEndpoint(tornado.web.RequestHandler):
     def body(self) -> bytes:
         return b"".join(self._chunks)
 
+    def _origin_allowed(self, origin: str) -> bool:
+        """Whether ``origin`` may use this endpoint; if not, answered 403 here."""
+        if self.node.origin_allowed(origin, self.request.host) and PRINTABLE_ORIGIN.match(origin):
+            return True
+        log.warning("refused a browser request to %s from origin %r (the gateway's host is %r): to allow it, "
+                    "add it to --allowed-origins (PUSHGATE_ALLOWED_ORIGINS)",
+                    self.request.path, origin[:200], self.request.host[:200])
+        self.refuse(403, "origin not allowed: see --allowed-origins", unread=True)
+        return False
+
     def options(self) -> None:
         """The CORS preflight browsers send before a POST with a JSON body."""
         origin = self.request.headers.get("Origin")
-        if origin and not (self.node.origin_allowed(origin, self.request.host) and PRINTABLE_ORIGIN.match(origin)):
-            self.refuse(403, "origin not allowed: see --allowed-origins")
+        if origin and not self._origin_allowed(origin):
             return
         if origin:
             self.set_header("Access-Control-Allow-Origin", origin)
