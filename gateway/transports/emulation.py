@@ -181,7 +181,7 @@ class EmulationSessions:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def _count(self, result: str) -> None:
+    def count(self, result: str) -> None:
         if self.requests is not None:
             self.requests.labels(result).inc()
 
@@ -192,16 +192,16 @@ class EmulationSessions:
         through the control bus. Returns the HTTP status and, for an error,
         the reason."""
         if node == self.node_name:
-            self._count("local")
+            self.count("local")
             return self.deliver(session_id, data)
         try:
             there = await self._there(node)
         except NsqdUnavailable as exc:
-            self._count("failed")
+            self.count("failed")
             log.warning("emulation request for node %s not forwarded: %s", node[:100], exc)
             return 503, "nsqd unreachable: cannot forward to the session's node"
         if not there:
-            self._count("unknown_node")
+            self.count("unknown_node")
             return 404, "no such node (it may have stopped): connect again"
         fields = {"session": session_id, "fid": secrets.token_hex(8)}
         if isinstance(data, str):
@@ -211,10 +211,10 @@ class EmulationSessions:
         try:
             await self._send(KIND, to=node, **fields)
         except (NsqdUnavailable, PublishError) as exc:
-            self._count("failed")
+            self.count("failed")
             log.warning("emulation request for node %s not forwarded: %s", node[:100], exc)
             return 503, "nsqd unreachable: cannot forward to the session's node"
-        self._count("forwarded")
+        self.count("forwarded")
         return 204, ""
 
     def deliver(self, session_id: str, data: str | bytes) -> tuple[int, str]:
@@ -223,10 +223,10 @@ class EmulationSessions:
         if session is None:
             # Gone (its stream ended, or is ending with a disconnect push): the
             # client hears it from its stream, as with Centrifugo.
-            self._count("unknown_session")
+            self.count("unknown_session")
             return 204, ""
         if isinstance(data, bytes) != session.wire.codec.binary:
-            self._count("bad")
+            self.count("bad")
             return 400, f"this session speaks {session.wire.codec.name}: send its encoding"
         if data:
             session.handle_frame(data)
@@ -237,10 +237,10 @@ class EmulationSessions:
         session_id = message.get("session")
         fid = message.get("fid")
         if not isinstance(session_id, str):
-            self._count("bad")
+            self.count("bad")
             return
         if isinstance(fid, str) and self._recent.seen(fid):
-            self._count("duplicate")
+            self.count("duplicate")
             return
         data = message.get("data")
         if data is None and isinstance(message.get("b64"), str):
@@ -249,9 +249,9 @@ class EmulationSessions:
             except (binascii.Error, ValueError):
                 data = None
         if not isinstance(data, (str, bytes)):
-            self._count("bad")
+            self.count("bad")
             return
-        self._count("received")
+        self.count("received")
         status, reason = self.deliver(session_id, data)
         if status != 204:
             log.warning("forwarded emulation request from %s refused: %s", str(message.get("from"))[:100], reason)
@@ -289,9 +289,6 @@ class EmulationEndpoint(StreamEndpoint):
 
     admit = False  # requests of connections already admitted
 
-    def initialize(self, node: Node, sessions: EmulationSessions | None = None) -> None:
-        super().initialize(node, sessions)
-
     async def post(self) -> None:
         if self._finished:
             return
@@ -301,7 +298,7 @@ class EmulationEndpoint(StreamEndpoint):
         try:
             node, session_id, data = parse(self.body, content_type)
         except ValueError as exc:
-            sessions._count("bad")
+            sessions.count("bad")
             self.refuse(400, str(exc))
             return
         status, reason = await sessions.route(node, session_id, data)

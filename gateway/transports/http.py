@@ -51,6 +51,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
+import tornado.log
 import tornado.web
 import ujson
 from tornado.iostream import IOStream
@@ -220,8 +221,26 @@ class UniHttpStream(HttpStream):
     __slots__ = ()
 
 
+class PathOnlyLogs:
+    """Tornado's own log lines for a request (an HTTPError, an uncaught
+    exception) name its URI and, for an exception, the whole request: the
+    query string too, where a ``cf_connect`` carries a token. These name the
+    path only, like the access log (gateway/app.py)."""
+
+    def _request_summary(self) -> str:
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, tornado.web.HTTPError):
+            # Its message may quote the argument it could not read.
+            tornado.log.gen_log.warning("%d %s: %s", value.status_code, self._request_summary(),
+                                        value.reason or "bad request")
+        else:
+            tornado.log.app_log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
+
+
 @tornado.web.stream_request_body
-class StreamEndpoint(tornado.web.RequestHandler):
+class StreamEndpoint(PathOnlyLogs, tornado.web.RequestHandler):
     """What every stream endpoint and ``/emulation`` share: browser origins and
     CORS, admission at the door, a request body of at most
     :data:`MAX_REQUEST_BODY` bytes (413 beyond), and answers that say what

@@ -20,7 +20,7 @@ from gateway.centrifugo.json_codec import JSON_UNI
 from gateway.centrifugo.model import Disconnect
 from gateway.session import CONNECTING
 from gateway.transports.base import WireFormat
-from gateway.transports.http import connect_request, new_session_id
+from gateway.transports.http import PathOnlyLogs, connect_request, new_session_id
 from gateway.transports.websocket import WebSocketTransport, text_frame
 
 log = logging.getLogger("pushgate.websocket")
@@ -28,7 +28,7 @@ log = logging.getLogger("pushgate.websocket")
 UNI_WEBSOCKET = WireFormat("uni_websocket-json", JSON_UNI, text_frame)
 
 
-class UniWebSocketTransport(WebSocketTransport):
+class UniWebSocketTransport(PathOnlyLogs, WebSocketTransport):
     unidirectional = True
     emulation = False
     pongs = False
