@@ -183,6 +183,10 @@ class HttpStream:
         self.session = node.host.accept(session)
         if self._sessions is not None:
             self._sessions.add(self.session_id, session)
+        if self._stream.closed():
+            # The client left while its request was being read: the close
+            # callback will not come, so release the session now.
+            self._closed()
         return session
 
     def disconnect(self, disconnect: Disconnect) -> None:
@@ -195,7 +199,10 @@ class HttpStream:
         writer = self._writer
         writer.send(self.wire.frame(self.wire.codec.disconnect(disconnect)))
         writer.flush_pending()
-        CLOSING.end(stream)
+        if writer.overflowed:
+            stream.close()
+        else:
+            CLOSING.end(stream)
 
     def _closed(self) -> None:
         CLOSING.forget(self._stream)

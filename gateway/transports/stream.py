@@ -152,6 +152,11 @@ class StreamWriter:
         except OSError as exc:  # the peer reset the connection under us
             stream.close(exc)
 
+    @property
+    def overflowed(self) -> bool:
+        """The queue passed its bound: the connection is being cut as slow."""
+        return self._overflowed
+
     def unbound(self) -> None:
         """Lift the queue bound so a close frame can still be queued."""
         self._pending = None
