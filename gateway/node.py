@@ -102,6 +102,7 @@ class Node:
         self._origins = settings.origins
         self._ticker: PeriodicCallback | None = None
         self._ticks = 0
+        self.upgrades = None  # the WebSocket endpoints (gateway/transports/upgrade.py), set by the server
         self._unannounced: set[str] = set()  # topics not created on nsqd yet
         self._announcing = False
         self._announce_task: asyncio.Future | None = None
@@ -130,6 +131,8 @@ class Node:
         host.heartbeat.tick()
         host.expiry.check(time.time())
         self.pending.sweep()
+        if self.upgrades is not None:
+            self.upgrades.sweep(time.monotonic())
         self._ticks += 1
         if self._ticks % HISTORY_SWEEP_EVERY == 0:
             host.history.sweep(time.time_ns())
