@@ -1,8 +1,10 @@
 # `make run` and `make test` bootstrap everything they need, idempotently:
 # a virtualenv in .venv, the NSQ binaries in .tools/bin (built from the
 # Go module in tools/nsq, unless nsqd is already on PATH), the npm packages
-# in node_modules (centrifuge-js for the demo page, playwright-core for the
-# browser test) and, for `make test`, Debian's chromium.
+# in node_modules (centrifuge-js for the demo page and the SDK test,
+# playwright-core for the browser test, ws for centrifuge-js under Node) and,
+# for `make test`, Debian's chromium and the stock-SDK harnesses of
+# tests/test_sdks.py in .tools/sdk (centrifuge-java with Maven, centrifuge-go).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -53,6 +55,71 @@ chromium:
 		echo "chromium: not found and no apt-get: the browser test will be skipped"; \
 	fi
 
+# The stock-SDK harnesses of tests/test_sdks.py (tests/sdk/), built into
+# .tools/sdk. The JS one runs on node_modules and the Python one on the
+# virtualenv; Java and Go are built here. First the downloads (what cannot be
+# had: the SDK's test is skipped, with the reason written to
+# .tools/sdk/NAME.unavailable and shown by pytest -rs), then an offline build
+# (a build error is ours and fails `make`).
+SDK_BUILD := .tools/sdk
+# Maven's output goes to a log (printed when a step fails): Debian's Maven 3.8
+# writes stray colour codes even in batch mode.
+MVN_LOG := $(SDK_BUILD)/java-build.log
+MVN := mvn -B -ntp -l $(CURDIR)/$(MVN_LOG)
+JAVA_HARNESS := tests/sdk/java/pom.xml $(shell find tests/sdk/java/src -name '*.java')
+GO_HARNESS := tests/sdk/go/go.mod tests/sdk/go/go.sum tests/sdk/go/main.go
+.PHONY: sdk-harnesses sdk-java sdk-go
+sdk-harnesses: sdk-java sdk-go
+
+# $(call sdk_unavailable,NAME,REASON): record and announce why an SDK test will be skipped.
+sdk_unavailable = { mkdir -p $(SDK_BUILD); echo "$(2)" > $(SDK_BUILD)/$(1).unavailable; \
+	echo "sdk-$(1): $(2). ITS SDK TEST WILL BE SKIPPED."; }
+
+# centrifuge-java needs a JDK 17+ and Maven: Debian's, when they are missing.
+HAVE_JDK := command -v mvn >/dev/null && command -v javac >/dev/null \
+	&& [ "$$(javac -version 2>&1 | sed -nE 's/^javac ([0-9]+).*/\1/p')" -ge 17 ]
+sdk-java:
+	@if ! { $(HAVE_JDK); } && command -v apt-get >/dev/null; then \
+		echo "sdk-java: installing Debian's maven and default-jdk-headless for the centrifuge-java test"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			$$SUDO apt-get install -y -qq maven default-jdk-headless >/dev/null || true; \
+	fi; \
+	if $(HAVE_JDK); then \
+		$(MAKE) --no-print-directory $(SDK_BUILD)/java/harness.jar; \
+	else \
+		$(call sdk_unavailable,java,Maven and a JDK 17 or later are needed and could not be installed); \
+	fi
+
+$(SDK_BUILD)/java/harness.jar: $(JAVA_HARNESS)
+	@mkdir -p $(SDK_BUILD)
+	@echo "sdk-java: fetching centrifuge-java 0.4.1 and the build's Maven plugins (into ~/.m2; log: $(MVN_LOG))"
+	@cd tests/sdk/java && if $(MVN) dependency:go-offline >/dev/null 2>&1; then \
+		echo "sdk-java: building $@"; \
+		$(MVN) -o package >/dev/null 2>&1 || { tail -n 40 $(CURDIR)/$(MVN_LOG); exit 1; }; \
+		touch $(CURDIR)/$@ && rm -f $(CURDIR)/$(SDK_BUILD)/java.unavailable; \
+	else \
+		tail -n 20 $(CURDIR)/$(MVN_LOG); \
+		cd $(CURDIR) && $(call sdk_unavailable,java,Maven could not download centrifuge-java or its plugins); \
+	fi
+
+# centrifuge-go: Go is part of `make run`'s contract, but its go.mod asks for Go 1.25.
+sdk-go:
+	@if command -v go >/dev/null; then \
+		$(MAKE) --no-print-directory $(SDK_BUILD)/go/harness; \
+	else \
+		$(call sdk_unavailable,go,Go is not installed); \
+	fi
+
+$(SDK_BUILD)/go/harness: $(GO_HARNESS)
+	@echo "sdk-go: fetching centrifuge-go v0.12.1 and its modules (into $$(go env GOMODCACHE))"
+	@cd tests/sdk/go && if go mod download; then \
+		echo "sdk-go: building $@" && go build -o $(CURDIR)/$@ . \
+			&& rm -f $(CURDIR)/$(SDK_BUILD)/go.unavailable; \
+	else \
+		cd $(CURDIR) && $(call sdk_unavailable,go,The Go modules of tests/sdk/go could not be downloaded (or Go is older than 1.25)); \
+	fi
+
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
@@ -90,7 +157,7 @@ run: setup
 	@echo
 	$(VENV)/bin/honcho -f Procfile.dev start
 
-test: setup chromium
+test: setup chromium sdk-harnesses
 	$(MAKE) --no-print-directory test-python test-ruby
 
 test-python:
