@@ -1,10 +1,20 @@
-# `make run` and `make test` bootstrap everything they need, idempotently:
-# a virtualenv in .venv, the NSQ binaries in .tools/bin (built from the
-# Go module in tools/nsq, unless nsqd is already on PATH), the npm packages
-# in node_modules (centrifuge-js for the demo page and the SDK test,
-# playwright-core for the browser test, ws for centrifuge-js under Node) and,
-# for `make test`, Debian's chromium and the stock-SDK harnesses of
-# tests/test_sdks.py in .tools/sdk (centrifuge-java with Maven, centrifuge-go).
+# `make run` and `make test` bootstrap what they need, idempotently.
+#
+# Both (the `setup` target): a virtualenv in .venv with the gateway, honcho,
+# the test tools and the Python bridge; the NSQ binaries in .tools/bin, built
+# with Go from tools/nsq unless nsqd, nsqlookupd and nsqadmin are already on
+# PATH; the npm packages locked in package-lock.json in node_modules
+# (centrifuge-js for the demo page and the SDK test, playwright-core for the
+# browser test, ws for centrifuge-js under Node).
+# So `make run` needs Python 3.11+, make, Go and Node.js 20+ with npm; it
+# installs nothing outside this directory (Go and npm keep their download
+# caches where they always do).
+#
+# `make test` also needs, and installs with apt-get when they are missing,
+# Debian's Ruby packages for the Rails bridge's tests (the `ruby` target) and
+# chromium for the browser test (the `chromium` target), and builds the
+# stock-SDK harnesses of tests/test_sdks.py into .tools/sdk (the
+# `sdk-harnesses` target: centrifuge-java with Maven, centrifuge-go).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -17,7 +27,7 @@ export PATH := $(CURDIR)/$(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 
 all: setup
 
-setup: $(VENV)/.installed nsq ruby node_modules/.installed
+setup: $(VENV)/.installed nsq node_modules/.installed
 
 # The Ruby bridge's tests run on Debian's Ruby packages (no RubyGems, no Bundler).
 RUBY_PACKAGES := ruby ruby-minitest ruby-actioncable ruby-activerecord ruby-sqlite3
@@ -120,10 +130,12 @@ $(SDK_BUILD)/go/harness: $(GO_HARNESS)
 		cd $(CURDIR) && $(call sdk_unavailable,go,The Go modules of tests/sdk/go could not be downloaded (or Go is older than 1.25)); \
 	fi
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# The gateway (with honcho for `make run` and the test tools), and the Python
+# bridge, its own distribution, which the demo backend and the tests import.
+$(VENV)/.installed: setup.cfg pyproject.toml bridges/python/setup.cfg bridges/python/pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,test]' -e ./bridges/python
 	touch $@
 
 # Use nsqd from PATH when there is one; otherwise build NSQ v1.3.0 with Go.
@@ -141,23 +153,28 @@ $(addprefix $(BIN)/,$(NSQ_APPS)) &: tools/nsq/go.mod tools/nsq/go.sum
 	@command -v go >/dev/null || { echo "nsq: Go is needed to build nsqd (or put nsqd and nsqlookupd on PATH)"; exit 1; }
 	cd tools/nsq && go build -o $(CURDIR)/$(BIN)/ $(addprefix github.com/nsqio/nsq/apps/,$(NSQ_APPS))
 
+# Ports and nsqd's data directory can be moved with the variables Procfile.dev
+# names (PUSHGATE_PORT, DEMO_PORT, NSQD_HTTP_PORT, ...).
 run: setup
-	@mkdir -p var/nsqd
+	@mkdir -p "$${NSQD_DATA_PATH:-var/nsqd}"
 	@echo
 	@echo "  pushgate is starting. Open the demo in your browser:"
 	@echo
 	@echo "    http://127.0.0.1:$${DEMO_PORT:-8080}"
 	@echo
-	@echo "  (log in as alice in one window and bob in another). Gateway on http://127.0.0.1:$${PUSHGATE_PORT:-8000},"
-	@echo "  nsqd on 127.0.0.1:4150/4151, nsqlookupd on 127.0.0.1:4160/4161, nsqadmin on http://127.0.0.1:4171."
+	@echo "  (log in as alice in one window and bob in another). Everything listens on 127.0.0.1 only:"
+	@echo "  gateway http://127.0.0.1:$${PUSHGATE_PORT:-8000}, nsqd 127.0.0.1:$${NSQD_TCP_PORT:-4150}/$${NSQD_HTTP_PORT:-4151},"
+	@echo "  nsqlookupd 127.0.0.1:$${NSQLOOKUPD_TCP_PORT:-4160}/$${NSQLOOKUPD_HTTP_PORT:-4161}, nsqadmin http://127.0.0.1:$${NSQADMIN_PORT:-4171}."
 	@echo "  The demo publisher also sends to channel 'demo' every 3 s. To see messages arrive in a terminal, run:"
 	@echo "    $(VENV)/bin/python examples/watch.py demo"
 	@echo "  and publish your own:"
-	@echo "    curl -d '{\"channel\":\"demo\",\"data\":{\"hello\":1}}' 'http://127.0.0.1:4151/pub?topic=pushgate'"
+	@echo "    curl -d '{\"channel\":\"demo\",\"data\":{\"hello\":1}}' 'http://127.0.0.1:$${NSQD_HTTP_PORT:-4151}/pub?topic=pushgate'"
+	@echo "  Ctrl-C stops everything."
 	@echo
-	$(VENV)/bin/honcho -f Procfile.dev start
+	@# Ctrl-C is how it ends: honcho's 130 for SIGINT is a clean stop, not an error.
+	$(VENV)/bin/honcho -f Procfile.dev start || [ $$? = 130 ]
 
-test: setup chromium sdk-harnesses
+test: setup ruby chromium sdk-harnesses
 	$(MAKE) --no-print-directory test-python test-ruby
 
 test-python:

@@ -13,6 +13,8 @@ Prints delivered messages/s, gateway CPU-seconds per million deliveries
 connection. Targets: ≤ 10 CPU-s per million deliveries, ≤ 20 KB/connection.
 
     .venv/bin/python bench/fanout.py --clients 10000 --messages 200
+    .venv/bin/python bench/fanout.py --protocol both          # JSON and Protobuf clients, side by side
+    .venv/bin/python bench/fanout.py --protocol both --ref 7e92305   # and an older commit as the baseline
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from auth import connection_token  # noqa: E402
-from tests.stack import SECRET, Gateway, Nsqd, http  # noqa: E402
+from tests.stack import ROOT, SECRET, Gateway, Nsqd, http  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PER_PROCESS = 5000
@@ -57,23 +59,29 @@ def publish_batch(nsqd: Nsqd, bodies: list[bytes]) -> None:
         raise RuntimeError(f"mpub failed: {status} {answer!r}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=10000)
-    parser.add_argument("--messages", type=int, default=200, help="throughput-phase messages (M)")
-    parser.add_argument("--latency-messages", type=int, default=50, help="latency-phase messages (L)")
-    parser.add_argument("--rate", type=float, default=2.0, help="latency-phase messages per second "
-                        "(keep N x rate well below capacity: this phase measures latency, not load)")
-    parser.add_argument("--payload", type=int, default=64, help="bytes of filler in each message")
-    parser.add_argument("--gateway-arg", action="append", default=[], help="extra flag for pushgate serve")
-    args = parser.parse_args()
+class RefGateway(Gateway):
+    """The gateway of another commit, run from its git worktree (the baseline)."""
 
-    work = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
-    nsqd = Nsqd(work / "nsqd").start()
-    # Admission limits are not what this measures (bench/reconnect_storm.py does):
-    # let all clients in at once.
-    gateway = Gateway(work / "gw", nsqd, None, "--public-channels=bench", "--log-level=warning",
-                      "--connect-rate=1000000", "--connect-burst=1000000", *args.gateway_arg).start()
+    def __init__(self, tree: Path, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tree = tree
+
+    def start(self):
+        import tests.stack as stack
+        saved, stack.ROOT = stack.ROOT, self.tree
+        try:
+            return super().start()
+        finally:
+            stack.ROOT = saved
+
+    def environment(self) -> dict:
+        env = super().environment()
+        env["PYTHONPATH"] = str(self.tree)
+        return env
+
+
+def measure(label: str, gateway: Gateway, nsqd: Nsqd, protobuf: bool, args) -> dict:
+    """One run: N clients of one encoding on one gateway. Prints and returns the figures."""
     children: list[subprocess.Popen] = []
     try:
         pid = gateway.proc.pid
@@ -87,7 +95,8 @@ def main() -> None:
             children.append(subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name("ws_clients.py")), f"--port={gateway.port}",
                  f"--count={count}", f"--token={connection_token(SECRET, f'bench-{n}')}",
-                 f"--lat={args.latency_messages}", f"--tp={args.messages}", f"--sources={sources}"],
+                 f"--lat={args.latency_messages}", f"--tp={args.messages}", f"--sources={sources}",
+                 *(["--protobuf"] if protobuf else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         for child in children:
             ready = json.loads(child.stdout.readline())
@@ -115,41 +124,95 @@ def main() -> None:
         cpu_after = cpu_seconds(pid)
         writes = gateway.metric("pushgate_connection_writes_total") - writes_before
         t_end = max(r["tp_last"] for r in results)
-
-        deliveries = sum(r["tp_received"] for r in results)
-        expected = sum(r["tp_expected"] for r in results)
-        latencies = [x for r in results for x in r["latencies"]]
-        lat_received = sum(r["lat_received"] for r in results)
-        lat_expected = sum(r["lat_expected"] for r in results)
-        elapsed = t_end - t_start
-        cpu = cpu_after - cpu_before
-        print(f"pushgate fan-out benchmark: {args.clients} clients in {processes} processes, one channel")
-        print(f"  connect + subscribe all:     {connect_time:.1f} s")
-        print(f"  latency phase:               {args.latency_messages} msgs at {args.rate:g}/s, "
-              f"{lat_received}/{lat_expected} delivered")
-        print(f"    publish->receive p50:      {percentile(latencies, 0.50) * 1000:.1f} ms")
-        print(f"    publish->receive p99:      {percentile(latencies, 0.99) * 1000:.1f} ms "
-              f"({len(latencies)} samples)")
-        print(f"    gateway CPU:               {cpu_lat:.2f} s = {cpu_lat / max(lat_received, 1) * 1e6:.2f} "
-              f"CPU-s per million deliveries")
-        print(f"  throughput phase:            {args.messages} msgs, {deliveries}/{expected} delivered "
-              f"in {elapsed:.2f} s")
-        print(f"    delivered messages/s:      {deliveries / elapsed:,.0f}")
-        print(f"    frames per socket write:   {deliveries / max(writes, 1):.2f}")
-        print(f"    gateway CPU:               {cpu:.2f} s = {cpu / deliveries * 1e6:.2f} CPU-s per million "
-              f"deliveries (target <= 10)")
-        print(f"  gateway RSS:                 {rss_idle / 2**20:.1f} MiB idle, {rss_loaded / 2**20:.1f} MiB loaded "
-              f"= {(rss_loaded - rss_idle) / args.clients / 1024:.1f} KB per connection (target <= 20)")
-        closed = sum(r["closed"] for r in results)
-        if deliveries != expected or lat_received != lat_expected or closed:
-            print(f"  WARNING: lost deliveries or closed connections ({closed} closed)")
-            sys.exit(1)
     finally:
         for child in children:
             child.kill()
             child.wait()
-        gateway.stop()
+
+    deliveries = sum(r["tp_received"] for r in results)
+    expected = sum(r["tp_expected"] for r in results)
+    latencies = [x for r in results for x in r["latencies"]]
+    lat_received = sum(r["lat_received"] for r in results)
+    lat_expected = sum(r["lat_expected"] for r in results)
+    elapsed = t_end - t_start
+    cpu = cpu_after - cpu_before
+    figures = {
+        "label": label, "connect": connect_time, "p50": percentile(latencies, 0.50) * 1000,
+        "p99": percentile(latencies, 0.99) * 1000, "lat_cpu": cpu_lat / max(lat_received, 1) * 1e6,
+        "rate": deliveries / elapsed, "per_write": deliveries / max(writes, 1),
+        "tp_cpu": cpu / max(deliveries, 1) * 1e6, "kb": (rss_loaded - rss_idle) / args.clients / 1024,
+        "lost": deliveries != expected or lat_received != lat_expected,
+        "closed": sum(r["closed"] for r in results),
+    }
+    print(f"{label}: {args.clients} clients in {processes} processes, one channel")
+    print(f"  connect + subscribe all:     {connect_time:.1f} s")
+    print(f"  latency phase:               {args.latency_messages} msgs at {args.rate:g}/s, "
+          f"{lat_received}/{lat_expected} delivered")
+    print(f"    publish->receive p50/p99:  {figures['p50']:.1f} / {figures['p99']:.1f} ms ({len(latencies)} samples)")
+    print(f"    gateway CPU:               {figures['lat_cpu']:.2f} CPU-s per million deliveries")
+    print(f"  throughput phase:            {args.messages} msgs, {deliveries}/{expected} delivered "
+          f"in {elapsed:.2f} s")
+    print(f"    delivered messages/s:      {figures['rate']:,.0f}")
+    print(f"    frames per socket write:   {figures['per_write']:.2f}")
+    print(f"    gateway CPU:               {figures['tp_cpu']:.2f} CPU-s per million deliveries (target <= 10)")
+    print(f"  gateway RSS:                 {rss_idle / 2**20:.1f} MiB idle, {rss_loaded / 2**20:.1f} MiB loaded "
+          f"= {figures['kb']:.1f} KB per connection (target <= 20)", flush=True)
+    if figures["lost"] or figures["closed"]:
+        print(f"  WARNING: lost deliveries or closed connections ({figures['closed']} closed)")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=10000)
+    parser.add_argument("--messages", type=int, default=200, help="throughput-phase messages (M)")
+    parser.add_argument("--latency-messages", type=int, default=50, help="latency-phase messages (L)")
+    parser.add_argument("--rate", type=float, default=2.0, help="latency-phase messages per second "
+                        "(keep N x rate well below capacity: this phase measures latency, not load)")
+    parser.add_argument("--payload", type=int, default=64, help="bytes of filler in each message")
+    parser.add_argument("--protocol", choices=("json", "protobuf", "both"), default="json",
+                        help="the clients' encoding; both: one run of each, side by side")
+    parser.add_argument("--ref", help="also measure this git commit (JSON clients), as the baseline")
+    parser.add_argument("--gateway-arg", action="append", default=[], help="extra flag for pushgate serve")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
+    nsqd = Nsqd(work / "nsqd").start()
+    # Admission limits are not what this measures (bench/flood.py does): let all
+    # clients in at once.
+    flags = ("--public-channels=bench", "--log-level=warning", "--connect-rate=1000000", "--connect-burst=1000000")
+    runs = []
+    try:
+        if args.ref:
+            tree = work / "ref"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.ref],
+                           check=True, capture_output=True)
+            try:
+                old = RefGateway(tree, work / "gw-ref", nsqd, None, *flags, *args.gateway_arg).start()
+                try:
+                    runs.append(measure(f"pushgate {args.ref}, JSON (baseline)", old, nsqd, False, args))
+                finally:
+                    old.stop()
+            finally:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                               capture_output=True)
+        for protobuf in {"json": (False,), "protobuf": (True,), "both": (False, True)}[args.protocol]:
+            gateway = Gateway(work / f"gw-{protobuf}", nsqd, None, *flags, "--shed-loop-lag=1000",
+                              *args.gateway_arg).start()
+            try:
+                runs.append(measure(f"pushgate, {'Protobuf' if protobuf else 'JSON'}", gateway, nsqd, protobuf, args))
+            finally:
+                gateway.stop()
+    finally:
         nsqd.stop()
+    if len(runs) > 1:
+        print("\nside by side:")
+        print(f"  {'':36s} {'tp CPU-s/M':>11s} {'lat CPU-s/M':>12s} {'KB/conn':>8s} {'p50 ms':>7s} {'p99 ms':>7s}")
+        for r in runs:
+            print(f"  {r['label']:36s} {r['tp_cpu']:11.2f} {r['lat_cpu']:12.2f} {r['kb']:8.1f} {r['p50']:7.1f} "
+                  f"{r['p99']:7.1f}")
+    if any(r["lost"] or r["closed"] for r in runs):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,48 @@ import random
 import struct
 import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the gateway's schema, for --protobuf
 
-def masked(payload: bytes) -> bytes:
+def masked(payload: bytes, opcode: int = 0x1) -> bytes:
     # A zero mask key is valid (RFC 6455 only asks for one) and leaves the payload as is.
     n = len(payload)
-    header = bytes((0x81, 0x80 | n)) if n < 126 else struct.pack("!BBH", 0x81, 0x80 | 126, n)
+    first = 0x80 | opcode
+    header = bytes((first, 0x80 | n)) if n < 126 else struct.pack("!BBH", first, 0x80 | 126, n)
     return header + b"\x00\x00\x00\x00" + payload
 
 
 PONG = masked(b"{}")
+PONG_PROTOBUF = masked(b"\x00", 0x2)  # the empty Command, delimited
+
+
+def protobuf_connect_frame(token: str, channel: str) -> bytes:
+    """connect + subscribe as two delimited Protobuf Commands in one binary frame."""
+    from gateway.centrifugo.protobuf_codec import uvarint
+    from gateway.centrifugo.schema import CLASSES
+    connect = CLASSES["Command"](id=1)
+    connect.connect.token = token
+    subscribe = CLASSES["Command"](id=2)
+    subscribe.subscribe.channel = channel
+    raw = [c.SerializeToString() for c in (connect, subscribe)]
+    return masked(b"".join(uvarint(len(r)) + r for r in raw), 0x2)
+
+
+def delimited(payload: bytes):
+    """The messages of a Protobuf frame (each a Reply)."""
+    pos = 0
+    while pos < len(payload):
+        length = shift = 0
+        while True:
+            byte = payload[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        yield payload[pos:pos + length]
+        pos += length
 
 
 def read_frames(buf: bytearray):
@@ -77,7 +109,9 @@ class Stats:
 
 
 class Client(asyncio.Protocol):
-    def __init__(self, stats: Stats, host: str, path: str, connect_frame: bytes, sample: bool):
+    def __init__(self, stats: Stats, host: str, path: str, connect_frame: bytes, sample: bool,
+                 protobuf: bool = False):
+        self.protobuf = protobuf
         self.stats = stats
         self.host = host
         self.path = path
@@ -96,8 +130,10 @@ class Client(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         key = base64.b64encode(os.urandom(16)).decode()
+        protocol = "Sec-WebSocket-Protocol: centrifuge-protobuf\r\n" if self.protobuf else ""
         transport.write((f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
-                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                         f"{protocol}\r\n").encode())
 
     def data_received(self, data: bytes):
         buf = self.buf
@@ -122,6 +158,9 @@ class Client(asyncio.Protocol):
             if opcode == 0x8:
                 self.stats.closed += 1
                 continue
+            if opcode == 0x2:
+                self.protobuf_frame(payload)
+                continue
             for line in payload.split(b"\n"):
                 if line == b"{}":
                     self.transport.write(PONG)
@@ -130,6 +169,16 @@ class Client(asyncio.Protocol):
                 elif line.startswith(b'{"id":2') or line.startswith(b'{"id":1,"error"'):
                     if not self.subscribed.done():  # a refused connect fails loudly, never hangs
                         self.subscribed.set_result(b'"error"' not in line)
+
+    def protobuf_frame(self, payload: bytes):
+        for message in delimited(payload):
+            if not message:                    # the empty Reply: a ping
+                self.transport.write(PONG_PROTOBUF)
+            elif message.startswith(b"\x22"):  # Reply.push (4): the data is JSON bytes inside
+                self.publication(message)
+            elif message.startswith(b"\x08\x02") or (message.startswith(b"\x08\x01") and message[2:3] == b"\x12"):
+                if not self.subscribed.done():  # id 2's reply, or an error (2) for id 1
+                    self.subscribed.set_result(message[2:3] != b"\x12")
 
     def publication(self, line: bytes):
         stats = self.stats
@@ -161,11 +210,15 @@ async def main() -> None:
     parser.add_argument("--sources", default="127.0.0.1", help="comma-separated local addresses to spread over")
     parser.add_argument("--sample-every", type=int, default=10, help="record latency on every Nth connection")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--protobuf", action="store_true", help="speak the Protobuf encoding")
     args = parser.parse_args()
     loop = asyncio.get_running_loop()
     stats = Stats(args.count, args.lat, args.tp)
-    frame = masked(json.dumps({"id": 1, "connect": {"token": args.token}}).encode() + b"\n" +
-                   json.dumps({"id": 2, "subscribe": {"channel": args.channel}}).encode())
+    if args.protobuf:
+        frame = protobuf_connect_frame(args.token, args.channel)
+    else:
+        frame = masked(json.dumps({"id": 1, "connect": {"token": args.token}}).encode() + b"\n" +
+                       json.dumps({"id": 2, "subscribe": {"channel": args.channel}}).encode())
     sources = args.sources.split(",")
     clients = []
     batch = 500
@@ -173,7 +226,7 @@ async def main() -> None:
         pending = []
         for i in range(start, min(start + batch, args.count)):
             client = Client(stats, f"{args.host}:{args.port}", "/connection/websocket", frame,
-                            sample=(i % args.sample_every == 0))
+                            sample=(i % args.sample_every == 0), protobuf=args.protobuf)
             source = sources[i % len(sources)]
             client.address = (args.host, args.port)
             pending.append(loop.create_connection(lambda c=client: c, args.host, args.port,

@@ -14,6 +14,7 @@ forever.
 from __future__ import annotations
 
 import logging
+import re
 import struct
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,8 @@ log = logging.getLogger("pushgate.websocket")
 # Largest client frame accepted (Centrifugo's default); Tornado closes a
 # connection that sends more with 1009, which the SDKs treat as terminal.
 MAX_CLIENT_FRAME = 65536
+
+ALLOWABLE_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]{1,200}$")  # worth echoing as a suggestion
 
 
 def _frame(opcode: int):
@@ -119,7 +122,14 @@ class WebSocketTransport(tornado.websocket.WebSocketHandler):
         return _Protocol13(self, False, params)
 
     def check_origin(self, origin: str) -> bool:
-        return self.node.origin_allowed(origin, self.request.host)
+        if self.node.origin_allowed(origin, self.request.host):
+            return True
+        # Tornado answers 403 and logs nothing useful; say what would allow it.
+        log.warning("refused a browser connection from origin %r (the gateway's host is %r): to allow it, "
+                    "add it to --allowed-origins (PUSHGATE_ALLOWED_ORIGINS), e.g. --allowed-origins=%s",
+                    origin[:200], self.request.host[:200],
+                    origin if ALLOWABLE_ORIGIN.match(origin) else "https://app.example.com")
+        return False
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         # JSON SDKs offer none; the Protobuf ones offer centrifuge-protobuf.
