@@ -62,8 +62,11 @@ WEBSOCKET_ENDPOINTS = [CENTRIFUGO]
 def make_server(node: Node, settings: Settings) -> Listener:
     """The listening server: WebSocket upgrades on the lean path
     (gateway/transports/upgrade.py), every other request to the application."""
-    node.upgrades = Upgrades(node, make_app(node), WEBSOCKET_ENDPOINTS)
-    return Listener(node.upgrades, pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
+    app = make_app(node)
+    node.loop = asyncio.get_running_loop()
+    node.upgrades = Upgrades(node, app, WEBSOCKET_ENDPOINTS)
+    return Listener(app, pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
+                    upgrades=node.upgrades,
                     idle_connection_timeout=settings.handshake_timeout,
                     body_timeout=settings.handshake_timeout,
                     max_body_size=max(settings.max_message_bytes, 65536) + 4096)
