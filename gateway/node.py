@@ -104,6 +104,7 @@ class Node:
         self._ticks = 0
         self.upgrades = None  # the WebSocket endpoints (gateway/transports/upgrade.py), set by the server
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.box = None  # the other workers of this box (gateway/box.py), when there are any
         self._unannounced: set[str] = set()  # topics not created on nsqd yet
         self._announcing = False
         self._announce_task: asyncio.Future | None = None
