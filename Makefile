@@ -183,8 +183,15 @@ test-python:
 test-ruby:
 	cd bridges/rails && ruby -Ilib -Itest -e 'Dir["test/**/*_test.rb"].sort.each { |f| require File.expand_path(f) }'
 
+# The benchmark suite: every figure beside the physical limit, measured in the
+# same run, into a dated report in bench/results/ (bench/suite.py). Needs a C
+# compiler for the load client and the limit server (bench/*.c) and matplotlib
+# for the plot. Takes about 15 minutes; BENCH_ARGS passes options (--quick,
+# --clients N, --hold 0 ...).
 bench: setup
-	$(VENV)/bin/python bench/fanout.py
+	$(VENV)/bin/pip install --quiet -e '.[bench]'
+	@command -v cc >/dev/null || { echo "bench: a C compiler (cc) is needed for bench/loadgen.c"; exit 1; }
+	$(VENV)/bin/python bench/suite.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools var

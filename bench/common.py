@@ -88,6 +88,7 @@ class LoadClients:
                  sample: int = 10, per_process: int = PER_CLIENT_PROCESS, path: str = "/connection/websocket"):
         binary = build("loadgen")
         processes = max(1, -(-count // per_process))
+        self._received = 0
         self.children = []
         for n in range(processes):
             share = count // processes + (1 if n < count % processes else 0)
@@ -104,11 +105,14 @@ class LoadClients:
                 "seconds": max(x["seconds"] for x in lines)}
 
     def report(self) -> dict:
+        """Publications received and latency samples since the last report."""
         for child in self.children:
             child.stdin.write("report\n")
             child.stdin.flush()
         lines = [json.loads(child.stdout.readline()) for child in self.children]
-        return {"received": sum(x["received"] for x in lines), "closed": sum(x["closed"] for x in lines),
+        total = sum(x["received"] for x in lines)
+        received, self._received = total - self._received, total
+        return {"received": received, "closed": sum(x["closed"] for x in lines),
                 "latencies_ms": [v for x in lines for v in x["latencies_ms"]]}
 
     def stop(self) -> None:
@@ -117,12 +121,12 @@ class LoadClients:
             child.wait()
 
 
-def start_stack(workers: int = 1, *args: str) -> tuple[Path, Nsqd, Gateway]:
+def start_stack(workers: int = 1, *args: str, env: dict | None = None) -> tuple[Path, Nsqd, Gateway]:
     work = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
     nsqd = Nsqd(work / "nsqd").start()
     gateway = Gateway(work / "gw", nsqd, None, "--public-channels=bench", "--log-level=warning",
                       "--connect-rate=1000000", "--connect-burst=1000000", "--shed-loop-lag=1000",
-                      f"--workers={workers}", *args).start()
+                      f"--workers={workers}", *args, env=env).start()
     return work, nsqd, gateway
 
 
@@ -134,3 +138,20 @@ def publish(nsqd: Nsqd, bodies: list[bytes]) -> None:
 
 def publication(extra: dict | None = None, payload: int = 64) -> bytes:
     return json.dumps({"channel": "bench", "data": {"f": "x" * payload, **(extra or {}), "ts": time.time()}}).encode()
+
+
+class Baseline:
+    """The physical limit (bench/baseline.c): same clients, same frames, no logic."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([str(build("baseline")), "--port", "0"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.port = json.loads(self.proc.stdout.readline())["port"]
+
+    def publish(self, data: dict) -> None:
+        self.proc.stdin.write("publish " + json.dumps(data, separators=(",", ":")) + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
