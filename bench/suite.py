@@ -122,7 +122,10 @@ def burst(target, load: LoadClients, clients: int, messages: int, filler: str) -
             "rate": received / elapsed}
 
 
-def steady(target, load: LoadClients, clients: int, rate: float, seconds: float, filler: str) -> dict:
+def steady(target, load: LoadClients, clients: int, rate: float, seconds: float, filler: str,
+           wait: float = 1.0) -> dict:
+    """Publish at ``rate`` for ``seconds``; then wait up to ``wait`` seconds
+    for every delivery (a box past its capacity delivers late, not never)."""
     load.report()
     before = cpu_seconds(target.pid)
     count = int(rate * seconds)
@@ -132,13 +135,20 @@ def steady(target, load: LoadClients, clients: int, rate: float, seconds: float,
         if delay > 0:
             time.sleep(delay)
         target.publish([data(filler)])
-    time.sleep(1.0)
+    expected = count * clients
+    received, lat = 0, []
+    deadline = time.monotonic() + wait
+    while True:
+        time.sleep(min(1.0, wait))
+        report = load.report()
+        received += report["received"]
+        lat += report["latencies_ms"]
+        if received >= expected or time.monotonic() >= deadline:
+            break
     cpu = cpu_seconds(target.pid) - before
-    report = load.report()
-    lat = report["latencies_ms"]
-    return {"rate": rate, "received": report["received"], "expected": count * clients,
+    return {"rate": rate, "received": received, "expected": expected,
             "p50": percentile(lat, 0.5), "p90": percentile(lat, 0.9), "p99": percentile(lat, 0.99),
-            "max": max(lat, default=float("nan")), "cpu_per_m": cpu / max(report["received"], 1) * 1e6}
+            "max": max(lat, default=float("nan")), "cpu_per_m": cpu / max(received, 1) * 1e6}
 
 
 def run_target(target, args, tokens: Path) -> dict:
@@ -165,7 +175,10 @@ def hold(args) -> dict:
             result["workers"] = workers
             result["idle_cpu"] = idle_cpu(target, args.idle_seconds)
             result["burst"] = burst(target, load, result["ready"], 20, "x" * args.payload)
-            result["steady"] = steady(target, load, result["ready"], 1.0, args.seconds, "x" * args.payload)
+            # One publication every 5 s: at 100,000 subscribers each is 100,000
+            # deliveries, about what a 2-core box does in a second with its
+            # clients on the same box.
+            result["steady"] = steady(target, load, result["ready"], 0.2, 25, "x" * args.payload, wait=60)
             result["rss_mb"] = rss_bytes(target.pid) / 2**20
         finally:
             load.stop()
@@ -239,7 +252,7 @@ def report(results: dict, png: Path) -> str:
                   f"- idle CPU (pings): {h['idle_cpu'] * 100:.1f}% of a core",
                   f"- fan-out burst (20 msgs): {h['burst']['received']:,}/{h['burst']['expected']:,} delivered, "
                   f"{h['burst']['cpu_per_m']:.2f} CPU-s per million",
-                  f"- 1 msg/s to all: {h['steady']['received']:,}/{h['steady']['expected']:,} delivered, p50 "
+                  f"- a publication every 5 s to all: {h['steady']['received']:,}/{h['steady']['expected']:,} delivered, p50 "
                   f"{h['steady']['p50']:.0f} ms, p99 {h['steady']['p99']:.0f} ms", ""]
     for title, key in (("Reconnect storm (bench/reconnect_storm.py)", "storm"), ("Churn (bench/churn.py)", "churn")):
         if results.get(key):
