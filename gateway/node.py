@@ -116,6 +116,7 @@ class Node:
     def _tick(self) -> None:
         host = self.host
         host.heartbeat.tick()
+        host.fast_heartbeat.tick()
         host.expiry.check(time.time())
         self.pending.sweep()
         self._ticks += 1

@@ -49,6 +49,11 @@ class Session:
     __slots__ = ("host", "transport", "push", "wire", "state", "client_id", "user", "channels", "pong_due",
                  "slot", "expiry", "sub_expiry", "held", "held_until", "credit", "credit_at", "server_channels")
 
+    # Whether the protocol's clients expect a ping every few seconds (Action
+    # Cable: 3 s, or they reopen the connection) rather than every
+    # --ping-interval: the host pings such sessions from its fast heartbeat.
+    fast_pings = False
+
     def __init__(self, host: SessionHost, transport: Transport) -> None:
         self.host = host
         self.transport = transport

@@ -143,12 +143,20 @@ class WebSocketTransport(tornado.websocket.WebSocketHandler):
         self._writer = StreamWriter(stream, self.node.batcher, self.node.settings.max_queue_bytes,
                                     self._overflow)
         self.send = self._writer.send  # the hub calls the writer with no hop through here
-        self.session = self.node.host.accept(CentrifugoSession(self.node.host, self))
+        self.session = self.node.host.accept(self.new_session())
         if self._unsupported is not None:
             log.warning("WebSocket subprotocol %r refused: /connection/websocket speaks centrifuge-json "
                         "and centrifuge-protobuf", self._unsupported)
             self.session.close(model.Disconnect(model.DISCONNECT_INAPPROPRIATE_PROTOCOL.code,
                                                 "unsupported subprotocol: use centrifuge-json or centrifuge-protobuf"))
+
+    def new_session(self) -> Session:
+        """The protocol this endpoint speaks (the Action Cable endpoint subclasses it)."""
+        return CentrifugoSession(self.node.host, self)
+
+    def close_frame(self, disconnect: Disconnect) -> tuple[int, str]:
+        """The WebSocket close code and reason that end a connection with ``disconnect``."""
+        return disconnect.code, disconnect.reason
 
     def on_message(self, message: str | bytes) -> None:
         session = self.session
@@ -179,7 +187,7 @@ class WebSocketTransport(tornado.websocket.WebSocketHandler):
                 writer.flush_pending()
                 writer.unbound()
         if self.ws_connection is not None:
-            self.close(disconnect.code, disconnect.reason)
+            self.close(*self.close_frame(disconnect))
 
     def _overflow(self, disconnect: Disconnect) -> None:
         log.warning("client %s: send queue over %d bytes, disconnecting as slow",
