@@ -13,6 +13,7 @@ from gateway.api import HealthHandler, MetricsHandler, PublishHandler
 from gateway.config import Settings
 from gateway.node import Node
 from gateway.server import Listener, client_ip
+from gateway.transports.cable import CableTransport
 from gateway.transports.websocket import MAX_CLIENT_FRAME, WebSocketTransport
 
 log = logging.getLogger("pushgate")
@@ -44,6 +45,7 @@ def make_app(node: Node) -> tornado.web.Application:
     return tornado.web.Application(
         [
             (r"/connection/websocket", WebSocketTransport, args),
+            (r"/cable", CableTransport, args),
             (r"/api/publish", PublishHandler, args),
             (r"/health", HealthHandler, args),
             (r"/metrics", MetricsHandler, args),
@@ -65,7 +67,7 @@ async def serve(settings: Settings) -> None:
                       max_body_size=max(settings.max_message_bytes, 65536) + 4096)
     server.add_sockets(bind_sockets(settings.port, settings.address, backlog=4096))
     await node.start()
-    log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket)",
+    log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket, Action Cable /cable)",
              node.name, settings.address, settings.port)
     stop: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
