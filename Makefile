@@ -17,9 +17,10 @@ all: setup
 
 setup: $(VENV)/.installed nsq ruby node_modules/.installed
 
-# The Ruby bridge's tests run on Debian's Ruby packages (no RubyGems, no Bundler).
-RUBY_PACKAGES := ruby ruby-minitest ruby-actioncable ruby-activerecord ruby-sqlite3
-RUBY_CHECK := require "minitest"; require "active_support/all"; require "action_cable"; require "active_record"; require "sqlite3"
+# The Ruby bridge's tests run on Debian's Ruby packages (no RubyGems, no Bundler);
+# ruby-rails for the /cable tests' Rails 6.1 app (tests/ruby/rails_app).
+RUBY_PACKAGES := ruby ruby-minitest ruby-actioncable ruby-activerecord ruby-sqlite3 ruby-rails
+RUBY_CHECK := require "minitest"; require "active_support/all"; require "action_cable"; require "active_record"; require "sqlite3"; require "rails"
 .PHONY: ruby
 ruby:
 	@if ruby -e '$(RUBY_CHECK)' >/dev/null 2>&1; then :; \
