@@ -3,6 +3,12 @@
 // a WebSocket class from `ws` (Node 20 has no global WebSocket) that adds
 // handshake headers and reports the socket's own life without changing what
 // the client library sees.
+//
+// It delivers messages as a browser does: one per task, so promise
+// continuations run between two messages that arrived in one TCP read (ws
+// otherwise emits them in the same tick, which a browser never does, and
+// @anycable/core then drops a confirm_history that follows its
+// confirm_subscription too closely).
 import readline from 'node:readline';
 
 const started = Date.now();
@@ -34,9 +40,8 @@ export function onCommands(handler) {
 export function instrumentedWebSocket(BaseWebSocket, { headers = {}, raw = false } = {}) {
   return class InstrumentedWebSocket extends BaseWebSocket {
     constructor(url, protocols, options = {}) {
-      const merged = Object.keys(headers).length
-        ? { ...options, headers: { ...(options.headers || {}), ...headers } }
-        : options;
+      const merged = { allowSynchronousEvents: false, ...options };
+      if (Object.keys(headers).length) merged.headers = { ...(options.headers || {}), ...headers };
       super(url, protocols, merged);
       emit('socket', { state: 'opening', offered: [].concat(protocols || []) });
       this.addEventListener('open', () => emit('socket', { state: 'open', protocol: this.protocol }));
