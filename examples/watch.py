@@ -1,10 +1,11 @@
 """Watch a channel with the stock centrifuge-python SDK.
 
-    python examples/watch.py demo            # a public channel
-    python examples/watch.py --user 42       # only the personal channel of user 42
+    .venv/bin/python examples/watch.py demo          # a public channel
+    .venv/bin/python examples/watch.py --user 42     # only the personal channel of user 42
 
 It mints its own connection token from PUSHGATE_JWT_SECRET (the dev default
-of `make run` otherwise), as a backend would hand one to a browser.
+of `make run` otherwise), as a backend would hand one to a browser, and
+connects to the gateway on PUSHGATE_PORT (8000) unless --url says otherwise.
 """
 import argparse
 import asyncio
@@ -54,7 +55,8 @@ async def main() -> None:
         sub = client.new_subscription(args.channel, events=ChannelPrinter(args.channel))
         await sub.subscribe()
     await client.connect()
-    print(f"watching {args.channel or ''} and #{args.user}; Ctrl-C to stop", flush=True)
+    watched = f"{args.channel} and #{args.user}" if args.channel else f"#{args.user}"
+    print(f"watching {watched}; Ctrl-C to stop", flush=True)
     await asyncio.Event().wait()
 
 

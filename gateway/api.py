@@ -111,14 +111,14 @@ class PublishHandler(JsonHandler):
 
 
 class HealthHandler(JsonHandler):
-    """``GET /health``: 200 with the node's state; 503 until every topic is read
-    from at least one nsqd, and while draining."""
+    """``GET /health``: 200 with the node's state; 503 until every topic (the
+    control topic too) is read from at least one nsqd, and while draining."""
 
     def get(self) -> None:
         node = self.node
         source = node.source
         nsqd = source.connection_count()
-        ready = source.reading_every_topic() and not node.draining
+        ready = source.reading_every_topic() and node.bus.ready() and not node.draining
         self.answer(200 if ready else 503, {
             "node": node.name,
             "draining": node.draining,

@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 
 import tornado.web
 from tornado.log import access_log
 from tornado.netutil import bind_sockets
 
 from gateway.api import HealthHandler, MetricsHandler, PublishHandler
-from gateway.config import Settings
+from gateway.config import ConfigError, Settings
 from gateway.node import Node
 from gateway.server import Listener, client_ip
-from gateway.transports.cable import CableTransport
-from gateway.transports.websocket import MAX_CLIENT_FRAME, WebSocketTransport
+from gateway.transports.cable import CABLE
+from gateway.transports.upgrade import Upgrades
+from gateway.transports.websocket import CENTRIFUGO
 
 log = logging.getLogger("pushgate")
 
@@ -27,7 +30,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     if status < 400 or isinstance(handler, HealthHandler):
         level = logging.DEBUG
-    elif status < 500 or isinstance(handler, WebSocketTransport):
+    elif status < 500:
         level = logging.WARNING
     else:
         level = logging.ERROR
@@ -41,31 +44,58 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
 
 
 def make_app(node: Node) -> tornado.web.Application:
+    """The HTTP endpoints; WebSocket endpoints are in front of it (make_server)."""
     args = {"node": node}
     return tornado.web.Application(
         [
-            (r"/connection/websocket", WebSocketTransport, args),
-            (r"/cable", CableTransport, args),
             (r"/api/publish", PublishHandler, args),
             (r"/health", HealthHandler, args),
             (r"/metrics", MetricsHandler, args),
         ],
-        websocket_max_message_size=MAX_CLIENT_FRAME,
         log_function=log_request,
         node=node,
     )
 
 
+WEBSOCKET_ENDPOINTS = [CENTRIFUGO, CABLE]
+
+
+def make_server(node: Node, settings: Settings) -> Listener:
+    """The listening server: WebSocket upgrades on the lean path
+    (gateway/transports/upgrade.py), every other request to the application."""
+    node.upgrades = Upgrades(node, make_app(node), WEBSOCKET_ENDPOINTS)
+    return Listener(node.upgrades, pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
+                    idle_connection_timeout=settings.handshake_timeout,
+                    body_timeout=settings.handshake_timeout,
+                    max_body_size=max(settings.max_message_bytes, 65536) + 4096)
+
+
 QUICK_DRAIN = 1.0  # seconds, on SIGINT (Ctrl-C in `make run`)
+
+
+def listen_error(settings: Settings, exc: OSError) -> ConfigError:
+    """Why the listening socket could not be had, as one line naming the setting."""
+    where = f"{settings.address}:{settings.port}"
+    if isinstance(exc, socket.gaierror):
+        return ConfigError(f"--address: {settings.address!r} is not an address of this host ({exc.strerror})")
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(f"--port: {where} is already in use; stop what holds it or choose another port "
+                           "(--port, PUSHGATE_PORT or PORT)")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(f"--address: {settings.address} is not an address of this host "
+                           "(127.0.0.1 for this machine only, 0.0.0.0 for every interface)")
+    if exc.errno == errno.EACCES:
+        return ConfigError(f"--port: {where}: permission denied (ports below 1024 need privileges)")
+    return ConfigError(f"--address/--port: cannot listen on {where}: {exc.strerror or exc}")
 
 
 async def serve(settings: Settings) -> None:
     node = Node(settings)
-    server = Listener(make_app(node), pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
-                      idle_connection_timeout=settings.handshake_timeout,
-                      body_timeout=settings.handshake_timeout,
-                      max_body_size=max(settings.max_message_bytes, 65536) + 4096)
-    server.add_sockets(bind_sockets(settings.port, settings.address, backlog=4096))
+    server = make_server(node, settings)
+    try:
+        server.add_sockets(bind_sockets(settings.port, settings.address, backlog=4096))
+    except OSError as exc:
+        raise listen_error(settings, exc) from None
     await node.start()
     log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket, Action Cable /cable)",
              node.name, settings.address, settings.port)
@@ -74,12 +104,13 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda sig=sig: stop.done() or stop.set_result(sig))
     sig = await stop
-    # Drain: refuse new connections (the listener closes, /health says 503), then
-    # close the open ones spread over the drain period so they reconnect to other
+    # Drain: refuse new connections (WebSocket upgrades and /health answer 503;
+    # the listener stays open so that clients and load balancers hear it), close
+    # the open ones spread evenly over the drain period so they reconnect to other
     # nodes with jitter, recovering what they missed; then exit 0.
     period = settings.drain_period if sig == signal.SIGTERM else min(settings.drain_period, QUICK_DRAIN)
-    server.stop()
     await node.drain(period)
     node.stop()
     await asyncio.sleep(0.2)  # let the last close frames go out
+    server.stop()
     log.info("drained, exiting")

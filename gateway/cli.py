@@ -9,7 +9,7 @@ import sys
 import ujson
 
 from gateway import __version__
-from gateway.config import ConfigError, add_arguments, resolve
+from gateway.config import MIN_SECRET_BYTES, ConfigError, add_arguments, resolve
 
 PUBLISH_OPTIONS = ("nsqd-http-address", "topic")
 TOKEN_OPTIONS = ("jwt-secret",)
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     token = commands.add_parser("token", help="Mint a connection token (HS256) for a user.")
     token.add_argument("--user", required=True, help="The user id (the sub claim).")
-    token.add_argument("--ttl", type=int, default=3600, help="Seconds until it expires (0: never).")
+    token.add_argument("--ttl", default="3600", help="Seconds until it expires, at least 1 (default 3600).")
     token.add_argument("--channel", action="append", default=[], dest="channels",
                        help="A shared channel to subscribe server-side (repeatable).")
     add_arguments(token, TOKEN_OPTIONS)
@@ -88,7 +88,16 @@ def _token(args: argparse.Namespace) -> int:
     settings = resolve(args, only=TOKEN_OPTIONS)
     if not settings.jwt_secret:
         raise ConfigError("--jwt-secret: required to mint a token")
-    print(connection_token(settings.jwt_secret, args.user, ttl=args.ttl or None, channels=args.channels))
+    if len(settings.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        # A token the gateway could never accept: it refuses such a secret.
+        raise ConfigError(f"--jwt-secret: must be at least {MIN_SECRET_BYTES} bytes, like the gateway's")
+    try:
+        ttl = int(args.ttl)
+    except ValueError:
+        raise ConfigError(f"--ttl: {args.ttl!r} is not a whole number of seconds") from None
+    if ttl < 1:
+        raise ConfigError(f"--ttl: {ttl} must be at least 1 second")
+    print(connection_token(settings.jwt_secret, args.user, ttl=ttl, channels=args.channels))
     return 0
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 NSQ_NAME = re.compile(r"^[.a-zA-Z0-9_-]+$")
 NSQ_NAME_MAX = 64
 EPHEMERAL_SUFFIX = "#ephemeral"
+MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key as long as the hash
 
 
 class ConfigError(Exception):
@@ -126,6 +127,16 @@ def _pem_file(raw: str) -> bytes:
         raise ValueError(f"cannot read {raw}: {exc.strerror}") from None
     if b"-----BEGIN PUBLIC KEY-----" not in data:
         raise ValueError(f"{raw} is not a PEM public key")
+    # Loaded here, so that a damaged key or one of the wrong kind stops
+    # start-up with this one line rather than a traceback later on.
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    try:
+        key = load_pem_public_key(data)
+    except ValueError:
+        raise ValueError(f"{raw}: the PEM public key cannot be loaded (damaged?)") from None
+    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        raise ValueError(f"{raw}: an RSA or EC public key is needed, not {type(key).__name__}")
     return data
 
 
@@ -156,6 +167,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("nsqd-http-address", _http_address, "http://127.0.0.1:4151",
            "nsqd HTTP address the gateway and `pushgate publish` publish to."),
     Option("topic", nsq_name, "pushgate", "Envelope topic: JSON messages naming channels or users."),
+    Option("control-topic", nsq_name, "pushgate-control", "Topic the nodes talk through (every node reads it "
+           "on its own ephemeral channel): forwarded requests, cluster-wide actions, presence."),
     Option("map-topic", _topic_mapping, [],
            "Expose an NSQ topic as a channel: TOPIC or TOPIC=CHANNEL; the body is the data (repeatable).",
            repeatable=True),
@@ -233,6 +246,7 @@ class Settings:
     lookupd_http_address: list = field(default_factory=list)
     nsqd_http_address: str = "http://127.0.0.1:4151"
     topic: str = "pushgate"
+    control_topic: str = "pushgate-control"
     map_topic: list = field(default_factory=list)
     node_name: str | None = None
     jwt_secret: str | None = None
@@ -356,10 +370,11 @@ def resolve(args: argparse.Namespace, environ: dict | None = None,
 
 def check(s: Settings) -> None:
     """Rules that involve more than one setting."""
-    if s.jwt_secret and len(s.jwt_secret.encode()) < 32:
-        raise ConfigError("--jwt-secret: must be at least 32 bytes (RFC 7518 3.2: HS256 keys as long as the hash)")
-    if s.turbo_streams_secret and len(s.turbo_streams_secret.encode()) < 32:
-        raise ConfigError("--turbo-streams-secret: must be at least 32 bytes (it is an HMAC-SHA256 key)")
+    if s.jwt_secret and len(s.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"--jwt-secret: must be at least {MIN_SECRET_BYTES} bytes "
+                          "(RFC 7518 3.2: HS256 keys as long as the hash)")
+    if s.turbo_streams_secret and len(s.turbo_streams_secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"--turbo-streams-secret: must be at least {MIN_SECRET_BYTES} bytes (an HMAC-SHA256 key)")
     if not s.jwt_secret and not s.jwt_public_key and not s.allow_anonymous:
         raise ConfigError("--jwt-secret: a JWT secret or --jwt-public-key is required "
                           "(or --allow-anonymous)")
@@ -383,3 +398,5 @@ def check(s: Settings) -> None:
     mapped = [t for t, _ in s.map_topic]
     if s.topic in mapped or len(set(mapped)) != len(mapped):
         raise ConfigError("--map-topic: each topic may be read once (and not the envelope --topic)")
+    if s.control_topic in (s.topic, *mapped):
+        raise ConfigError("--control-topic: must differ from --topic and every --map-topic")

@@ -25,6 +25,7 @@ from tornado.ioloop import PeriodicCallback
 
 from auth.tokens import TokenVerifier
 from gateway.centrifugo import model
+from gateway.cluster import ControlBus
 from gateway.config import Settings, default_node_name
 from gateway.expiry import Expiry
 from gateway.heartbeat import Heartbeat
@@ -43,6 +44,8 @@ log = logging.getLogger("pushgate.node")
 
 HISTORY_SWEEP_EVERY = 10  # seconds
 LAG_PROBE = 0.1           # seconds between event-loop lag probes
+DRAIN_STEP = 0.005  # seconds: the finest grain of the drain's schedule
+ANNOUNCE_RETRY_EVERY = 2  # seconds between tries to create topics on an nsqd that was down
 
 
 class Node:
@@ -84,6 +87,11 @@ class Node:
                                 lookupd_http_addresses=settings.lookupd_http_address,
                                 lookupd_poll_interval=settings.lookupd_poll_interval,
                                 max_in_flight=settings.max_in_flight)
+        self.bus = ControlBus(node=self.name, topic=settings.control_topic, channel=settings.nsq_channel,
+                              nsqd_http_address=settings.nsqd_http_address,
+                              nsqd_tcp_addresses=settings.nsqd_tcp_address,
+                              lookupd_http_addresses=settings.lookupd_http_address,
+                              lookupd_poll_interval=settings.lookupd_poll_interval, metrics=self.metrics)
         self.watch = ChannelWatch(channel=settings.nsq_channel, topics=self.source.topics,
                                   connected=self.source.connected_addresses, on_loss=self._nsq_lost,
                                   lookupd_http_addresses=settings.lookupd_http_address,
@@ -94,6 +102,10 @@ class Node:
         self._origins = settings.origins
         self._ticker: PeriodicCallback | None = None
         self._ticks = 0
+        self.upgrades = None  # the WebSocket endpoints (gateway/transports/upgrade.py), set by the server
+        self._unannounced: set[str] = set()  # topics not created on nsqd yet
+        self._announcing = False
+        self._announce_task: asyncio.Future | None = None
 
     @property
     def sessions(self):
@@ -102,16 +114,17 @@ class Node:
     async def start(self) -> None:
         """Start reading NSQ and the timers. Runs inside the event loop."""
         if self.settings.lookupd_http_address:
-            await self._announce_topics()
+            await self._announce_topics([*self.source.topics, self.bus.topic])
         self.source.start()
+        self.bus.start()
         self.watch.start()
         self._ticker = PeriodicCallback(self._tick, 1000)
         self._ticker.start()
         self._lag_expected = time.monotonic() + LAG_PROBE
         self._lag_probe = PeriodicCallback(self._probe_lag, LAG_PROBE * 1000)
         self._lag_probe.start()
-        log.info("node %s reading topics %s on channel %s", self.name, ", ".join(self.source.topics),
-                 self.source.channel)
+        log.info("node %s reading topics %s and control topic %s on channel %s", self.name,
+                 ", ".join(self.source.topics), self.bus.topic, self.source.channel)
 
     def _tick(self) -> None:
         host = self.host
@@ -119,11 +132,17 @@ class Node:
         host.fast_heartbeat.tick()
         host.expiry.check(time.time())
         self.pending.sweep()
+        if self.upgrades is not None:
+            self.upgrades.sweep(time.monotonic())
         self._ticks += 1
         if self._ticks % HISTORY_SWEEP_EVERY == 0:
             host.history.sweep(time.time_ns())
         self.metrics.history_bytes.set(host.history.memory)
         self.metrics.loop_lag.set(self.loop_lag)
+        self.source.report(time.monotonic())
+        if self._unannounced and not self._announcing and self._ticks % ANNOUNCE_RETRY_EVERY == 0:
+            self._announcing = True
+            self._announce_task = asyncio.ensure_future(self._announce_topics(sorted(self._unannounced)))
 
     def _probe_lag(self) -> None:
         """How late the loop runs a timer: the one figure that says whether
@@ -155,35 +174,49 @@ class Node:
         elif self.host.history.gap(channel, time.time_ns()):
             self.host.streams_broken((channel,))
 
-    async def _announce_topics(self) -> None:
+    async def _announce_topics(self, topics: list[str]) -> None:
         # nsqlookupd only knows a topic once some nsqd has it; creating it on our
-        # nsqd lets the readers find it before the first publish.
+        # nsqd lets the readers find it before the first publish. An nsqd that is
+        # not up yet is tried again every few seconds (see _tick).
         client = AsyncHTTPClient()
-        for topic in self.source.topics:
-            url = f"{self.settings.nsqd_http_address}/topic/create?{urllib.parse.urlencode({'topic': topic})}"
-            try:
-                await client.fetch(url, method="POST", body=b"", request_timeout=3, connect_timeout=2)
-            except (HTTPClientError, OSError) as exc:
-                log.warning("could not create topic %s at %s (%s); it is read once a publisher creates it",
-                            topic, self.settings.nsqd_http_address, exc)
+        self._announcing = True
+        try:
+            for topic in topics:
+                url = f"{self.settings.nsqd_http_address}/topic/create?{urllib.parse.urlencode({'topic': topic})}"
+                try:
+                    await client.fetch(url, method="POST", body=b"", request_timeout=3, connect_timeout=2)
+                except (HTTPClientError, OSError) as exc:
+                    if topic not in self._unannounced:
+                        log.warning("could not create topic %s at nsqd %s (%s); trying again every %d s "
+                                    "(--nsqd-http-address)", topic, self.settings.nsqd_http_address, exc,
+                                    ANNOUNCE_RETRY_EVERY)
+                    self._unannounced.add(topic)
+                else:
+                    if topic in self._unannounced:
+                        log.info("created topic %s at nsqd %s", topic, self.settings.nsqd_http_address)
+                    self._unannounced.discard(topic)
+        finally:
+            self._announcing = False
 
     # --- shutdown -------------------------------------------------------------------------
 
     async def drain(self, period: float) -> None:
-        """Stop taking connections and close the open ones spread over ``period``
-        seconds with 3001, in random order, so clients reconnect elsewhere with
-        jitter instead of all at once. New connections are refused (503) meanwhile."""
+        """Stop taking connections and close the open ones with 3001, in random
+        order and evenly spread over ``period`` seconds, so clients reconnect
+        elsewhere with jitter instead of all at once. Meanwhile new WebSocket
+        upgrades and /health get 503."""
         self.draining = True
         sessions = list(self.sessions)
         random.shuffle(sessions)
         log.info("draining %d connections over %.1f s", len(sessions), period)
-        steps = max(1, int(period / 0.05))
-        per_step = max(1, -(-len(sessions) // steps))
-        for start in range(0, len(sessions), per_step):
-            for session in sessions[start:start + per_step]:
-                session.close(model.DISCONNECT_SHUTDOWN)
-            await asyncio.sleep(period / steps)
-        for session in list(self.sessions):  # any that connected before the listener closed
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for i, session in enumerate(sessions):
+            wait = started + period * i / len(sessions) - loop.time()
+            if wait > DRAIN_STEP:  # closes due within a few ms of each other go together
+                await asyncio.sleep(wait)
+            session.close(model.DISCONNECT_SHUTDOWN)
+        for session in list(self.sessions):  # any whose upgrade was under way when draining began
             session.close(model.DISCONNECT_SHUTDOWN)
 
     def stop(self) -> None:
@@ -192,6 +225,7 @@ class Node:
                 timer.stop()
         self.watch.stop()
         self.source.close()
+        self.bus.close()
         for session in list(self.sessions):
             session.close(model.DISCONNECT_SHUTDOWN)
 

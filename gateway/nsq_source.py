@@ -7,24 +7,38 @@
   never put the node into backoff.
 * ``output_buffer_timeout=25`` ms instead of nsqd's 250 ms flush;
   ``max_in_flight`` large enough for every nsqd; a short lookupd poll.
+* A reader with no nsqd at all (at start-up, or after losing it) asks
+  nsqlookupd every second rather than every ``--lookupd-poll-interval``, so
+  it reads within about a second of nsqd appearing, whatever the start order.
 * A lost nsqd connection is retried after 1 s, doubling to 15 s, instead of
   pynsq's fixed 15 s (direct addresses) or next-poll-after-10 s (lookupd).
+* Why a reader has no nsqd (refused, lookupd unreachable, no producer for
+  the topic) is kept, and :meth:`NsqSource.report` logs it as one WARNING
+  with the address after a few seconds, then at intervals while it lasts,
+  instead of pynsq's silence or its warning on every poll.
 * :meth:`NsqSource.close` really closes: no reconnect after it.
 """
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import time
+import urllib.parse
 from typing import Callable
 
 import nsq
-from tornado.ioloop import IOLoop
+from tornado.httpclient import HTTPClientError
+from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import StreamClosedError
 
 log = logging.getLogger("pushgate.nsq")
 
 RECONNECT_MIN = 1.0
 RECONNECT_MAX = 15.0
+STARVED_POLL = 1.0   # seconds between lookupd polls while a reader has no nsqd
+WARN_AFTER = 3.0     # seconds without an nsqd before a reader says so
+WARN_EVERY = 30.0    # and again this often while it lasts
 
 Handler = Callable[[str, bytes, int, str, bytes], object]
 
@@ -51,7 +65,57 @@ class _Reader(nsq.Reader):
         self._on_change = on_change
         self._closing = False
         self._retry_delay: dict[str, float] = {}
+        self._starved_poll: PeriodicCallback | None = None
+        self.problem = "not connected yet"  # why there is no nsqd, for NsqSource.report
+        self.missing_since: float | None = time.monotonic()
+        self.warned_at: float | None = None
         super().__init__(message_handler=handler, **kwargs)
+
+    def _run(self) -> None:
+        if self._closing:
+            return
+        super()._run()
+        if self.lookupd_http_addresses:
+            self._starved_poll = PeriodicCallback(self._poll_while_starved, STARVED_POLL * 1000)
+            self._starved_poll.start()
+
+    def _poll_while_starved(self):
+        if not self.conns and not self._closing:
+            return self.query_lookupd()
+        return None
+
+    async def query_lookupd(self) -> None:
+        """Ask the next nsqlookupd which nsqds have the topic, and connect to
+        them (pynsq's own version only logs what went wrong, on every poll)."""
+        if self._closing:
+            return
+        address = self.lookupd_http_addresses[self.lookupd_query_index]
+        self.lookupd_query_index = (self.lookupd_query_index + 1) % len(self.lookupd_http_addresses)
+        base = (address if "://" in address else "http://" + address).rstrip("/")
+        url = f"{base}/lookup?{urllib.parse.urlencode({'topic': self.topic})}"
+        try:
+            response = await self.http_client.fetch(url, headers={"Accept": "application/vnd.nsq; version=1.0"},
+                                                    connect_timeout=self.lookupd_connect_timeout,
+                                                    request_timeout=self.lookupd_request_timeout)
+            producers = json.loads(response.body)["producers"]
+        except HTTPClientError as exc:
+            if exc.code == 404:  # TOPIC_NOT_FOUND: no nsqd has registered the topic
+                producers = []
+            else:
+                self.problem = f"nsqlookupd {base} answered {exc} (--lookupd-http-address)"
+                return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self.problem = (f"cannot reach nsqlookupd {base} ({_reason(exc)}): is it running there? "
+                            "(--lookupd-http-address)")
+            return
+        if not producers:
+            self.problem = (f"nsqlookupd {base} knows no nsqd with topic {self.topic!r} yet: is nsqd running, "
+                            "with --lookupd-tcp-address pointing at this nsqlookupd?")
+        for producer in producers:
+            host = producer.get("broadcast_address") or producer.get("address")
+            port = producer.get("tcp_port")
+            if isinstance(host, str) and isinstance(port, int):
+                self.connect_to_nsqd(host, port)
 
     def _handle_message(self, conn, message) -> None:
         self._maybe_update_rdy(conn)
@@ -81,6 +145,11 @@ class _Reader(nsq.Reader):
             if not self._closing:
                 log.warning("[%s] lost nsqd %s", self.topic, conn.id)
                 self._on_change()
+        elif not self._closing:  # a connection that never became ready
+            how = "(--nsqd-tcp-address)" if conn.id in self.nsqd_tcp_addresses else "(found through nsqlookupd)"
+            error = getattr(conn.stream, "error", None)
+            self.problem = (f"cannot connect to nsqd {conn.id}" + (f" ({_reason(error)})" if error else "")
+                            + f": is it running there? {how}")
         self.total_rdy = max(self.total_rdy - conn.rdy, 0)
         if conn.rdy_timeout or conn.rdy:
             self.need_rdy_redistributed = True
@@ -105,9 +174,13 @@ class _Reader(nsq.Reader):
         self._closing = True
         for conn in list(self.conns.values()):
             conn.close()
-        for periodic in (self.redist_periodic, self.query_periodic):
+        for periodic in (self.redist_periodic, self.query_periodic, self._starved_poll):
             if periodic is not None:
                 periodic.stop()
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 class NsqSource:
@@ -116,7 +189,8 @@ class NsqSource:
     def __init__(self, *, topics: list[str], channel: str, handler: Handler,
                  on_change: Callable[[], None] = lambda: None,
                  nsqd_tcp_addresses: list[str], lookupd_http_addresses: list[str],
-                 lookupd_poll_interval: int = 5, max_in_flight: int = 200):
+                 lookupd_poll_interval: int = 5, max_in_flight: int = 200,
+                 warn_after: float = WARN_AFTER, warn_every: float = WARN_EVERY):
         if not nsq.valid_channel_name(channel):
             raise ValueError(f"{channel!r} is not a valid NSQ channel name")
         for topic in topics:
@@ -134,6 +208,8 @@ class NsqSource:
             output_buffer_timeout=25,
         )
         self.readers: list[_Reader] = []
+        self._warn_after = warn_after
+        self._warn_every = warn_every
 
     def start(self) -> None:
         """Create the readers. Must run inside the running event loop."""
@@ -152,6 +228,23 @@ class NsqSource:
     def reading_every_topic(self) -> bool:
         """Every topic has at least one live nsqd connection."""
         return bool(self.readers) and all(r.conns for r in self.readers)
+
+    def report(self, now: float) -> None:
+        """Log each topic that has had no nsqd for ``warn_after`` seconds, with
+        why, and again every ``warn_every`` seconds while it lasts. ``now``
+        is ``time.monotonic()``; the node calls this every second."""
+        for reader in self.readers:
+            if reader.conns:
+                reader.missing_since = reader.warned_at = None
+                continue
+            if reader.missing_since is None:
+                reader.missing_since = now
+            missing = now - reader.missing_since
+            if missing >= self._warn_after and (reader.warned_at is None
+                                                or now - reader.warned_at >= self._warn_every):
+                reader.warned_at = now
+                log.warning("[%s] no nsqd for %.0f s, so nothing is delivered from this topic and /health "
+                            "answers 503: %s", reader.topic, missing, reader.problem)
 
     def close(self) -> None:
         for reader in self.readers:

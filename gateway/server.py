@@ -175,15 +175,18 @@ class Listener(HTTPServer):
 
 
 def client_ip(request: HTTPServerRequest, trusted: tuple) -> str:
+    return client_address(request.remote_ip or "", request.headers, trusted)
+
+
+def client_address(peer: str, headers, trusted: tuple) -> str:
     """The client's address: the peer's, unless the peer is a trusted proxy,
     then the right-most address in X-Forwarded-For (or X-Real-Ip) that is not
     itself a trusted proxy. Headers from anyone else are ignored: a client
     cannot choose the address it is logged or limited by."""
-    peer = request.remote_ip or ""
     if not trusted or not _in(peer, trusted):
         return peer
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    hops = [h.strip() for h in forwarded.split(",") if h.strip()] or [request.headers.get("X-Real-Ip", "")]
+    forwarded = headers.get("X-Forwarded-For", "")
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()] or [headers.get("X-Real-Ip", "")]
     for hop in reversed(hops):
         if hop and not _in(hop, trusted):
             return hop if _valid_ip(hop) else peer

@@ -296,7 +296,12 @@ class Session:
         self.state = CLOSED
         self._release()
         self.host.metrics.disconnects.labels(str(disconnect.code)).inc()
-        self.transport.disconnect(disconnect)
+        self.transport.disconnect(self.wire_disconnect(disconnect))
+
+    def wire_disconnect(self, disconnect: Disconnect) -> Disconnect:
+        """What the transport closes with (a protocol may say it its own way:
+        Action Cable closes 1000 after its disconnect message, as Rails does)."""
+        return disconnect
 
     def ping(self) -> None:
         """Called by the heartbeat: the wire format's pre-framed ping."""

@@ -122,8 +122,8 @@ class FakeCableTransport(FakeTransport):
     pongs = False
 
     def __init__(self) -> None:
-        from gateway.transports.cable import CABLE
-        super().__init__(CABLE)
+        from gateway.transports.cable import CABLE_V1
+        super().__init__(CABLE_V1)
 
     def raw(self) -> list[bytes]:
         """Every message sent so far, as bytes, and forgotten."""

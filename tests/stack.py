@@ -217,6 +217,8 @@ class Gateway(Process):
             f"--port={self.port}", "--address=127.0.0.1", *source,
             f"--nsqd-http-address={nsqd.http_address}", f"--node-name={self.name}-{self.port}",
             f"--jwt-secret={SECRET}", "--lookupd-poll-interval=1",
+            # Stopping a node drains it over this; the drain tests give their own.
+            "--drain-period=1",
         ] + ([f"--api-key={api_key}"] if api_key else [])
 
     @property

@@ -3,6 +3,7 @@ centrifuge-python SDK as the receiving client."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 import threading
@@ -11,6 +12,7 @@ import pytest
 
 import pushgate_bridge
 from pushgate_bridge import AsyncPublisher, NsqdUnavailable, PublishError, Publisher
+from pushgate_bridge import tokens as bridge_tokens
 from tests.clients import sdk_client
 from tests.stack import SECRET, Nsqd, binary, free_port
 
@@ -111,3 +113,37 @@ def test_async_publisher(nsqd):
             await publisher.broadcast("c", "three")
     asyncio.run(scenario())
     assert [m["data"] for m in read_back(nsqd, "async", 3)] == ["one", "two", "three"]
+
+
+@pytest.mark.parametrize("secret", ["", "short", "s" * 31, "é" * 15])
+def test_secrets_the_gateway_would_refuse_are_refused(secret):
+    with pytest.raises(ValueError, match="at least 32|no JWT secret"):
+        bridge_tokens.connection_token(secret, 1)
+    with pytest.raises(ValueError):
+        bridge_tokens.subscription_token(secret, 1, "private:x")
+    if secret:
+        with pytest.raises(ValueError, match="at least 32"):
+            pushgate_bridge.configure(secret=secret)
+    assert bridge_tokens.connection_token("s" * 32, 1)  # 32 bytes is enough
+
+
+@pytest.mark.parametrize("ttl", [0, -1, -3600, 0.5, True, "600", float("nan")])
+def test_ttls_under_one_second_are_refused(ttl):
+    with pytest.raises(ValueError, match="ttl must be at least 1 second"):
+        bridge_tokens.connection_token(SECRET, 1, ttl=ttl)
+    with pytest.raises(ValueError, match="ttl must be at least 1 second"):
+        bridge_tokens.subscription_token(SECRET, 1, "private:x", ttl=ttl)
+
+
+def test_ttl_none_never_expires_and_a_whole_ttl_is_exact():
+    forever = bridge_tokens.connection_token(SECRET, 1, ttl=None, now=1000)
+    assert "exp" not in json.loads(base64.urlsafe_b64decode(forever.split(".")[1] + "=="))
+    claims = json.loads(base64.urlsafe_b64decode(bridge_tokens.connection_token(SECRET, 1, ttl=60, now=1000)
+                                                 .split(".")[1] + "=="))
+    assert (claims["iat"], claims["exp"]) == (1000, 1060)
+
+
+def test_no_subscription_token_for_a_personal_channel():
+    with pytest.raises(ValueError, match="personal channel"):
+        bridge_tokens.subscription_token(SECRET, 42, "#42")
+    assert bridge_tokens.subscription_token(SECRET, 42, "private:42")

@@ -2,11 +2,17 @@
 by playwright-core from npm (tests/browser/demo_e2e.mjs), against real nsqd,
 nsqlookupd and gateway processes and the demo backend (examples/demo).
 
-Alice and Bob log in from two browser contexts. Alice's room message reaches
-Bob, a notification for Bob reaches Bob only, and after the gateway is killed
-and started again on the same port both pages show "reconnecting", then
-"connected", and the next room message arrives. Screenshots of both pages are
-left in the test's tmp_path.
+Alice, Bob and Carol (on a phone-sized screen, through a second backend with
+3-second tokens) log in from their own browser contexts. Bob finds Alice's
+earlier message in the room on load (the channel's history); room messages
+reach everyone; a notification for Bob reaches Bob only and Alice is told it
+went out. Then the stack stops as Ctrl-C in `make run` stops it (SIGTERM to
+the gateway and the backend) and starts again on the same ports: every page
+shows "reconnecting", then "connected" with no reload, the personal events
+resume and the next room message arrives. Carol's page says so when her token
+cannot be refreshed, recovers, and asks her to sign in again once her cookie
+is gone. Nothing is wider than her screen, and her badge stays on one line.
+Screenshots of the pages are left in the test's tmp_path.
 
 Without Chromium (`make test` installs Debian's), the test is skipped and says
 so; with it, it always runs.
@@ -29,7 +35,7 @@ import pytest
 from tests.stack import ROOT, SECRET, Nsqd, Process, free_port, http, wait_until
 
 SCRIPT = ROOT / "tests" / "browser" / "demo_e2e.mjs"
-DEADLINE = 90  # seconds for the whole browser scenario
+DEADLINE = 100  # seconds for the whole browser scenario
 
 
 def find_chromium() -> str | None:
@@ -45,11 +51,12 @@ class DemoBackend(Process):
 
     name = "demo"
 
-    def __init__(self, workdir: Path, nsqd: Nsqd, gateway_url: str, port: int):
+    def __init__(self, workdir: Path, nsqd: Nsqd, gateway_url: str, port: int, *args: str):
         super().__init__(workdir)
         self.port = port
         self.nsqd = nsqd
         self.gateway_url = gateway_url
+        self.args = list(args)
 
     @property
     def url(self) -> str:
@@ -58,7 +65,8 @@ class DemoBackend(Process):
     def command(self) -> list[str]:
         return [sys.executable, str(ROOT / "examples" / "demo" / "server.py"), f"--port={self.port}",
                 "--address=127.0.0.1", f"--gateway-url={self.gateway_url}",
-                f"--nsqd-http-address={self.nsqd.http_address}", f"--jwt-secret={SECRET}", "--tick-interval=1"]
+                f"--nsqd-http-address={self.nsqd.http_address}", f"--jwt-secret={SECRET}", "--tick-interval=1",
+                *self.args]
 
     def environment(self) -> dict:
         return {k: v for k, v in os.environ.items() if not k.startswith(("PUSHGATE_", "DEMO_"))}
@@ -91,8 +99,8 @@ def node() -> str:
 def demo_backend(tmp_path):
     started: list[DemoBackend] = []
 
-    def start(nsqd: Nsqd, gateway_url: str, port: int) -> DemoBackend:
-        backend = DemoBackend(tmp_path / "demo", nsqd, gateway_url, port)
+    def start(nsqd: Nsqd, gateway_url: str, port: int, *args: str) -> DemoBackend:
+        backend = DemoBackend(tmp_path / f"demo{len(started)}", nsqd, gateway_url, port, *args)
         started.append(backend)
         return backend.start()
 
@@ -144,24 +152,35 @@ class NodeScript:
 
 
 def test_demo_page_in_chromium(chromium_path, node, start_gateway, nsqd, demo_backend, tmp_path):
-    demo_port = free_port()
-    origins = f"http://127.0.0.1:{demo_port},http://localhost:{demo_port}"
-    gateway = start_gateway(f"--allowed-origins={origins}", "--public-channels=chat")
+    demo_port, carol_port = free_port(), free_port()
+    origins = ",".join(f"http://{host}:{port}" for port in (demo_port, carol_port) for host in ("127.0.0.1", "localhost"))
+    # As in Procfile.dev: a one-second drain, so a restart is quick.
+    gateway = start_gateway(f"--allowed-origins={origins}", "--public-channels=chat", "--drain-period=1")
     backend = demo_backend(nsqd, gateway.ws_url, demo_port)
+    carols = demo_backend(nsqd, gateway.ws_url, carol_port, "--token-ttl=3")
     out_dir = tmp_path / "screenshots"
     out_dir.mkdir()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHGATE_")}
-    env.update(DEMO_URL=backend.url, OUT_DIR=str(out_dir), CHROMIUM=chromium_path)
+    env.update(DEMO_URL=backend.url, CAROL_URL=carols.url, OUT_DIR=str(out_dir), CHROMIUM=chromium_path)
     script = NodeScript(node, env)
     deadline = time.monotonic() + DEADLINE
+    stopped = {}
     try:
         while (line := script.next_line(deadline)) is not None:
-            if line == "KILL_GATEWAY":
-                gateway.stop(signal.SIGKILL)
-                script.reply("killed")
-            elif line == "START_GATEWAY":
+            if line == "STOP_STACK":
+                stopped["gateway"] = gateway.stop(signal.SIGTERM)
+                stopped["backend"] = backend.stop(signal.SIGTERM)
+                script.reply("stopped")
+            elif line == "START_STACK":
+                backend.start()
                 gateway.start()
+                script.reply("started")
+            elif line == "STOP_CAROLS_BACKEND":
+                carols.stop(signal.SIGTERM)
+                script.reply("stopped")
+            elif line == "START_CAROLS_BACKEND":
+                carols.start()
                 script.reply("started")
         returncode = script.proc.wait(10)
     finally:
@@ -170,6 +189,8 @@ def test_demo_page_in_chromium(chromium_path, node, start_gateway, nsqd, demo_ba
     transcript = "\n".join(script.transcript)
     assert returncode == 0 and script.transcript[-1:] == ["PASS"], (
         f"the browser scenario failed (screenshots in {out_dir}):\n{transcript}\n\n"
-        f"--- demo backend log ---\n{backend.log()}\n--- gateway log ---\n{gateway.log()}")
-    for name in ("alice", "bob"):
+        f"--- demo backend log ---\n{backend.log()}\n--- carol's backend log ---\n{carols.log()}\n"
+        f"--- gateway log ---\n{gateway.log()}")
+    assert stopped == {"gateway": 0, "backend": 0}, stopped
+    for name in ("alice", "bob", "carol"):
         assert (out_dir / f"{name}.png").stat().st_size > 10_000

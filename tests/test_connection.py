@@ -248,7 +248,7 @@ def test_a_client_that_stops_reading_is_cut_off_while_a_normal_one_keeps_receivi
 
 
 def test_sigterm_closes_clients_with_a_reconnect_code_and_exits_0(start_gateway):
-    gateway = start_gateway()
+    gateway = start_gateway("--drain-period=1")  # the closes are spread over it
 
     async def scenario():
         raws = []

@@ -1,7 +1,8 @@
 """The shared bridge vectors (bridges/testdata), checked from the Python side:
 the gateway accepts every valid token and refuses every invalid one, the
-Python bridge and auth/ mint exactly the vector bytes, and the gateway reads
-every vector envelope as intended. The Ruby bridge checks the same files."""
+Python bridge (its own code, standard library only) and auth/ both mint
+exactly the vector bytes, and the gateway reads every vector envelope as
+intended. The Ruby bridge checks the same files."""
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import jwt
 import pytest
 
 import pushgate_bridge
+from pushgate_bridge import tokens as bridge_tokens
 from auth import TokenExpired, TokenInvalid, TokenMismatch, TokenVerifier, connection_token, subscription_token
 from gateway.envelope import parse_envelope
 
@@ -23,6 +25,9 @@ def test_connection_vectors(vector):
     minted = connection_token(TOKENS["secret"], vector["user"], ttl=vector["ttl"],
                               channels=vector.get("channels"), info=vector.get("info"), now=TOKENS["now"])
     assert minted == vector["token"]
+    assert bridge_tokens.connection_token(TOKENS["secret"], vector["user"], ttl=vector["ttl"],
+                                          channels=vector.get("channels"), info=vector.get("info"),
+                                          now=TOKENS["now"]) == vector["token"]
     # An independent decoder agrees on what the bytes mean.
     assert jwt.decode(minted, TOKENS["secret"], algorithms=["HS256"], options={"verify_exp": False}) == vector["claims"]
     claims = VERIFIER.verify_connection(vector["token"])
@@ -36,6 +41,8 @@ def test_subscription_vectors(vector):
     minted = subscription_token(TOKENS["secret"], vector["user"], vector["channel"], ttl=vector["ttl"],
                                 now=TOKENS["now"])
     assert minted == vector["token"]
+    assert bridge_tokens.subscription_token(TOKENS["secret"], vector["user"], vector["channel"],
+                                            ttl=vector["ttl"], now=TOKENS["now"]) == vector["token"]
     assert jwt.decode(minted, TOKENS["secret"], algorithms=["HS256"], options={"verify_exp": False}) == vector["claims"]
     claims = VERIFIER.verify_subscription(vector["token"], str(vector["user"]), vector["channel"])
     assert claims.channel == vector["channel"]

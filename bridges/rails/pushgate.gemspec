@@ -11,7 +11,7 @@ Gem::Specification.new do |spec|
                      "pubsub adapter (adapter: nsq). Standard library only."
   spec.license = "MIT"
   spec.authors = ["pushgate developers"]
-  spec.files = Dir["lib/**/*.rb"]
+  spec.files = Dir["lib/**/*.rb"] + ["LICENSE"]
   spec.require_paths = ["lib"]
   spec.required_ruby_version = ">= 3.0"
 end

@@ -1,7 +1,8 @@
 """Writes tokens.json and envelopes.json, the vectors every bridge must match.
 
 The inputs are written here by hand; the outputs come from the reference
-implementation (auth/tokens.py, bridges/python/pushgate_bridge/envelope.py).
+implementation (auth/tokens.py, bridges/python/pushgate_bridge/envelope.py);
+the bridges' own token code must then reproduce them.
 Run it only when the contract changes, and say so in the commit: the tests
 do not trust these files blindly. PyJWT and the gateway's own envelope
 parser check what each vector means, and every bridge reproduces the bytes.

@@ -5,14 +5,18 @@
 It does what your own backend would do:
 
 - lets a browser "log in" under any name (no password: it is a demo) and
-  keeps the name in a signed cookie;
+  keeps the name in a signed cookie (derived from the JWT secret, so it
+  survives a restart);
 - hands the page a connection token for that user
   (``pushgate_bridge.connection_token``), and a fresh one at ``/token``
-  when the SDK asks for it;
+  when the SDK asks for it (401 once the user has logged out);
 - publishes through NSQ with the Python bridge: chat messages to the shared
   channel ``chat``, notifications to a user's personal channel ``#<user>``,
-  and every ``--tick-interval`` seconds a personal event to each user who
-  is logged in.
+  and every ``--tick-interval`` seconds a personal event to each user whose
+  page is open. A page says it is open at ``/online`` each time it connects
+  to the gateway and every minute after, so after a restart of this backend
+  (``make run`` stopped and started again) the events resume without a
+  reload.
 
 The page itself (``index.html``, ``static/``) uses the stock centrifuge-js
 SDK from npm (``node_modules/centrifuge``, installed by `make run`),
@@ -46,16 +50,18 @@ DEV_SECRET = "dev-secret-change-me-in-production"
 
 USER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 MAX_TEXT = 500
+CHECK_IN_EVERY = 60  # seconds between a page's /online calls; a user counts for 3 of them
 
 log = logging.getLogger("demo")
 
 
 class Users:
-    """Who is logged in: a user counts while their page is open, which it
-    shows by fetching a fresh token before the old one expires."""
+    """Whose page is open: a user counts for ``keep`` seconds after their
+    page last said so (``/online``, or a token fetch). In memory only: after
+    a restart, the pages say so again when they reconnect."""
 
-    def __init__(self, token_ttl: float):
-        self.keep = 2 * token_ttl
+    def __init__(self, keep: float):
+        self.keep = keep
         self.last_seen: dict[str, float] = {}
 
     def seen(self, user: str) -> None:
@@ -121,6 +127,7 @@ class PageHandler(Handler):
                 "gatewayUrl": self.demo.gateway_url(self.request.host_name),
                 "xsrf": self.xsrf_token.decode(),
                 "tickInterval": self.demo.tick_interval,
+                "checkInEvery": CHECK_IN_EVERY,
             }
         self.set_header("Cache-Control", "no-store")
         self.render("index.html", user=user, config=config, error=None)
@@ -160,6 +167,17 @@ class TokenHandler(Handler):
         self.finish({"token": self.demo.token(self.current_user)})
 
 
+class OnlineHandler(Handler):
+    """The page is open (it says so at every connect to the gateway, and
+    every CHECK_IN_EVERY seconds): its user gets the periodic events."""
+
+    def post(self) -> None:
+        if not self.current_user:
+            raise tornado.web.HTTPError(401, reason="not logged in")
+        self.demo.users.seen(self.current_user)
+        self.set_status(204)
+
+
 class ChatHandler(Handler):
     """A message for the shared room: published to the channel ``chat``."""
 
@@ -192,7 +210,7 @@ class Demo:
         self.publisher = AsyncPublisher(Publisher(nsqd_http_address=args.nsqd_http_address, topic=args.topic))
         self.token_ttl = args.token_ttl
         self.tick_interval = args.tick_interval
-        self.users = Users(args.token_ttl)
+        self.users = Users(keep=3 * CHECK_IN_EVERY)
         self._gateway_url = args.gateway_url
         self._gateway_port = args.gateway_port
 
@@ -237,6 +255,7 @@ def make_app(demo: Demo, cookie_secret: str) -> tornado.web.Application:
             (r"/login", LoginHandler),
             (r"/logout", LogoutHandler),
             (r"/token", TokenHandler),
+            (r"/online", OnlineHandler),
             (r"/chat", ChatHandler),
             (r"/notify", NotifyHandler),
             (r"/vendor/centrifuge/(.*)", tornado.web.StaticFileHandler, {"path": str(CENTRIFUGE_DIST)}),
@@ -266,7 +285,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--topic", default=env("PUSHGATE_TOPIC", "pushgate"), help="the envelope topic")
     parser.add_argument("--jwt-secret", default=env("PUSHGATE_JWT_SECRET", DEV_SECRET),
                         help="the gateway's JWT secret (default: PUSHGATE_JWT_SECRET, or the dev secret of `make run`)")
-    parser.add_argument("--token-ttl", type=float, default=600, help="lifetime of connection tokens, seconds")
+    parser.add_argument("--token-ttl", type=int, default=600,
+                        help="lifetime of connection tokens, seconds (default 600)")
     parser.add_argument("--tick-interval", type=float, default=10,
                         help="seconds between the personal events sent to each logged-in user (default 10)")
     return parser.parse_args(argv)
@@ -282,7 +302,11 @@ async def main(argv: list[str] | None = None) -> None:
     demo = Demo(args)
     # Derived from the JWT secret, so logins survive a restart of the demo.
     cookie_secret = hashlib.sha256(b"pushgate-demo-cookie:" + args.jwt_secret.encode()).hexdigest()
-    make_app(demo, cookie_secret).listen(args.port, args.address)
+    try:
+        make_app(demo, cookie_secret).listen(args.port, args.address)
+    except OSError as exc:
+        sys.exit(f"demo: cannot listen on {args.address}:{args.port} ({exc.strerror or exc}): "
+                 "choose another port with DEMO_PORT (or --port)")
     shown = "127.0.0.1" if args.address in ("0.0.0.0", "") else args.address
     log.info("open http://%s:%d in a browser (gateway %s, nsqd %s)", shown, args.port,
              demo.gateway_url(shown), args.nsqd_http_address)

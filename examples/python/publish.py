@@ -1,9 +1,11 @@
-"""Publish to a user and to a topic from any Python backend.
+"""Publish to a user and to a channel from any Python backend.
 
-    PUSHGATE_NSQD_HTTP_ADDRESS=127.0.0.1:4151 python examples/python/publish.py 42
+    pip install ./bridges/python      # in your backend's environment (make's .venv has it)
+    PUSHGATE_NSQD_HTTP_ADDRESS=127.0.0.1:4151 .venv/bin/python examples/python/publish.py 42
+    PUSHGATE_JWT_SECRET=dev-secret-change-me-in-production .venv/bin/python examples/python/publish.py 42 --token
 
-Watch it arrive with `python examples/watch.py --user 42` and
-`python examples/watch.py news` (under `make run`).
+Watch it arrive with `.venv/bin/python examples/watch.py --user 42` and
+`.venv/bin/python examples/watch.py news` (under `make run`).
 """
 import sys
 

@@ -386,6 +386,12 @@ class CableSession(Session):
             self.send(protocol.disconnect(reason, reconnect))
         super().close(disconnect)
 
+    def wire_disconnect(self, disconnect: Disconnect) -> Disconnect:
+        # The disconnect message says it all; the close frame is 1000, as Rails sends.
+        if disconnect.code == model.DISCONNECT_SLOW.code:
+            return disconnect
+        return Disconnect(1000, protocol.disconnect_reason(disconnect)[0])
+
     def transport_closed(self) -> None:
         """The connection dropped without a disconnect: an ext client may come
         back to this node with its session id and find its subscriptions."""

@@ -1,85 +1,69 @@
-"""WebSocket transport at ``/cable``: the Action Cable protocol, for the stock
+"""The WebSocket transport's Action Cable endpoint: ``/cable``, for the stock
 ``@rails/actioncable`` client, Turbo, and ``@anycable/web``.
 
-It is the WebSocket transport of ``/connection/websocket`` (the same door:
-admission before the upgrade, origins, pending sockets, batched writes) with
-another protocol behind it:
+The same door and the same connection as ``/connection/websocket``
+(:mod:`gateway.transports.upgrade`), with another protocol behind it:
 
 * the subprotocol is ``actioncable-v1-json`` or ``actioncable-v1-ext-json``,
   whichever the client offers first. A client that offers neither is refused
-  before the upgrade with HTTP 400 and a line that says what to offer: a
-  browser that offered subprotocols fails a handshake that selects none
-  anyway, so the HTTP answer is the only refusal anybody can read;
+  before the upgrade with HTTP 400 saying what to offer: a browser that
+  offered subprotocols fails a handshake that selects none by itself, so the
+  HTTP answer is the only refusal anybody can read;
 * the token comes with the request, AnyCable's way: the ``X-JID`` header, an
-  ``anycable-token.<jwt>`` subprotocol (never selected), or ``?jid=`` (what
-  an ``action-cable-url`` meta tag carries); a session to restore comes as
-  ``X-ANYCABLE-RESTORE-SID`` or ``?sid=``;
-* clients do not answer pings; the close frame after a ``disconnect`` message
-  is 1000, as Rails sends it (the message is what clients read).
+  ``anycable-token.<jwt>`` subprotocol (read, never selected), or ``?jid=``
+  (what an ``action-cable-url`` meta tag carries); a session to restore comes
+  as ``X-AnyCable-Restore-Sid`` or ``?sid=``;
+* clients do not answer pings.
 """
 from __future__ import annotations
 
-import logging
+from tornado.httputil import HTTPHeaders
 
-from gateway.cable import protocol
-from gateway.cable.protocol import BaseCodec, SUBPROTOCOLS, TOKEN_SUBPROTOCOL, V1
+from gateway.cable.protocol import EXT, SUBPROTOCOLS, TOKEN_SUBPROTOCOL, V1, BaseCodec
 from gateway.cable.session import CableSession
-from gateway.centrifugo.model import Disconnect
 from gateway.transports.base import WireFormat
-from gateway.transports.websocket import WebSocketTransport, text_frame
+from gateway.transports.upgrade import Choice, Endpoint
+from gateway.transports.websocket import text_frame
 
-log = logging.getLogger("pushgate.cable")
-
-CABLE = WireFormat("cable", BaseCodec(), text_frame)
+CABLE_V1 = WireFormat("cable", BaseCodec(), text_frame)
+CABLE_EXT = WireFormat("cable-ext", BaseCodec(), text_frame)
 REFUSAL = ("/cable speaks the Action Cable protocol: offer the WebSocket subprotocol actioncable-v1-json "
-           "(what @rails/actioncable and Turbo offer) or actioncable-v1-ext-json (@anycable/web).\n")
+           "(what @rails/actioncable and Turbo offer) or actioncable-v1-ext-json (@anycable/web)")
 
 
-class CableTransport(WebSocketTransport):
-    pongs = False
+def unacceptable(offered: list[str]) -> str | None:
+    return None if any(name in SUBPROTOCOLS for name in offered) else REFUSAL
 
-    def initialize(self, node) -> None:
-        super().initialize(node)
-        self.wire = CABLE
-        self._subprotocol = V1
-        self._token = ""  # from an anycable-token.<jwt> subprotocol
 
-    async def get(self, *args, **kwargs) -> None:
-        headers = self.request.headers
-        if headers.get("Upgrade", "").lower() == "websocket":
-            offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",")]
-            if not any(p in SUBPROTOCOLS for p in offered):
-                log.warning("/cable refused a client offering %s", ", ".join(p for p in offered if p and not
-                                                                              p.startswith(TOKEN_SUBPROTOCOL))
-                            or "no subprotocol")
-                self.set_status(400)
-                self.set_header("Content-Type", "text/plain; charset=utf-8")
-                self.finish(REFUSAL)
-                return
-        await super().get(*args, **kwargs)
+def choose(offered: list[str], query: dict[str, list[str]]) -> Choice:
+    for name in offered:
+        if name == EXT:
+            return Choice(CABLE_EXT, EXT)
+        if name == V1:
+            return Choice(CABLE_V1, V1)
+    return Choice(CABLE_V1, None)  # not reached: refused before the upgrade
 
-    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        chosen = None
-        for name in subprotocols:
+
+def _first(query: dict[str, list[str]], name: str) -> str:
+    values = query.get(name)
+    return values[-1] if values else ""
+
+
+def opened(session: CableSession, headers: HTTPHeaders, query: dict[str, list[str]]) -> None:
+    token = headers.get("X-JID", "")
+    if not token:
+        for name in headers.get("Sec-WebSocket-Protocol", "").split(","):
+            name = name.strip()
             if name.startswith(TOKEN_SUBPROTOCOL):
-                self._token = name[len(TOKEN_SUBPROTOCOL):]
-            elif chosen is None and name in SUBPROTOCOLS:
-                chosen = name
-        self._subprotocol = chosen or V1
-        self.wire = CABLE
-        return chosen
+                token = name[len(TOKEN_SUBPROTOCOL):]
+                break
+    token = token or _first(query, "jid")
+    sid = headers.get("X-AnyCable-Restore-Sid", "") or _first(query, "sid")
+    session.start(token, sid)
 
-    def new_session(self) -> CableSession:
-        return CableSession(self.node.host, self, self._subprotocol)
 
-    def open(self) -> None:
-        super().open()
-        if self.session is None:
-            return
-        headers = self.request.headers
-        token = headers.get("X-JID") or self._token or self.get_query_argument("jid", "")
-        sid = headers.get("X-AnyCable-Restore-Sid") or self.get_query_argument("sid", "")
-        self.session.start(token, sid)  # type: ignore[attr-defined]
+def new_session(host, transport) -> CableSession:
+    return CableSession(host, transport, EXT if transport.wire is CABLE_EXT else V1)
 
-    def close_frame(self, disconnect: Disconnect) -> tuple[int, str]:
-        return 1000, protocol.disconnect_reason(disconnect)[0]
+
+CABLE = Endpoint("/cable", choose, new_session, pongs=False, unacceptable=unacceptable, opened=opened)

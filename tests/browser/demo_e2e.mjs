@@ -1,16 +1,19 @@
 // The demo page end to end, in Debian's headless Chromium driven by
 // playwright-core. Run by tests/test_browser_demo.py, which starts the stack
-// and the demo backend, and passes:
+// and two demo backends, and passes:
 //
-//   DEMO_URL    the demo backend, e.g. http://127.0.0.1:PORT/
+//   DEMO_URL    the demo backend of alice and bob, e.g. http://127.0.0.1:PORT/
+//   CAROL_URL   carol's demo backend: the same, but with 3-second tokens
 //   OUT_DIR     where the screenshots go
 //   CHROMIUM    the Chromium executable (default /usr/bin/chromium)
 //
-// Lines on stdout are the transcript. Two of them are requests to the test,
-// which answers each with one line on stdin once done:
+// Lines on stdout are the transcript. Some are requests to the test, which
+// answers each with one line on stdin once done:
 //
-//   KILL_GATEWAY    kill -9 the gateway          -> "killed"
-//   START_GATEWAY   start it again, same port     -> "started" (when /health is 200)
+//   STOP_STACK      SIGTERM the gateway and alice and bob's backend, as
+//                   Ctrl-C in `make run` does                -> "stopped"
+//   START_STACK     start both again, same ports            -> "started" (when /health is 200)
+//   STOP_CAROLS_BACKEND / START_CAROLS_BACKEND               -> "stopped" / "started"
 //
 // The last line is PASS, or the script exits non-zero.
 import { chromium } from 'playwright-core';
@@ -19,12 +22,14 @@ import path from 'node:path';
 import readline from 'node:readline';
 
 const DEMO_URL = process.env.DEMO_URL;
+const CAROL_URL = process.env.CAROL_URL;
 const OUT_DIR = process.env.OUT_DIR;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const WAIT = 15_000; // ms, for any one thing to show up on a page
+const PHONE = { width: 360, height: 740 };
 
-if (!DEMO_URL || !OUT_DIR) {
-  console.error('DEMO_URL and OUT_DIR must be set');
+if (!DEMO_URL || !CAROL_URL || !OUT_DIR) {
+  console.error('DEMO_URL, CAROL_URL and OUT_DIR must be set');
   process.exit(2);
 }
 
@@ -49,22 +54,24 @@ const browser = await chromium.launch({
          '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
 });
 const pages = {};
+const contexts = {};
 const pageErrors = [];
 
 // One browser context per user: separate cookies, as two people would have.
-async function logIn(name) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+async function logIn(name, url = DEMO_URL, viewport = { width: 1100, height: 720 }) {
+  const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.on('console', (msg) => console.log(`  [${name} console.${msg.type()}] ${msg.text()}`));
   page.on('pageerror', (err) => {
     pageErrors.push(`${name}: ${err.message}`);
     console.log(`  [${name} page error] ${err.message}`);
   });
-  await page.goto(DEMO_URL);
+  await page.goto(url);
   await page.fill('input[name=name]', name);
-  await Promise.all([page.waitForURL(DEMO_URL), page.click('button[type=submit]')]);
+  await Promise.all([page.waitForURL(url), page.click('button[type=submit]')]);
   await page.locator('#me', { hasText: name }).waitFor({ timeout: WAIT });
   pages[name] = page;
+  contexts[name] = context;
   return page;
 }
 
@@ -82,8 +89,8 @@ async function say(page, text) {
 }
 
 // A chat line from `from` with `text` shows up on `page`.
-async function seesMessage(page, from, text) {
-  await page.locator('#messages li.message', { hasText: text })
+async function seesMessage(page, from, text, cls = 'message') {
+  await page.locator(`#messages li.${cls}`, { hasText: text })
     .filter({ has: page.locator('.from', { hasText: from }) })
     .waitFor({ timeout: WAIT });
 }
@@ -92,8 +99,24 @@ async function notifications(page) {
   return page.locator('#notifications li').allInnerTexts();
 }
 
+async function ticks(page) {
+  return page.locator('#notifications li.tick').count();
+}
+
 async function badge(page) {
   return page.locator('#state').innerText();
+}
+
+// At phone width: nothing wider than the screen, and the badge on one line.
+async function fitsThePhone(page) {
+  const layout = await page.evaluate(() => {
+    const range = document.createRange();
+    range.selectNodeContents(document.getElementById('state'));
+    return { scroll: document.documentElement.scrollWidth, width: window.innerWidth,
+             badgeLines: range.getClientRects().length, badge: document.getElementById('state').textContent };
+  });
+  check(layout.scroll <= layout.width, `the page is ${layout.scroll}px wide on a ${layout.width}px screen`);
+  check(layout.badgeLines === 1, `the badge "${layout.badge}" wraps over ${layout.badgeLines} lines`);
 }
 
 async function screenshots(suffix = '') {
@@ -110,24 +133,39 @@ function check(condition, message) {
 
 try {
   const nonce = randomBytes(4).toString('hex');
-  step(`chromium ${browser.version()}; logging in alice and bob at ${DEMO_URL}`);
+  step(`chromium ${browser.version()}; alice logs in at ${DEMO_URL} and speaks first`);
   const alice = await logIn('alice');
-  const bob = await logIn('bob');
-  await Promise.all([ready(alice), ready(bob)]);
+  await ready(alice);
+  await say(alice, `before bob ${nonce}`);
 
-  step('alice says hello in the room; bob sees it');
+  step('bob logs in and finds it in the room: the page loads the channel\'s history');
+  const bob = await logIn('bob');
+  await ready(bob);
+  await seesMessage(bob, 'alice', `before bob ${nonce}`, 'message.past');
+
+  step(`carol logs in on a phone-sized screen at ${CAROL_URL} (a backend with 3 s tokens)`);
+  const carol = await logIn('carol', CAROL_URL, PHONE);
+  await ready(carol);
+  await fitsThePhone(carol);
+
+  step('alice says hello in the room; bob and carol see it');
   await say(alice, `hello bob ${nonce}`);
   await seesMessage(bob, 'alice', `hello bob ${nonce}`);
+  await seesMessage(carol, 'alice', `hello bob ${nonce}`);
   await seesMessage(alice, 'alice (you)', `hello bob ${nonce}`);
+  check(await alice.locator('#messages li', { hasText: `hello bob ${nonce}` }).count() === 1,
+        'alice sees her message once');
 
   step('each user gets the backend\'s periodic personal event');
   await alice.locator('#notifications li.tick', { hasText: 'for alice' }).first().waitFor({ timeout: WAIT });
   await bob.locator('#notifications li.tick', { hasText: 'for bob' }).first().waitFor({ timeout: WAIT });
+  await carol.locator('#notifications li.tick', { hasText: 'for carol' }).first().waitFor({ timeout: WAIT });
 
-  step('alice notifies bob; it reaches bob only');
+  step('alice notifies bob: it reaches bob only, and alice is told it went out');
   await alice.fill('#notify-to', 'bob');
   await alice.fill('#notify-text', `invoice ${nonce} is ready`);
   await alice.click('#notify-form button');
+  await alice.locator('#notify-status', { hasText: 'Sent to bob' }).waitFor({ timeout: WAIT });
   await bob.locator('#notifications li.notify', { hasText: `invoice ${nonce}` })
     .filter({ has: bob.locator('.from', { hasText: 'from alice' }) })
     .waitFor({ timeout: WAIT });
@@ -140,27 +178,51 @@ try {
   const bobSees = await notifications(bob);
   check(!bobSees.some((t) => t.includes('for alice')), `bob got alice's personal events: ${bobSees}`);
 
-  step('the gateway is killed: both pages show reconnecting, and count failed attempts');
-  await request('KILL_GATEWAY', 'killed');
-  for (const page of [alice, bob]) {
+  step('the stack stops (the gateway and alice and bob\'s backend): every page shows reconnecting');
+  await request('STOP_STACK', 'stopped');
+  for (const page of [alice, bob, carol]) {
     await page.locator('#state[data-state="reconnecting"]').waitFor({ timeout: WAIT });
     await page.locator('#state', { hasText: /attempt ([2-9]|\d\d)/ }).waitFor({ timeout: WAIT });
     await page.locator('#chat-state[data-state="subscribing"]').waitFor({ timeout: WAIT });
   }
-  step(`badges: alice "${await badge(alice)}", bob "${await badge(bob)}"`);
+  await fitsThePhone(carol);
+  step(`badges: alice "${await badge(alice)}", bob "${await badge(bob)}", carol "${await badge(carol)}"`);
+  const ticksBefore = { alice: await ticks(alice), bob: await ticks(bob) };
   await screenshots('-reconnecting');
 
-  step('the gateway is back on the same port: both pages reconnect and resubscribe');
-  await request('START_GATEWAY', 'started');
-  await Promise.all([ready(alice), ready(bob)]);
-  for (const page of [alice, bob]) {
+  step('the stack starts again: every page reconnects and resubscribes, with no reload');
+  await request('START_STACK', 'started');
+  await Promise.all([ready(alice), ready(bob), ready(carol)]);
+  for (const page of [alice, bob, carol]) {
     check(await page.locator('#state').getAttribute('data-reconnects') === '1', 'expected one reconnect');
   }
 
-  step('the next room message arrives on both pages');
+  step('the restarted backend learns who is here again: the personal events resume');
+  await alice.waitForFunction((n) => document.querySelectorAll('#notifications li.tick').length > n,
+                              ticksBefore.alice, { timeout: WAIT });
+  await bob.waitForFunction((n) => document.querySelectorAll('#notifications li.tick').length > n,
+                            ticksBefore.bob, { timeout: WAIT });
+
+  step('the next room message arrives on every page');
   await say(alice, `back again ${nonce}`);
   await seesMessage(bob, 'alice', `back again ${nonce}`);
+  await seesMessage(carol, 'alice', `back again ${nonce}`);
   await seesMessage(alice, 'alice (you)', `back again ${nonce}`);
+
+  step('carol\'s backend stops: her next token refresh fails, and her page says so');
+  await request('STOP_CAROLS_BACKEND', 'stopped');
+  await carol.locator('#problem', { hasText: 'Could not get a fresh token' }).waitFor({ timeout: WAIT });
+  check(await carol.locator('#state').getAttribute('data-state') === 'connected',
+        'a failed refresh does not cut the connection');
+  await request('START_CAROLS_BACKEND', 'started');
+  await carol.locator('#problem').waitFor({ state: 'hidden', timeout: WAIT });
+
+  step('carol is signed out elsewhere (her cookie is gone): at the next refresh her page says to sign in again');
+  await contexts.carol.clearCookies();
+  await carol.locator('#state[data-state="signed-out"]').waitFor({ timeout: WAIT });
+  await carol.locator('#problem a', { hasText: 'Sign in again' }).waitFor({ timeout: WAIT });
+  check(await carol.locator('#chat-state').innerText() === 'stopped', 'the room says it stopped');
+  await fitsThePhone(carol);
 
   await screenshots();
   check(pageErrors.length === 0, `errors on the pages: ${pageErrors.join('; ')}`);

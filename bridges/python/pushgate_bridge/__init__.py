@@ -13,6 +13,10 @@ The module-level functions use a default :class:`Publisher` configured from
 the gateway's environment variables (``PUSHGATE_NSQD_HTTP_ADDRESS``,
 ``PUSHGATE_TOPIC``, ``PUSHGATE_JWT_SECRET``); :func:`configure` overrides
 them in code.
+
+This package is its own distribution (``pip install ./bridges/python``) and
+needs nothing but the standard library: a backend that installs it gets
+neither the gateway nor its dependencies.
 """
 from __future__ import annotations
 
@@ -20,10 +24,11 @@ import os
 import threading
 from typing import Any
 
-from auth.tokens import connection_token as _connection_token
-from auth.tokens import subscription_token as _subscription_token
+from pushgate_bridge import tokens
 from pushgate_bridge.envelope import encode as encode_envelope
 from pushgate_bridge.publisher import AsyncPublisher, NsqdUnavailable, PublishError, Publisher
+
+__version__ = "0.1.0"
 
 __all__ = [
     "AsyncPublisher", "NsqdUnavailable", "PublishError", "Publisher", "batch", "broadcast", "configure",
@@ -37,11 +42,12 @@ _secret: str | None = None
 
 def configure(*, secret: str | None = None, **publisher_options: Any) -> Publisher:
     """Set the JWT secret and/or the default publisher's options
-    (``nsqd_http_address``, ``topic``, ``max_message_bytes``, ``retries``, ...)."""
+    (``nsqd_http_address``, ``topic``, ``max_message_bytes``, ``retries``, ...).
+    A secret shorter than 32 bytes raises ValueError, as the gateway refuses it."""
     global _publisher, _secret
     with _lock:
         if secret is not None:
-            _secret = secret
+            _secret = tokens.check_secret(secret)
         if publisher_options or _publisher is None:
             _publisher = Publisher(**publisher_options)
         return _publisher
@@ -76,11 +82,12 @@ def _jwt_secret() -> str:
 
 def connection_token(user_id: object, *, ttl: float | None = 3600, channels: list[str] | None = None,
                      info: Any = None, now: float | None = None) -> str:
-    """A connection JWT for ``user_id`` (HS256 with the configured secret)."""
-    return _connection_token(_jwt_secret(), user_id, ttl=ttl, channels=channels, info=info, now=now)
+    """A connection JWT for ``user_id`` (HS256 with the configured secret).
+    ``ttl`` is at least 1 second, or None for a token that never expires."""
+    return tokens.connection_token(_jwt_secret(), user_id, ttl=ttl, channels=channels, info=info, now=now)
 
 
 def subscription_token(user_id: object, channel: str, *, ttl: float | None = 3600,
                        now: float | None = None) -> str:
     """A subscription JWT letting ``user_id`` subscribe to the private ``channel``."""
-    return _subscription_token(_jwt_secret(), user_id, channel, ttl=ttl, now=now)
+    return tokens.subscription_token(_jwt_secret(), user_id, channel, ttl=ttl, now=now)

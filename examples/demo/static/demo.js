@@ -4,6 +4,7 @@
 
 const config = JSON.parse(document.getElementById('config').textContent);
 const $ = (id) => document.getElementById(id);
+const HISTORY_ON_LOAD = 50; // room messages shown from the channel's history
 
 // --- talking to the demo backend ---------------------------------------------
 
@@ -16,23 +17,54 @@ async function post(path, body) {
   if (!response.ok) {
     let reason = response.statusText;
     try { reason = (await response.json()).error || reason; } catch (e) { /* not JSON */ }
-    throw new Error(`${path}: ${response.status} ${reason}`);
+    const error = new Error(`${path}: ${response.status} ${reason}`);
+    error.status = response.status;
+    throw error;
   }
 }
 
+// The SDK calls this when the token in the page has expired (or the gateway
+// says so at connect). A 401 means the user is signed out (in another tab, or
+// the cookie is gone): the SDK then stops for good, and the page says so.
+// Anything else (the backend restarting, a network error) is temporary: the
+// SDK tries again later, and the page says that too.
 async function fetchToken() {
-  const response = await fetch('/token', { cache: 'no-store' });
-  if (response.status === 401) {
-    // Logged out in another tab: stop reconnecting, the page is stale.
-    throw new Centrifuge.UnauthorizedError('not logged in');
+  let response;
+  try {
+    response = await fetch('/token', { cache: 'no-store' });
+  } catch (e) {
+    throw new Error(`the demo backend cannot be reached (${e.message})`);
   }
-  if (!response.ok) throw new Error(`/token: ${response.status}`);
-  return (await response.json()).token;
+  if (response.status === 401) throw new Centrifuge.UnauthorizedError('signed out');
+  if (!response.ok) throw new Error(`the demo backend answered ${response.status}`);
+  const { token } = await response.json();
+  if (tokenTrouble) {   // it had failed before: say it is over
+    tokenTrouble = false;
+    showProblem('');
+  }
+  return token;
+}
+let tokenTrouble = false;
+
+// The backend sends its periodic personal events to the users who are here:
+// the page says so at every connect (so that a restarted backend learns it
+// again without a reload) and then every config.checkInEvery seconds.
+let checkInTimer = null;
+async function checkIn() {
+  clearTimeout(checkInTimer);
+  try {
+    await post('/online', {});
+    checkInTimer = setTimeout(checkIn, config.checkInEvery * 1000);
+  } catch (e) {
+    if (e.status === 401) { signedOut(); return; }
+    checkInTimer = setTimeout(checkIn, 2000); // the backend is restarting: try again soon
+  }
 }
 
-function showProblem(message) {
+function showProblem(message, action) {
   const problem = $('problem');
-  problem.textContent = message || '';
+  problem.replaceChildren(message || '');
+  if (action) problem.append(' ', action);
   problem.hidden = !message;
 }
 
@@ -43,9 +75,9 @@ function clock(seconds) {
   return when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
 }
 
-// Adds an item to a feed: `parts` are [className, text] pairs, shown as text
-// (never as HTML: the messages come from other users).
-function addItem(list, className, parts, sentAt) {
+// A feed item: `parts` are [className, text] pairs, shown as text (never as
+// HTML: the messages come from other users).
+function makeItem(className, parts, sentAt) {
   const item = document.createElement('li');
   item.className = className;
   for (const [cls, text] of parts) {
@@ -57,15 +89,44 @@ function addItem(list, className, parts, sentAt) {
   const time = document.createElement('time');
   time.textContent = clock(sentAt);
   item.append(time);
-  list.append(item);
+  return item;
+}
+
+function trim(list) {
   while (list.children.length > 100) list.firstElementChild.remove();
   list.scrollTop = list.scrollHeight;
 }
 
-function showChat(data) {
+function addItem(list, className, parts, sentAt) {
+  list.append(makeItem(className, parts, sentAt));
+  trim(list);
+}
+
+// Room messages are kept in stream order by their offset, so that history
+// fetched after some live messages arrived goes before them, and a message
+// seen both live and in history shows once.
+const shownOffsets = new Set();
+
+function showChat(data, offset, fromHistory) {
+  if (offset) {
+    if (shownOffsets.has(offset)) return;
+    shownOffsets.add(offset);
+  }
   const mine = data.from === config.user;
-  addItem($('messages'), mine ? 'message mine' : 'message',
-          [['from', mine ? `${data.from} (you)` : data.from], ['text', data.text]], data.sent_at);
+  const item = makeItem(`message${mine ? ' mine' : ''}${fromHistory ? ' past' : ''}`,
+                        [['from', mine ? `${data.from} (you)` : data.from], ['text', data.text]], data.sent_at);
+  const list = $('messages');
+  if (offset) {
+    item.dataset.offset = String(offset);
+    const later = [...list.children].find((li) => li.dataset.offset && Number(li.dataset.offset) > offset);
+    if (later) {
+      list.insertBefore(item, later);
+      trim(list);
+      return;
+    }
+  }
+  list.append(item);
+  trim(list);
 }
 
 function showPersonal(data) {
@@ -79,7 +140,8 @@ function showPersonal(data) {
 }
 
 // The connection badge: connecting, then connected; after a first connection,
-// reconnecting with the attempt number, until connected again.
+// reconnecting with the attempt number, until connected again; signed out
+// when the backend no longer gives this page a token.
 const badge = { everConnected: false, reconnects: 0, attempt: 0 };
 
 function setState(state, text) {
@@ -89,11 +151,29 @@ function setState(state, text) {
   el.textContent = text;
 }
 
+function setRoomState(state) {
+  $('chat-state').dataset.state = state;
+  $('chat-state').textContent = state;
+}
+
+let isSignedOut = false;
+function signedOut() {
+  isSignedOut = true;
+  clearTimeout(checkInTimer);
+  client.disconnect();
+  setState('signed-out', 'signed out');
+  setRoomState('stopped');
+  const again = document.createElement('a');
+  again.href = '/';
+  again.textContent = 'Sign in again';
+  showProblem('You are signed out (perhaps in another tab), so this page gets nothing more.', again);
+}
+
 // --- the client --------------------------------------------------------------
 
 const client = new Centrifuge(config.gatewayUrl, {
   token: config.token,
-  getToken: fetchToken,          // when the token in the page has expired
+  getToken: fetchToken,
   minReconnectDelay: 200,        // snappier than the defaults (500 ms .. 20 s) for a demo
   maxReconnectDelay: 3000,
 });
@@ -111,8 +191,12 @@ client.on('connecting', (ctx) => {
 });
 
 client.on('error', (ctx) => {
+  if (ctx.type === 'connectToken' || ctx.type === 'refreshToken') {
+    tokenTrouble = true;
+    showProblem(`Could not get a fresh token: ${String(ctx.error.message).replace(/^Error: /, '')}. Trying again.`);
+  }
   if (badge.everConnected && client.state === Centrifuge.State.Connecting &&
-      (ctx.type === 'transport' || ctx.type === 'connect')) {
+      (ctx.type === 'transport' || ctx.type === 'connect' || ctx.type === 'connectToken')) {
     badge.attempt += 1;   // that attempt failed: the next one is scheduled with backoff
     setState('reconnecting', `reconnecting (attempt ${badge.attempt})`);
   }
@@ -123,11 +207,18 @@ client.on('connected', (ctx) => {
   badge.attempt = 0;
   setState('connected', 'connected');
   showProblem('');
+  checkIn();
   console.log('connected, client id', ctx.client);
 });
 
 client.on('disconnected', (ctx) => {
+  if (isSignedOut) return;
+  if (ctx.reason === 'unauthorized') {   // fetchToken said 401
+    signedOut();
+    return;
+  }
   setState('disconnected', `disconnected: ${ctx.reason} (${ctx.code})`);
+  setRoomState('stopped');
 });
 
 // Publications on server-side subscriptions: here the personal channel #<user>.
@@ -136,13 +227,21 @@ client.on('publication', (ctx) => {
 });
 
 // The room: a public channel the page subscribes to itself. The SDK
-// subscribes again after every reconnect.
+// subscribes again after every reconnect and recovers what it missed; when
+// it cannot (the first time, or a gateway that restarted and lost its
+// history), the page fills the room from the channel's history.
 const chat = client.newSubscription('chat');
-chat.on('state', (ctx) => {
-  $('chat-state').dataset.state = ctx.newState;
-  $('chat-state').textContent = ctx.newState;
+chat.on('state', (ctx) => setRoomState(ctx.newState));
+chat.on('subscribed', async (ctx) => {
+  if (ctx.wasRecovering && ctx.recovered) return;
+  try {
+    const history = await chat.history({ limit: HISTORY_ON_LOAD, reverse: true });
+    for (const pub of history.publications.reverse()) showChat(pub.data, pub.offset, true);
+  } catch (e) {
+    console.warn('chat history:', e);
+  }
 });
-chat.on('publication', (ctx) => showChat(ctx.data));
+chat.on('publication', (ctx) => showChat(ctx.data, ctx.offset, false));
 chat.on('error', (ctx) => console.warn('chat subscription:', ctx.error));
 chat.subscribe();
 client.connect();
@@ -157,18 +256,23 @@ $('chat-form').addEventListener('submit', async (event) => {
     input.value = '';
     showProblem('');
   } catch (e) {
-    showProblem(e.message);
+    if (e.status === 401) signedOut(); else showProblem(e.message);
   }
 });
 
 $('notify-form').addEventListener('submit', async (event) => {
   event.preventDefault();
+  const to = $('notify-to').value.trim();
   const text = $('notify-text').value.trim();
+  const status = $('notify-status');
+  status.textContent = '';
   try {
-    await post('/notify', { to: $('notify-to').value.trim(), ...(text ? { text } : {}) });
+    await post('/notify', { to, ...(text ? { text } : {}) });
     $('notify-text').value = '';
+    // The backend has handed it to NSQ; every open window of `to` shows it.
+    status.textContent = `Sent to ${to} at ${clock()}.`;
     showProblem('');
   } catch (e) {
-    showProblem(e.message);
+    if (e.status === 401) signedOut(); else showProblem(e.message);
   }
 });

@@ -1,0 +1,105 @@
+"""`make run` as a new user runs it: the whole stack from Procfile.dev through
+honcho, on ports moved by the variables Procfile.dev names. Everything
+listens on 127.0.0.1 only; the demo page logs a user in and hands out a token
+the gateway accepts; the demo publisher's events arrive; Ctrl-C stops every
+process cleanly and `make` exits 0. Nothing of this needs Ruby or Chromium:
+`make run` does not install them (checked on make's own plan)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from http.cookiejar import CookieJar
+
+import pytest
+
+from tests.clients import sdk_client
+from tests.stack import ROOT, free_port, http, wait_until
+
+PORTS = ("PUSHGATE_PORT", "DEMO_PORT", "NSQD_TCP_PORT", "NSQD_HTTP_PORT", "NSQLOOKUPD_TCP_PORT",
+         "NSQLOOKUPD_HTTP_PORT", "NSQADMIN_PORT")
+
+
+def listeners(ports: set[int]) -> list[tuple[str, int]]:
+    """(local address, port) of every listening TCP socket on ``ports``."""
+    found = []
+    for table, family in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 6)):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, port = local.rsplit(":", 1)
+                if state == "0A" and int(port, 16) in ports:
+                    host = ".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)) if family == 4 else address
+                    found.append((host, int(port, 16)))
+    return found
+
+
+def test_make_run_plan_needs_no_ruby_nor_chromium():
+    plan = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    assert not re.search(r"ruby|apt-get|chromium|sudo", plan.stdout, re.I), plan.stdout
+
+
+def test_make_run_starts_the_stack_on_loopback_and_ctrl_c_stops_it(tmp_path):
+    ports = {name: free_port() for name in PORTS}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PUSHGATE_", "DEMO_", "NSQ"))}
+    env.update({name: str(port) for name, port in ports.items()}, NSQD_DATA_PATH=str(tmp_path / "nsqd"))
+    out = open(tmp_path / "make-run.log", "w+")
+    make = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=ROOT, env=env, stdout=out,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    gateway = f"http://127.0.0.1:{ports['PUSHGATE_PORT']}"
+    demo = f"http://127.0.0.1:{ports['DEMO_PORT']}"
+
+    def transcript() -> str:
+        out.seek(0)
+        return out.read()
+    try:
+        wait_until(lambda: http("GET", f"{gateway}/health")[0] == 200 and http("GET", demo)[0] == 200,
+                   timeout=90, what="the gateway and the demo page")
+        wait_until(lambda: len({p for _, p in listeners(set(ports.values()))}) == len(ports), timeout=10,
+                   what="every process listening")
+        found = listeners(set(ports.values()))
+        assert {host for host, _ in found} == {"127.0.0.1"}, found
+
+        # Log in as the demo page does, and take the token it puts in the page.
+        jar = CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        browser.open(demo, timeout=5).read()
+        xsrf = next(c.value for c in jar if c.name == "_xsrf")
+        page = browser.open(f"{demo}/login", data=urllib.parse.urlencode({"name": "carol", "_xsrf": xsrf}).encode(),
+                            timeout=5).read().decode()
+        config = json.loads(re.search(r'<script id="config" type="application/json">(.*?)</script>', page).group(1))
+        assert config["user"] == "carol"
+        assert config["gatewayUrl"] == f"ws://127.0.0.1:{ports['PUSHGATE_PORT']}/connection/websocket"
+
+        async def scenario():
+            client, rec = await sdk_client(config["gatewayUrl"], token=config["token"], channels=("demo",))
+            channel, data = await rec.next(timeout=10)  # the demo publisher sends one every 3 s
+            assert channel == "demo" and data["text"].startswith("demo event #")
+            await client.disconnect()
+        asyncio.run(scenario())
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+            try:
+                make.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(make.pid, signal.SIGKILL)
+                make.wait()
+                pytest.fail(f"make run did not stop on Ctrl-C:\n{transcript()}")
+        log = transcript()
+        out.close()
+    # make ends as Ctrl-C'd programs do (killed by SIGINT, which the shell does
+    # not report), and with no "make: *** ... Error" line.
+    assert make.returncode in (0, -signal.SIGINT), log
+    assert "***" not in log, log
+    for process in ("nsqlookupd", "nsqd", "nsqadmin", "gateway", "demo", "web"):
+        assert f"{process}.1 stopped (rc=0)" in log, log
+    assert "Traceback" not in log, log
+    wait_until(lambda: not listeners(set(ports.values())), timeout=5, what="every port released")

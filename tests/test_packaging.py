@@ -1,0 +1,25 @@
+"""What `pip install .` ships: every package under gateway/ and auth/ (an
+editable install would hide a missing one, the wheel would not have it),
+and not the Python bridge, which is its own distribution."""
+from __future__ import annotations
+
+import configparser
+
+from tests.stack import ROOT
+
+
+def listed_packages(setup_cfg) -> set[str]:
+    config = configparser.ConfigParser()
+    config.read(setup_cfg)
+    return {line.strip() for line in config["options"]["packages"].splitlines() if line.strip()}
+
+
+def test_the_gateway_distribution_lists_every_package_it_has():
+    found = {".".join(init.parent.relative_to(ROOT).parts)
+             for top in ("gateway", "auth") for init in (ROOT / top).rglob("__init__.py")}
+    assert listed_packages(ROOT / "setup.cfg") == found
+
+
+def test_the_bridge_is_a_distribution_of_its_own():
+    assert listed_packages(ROOT / "bridges" / "python" / "setup.cfg") == {"pushgate_bridge"}
+    assert not any(p.startswith("pushgate_bridge") for p in listed_packages(ROOT / "setup.cfg"))
