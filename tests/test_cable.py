@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import time
 
@@ -137,7 +136,8 @@ def test_stock_client_survives_a_gateway_restart_and_resubscribes_by_itself(cabl
             # The stock client reopens when its monitor finds the connection stale
             # (6-18 s here), then resubscribes after the welcome.
             await client.event("connected", timeout=40, identifier=identifier(params), reconnected=True)
-            nsqd.publish({"channel": "news", "data": {"after": "restart"}})
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: rails("broadcast", "news", '{"after":"restart"}', nsqd=nsqd))
             await client.wait(lambda: client.received(), what="a broadcast after the restart")
             assert client.received() == [{"after": "restart"}]
         finally:
