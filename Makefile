@@ -5,7 +5,8 @@
 # with Go from tools/nsq unless nsqd, nsqlookupd and nsqadmin are already on
 # PATH; the npm packages locked in package-lock.json in node_modules
 # (centrifuge-js for the demo page and the SDK test, playwright-core for the
-# browser test, ws for centrifuge-js under Node).
+# browser tests, ws for the clients under Node, and the stock Action Cable
+# clients for the /cable tests).
 # So `make run` needs Python 3.11+, make, Go and Node.js 20+ with npm; it
 # installs nothing outside this directory (Go and npm keep their download
 # caches where they always do).
