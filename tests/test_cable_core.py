@@ -441,6 +441,17 @@ def test_a_restore_without_history_requests_joins_at_the_next_ping_with_what_fol
     assert [m["message"] for m in got] == [{"n": 1}]
     publish(host, clock, "news", b'{"n":2}')
     assert [m["message"] for m in transport.messages()] == [{"n": 2}]
+    # When even that cannot be vouched for (here: the node lost its NSQ
+    # connection meanwhile), the client is told.
+    again.transport_closed()
+    restored, transport = cable(host, "u", EXT, sid=again.sid)
+    assert transport.messages()[0]["restored_ids"] == [pubsub("news")]
+    host.history.continuity_lost()
+    clock.advance(RESTORE_WAIT)
+    for _ in range(3):
+        host.fast_heartbeat.tick()
+    got = [m for m in transport.messages() if m.get("type") != "ping"]
+    assert got == [{"identifier": pubsub("news"), "type": "reject_history"}]
 
 
 def test_the_restore_store_is_bounded_by_time_and_memory():

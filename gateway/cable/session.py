@@ -276,8 +276,8 @@ class CableSession(Session):
     def _answer_history(self, identifier: str, channel: str, request: object, mark: int | None = None,
                         quiet: bool = False) -> None:
         """Send what the client missed of ``channel`` and ``confirm_history``, or
-        ``reject_history`` and none of it. ``quiet``: no answer is due (nothing
-        was asked), only the publications."""
+        ``reject_history`` and none of it. ``quiet``: nothing was asked, so a
+        success needs no ``confirm_history`` (a failure is still reported)."""
         metrics = self.host.metrics
         if not self.host.history.enabled(channel):
             if not quiet:
@@ -287,11 +287,9 @@ class CableSession(Session):
         answer = self._recovery(channel, request, mark)
         if answer is None:
             return
-        if not quiet:
-            metrics.recoveries.labels("true" if answer.recovered else "false").inc()
+        metrics.recoveries.labels("true" if answer.recovered else "false").inc()
         if not answer.recovered:
-            if not quiet:
-                self.send(protocol.reject_history(identifier))
+            self.send(protocol.reject_history(identifier))
             return
         codec = self.cable.wires.codec(True, identifier, channel)
         frame = self.wire.frame
