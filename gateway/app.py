@@ -9,12 +9,15 @@ import socket
 
 import tornado.web
 from tornado.log import access_log
-from tornado.netutil import bind_sockets
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets, bind_unix_socket
 
-from gateway.api import HealthHandler, MetricsHandler, PublishHandler
+from gateway.api import HealthHandler, MetricsHandler, OwnHealthHandler, OwnMetricsHandler, PublishHandler
 from gateway.config import ConfigError, Settings
 from gateway.node import Node
+from gateway.box import Box
 from gateway.server import Listener, client_ip
+from gateway.supervisor import worker_identity, worker_socket
 from gateway.transports.cable import CABLE
 from gateway.transports.upgrade import Upgrades
 from gateway.transports.websocket import CENTRIFUGO
@@ -63,8 +66,11 @@ WEBSOCKET_ENDPOINTS = [CENTRIFUGO, CABLE]
 def make_server(node: Node, settings: Settings) -> Listener:
     """The listening server: WebSocket upgrades on the lean path
     (gateway/transports/upgrade.py), every other request to the application."""
-    node.upgrades = Upgrades(node, make_app(node), WEBSOCKET_ENDPOINTS)
-    return Listener(node.upgrades, pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
+    app = make_app(node)
+    node.loop = asyncio.get_running_loop()
+    node.upgrades = Upgrades(node, app, WEBSOCKET_ENDPOINTS)
+    return Listener(app, pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
+                    upgrades=node.upgrades,
                     idle_connection_timeout=settings.handshake_timeout,
                     body_timeout=settings.handshake_timeout,
                     max_body_size=max(settings.max_message_bytes, 65536) + 4096)
@@ -89,13 +95,32 @@ def listen_error(settings: Settings, exc: OSError) -> ConfigError:
     return ConfigError(f"--address/--port: cannot listen on {where}: {exc.strerror or exc}")
 
 
+def worker_server(node: Node, path: str) -> HTTPServer:
+    """A worker's own /metrics and /health, on a UNIX socket in the run
+    directory: its siblings ask it when they answer for the box."""
+    args = {"node": node}
+    app = tornado.web.Application([(r"/metrics", OwnMetricsHandler, args), (r"/health", OwnHealthHandler, args)],
+                                  log_function=lambda handler: None)
+    server = HTTPServer(app)
+    server.add_socket(bind_unix_socket(path, mode=0o600))
+    return server
+
+
 async def serve(settings: Settings) -> None:
     node = Node(settings)
     server = make_server(node, settings)
+    worker = worker_identity()
     try:
-        server.add_sockets(bind_sockets(settings.port, settings.address, backlog=4096))
+        # Workers of one box share the port; the kernel spreads connections over them.
+        server.add_sockets(bind_sockets(settings.port, settings.address, backlog=4096,
+                                        reuse_port=worker is not None))
     except OSError as exc:
         raise listen_error(settings, exc) from None
+    private = None
+    if worker is not None:
+        index, count, run_dir = worker
+        node.box = Box(index, count, run_dir)
+        private = worker_server(node, worker_socket(run_dir, index))
     await node.start()
     log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket, Action Cable /cable)",
              node.name, settings.address, settings.port)
@@ -113,4 +138,6 @@ async def serve(settings: Settings) -> None:
     node.stop()
     await asyncio.sleep(0.2)  # let the last close frames go out
     server.stop()
+    if private is not None:
+        private.stop()
     log.info("drained, exiting")

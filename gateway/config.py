@@ -158,8 +158,17 @@ class Option:
         return "PUSHGATE_" + self.dest.upper()
 
 
+def _workers(raw: str) -> int:
+    """A number of worker processes, or auto: one per core."""
+    if raw.strip().lower() == "auto":
+        return max(1, os.cpu_count() or 1)
+    return _int_range(1, 256)(raw)
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("port", _int_range(0, 65535), 8000, "HTTP/WebSocket port (also read from PORT)."),
+    Option("workers", _workers, 1, "Worker processes, each a node on the same port (SO_REUSEPORT), or auto "
+           "(one per core); more than one makes this process their supervisor."),
     Option("address", _text, "0.0.0.0", "Address to listen on."),
     Option("nsqd-tcp-address", _host_port, [], "nsqd TCP address to read from (repeatable).", repeatable=True),
     Option("lookupd-http-address", _http_address, [], "nsqlookupd HTTP address for discovery (repeatable).",
@@ -241,6 +250,7 @@ OPTIONS: tuple[Option, ...] = (
 @dataclass(frozen=True)
 class Settings:
     port: int = 8000
+    workers: int = 1
     address: str = "0.0.0.0"
     nsqd_tcp_address: list = field(default_factory=list)
     lookupd_http_address: list = field(default_factory=list)
@@ -398,5 +408,7 @@ def check(s: Settings) -> None:
     mapped = [t for t, _ in s.map_topic]
     if s.topic in mapped or len(set(mapped)) != len(mapped):
         raise ConfigError("--map-topic: each topic may be read once (and not the envelope --topic)")
+    if s.workers > 1 and s.port == 0:
+        raise ConfigError("--workers: workers share one port; give --port (not 0)")
     if s.control_topic in (s.topic, *mapped):
         raise ConfigError("--control-topic: must differ from --topic and every --map-topic")

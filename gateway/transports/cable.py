@@ -17,8 +17,6 @@ The same door and the same connection as ``/connection/websocket``
 """
 from __future__ import annotations
 
-from tornado.httputil import HTTPHeaders
-
 from gateway.cable.protocol import EXT, SUBPROTOCOLS, TOKEN_SUBPROTOCOL, V1, BaseCodec
 from gateway.cable.session import CableSession
 from gateway.transports.base import WireFormat
@@ -49,16 +47,16 @@ def _first(query: dict[str, list[str]], name: str) -> str:
     return values[-1] if values else ""
 
 
-def opened(session: CableSession, headers: HTTPHeaders, query: dict[str, list[str]]) -> None:
-    token = headers.get("X-JID", "")
+def opened(session: CableSession, headers: dict[str, str], query: dict[str, list[str]]) -> None:
+    token = headers.get("x-jid", "")
     if not token:
-        for name in headers.get("Sec-WebSocket-Protocol", "").split(","):
+        for name in headers.get("sec-websocket-protocol", "").split(","):
             name = name.strip()
             if name.startswith(TOKEN_SUBPROTOCOL):
                 token = name[len(TOKEN_SUBPROTOCOL):]
                 break
     token = token or _first(query, "jid")
-    sid = headers.get("X-AnyCable-Restore-Sid", "") or _first(query, "sid")
+    sid = headers.get("x-anycable-restore-sid", "") or _first(query, "sid")
     session.start(token, sid)
 
 
