@@ -5,7 +5,8 @@
 # with Go from tools/nsq unless nsqd, nsqlookupd and nsqadmin are already on
 # PATH; the npm packages locked in package-lock.json in node_modules
 # (centrifuge-js for the demo page and the SDK test, playwright-core for the
-# browser test, ws for centrifuge-js under Node).
+# browser tests, ws for the clients under Node, and the stock Action Cable
+# clients for the /cable tests).
 # So `make run` needs Python 3.11+, make, Go and Node.js 20+ with npm; it
 # installs nothing outside this directory (Go and npm keep their download
 # caches where they always do).
@@ -29,9 +30,10 @@ all: setup
 
 setup: $(VENV)/.installed nsq node_modules/.installed
 
-# The Ruby bridge's tests run on Debian's Ruby packages (no RubyGems, no Bundler).
-RUBY_PACKAGES := ruby ruby-minitest ruby-actioncable ruby-activerecord ruby-sqlite3
-RUBY_CHECK := require "minitest"; require "active_support/all"; require "action_cable"; require "active_record"; require "sqlite3"
+# The Ruby bridge's tests run on Debian's Ruby packages (no RubyGems, no Bundler);
+# ruby-rails for the /cable tests' Rails 6.1 app (tests/ruby/rails_app).
+RUBY_PACKAGES := ruby ruby-minitest ruby-actioncable ruby-activerecord ruby-sqlite3 ruby-rails
+RUBY_CHECK := require "minitest"; require "active_support/all"; require "action_cable"; require "active_record"; require "sqlite3"; require "rails"
 .PHONY: ruby
 ruby:
 	@if ruby -e '$(RUBY_CHECK)' >/dev/null 2>&1; then :; \

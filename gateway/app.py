@@ -18,6 +18,7 @@ from gateway.node import Node
 from gateway.box import Box
 from gateway.server import Listener, client_ip
 from gateway.supervisor import worker_identity, worker_socket
+from gateway.transports.cable import CABLE
 from gateway.transports.upgrade import Upgrades
 from gateway.transports.websocket import CENTRIFUGO
 
@@ -59,7 +60,7 @@ def make_app(node: Node) -> tornado.web.Application:
     )
 
 
-WEBSOCKET_ENDPOINTS = [CENTRIFUGO]
+WEBSOCKET_ENDPOINTS = [CENTRIFUGO, CABLE]
 
 
 def make_server(node: Node, settings: Settings) -> Listener:
@@ -121,7 +122,7 @@ async def serve(settings: Settings) -> None:
         node.box = Box(index, count, run_dir)
         private = worker_server(node, worker_socket(run_dir, index))
     await node.start()
-    log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket)",
+    log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket, Action Cable /cable)",
              node.name, settings.address, settings.port)
     stop: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()

@@ -96,6 +96,13 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _channel_prefix(raw: str) -> str:
+    raw = raw.strip()
+    if raw and (len(raw) > 200 or not raw.isprintable() or raw.startswith("#")):
+        raise ValueError(f"{raw!r} is not a channel prefix (up to 200 printable characters, not starting with #)")
+    return raw
+
+
 def _bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -184,6 +191,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("api-key", _text, None, "Key for POST /api/publish (`Authorization: apikey KEY`); unset disables it."),
     Option("public-channels", _text, "", "Channels any client may subscribe to, comma-separated; "
            "a trailing * matches a prefix (e.g. news,chat:*)."),
+    Option("turbo-streams-secret", _text, None, "Key that verifies signed stream names on /cable "
+           "(Turbo::StreamsChannel and $pubsub signed_stream_name); Rails sets "
+           "config.turbo.signed_stream_verifier_key to the same value (at least 32 bytes)."),
+    Option("cable-channel-prefix", _channel_prefix, "", "cable.yml's channel_prefix: a /cable stream S is the "
+           "channel PREFIX:S (personal #user streams excepted), as the Ruby adapter publishes it."),
     Option("allowed-origins", _text, "", "Browser origins allowed to connect, comma-separated, or * "
            "(default: same host only; clients without Origin are always allowed)."),
     Option("max-queue-bytes", _int_range(4096), 1 << 20, "Per-connection send queue; a client that "
@@ -254,6 +266,8 @@ class Settings:
     allow_anonymous: bool = False
     api_key: str | None = None
     public_channels: str = ""
+    turbo_streams_secret: str | None = None
+    cable_channel_prefix: str = ""
     allowed_origins: str = ""
     max_queue_bytes: int = 1 << 20
     max_message_bytes: int = 65536
@@ -369,6 +383,8 @@ def check(s: Settings) -> None:
     if s.jwt_secret and len(s.jwt_secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(f"--jwt-secret: must be at least {MIN_SECRET_BYTES} bytes "
                           "(RFC 7518 3.2: HS256 keys as long as the hash)")
+    if s.turbo_streams_secret and len(s.turbo_streams_secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"--turbo-streams-secret: must be at least {MIN_SECRET_BYTES} bytes (an HMAC-SHA256 key)")
     if not s.jwt_secret and not s.jwt_public_key and not s.allow_anonymous:
         raise ConfigError("--jwt-secret: a JWT secret or --jwt-public-key is required "
                           "(or --allow-anonymous)")

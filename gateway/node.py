@@ -132,6 +132,7 @@ class Node:
     def _tick(self) -> None:
         host = self.host
         host.heartbeat.tick()
+        host.fast_heartbeat.tick()
         host.expiry.check(time.time())
         self.pending.sweep(time.monotonic(), self.settings.handshake_timeout)
         if self.upgrades is not None:

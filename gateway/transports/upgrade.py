@@ -68,15 +68,26 @@ class Choice(NamedTuple):
 
 class Endpoint:
     """A WebSocket endpoint: its path, how a connection there chooses its wire
-    format from the offered subprotocols and the query, and its session."""
+    format from the offered subprotocols and the query, and its session.
+
+    Optionally, ``unacceptable(offered)`` gives the reason to refuse an offer
+    with HTTP 400 before the upgrade (when accepting it could only end in a
+    handshake the client fails itself), and ``opened(session, headers, query)``
+    hands the session what it needs of the request once the connection is
+    open (a protocol that authenticates with it, as Action Cable does;
+    header names are lower-case)."""
 
     def __init__(self, path: str, choose: Callable[[list[str], dict[str, list[str]]], Choice],
-                 session: Callable[..., Session], *, pongs: bool = True, unidirectional: bool = False):
+                 session: Callable[..., Session], *, pongs: bool = True, unidirectional: bool = False,
+                 unacceptable: Callable[[list[str]], str | None] | None = None,
+                 opened: Callable[[Session, dict[str, str], dict[str, list[str]]], None] | None = None):
         self.path = path
         self.choose = choose
         self.session = session
         self.pongs = pongs
         self.unidirectional = unidirectional
+        self.unacceptable = unacceptable
+        self.opened = opened
 
 
 class Request(NamedTuple):
@@ -258,20 +269,25 @@ class _Handshake:
                         origin[:200], host[:200],
                         origin if ALLOWABLE_ORIGIN.match(origin) else "https://app.example.com")
             return self.refuse(403, "origin not allowed")
+        offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+        if self.endpoint.unacceptable is not None:
+            reason = self.endpoint.unacceptable(offered)
+            if reason is not None:
+                return self.refuse(400, reason)
         # Refused before the upgrade: cheaper than a WebSocket closed at once,
         # and the SDKs retry a failed handshake with backoff.
         refusal = self.node.admit_handshake()
         if refusal is not None:
             return self.refuse(503, refusal, {"Retry-After": "1"})
-        offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
-        choice = self.endpoint.choose(offered, urllib.parse.parse_qs(request.query) if request.query else {})
+        query = urllib.parse.parse_qs(request.query) if request.query else {}
+        choice = self.endpoint.choose(offered, query)
         response = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                     b"Sec-WebSocket-Accept: " + wsproto.accept_key(key).encode() + b"\r\n")
         if choice.subprotocol:
             response += b"Sec-WebSocket-Protocol: " + choice.subprotocol.encode() + b"\r\n"
         self.log(101, logging.DEBUG)
         WebSocketConnection(self.head.upgrades, self.endpoint, self.head.sock, choice, response + b"\r\n",
-                            self.rest)
+                            self.rest, headers, query)
 
     def refuse(self, status: int, reason: str, extra: dict | None = None) -> None:
         self.log(status, logging.WARNING)
@@ -295,7 +311,7 @@ class WebSocketConnection:
                  "_parser", "_closing", "_closed")
 
     def __init__(self, upgrades: Upgrades, endpoint: Endpoint, sock, choice: Choice, response: bytes,
-                 rest: bytes):
+                 rest: bytes, headers: dict[str, str] | None = None, query: dict[str, list[str]] | None = None):
         node = upgrades.node
         self.upgrades = upgrades
         self.sock = sock
@@ -316,6 +332,8 @@ class WebSocketConnection:
         self.session = node.host.accept(endpoint.session(node.host, self))
         if choice.refusal is not None:
             self.session.close(choice.refusal)
+        elif endpoint.opened is not None:
+            endpoint.opened(self.session, headers or {}, query or {})
         node.loop.add_reader(self.fd, self._readable)
         if rest:
             self._feed(rest)
