@@ -15,6 +15,14 @@ connection. Targets: ≤ 10 CPU-s per million deliveries, ≤ 20 KB/connection.
     .venv/bin/python bench/fanout.py --clients 10000 --messages 200
     .venv/bin/python bench/fanout.py --protocol both          # JSON and Protobuf clients, side by side
     .venv/bin/python bench/fanout.py --protocol both --ref 7e92305   # and an older commit as the baseline
+    .venv/bin/python bench/fanout.py --protocol json,cable,cable-ext --clients 3000   # Action Cable beside Centrifugo
+
+Protocols: ``json`` and ``protobuf`` are the Centrifugo protocol at
+/connection/websocket; ``cable`` and ``cable-ext`` are Action Cable at /cable
+(actioncable-v1-json, and AnyCable's actioncable-v1-ext-json with stream
+positions in every message), every client on the same ``$pubsub`` stream
+identifier. Each protocol gets its own gateway, one after the other, in the
+same run.
 """
 from __future__ import annotations
 
@@ -80,8 +88,12 @@ class RefGateway(Gateway):
         return env
 
 
-def measure(label: str, gateway: Gateway, nsqd: Nsqd, protobuf: bool, args) -> dict:
-    """One run: N clients of one encoding on one gateway. Prints and returns the figures."""
+PROTOCOLS = {"json": "Centrifugo JSON", "protobuf": "Centrifugo Protobuf", "cable": "Action Cable v1-json",
+             "cable-ext": "Action Cable ext-json"}
+
+
+def measure(label: str, gateway: Gateway, nsqd: Nsqd, protocol: str, args) -> dict:
+    """One run: N clients of one protocol on one gateway. Prints and returns the figures."""
     children: list[subprocess.Popen] = []
     try:
         pid = gateway.proc.pid
@@ -96,7 +108,7 @@ def measure(label: str, gateway: Gateway, nsqd: Nsqd, protobuf: bool, args) -> d
                 [sys.executable, str(Path(__file__).with_name("ws_clients.py")), f"--port={gateway.port}",
                  f"--count={count}", f"--token={connection_token(SECRET, f'bench-{n}')}",
                  f"--lat={args.latency_messages}", f"--tp={args.messages}", f"--sources={sources}",
-                 *(["--protobuf"] if protobuf else [])],
+                 f"--protocol={protocol}"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         for child in children:
             ready = json.loads(child.stdout.readline())
@@ -170,11 +182,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2.0, help="latency-phase messages per second "
                         "(keep N x rate well below capacity: this phase measures latency, not load)")
     parser.add_argument("--payload", type=int, default=64, help="bytes of filler in each message")
-    parser.add_argument("--protocol", choices=("json", "protobuf", "both"), default="json",
-                        help="the clients' encoding; both: one run of each, side by side")
+    parser.add_argument("--protocol", default="json",
+                        help="the clients' protocol: json, protobuf, cable, cable-ext, or several comma-separated "
+                        "(both = json,protobuf): one run of each, side by side")
     parser.add_argument("--ref", help="also measure this git commit (JSON clients), as the baseline")
     parser.add_argument("--gateway-arg", action="append", default=[], help="extra flag for pushgate serve")
     args = parser.parse_args()
+    protocols = args.protocol.replace("both", "json,protobuf").split(",")
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        parser.error(f"--protocol: unknown {', '.join(unknown)} (known: {', '.join(PROTOCOLS)}, both)")
 
     work = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
     nsqd = Nsqd(work / "nsqd").start()
@@ -190,17 +207,17 @@ def main() -> None:
             try:
                 old = RefGateway(tree, work / "gw-ref", nsqd, None, *flags, *args.gateway_arg).start()
                 try:
-                    runs.append(measure(f"pushgate {args.ref}, JSON (baseline)", old, nsqd, False, args))
+                    runs.append(measure(f"pushgate {args.ref}, JSON (baseline)", old, nsqd, "json", args))
                 finally:
                     old.stop()
             finally:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
                                capture_output=True)
-        for protobuf in {"json": (False,), "protobuf": (True,), "both": (False, True)}[args.protocol]:
-            gateway = Gateway(work / f"gw-{protobuf}", nsqd, None, *flags, "--shed-loop-lag=1000",
+        for protocol in protocols:
+            gateway = Gateway(work / f"gw-{protocol}", nsqd, None, *flags, "--shed-loop-lag=1000",
                               *args.gateway_arg).start()
             try:
-                runs.append(measure(f"pushgate, {'Protobuf' if protobuf else 'JSON'}", gateway, nsqd, protobuf, args))
+                runs.append(measure(f"pushgate, {PROTOCOLS[protocol]}", gateway, nsqd, protocol, args))
             finally:
                 gateway.stop()
     finally:

@@ -1,7 +1,9 @@
 """Many bare WebSocket clients in one process, for bench/fanout.py.
 
 Speaks just enough of the protocol: the handshake, a masked connect and
-subscribe, pongs for pings, and counting publications. It reads the
+subscribe (the Centrifugo protocol in JSON or Protobuf), or a subscribe to
+the ``$pubsub`` stream (the Action Cable protocol at /cable, v1 or ext),
+pongs for pings where the protocol wants them, and counting publications. It reads the
 publisher's timestamp out of each publication without a JSON parser, to stay
 cheap next to the gateway it measures. Prints JSON lines on stdout:
 ``{"ready": n}``, then ``{"done": ..., "latencies": [...], ...}``.
@@ -19,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the gateway's schema, for --protobuf
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the gateway's schema, for --protocol protobuf
 
 def masked(payload: bytes, opcode: int = 0x1) -> bytes:
     # A zero mask key is valid (RFC 6455 only asks for one) and leaves the payload as is.
@@ -108,10 +110,15 @@ class Stats:
             self.done.set_result(None)
 
 
+SUBPROTOCOLS = {"protobuf": "centrifuge-protobuf", "cable": "actioncable-v1-json",
+                "cable-ext": "actioncable-v1-ext-json"}
+
+
 class Client(asyncio.Protocol):
     def __init__(self, stats: Stats, host: str, path: str, connect_frame: bytes, sample: bool,
-                 protobuf: bool = False):
-        self.protobuf = protobuf
+                 protocol: str = "json"):
+        self.protocol = protocol
+        self.cable = protocol.startswith("cable")
         self.stats = stats
         self.host = host
         self.path = path
@@ -130,7 +137,8 @@ class Client(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         key = base64.b64encode(os.urandom(16)).decode()
-        protocol = "Sec-WebSocket-Protocol: centrifuge-protobuf\r\n" if self.protobuf else ""
+        name = SUBPROTOCOLS.get(self.protocol)
+        protocol = f"Sec-WebSocket-Protocol: {name}\r\n" if name else ""
         transport.write((f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
                          f"{protocol}\r\n").encode())
@@ -161,6 +169,9 @@ class Client(asyncio.Protocol):
             if opcode == 0x2:
                 self.protobuf_frame(payload)
                 continue
+            if self.cable:
+                self.cable_frame(payload)
+                continue
             for line in payload.split(b"\n"):
                 if line == b"{}":
                     self.transport.write(PONG)
@@ -179,6 +190,16 @@ class Client(asyncio.Protocol):
             elif message.startswith(b"\x08\x02") or (message.startswith(b"\x08\x01") and message[2:3] == b"\x12"):
                 if not self.subscribed.done():  # id 2's reply, or an error (2) for id 1
                     self.subscribed.set_result(message[2:3] != b"\x12")
+
+    def cable_frame(self, payload: bytes):
+        if payload.startswith(b'{"identifier"'):
+            if b'"message":' in payload:
+                self.publication(payload)
+            elif not self.subscribed.done():  # confirm_subscription or reject_subscription
+                self.subscribed.set_result(b"confirm_subscription" in payload)
+        elif payload.startswith(b'{"type":"disconnect"') and not self.subscribed.done():
+            self.subscribed.set_result(False)
+        # welcome and pings: nothing to answer
 
     def publication(self, line: bytes):
         stats = self.stats
@@ -210,12 +231,20 @@ async def main() -> None:
     parser.add_argument("--sources", default="127.0.0.1", help="comma-separated local addresses to spread over")
     parser.add_argument("--sample-every", type=int, default=10, help="record latency on every Nth connection")
     parser.add_argument("--timeout", type=float, default=300)
-    parser.add_argument("--protobuf", action="store_true", help="speak the Protobuf encoding")
+    parser.add_argument("--protocol", choices=("json", "protobuf", "cable", "cable-ext"), default="json",
+                        help="the Centrifugo protocol in JSON or Protobuf, or Action Cable at /cable (v1 or ext)")
     args = parser.parse_args()
     loop = asyncio.get_running_loop()
     stats = Stats(args.count, args.lat, args.tp)
-    if args.protobuf:
+    path = "/connection/websocket"
+    if args.protocol == "protobuf":
         frame = protobuf_connect_frame(args.token, args.channel)
+    elif args.protocol.startswith("cable"):
+        # Every client subscribes with the same identifier, as every viewer of a
+        # Turbo stream does: the gateway renders each publication once for all.
+        path = f"/cable?jid={args.token}"
+        identifier = json.dumps({"channel": "$pubsub", "stream_name": args.channel})
+        frame = masked(json.dumps({"command": "subscribe", "identifier": identifier}).encode())
     else:
         frame = masked(json.dumps({"id": 1, "connect": {"token": args.token}}).encode() + b"\n" +
                        json.dumps({"id": 2, "subscribe": {"channel": args.channel}}).encode())
@@ -225,8 +254,8 @@ async def main() -> None:
     for start in range(0, args.count, batch):
         pending = []
         for i in range(start, min(start + batch, args.count)):
-            client = Client(stats, f"{args.host}:{args.port}", "/connection/websocket", frame,
-                            sample=(i % args.sample_every == 0), protobuf=args.protobuf)
+            client = Client(stats, f"{args.host}:{args.port}", path, frame,
+                            sample=(i % args.sample_every == 0), protocol=args.protocol)
             source = sources[i % len(sources)]
             client.address = (args.host, args.port)
             pending.append(loop.create_connection(lambda c=client: c, args.host, args.port,

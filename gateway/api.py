@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -110,24 +111,51 @@ class PublishHandler(JsonHandler):
         return 200, {}
 
 
-class HealthHandler(JsonHandler):
-    """``GET /health``: 200 with the node's state; 503 until every topic (the
-    control topic too) is read from at least one nsqd, and while draining."""
+def node_health(node: Node) -> tuple[int, dict]:
+    """This node's own health: 200 once every topic (the control topic too) is
+    read from at least one nsqd, 503 before and while draining."""
+    source = node.source
+    ready = source.reading_every_topic() and node.bus.ready() and not node.draining
+    return (200 if ready else 503), {
+        "node": node.name,
+        "pid": os.getpid(),
+        "draining": node.draining,
+        "connections": len(node.sessions),
+        "nsqd_connections": source.connection_count(),
+    }
 
-    def get(self) -> None:
+
+class HealthHandler(JsonHandler):
+    """``GET /health``: this node's health (:func:`node_health`); on a box of
+    workers, the box's: 200 when every worker is up and ready (gateway/box.py)."""
+
+    own = False  # the private per-worker endpoint sets it
+
+    async def get(self) -> None:
         node = self.node
-        source = node.source
-        nsqd = source.connection_count()
-        ready = source.reading_every_topic() and node.bus.ready() and not node.draining
-        self.answer(200 if ready else 503, {
-            "node": node.name,
-            "draining": node.draining,
-            "connections": len(self.node.sessions),
-            "nsqd_connections": nsqd,
-        })
+        status, body = node_health(node)
+        if node.box is not None and not self.own:
+            status, body = await node.box.health((status, body))
+        self.answer(status, body)
 
 
 class MetricsHandler(JsonHandler):
-    def get(self) -> None:
+    """``GET /metrics``: this node's metrics; on a box of workers, every
+    worker's with a ``worker`` label, and the box's totals (gateway/box.py)."""
+
+    own = False
+
+    async def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(generate_latest(self.node.metrics.registry))
+        text = generate_latest(self.node.metrics.registry)
+        if self.node.box is not None and not self.own:
+            text = await self.node.box.metrics(text)
+        self.finish(text)
+
+
+class OwnHealthHandler(HealthHandler):
+    own = True
+
+
+class OwnMetricsHandler(MetricsHandler):
+    own = True

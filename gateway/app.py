@@ -9,17 +9,22 @@ import socket
 
 import tornado.web
 from tornado.log import access_log
-from tornado.netutil import bind_sockets
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets, bind_unix_socket
 
-from gateway.api import HealthHandler, MetricsHandler, PublishHandler
+from gateway.api import HealthHandler, MetricsHandler, OwnHealthHandler, OwnMetricsHandler, PublishHandler
 from gateway.config import ConfigError, Settings
 from gateway.node import Node
+from gateway.box import Box
 from gateway.server import Listener, client_ip
+from gateway.supervisor import worker_identity, worker_socket
+from gateway.transports.cable import CABLE
 from gateway.transports.emulation import ControlReaders, EmulationEndpoint, EmulationSessions
 from gateway.transports.http import (HttpStreamEndpoint, SseEndpoint, StreamEndpoint, UniHttpStreamEndpoint,
                                      UniSseEndpoint)
-from gateway.transports.uni_websocket import UniWebSocketTransport
-from gateway.transports.websocket import MAX_CLIENT_FRAME, WebSocketTransport
+from gateway.transports.uni_websocket import UNI_WEBSOCKET_ENDPOINT
+from gateway.transports.upgrade import Upgrades
+from gateway.transports.websocket import CENTRIFUGO
 
 log = logging.getLogger("pushgate")
 
@@ -32,7 +37,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     if status < 400 or isinstance(handler, HealthHandler):
         level = logging.DEBUG
-    elif status < 500 or isinstance(handler, (WebSocketTransport, StreamEndpoint)):
+    elif status < 500 or isinstance(handler, StreamEndpoint):  # a stream refused while draining, at capacity
         level = logging.WARNING
     else:
         level = logging.ERROR
@@ -46,6 +51,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
 
 
 def make_app(node: Node) -> tornado.web.Application:
+    """The HTTP endpoints; WebSocket endpoints are in front of it (make_server)."""
     args = {"node": node}
     # Emulation sessions of this node, and /emulation requests for other nodes
     # forwarded to them through the control bus (gateway/transports/emulation.py).
@@ -56,21 +62,34 @@ def make_app(node: Node) -> tornado.web.Application:
     streams = {"node": node, "sessions": sessions}
     return tornado.web.Application(
         [
-            (r"/connection/websocket", WebSocketTransport, args),
             (r"/connection/http_stream", HttpStreamEndpoint, streams),
             (r"/connection/sse", SseEndpoint, streams),
             (r"/emulation", EmulationEndpoint, streams),
             (r"/connection/uni_sse", UniSseEndpoint, args),
             (r"/connection/uni_http_stream", UniHttpStreamEndpoint, args),
-            (r"/connection/uni_websocket", UniWebSocketTransport, args),
             (r"/api/publish", PublishHandler, args),
             (r"/health", HealthHandler, args),
             (r"/metrics", MetricsHandler, args),
         ],
-        websocket_max_message_size=MAX_CLIENT_FRAME,
         log_function=log_request,
         node=node,
     )
+
+
+WEBSOCKET_ENDPOINTS = [CENTRIFUGO, CABLE, UNI_WEBSOCKET_ENDPOINT]
+
+
+def make_server(node: Node, settings: Settings) -> Listener:
+    """The listening server: WebSocket upgrades on the lean path
+    (gateway/transports/upgrade.py), every other request to the application."""
+    app = make_app(node)
+    node.loop = asyncio.get_running_loop()
+    node.upgrades = Upgrades(node, app, WEBSOCKET_ENDPOINTS)
+    return Listener(app, pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
+                    upgrades=node.upgrades,
+                    idle_connection_timeout=settings.handshake_timeout,
+                    body_timeout=settings.handshake_timeout,
+                    max_body_size=max(settings.max_message_bytes, 65536) + 4096)
 
 
 QUICK_DRAIN = 1.0  # seconds, on SIGINT (Ctrl-C in `make run`)
@@ -92,20 +111,36 @@ def listen_error(settings: Settings, exc: OSError) -> ConfigError:
     return ConfigError(f"--address/--port: cannot listen on {where}: {exc.strerror or exc}")
 
 
+def worker_server(node: Node, path: str) -> HTTPServer:
+    """A worker's own /metrics and /health, on a UNIX socket in the run
+    directory: its siblings ask it when they answer for the box."""
+    args = {"node": node}
+    app = tornado.web.Application([(r"/metrics", OwnMetricsHandler, args), (r"/health", OwnHealthHandler, args)],
+                                  log_function=lambda handler: None)
+    server = HTTPServer(app)
+    server.add_socket(bind_unix_socket(path, mode=0o600))
+    return server
+
+
 async def serve(settings: Settings) -> None:
     node = Node(settings)
-    server = Listener(make_app(node), pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
-                      idle_connection_timeout=settings.handshake_timeout,
-                      body_timeout=settings.handshake_timeout,
-                      max_body_size=max(settings.max_message_bytes, 65536) + 4096)
+    server = make_server(node, settings)
+    worker = worker_identity()
     try:
-        server.add_sockets(bind_sockets(settings.port, settings.address, backlog=4096))
+        # Workers of one box share the port; the kernel spreads connections over them.
+        server.add_sockets(bind_sockets(settings.port, settings.address, backlog=4096,
+                                        reuse_port=worker is not None))
     except OSError as exc:
         raise listen_error(settings, exc) from None
+    private = None
+    if worker is not None:
+        index, count, run_dir = worker
+        node.box = Box(index, count, run_dir)
+        private = worker_server(node, worker_socket(run_dir, index))
     await node.start()
-    log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket; fallbacks "
-             "/connection/http_stream, /connection/sse and /emulation; unidirectional /connection/uni_sse, "
-             "/connection/uni_http_stream, /connection/uni_websocket)",
+    log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket, Action Cable /cable; "
+             "fallbacks /connection/http_stream, /connection/sse with /emulation; unidirectional "
+             "/connection/uni_sse, /connection/uni_http_stream, /connection/uni_websocket)",
              node.name, settings.address, settings.port)
     stop: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
@@ -121,4 +156,6 @@ async def serve(settings: Settings) -> None:
     node.stop()
     await asyncio.sleep(0.2)  # let the last close frames go out
     server.stop()
+    if private is not None:
+        private.stop()
     log.info("drained, exiting")

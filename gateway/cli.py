@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 import ujson
@@ -40,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="A shared channel to subscribe server-side (repeatable).")
     add_arguments(token, TOKEN_OPTIONS)
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.serve_args = argv[argv.index("serve") + 1:] if "serve" in argv else []
     try:
         return {"serve": _serve, "publish": _publish, "token": _token}[args.command](args)
     except ConfigError as exc:
@@ -50,13 +53,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = resolve(args)
+    worker = os.environ.get("PUSHGATE_WORKER_INDEX")  # set by the supervisor (gateway/supervisor.py)
+    who = f"worker {worker} " if worker is not None else ("supervisor " if settings.workers > 1 else "")
     logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s")
     if settings.log_level != "DEBUG":
         # One line per HTTP request, and pynsq's IDENTIFY dumps, are noise at INFO;
         # 4xx/5xx and pynsq's warnings still show. pushgate.nsq logs the connections.
         logging.getLogger("tornado.access").setLevel(logging.WARNING)
         logging.getLogger("nsq").setLevel(logging.WARNING)
+    if settings.workers > 1:
+        from gateway.supervisor import serve_workers
+        return serve_workers(settings, args.serve_args)
     from gateway.app import serve  # Tornado and pynsq load only for serve
     # The stock asyncio loop on purpose: under uvloop the write batcher stops
     # coalescing and fan-out costs 2.5x the CPU (bench/fanout.py, docs/benchmarks.md).

@@ -96,6 +96,13 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _channel_prefix(raw: str) -> str:
+    raw = raw.strip()
+    if raw and (len(raw) > 200 or not raw.isprintable() or raw.startswith("#")):
+        raise ValueError(f"{raw!r} is not a channel prefix (up to 200 printable characters, not starting with #)")
+    return raw
+
+
 def _bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -151,8 +158,17 @@ class Option:
         return "PUSHGATE_" + self.dest.upper()
 
 
+def _workers(raw: str) -> int:
+    """A number of worker processes, or auto: one per core."""
+    if raw.strip().lower() == "auto":
+        return max(1, os.cpu_count() or 1)
+    return _int_range(1, 256)(raw)
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("port", _int_range(0, 65535), 8000, "HTTP/WebSocket port (also read from PORT)."),
+    Option("workers", _workers, 1, "Worker processes, each a node on the same port (SO_REUSEPORT), or auto "
+           "(one per core); more than one makes this process their supervisor."),
     Option("address", _text, "0.0.0.0", "Address to listen on."),
     Option("nsqd-tcp-address", _host_port, [], "nsqd TCP address to read from (repeatable).", repeatable=True),
     Option("lookupd-http-address", _http_address, [], "nsqlookupd HTTP address for discovery (repeatable).",
@@ -175,6 +191,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("api-key", _text, None, "Key for POST /api/publish (`Authorization: apikey KEY`); unset disables it."),
     Option("public-channels", _text, "", "Channels any client may subscribe to, comma-separated; "
            "a trailing * matches a prefix (e.g. news,chat:*)."),
+    Option("turbo-streams-secret", _text, None, "Key that verifies signed stream names on /cable "
+           "(Turbo::StreamsChannel and $pubsub signed_stream_name); Rails sets "
+           "config.turbo.signed_stream_verifier_key to the same value (at least 32 bytes)."),
+    Option("cable-channel-prefix", _channel_prefix, "", "cable.yml's channel_prefix: a /cable stream S is the "
+           "channel PREFIX:S (personal #user streams excepted), as the Ruby adapter publishes it."),
     Option("allowed-origins", _text, "", "Browser origins allowed to connect, comma-separated, or * "
            "(default: same host only; clients without Origin are always allowed)."),
     Option("max-queue-bytes", _int_range(4096), 1 << 20, "Per-connection send queue; a client that "
@@ -229,6 +250,7 @@ OPTIONS: tuple[Option, ...] = (
 @dataclass(frozen=True)
 class Settings:
     port: int = 8000
+    workers: int = 1
     address: str = "0.0.0.0"
     nsqd_tcp_address: list = field(default_factory=list)
     lookupd_http_address: list = field(default_factory=list)
@@ -244,6 +266,8 @@ class Settings:
     allow_anonymous: bool = False
     api_key: str | None = None
     public_channels: str = ""
+    turbo_streams_secret: str | None = None
+    cable_channel_prefix: str = ""
     allowed_origins: str = ""
     max_queue_bytes: int = 1 << 20
     max_message_bytes: int = 65536
@@ -359,6 +383,8 @@ def check(s: Settings) -> None:
     if s.jwt_secret and len(s.jwt_secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(f"--jwt-secret: must be at least {MIN_SECRET_BYTES} bytes "
                           "(RFC 7518 3.2: HS256 keys as long as the hash)")
+    if s.turbo_streams_secret and len(s.turbo_streams_secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"--turbo-streams-secret: must be at least {MIN_SECRET_BYTES} bytes (an HMAC-SHA256 key)")
     if not s.jwt_secret and not s.jwt_public_key and not s.allow_anonymous:
         raise ConfigError("--jwt-secret: a JWT secret or --jwt-public-key is required "
                           "(or --allow-anonymous)")
@@ -382,5 +408,7 @@ def check(s: Settings) -> None:
     mapped = [t for t, _ in s.map_topic]
     if s.topic in mapped or len(set(mapped)) != len(mapped):
         raise ConfigError("--map-topic: each topic may be read once (and not the envelope --topic)")
+    if s.workers > 1 and s.port == 0:
+        raise ConfigError("--workers: workers share one port; give --port (not 0)")
     if s.control_topic in (s.topic, *mapped):
         raise ConfigError("--control-topic: must differ from --topic and every --map-topic")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from auth.tokens import ConnectionClaims, SubscriptionClaims, TokenInvalid, TokenVerifier
 from gateway import __version__
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from gateway.session import Session
 
 HOLD_POLL = 0.05  # seconds between checks of held recoveries (one timer for all)
+FAST_PING_INTERVAL = 3  # seconds: Action Cable's beat (clients reopen after 6 s of silence)
 
 
 class SessionHost:
@@ -35,13 +36,16 @@ class SessionHost:
     def __init__(self, settings: Settings, metrics: Metrics, *, hub: Hub, history: History, expiry: Expiry,
                  heartbeat: Heartbeat, verifier: TokenVerifier | None, name: str = "",
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 now_ns: Callable[[], int] = time.time_ns):
+                 now_ns: Callable[[], int] = time.time_ns, fast_heartbeat: Heartbeat | None = None):
         self.settings = settings
         self.metrics = metrics
         self.hub = hub
         self.history = history
         self.expiry = expiry
         self.heartbeat = heartbeat
+        # Sessions whose clients expect frequent pings (Session.fast_pings) are
+        # pinged from this one instead, on the same one-second tick.
+        self.fast_heartbeat = fast_heartbeat or Heartbeat(FAST_PING_INTERVAL, 1, heartbeat.stale_after, clock=clock)
         self.verifier = verifier
         self.name = name            # the node's name (emulation transports route by it)
         self.clock = clock          # monotonic seconds: rate limits, holds
@@ -53,12 +57,24 @@ class SessionHost:
         self._hold_timer: asyncio.TimerHandle | None = None
         self._public_exact = frozenset(p for p in settings.public_channel_patterns if not p.endswith("*"))
         self._public_prefixes = tuple(p[:-1] for p in settings.public_channel_patterns if p.endswith("*"))
+        self._shared: dict[str, Any] = {}
+
+    def shared(self, key: str, build: Callable[[SessionHost], Any]) -> Any:
+        """State a protocol shares among its sessions on this node (e.g. the
+        Action Cable protocol's per-identifier wire formats), built on first use."""
+        state = self._shared.get(key)
+        if state is None:
+            state = self._shared[key] = build(self)
+        return state
+
+    def heartbeat_of(self, session: Session) -> Heartbeat:
+        return self.fast_heartbeat if session.fast_pings else self.heartbeat
 
     # --- lifecycle of a session ---------------------------------------------------
 
     def accept(self, session: Session) -> Session:
         self.sessions.add(session)
-        self.heartbeat.expect_connect(session)
+        self.heartbeat_of(session).expect_connect(session)
         self.metrics.connections.inc()
         return session
 
@@ -71,14 +87,14 @@ class SessionHost:
         return None
 
     def connected(self, session: Session) -> None:
-        self.heartbeat.add(session)
+        self.heartbeat_of(session).add(session)
         if session.user:
             self.user_connections[session.user] = self.user_connections.get(session.user, 0) + 1
         self.metrics.connects.inc()
 
     def forget(self, session: Session) -> None:
         self.held.discard(session)
-        self.heartbeat.remove(session)
+        self.heartbeat_of(session).remove(session)
         if session in self.sessions:
             self.sessions.discard(session)
             self.metrics.connections.dec()

@@ -43,6 +43,11 @@ class Hub:
             if not subscribers:
                 del self._channels[channel]
 
+    def wire_of(self, channel: str, session: Session) -> WireFormat | None:
+        """The wire format ``session``'s subscription to ``channel`` renders with."""
+        subscribers = self._channels.get(channel)
+        return subscribers.get(session) if subscribers is not None else None
+
     def subscribers(self, channel: str) -> list[Session]:
         """A copy: callers may unsubscribe while they go through it."""
         return list(self._channels.get(channel, ()))

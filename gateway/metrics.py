@@ -5,7 +5,11 @@ Each node has its own registry so several nodes can live in one process
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
+
+# Counters' _created samples are a creation time per process: noise on a
+# dashboard, and meaningless once a box's workers are summed.
+disable_created_metrics()
 
 
 class Metrics:

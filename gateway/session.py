@@ -49,6 +49,11 @@ class Session:
     __slots__ = ("host", "transport", "push", "wire", "state", "client_id", "user", "channels", "pong_due",
                  "slot", "expiry", "sub_expiry", "held", "held_until", "credit", "credit_at", "server_channels")
 
+    # Whether the protocol's clients expect a ping every few seconds (Action
+    # Cable: 3 s, or they reopen the connection) rather than every
+    # --ping-interval: the host pings such sessions from its fast heartbeat.
+    fast_pings = False
+
     def __init__(self, host: SessionHost, transport: Transport) -> None:
         self.host = host
         self.transport = transport
@@ -291,7 +296,12 @@ class Session:
         self.state = CLOSED
         self._release()
         self.host.metrics.disconnects.labels(str(disconnect.code)).inc()
-        self.transport.disconnect(disconnect)
+        self.transport.disconnect(self.wire_disconnect(disconnect))
+
+    def wire_disconnect(self, disconnect: Disconnect) -> Disconnect:
+        """What the transport closes with (a protocol may say it its own way:
+        Action Cable closes 1000 after its disconnect message, as Rails does)."""
+        return disconnect
 
     def ping(self) -> None:
         """Called by the heartbeat: the wire format's pre-framed ping."""

@@ -99,3 +99,49 @@ def open_session(host: SessionHost, wire: WireFormat = WIRE_JSON):
 
 def frame(*commands: dict) -> str:
     return "\n".join(json.dumps(c) for c in commands)
+
+
+# --- the Action Cable protocol ---------------------------------------------------------
+
+def unframe(data: bytes) -> list[bytes]:
+    """The payloads of unmasked server WebSocket frames, in order."""
+    out, pos = [], 0
+    while pos < len(data):
+        n = data[pos + 1] & 0x7F
+        start = pos + 2
+        if n == 126:
+            n, start = int.from_bytes(data[pos + 2:pos + 4], "big"), pos + 4
+        elif n == 127:
+            n, start = int.from_bytes(data[pos + 2:pos + 10], "big"), pos + 10
+        out.append(data[start:start + n])
+        pos = start + n
+    return out
+
+
+class FakeCableTransport(FakeTransport):
+    """A /cable connection: real WebSocket text frames, no pongs."""
+
+    pongs = False
+
+    def __init__(self) -> None:
+        from gateway.transports.cable import CABLE_V1
+        super().__init__(CABLE_V1)
+
+    def raw(self) -> list[bytes]:
+        """Every message sent so far, as bytes, and forgotten."""
+        out = [m for frame in self.sent for m in unframe(frame)]
+        self.sent.clear()
+        return out
+
+    def messages(self) -> list[dict]:
+        return [json.loads(m) for m in self.raw()]
+
+
+def open_cable(host: SessionHost, token: str | None = "", subprotocol: str = "actioncable-v1-json",
+               sid: str = ""):
+    """A /cable session that opened with ``token`` (and ``sid`` to restore)."""
+    from gateway.cable.session import CableSession
+    transport = FakeCableTransport()
+    session = host.accept(CableSession(host, transport, subprotocol))
+    session.start(token or "", sid)
+    return session, transport

@@ -1,15 +1,18 @@
 """``/connection/uni_websocket``: a WebSocket for clients with no SDK, that
 only receive (centrifugo-protocol.md §9.5).
 
-The ConnectRequest (a JSON object: ``token``, and ``subs`` with the positions
-to recover from) comes in the ``cf_connect`` query parameter, or else as the
-first text message. Everything is server-side: the personal channel and the
-token's ``channels``. The server sends unwrapped pushes, one per text frame:
+The same door and the same connection as ``/connection/websocket``
+(:mod:`gateway.transports.upgrade`). The ConnectRequest (a JSON object:
+``token``, and ``subs`` with the positions to recover from) comes in the
+``cf_connect`` query parameter, or else as the first text message.
+Everything is server-side: the personal channel and the token's
+``channels``. The server sends unwrapped pushes, one per text frame:
 ``{"connect": {...}}`` first, then ``{"channel": ..., "pub": {...}}``, and
 ``{}`` pings with no pong expected. A disconnect is a
 ``{"disconnect": {...}}`` push and then the close frame with the same code.
-Anything the client sends after its connect is ignored (but counted against
-``--client-command-rate``). JSON only.
+Anything the client sends after its connect is ignored, within
+``--client-command-rate``. JSON only: a client that offers another
+subprotocol, or asks for Protobuf, is closed with 3506 saying so.
 """
 from __future__ import annotations
 
@@ -18,78 +21,64 @@ import logging
 from gateway.centrifugo import model
 from gateway.centrifugo.json_codec import JSON_UNI
 from gateway.centrifugo.model import Disconnect
+from gateway.centrifugo.session import CentrifugoSession
 from gateway.session import CONNECTING
 from gateway.transports.base import WireFormat
-from gateway.transports.http import PathOnlyLogs, connect_request, new_session_id
-from gateway.transports.websocket import WebSocketTransport, text_frame
+from gateway.transports.http import connect_request
+from gateway.transports.upgrade import Choice, Endpoint
+from gateway.transports.websocket import text_frame
 
 log = logging.getLogger("pushgate.websocket")
 
 UNI_WEBSOCKET = WireFormat("uni_websocket-json", JSON_UNI, text_frame)
+JSON_ONLY = Disconnect(model.DISCONNECT_INAPPROPRIATE_PROTOCOL.code, "uni_websocket speaks JSON only")
 
 
-class UniWebSocketTransport(PathOnlyLogs, WebSocketTransport):
-    unidirectional = True
-    emulation = False
-    pongs = False
+def choose(offered: list[str], query: dict[str, list[str]]) -> Choice:
+    if "centrifuge-json" in offered:
+        return Choice(UNI_WEBSOCKET, "centrifuge-json")
+    if offered:
+        return Choice(UNI_WEBSOCKET, offered[0], JSON_ONLY)  # echoed only to be refused readably
+    if "protobuf" in (query.get("format", [""])[0], query.get("cf_protocol", [""])[0]):
+        return Choice(UNI_WEBSOCKET, None, JSON_ONLY)
+    return Choice(UNI_WEBSOCKET, None)
 
-    def initialize(self, node) -> None:
-        super().initialize(node)
-        self.wire = UNI_WEBSOCKET
-        self.session_id = new_session_id()
-        self._request: dict | None = None
 
-    async def get(self, *args, **kwargs) -> None:
-        raw = self.get_query_argument("cf_connect", "", strip=False)
-        if raw:
-            self._request = connect_request(raw)
-            if self._request is None:
-                self.set_status(400)
-                self.finish({"error": "cf_connect: the connect request must be a JSON object"})
-                return
-        await super().get(*args, **kwargs)
+class UniWebSocketSession(CentrifugoSession):
+    """A unidirectional session whose first message may be its ConnectRequest;
+    it reads nothing after that."""
 
-    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        if "centrifuge-json" in subprotocols:
-            return "centrifuge-json"
-        if subprotocols:
-            self._unsupported = subprotocols[0]
-            return subprotocols[0]  # only to say so in a close frame the client will read
-        return None
+    __slots__ = ()
 
-    def open(self) -> None:
-        self.wire = UNI_WEBSOCKET
-        unsupported = self._unsupported
-        self._unsupported = None
-        super().open()
-        session = self.session
-        if unsupported is not None or "protobuf" in (self.get_query_argument("format", ""),
-                                                     self.get_query_argument("cf_protocol", "")):
-            log.warning("uni_websocket: %s refused: it speaks JSON only", unsupported or "Protobuf")
-            session.close(Disconnect(model.DISCONNECT_INAPPROPRIATE_PROTOCOL.code,
-                                     "uni_websocket speaks JSON only"))
-            return
-        if self._request is not None:
-            session.connect_unidirectional(self._request)
+    def count(self, data: str | bytes) -> int:
+        return 1
 
-    def on_message(self, message: str | bytes) -> None:
-        session = self.session
-        if session is None:
-            return
-        if session.state is not CONNECTING or self._request is not None:
-            session._spend(1)  # a unidirectional client has nothing to say: only its rate is watched
-            return
-        request = connect_request(message) if isinstance(message, str) else None
+    def queue(self, data: str | bytes, waiting: list) -> bool:
+        return True  # behind a held connect: nothing a unidirectional client sends is a command
+
+    def receive(self, data: str | bytes) -> None:
+        if self.state is not CONNECTING or self.held is not None:
+            return  # a unidirectional client has nothing to say: only its rate is watched
+        request = connect_request(data) if isinstance(data, str) else None
         if request is None:
+            self.host.metrics.bad_frames.inc()
             log.warning("uni_websocket: the first message is not a connect request (a JSON object)")
-            session.close(model.DISCONNECT_BAD_REQUEST)
+            self.close(model.DISCONNECT_BAD_REQUEST)
             return
-        self._request = request
-        session.connect_unidirectional(request)
+        self.run([model.Command(1, "connect", request)])
 
-    def disconnect(self, disconnect: Disconnect) -> None:
-        # The push first, as Centrifugo sends it: a client reading only messages learns why.
-        writer = self._writer
-        if writer is not None and disconnect.code != model.DISCONNECT_SLOW.code:
-            writer.send(self.wire.frame(self.wire.codec.disconnect(disconnect)))
-        super().disconnect(disconnect)
+
+def opened(session: UniWebSocketSession, headers: dict[str, str], query: dict[str, list[str]]) -> None:
+    values = query.get("cf_connect")
+    if not values or session.state is not CONNECTING:
+        return  # the connect request comes as the first message
+    request = connect_request(values[-1])
+    if request is None:
+        log.warning("uni_websocket: cf_connect is not a connect request (a JSON object)")
+        session.close(model.DISCONNECT_BAD_REQUEST)
+        return
+    session.connect_unidirectional(request)
+
+
+UNI_WEBSOCKET_ENDPOINT = Endpoint("/connection/uni_websocket", choose, UniWebSocketSession, pongs=False,
+                                  unidirectional=True, opened=opened)

@@ -6,6 +6,7 @@ require "pushgate/envelope"
 require "pushgate/token"
 require "pushgate/publisher"
 require "pushgate/after_commit"
+require "pushgate/cable_helper"
 
 # Publish to pushgate from Rails or any Ruby program.
 #

@@ -15,6 +15,13 @@ module ActionCable
     #     adapter: nsq
     #     url: http://127.0.0.1:4151   # optional, else PUSHGATE_NSQD_HTTP_ADDRESS
     #     topic: pushgate              # optional, else PUSHGATE_TOPIC
+    #     channel_prefix: myapp        # optional: streams go to channel "myapp:<stream>"
+    #
+    # channel_prefix works as in Rails' redis adapter: a broadcast to stream S
+    # goes to channel "PREFIX:S"; the gateway's --cable-channel-prefix (the same
+    # value) maps /cable subscriptions to S the same way, so stream names and
+    # signed stream names stay unprefixed. Personal streams ("#<user>") are
+    # never prefixed: they are the user's channel whoever publishes to it.
     class Nsq < Base
       def initialize(*)
         super
@@ -22,14 +29,16 @@ module ActionCable
         config = Pushgate.config.dup
         url = cable[:url] || cable["url"]
         topic = cable[:topic] || cable["topic"]
+        prefix = (cable[:channel_prefix] || cable["channel_prefix"]).to_s
         config.nsqd_http_address = url if url
         config.topic = topic if topic
+        @channel_prefix = prefix.empty? ? nil : prefix
         @publisher = Pushgate::Publisher.new(config)
       end
 
       # ActionCable hands over the payload already JSON-encoded.
       def broadcast(channel, payload)
-        @publisher.publish("channel" => channel.to_s, "data" => JSON.parse(payload))
+        @publisher.publish("channel" => prefixed(channel.to_s), "data" => JSON.parse(payload))
       end
 
       def subscribe(*)
@@ -41,6 +50,12 @@ module ActionCable
       end
 
       def shutdown; end
+
+      private
+
+      def prefixed(channel)
+        @channel_prefix.nil? || channel.start_with?("#") ? channel : "#{@channel_prefix}:#{channel}"
+      end
     end
   end
 end

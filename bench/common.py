@@ -1,0 +1,157 @@
+"""What the benchmarks share: the real stack, the C load client, CPU and
+memory of a gateway and all its workers, and percentiles."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from auth import connection_token  # noqa: E402
+from tests.stack import SECRET, Gateway, Nsqd, http  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+BUILD = ROOT / ".tools" / "bench"
+PER_CLIENT_PROCESS = 19000   # connections per load process: 20,000 open files each
+SOURCES = ",".join(f"127.0.0.{i}" for i in range(1, 11))  # source addresses: ports enough for 250,000
+
+
+def build(name: str) -> Path:
+    """Compile bench/<name>.c into .tools/bench/<name> when the source is newer."""
+    source = ROOT / "bench" / f"{name}.c"
+    binary = BUILD / name
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        BUILD.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cc", "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (a supervisor's workers)."""
+    out = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        out.extend(process_tree(int(child)))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its live children."""
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and its children."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE
+        except OSError:
+            continue
+    return total
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
+
+
+def tokens_file(work: Path, count: int, prefix: str = "user") -> Path:
+    """One token per line, distinct users (HS256, the test secret)."""
+    path = work / f"tokens-{prefix}-{count}.txt"
+    if not path.exists():
+        path.write_text("\n".join(connection_token(SECRET, f"{prefix}-{i}", ttl=86400) for i in range(count)))
+    return path
+
+
+class LoadClients:
+    """Load processes (bench/loadgen.c) spread over ``count`` connections."""
+
+    def __init__(self, port: int, count: int, tokens: Path, *, channel: str = "bench", concurrency: int = 200,
+                 sample: int = 10, per_process: int = PER_CLIENT_PROCESS, path: str = "/connection/websocket"):
+        binary = build("loadgen")
+        processes = max(1, -(-count // per_process))
+        self._received = 0
+        self.children = []
+        for n in range(processes):
+            share = count // processes + (1 if n < count % processes else 0)
+            self.children.append(subprocess.Popen(
+                [str(binary), "--port", str(port), "--connections", str(share), "--tokens", str(tokens),
+                 "--channel", channel, "--concurrency", str(max(1, concurrency // processes)),
+                 "--sample", str(sample), "--sources", SOURCES, "--path", path],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+
+    def ready(self) -> dict:
+        """Wait until every connection has tried; sums of the processes' lines."""
+        lines = [json.loads(child.stdout.readline()) for child in self.children]
+        return {"ready": sum(x["ready"] for x in lines), "errors": sum(x["errors"] for x in lines),
+                "seconds": max(x["seconds"] for x in lines)}
+
+    def report(self) -> dict:
+        """Publications received and latency samples since the last report."""
+        for child in self.children:
+            child.stdin.write("report\n")
+            child.stdin.flush()
+        lines = [json.loads(child.stdout.readline()) for child in self.children]
+        total = sum(x["received"] for x in lines)
+        received, self._received = total - self._received, total
+        return {"received": received, "closed": sum(x["closed"] for x in lines),
+                "latencies_ms": [v for x in lines for v in x["latencies_ms"]]}
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.kill()
+            child.wait()
+
+
+def start_stack(workers: int = 1, *args: str, env: dict | None = None) -> tuple[Path, Nsqd, Gateway]:
+    work = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
+    nsqd = Nsqd(work / "nsqd").start()
+    gateway = Gateway(work / "gw", nsqd, None, "--public-channels=bench", "--log-level=warning",
+                      "--connect-rate=1000000", "--connect-burst=1000000", "--shed-loop-lag=1000",
+                      f"--workers={workers}", *args, env=env).start()
+    return work, nsqd, gateway
+
+
+def publish(nsqd: Nsqd, bodies: list[bytes]) -> None:
+    status, answer = http("POST", f"http://{nsqd.http_address}/mpub?topic=pushgate", b"\n".join(bodies))
+    if status != 200:
+        raise RuntimeError(f"mpub failed: {status} {answer!r}")
+
+
+def publication(extra: dict | None = None, payload: int = 64) -> bytes:
+    return json.dumps({"channel": "bench", "data": {"f": "x" * payload, **(extra or {}), "ts": time.time()}}).encode()
+
+
+class Baseline:
+    """The physical limit (bench/baseline.c): same clients, same frames, no logic."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([str(build("baseline")), "--port", "0"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.port = json.loads(self.proc.stdout.readline())["port"]
+
+    def publish(self, data: dict) -> None:
+        self.proc.stdin.write("publish " + json.dumps(data, separators=(",", ":")) + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()

@@ -1,0 +1,351 @@
+/*
+ * loadgen: many WebSocket clients of the Centrifugo JSON protocol in one
+ * process, cheap enough that the machine's CPU goes to the server measured.
+ *
+ * Each connection does the opening handshake, sends connect (its own token
+ * from --tokens, one per line) and subscribe (--channel) in one frame, and
+ * counts as ready when the subscribe reply arrives. Ready connections answer
+ * pings with pongs, count publications, and take the publisher's time out of
+ * each one ("ts": seconds since the epoch, in the data) to measure
+ * publish -> receive latency.
+ *
+ * Output is JSON lines on stdout:
+ *   {"ready": N, "errors": E, "seconds": S}      when every connection has tried
+ * then, for each line read on stdin:
+ *   "report"  -> {"received": R, "closed": C, "latencies_ms": [...]}  (and the
+ *                latency samples are forgotten)
+ *   "quit"    -> exit
+ *
+ * Build: cc -O2 -o loadgen bench/loadgen.c   (bench/ scripts do it)
+ * Usage: loadgen --port P --connections N --tokens FILE [--host H] [--channel C]
+ *                [--concurrency K] [--sources 127.0.0.1,127.0.0.2] [--sample N]
+ *                [--path /connection/websocket]
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+enum state { IDLE, CONNECTING, HANDSHAKE, SUBSCRIBING, READY, DEAD };
+
+struct conn {
+    int fd;
+    enum state state;
+    int out_len, out_off;   /* pending handshake/connect bytes */
+    char *out;
+    int in_len;             /* bytes in buf */
+    char buf[4096];
+};
+
+static struct conn *conns;
+static int n_conns, concurrency = 200, sample_every = 10;
+static const char *host = "127.0.0.1", *channel = "bench", *path = "/connection/websocket";
+static int port;
+static char **tokens;
+static int n_tokens;
+static struct in_addr sources[64];
+static int n_sources = 1;
+static int epfd;
+static long ready, errors, started, in_flight, received, closed_count;
+static double *latencies;
+static long n_latencies, cap_latencies;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what) { perror(what); exit(2); }
+
+static void add_latency(double ms) {
+    if (n_latencies == cap_latencies) {
+        cap_latencies = cap_latencies ? cap_latencies * 2 : 65536;
+        latencies = realloc(latencies, cap_latencies * sizeof(double));
+        if (!latencies) die("realloc");
+    }
+    latencies[n_latencies++] = ms;
+}
+
+/* A masked client frame (zero mask key: valid, and the payload stays as is). */
+static int client_frame(char *out, int opcode, const char *payload, int len) {
+    int h = 0;
+    out[h++] = (char)(0x80 | opcode);
+    if (len < 126) {
+        out[h++] = (char)(0x80 | len);
+    } else {
+        out[h++] = (char)(0x80 | 126);
+        out[h++] = (char)((len >> 8) & 0xff);
+        out[h++] = (char)(len & 0xff);
+    }
+    memset(out + h, 0, 4);
+    h += 4;
+    memcpy(out + h, payload, len);
+    return h + len;
+}
+
+static void fail(struct conn *c) {
+    if (c->state == DEAD) return;
+    if (c->state != READY) { errors++; in_flight--; }
+    else closed_count++;
+    c->state = DEAD;
+    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    free(c->out);
+    c->out = NULL;
+}
+
+static void start(int i) {
+    struct conn *c = &conns[i];
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0) die("socket");
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in src = {.sin_family = AF_INET, .sin_addr = sources[i % n_sources]};
+    if (n_sources > 1 && bind(fd, (struct sockaddr *)&src, sizeof src) < 0) die("bind source");
+    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, host, &dst.sin_addr);
+    c->fd = fd;
+    c->state = CONNECTING;
+    c->in_len = 0;
+    /* The handshake, then connect + subscribe in one frame. */
+    char request[1024], body[2048];
+    int rlen = snprintf(request, sizeof request,
+                        "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                        path, host, port);
+    int blen = snprintf(body, sizeof body, "{\"id\":1,\"connect\":{\"token\":\"%s\"}}\n"
+                        "{\"id\":2,\"subscribe\":{\"channel\":\"%s\"}}", tokens[i % n_tokens], channel);
+    c->out = malloc(rlen + blen + 16);
+    memcpy(c->out, request, rlen);
+    c->out_len = rlen + client_frame(c->out + rlen, 1, body, blen);
+    c->out_off = 0;
+    in_flight++;
+    started++;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)i};
+    if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS) { fail(c); return; }
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
+}
+
+static void send_pending(struct conn *c) {
+    /* Everything up to the end of the handshake request goes first; the
+       connect frame only after the 101 (out_off marks the split). */
+    while (c->out && c->out_off < c->out_len) {
+        int limit = c->out_len;
+        if (c->state == CONNECTING || c->state == HANDSHAKE) {
+            char *end = memmem(c->out, c->out_len, "\r\n\r\n", 4);
+            limit = (int)(end - c->out) + 4;
+            if (c->out_off >= limit) break;
+        }
+        ssize_t n = send(c->fd, c->out + c->out_off, limit - c->out_off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN) return;
+            fail(c);
+            return;
+        }
+        c->out_off += (int)n;
+    }
+    if (c->state == CONNECTING) {
+        c->state = HANDSHAKE;
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)(c - conns)};
+        epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    }
+}
+
+static void on_message(struct conn *c, const char *p, int len) {
+    if (len == 2 && p[0] == '{' && p[1] == '}') {          /* a ping */
+        char pong[8];
+        int n = client_frame(pong, 1, "{}", 2);
+        send(c->fd, pong, n, MSG_NOSIGNAL);
+        return;
+    }
+    if (c->state == SUBSCRIBING) {
+        if (memmem(p, len, "\"id\":2", 6)) {
+            if (memmem(p, len, "\"error\"", 7)) { fail(c); return; }
+            c->state = READY;
+            ready++;
+            in_flight--;
+        } else if (memmem(p, len, "\"error\"", 7)) {
+            fail(c);
+        }
+        return;
+    }
+    if (c->state == READY && memmem(p, len, "\"pub\"", 5)) {
+        received++;
+        if (sample_every && (c - conns) % sample_every == 0) {
+            const char *ts = memmem(p, len, "\"ts\":", 5);
+            if (ts) add_latency((now() - strtod(ts + 5, NULL)) * 1000.0);
+        }
+    }
+}
+
+static void on_readable(struct conn *c) {
+    for (;;) {
+        ssize_t n = recv(c->fd, c->buf + c->in_len, sizeof c->buf - c->in_len, 0);
+        if (n == 0) { fail(c); return; }
+        if (n < 0) {
+            if (errno == EAGAIN) break;
+            fail(c);
+            return;
+        }
+        c->in_len += (int)n;
+        if (c->state == HANDSHAKE) {
+            char *end = memmem(c->buf, c->in_len, "\r\n\r\n", 4);
+            if (!end) continue;
+            if (c->in_len < 12 || memcmp(c->buf, "HTTP/1.1 101", 12) != 0) { fail(c); return; }
+            int head = (int)(end - c->buf) + 4;
+            memmove(c->buf, c->buf + head, c->in_len - head);
+            c->in_len -= head;
+            c->state = SUBSCRIBING;
+            send_pending(c);
+            if (c->state == DEAD) return;
+        }
+        /* Server frames: unmasked, final. */
+        int pos = 0;
+        while (c->in_len - pos >= 2) {
+            unsigned char b0 = (unsigned char)c->buf[pos], b1 = (unsigned char)c->buf[pos + 1];
+            int hlen = 2;
+            long plen = b1 & 0x7f;
+            if (plen == 126) {
+                if (c->in_len - pos < 4) break;
+                plen = ((unsigned char)c->buf[pos + 2] << 8) | (unsigned char)c->buf[pos + 3];
+                hlen = 4;
+            } else if (plen == 127) {
+                fail(c);  /* no message here is that big */
+                return;
+            }
+            if (plen + hlen > (long)sizeof c->buf) { fail(c); return; }
+            if (c->in_len - pos < hlen + plen) break;
+            if ((b0 & 0x0f) == 0x8) { fail(c); return; }  /* the server closed */
+            on_message(c, c->buf + pos + hlen, (int)plen);
+            if (c->state == DEAD) return;
+            pos += hlen + (int)plen;
+        }
+        if (pos) {
+            memmove(c->buf, c->buf + pos, c->in_len - pos);
+            c->in_len -= pos;
+        }
+    }
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void report(void) {
+    qsort(latencies, n_latencies, sizeof(double), cmp_double);
+    printf("{\"received\": %ld, \"closed\": %ld, \"ready\": %ld, \"latencies_ms\": [", received, closed_count, ready);
+    /* At most 2,000 evenly spaced samples of the sorted latencies: enough for percentiles. */
+    long step = n_latencies > 2000 ? n_latencies / 2000 : 1;
+    for (long i = 0, k = 0; i < n_latencies; i += step, k++) printf("%s%.3f", k ? "," : "", latencies[i]);
+    printf("], \"samples\": %ld}\n", n_latencies);
+    fflush(stdout);
+    n_latencies = 0;
+}
+
+static char **read_tokens(const char *file, int *count) {
+    FILE *f = fopen(file, "r");
+    if (!f) die(file);
+    int cap = 1024, n = 0;
+    char **out = malloc(cap * sizeof(char *));
+    char *line = NULL;
+    size_t size = 0;
+    ssize_t len;
+    while ((len = getline(&line, &size, f)) > 0) {
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        if (!len) continue;
+        if (n == cap) out = realloc(out, (cap *= 2) * sizeof(char *));
+        out[n++] = strdup(line);
+    }
+    free(line);
+    fclose(f);
+    *count = n;
+    return out;
+}
+
+int main(int argc, char **argv) {
+    const char *tokens_file = NULL;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--port")) port = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--host")) host = argv[i + 1];
+        else if (!strcmp(argv[i], "--connections")) n_conns = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--concurrency")) concurrency = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--tokens")) tokens_file = argv[i + 1];
+        else if (!strcmp(argv[i], "--channel")) channel = argv[i + 1];
+        else if (!strcmp(argv[i], "--path")) path = argv[i + 1];
+        else if (!strcmp(argv[i], "--sample")) sample_every = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--sources")) {
+            n_sources = 0;
+            char *list = strdup(argv[i + 1]);
+            for (char *s = strtok(list, ","); s && n_sources < 64; s = strtok(NULL, ","))
+                inet_pton(AF_INET, s, &sources[n_sources++]);
+        } else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
+    }
+    if (!port || !n_conns || !tokens_file) {
+        fprintf(stderr, "usage: loadgen --port P --connections N --tokens FILE [options]\n");
+        return 2;
+    }
+    if (n_sources == 0) { n_sources = 1; inet_pton(AF_INET, "127.0.0.1", &sources[0]); }
+    tokens = read_tokens(tokens_file, &n_tokens);
+    if (!n_tokens) { fprintf(stderr, "no tokens in %s\n", tokens_file); return 2; }
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if ((rlim_t)n_conns + 64 > rl.rlim_cur) {
+        fprintf(stderr, "%d connections need more open files than the limit %ld\n", n_conns, (long)rl.rlim_cur);
+        return 2;
+    }
+    conns = calloc(n_conns, sizeof *conns);
+    epfd = epoll_create1(0);
+    struct epoll_event stdin_ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
+    epoll_ctl(epfd, EPOLL_CTL_ADD, 0, &stdin_ev);
+    double t0 = now();
+    int next = 0, announced = 0;
+    struct epoll_event events[1024];
+    for (;;) {
+        while (next < n_conns && in_flight < concurrency) start(next++);
+        if (!announced && next == n_conns && in_flight == 0) {
+            printf("{\"ready\": %ld, \"errors\": %ld, \"seconds\": %.3f}\n", ready, errors, now() - t0);
+            fflush(stdout);
+            announced = 1;
+        }
+        int n = epoll_wait(epfd, events, 1024, 100);
+        for (int e = 0; e < n; e++) {
+            uint32_t id = events[e].data.u32;
+            if (id == UINT32_MAX) {
+                char line[64];
+                ssize_t k = read(0, line, sizeof line - 1);
+                if (k <= 0) return 0;
+                line[k] = 0;
+                if (strstr(line, "report")) report();
+                if (strstr(line, "quit")) return 0;
+                continue;
+            }
+            struct conn *c = &conns[id];
+            if (c->state == DEAD) continue;
+            if (events[e].events & (EPOLLERR | EPOLLHUP) && !(events[e].events & EPOLLIN)) { fail(c); continue; }
+            if (c->state == CONNECTING && (events[e].events & EPOLLOUT)) {
+                int err = 0;
+                socklen_t len = sizeof err;
+                getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+                if (err) { fail(c); continue; }
+                send_pending(c);
+                continue;
+            }
+            if (events[e].events & EPOLLIN) on_readable(c);
+        }
+    }
+}
