@@ -107,14 +107,15 @@ async def main() -> None:
     parser.add_argument("--tp", type=int, required=True, help="burst-phase messages expected")
     parser.add_argument("--sources", default="127.0.0.1", help="comma-separated local addresses to spread over")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--batch", type=int, default=500, help="connections opened at once")
     args = parser.parse_args()
     loop = asyncio.get_running_loop()
     stats = Stats(args.count, args.lat, args.tp)
     request = request_bytes(args.kind, f"{args.host}:{args.port}", args.token)
     sources = args.sources.split(",")
     clients = []
-    for start in range(0, args.count, 500):
-        batch = [Client(stats, request) for _ in range(start, min(start + 500, args.count))]
+    for start in range(0, args.count, args.batch):
+        batch = [Client(stats, request) for _ in range(start, min(start + args.batch, args.count))]
         await asyncio.gather(*(loop.create_connection(lambda c=c: c, args.host, args.port,
                                                       local_addr=(sources[(start + i) % len(sources)], 0))
                                for i, c in enumerate(batch)))

@@ -56,7 +56,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def clients_command(kind: str, port: int, count: int, n: int, args, sources: str) -> list[str]:
-    phases = [f"--lat={args.paced}", f"--tp={args.messages}", f"--sources={sources}"]
+    phases = [f"--lat={args.paced}", f"--tp={args.messages}", f"--sources={sources}", f"--batch={args.batch}"]
     if kind == "websocket":
         token = connection_token(SECRET, f"bench-{n}")
         return [sys.executable, str(HERE / "ws_clients.py"), f"--port={port}", f"--count={count}",
@@ -186,6 +186,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=4.0, help="paced-phase publications per second")
     parser.add_argument("--payload", type=int, default=64, help="bytes of filler in each publication")
     parser.add_argument("--samples", type=int, default=200, help="emulation requests per route")
+    parser.add_argument("--batch", type=int, default=500, help="connections a client process opens at once "
+                        "(1: one after the other)")
     parser.add_argument("--only", choices=("fanout", "emulation"), help="run one part")
     parser.add_argument("--kinds", default=",".join(KINDS), help="transports to measure, comma-separated")
     args = parser.parse_args()

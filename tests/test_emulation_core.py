@@ -295,11 +295,9 @@ def test_a_unidirectional_connection_whose_token_expires_is_closed_with_3005():
     assert session.transport.closed == model.DISCONNECT_EXPIRED
 
 
-def test_a_stream_whose_client_left_before_its_session_started_leaves_nothing_behind():
+def test_a_stream_notices_its_client_leave_and_leaves_nothing_behind():
     import socket
     from types import SimpleNamespace
-
-    from tornado.iostream import IOStream
 
     from gateway.transports.http import HTTP_STREAM_JSON, HttpStream
     from gateway.transports.stream import WriteBatcher
@@ -309,12 +307,19 @@ def test_a_stream_whose_client_left_before_its_session_started_leaves_nothing_be
         node = SimpleNamespace(host=host, settings=host.settings, batcher=WriteBatcher(lambda: 0.0))
         sessions = EmulationSessions("unit", None, None)
         ours, theirs = socket.socketpair()
-        theirs.close()
-        stream = IOStream(ours)
-        stream.close()  # noticed while the request was read, before the handler took the socket
-        transport = HttpStream(node, stream, HTTP_STREAM_JSON, b"HTTP/1.1 200 OK\r\n\r\n", sessions)
+        ours.setblocking(False)
+        transport = HttpStream(node, ours, HTTP_STREAM_JSON, b"HTTP/1.1 200 OK\r\n\r\n", sessions)
         session = transport.start(node)
         session.handle_frame(frame({"id": 1, "connect": {"token": token(host)}}))
+        assert session.state is CONNECTED and len(sessions) == 1
+        await asyncio.sleep(0.01)   # the batcher writes the head and the connect reply
+        theirs.settimeout(1)
+        assert theirs.recv(4096).startswith(b'HTTP/1.1 200 OK\r\n\r\n{"id":1,"connect":')
+        theirs.close()
+        for _ in range(100):
+            if session.state is CLOSED:
+                break
+            await asyncio.sleep(0.01)
         assert session.state is CLOSED and len(host.sessions) == 0 and len(sessions) == 0
 
     asyncio.run(scenario())

@@ -25,18 +25,21 @@ only, pings with no pong expected:
 * ``POST /connection/uni_http_stream`` with the ConnectRequest as the body:
   newline-delimited JSON, ``curl -N`` is enough.
 
-How a stream is served: once the request is read and admitted, the handler
-takes the TCP connection over from Tornado (``detach()``), writes the
-response head itself, and hands the socket to a small :class:`HttpStream`
-with a :class:`StreamWriter`, the write path WebSocket connections use
-(batched writes, a bounded queue, 3008 for a client that falls behind). The
-body is delimited by the end of the connection (``Connection: close``), so
-every frame goes to the socket as it is: the hub's shared frame (one SSE
-event, one line) is exactly the bytes on the wire, with no chunk header to
-add per connection. Nothing is buffered on the way (``X-Accel-Buffering:
-no`` for nginx) and every batch is written at once. The request handler is
-dropped once the stream is open: per connection there remain the socket,
-the writer, this transport and the session.
+How a stream is served: Tornado reads the request (main's lean path hands
+it every request that is not a WebSocket upgrade, gateway/transports/upgrade.py)
+and the handler checks it. Once admitted, the handler takes the TCP
+connection over (``detach()``), keeps a duplicate of its socket and closes
+Tornado's IOStream, writes the response head itself, and hands the socket to
+a small :class:`HttpStream` with a :class:`SocketWriter`, the write path
+WebSocket connections use (batched writes straight to the socket, a bounded
+queue, 3008 for a client that falls behind). The body is delimited by the
+end of the connection (``Connection: close``), so every frame goes to the
+socket as it is: the hub's shared frame (one SSE event, one line) is
+exactly the bytes on the wire, with no chunk header to add per connection.
+Nothing is buffered on the way (``X-Accel-Buffering: no`` for nginx) and
+every batch is written at once. Per connection there remain the socket,
+the writer, this transport and the session; the stream reads only to
+notice the client leave.
 
 To end a stream (a disconnect), the disconnect push goes out after what is
 queued, then the connection is closed; a client that does not read it within
@@ -48,6 +51,7 @@ import asyncio
 import logging
 import re
 import secrets
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -62,7 +66,7 @@ from gateway.centrifugo.model import Disconnect
 from gateway.centrifugo.protobuf_codec import PROTOBUF
 from gateway.centrifugo.session import CentrifugoSession
 from gateway.transports.base import WireFormat
-from gateway.transports.stream import StreamWriter
+from gateway.transports.stream import SocketWriter
 
 if TYPE_CHECKING:
     from gateway.node import Node
@@ -120,32 +124,26 @@ def new_session_id() -> str:
 
 class _Closing:
     """Streams that were told to end and are writing their last bytes: each is
-    closed once written, or after CLOSE_WAIT seconds, from one shared timer."""
+    cut if it has not finished within CLOSE_WAIT seconds, from one shared
+    timer (a client that stopped reading cannot hold its socket)."""
 
     def __init__(self) -> None:
-        self._deadlines: dict[IOStream, float] = {}
+        self._deadlines: dict[HttpStream, float] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def end(self, stream: IOStream) -> None:
-        if stream.closed():
-            return
-        if not stream.writing():
-            stream.close()
-            return
+    def add(self, stream: HttpStream) -> None:
         self._deadlines[stream] = time.monotonic() + CLOSE_WAIT
-        stream.write(b"").add_done_callback(lambda done: (done.exception(), stream.close()))
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(1.0, self._sweep)
 
-    def forget(self, stream: IOStream) -> None:
+    def discard(self, stream: HttpStream) -> None:
         self._deadlines.pop(stream, None)
 
     def _sweep(self) -> None:
         self._timer = None
         now = time.monotonic()
         for stream in [s for s, deadline in self._deadlines.items() if deadline <= now]:
-            del self._deadlines[stream]
-            stream.close()
+            stream.abort()
         if self._deadlines:
             self._timer = asyncio.get_running_loop().call_later(1.0, self._sweep)
 
@@ -156,56 +154,97 @@ class _Closing:
 CLOSING = _Closing()
 
 
+def take_socket(stream: IOStream) -> socket.socket | None:
+    """The connection's socket, ours alone: a duplicate of it, and Tornado's
+    IOStream closed (which closes only its own descriptor, not the
+    connection). None when the client has left already."""
+    if stream.closed() or stream.socket is None:
+        return None
+    sock = stream.socket.dup()
+    stream.close()
+    sock.setblocking(False)
+    return sock
+
+
 class HttpStream:
-    """One streaming response: the Transport of one session (see
-    gateway/transports/base.py), on a socket taken over from Tornado."""
+    """One streaming response on its socket: the Transport of one session
+    (see gateway/transports/base.py). It writes through a
+    :class:`SocketWriter`, as a WebSocket does, and reads only to notice the
+    client leave."""
 
     unidirectional = False
     emulation = True
     pongs = True
 
-    __slots__ = ("wire", "session_id", "session", "send", "_stream", "_writer", "_sessions")
+    __slots__ = ("wire", "session_id", "session", "send", "_loop", "_sock", "_fd", "_writer", "_sessions",
+                 "_received", "_closing", "_closed")
 
-    def __init__(self, node: Node, stream: IOStream, wire: WireFormat, head: bytes,
+    def __init__(self, node: Node, sock: socket.socket, wire: WireFormat, head: bytes,
                  sessions: EmulationSessions | None = None) -> None:
         self.wire = wire
         self.session_id = new_session_id()
         self.session: Session | None = None
-        self._stream = stream
+        self._loop = asyncio.get_running_loop()
+        self._sock = sock
+        self._fd = sock.fileno()
         self._sessions = sessions
-        self._writer = StreamWriter(stream, node.batcher, node.settings.max_queue_bytes, self._overflow)
+        self._received = 0
+        self._closing = False
+        self._closed = False
+        self._writer = SocketWriter(sock, node.batcher, node.settings.max_queue_bytes, self._overflow, self.abort)
         self.send = self._writer.send  # the hub calls the writer with no hop through here
-        self.send(head)
-        stream.set_close_callback(self._closed)
+        self.send(head)  # goes out with the connect reply, in one write
+        self._loop.add_reader(self._fd, self._readable)
 
     def start(self, node: Node) -> CentrifugoSession:
         session = CentrifugoSession(node.host, self)
         self.session = node.host.accept(session)
         if self._sessions is not None:
             self._sessions.add(self.session_id, session)
-        if self._stream.closed():
-            # The client left while its request was being read: the close
-            # callback will not come, so release the session now.
-            self._closed()
         return session
 
     def disconnect(self, disconnect: Disconnect) -> None:
-        stream = self._stream
-        if stream.closed():
-            return
-        if disconnect.code == model.DISCONNECT_SLOW.code:
-            stream.close()  # its queue is full: a last message would only wait behind it
+        """The disconnect push after what is queued, then the end of the response
+        (unless the client is the slow one: then at once)."""
+        if self._closing or self._closed:
             return
         writer = self._writer
+        if disconnect.code == model.DISCONNECT_SLOW.code:
+            self.abort()
+            return
         writer.send(self.wire.frame(self.wire.codec.disconnect(disconnect)))
         writer.flush_pending()
         if writer.overflowed:
-            stream.close()
-        else:
-            CLOSING.end(stream)
+            self.abort()
+            return
+        self._closing = True
+        CLOSING.add(self)
+        writer.when_drained(self.abort)
 
-    def _closed(self) -> None:
-        CLOSING.forget(self._stream)
+    def _readable(self) -> None:
+        # A client sends nothing once its request is read: this only notices it leave.
+        try:
+            data = self._sock.recv(INPUT_AFTER_REQUEST)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        self._received += len(data)
+        if not data or self._received > INPUT_AFTER_REQUEST:
+            self.abort()
+
+    def abort(self) -> None:
+        """Close the socket now (the client left, the response ended, or it was too slow)."""
+        if self._closed:
+            return
+        self._closed = True
+        CLOSING.discard(self)
+        self._loop.remove_reader(self._fd)
+        self._writer.close()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
         if self._sessions is not None:
             self._sessions.remove(self.session_id)
         if self.session is not None:
@@ -214,7 +253,7 @@ class HttpStream:
     def _overflow(self, disconnect: Disconnect) -> None:
         session = self.session
         if session is None:
-            self._stream.close()
+            self.abort()
             return
         log.warning("client %s: send queue over %d bytes, disconnecting as slow", session.client_id or "-",
                     session.host.settings.max_queue_bytes)
@@ -336,19 +375,21 @@ class StreamEndpoint(PathOnlyLogs, tornado.web.RequestHandler):
         self.finish({"error": reason})
 
     def open_stream(self, wire: WireFormat, content_type: str, preamble: bytes = b"",
-                    cls: type[HttpStream] = HttpStream) -> CentrifugoSession:
-        """Take the connection over from Tornado and start a session on it."""
+                    cls: type[HttpStream] = HttpStream) -> CentrifugoSession | None:
+        """Take the connection over from Tornado and start a session on it
+        (None: the client left while its request was read)."""
         node = self.node
         stream = self.detach()  # Tornado's part ends here
         node.pending.discard(stream)  # a session now, counted against --max-connections
-        stream.max_buffer_size = INPUT_AFTER_REQUEST
-        head = response_head(content_type, self._origin, preamble)
-        transport = cls(node, stream, wire, head, self.sessions if cls.emulation else None)
+        sock = take_socket(stream)
         # Log the request as answered, and let go of the handler.
-        self.set_status(200)
+        self.set_status(200 if sock is not None else 499)
         self.application.log_request(self)
         self._break_cycles()
-        return transport.start(node)
+        if sock is None:
+            return None
+        head = response_head(content_type, self._origin, preamble)
+        return cls(node, sock, wire, head, self.sessions if cls.emulation else None).start(node)
 
     def write_error(self, status_code: int, **kwargs) -> None:
         self.finish({"error": self._reason})
@@ -368,7 +409,8 @@ class HttpStreamEndpoint(StreamEndpoint):
             session = self.open_stream(HTTP_STREAM_PROTOBUF, PROTOBUF_TYPE)
         else:
             session = self.open_stream(HTTP_STREAM_JSON, "application/x-ndjson")
-        session.handle_frame(body)
+        if session is not None:
+            session.handle_frame(body)
 
 
 class SseEndpoint(StreamEndpoint):
@@ -396,7 +438,8 @@ class SseEndpoint(StreamEndpoint):
     def _open(self, command: str | bytes) -> None:
         # An empty line first, as Centrifugo sends: every browser fires onopen on it.
         session = self.open_stream(SSE_JSON, "text/event-stream; charset=utf-8", b"\r\n")
-        session.handle_frame(command)
+        if session is not None:
+            session.handle_frame(command)
 
 
 def connect_request(raw: str | bytes) -> dict | None:
@@ -431,7 +474,8 @@ class UniSseEndpoint(StreamEndpoint):
             self.refuse(400, "the connect request must be a JSON object")
             return
         session = self.open_stream(UNI_SSE, "text/event-stream; charset=utf-8", b"\r\n", UniHttpStream)
-        session.connect_unidirectional(request)
+        if session is not None:
+            session.connect_unidirectional(request)
 
 
 class UniHttpStreamEndpoint(StreamEndpoint):
@@ -446,4 +490,5 @@ class UniHttpStreamEndpoint(StreamEndpoint):
             self.refuse(400, "the body must be a connect request: a JSON object")
             return
         session = self.open_stream(UNI_HTTP_STREAM, "application/x-ndjson", cls=UniHttpStream)
-        session.connect_unidirectional(request)
+        if session is not None:
+            session.connect_unidirectional(request)

@@ -152,11 +152,6 @@ class StreamWriter:
         except OSError as exc:  # the peer reset the connection under us
             stream.close(exc)
 
-    @property
-    def overflowed(self) -> bool:
-        """The queue passed its bound: the connection is being cut as slow."""
-        return self._overflowed
-
     def unbound(self) -> None:
         """Lift the queue bound so a close frame can still be queued."""
         self._pending = None
@@ -259,6 +254,11 @@ class SocketWriter:
             callback()
         else:
             self._on_drained = callback
+
+    @property
+    def overflowed(self) -> bool:
+        """The queue passed its bound: the connection is being cut as slow."""
+        return self._overflowed
 
     def unbound(self) -> None:
         """Lift the queue bound so a close frame can still be queued; drop
