@@ -354,3 +354,35 @@ def test_sigterm_ends_every_stream_with_a_disconnect_push_and_exits_0(start_gate
 
     run(scenario())
     assert gateway.stop() == 0
+
+
+def test_with_workers_an_emulation_request_reaches_its_session_from_either_worker(start_gateway):
+    gateway = start_gateway("--workers=2")
+
+    def forwarded() -> float:
+        _, body = http("GET", f"{gateway.url}/metrics")
+        for line in body.decode().splitlines():
+            if line.startswith('pushgate_emulation_requests_total{result="forwarded"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    async def scenario():
+        client = await HttpStreamClient.open(gateway.port, "POST", "/connection/http_stream",
+                                             {"id": 1, "connect": {"token": token("wkr")}})
+        connect = (await client.line())["connect"]
+        assert connect["node"].startswith(f"{gateway.name}-{gateway.port}-")
+        # Each request on a new connection: the kernel spreads them over the
+        # workers, so the other worker soon gets one and forwards it.
+        for cmd_id in range(2, 60):
+            data = json.dumps({"id": cmd_id, "history": {"channel": "#wkr", "limit": 0}})
+            body = json.dumps({"session": connect["session"], "node": connect["node"], "data": data}).encode()
+            status, _ = await asyncio.to_thread(http, "POST", f"{gateway.url}/emulation", body)
+            assert status == 204
+            reply = await skip_pings(client.line)
+            assert reply["id"] == cmd_id and "history" in reply
+            if cmd_id > 4 and await asyncio.to_thread(forwarded) >= 1:
+                break
+        assert await asyncio.to_thread(forwarded) >= 1
+        client.close()
+
+    run(scenario())
