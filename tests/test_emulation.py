@@ -10,7 +10,6 @@ import pytest
 
 from tests.jsclient import JsClient
 from tests.proxy import SwitchingProxy
-from tests.stack import wait_until
 
 # Pings every 2 s, a pong due within 1 s: the pongs travel B -> NSQ -> A in time.
 FLAGS = ("--public-channels=news", "--ping-interval=2", "--pong-timeout=1", "--expired-close-delay=1",

@@ -67,7 +67,6 @@ from gateway.publisher import NsqdUnavailable, PublishError
 from gateway.transports.http import PROTOBUF_TYPE, StreamEndpoint
 
 if TYPE_CHECKING:
-    from gateway.node import Node
     from gateway.session import Session
 
 log = logging.getLogger("pushgate.emulation")
