@@ -11,9 +11,10 @@ import tornado.web
 from tornado.log import access_log
 from tornado.netutil import bind_sockets
 
-from gateway.api import HealthHandler, MetricsHandler, PublishHandler
+from gateway.api import ApiHandler, HealthHandler, MetricsHandler
 from gateway.config import ConfigError, Settings
 from gateway.node import Node
+from gateway.server_api import ServerApi
 from gateway.server import Listener, client_ip
 from gateway.transports.websocket import MAX_CLIENT_FRAME, WebSocketTransport
 
@@ -43,10 +44,12 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
 
 def make_app(node: Node) -> tornado.web.Application:
     args = {"node": node}
+    api_args = {"node": node, "api": ServerApi(node)}
     return tornado.web.Application(
         [
             (r"/connection/websocket", WebSocketTransport, args),
-            (r"/api/publish", PublishHandler, args),
+            (r"/api/([a-z_]+)", ApiHandler, api_args),
+            (r"/api", ApiHandler, api_args),
             (r"/health", HealthHandler, args),
             (r"/metrics", MetricsHandler, args),
         ],

@@ -134,7 +134,6 @@ class Node:
         host.heartbeat.tick()
         host.expiry.check(time.time())
         self.pending.sweep()
-        self.peering.tick()
         self._ticks += 1
         if self._ticks % HISTORY_SWEEP_EVERY == 0:
             host.history.sweep(time.time_ns())

@@ -48,6 +48,8 @@ SURVEY_TIMEOUT = 1.0     # seconds a survey waits for the other nodes
 SURVEY_MAX_CHANNELS = 10000  # channels one node reports to a survey (its busiest)
 DROPS_WINDOW = 300.0     # seconds of "recent" drops in the heartbeat
 SYNC_DEBOUNCE = 0.5      # seconds: a burst of presence-sync requests gets one snapshot
+EXPIRE_EVERY = 0.25      # seconds between checks for silent nodes (a dead node's clients
+                         # leave presence at most this long after --presence-ttl)
 
 ACTIONS = ("api-subscribe", "api-unsubscribe", "api-disconnect", "api-refresh", "api-history-remove")
 
@@ -65,6 +67,7 @@ class Peering:
         self.started = time.time()
         self.uid = self.presence.uid
         self._timer: PeriodicCallback | None = None
+        self._expiry: PeriodicCallback | None = None
         self._delta_handle: asyncio.TimerHandle | None = None
         self._sync_handle: asyncio.TimerHandle | None = None
         self._surveys: dict[str, tuple[asyncio.Future, dict, set]] = {}
@@ -86,23 +89,22 @@ class Peering:
     def start(self) -> None:
         self._timer = PeriodicCallback(self._beat, self.node.settings.presence_interval * 1000)
         self._timer.start()
+        self._expiry = PeriodicCallback(self.presence.expire_peers, EXPIRE_EVERY * 1000)
+        self._expiry.start()
         # Say hello at once: peers learn this node, and send their presence.
         self._spawn(self._send(KIND_SYNC))
         self._beat()
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
+        for timer in (self._timer, self._expiry):
+            if timer is not None:
+                timer.stop()
         for handle in (self._delta_handle, self._sync_handle):
             if handle is not None:
                 handle.cancel()
         for future, _, _ in self._surveys.values():
             if not future.done():
                 future.cancel()
-
-    def tick(self) -> None:
-        """Every second (the node's ticker): silent nodes leave."""
-        self.presence.expire_peers()
 
     def _beat(self) -> None:
         self._spawn(self._send(KIND_NODE, **self.status()))
