@@ -11,6 +11,7 @@ import tornado.web
 from tornado.log import access_log
 from tornado.netutil import bind_sockets
 
+from gateway.admin import AdminPageHandler, AdminPresenceHandler, AdminStatusHandler
 from gateway.api import ApiHandler, HealthHandler, MetricsHandler
 from gateway.config import ConfigError, Settings
 from gateway.node import Node
@@ -50,6 +51,9 @@ def make_app(node: Node) -> tornado.web.Application:
             (r"/connection/websocket", WebSocketTransport, args),
             (r"/api/([a-z_]+)", ApiHandler, api_args),
             (r"/api", ApiHandler, api_args),
+            (r"/admin/status.json", AdminStatusHandler, args),
+            (r"/admin/presence.json", AdminPresenceHandler, args),
+            (r"/admin/?([a-z.]*)", AdminPageHandler, args),
             (r"/health", HealthHandler, args),
             (r"/metrics", MetricsHandler, args),
         ],
