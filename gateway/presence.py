@@ -155,6 +155,26 @@ class Presence:
             return {}
         return {client: client_info(client, entry) for client, entry in ch.entries.items()}
 
+    def clients_json(self, channel: str) -> bytes:
+        """:meth:`clients` as the JSON protocol and the server API render it,
+        built as text in one pass: the generic encoder takes 10 times as long
+        for a channel of 10,000 (bench/presence.py)."""
+        ch = self.channels.get(channel)
+        if ch is None:
+            return b"{}"
+        dumps = _dumps
+        parts = []
+        for client, e in ch.entries.items():
+            conn_info, chan_info = e[CONN_INFO], e[CHAN_INFO]
+            head = dumps(client)
+            body = f'{{"user":{dumps(e[USER])},"client":{head}'
+            if conn_info is not None:
+                body += ',"conn_info":' + conn_info.decode()
+            if chan_info is not None:
+                body += ',"chan_info":' + chan_info.decode()
+            parts.append(f"{head}:{body}}}")
+        return ("{" + ",".join(parts) + "}").encode()
+
     # --- the table -----------------------------------------------------------------------
 
     def _add(self, channel: str, client: str, entry: tuple) -> bool:
@@ -312,6 +332,10 @@ def client_info(client: str, entry: tuple) -> dict:
     if entry[CHAN_INFO] is not None:
         info["chan_info"] = entry[CHAN_INFO]
     return info
+
+
+def _dumps(value: str) -> str:
+    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False)
 
 
 def _text(data: bytes | None) -> str | None:

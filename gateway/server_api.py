@@ -33,7 +33,7 @@ from typing import Any
 import ujson
 
 from gateway.centrifugo import model
-from gateway.centrifugo.json_codec import encode
+from gateway.centrifugo.json_codec import Raw, encode
 from gateway.centrifugo.model import Error
 from gateway.envelope import PERSONAL_PREFIX, BadMessage, parse_envelope, personal_channel, valid_channel
 from gateway.history import from_position
@@ -279,7 +279,7 @@ class ServerApi:
         return channel
 
     async def presence(self, params: dict) -> dict:
-        return {"presence": self.node.host.presence.clients(self._presence_channel(params))}
+        return {"presence": Raw(self.node.host.presence.clients_json(self._presence_channel(params)))}
 
     async def presence_stats(self, params: dict) -> dict:
         clients, users = self.node.host.presence.stats(self._presence_channel(params))

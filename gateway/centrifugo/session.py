@@ -12,6 +12,7 @@ import logging
 
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid, TokenMismatch
 from gateway.centrifugo import model
+from gateway.centrifugo.json_codec import Raw
 from gateway.centrifugo.model import Command, ProtocolError
 from gateway.envelope import PERSONAL_PREFIX, personal_channel, valid_channel
 from gateway.history import from_position
@@ -339,8 +340,11 @@ class CentrifugoSession(Session):
     def _presence(self, cmd: Command) -> None:
         channel = self._presence_channel(cmd)
         if channel is not None:
-            self.send(self.wire.codec.reply(cmd.id, "presence",
-                                            {"presence": self.host.presence.clients(channel)}))
+            codec = self.wire.codec
+            presence = self.host.presence
+            # JSON: the map as text in one pass (Raw is embedded as it is); Protobuf: the dicts.
+            clients = Raw(presence.clients_json(channel)) if codec.name == "json" else presence.clients(channel)
+            self.send(codec.reply(cmd.id, "presence", {"presence": clients}))
 
     def _presence_stats(self, cmd: Command) -> None:
         channel = self._presence_channel(cmd)
