@@ -10,6 +10,7 @@ actions and surveys, all over the control bus (:mod:`gateway.cluster`).
   ``api-unsubscribe``, ``api-disconnect``, ``api-refresh``,
   ``api-history-remove``) are applied here at once and sent to every other
   node, which applies them to its own connections when it reads them.
+* A node that stops says ``node-bye``: the others forget it at once.
 * ``channels-survey`` asks every node for its channels; each answers the
   asker alone (``channels-reply``), which waits at most ``SURVEY_TIMEOUT``.
 
@@ -33,7 +34,7 @@ from auth.tokens import ConnectionClaims
 from gateway import __version__
 from gateway.centrifugo import model
 from gateway.centrifugo.model import Disconnect
-from gateway.presence import KIND_DELTA, KIND_NODE, KIND_SNAPSHOT, KIND_SYNC
+from gateway.presence import KIND_BYE, KIND_DELTA, KIND_NODE, KIND_SNAPSHOT, KIND_SYNC
 from gateway.publisher import NsqdUnavailable, PublishError
 from gateway.session import CONNECTED
 
@@ -79,6 +80,7 @@ class Peering:
         bus.on(KIND_SNAPSHOT, self.presence.receive)
         bus.on(KIND_SYNC, self._sync_requested)
         bus.on(KIND_NODE, self._heartbeat_received)
+        bus.on(KIND_BYE, self._goodbye)
         bus.on("channels-survey", self._survey_requested)
         bus.on("channels-reply", self._survey_answered)
         for kind in ACTIONS:
@@ -96,12 +98,17 @@ class Peering:
         self._beat()
 
     def stop(self) -> None:
+        """The node stops: the last leaves go out now, and a goodbye, so the
+        other nodes drop this one at once rather than after --presence-ttl."""
         for timer in (self._timer, self._expiry):
             if timer is not None:
                 timer.stop()
-        for handle in (self._delta_handle, self._sync_handle):
-            if handle is not None:
-                handle.cancel()
+        if self._sync_handle is not None:
+            self._sync_handle.cancel()
+        if self._delta_handle is not None:
+            self._delta_handle.cancel()
+            self._send_deltas()
+        self._spawn(self._send(KIND_BYE))
         for future, _, _ in self._surveys.values():
             if not future.done():
                 future.cancel()
@@ -190,6 +197,11 @@ class Peering:
         peer = self.presence.heard(message)
         if peer is not None:
             peer.status = {k: v for k, v in message.items() if k not in ("kind", "to", "from")}
+
+    def _goodbye(self, message: dict) -> None:
+        uid = message.get("uid")
+        if isinstance(uid, str) and uid != self.uid:
+            self.presence.peers.forget(uid)
 
     def nodes(self) -> list[dict]:
         """Every node up, this one first: Centrifugo's ``info`` Node objects,

@@ -59,6 +59,7 @@ KIND_DELTA = "presence"
 KIND_SNAPSHOT = "presence-snapshot"
 KIND_SYNC = "presence-sync"
 KIND_NODE = "node"
+KIND_BYE = "node-bye"
 
 # An entry: (user, origin uid, round, conn_info, chan_info). A tuple is the
 # smallest record CPython has short of a class with slots (docs/presence.md).

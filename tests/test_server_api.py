@@ -253,7 +253,14 @@ async def wait_for_async(call, expected, timeout: float = 10.0):
 def test_a_killed_nodes_clients_leave_presence_within_the_ttl(start_gateway):
     a = start_gateway(*CLUSTER)
     b = start_gateway(*CLUSTER)
-    cluster_ready(a, b)
+    c = start_gateway(*CLUSTER)
+    cluster_ready(a, b, c)
+    # A node that stops cleanly says goodbye: the others forget it at once,
+    # not --presence-ttl (3 s) later.
+    stopped = time.monotonic()
+    assert c.stop() == 0
+    wait_until_true(lambda: len(raw(a, "info", {})[1]["result"]["nodes"]) == 2, timeout=10)
+    assert time.monotonic() - stopped < 2.5   # drain 1 s, then the goodbye
 
     async def scenario():
         alice, alice_w = await client(a, "alice", "room:1")
