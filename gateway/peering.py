@@ -128,7 +128,10 @@ class Peering:
             await self.bus.send(kind, to=to, uid=self.uid, **fields)
             return True
         except (NsqdUnavailable, PublishError, ValueError) as exc:
-            log.warning("control message %s not sent: %s", kind, exc)
+            # A goodbye often races nsqd's own shutdown (`make run`'s Ctrl-C):
+            # without it the others forget this node after --presence-ttl.
+            log.log(logging.INFO if kind == KIND_BYE else logging.WARNING,
+                    "control message %s not sent: %s", kind, exc)
             return False
 
     # --- presence ----------------------------------------------------------------------------
