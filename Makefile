@@ -4,14 +4,17 @@
 # the test tools and the Python bridge; the NSQ binaries in .tools/bin, built
 # with Go from tools/nsq unless nsqd, nsqlookupd and nsqadmin are already on
 # PATH; the npm packages locked in package-lock.json in node_modules
-# (centrifuge-js for the demo page, playwright-core for the browser test).
+# (centrifuge-js for the demo page and the SDK test, playwright-core for the
+# browser test, ws for centrifuge-js under Node).
 # So `make run` needs Python 3.11+, make, Go and Node.js 20+ with npm; it
 # installs nothing outside this directory (Go and npm keep their download
 # caches where they always do).
 #
 # `make test` also needs, and installs with apt-get when they are missing,
 # Debian's Ruby packages for the Rails bridge's tests (the `ruby` target) and
-# chromium for the browser test (the `chromium` target).
+# chromium for the browser test (the `chromium` target), and builds the
+# stock-SDK harnesses of tests/test_sdks.py into .tools/sdk (the
+# `sdk-harnesses` target: centrifuge-java with Maven, centrifuge-go).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -62,6 +65,71 @@ chromium:
 		echo "chromium: not found and no apt-get: the browser test will be skipped"; \
 	fi
 
+# The stock-SDK harnesses of tests/test_sdks.py (tests/sdk/), built into
+# .tools/sdk. The JS one runs on node_modules and the Python one on the
+# virtualenv; Java and Go are built here. First the downloads (what cannot be
+# had: the SDK's test is skipped, with the reason written to
+# .tools/sdk/NAME.unavailable and shown by pytest -rs), then an offline build
+# (a build error is ours and fails `make`).
+SDK_BUILD := .tools/sdk
+# Maven's output goes to a log (printed when a step fails): Debian's Maven 3.8
+# writes stray colour codes even in batch mode.
+MVN_LOG := $(SDK_BUILD)/java-build.log
+MVN := mvn -B -ntp -l $(CURDIR)/$(MVN_LOG)
+JAVA_HARNESS := tests/sdk/java/pom.xml $(shell find tests/sdk/java/src -name '*.java')
+GO_HARNESS := tests/sdk/go/go.mod tests/sdk/go/go.sum tests/sdk/go/main.go
+.PHONY: sdk-harnesses sdk-java sdk-go
+sdk-harnesses: sdk-java sdk-go
+
+# $(call sdk_unavailable,NAME,REASON): record and announce why an SDK test will be skipped.
+sdk_unavailable = { mkdir -p $(SDK_BUILD); echo "$(2)" > $(SDK_BUILD)/$(1).unavailable; \
+	echo "sdk-$(1): $(2). ITS SDK TEST WILL BE SKIPPED."; }
+
+# centrifuge-java needs a JDK 17+ and Maven: Debian's, when they are missing.
+HAVE_JDK := command -v mvn >/dev/null && command -v javac >/dev/null \
+	&& [ "$$(javac -version 2>&1 | sed -nE 's/^javac ([0-9]+).*/\1/p')" -ge 17 ]
+sdk-java:
+	@if ! { $(HAVE_JDK); } && command -v apt-get >/dev/null; then \
+		echo "sdk-java: installing Debian's maven and default-jdk-headless for the centrifuge-java test"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			$$SUDO apt-get install -y -qq maven default-jdk-headless >/dev/null || true; \
+	fi; \
+	if $(HAVE_JDK); then \
+		$(MAKE) --no-print-directory $(SDK_BUILD)/java/harness.jar; \
+	else \
+		$(call sdk_unavailable,java,Maven and a JDK 17 or later are needed and could not be installed); \
+	fi
+
+$(SDK_BUILD)/java/harness.jar: $(JAVA_HARNESS)
+	@mkdir -p $(SDK_BUILD)
+	@echo "sdk-java: fetching centrifuge-java 0.4.1 and the build's Maven plugins (into ~/.m2; log: $(MVN_LOG))"
+	@cd tests/sdk/java && if $(MVN) dependency:go-offline >/dev/null 2>&1; then \
+		echo "sdk-java: building $@"; \
+		$(MVN) -o package >/dev/null 2>&1 || { tail -n 40 $(CURDIR)/$(MVN_LOG); exit 1; }; \
+		touch $(CURDIR)/$@ && rm -f $(CURDIR)/$(SDK_BUILD)/java.unavailable; \
+	else \
+		tail -n 20 $(CURDIR)/$(MVN_LOG); \
+		cd $(CURDIR) && $(call sdk_unavailable,java,Maven could not download centrifuge-java or its plugins); \
+	fi
+
+# centrifuge-go: Go is part of `make run`'s contract, but its go.mod asks for Go 1.25.
+sdk-go:
+	@if command -v go >/dev/null; then \
+		$(MAKE) --no-print-directory $(SDK_BUILD)/go/harness; \
+	else \
+		$(call sdk_unavailable,go,Go is not installed); \
+	fi
+
+$(SDK_BUILD)/go/harness: $(GO_HARNESS)
+	@echo "sdk-go: fetching centrifuge-go v0.12.1 and its modules (into $$(go env GOMODCACHE))"
+	@cd tests/sdk/go && if go mod download; then \
+		echo "sdk-go: building $@" && go build -o $(CURDIR)/$@ . \
+			&& rm -f $(CURDIR)/$(SDK_BUILD)/go.unavailable; \
+	else \
+		cd $(CURDIR) && $(call sdk_unavailable,go,The Go modules of tests/sdk/go could not be downloaded (or Go is older than 1.25)); \
+	fi
+
 # The gateway (with honcho for `make run` and the test tools), and the Python
 # bridge, its own distribution, which the demo backend and the tests import.
 $(VENV)/.installed: setup.cfg pyproject.toml bridges/python/setup.cfg bridges/python/pyproject.toml
@@ -106,7 +174,7 @@ run: setup
 	@# Ctrl-C is how it ends: honcho's 130 for SIGINT is a clean stop, not an error.
 	$(VENV)/bin/honcho -f Procfile.dev start || [ $$? = 130 ]
 
-test: setup ruby chromium
+test: setup ruby chromium sdk-harnesses
 	$(MAKE) --no-print-directory test-python test-ruby
 
 test-python:

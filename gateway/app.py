@@ -17,7 +17,8 @@ from gateway.config import ConfigError, Settings
 from gateway.node import Node
 from gateway.server_api import ServerApi
 from gateway.server import Listener, client_ip
-from gateway.transports.websocket import MAX_CLIENT_FRAME, WebSocketTransport
+from gateway.transports.upgrade import Upgrades
+from gateway.transports.websocket import CENTRIFUGO
 
 log = logging.getLogger("pushgate")
 
@@ -30,7 +31,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     if status < 400 or isinstance(handler, HealthHandler):
         level = logging.DEBUG
-    elif status < 500 or isinstance(handler, WebSocketTransport):
+    elif status < 500:
         level = logging.WARNING
     else:
         level = logging.ERROR
@@ -44,11 +45,11 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
 
 
 def make_app(node: Node) -> tornado.web.Application:
+    """The HTTP endpoints; WebSocket endpoints are in front of it (make_server)."""
     args = {"node": node}
     api_args = {"node": node, "api": ServerApi(node)}
     return tornado.web.Application(
         [
-            (r"/connection/websocket", WebSocketTransport, args),
             (r"/api/([a-z_]+)", ApiHandler, api_args),
             (r"/api", ApiHandler, api_args),
             (r"/admin/status.json", AdminStatusHandler, args),
@@ -57,10 +58,25 @@ def make_app(node: Node) -> tornado.web.Application:
             (r"/health", HealthHandler, args),
             (r"/metrics", MetricsHandler, args),
         ],
-        websocket_max_message_size=MAX_CLIENT_FRAME,
         log_function=log_request,
         node=node,
     )
+
+
+WEBSOCKET_ENDPOINTS = [CENTRIFUGO]
+
+
+def make_server(node: Node, settings: Settings) -> Listener:
+    """The listening server: WebSocket upgrades on the lean path
+    (gateway/transports/upgrade.py), every other request to the application."""
+    app = make_app(node)
+    node.loop = asyncio.get_running_loop()
+    node.upgrades = Upgrades(node, app, WEBSOCKET_ENDPOINTS)
+    return Listener(app, pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
+                    upgrades=node.upgrades,
+                    idle_connection_timeout=settings.handshake_timeout,
+                    body_timeout=settings.handshake_timeout,
+                    max_body_size=max(settings.max_message_bytes, 65536) + 4096)
 
 
 QUICK_DRAIN = 1.0  # seconds, on SIGINT (Ctrl-C in `make run`)
@@ -84,10 +100,7 @@ def listen_error(settings: Settings, exc: OSError) -> ConfigError:
 
 async def serve(settings: Settings) -> None:
     node = Node(settings)
-    server = Listener(make_app(node), pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
-                      idle_connection_timeout=settings.handshake_timeout,
-                      body_timeout=settings.handshake_timeout,
-                      max_body_size=max(settings.max_message_bytes, 65536) + 4096)
+    server = make_server(node, settings)
     try:
         server.add_sockets(bind_sockets(settings.port, settings.address, backlog=4096))
     except OSError as exc:

@@ -105,6 +105,8 @@ class Node:
         self._origins = settings.origins
         self._ticker: PeriodicCallback | None = None
         self._ticks = 0
+        self.upgrades = None  # the WebSocket endpoints (gateway/transports/upgrade.py), set by the server
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._unannounced: set[str] = set()  # topics not created on nsqd yet
         self._announcing = False
         self._announce_task: asyncio.Future | None = None
@@ -115,6 +117,7 @@ class Node:
 
     async def start(self) -> None:
         """Start reading NSQ and the timers. Runs inside the event loop."""
+        self.loop = asyncio.get_running_loop()
         if self.settings.lookupd_http_address:
             await self._announce_topics([*self.source.topics, self.bus.topic])
         self.source.start()
@@ -133,7 +136,9 @@ class Node:
         host = self.host
         host.heartbeat.tick()
         host.expiry.check(time.time())
-        self.pending.sweep()
+        self.pending.sweep(time.monotonic(), self.settings.handshake_timeout)
+        if self.upgrades is not None:
+            self.upgrades.sweep(time.monotonic())
         self._ticks += 1
         if self._ticks % HISTORY_SWEEP_EVERY == 0:
             host.history.sweep(time.time_ns())

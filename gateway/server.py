@@ -75,10 +75,15 @@ class PendingConnections:
         """``stream`` became a client session (or is gone)."""
         self._streams.pop(stream, None)
 
-    def sweep(self) -> None:
-        """Forget closed connections (run periodically)."""
-        for stream in [s for s in self._streams if s.closed()]:
-            del self._streams[stream]
+    def sweep(self, now: float = 0.0, head_timeout: float | None = None) -> None:
+        """Forget closed connections, and close those still sending their
+        request head after ``head_timeout`` seconds (run every second)."""
+        for stream in list(self._streams):
+            if stream.closed():
+                self._streams.pop(stream, None)
+            elif head_timeout is not None and getattr(stream, "expired", None) and stream.expired(now, head_timeout):
+                stream.close()
+                self._streams.pop(stream, None)
         if self._metrics is not None:
             self._metrics.pending_sockets.set(len(self._streams))
 
@@ -90,11 +95,14 @@ class Listener(HTTPServer):
     """Tornado's HTTPServer with the accept loop and bookkeeping above."""
 
     def initialize(self, *args, pending: PendingConnections, metrics: Metrics,  # type: ignore[override]
-                   overloaded: Callable[[], bool] = lambda: False, **kwargs) -> None:
+                   overloaded: Callable[[], bool] = lambda: False, upgrades=None, **kwargs) -> None:
         super().initialize(*args, **kwargs)
         self.pending = pending
         self.metrics = metrics
         self._overloaded = overloaded
+        # WebSocket endpoints read their own request heads (gateway/transports/upgrade.py);
+        # without them every connection goes to Tornado's HTTP server.
+        self.upgrades = upgrades
         self._accept_errors = 0
         self._accept_logged = 0.0
 
@@ -135,7 +143,7 @@ class Listener(HTTPServer):
                 if self._overloaded() and self.ssl_options is None:
                     self._shed(connection)
                     continue
-                self._handle_connection(connection, address)
+                self._accepted(connection, address)
 
         def resume() -> None:
             if not state["removed"] and not state["registered"]:
@@ -150,6 +158,13 @@ class Listener(HTTPServer):
 
         loop.add_handler(sock, ready, IOLoop.READ)
         return remove
+
+    def _accepted(self, connection: socket.socket, address) -> None:
+        if self.upgrades is not None and self.ssl_options is None:
+            from gateway.transports.upgrade import Head
+            Head(self, self.upgrades, connection, address)
+        else:
+            self._handle_connection(connection, address)
 
     def _shed(self, connection: socket.socket) -> None:
         self.metrics.refused_connects.labels("overloaded").inc()
@@ -175,15 +190,19 @@ class Listener(HTTPServer):
 
 
 def client_ip(request: HTTPServerRequest, trusted: tuple) -> str:
+    headers = request.headers
+    return client_address(request.remote_ip or "", headers.get("X-Forwarded-For", ""),
+                          headers.get("X-Real-Ip", ""), trusted)
+
+
+def client_address(peer: str, forwarded_for: str, real_ip: str, trusted: tuple) -> str:
     """The client's address: the peer's, unless the peer is a trusted proxy,
     then the right-most address in X-Forwarded-For (or X-Real-Ip) that is not
     itself a trusted proxy. Headers from anyone else are ignored: a client
     cannot choose the address it is logged or limited by."""
-    peer = request.remote_ip or ""
     if not trusted or not _in(peer, trusted):
         return peer
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    hops = [h.strip() for h in forwarded.split(",") if h.strip()] or [request.headers.get("X-Real-Ip", "")]
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()] or [real_ip]
     for hop in reversed(hops):
         if hop and not _in(hop, trusted):
             return hop if _valid_ip(hop) else peer

@@ -1,4 +1,5 @@
 """Connection tokens: what the gateway accepts and refuses."""
+import base64
 import hashlib
 import hmac
 import json
@@ -93,3 +94,49 @@ def test_a_subscription_token_may_be_bound_to_one_connection():
     with pytest.raises(TokenMismatch):
         verifier.verify_subscription(bound, "u", "private:x", "c-2")
     assert verifier.verify_subscription(subscription_token(SECRET, "u", "private:x"), "u", "private:x", "c-2")
+
+
+def tampered(token: str, segment: int, change) -> str:
+    parts = token.split(".")
+    parts[segment] = change(parts[segment])
+    return ".".join(parts)
+
+
+GOOD = jwt.encode({"sub": "u", "aud": "gw", "iss": "rails", "channels": ["a"]}, SECRET, algorithm="HS256")
+HMAC_CASES = {
+    "good": GOOD,
+    "another secret": jwt.encode({"sub": "u", "aud": "gw", "iss": "rails"}, "z" * 40, algorithm="HS256"),
+    "payload changed": tampered(GOOD, 1, lambda p: p[:-2] + ("A" if p[-2] != "A" else "B") + p[-1]),
+    "signature changed": tampered(GOOD, 2, lambda s: ("A" if s[0] != "A" else "B") + s[1:]),
+    "signature not base64": tampered(GOOD, 2, lambda s: s[:-1] + "!"),
+    "payload padded wrong": tampered(GOOD, 1, lambda p: p + "="),
+    "signature one char long": tampered(GOOD, 2, lambda s: "A"),
+    "four segments": GOOD + ".x",
+    "two segments": GOOD.rsplit(".", 1)[0],
+    "no sub": jwt.encode({"aud": "gw", "iss": "rails"}, SECRET, algorithm="HS256"),
+    "payload a list": "eyJhbGciOiJIUzI1NiJ9." + base64.urlsafe_b64encode(b"[1]").rstrip(b"=").decode() + ".x",
+    "aud list with gw": jwt.encode({"sub": "u", "aud": ["x", "gw"], "iss": "rails"}, SECRET, algorithm="HS256"),
+    "aud other": jwt.encode({"sub": "u", "aud": "x", "iss": "rails"}, SECRET, algorithm="HS256"),
+    "aud missing": jwt.encode({"sub": "u", "iss": "rails"}, SECRET, algorithm="HS256"),
+    "iss other": jwt.encode({"sub": "u", "aud": "gw", "iss": "evil"}, SECRET, algorithm="HS256"),
+    "HS384": jwt.encode({"sub": "u", "aud": "gw", "iss": "rails"}, SECRET, algorithm="HS384"),
+    "HS512": jwt.encode({"sub": "u", "aud": "gw", "iss": "rails"}, SECRET, algorithm="HS512"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HMAC_CASES))
+def test_the_hmac_path_decides_as_pyjwt_does(case):
+    token = HMAC_CASES[case]
+    verifier = TokenVerifier(secret=SECRET, audience="gw", issuer="rails")
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    alg = header["alg"]
+    try:
+        reference = jwt.decode(token, SECRET, algorithms=[alg], audience="gw", issuer="rails",
+                               options={"require": ["sub"], "verify_exp": False})
+    except jwt.PyJWTError:
+        reference = None
+    try:
+        ours = verifier._decode(token)
+    except TokenInvalid:
+        ours = None
+    assert ours == reference, case

@@ -29,9 +29,35 @@ class Raw(bytes):
     """Bytes that are already JSON: embedded as they are."""
 
 
+_RAW = (bytes, Raw, Publication)
+
+
+def _holds_raw(obj: Any) -> bool:
+    """Whether ``obj`` holds bytes or publications anywhere (then the slow,
+    embedding encoder runs; otherwise ujson alone, about 15 times faster)."""
+    if type(obj) is dict:
+        obj = obj.values()
+    elif type(obj) not in (list, tuple):
+        return isinstance(obj, _RAW)
+    for value in obj:
+        kind = type(value)
+        if kind is dict or kind is list:
+            if _holds_raw(value):
+                return True
+        elif kind is bytes or kind is Publication or kind is Raw:
+            return True
+    return False
+
+
 def encode(obj: Any) -> bytes:
     """JSON bytes of ``obj``; :class:`Raw` values and publications are embedded
     without being parsed or encoded again."""
+    if not _holds_raw(obj):
+        return dumps(obj).encode()
+    return _embed(obj)
+
+
+def _embed(obj: Any) -> bytes:
     if isinstance(obj, Raw):
         return bytes(obj)
     if isinstance(obj, Publication):
@@ -39,9 +65,9 @@ def encode(obj: Any) -> bytes:
     if isinstance(obj, dict):
         if not any(isinstance(v, (Raw, dict, list, tuple, bytes)) for v in obj.values()):
             return dumps(obj).encode()
-        return b"{" + b",".join(dumps(k).encode() + b":" + encode(v) for k, v in obj.items()) + b"}"
+        return b"{" + b",".join(dumps(k).encode() + b":" + _embed(v) for k, v in obj.items()) + b"}"
     if isinstance(obj, (list, tuple)) and any(isinstance(v, (Raw, dict, list, tuple, bytes)) for v in obj):
-        return b"[" + b",".join(encode(v) for v in obj) + b"]"
+        return b"[" + b",".join(_embed(v) for v in obj) + b"]"
     if isinstance(obj, bytes):  # a payload: JSON bytes
         return bytes(obj)
     return dumps(obj).encode()

@@ -156,3 +156,113 @@ class StreamWriter:
         """Lift the queue bound so a close frame can still be queued."""
         self._pending = None
         self._stream.max_write_buffer_size = None
+
+
+class SocketWriter:
+    """The write side of a connection that owns its socket (the WebSocket
+    transport, gateway/transports/upgrade.py): the same pending frames and
+    batching as :class:`StreamWriter`, and what the kernel does not take at
+    once waits in a bounded buffer drained when the socket is writable.
+
+    Past ``max_queue_bytes`` waiting, the connection is cut as slow (3008).
+    ``on_error`` is told when the peer is gone (reset, broken pipe).
+    """
+
+    __slots__ = ("_sock", "_fd", "_loop", "_pending", "_pending_bytes", "_flush_at", "_out", "_limit",
+                 "_batcher", "_on_overflow", "_on_error", "_overflowed", "_on_drained")
+
+    def __init__(self, sock, batcher: WriteBatcher, max_queue_bytes: int, on_overflow, on_error) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._loop = asyncio.get_running_loop()
+        self._pending: bytes | list[bytes] | None = None
+        self._pending_bytes = 0
+        self._flush_at = min(65536, max_queue_bytes // 4)
+        self._out: bytearray | None = None    # what the kernel did not take yet
+        self._limit: int | None = max_queue_bytes
+        self._batcher = batcher
+        self._on_overflow = on_overflow
+        self._on_error = on_error
+        self._overflowed = False
+        self._on_drained = None
+
+    send = StreamWriter.send  # the same pending-frame bookkeeping
+
+    def flush_pending(self) -> None:
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending = None
+        if self._overflowed or self._sock is None:
+            return
+        self.write(b"".join(pending) if pending.__class__ is list else pending)
+
+    def write(self, data: bytes) -> None:
+        """Write now what the kernel takes, buffer the rest."""
+        if self._sock is None:
+            return
+        out = self._out
+        if out is None:
+            try:
+                sent = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._loop.call_soon(self._on_error)
+                return
+            if sent == len(data):
+                return
+            self._out = out = bytearray(memoryview(data)[sent:])
+            self._loop.add_writer(self._fd, self._writable)
+        else:
+            out += data
+        if self._limit is not None and len(out) > self._limit and not self._overflowed:
+            # Called from send() inside the hub's fan-out loop, so the close
+            # (which unsubscribes) must wait for the loop to finish.
+            self._overflowed = True
+            self._loop.call_soon(self._on_overflow, model.DISCONNECT_SLOW)
+
+    def _writable(self) -> None:
+        out = self._out
+        if out is None or self._sock is None:
+            return
+        try:
+            sent = self._sock.send(out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._stop_writing()
+            self._on_error()
+            return
+        del out[:sent]
+        if not out:
+            self._stop_writing()
+            if self._on_drained is not None:
+                callback, self._on_drained = self._on_drained, None
+                callback()
+
+    def _stop_writing(self) -> None:
+        self._out = None
+        self._loop.remove_writer(self._fd)
+
+    def writing(self) -> bool:
+        return self._out is not None
+
+    def when_drained(self, callback) -> None:
+        """Call ``callback`` once everything written has gone to the kernel."""
+        if self._out is None:
+            callback()
+        else:
+            self._on_drained = callback
+
+    def unbound(self) -> None:
+        """Lift the queue bound so a close frame can still be queued; drop
+        frames not yet written (the connection is ending)."""
+        self._pending = None
+        self._limit = None
+
+    def close(self) -> None:
+        """Stop writing; the socket is the owner's to close."""
+        if self._out is not None:
+            self._stop_writing()
+        self._sock = None

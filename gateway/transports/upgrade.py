@@ -1,0 +1,422 @@
+"""WebSocket endpoints on a lean path, and the door every TCP connection
+comes through.
+
+Each accepted connection first has its HTTP request head read here, from
+the socket, with no framework in between (:class:`Head`). If the head is a
+WebSocket upgrade for one of the endpoints, it is checked (RFC 6455 §4.2,
+the origin, the node's admission), answered ``101`` and the socket becomes a
+:class:`WebSocketConnection`: its frames parsed by
+:mod:`gateway.transports.wsproto`, its writes by
+:class:`~gateway.transports.stream.SocketWriter`, both straight on the
+socket. Any other request goes to Tornado: its socket is wrapped in an
+IOStream that hands Tornado the bytes already read first
+(:class:`PrefilledIOStream`, through ``read_from_fd``, the method IOStream
+subclasses provide) and served by the HTTP server as before.
+
+Tornado's HTTP and WebSocket machinery (a connection object, a request
+context, header parsing with regular expressions, a handler, a coroutine
+and futures per frame) was most of what a connect cost; this path does the
+same work with a few objects and plain byte operations
+(docs/benchmarks.md has the figures).
+
+No timer per connection: a head that does not arrive within
+``--handshake-timeout`` and a closing WebSocket whose client never answers
+our close frame are both found by the node's one-second timer.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import re
+import time
+import urllib.parse
+from typing import TYPE_CHECKING, Callable, NamedTuple
+
+from tornado.iostream import IOStream
+from tornado.log import access_log
+
+from gateway.centrifugo import model
+from gateway.centrifugo.model import Disconnect
+from gateway.server import client_address
+from gateway.transports import wsproto
+from gateway.transports.base import WireFormat
+from gateway.transports.stream import SocketWriter
+
+if TYPE_CHECKING:
+    from gateway.node import Node
+    from gateway.server import Listener
+    from gateway.session import Session
+
+log = logging.getLogger("pushgate.websocket")
+
+# Largest client message accepted (Centrifugo's default); past it, close 1009.
+MAX_CLIENT_FRAME = 65536
+MAX_HEAD = 16384    # bytes of request line and headers
+CLOSE_WAIT = 5.0    # seconds a closing WebSocket waits for the client's close frame
+ALLOWABLE_ORIGIN = re.compile(r"^https?://[^/\s]+$")
+
+
+class Choice(NamedTuple):
+    """What an endpoint makes of a client's offer: the wire format, the
+    subprotocol to echo (or None), and a refusal to send as the first close
+    (an offered subprotocol it does not speak), or None."""
+
+    wire: WireFormat
+    subprotocol: str | None
+    refusal: Disconnect | None = None
+
+
+class Endpoint:
+    """A WebSocket endpoint: its path, how a connection there chooses its wire
+    format from the offered subprotocols and the query, and its session."""
+
+    def __init__(self, path: str, choose: Callable[[list[str], dict[str, list[str]]], Choice],
+                 session: Callable[..., Session], *, pongs: bool = True, unidirectional: bool = False):
+        self.path = path
+        self.choose = choose
+        self.session = session
+        self.pongs = pongs
+        self.unidirectional = unidirectional
+
+
+class Request(NamedTuple):
+    method: str
+    target: str
+    path: str
+    query: str
+    headers: dict[str, str]   # lower-cased names; a repeated header's values joined with ", "
+
+
+def parse_head(head: bytes) -> Request | None:
+    """The request line and headers of an HTTP/1.1 request head (without the
+    blank line), or None when it is not one."""
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
+        return None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            return None
+        name = name.lower()
+        value = value.strip()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    path, _, query = parts[1].partition("?")
+    return Request(parts[0], parts[1], path, query, headers)
+
+
+class PrefilledIOStream(IOStream):
+    """An IOStream whose first reads return bytes already taken from the socket."""
+
+    def __init__(self, socket, prefill: bytes, **kwargs):
+        self._prefill = prefill
+        super().__init__(socket, **kwargs)
+
+    def read_from_fd(self, buf):
+        prefill = self._prefill
+        if prefill:
+            n = min(len(buf), len(prefill))
+            buf[:n] = prefill[:n]
+            self._prefill = prefill[n:]
+            return n
+        return super().read_from_fd(buf)
+
+
+class Upgrades:
+    """The WebSocket endpoints and the connections that are closing."""
+
+    def __init__(self, node: Node, application, endpoints: list[Endpoint]):
+        self.node = node
+        self.application = application   # Tornado's, for every other request
+        self.endpoints = {e.path: e for e in endpoints}
+        self.closing: dict[WebSocketConnection, float] = {}
+
+    def sweep(self, now: float) -> None:
+        """Close WebSockets whose client never answered our close frame (run
+        from the node's one-second timer)."""
+        for connection in [c for c, deadline in self.closing.items() if deadline <= now]:
+            connection.abort()
+
+
+class Head:
+    """A new connection while its request head arrives (at most MAX_HEAD bytes,
+    within --handshake-timeout)."""
+
+    __slots__ = ("listener", "upgrades", "sock", "address", "buffer", "started", "_closed")
+
+    def __init__(self, listener: Listener, upgrades: Upgrades, sock, address) -> None:
+        self.listener = listener
+        self.upgrades = upgrades
+        self.sock = sock
+        self.address = address
+        self.buffer = b""
+        self.started = time.monotonic()
+        self._closed = False
+        sock.setblocking(False)
+        listener.pending.add(self)
+        upgrades.node.loop.add_reader(sock.fileno(), self._readable)
+
+    # PendingConnections' interface
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if not self._closed:
+            self._detach()
+            self.sock.close()
+
+    def expired(self, now: float, timeout: float) -> bool:
+        return now - self.started > timeout
+
+    def _readable(self) -> None:
+        try:
+            chunk = self.sock.recv(MAX_HEAD)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.close()
+            return
+        buffer = self.buffer + chunk if self.buffer else chunk
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > MAX_HEAD:
+                self._answer(431, "request head too large")
+            else:
+                self.buffer = buffer
+            return
+        self._detach()  # the socket goes to Tornado or to a WebSocket, or is answered and closed
+        request = parse_head(buffer[:end])
+        endpoint = self.upgrades.endpoints.get(request.path) if request is not None else None
+        if endpoint is None:
+            # Everything else is Tornado's, with the bytes already read given back.
+            stream = PrefilledIOStream(self.sock, buffer, max_buffer_size=self.listener.max_buffer_size,
+                                       read_chunk_size=self.listener.read_chunk_size)
+            self.listener.handle_stream(stream, self.address)
+            return
+        _Handshake(self, endpoint, request, buffer[end + 4:]).run()
+
+    def _detach(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.upgrades.node.loop.remove_reader(self.sock.fileno())
+            self.listener.pending.discard(self)
+
+    def _answer(self, status: int, reason: str, extra: dict | None = None) -> None:
+        """An HTTP error response, then the end of the connection."""
+        self._detach()
+        body = ('{"error": "%s"}' % reason.replace('"', "'")).encode()
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", "Content-Type: application/json",
+                 f"Content-Length: {len(body)}", "Connection: close"]
+        lines.extend(f"{k}: {v}" for k, v in (extra or {}).items())
+        try:
+            self.sock.send(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+_REASONS = {101: "Switching Protocols", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 426: "Upgrade Required", 431: "Request Header Fields Too Large",
+            503: "Service Unavailable"}
+
+
+class _Handshake:
+    """RFC 6455 §4.2, the server's part, with pushgate's door in front of it."""
+
+    def __init__(self, head: Head, endpoint: Endpoint, request: Request, rest: bytes):
+        self.head = head
+        self.node = head.upgrades.node
+        self.endpoint = endpoint
+        self.request = request
+        self.rest = rest   # bytes after the head: the client's first frames, if it did not wait
+
+    def run(self) -> None:
+        request, headers = self.request, self.request.headers
+        if request.method != "GET":
+            return self.refuse(405, "a WebSocket endpoint: GET with Upgrade: websocket", {"Allow": "GET"})
+        if headers.get("upgrade", "").lower() != "websocket" or \
+                "upgrade" not in headers.get("connection", "").lower():
+            return self.refuse(400, 'Can "Upgrade" only to "WebSocket"')
+        if headers.get("sec-websocket-version") != "13":
+            return self.refuse(426, "WebSocket version 13 only", {"Sec-WebSocket-Version": "13"})
+        key = headers.get("sec-websocket-key", "")
+        if not wsproto.valid_key(key):
+            return self.refuse(400, "missing or invalid Sec-WebSocket-Key")
+        origin = headers.get("origin", "")
+        host = headers.get("host", "")
+        if not self.node.origin_allowed(origin, host):
+            # Say what would allow it: the first thing a Vite-on-5173 user hits.
+            log.warning("refused a browser connection from origin %r (the gateway's host is %r): to allow it, "
+                        "add it to --allowed-origins (PUSHGATE_ALLOWED_ORIGINS), e.g. --allowed-origins=%s",
+                        origin[:200], host[:200],
+                        origin if ALLOWABLE_ORIGIN.match(origin) else "https://app.example.com")
+            return self.refuse(403, "origin not allowed")
+        # Refused before the upgrade: cheaper than a WebSocket closed at once,
+        # and the SDKs retry a failed handshake with backoff.
+        refusal = self.node.admit_handshake()
+        if refusal is not None:
+            return self.refuse(503, refusal, {"Retry-After": "1"})
+        offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+        choice = self.endpoint.choose(offered, urllib.parse.parse_qs(request.query) if request.query else {})
+        response = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Accept: " + wsproto.accept_key(key).encode() + b"\r\n")
+        if choice.subprotocol:
+            response += b"Sec-WebSocket-Protocol: " + choice.subprotocol.encode() + b"\r\n"
+        self.log(101, logging.DEBUG)
+        WebSocketConnection(self.head.upgrades, self.endpoint, self.head.sock, choice, response + b"\r\n",
+                            self.rest)
+
+    def refuse(self, status: int, reason: str, extra: dict | None = None) -> None:
+        self.log(status, logging.WARNING)
+        self.head._answer(status, reason, extra)
+
+    def log(self, status: int, level: int) -> None:
+        # The access log's line, with the path only: tokens travel in query strings.
+        if access_log.isEnabledFor(level):
+            headers = self.request.headers
+            peer = client_address(self.head.address[0] if self.head.address else "",
+                                  headers.get("x-forwarded-for", ""), headers.get("x-real-ip", ""),
+                                  self.node.trusted_networks)
+            access_log.log(level, "%d %s %s (%s) %.2fms", status, self.request.method, self.request.path, peer,
+                           1000.0 * (time.monotonic() - self.head.started))
+
+
+class WebSocketConnection:
+    """One WebSocket on its socket: the Transport its session sees."""
+
+    __slots__ = ("upgrades", "sock", "fd", "wire", "pongs", "unidirectional", "session", "send", "_writer",
+                 "_parser", "_closing", "_closed")
+
+    def __init__(self, upgrades: Upgrades, endpoint: Endpoint, sock, choice: Choice, response: bytes,
+                 rest: bytes):
+        node = upgrades.node
+        self.upgrades = upgrades
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.wire = choice.wire
+        self.pongs = endpoint.pongs
+        self.unidirectional = endpoint.unidirectional
+        self._writer = SocketWriter(sock, node.batcher, node.settings.max_queue_bytes, self._overflow, self.abort)
+        self.send = self._writer.send  # the hub calls the writer with no hop through here
+        self._parser = wsproto.FrameParser(MAX_CLIENT_FRAME)
+        self._closing = False
+        self._closed = False
+        try:
+            sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        except OSError:
+            pass
+        self._writer.write(response)
+        self.session = node.host.accept(endpoint.session(node.host, self))
+        if choice.refusal is not None:
+            self.session.close(choice.refusal)
+        node.loop.add_reader(self.fd, self._readable)
+        if rest:
+            self._feed(rest)
+
+    # --- the Transport interface ------------------------------------------------------
+
+    def disconnect(self, disconnect: Disconnect) -> None:
+        """Send the close frame (after what is queued, unless the client is the
+        slow one) and wait a moment for the client's."""
+        if self._closing or self._closed:
+            return
+        writer = self._writer
+        if disconnect.code != model.DISCONNECT_SLOW.code:
+            writer.flush_pending()
+        writer.unbound()
+        self._closing = True
+        writer.write(wsproto.close_frame(disconnect.code, disconnect.reason))
+        self.upgrades.closing[self] = time.monotonic() + CLOSE_WAIT
+
+    # --- reading --------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.abort()
+            return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        for event in self._parser.feed(data):
+            kind = type(event)
+            if kind is wsproto.Message:
+                self._message(event.data)
+            elif kind is wsproto.Ping:
+                if not self._closing:
+                    self._writer.write(wsproto.frame(wsproto.PONG, event.payload))
+            elif kind is wsproto.Close:
+                self._client_closed(event)
+                return
+            elif kind is wsproto.Violation:
+                self._violation(event)
+                return
+            if self._closed:
+                return
+
+    def _message(self, data: str | bytes) -> None:
+        session = self.session
+        if self._closing:
+            return
+        if type(data) is bytes and not self.wire.codec.binary:
+            log.warning("client %s: binary frame on a JSON connection", session.client_id or "-")
+            session.close(model.DISCONNECT_INAPPROPRIATE_PROTOCOL)
+            return
+        session.handle_frame(data)
+
+    def _client_closed(self, event: wsproto.Close) -> None:
+        # The close handshake: answer with the same code (RFC 6455 §5.5.1) if we
+        # have not closed first, then end the TCP connection.
+        self.session.transport_closed()
+        if not self._closing:
+            self._closing = True
+            self._writer.unbound()
+            self._writer.write(wsproto.close_frame(event.code if event.code != wsproto.NO_STATUS else 1000))
+        self._writer.when_drained(self.abort)
+
+    def _violation(self, event: wsproto.Violation) -> None:
+        log.warning("client %s: %s, closing with %d", self.session.client_id or "-", event.reason, event.code)
+        self.session.transport_closed()
+        if not self._closing:
+            self._closing = True
+            self._writer.unbound()
+            self._writer.write(wsproto.close_frame(event.code, event.reason))
+        self._writer.when_drained(self.abort)
+
+    # --- the end ------------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Close the socket now (the client is gone, or done, or too slow to say so)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.upgrades.closing.pop(self, None)
+        self.upgrades.node.loop.remove_reader(self.fd)
+        self._writer.close()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.session.transport_closed()
+
+    def _overflow(self, disconnect: Disconnect) -> None:
+        log.warning("client %s: send queue over %d bytes, disconnecting as slow", self.session.client_id or "-",
+                    self.upgrades.node.settings.max_queue_bytes)
+        self.session.close(disconnect)
+
+
+import socket as _socket  # noqa: E402
+
+_IPPROTO_TCP, _TCP_NODELAY = _socket.IPPROTO_TCP, _socket.TCP_NODELAY
