@@ -351,7 +351,7 @@ def _node_result(uid: str, status: dict, silent_for: float) -> dict:
     for key in ("num_clients", "num_users", "num_subs", "num_channels", "uptime"):
         value = status.get(key)
         result[key] = value if isinstance(value, int) else 0
-    rss, cpu = status.get("rss"), status.get("cpu_seconds")
+    rss = status.get("rss")
     result["process"] = {"rss": rss if isinstance(rss, int) else 0}
     extra = {k: status.get(k) for k in ("ready", "draining", "loop_lag", "presence_entries", "drops", "cpu_seconds",
                                         "started")}

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid
 from gateway.centrifugo import model
-from gateway.centrifugo.model import Disconnect
+from gateway.centrifugo.model import Disconnect, ProtocolError
 from gateway.envelope import PERSONAL_PREFIX, personal_channel, valid_channel
 from gateway.presence import compact_info
 
@@ -84,13 +84,8 @@ class Session:
         """An upper bound of the commands in ``data``, before decoding."""
         raise NotImplementedError
 
-    def receive(self, data: str | bytes) -> None:
-        """Decode and handle one frame (the protocol's part of handle_frame)."""
-        raise NotImplementedError
-
-    def queue(self, data: str | bytes, waiting: list) -> bool:
-        """Append ``data``'s commands to ``waiting`` (a held recovery); False when
-        the frame is refused (and the session closed)."""
+    def decode(self, data: str | bytes) -> list:
+        """The commands in one frame, in order; raises ProtocolError."""
         raise NotImplementedError
 
     def run(self, commands: list, state: Any = None) -> None:
@@ -104,6 +99,31 @@ class Session:
     def send(self, message: bytes) -> None:
         """Frame one encoded message and queue it."""
         self.push(self.wire.frame(message))
+
+    def _decoded(self, data: str | bytes) -> list | None:
+        """:meth:`decode`, or None when the frame breaks the protocol (the
+        session is then closed with the protocol error's code)."""
+        try:
+            return self.decode(data)
+        except ProtocolError as exc:
+            self.host.metrics.bad_frames.inc()
+            log.warning("client %s: bad frame (%s), disconnecting", self.client_id or "-", exc.detail)
+            self.close(exc.disconnect)
+            return None
+
+    def receive(self, data: str | bytes) -> None:
+        commands = self._decoded(data)
+        if commands is not None:
+            self.run(commands)
+
+    def queue(self, data: str | bytes, waiting: list) -> bool:
+        """Append ``data``'s commands to ``waiting`` (a held recovery); False when
+        the frame is refused (and the session closed)."""
+        commands = self._decoded(data)
+        if commands is None:
+            return False
+        waiting.extend(commands)  # in order, after the command being held
+        return True
 
     # --- input from the transport ----------------------------------------------------
 

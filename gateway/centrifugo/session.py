@@ -13,7 +13,7 @@ import logging
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid, TokenMismatch
 from gateway.centrifugo import model
 from gateway.centrifugo.json_codec import Raw
-from gateway.centrifugo.model import Command, ProtocolError
+from gateway.centrifugo.model import Command
 from gateway.envelope import PERSONAL_PREFIX, personal_channel, valid_channel
 from gateway.history import from_position
 from gateway.session import CHANNEL_LIMIT, CLOSED, CONNECTED, CONNECTING, MissingToken, Session
@@ -31,26 +31,8 @@ class CentrifugoSession(Session):
     def count(self, data: str | bytes) -> int:
         return self.wire.codec.count(data)
 
-    def _decode(self, data: str | bytes) -> list[Command] | None:
-        try:
-            return self.wire.codec.decode(data)
-        except ProtocolError as exc:
-            self.host.metrics.bad_frames.inc()
-            log.warning("client %s: bad frame (%s), disconnecting", self.client_id or "-", exc.detail)
-            self.close(exc.disconnect)
-            return None
-
-    def receive(self, data: str | bytes) -> None:
-        commands = self._decode(data)
-        if commands is not None:
-            self.run(commands)
-
-    def queue(self, data: str | bytes, waiting: list) -> bool:
-        commands = self._decode(data)
-        if commands is None:
-            return False
-        waiting.extend(commands)  # in order, after the command being held
-        return True
+    def decode(self, data: str | bytes) -> list[Command]:
+        return self.wire.codec.decode(data)
 
     def run(self, commands: list[Command], claims: ConnectionClaims | None = None) -> None:
         """Handle commands in order. ``claims`` are those of ``commands[0]``, a
