@@ -20,7 +20,6 @@ import asyncio
 import base64
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +31,7 @@ from auth import connection_token  # noqa: E402
 from tests.stack import SECRET, Gateway, Nsqd  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
+from common import RefGateway, worktree  # noqa: E402
 from ws_clients import masked  # noqa: E402
 
 CLOSE = b"\x88\x82\x00\x00\x00\x00\x03\xe8"  # masked close frame, code 1000
@@ -69,27 +69,6 @@ async def one_round(port: int, frames: list[bytes], concurrency: int) -> int:
     return failed
 
 
-class RefGateway(Gateway):
-    """The gateway of another commit, run from its worktree."""
-
-    def __init__(self, tree: Path, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.tree = tree
-
-    def start(self):  # noqa: D102 - same as Gateway, but from the other tree
-        import tests.stack as stack
-        saved, stack.ROOT = stack.ROOT, self.tree
-        try:
-            return super().start()
-        finally:
-            stack.ROOT = saved
-
-    def environment(self) -> dict:
-        env = super().environment()
-        env["PYTHONPATH"] = str(self.tree)
-        return env
-
-
 def measure(label: str, gateway: Gateway, args) -> list[float]:
     frames = [masked(json.dumps({"id": 1, "connect": {"token": connection_token(
         SECRET, f"churn-{i}", ttl=3600, channels=["news"])}}).encode()) for i in range(args.connections)]
@@ -121,18 +100,12 @@ def main() -> None:
     flags = ("--log-level=warning", "--connect-rate=1000000", "--connect-burst=1000000")
     try:
         if args.ref:
-            tree = work / "ref"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.ref],
-                           check=True, capture_output=True)
-            try:
+            with worktree(args.ref) as tree:
                 old = RefGateway(tree, work / "gw-ref", nsqd, None, *flags).start()
                 try:
                     measure(f"pushgate {args.ref} (baseline)", old, args)
                 finally:
                     old.stop()
-            finally:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
-                               capture_output=True)
         # The current tree; extra flags keep the handshake limits out of the way.
         gateway = Gateway(work / "gw", nsqd, None, *flags, "--shed-loop-lag=1000").start()
         try:

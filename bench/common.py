@@ -155,3 +155,41 @@ class Baseline:
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+class RefGateway(Gateway):
+    """The gateway of another commit, run from its git worktree (a baseline)."""
+
+    def __init__(self, tree: Path, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tree = tree
+
+    def start(self):
+        import tests.stack as stack
+        saved, stack.ROOT = stack.ROOT, self.tree
+        try:
+            return super().start()
+        finally:
+            stack.ROOT = saved
+
+    def environment(self) -> dict:
+        env = super().environment()
+        env["PYTHONPATH"] = str(self.tree)
+        return env
+
+
+class worktree:
+    """``with worktree(ref) as tree``: that commit checked out in a temporary
+    git worktree, removed afterwards."""
+
+    def __init__(self, ref: str):
+        self.ref = ref
+        self.tree = Path(tempfile.mkdtemp(prefix="pushgate-ref-")) / "tree"
+
+    def __enter__(self) -> Path:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(self.tree), self.ref],
+                       check=True, capture_output=True)
+        return self.tree
+
+    def __exit__(self, *exc) -> None:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(self.tree)], capture_output=True)

@@ -38,7 +38,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from auth import connection_token  # noqa: E402
-from tests.stack import ROOT, SECRET, Gateway, Nsqd, http  # noqa: E402
+from bench.common import RefGateway, worktree  # noqa: E402
+from tests.stack import SECRET, Gateway, Nsqd, http  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PER_PROCESS = 5000
@@ -65,27 +66,6 @@ def publish_batch(nsqd: Nsqd, bodies: list[bytes]) -> None:
     status, answer = http("POST", f"http://{nsqd.http_address}/mpub?topic=pushgate", b"\n".join(bodies))
     if status != 200:
         raise RuntimeError(f"mpub failed: {status} {answer!r}")
-
-
-class RefGateway(Gateway):
-    """The gateway of another commit, run from its git worktree (the baseline)."""
-
-    def __init__(self, tree: Path, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.tree = tree
-
-    def start(self):
-        import tests.stack as stack
-        saved, stack.ROOT = stack.ROOT, self.tree
-        try:
-            return super().start()
-        finally:
-            stack.ROOT = saved
-
-    def environment(self) -> dict:
-        env = super().environment()
-        env["PYTHONPATH"] = str(self.tree)
-        return env
 
 
 PROTOCOLS = {"json": "Centrifugo JSON", "protobuf": "Centrifugo Protobuf", "cable": "Action Cable v1-json",
@@ -201,18 +181,12 @@ def main() -> None:
     runs = []
     try:
         if args.ref:
-            tree = work / "ref"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.ref],
-                           check=True, capture_output=True)
-            try:
+            with worktree(args.ref) as tree:
                 old = RefGateway(tree, work / "gw-ref", nsqd, None, *flags, *args.gateway_arg).start()
                 try:
                     runs.append(measure(f"pushgate {args.ref}, JSON (baseline)", old, nsqd, "json", args))
                 finally:
                     old.stop()
-            finally:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
-                               capture_output=True)
         for protocol in protocols:
             gateway = Gateway(work / f"gw-{protocol}", nsqd, None, *flags, "--shed-loop-lag=1000",
                               *args.gateway_arg).start()

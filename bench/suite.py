@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ROOT, Baseline, LoadClients, cpu_seconds, percentile, publication, publish,  # noqa: E402
+from common import (ROOT, Baseline, LoadClients, cpu_seconds, percentile, publish,  # noqa: E402
                     rss_bytes, start_stack, tokens_file)
 
 RESULTS = ROOT / "bench" / "results"

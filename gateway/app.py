@@ -12,10 +12,12 @@ from tornado.log import access_log
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets, bind_unix_socket
 
-from gateway.api import HealthHandler, MetricsHandler, OwnHealthHandler, OwnMetricsHandler, PublishHandler
+from gateway.admin import AdminPageHandler, AdminPresenceHandler, AdminStatusHandler
+from gateway.api import ApiHandler, HealthHandler, MetricsHandler, OwnHealthHandler, OwnMetricsHandler
+from gateway.box import Box
 from gateway.config import ConfigError, Settings
 from gateway.node import Node
-from gateway.box import Box
+from gateway.server_api import ServerApi
 from gateway.server import Listener, client_ip
 from gateway.supervisor import worker_identity, worker_socket
 from gateway.transports.cable import CABLE
@@ -60,6 +62,7 @@ def make_app(node: Node) -> tornado.web.Application:
     sessions = EmulationSessions(node.name, node.bus.send, readers.there, node.metrics.registry)
     node.bus.on("emulation", sessions.forwarded)
     streams = {"node": node, "sessions": sessions}
+    api_args = {"node": node, "api": ServerApi(node)}
     return tornado.web.Application(
         [
             (r"/connection/http_stream", HttpStreamEndpoint, streams),
@@ -67,7 +70,11 @@ def make_app(node: Node) -> tornado.web.Application:
             (r"/emulation", EmulationEndpoint, streams),
             (r"/connection/uni_sse", UniSseEndpoint, args),
             (r"/connection/uni_http_stream", UniHttpStreamEndpoint, args),
-            (r"/api/publish", PublishHandler, args),
+            (r"/api/([a-z_]+)", ApiHandler, api_args),
+            (r"/api", ApiHandler, api_args),
+            (r"/admin/status.json", AdminStatusHandler, args),
+            (r"/admin/presence.json", AdminPresenceHandler, args),
+            (r"/admin/?([a-z.]*)", AdminPageHandler, args),
             (r"/health", HealthHandler, args),
             (r"/metrics", MetricsHandler, args),
         ],

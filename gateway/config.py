@@ -90,6 +90,13 @@ def _history_rule(raw: str) -> tuple[str, int, float | None]:
         raise ValueError(f"{raw!r}: SIZE is a number of publications, TTL seconds") from None
 
 
+def _channel_pattern(raw: str) -> str:
+    pattern = raw.strip()
+    if not pattern or "*" in pattern[:-1] or len(pattern) > 255 or not pattern.isprintable():
+        raise ValueError(f"{raw!r} is not a channel or a channel prefix with a trailing *")
+    return pattern
+
+
 def _text(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -188,7 +195,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("jwt-audience", _text, None, "Required `aud` claim of connection tokens."),
     Option("jwt-issuer", _text, None, "Required `iss` claim of connection tokens."),
     Option("allow-anonymous", _bool, False, "Accept connections without a token (user \"\").", is_bool=True),
-    Option("api-key", _text, None, "Key for POST /api/publish (`Authorization: apikey KEY`); unset disables it."),
+    Option("api-key", _text, None, "Key for the server API at /api (`X-API-Key: KEY` or `Authorization: apikey "
+           "KEY`); unset disables it."),
     Option("public-channels", _text, "", "Channels any client may subscribe to, comma-separated; "
            "a trailing * matches a prefix (e.g. news,chat:*)."),
     Option("turbo-streams-secret", _text, None, "Key that verifies signed stream names on /cable "
@@ -198,6 +206,20 @@ OPTIONS: tuple[Option, ...] = (
            "channel PREFIX:S (personal #user streams excepted), as the Ruby adapter publishes it."),
     Option("allowed-origins", _text, "", "Browser origins allowed to connect, comma-separated, or * "
            "(default: same host only; clients without Origin are always allowed)."),
+    Option("presence", _channel_pattern, [], "Keep presence (who is subscribed, on every node) for channels "
+           "matching this pattern; a trailing * matches a prefix (repeatable).", repeatable=True),
+    Option("join-leave", _channel_pattern, [], "Push join and leave events to the subscribers of channels "
+           "matching this pattern, from every node (repeatable).", repeatable=True),
+    Option("presence-max-clients", _int_range(1), 20000, "Presence entries kept per channel (all nodes "
+           "together); subscribers past it are left out of presence, its counts and join/leave."),
+    Option("presence-interval", _positive_float, 5.0, "Seconds between the presence snapshots each node "
+           "sends its peers (also its heartbeat for `info` and /admin)."),
+    Option("presence-ttl", _positive_float, 15.0, "Seconds without a word from a node before its clients "
+           "leave presence and it leaves `info` (at least twice --presence-interval)."),
+    Option("admin", _bool, False, "Serve the status page at /admin, behind --admin-secret or else --api-key.",
+           is_bool=True),
+    Option("admin-secret", _text, None, "Password of the status page (HTTP basic auth, any user name); "
+           "setting it turns /admin on."),
     Option("max-queue-bytes", _int_range(4096), 1 << 20, "Per-connection send queue; a client that "
            "falls further behind is disconnected (3008 slow)."),
     Option("max-message-bytes", _int_range(64), 65536, "Largest NSQ message body delivered; larger ones "
@@ -265,6 +287,13 @@ class Settings:
     jwt_issuer: str | None = None
     allow_anonymous: bool = False
     api_key: str | None = None
+    presence: list = field(default_factory=list)
+    join_leave: list = field(default_factory=list)
+    presence_max_clients: int = 20000
+    presence_interval: float = 5.0
+    presence_ttl: float = 15.0
+    admin: bool = False
+    admin_secret: str | None = None
     public_channels: str = ""
     turbo_streams_secret: str | None = None
     cable_channel_prefix: str = ""
@@ -311,6 +340,10 @@ class Settings:
         """--trusted-proxies as ip_network objects (raises ValueError for a bad one)."""
         return tuple(ipaddress.ip_network(p.strip(), strict=False)
                      for p in self.trusted_proxies.split(",") if p.strip())
+
+    @property
+    def admin_enabled(self) -> bool:
+        return bool(self.admin or self.admin_secret)
 
     @property
     def origins(self) -> tuple[str, ...]:
@@ -410,5 +443,10 @@ def check(s: Settings) -> None:
         raise ConfigError("--map-topic: each topic may be read once (and not the envelope --topic)")
     if s.workers > 1 and s.port == 0:
         raise ConfigError("--workers: workers share one port; give --port (not 0)")
+    if s.presence_ttl < 2 * s.presence_interval:
+        raise ConfigError(f"--presence-ttl: {s.presence_ttl} must be at least twice --presence-interval "
+                          f"({s.presence_interval}), or live nodes would expire between snapshots")
+    if s.admin and not (s.admin_secret or s.api_key):
+        raise ConfigError("--admin: the status page needs --admin-secret or --api-key")
     if s.control_topic in (s.topic, *mapped):
         raise ConfigError("--control-topic: must differ from --topic and every --map-topic")

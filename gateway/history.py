@@ -293,6 +293,17 @@ class History:
         self.memory -= stream.cost
         del self._streams[channel]
 
+    def remove(self, channel: str, now_ns: int) -> bool:
+        """Forget a channel's publications (the server API's ``history_remove``).
+        Its position stays where it is, so clients keep their place; none of
+        them can recover across what was removed. Returns whether it had any."""
+        stream = self._streams.get(channel)
+        if stream is None or not stream.positions:
+            return False
+        self._drop_head(stream, len(stream.positions))
+        stream.trimmed = max(stream.trimmed, stream.top + 1, now_ns - self.margin_ns)
+        return True
+
     def sweep(self, now_ns: int) -> None:
         """Apply age limits everywhere and forget idle channels (run periodically).
         A stream can go once its top is older than its TTL: positions that old

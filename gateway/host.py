@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
 from auth.tokens import ConnectionClaims, SubscriptionClaims, TokenInvalid, TokenVerifier
@@ -22,6 +23,7 @@ from gateway.heartbeat import Heartbeat
 from gateway.history import History
 from gateway.hub import Hub
 from gateway.metrics import Metrics
+from gateway.presence import Presence
 
 if TYPE_CHECKING:
     from gateway.session import Session
@@ -51,6 +53,11 @@ class SessionHost:
         self.clock = clock          # monotonic seconds: rate limits, holds
         self.wall = wall            # seconds since the epoch: token expiry
         self.now_ns = now_ns        # nanoseconds since the epoch: stream positions
+        # Presence and join/leave (gateway.presence); the node sets it, and
+        # without --presence or --join-leave it tracks nothing.
+        self.presence = Presence(uid=str(uuid.uuid4()), name=name, presence=settings.presence,
+                                 join_leave=settings.join_leave, max_clients=settings.presence_max_clients,
+                                 ttl=settings.presence_ttl, hub=hub, metrics=metrics, clock=clock)
         self.sessions: set[Session] = set()
         self.user_connections: dict[str, int] = {}
         self.held: set[Session] = set()   # sessions whose recovery waits for this node to catch up

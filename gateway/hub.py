@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from gateway.transports.base import WireFormat
 
 
+_NONE = object()
+
+
 class Hub:
     __slots__ = ("_channels", "last_publication")
 
@@ -57,6 +60,35 @@ class Hub:
 
     def channels(self) -> int:
         return len(self._channels)
+
+    def counts(self) -> dict[str, int]:
+        """Subscribers per channel (for the server API's ``channels``)."""
+        return {channel: len(subscribers) for channel, subscribers in self._channels.items()}
+
+    def push(self, channel: str, kind: str, body: dict) -> int:
+        """An event push other than a publication (``join``, ``leave``) to every
+        subscriber of ``channel``: built once per codec, framed once per wire
+        format. Codecs that do not declare ``events`` (another protocol's) are
+        skipped. Returns how many got it."""
+        subscribers = self._channels.get(channel)
+        if not subscribers:
+            return 0
+        frames: dict = {}
+        encoded: dict = {}
+        count = 0
+        for session, wire in list(subscribers.items()):
+            frame = frames.get(wire, _NONE)
+            if frame is _NONE:
+                codec = wire.codec
+                message = encoded.get(codec, _NONE)
+                if message is _NONE:
+                    message = encoded[codec] = codec.push(channel, kind, body) \
+                        if getattr(codec, "events", False) else None
+                frame = frames[wire] = wire.frame(message) if message is not None else None
+            if frame is not None:
+                session.push(frame)
+                count += 1
+        return count
 
     def publish(self, channel: str, data: bytes, offset: int | None) -> int:
         """Deliver a publication (JSON ``data``, its ``offset`` or None) to every

@@ -55,5 +55,11 @@ class Metrics:
                                         ["event", "kind"], registry=r)
         self.control_lag = Gauge("pushgate_control_lag_seconds", "Age of the last control message when it "
                                  "arrived (nsqd timestamp to handling).", registry=r)
+        self.presence_entries = Gauge("pushgate_presence_entries", "Presence entries this node holds, its "
+                                      "own subscribers' and every other node's.", registry=r)
+        self.presence_refused = Counter("pushgate_presence_refused", "Subscribers left out of presence: the "
+                                        "channel held --presence-max-clients entries.", registry=r)
+        self.api_calls = Counter("pushgate_api_calls", "Server API calls, by method and result (ok, an error "
+                                 "code, or an HTTP status).", ["method", "result"], registry=r)
         self.api_publishes = Counter("pushgate_api_publishes", "POST /api/publish answers, by status.",
                                      ["status"], registry=r)

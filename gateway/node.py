@@ -37,6 +37,7 @@ from gateway.limits import TokenBucket, connection_capacity
 from gateway.metrics import Metrics
 from gateway.nsq_source import NsqSource
 from gateway.nsq_watch import ChannelWatch
+from gateway.peering import Peering
 from gateway.server import PendingConnections
 from gateway.transports.stream import WriteBatcher
 
@@ -92,6 +93,8 @@ class Node:
                               nsqd_tcp_addresses=settings.nsqd_tcp_address,
                               lookupd_http_addresses=settings.lookupd_http_address,
                               lookupd_poll_interval=settings.lookupd_poll_interval, metrics=self.metrics)
+        # Heartbeats, presence and the server API's cluster-wide actions over the bus.
+        self.peering = Peering(self)
         self.watch = ChannelWatch(channel=settings.nsq_channel, topics=self.source.topics,
                                   connected=self.source.connected_addresses, on_loss=self._nsq_lost,
                                   lookupd_http_addresses=settings.lookupd_http_address,
@@ -120,6 +123,7 @@ class Node:
             await self._announce_topics([*self.source.topics, self.bus.topic])
         self.source.start()
         self.bus.start()
+        self.peering.start()
         self.watch.start()
         self._ticker = PeriodicCallback(self._tick, 1000)
         self._ticker.start()
@@ -226,6 +230,7 @@ class Node:
         for timer in (self._ticker, self._lag_probe):
             if timer is not None:
                 timer.stop()
+        self.peering.stop()
         self.watch.stop()
         self.source.close()
         self.bus.close()

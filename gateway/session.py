@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid
 from gateway.centrifugo import model
-from gateway.centrifugo.model import Disconnect
+from gateway.centrifugo.model import Disconnect, ProtocolError
 from gateway.envelope import PERSONAL_PREFIX, personal_channel, valid_channel
+from gateway.presence import compact_info
 
 if TYPE_CHECKING:
     from gateway.host import SessionHost
@@ -47,7 +48,8 @@ class MissingToken(TokenInvalid):
 
 class Session:
     __slots__ = ("host", "transport", "push", "wire", "state", "client_id", "user", "channels", "pong_due",
-                 "slot", "expiry", "sub_expiry", "held", "held_until", "credit", "credit_at", "server_channels")
+                 "slot", "expiry", "sub_expiry", "held", "held_until", "credit", "credit_at", "server_channels",
+                 "conn_info")
 
     # Whether the protocol's clients expect a ping every few seconds (Action
     # Cable: 3 s, or they reopen the connection) rather than every
@@ -74,6 +76,7 @@ class Session:
         self.credit = float(host.settings.client_command_burst)  # the command rate bucket
         self.credit_at = host.clock()
         self.server_channels: tuple[str, ...] = ()  # subscribed at connect (personal, token)
+        self.conn_info: bytes | None = None  # the token's info claim, kept only for presence
 
     # --- what a protocol provides ------------------------------------------------
 
@@ -81,13 +84,8 @@ class Session:
         """An upper bound of the commands in ``data``, before decoding."""
         raise NotImplementedError
 
-    def receive(self, data: str | bytes) -> None:
-        """Decode and handle one frame (the protocol's part of handle_frame)."""
-        raise NotImplementedError
-
-    def queue(self, data: str | bytes, waiting: list) -> bool:
-        """Append ``data``'s commands to ``waiting`` (a held recovery); False when
-        the frame is refused (and the session closed)."""
+    def decode(self, data: str | bytes) -> list:
+        """The commands in one frame, in order; raises ProtocolError."""
         raise NotImplementedError
 
     def run(self, commands: list, state: Any = None) -> None:
@@ -101,6 +99,31 @@ class Session:
     def send(self, message: bytes) -> None:
         """Frame one encoded message and queue it."""
         self.push(self.wire.frame(message))
+
+    def _decoded(self, data: str | bytes) -> list | None:
+        """:meth:`decode`, or None when the frame breaks the protocol (the
+        session is then closed with the protocol error's code)."""
+        try:
+            return self.decode(data)
+        except ProtocolError as exc:
+            self.host.metrics.bad_frames.inc()
+            log.warning("client %s: bad frame (%s), disconnecting", self.client_id or "-", exc.detail)
+            self.close(exc.disconnect)
+            return None
+
+    def receive(self, data: str | bytes) -> None:
+        commands = self._decoded(data)
+        if commands is not None:
+            self.run(commands)
+
+    def queue(self, data: str | bytes, waiting: list) -> bool:
+        """Append ``data``'s commands to ``waiting`` (a held recovery); False when
+        the frame is refused (and the session closed)."""
+        commands = self._decoded(data)
+        if commands is None:
+            return False
+        waiting.extend(commands)  # in order, after the command being held
+        return True
 
     # --- input from the transport ----------------------------------------------------
 
@@ -227,6 +250,8 @@ class Session:
         self.client_id = str(uuid.uuid4())
         self.state = CONNECTED
         self.server_channels = tuple(channels)
+        if claims.info is not None and host.presence.active:
+            self.conn_info = compact_info(claims.info)
         if claims.expires_at is not None:
             self.expiry = host.expiry.watch(self, claims.expires_at)
         return None
@@ -247,14 +272,22 @@ class Session:
 
     # --- channels --------------------------------------------------------------------
 
-    def join(self, channel: str, wire: WireFormat | None = None) -> None:
+    def join(self, channel: str, wire: WireFormat | None = None, chan_info: bytes | None = None) -> None:
+        host = self.host
         self.channels.add(channel)
-        self.host.hub.subscribe(channel, self, wire or self.wire)
+        host.hub.subscribe(channel, self, wire or self.wire)
+        presence = host.presence
+        if presence.active and presence.tracks(channel):
+            presence.join(self, channel, chan_info)
 
     def leave(self, channel: str) -> None:
         """Pairs :meth:`join`: everything a subscription holds goes with it."""
+        host = self.host
         self.channels.discard(channel)
-        self.host.hub.unsubscribe(channel, self)
+        host.hub.unsubscribe(channel, self)
+        presence = host.presence
+        if presence.active and presence.tracks(channel):
+            presence.leave(self, channel)
         if self.sub_expiry:
             self.host.expiry.cancel(self.sub_expiry.pop(channel, None))
 
@@ -315,8 +348,11 @@ class Session:
     def _release(self) -> None:
         host = self.host
         hub = host.hub
+        presence = host.presence
         for channel in self.channels:
             hub.unsubscribe(channel, self)
+            if presence.active and presence.tracks(channel):
+                presence.leave(self, channel)
         self.channels = set()
         expiry = host.expiry
         expiry.cancel(self.expiry)

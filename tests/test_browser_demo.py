@@ -6,7 +6,8 @@ Alice, Bob and Carol (on a phone-sized screen, through a second backend with
 3-second tokens) log in from their own browser contexts. Bob finds Alice's
 earlier message in the room on load (the channel's history); room messages
 reach everyone; a notification for Bob reaches Bob only and Alice is told it
-went out. Then the stack stops as Ctrl-C in `make run` stops it (SIGTERM to
+went out; each sees who is in the room (presence, then join and
+leave). Then the stack stops as Ctrl-C in `make run` stops it (SIGTERM to
 the gateway and the backend) and starts again on the same ports: every page
 shows "reconnecting", then "connected" with no reload, the personal events
 resume and the next room message arrives. Carol's page says so when her token
@@ -155,7 +156,8 @@ def test_demo_page_in_chromium(chromium_path, node, start_gateway, nsqd, demo_ba
     demo_port, carol_port = free_port(), free_port()
     origins = ",".join(f"http://{host}:{port}" for port in (demo_port, carol_port) for host in ("127.0.0.1", "localhost"))
     # As in Procfile.dev: a one-second drain, so a restart is quick.
-    gateway = start_gateway(f"--allowed-origins={origins}", "--public-channels=chat", "--drain-period=1")
+    gateway = start_gateway(f"--allowed-origins={origins}", "--public-channels=chat", "--presence=chat",
+                            "--join-leave=chat", "--drain-period=1")
     backend = demo_backend(nsqd, gateway.ws_url, demo_port)
     carols = demo_backend(nsqd, gateway.ws_url, carol_port, "--token-ttl=3")
     out_dir = tmp_path / "screenshots"

@@ -87,3 +87,16 @@ def test_settings_defaults_are_the_option_defaults():
     from gateway.config import OPTIONS
     defaults = {f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(Settings)}
     assert {o.dest: o.default for o in OPTIONS} == defaults
+
+
+def test_presence_and_status_page_settings():
+    s = settings(BASE + ["--presence=chat", "--presence=room:*", "--admin-secret=x"],
+                 {"PUSHGATE_JOIN_LEAVE": "room:*"})
+    assert (s.presence, s.join_leave, s.admin_enabled) == (["chat", "room:*"], ["room:*"], True)
+    assert not settings(BASE).admin_enabled
+    with pytest.raises(ConfigError, match="--presence-ttl"):
+        settings(BASE + ["--presence-interval=5", "--presence-ttl=9"])
+    with pytest.raises(ConfigError, match="--admin"):
+        settings(BASE + ["--admin"])
+    with pytest.raises(ConfigError, match="--presence"):
+        settings(BASE + ["--presence=a*b"])

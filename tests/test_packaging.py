@@ -4,6 +4,7 @@ and not the Python bridge, which is its own distribution."""
 from __future__ import annotations
 
 import configparser
+import fnmatch
 
 from tests.stack import ROOT
 
@@ -23,3 +24,11 @@ def test_the_gateway_distribution_lists_every_package_it_has():
 def test_the_bridge_is_a_distribution_of_its_own():
     assert listed_packages(ROOT / "bridges" / "python" / "setup.cfg") == {"pushgate_bridge"}
     assert not any(p.startswith("pushgate_bridge") for p in listed_packages(ROOT / "setup.cfg"))
+
+
+def test_the_status_page_files_ship_as_package_data():
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    patterns = [p.strip() for p in config["options.package_data"]["gateway"].split(",")]
+    files = sorted(f.relative_to(ROOT / "gateway").as_posix() for f in (ROOT / "gateway" / "admin").iterdir())
+    assert files and all(any(fnmatch.fnmatch(f, p) for p in patterns) for f in files), (files, patterns)

@@ -35,7 +35,7 @@ from gateway.cable.protocol import EXT
 from gateway.cable.state import CableState, CableWire
 from gateway.cable.streams import Refused
 from gateway.centrifugo import model
-from gateway.centrifugo.model import Disconnect, ProtocolError
+from gateway.centrifugo.model import Disconnect
 from gateway.envelope import PERSONAL_PREFIX, personal_channel
 from gateway.history import Recovery, epoch_of, from_position, offset_of
 from gateway.session import CHANNEL_LIMIT, CLOSED, CONNECTED, Session
@@ -130,26 +130,8 @@ class CableSession(Session):
     def count(self, data: str | bytes) -> int:
         return 1
 
-    def _parse(self, data: str | bytes) -> dict | None:
-        try:
-            return protocol.parse(data)
-        except ProtocolError as exc:
-            self.host.metrics.bad_frames.inc()
-            log.warning("client %s: bad frame (%s), disconnecting", self.client_id or "-", exc.detail)
-            self.close(exc.disconnect)
-            return None
-
-    def receive(self, data: str | bytes) -> None:
-        command = self._parse(data)
-        if command is not None:
-            self.run([command])
-
-    def queue(self, data: str | bytes, waiting: list) -> bool:
-        command = self._parse(data)
-        if command is None:
-            return False
-        waiting.append(command)
-        return True
+    def decode(self, data: str | bytes) -> list[dict]:
+        return [protocol.parse(data)]
 
     def run(self, commands: list[dict], state: Any = None) -> None:
         try:

@@ -78,6 +78,7 @@ class JsonCodec:
 
     name = "json"
     binary = False
+    events = True    # renders join and leave pushes (Hub.push)
 
     def __init__(self, unidirectional: bool = False):
         self.unidirectional = unidirectional

@@ -130,6 +130,7 @@ class ProtobufCodec:
 
     name = "protobuf"
     binary = True
+    events = True    # renders join and leave pushes (Hub.push)
     ping = b"\x00"
     unidirectional = False
 

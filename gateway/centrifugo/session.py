@@ -12,8 +12,9 @@ import logging
 
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid, TokenMismatch
 from gateway.centrifugo import model
-from gateway.centrifugo.model import Command, ProtocolError
-from gateway.envelope import PERSONAL_PREFIX, valid_channel
+from gateway.centrifugo.json_codec import Raw
+from gateway.centrifugo.model import Command
+from gateway.envelope import PERSONAL_PREFIX, personal_channel, valid_channel
 from gateway.history import from_position
 from gateway.session import CHANNEL_LIMIT, CLOSED, CONNECTED, CONNECTING, MissingToken, Session
 
@@ -30,19 +31,8 @@ class CentrifugoSession(Session):
     def count(self, data: str | bytes) -> int:
         return self.wire.codec.count(data)
 
-    def _decode(self, data: str | bytes) -> list[Command] | None:
-        try:
-            return self.wire.codec.decode(data)
-        except ProtocolError as exc:
-            self.host.metrics.bad_frames.inc()
-            log.warning("client %s: bad frame (%s), disconnecting", self.client_id or "-", exc.detail)
-            self.close(exc.disconnect)
-            return None
-
-    def receive(self, data: str | bytes) -> None:
-        commands = self._decode(data)
-        if commands is not None:
-            self.run(commands)
+    def decode(self, data: str | bytes) -> list[Command]:
+        return self.wire.codec.decode(data)
 
     def connect_unidirectional(self, request: dict) -> None:
         """A unidirectional transport's connect: a bare ConnectRequest (token,
@@ -50,13 +40,6 @@ class CentrifugoSession(Session):
         if self.state is not CONNECTING or not self._spend(1):
             return
         self.run([Command(1, "connect", request)])
-
-    def queue(self, data: str | bytes, waiting: list) -> bool:
-        commands = self._decode(data)
-        if commands is None:
-            return False
-        waiting.extend(commands)  # in order, after the command being held
-        return True
 
     def run(self, commands: list[Command], claims: ConnectionClaims | None = None) -> None:
         """Handle commands in order. ``claims`` are those of ``commands[0]``, a
@@ -344,6 +327,62 @@ class CentrifugoSession(Session):
             self.leave(channel)
         self.send(self.wire.codec.reply(cmd.id, "unsubscribe"))
 
+    def _presence_channel(self, cmd: Command) -> str | None:
+        """The channel of a presence or presence_stats command, or None when
+        it is refused (answered here): only a subscriber asks, only where
+        presence is kept (``--presence``)."""
+        channel = cmd.params.get("channel")
+        codec = self.wire.codec
+        if not isinstance(channel, str) or channel not in self.channels:
+            self.send(codec.error(cmd.id, model.ERROR_PERMISSION_DENIED))
+            return None
+        if not self.host.presence.enabled(channel):
+            self.host.metrics.ignored_commands.labels(cmd.method).inc()
+            self.send(codec.error(cmd.id, model.ERROR_NOT_AVAILABLE))
+            return None
+        return channel
+
+    def _presence(self, cmd: Command) -> None:
+        channel = self._presence_channel(cmd)
+        if channel is not None:
+            codec = self.wire.codec
+            presence = self.host.presence
+            # JSON: the map as text in one pass (Raw is embedded as it is); Protobuf: the dicts.
+            clients = Raw(presence.clients_json(channel)) if codec.name == "json" else presence.clients(channel)
+            self.send(codec.reply(cmd.id, "presence", {"presence": clients}))
+
+    def _presence_stats(self, cmd: Command) -> None:
+        channel = self._presence_channel(cmd)
+        if channel is not None:
+            clients, users = self.host.presence.stats(channel)
+            self.send(self.wire.codec.reply(cmd.id, "presence_stats", {"num_clients": clients, "num_users": users}))
+
+    # --- the server API's actions on this connection ----------------------------------
+
+    def server_subscribe(self, channel: object, chan_info: bytes | None = None, data: bytes | None = None) -> bool:
+        """Subscribe this connection to ``channel`` from the server (the server
+        API's ``subscribe``): a ``subscribe`` push with the stream position, then
+        publications, like a channel of the token. False when it cannot be (not
+        connected, already subscribed, a bad name, another user's personal
+        channel, or 128 channels)."""
+        if (self.state is not CONNECTED or not isinstance(channel, str) or not valid_channel(channel)
+                or channel in self.channels or len(self.channels) >= CHANNEL_LIMIT
+                or (channel.startswith(PERSONAL_PREFIX) and channel != personal_channel(self.user))):
+            return False
+        result, _ = self._subscribe_result(channel, None)
+        push = {key: result[key] for key in ("recoverable", "epoch", "offset", "positioned") if key in result}
+        if data is not None:
+            push["data"] = data
+        self.send(self.wire.codec.push(channel, "subscribe", push))
+        self.server_channels = (*self.server_channels, channel)
+        self.join(channel, chan_info=chan_info)
+        return True
+
+    def refreshed(self, expires_at: int | None) -> None:
+        """The server API changed this connection's expiry: tell the client."""
+        body = {"expires": True, "ttl": self.ttl(expires_at)} if expires_at is not None else {"expires": False}
+        self.send(self.wire.codec.push("", "refresh", body))
+
     def _pong(self, cmd: Command) -> None:
         self.pong()
 
@@ -371,8 +410,8 @@ _HANDLERS = {
     "unsubscribe": CentrifugoSession._unsubscribe,
     "publish": CentrifugoSession._refuse_publish,
     "send": CentrifugoSession._send,
-    "presence": CentrifugoSession._not_available,
-    "presence_stats": CentrifugoSession._not_available,
+    "presence": CentrifugoSession._presence,
+    "presence_stats": CentrifugoSession._presence_stats,
     "history": CentrifugoSession._history,
     "ping": CentrifugoSession._not_available,
     "rpc": CentrifugoSession._not_available,

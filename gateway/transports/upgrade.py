@@ -25,7 +25,6 @@ our close frame are both found by the node's one-second timer.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import re
 import secrets

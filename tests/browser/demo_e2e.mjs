@@ -148,6 +148,13 @@ try {
   await ready(carol);
   await fitsThePhone(carol);
 
+  step('everyone sees who is in the room: presence on subscribe, then joins');
+  for (const [page, names] of [[alice, ['alice (you)', 'bob', 'carol']], [bob, ['alice', 'bob (you)', 'carol']],
+                               [carol, ['alice', 'bob', 'carol (you)']]]) {
+    await page.waitForFunction((want) => [...document.querySelectorAll('#online .person')]
+      .map((el) => el.textContent).join(',') === want.join(','), names, { timeout: WAIT });
+  }
+
   step('alice says hello in the room; bob and carol see it');
   await say(alice, `hello bob ${nonce}`);
   await seesMessage(bob, 'alice', `hello bob ${nonce}`);
@@ -223,6 +230,11 @@ try {
   await carol.locator('#problem a', { hasText: 'Sign in again' }).waitFor({ timeout: WAIT });
   check(await carol.locator('#chat-state').innerText() === 'stopped', 'the room says it stopped');
   await fitsThePhone(carol);
+  step('carol\'s connection is gone: alice and bob see her leave the room');
+  for (const page of [alice, bob]) {
+    await page.waitForFunction(() => ![...document.querySelectorAll('#online .person')]
+      .some((el) => el.textContent.startsWith('carol')), null, { timeout: WAIT });
+  }
 
   await screenshots();
   check(pageErrors.length === 0, `errors on the pages: ${pageErrors.join('; ')}`);

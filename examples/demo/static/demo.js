@@ -261,6 +261,32 @@ chat.on('subscribed', async (ctx) => {
   }
 });
 chat.on('publication', (ctx) => showChat(ctx.data, ctx.offset, false));
+
+// Who is in the room, on every gateway node: the channel's presence when the
+// page (re)subscribes, then the join and leave pushes (the gateway runs with
+// --presence=chat --join-leave=chat).
+const here = new Map(); // client id -> user
+function showOnline() {
+  const users = [...new Set(here.values())].sort();
+  $('online').replaceChildren(...users.map((user) => {
+    const el = document.createElement('span');
+    el.className = user === config.user ? 'person me' : 'person';
+    el.textContent = user === config.user ? `${user} (you)` : user;
+    return el;
+  }));
+}
+chat.on('subscribed', async () => {
+  try {
+    const presence = await chat.presence();
+    here.clear();
+    for (const [client, info] of Object.entries(presence.clients)) here.set(client, info.user);
+    showOnline();
+  } catch (e) {
+    console.warn('chat presence:', e); // 108 when the gateway keeps no presence for the room
+  }
+});
+chat.on('join', (ctx) => { here.set(ctx.info.client, ctx.info.user); showOnline(); });
+chat.on('leave', (ctx) => { here.delete(ctx.info.client); showOnline(); });
 chat.on('error', (ctx) => console.warn('chat subscription:', ctx.error));
 chat.subscribe();
 client.connect();

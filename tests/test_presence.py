@@ -1,0 +1,185 @@
+"""Presence in process: two nodes' tables on a fake clock, the messages
+between them handed over by the test (so it can lose, repeat and reorder
+them as NSQ may), and the client protocol's presence commands."""
+from __future__ import annotations
+
+import pytest
+
+from auth import connection_token
+from gateway.centrifugo import model
+from gateway.centrifugo.protobuf_codec import split_delimited, uvarint
+from gateway.centrifugo.schema import CLASSES
+from gateway.presence import KIND_DELTA, KIND_SNAPSHOT
+from tests.inprocess import WIRE_PROTOBUF, FakeClock, frame, make_host, open_session
+from tests.stack import SECRET
+
+PRESENCE = dict(presence=["room:*", "lobby"], join_leave=["room:*"], public_channels="room:*,lobby,news")
+
+
+def connect(host, user: str, *channels: str, info=None, wire=None):
+    session, transport = open_session(host, wire) if wire else open_session(host)
+    token = connection_token(SECRET, user, info=info) if info is not None else connection_token(SECRET, user)
+    commands = [{"id": 1, "connect": {"token": token}}]
+    commands += [{"id": 2 + i, "subscribe": {"channel": c}} for i, c in enumerate(channels)]
+    if wire is None:
+        session.handle_frame(frame(*commands))
+        transport.messages()
+    else:
+        session.handle_frame(b"".join(_protobuf_command(c) for c in commands))
+        transport.sent.clear()
+    return session, transport
+
+
+def _protobuf_command(command: dict) -> bytes:
+    cmd = CLASSES["Command"](id=command["id"])
+    method = next(k for k in command if k != "id")
+    target = getattr(cmd, method)
+    target.SetInParent()
+    for key, value in command[method].items():
+        setattr(target, key, value)
+    data = cmd.SerializeToString()
+    return uvarint(len(data)) + data
+
+
+def hand_over(src, dst, name: str, *, snapshot: bool = False) -> list[dict]:
+    """What ``src`` would send (its deltas, or a snapshot), delivered to ``dst``."""
+    presence = src.presence
+    kind = KIND_SNAPSHOT if snapshot else KIND_DELTA
+    messages = [{"kind": kind, "from": name, **fields}
+                for fields in (presence.snapshot() if snapshot else presence.take_deltas())]
+    for message in messages:
+        dst.presence.receive(message)
+    return messages
+
+
+def pushes(transport, kind: str) -> list[dict]:
+    return [m["push"] for m in transport.messages() if kind in m.get("push", {})]
+
+
+def test_local_presence_counts_and_join_leave_pushes():
+    host = make_host(**PRESENCE)
+    alice, alice_t = connect(host, "alice", "room:1", info={"name": "Alice"})
+    bob, _ = connect(host, "bob", "room:1")
+    bob2, _ = connect(host, "bob", "room:1")
+    assert host.presence.stats("room:1") == (3, 2)
+    # Alice saw both of Bob's connections join, with their ClientInfo.
+    joins = pushes(alice_t, "join")
+    assert [j["join"]["info"]["user"] for j in joins] == ["bob", "bob"]
+    assert joins[0]["channel"] == "room:1" and joins[0]["join"]["info"]["client"] == bob.client_id
+    clients = host.presence.clients("room:1")
+    assert clients[alice.client_id] == {"user": "alice", "client": alice.client_id, "conn_info": b'{"name":"Alice"}'}
+    bob2.handle_frame(frame({"id": 9, "unsubscribe": {"channel": "room:1"}}))
+    bob.close(model.DISCONNECT_SHUTDOWN)
+    assert host.presence.stats("room:1") == (1, 1)
+    assert [p["leave"]["info"]["client"] for p in pushes(alice_t, "leave")] == [bob2.client_id, bob.client_id]
+
+
+def test_untracked_channels_cost_nothing():
+    host = make_host(**PRESENCE)
+    connect(host, "carol", "news")
+    assert host.presence.channels == {} and host.presence.entries == 0
+    assert host.presence.take_deltas() == []
+
+
+def test_two_nodes_see_each_others_clients_and_push_their_joins():
+    a, b = make_host(**PRESENCE), make_host(**PRESENCE)
+    alice, _ = connect(a, "alice", "room:1", info={"n": 1})
+    bob, bob_t = connect(b, "bob", "room:1")
+    hand_over(a, b, "A")
+    hand_over(b, a, "B")
+    for host in (a, b):
+        assert host.presence.stats("room:1") == (2, 2)
+        assert set(host.presence.clients("room:1")) == {alice.client_id, bob.client_id}
+    # Bob's node pushed Alice's join (from node A) to Bob.
+    assert [p["join"]["info"] for p in pushes(bob_t, "join")] == [
+        {"user": "alice", "client": alice.client_id, "conn_info": {"n": 1}}]
+    # A repeated message changes nothing (NSQ delivers at least once).
+    alice.handle_frame(frame({"id": 5, "unsubscribe": {"channel": "room:1"}}))
+    sent = hand_over(a, b, "A")
+    for message in sent:
+        b.presence.receive(message)
+    assert b.presence.stats("room:1") == (1, 1)
+    assert [p["leave"]["info"]["user"] for p in pushes(bob_t, "leave")] == ["alice"]
+
+
+def test_snapshots_repair_a_lost_join_and_a_lost_leave_within_two_rounds():
+    a, b = make_host(**PRESENCE), make_host(**PRESENCE)
+    alice, _ = connect(a, "alice", "room:1")
+    a.presence.take_deltas()                       # the join is lost
+    assert b.presence.stats("room:1") == (0, 0)
+    hand_over(a, b, "A", snapshot=True)            # round 1
+    assert b.presence.stats("room:1") == (1, 1)
+    alice.handle_frame(frame({"id": 5, "unsubscribe": {"channel": "room:1"}}))
+    a.presence.take_deltas()                       # the leave is lost
+    hand_over(a, b, "A", snapshot=True)            # round 2: without Alice
+    b.presence.sweep()
+    assert b.presence.stats("room:1") == (1, 1)    # one missed round is not enough
+    hand_over(a, b, "A", snapshot=True)            # round 3
+    b.presence.sweep()
+    assert b.presence.stats("room:1") == (0, 0)
+
+
+def test_a_silent_node_leaves_presence_after_the_ttl():
+    clock = FakeClock()
+    a = make_host(clock, **PRESENCE, presence_interval=1.0, presence_ttl=3.0)
+    b = make_host(clock, **PRESENCE, presence_interval=1.0, presence_ttl=3.0)
+    connect(a, "alice", "room:1")
+    _, bob_t = connect(b, "bob", "room:1")
+    hand_over(a, b, "A")
+    assert b.presence.stats("room:1") == (2, 2)
+    pushes(bob_t, "join")
+    clock.advance(2.9)
+    b.presence.expire_peers()
+    assert b.presence.stats("room:1") == (2, 2)
+    clock.advance(0.2)                             # 3.1 s since node A last spoke
+    b.presence.expire_peers()
+    assert b.presence.stats("room:1") == (1, 1)
+    assert [p["leave"]["info"]["user"] for p in pushes(bob_t, "leave")] == ["alice"]
+    assert len(b.presence.peers) == 0
+
+
+def test_a_restarted_node_replaces_its_old_incarnation_at_once():
+    a, b = make_host(**PRESENCE), make_host(**PRESENCE)
+    connect(a, "alice", "room:1")
+    hand_over(a, b, "A")
+    a2 = make_host(**PRESENCE)                     # node A again, with a new uid
+    connect(a2, "alice", "room:1")
+    hand_over(a2, b, "A")
+    assert b.presence.stats("room:1") == (1, 1)
+    hand_over(a, b, "A", snapshot=True)            # a late message of the old one changes nothing
+    assert b.presence.stats("room:1") == (1, 1)
+
+
+def test_past_the_cap_subscribers_are_left_out_and_counted():
+    host = make_host(**PRESENCE, presence_max_clients=2)
+    for user in ("u1", "u2", "u3"):
+        connect(host, user, "room:1")
+    assert host.presence.stats("room:1") == (2, 2)
+    assert host.metrics.presence_refused._value.get() == 1
+    assert len(host.hub.subscribers("room:1")) == 3   # the subscription itself works
+
+
+@pytest.mark.parametrize("wire", [None, WIRE_PROTOBUF], ids=["json", "protobuf"])
+def test_presence_commands_answer_subscribers_where_presence_is_kept(wire):
+    host = make_host(**PRESENCE)
+    alice, transport = connect(host, "alice", "room:1", "news", info={"a": True}, wire=wire)
+    requests = [{"id": 10, "presence": {"channel": "room:1"}}, {"id": 11, "presence_stats": {"channel": "room:1"}},
+                {"id": 12, "presence": {"channel": "news"}}, {"id": 13, "presence_stats": {"channel": "room:2"}}]
+    if wire is None:
+        alice.handle_frame(frame(*requests))
+        replies = {m["id"]: m for m in transport.messages()}
+        assert replies[10]["presence"] == {"presence": {alice.client_id: {
+            "user": "alice", "client": alice.client_id, "conn_info": {"a": True}}}}
+        assert replies[11]["presence_stats"] == {"num_clients": 1, "num_users": 1}
+        assert replies[12]["error"]["code"] == 108
+        assert replies[13]["error"]["code"] == 103
+    else:
+        alice.handle_frame(b"".join(_protobuf_command(r) for r in requests))
+        replies = {}
+        for message in split_delimited(b"".join(transport.sent)):
+            reply = CLASSES["Reply"].FromString(message)
+            replies[reply.id] = reply
+        info = replies[10].presence.presence[alice.client_id]
+        assert (info.user, info.client, info.conn_info) == ("alice", alice.client_id, b'{"a":true}')
+        assert (replies[11].presence_stats.num_clients, replies[11].presence_stats.num_users) == (1, 1)
+        assert replies[12].error.code == 108 and replies[13].error.code == 103
