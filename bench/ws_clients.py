@@ -231,6 +231,7 @@ async def main() -> None:
     parser.add_argument("--sources", default="127.0.0.1", help="comma-separated local addresses to spread over")
     parser.add_argument("--sample-every", type=int, default=10, help="record latency on every Nth connection")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--batch", type=int, default=500, help="connections opened at once")
     parser.add_argument("--protocol", choices=("json", "protobuf", "cable", "cable-ext"), default="json",
                         help="the Centrifugo protocol in JSON or Protobuf, or Action Cable at /cable (v1 or ext)")
     args = parser.parse_args()
@@ -250,7 +251,7 @@ async def main() -> None:
                        json.dumps({"id": 2, "subscribe": {"channel": args.channel}}).encode())
     sources = args.sources.split(",")
     clients = []
-    batch = 500
+    batch = args.batch
     for start in range(0, args.count, batch):
         pending = []
         for i in range(start, min(start + batch, args.count)):

@@ -21,6 +21,10 @@ from gateway.server_api import ServerApi
 from gateway.server import Listener, client_ip
 from gateway.supervisor import worker_identity, worker_socket
 from gateway.transports.cable import CABLE
+from gateway.transports.emulation import ControlReaders, EmulationEndpoint, EmulationSessions
+from gateway.transports.http import (HttpStreamEndpoint, SseEndpoint, StreamEndpoint, UniHttpStreamEndpoint,
+                                     UniSseEndpoint)
+from gateway.transports.uni_websocket import UNI_WEBSOCKET_ENDPOINT
 from gateway.transports.upgrade import Upgrades
 from gateway.transports.websocket import CENTRIFUGO
 
@@ -35,7 +39,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     if status < 400 or isinstance(handler, HealthHandler):
         level = logging.DEBUG
-    elif status < 500:
+    elif status < 500 or isinstance(handler, StreamEndpoint):  # a stream refused while draining, at capacity
         level = logging.WARNING
     else:
         level = logging.ERROR
@@ -51,9 +55,21 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
 def make_app(node: Node) -> tornado.web.Application:
     """The HTTP endpoints; WebSocket endpoints are in front of it (make_server)."""
     args = {"node": node}
+    # Emulation sessions of this node, and /emulation requests for other nodes
+    # forwarded to them through the control bus (gateway/transports/emulation.py).
+    settings = node.settings
+    readers = ControlReaders(settings.nsqd_http_address, settings.control_topic)
+    sessions = EmulationSessions(node.name, node.bus.send, readers.there, node.metrics.registry)
+    node.bus.on("emulation", sessions.forwarded)
+    streams = {"node": node, "sessions": sessions}
     api_args = {"node": node, "api": ServerApi(node)}
     return tornado.web.Application(
         [
+            (r"/connection/http_stream", HttpStreamEndpoint, streams),
+            (r"/connection/sse", SseEndpoint, streams),
+            (r"/emulation", EmulationEndpoint, streams),
+            (r"/connection/uni_sse", UniSseEndpoint, args),
+            (r"/connection/uni_http_stream", UniHttpStreamEndpoint, args),
             (r"/api/([a-z_]+)", ApiHandler, api_args),
             (r"/api", ApiHandler, api_args),
             (r"/admin/status.json", AdminStatusHandler, args),
@@ -67,7 +83,7 @@ def make_app(node: Node) -> tornado.web.Application:
     )
 
 
-WEBSOCKET_ENDPOINTS = [CENTRIFUGO, CABLE]
+WEBSOCKET_ENDPOINTS = [CENTRIFUGO, CABLE, UNI_WEBSOCKET_ENDPOINT]
 
 
 def make_server(node: Node, settings: Settings) -> Listener:
@@ -129,7 +145,9 @@ async def serve(settings: Settings) -> None:
         node.box = Box(index, count, run_dir)
         private = worker_server(node, worker_socket(run_dir, index))
     await node.start()
-    log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket, Action Cable /cable)",
+    log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket, Action Cable /cable; "
+             "fallbacks /connection/http_stream, /connection/sse with /emulation; unidirectional "
+             "/connection/uni_sse, /connection/uni_http_stream, /connection/uni_websocket)",
              node.name, settings.address, settings.port)
     stop: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()

@@ -50,7 +50,9 @@ class FakeTransport:
     """Records every frame and the disconnect; frames are the message as is."""
 
     unidirectional = False
+    emulation = False
     pongs = True
+    session_id = ""
 
     def __init__(self, wire: WireFormat = WIRE_JSON) -> None:
         self.wire = wire

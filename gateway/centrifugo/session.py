@@ -34,6 +34,13 @@ class CentrifugoSession(Session):
     def decode(self, data: str | bytes) -> list[Command]:
         return self.wire.codec.decode(data)
 
+    def connect_unidirectional(self, request: dict) -> None:
+        """A unidirectional transport's connect: a bare ConnectRequest (token,
+        subs with the positions to recover from, ...), not a command frame."""
+        if self.state is not CONNECTING or not self._spend(1):
+            return
+        self.run([Command(1, "connect", request)])
+
     def run(self, commands: list[Command], claims: ConnectionClaims | None = None) -> None:
         """Handle commands in order. ``claims`` are those of ``commands[0]``, a
         connect whose token was checked before it was held."""
@@ -121,7 +128,12 @@ class CentrifugoSession(Session):
         try:
             return self.authenticate(token if isinstance(token, str) else "")
         except TokenExpired:
-            self.send(self.wire.codec.error(cmd.id, model.ERROR_TOKEN_EXPIRED))
+            if self.transport.unidirectional:
+                # No reply to carry error 109: Centrifugo's answer is 3005, after
+                # which the client connects again with a fresh token.
+                self.close(model.DISCONNECT_EXPIRED)
+            else:
+                self.send(self.wire.codec.error(cmd.id, model.ERROR_TOKEN_EXPIRED))
         except MissingToken:
             self.close(model.DISCONNECT_BAD_REQUEST)
         except TokenInvalid:
@@ -134,8 +146,15 @@ class CentrifugoSession(Session):
             self.close(refusal)
             return
         host = self.host
+        transport = self.transport
         result = {"client": self.client_id, "version": host.version, "ping": host.settings.ping_interval,
-                  "pong": self.transport.pongs}
+                  "pong": transport.pongs}
+        if transport.session_id:
+            # What an emulation client puts in its /emulation requests to reach
+            # this session, wherever they land (centrifugo-protocol.md §4.2, §9.4).
+            result["session"] = transport.session_id
+            if transport.emulation:
+                result["node"] = host.name
         if claims.expires_at is not None:
             result["expires"] = True
             result["ttl"] = self.ttl(claims.expires_at)
@@ -150,7 +169,11 @@ class CentrifugoSession(Session):
         result["subs"] = subs
         # The reply is queued before the channels join the hub, and nothing else
         # runs in between, so no live publication can precede or overlap it.
-        self.send(self.wire.codec.reply(cmd.id, "connect", result))
+        # A unidirectional client sent a bare ConnectRequest: it gets a push.
+        if transport.unidirectional:
+            self.send(self.wire.codec.push("", "connect", result))
+        else:
+            self.send(self.wire.codec.reply(cmd.id, "connect", result))
         for channel in self.server_channels:
             self.join(channel)
         self.established()

@@ -7,7 +7,13 @@ centrifuge's ``transport.go`` are the models):
 * its :class:`WireFormat`: the encoding (a codec) and the framing of its
   messages: a WebSocket text or binary frame, a line of an HTTP stream, an
   SSE event;
-* whether it is **unidirectional** (the client sends nothing after connect);
+* whether it is **unidirectional** (the client sends nothing after connect:
+  its connect is a bare ConnectRequest, answered with a ``connect`` push);
+* whether it **emulates** a bidirectional connection (HTTP streaming, SSE:
+  the client's later commands arrive apart from the stream, through
+  ``/emulation``, addressed by ``session_id`` and the node's name);
+* its ``session_id``: the id of the session in the connect result, on
+  emulation and unidirectional transports ("" on the others);
 * whether the client **answers pings** (the heartbeat expects pongs only
   then);
 * ``send(frame)``: queue framed bytes; never closes synchronously;
@@ -43,7 +49,9 @@ class WireFormat:
 class Transport(Protocol):
     wire: WireFormat
     unidirectional: bool
+    emulation: bool
     pongs: bool
+    session_id: str
 
     def send(self, frame: bytes) -> None: ...
 

@@ -255,6 +255,11 @@ class SocketWriter:
         else:
             self._on_drained = callback
 
+    @property
+    def overflowed(self) -> bool:
+        """The queue passed its bound: the connection is being cut as slow."""
+        return self._overflowed
+
     def unbound(self) -> None:
         """Lift the queue bound so a close frame can still be queued; drop
         frames not yet written (the connection is ending)."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
 import urllib.parse
 from typing import TYPE_CHECKING, Callable, NamedTuple
@@ -306,8 +307,10 @@ class _Handshake:
 class WebSocketConnection:
     """One WebSocket on its socket: the Transport its session sees."""
 
-    __slots__ = ("upgrades", "sock", "fd", "wire", "pongs", "unidirectional", "session", "send", "_writer",
-                 "_parser", "_closing", "_closed")
+    emulation = False  # commands come on the socket itself
+
+    __slots__ = ("upgrades", "sock", "fd", "wire", "pongs", "unidirectional", "session_id", "session", "send",
+                 "_writer", "_parser", "_closing", "_closed")
 
     def __init__(self, upgrades: Upgrades, endpoint: Endpoint, sock, choice: Choice, response: bytes,
                  rest: bytes, headers: dict[str, str] | None = None, query: dict[str, list[str]] | None = None):
@@ -318,6 +321,8 @@ class WebSocketConnection:
         self.wire = choice.wire
         self.pongs = endpoint.pongs
         self.unidirectional = endpoint.unidirectional
+        # A unidirectional connection's connect push names its session (centrifugo-protocol.md §4.2).
+        self.session_id = secrets.token_urlsafe(18) if endpoint.unidirectional else ""
         self._writer = SocketWriter(sock, node.batcher, node.settings.max_queue_bytes, self._overflow, self.abort)
         self.send = self._writer.send  # the hub calls the writer with no hop through here
         self._parser = wsproto.FrameParser(MAX_CLIENT_FRAME)
@@ -346,6 +351,9 @@ class WebSocketConnection:
             return
         writer = self._writer
         if disconnect.code != model.DISCONNECT_SLOW.code:
+            if self.unidirectional:
+                # The push too, as Centrifugo sends it: a client reading only messages learns why.
+                writer.send(self.wire.frame(self.wire.codec.disconnect(disconnect)))
             writer.flush_pending()
         writer.unbound()
         self._closing = True

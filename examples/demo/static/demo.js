@@ -171,11 +171,28 @@ function signedOut() {
 
 // --- the client --------------------------------------------------------------
 
-const client = new Centrifuge(config.gatewayUrl, {
+// WebSocket by default. With ?transports=http_stream,sse (as when a proxy
+// blocks WebSocket) the page lists only those fallbacks, in that order: the
+// same gateway's /connection/http_stream and /connection/sse, with the
+// client's later commands sent to its /emulation. ?transports=websocket,
+// http_stream,sse is the usual list: WebSocket first, the fallbacks after.
+function transportsFor(websocketUrl, names) {
+  const base = websocketUrl.replace(/^ws/, 'http').replace(/\/connection\/websocket$/, '');
+  return {
+    endpoints: names.map((name) => ({ transport: name,
+                                      endpoint: name === 'websocket' ? websocketUrl : `${base}/connection/${name}` })),
+    emulationEndpoint: `${base}/emulation`,
+  };
+}
+const fallbacks = new URLSearchParams(location.search).get('transports');
+const transports = fallbacks ? transportsFor(config.gatewayUrl, fallbacks.split(',')) : null;
+
+const client = new Centrifuge(transports ? transports.endpoints : config.gatewayUrl, {
   token: config.token,
   getToken: fetchToken,
   minReconnectDelay: 200,        // snappier than the defaults (500 ms .. 20 s) for a demo
   maxReconnectDelay: 3000,
+  ...(transports ? { emulationEndpoint: transports.emulationEndpoint } : {}),
 });
 
 client.on('connecting', (ctx) => {
@@ -206,6 +223,8 @@ client.on('connected', (ctx) => {
   badge.everConnected = true;
   badge.attempt = 0;
   setState('connected', 'connected');
+  $('state').dataset.transport = ctx.transport;
+  $('state').title = `over ${ctx.transport}`;
   showProblem('');
   checkIn();
   console.log('connected, client id', ctx.client);

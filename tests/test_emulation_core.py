@@ -1,0 +1,325 @@
+"""Emulation and unidirectional sessions in process, on a fake clock: what
+the connect result says on each kind of transport, the unidirectional
+connect, and the routing of /emulation requests between two nodes (the
+control bus stood in for by a loop that delivers each message, as JSON, to
+the node it names; tests/test_emulation.py runs it through NSQ)."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import ujson
+
+from auth import connection_token
+from gateway.centrifugo import model
+from gateway.centrifugo.json_codec import JSON_UNI
+from gateway.centrifugo.protobuf_codec import PROTOBUF
+from gateway.centrifugo.session import CentrifugoSession
+from gateway.publisher import NsqdUnavailable
+from gateway.session import CLOSED, CONNECTED
+from gateway.transports.base import WireFormat
+from gateway.transports.emulation import EmulationSessions, parse
+from tests.inprocess import WIRE_JSON, FakeClock, FakeTransport, frame, make_host
+from tests.stack import SECRET
+
+WIRE_UNI = WireFormat("test-uni", JSON_UNI, lambda message: message)
+WIRE_PB = WireFormat("test-pb", PROTOBUF, lambda message: message)
+
+
+class EmulatedTransport(FakeTransport):
+    emulation = True
+
+    def __init__(self, session_id: str, wire: WireFormat = WIRE_JSON) -> None:
+        super().__init__(wire)
+        self.session_id = session_id
+
+
+class UniTransport(FakeTransport):
+    unidirectional = True
+    pongs = False
+    session_id = "uni-session"
+
+    def __init__(self) -> None:
+        super().__init__(WIRE_UNI)
+
+
+def token(host, user="u", **options) -> str:
+    return connection_token(SECRET, user, now=host.wall(), **options)
+
+
+# --- the connect result ----------------------------------------------------------------
+
+def test_the_connect_result_names_session_and_node_on_emulation_session_only_on_unidirectional():
+    host = make_host(FakeClock())
+    results = {}
+    for kind, transport in (("websocket", FakeTransport()), ("emulation", EmulatedTransport("s-1")),
+                            ("uni", UniTransport())):
+        session = host.accept(CentrifugoSession(host, transport))
+        if kind == "uni":
+            session.connect_unidirectional({"token": token(host)})
+            results[kind] = transport.messages()[0]
+        else:
+            session.handle_frame(frame({"id": 1, "connect": {"token": token(host)}}))
+            results[kind] = transport.messages()[0]
+    websocket = results["websocket"]["connect"]
+    assert "session" not in websocket and "node" not in websocket and websocket["pong"] is True
+    emulation = results["emulation"]["connect"]
+    assert emulation["session"] == "s-1" and emulation["node"] == host.name and emulation["pong"] is True
+    # A unidirectional client gets a push, not a reply: no id, unwrapped.
+    uni = results["uni"]
+    assert set(uni) == {"connect"}
+    assert uni["connect"]["session"] == "uni-session" and "node" not in uni["connect"]
+    assert uni["connect"]["pong"] is False and "#u" in uni["connect"]["subs"]
+
+
+# --- the unidirectional connect ----------------------------------------------------------
+
+def test_a_unidirectional_connect_is_refused_with_disconnects_and_never_owes_a_pong():
+    clock = FakeClock()
+    host = make_host(clock, ping_interval=4, pong_timeout=2)
+    expired = host.accept(CentrifugoSession(host, UniTransport()))
+    expired.connect_unidirectional({"token": connection_token(SECRET, "u", ttl=1, now=clock.wall() - 10)})
+    # No reply to carry error 109: 3005, and the client connects with a fresh token.
+    assert expired.state is CLOSED and expired.transport.closed == model.DISCONNECT_EXPIRED
+    invalid = host.accept(CentrifugoSession(host, UniTransport()))
+    invalid.connect_unidirectional({"token": "not-a-jwt"})
+    assert invalid.transport.closed == model.DISCONNECT_INVALID_TOKEN
+    missing = host.accept(CentrifugoSession(host, UniTransport()))
+    missing.connect_unidirectional({})
+    assert missing.transport.closed == model.DISCONNECT_BAD_REQUEST
+
+    live = host.accept(CentrifugoSession(host, UniTransport()))
+    live.connect_unidirectional({"token": token(host, "live")})
+    live.transport.messages()
+    for _ in range(12):
+        clock.advance(1)
+        host.heartbeat.tick()
+    assert live.state is CONNECTED
+    assert live.transport.sent.count(b"{}") >= 2   # pinged, and never cut for not answering
+    live.connect_unidirectional({"token": token(host, "live")})  # a second connect changes nothing
+    assert live.state is CONNECTED
+
+
+def test_a_unidirectional_client_recovers_from_the_positions_it_sends_and_gets_bare_pushes():
+    clock = FakeClock()
+    host = make_host(clock)
+    host.history.continuity_from(clock.ns() - 60 * 10**9)
+    first = host.accept(CentrifugoSession(host, UniTransport()))
+    first.connect_unidirectional({"token": token(host, "uma", channels=["news"])})
+    subs = first.transport.messages()[0]["connect"]["subs"]
+    assert set(subs) == {"#uma", "news"}
+    position = {"recover": True, "epoch": subs["#uma"]["epoch"], "offset": subs["#uma"]["offset"]}
+    first.transport_closed()
+    clock.advance(1)
+    for n in range(3):
+        offset = host.history.add("#uma", clock.ns() + n, b'{"n":%d}' % n, clock.ns())
+        host.hub.publish("#uma", b'{"n":%d}' % n, offset)
+    clock.advance(2)
+    again = host.accept(CentrifugoSession(host, UniTransport()))
+    again.connect_unidirectional({"token": token(host, "uma", channels=["news"]), "subs": {"#uma": position}})
+    result = again.transport.messages()[0]["connect"]["subs"]["#uma"]
+    assert result["recovered"] and result["was_recovering"]
+    assert [p["data"] for p in result["publications"]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    offset = host.history.add("#uma", clock.ns(), b'{"n":3}', clock.ns())
+    host.hub.publish("#uma", b'{"n":3}', offset)
+    assert again.transport.messages() == [{"channel": "#uma", "pub": {"data": {"n": 3}, "offset": offset}}]
+    again.close(model.DISCONNECT_SHUTDOWN)
+    assert again.transport.closed == model.DISCONNECT_SHUTDOWN
+
+
+# --- routing /emulation requests ----------------------------------------------------------
+
+class Cluster:
+    """Two or more nodes' EmulationSessions, and a bus that delivers each
+    control message to the node it names, encoded and decoded as NSQ would
+    carry it."""
+
+    def __init__(self, *names: str) -> None:
+        self.hosts = {name: make_host(FakeClock(), node_name=name) for name in names}
+        self.sessions = {name: EmulationSessions(name, self._sender(name), self._there) for name in names}
+        self.sent: list[dict] = []
+        self.down = False
+
+    def _sender(self, origin: str):
+        async def send(kind: str, to: str = "", **fields) -> None:
+            if self.down:
+                raise NsqdUnavailable("nsqd is down")
+            message = ujson.loads(ujson.dumps({"kind": kind, "from": origin, "to": to, **fields}))
+            self.sent.append(message)
+            self.sessions[to].forwarded(message)
+        return send
+
+    async def _there(self, node: str) -> bool:
+        return node in self.sessions
+
+    def open(self, name: str, session_id: str, wire: WireFormat = WIRE_JSON, user: str = "u"):
+        host = self.hosts[name]
+        transport = EmulatedTransport(session_id, wire)
+        session = host.accept(CentrifugoSession(host, transport))
+        self.sessions[name].add(session_id, session)
+        if wire is WIRE_JSON:
+            session.handle_frame(frame({"id": 1, "connect": {"token": token(host, user)}}))
+        else:
+            from tests.test_core import pb_command
+            session.handle_frame(pb_command(1, "connect", token=token(host, user)))
+        transport.sent.clear()
+        return session, transport
+
+
+def route(cluster: Cluster, via: str, node: str, session_id: str, data) -> tuple[int, str]:
+    return asyncio.run(cluster.sessions[via].route(node, session_id, data))
+
+
+def test_a_request_reaches_its_session_on_its_own_node_or_through_the_bus_from_another():
+    cluster = Cluster("a", "b")
+    session, transport = cluster.open("a", "sid-1")
+    subscribe = frame({"id": 2, "subscribe": {"channel": "news"}})
+    assert route(cluster, "a", "a", "sid-1", subscribe) == (204, "")
+    assert transport.messages()[0]["id"] == 2 and cluster.sent == []
+    # On node b: forwarded to a, answered on a's stream.
+    assert route(cluster, "b", "a", "sid-1", frame({"id": 3, "unsubscribe": {"channel": "news"}})) == (204, "")
+    assert transport.messages() == [{"id": 3, "unsubscribe": {}}]
+    assert cluster.sent[0]["to"] == "a" and cluster.sent[0]["session"] == "sid-1"
+    # A pong through b clears the ping a sent.
+    session.ping()
+    assert session.pong_due
+    assert route(cluster, "b", "a", "sid-1", "{}") == (204, "")
+    assert not session.pong_due
+
+
+def test_unknown_nodes_get_404_gone_sessions_204_and_nothing_reaches_another_session():
+    cluster = Cluster("a", "b")
+    session, transport = cluster.open("a", "sid-1")
+    status, reason = route(cluster, "b", "c", "sid-1", "{}")
+    assert status == 404 and "connect again" in reason and cluster.sent == []
+    # A session id unknown on its node (the stream ended): 204, the client hears it from its stream.
+    assert route(cluster, "b", "a", "sid-unknown", frame({"id": 2, "subscribe": {"channel": "news"}})) == (204, "")
+    assert route(cluster, "a", "a", "sid-unknown", "{}") == (204, "")
+    assert transport.sent == [] and session.channels == {"#u"}
+    # Closed: removed, and requests for it reach nothing.
+    cluster.sessions["a"].remove("sid-1")
+    session.transport_closed()
+    assert len(cluster.sessions["a"]) == 0
+    assert route(cluster, "b", "a", "sid-1", frame({"id": 3, "subscribe": {"channel": "news"}})) == (204, "")
+    assert transport.sent == []
+
+
+def test_a_forwarded_request_delivered_twice_is_handled_once():
+    cluster = Cluster("a", "b")
+    session, transport = cluster.open("a", "sid-1")
+    route(cluster, "b", "a", "sid-1", frame({"id": 2, "subscribe": {"channel": "news"}}))
+    assert len(transport.messages()) == 1
+    cluster.sessions["a"].forwarded(dict(cluster.sent[-1]))  # NSQ redelivers the same message
+    assert transport.messages() == []
+    assert session.channels == {"#u", "news"}
+
+
+def test_encodings_must_match_and_nsqd_down_is_503():
+    cluster = Cluster("a", "b")
+    json_session, json_transport = cluster.open("a", "sid-json")
+    pb_session, pb_transport = cluster.open("a", "sid-pb", WIRE_PB)
+    status, reason = route(cluster, "a", "a", "sid-pb", "{}")
+    assert status == 400 and "protobuf" in reason
+    status, reason = route(cluster, "a", "a", "sid-json", b"\x00")
+    assert status == 400 and "json" in reason
+    # Protobuf commands cross the bus as base64 and arrive as the same bytes.
+    pb_session.ping()
+    assert route(cluster, "b", "a", "sid-pb", b"\x00") == (204, "")
+    assert not pb_session.pong_due and "b64" in cluster.sent[-1]
+    cluster.down = True
+    status, reason = route(cluster, "b", "a", "sid-json", "{}")
+    assert status == 503 and "nsqd" in reason
+    assert json_session.state is CONNECTED and pb_session.state is CONNECTED
+
+
+@pytest.mark.parametrize("body, problem", [
+    (b"{", "not JSON"),
+    (b"[]", "not a JSON object"),
+    (json.dumps({"session": "s", "node": "n", "data": {"id": 1}}).encode(), "JSON string"),
+    (json.dumps({"session": "s", "data": "{}"}).encode(), "node"),
+    (json.dumps({"node": "n", "data": "{}"}).encode(), "session"),
+    (json.dumps({"session": "s" * 300, "node": "n", "data": "{}"}).encode(), "session"),
+])
+def test_malformed_emulation_requests_say_what_is_wrong(body, problem):
+    with pytest.raises(ValueError) as error:
+        parse(body, "application/json")
+    assert problem in str(error.value)
+
+
+def test_a_protobuf_emulation_request_is_parsed():
+    from gateway.centrifugo.schema import CLASSES
+    raw = CLASSES["EmulationRequest"](node="a", session="s", data=b"\x00").SerializeToString()
+    assert parse(raw, "application/octet-stream") == ("a", "s", b"\x00")
+    with pytest.raises(ValueError):
+        parse(b"\xff\xff", "application/octet-stream")
+
+
+# --- fan-out and lifetime on the stream transports ---------------------------------------------
+
+def test_subscribers_of_one_stream_kind_share_one_frame_per_publication():
+    from gateway.transports.http import HTTP_STREAM_JSON, SSE_JSON, UNI_HTTP_STREAM, UNI_SSE
+    host = make_host(FakeClock())
+    transports = {}
+    for wire in (SSE_JSON, SSE_JSON, UNI_SSE, UNI_SSE, HTTP_STREAM_JSON, UNI_HTTP_STREAM):
+        transport = UniTransport() if wire.codec.unidirectional else EmulatedTransport("s")
+        transport.wire = wire
+        session = host.accept(CentrifugoSession(host, transport))
+        if wire.codec.unidirectional:
+            session.connect_unidirectional({"token": token(host, "fan", channels=["news"])})
+        else:
+            session.handle_frame(frame({"id": 1, "connect": {"token": token(host, "fan", channels=["news"])}}))
+        transport.sent.clear()
+        transports.setdefault(wire, []).append(transport)
+    assert host.hub.publish("news", b'{"n":1}', 7) == 6
+    sse, uni_sse = transports[SSE_JSON], transports[UNI_SSE]
+    assert sse[0].sent[0] is sse[1].sent[0] and uni_sse[0].sent[0] is uni_sse[1].sent[0]
+    assert sse[0].sent == [b'data: {"push":{"channel":"news","pub":{"data":{"n":1},"offset":7}}}\n\n']
+    assert uni_sse[0].sent == [b'data: {"channel":"news","pub":{"data":{"n":1},"offset":7}}\n\n']
+    assert transports[HTTP_STREAM_JSON][0].sent == [b'{"push":{"channel":"news","pub":{"data":{"n":1},"offset":7}}}\n']
+    assert transports[UNI_HTTP_STREAM][0].sent == [b'{"channel":"news","pub":{"data":{"n":1},"offset":7}}\n']
+
+
+def test_a_unidirectional_connection_whose_token_expires_is_closed_with_3005():
+    clock = FakeClock()
+    host = make_host(clock, expired_close_delay=1.0)
+    session = host.accept(CentrifugoSession(host, UniTransport()))
+    session.connect_unidirectional({"token": token(host, "exp", ttl=2)})
+    connect = session.transport.messages()[0]["connect"]
+    assert connect["expires"] is True and connect["ttl"] == 2
+    clock.advance(2.5)
+    host.expiry.check(clock.wall())
+    assert session.state is CONNECTED
+    clock.advance(1)
+    host.expiry.check(clock.wall())
+    assert session.transport.closed == model.DISCONNECT_EXPIRED
+
+
+def test_a_stream_notices_its_client_leave_and_leaves_nothing_behind():
+    import socket
+    from types import SimpleNamespace
+
+    from gateway.transports.http import HTTP_STREAM_JSON, HttpStream
+    from gateway.transports.stream import WriteBatcher
+
+    async def scenario():
+        host = make_host(FakeClock())
+        node = SimpleNamespace(host=host, settings=host.settings, batcher=WriteBatcher(lambda: 0.0))
+        sessions = EmulationSessions("unit", None, None)
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        transport = HttpStream(node, ours, HTTP_STREAM_JSON, b"HTTP/1.1 200 OK\r\n\r\n", sessions)
+        session = transport.start(node)
+        session.handle_frame(frame({"id": 1, "connect": {"token": token(host)}}))
+        assert session.state is CONNECTED and len(sessions) == 1
+        await asyncio.sleep(0.01)   # the batcher writes the head and the connect reply
+        theirs.settimeout(1)
+        assert theirs.recv(4096).startswith(b'HTTP/1.1 200 OK\r\n\r\n{"id":1,"connect":')
+        theirs.close()
+        for _ in range(100):
+            if session.state is CLOSED:
+                break
+            await asyncio.sleep(0.01)
+        assert session.state is CLOSED and len(host.sessions) == 0 and len(sessions) == 0
+
+    asyncio.run(scenario())
