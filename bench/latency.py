@@ -27,8 +27,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--payload", type=int, default=64)
     parser.add_argument("--gateway-arg", action="append", default=[])
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway's environment")
     args = parser.parse_args()
-    target = Pushgate(args.workers, *args.gateway_arg)
+    target = Pushgate(args.workers, *args.gateway_arg, env=dict(item.split("=", 1) for item in args.env) or None)
     load = None
     try:
         load, ready = connect(target, args.clients, tokens_file(target.work, args.clients))

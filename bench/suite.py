@@ -48,8 +48,8 @@ class Pushgate:
 
     name = "pushgate"
 
-    def __init__(self, workers: int, *args: str):
-        self.work, self.nsqd, self.gateway = start_stack(workers, *args)
+    def __init__(self, workers: int, *args: str, env: dict | None = None):
+        self.work, self.nsqd, self.gateway = start_stack(workers, *args, env=env)
         self.port = self.gateway.port
         self.pid = self.gateway.proc.pid
 
