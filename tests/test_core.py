@@ -8,7 +8,6 @@ import socket
 
 import pytest
 import ujson
-from tornado.iostream import IOStream
 
 from auth import connection_token, subscription_token
 from gateway.centrifugo import model
@@ -17,7 +16,7 @@ from gateway.centrifugo.schema import CLASSES
 from gateway.hub import Hub
 from gateway.session import CLOSED, CONNECTED
 from gateway.transports.base import WireFormat
-from gateway.transports.stream import StreamWriter, WriteBatcher
+from gateway.transports.stream import SocketWriter, WriteBatcher
 from tests.inprocess import WIRE_JSON, WIRE_PROTOBUF, FakeClock, FakeTransport, frame, make_host, open_session
 from tests.stack import SECRET
 
@@ -231,11 +230,11 @@ def test_the_batcher_writes_each_connection_once_per_flush_and_cuts_a_slow_one()
     async def scenario():
         server_side, client_side = socket.socketpair()
         client_side.setblocking(False)
-        stream = IOStream(server_side)
+        server_side.setblocking(False)
         flushes = []
         batcher = WriteBatcher(last_publication=lambda: 0.0, on_flush=flushes.append)
-        overflowed = []
-        writer = StreamWriter(stream, batcher, 64 * 1024, overflowed.append)
+        overflowed, errors = [], []
+        writer = SocketWriter(server_side, batcher, 64 * 1024, overflowed.append, lambda: errors.append(1))
         for n in range(50):
             writer.send(b"frame-%02d;" % n)
         await asyncio.sleep(0.01)
@@ -248,8 +247,8 @@ def test_the_batcher_writes_each_connection_once_per_flush_and_cuts_a_slow_one()
             writer.send(big)
             await asyncio.sleep(0)
         await asyncio.sleep(0.05)
-        assert overflowed == [model.DISCONNECT_SLOW]
-        stream.close()
+        assert overflowed == [model.DISCONNECT_SLOW] and errors == []
+        server_side.close()
         client_side.close()
     asyncio.run(scenario())
 

@@ -1,10 +1,10 @@
-"""Batched writes to a Tornado IOStream, shared by the streaming transports.
+"""Batched writes straight to a connection's socket, shared by every
+transport (WebSocket, the HTTP streams).
 
 Frames are queued per connection and written with one ``send()`` per
-connection by :class:`WriteBatcher`, one callback for all connections. When
-the stream has nothing pending the bytes go straight to the socket, which
-skips the Future that IOStream.write creates per call; only what the kernel
-does not take goes through IOStream.
+connection by :class:`WriteBatcher`, one callback for all connections.
+:class:`SocketWriter` sends to the socket itself; only what the kernel does
+not take waits in a buffer of its own, drained when the socket is writable.
 
 When to flush is what decides the cost of fan-out: the ``send()`` syscall is
 most of it, so under load several publications should share one. The
@@ -16,19 +16,17 @@ fan-out size). It waits on a timer, never by spinning the loop. Quiet is
 measured from the end of the last fan-out, not in loop turns: pynsq takes
 several turns to hand over each message.
 
-The send queue is bounded: the IOStream's ``max_write_buffer_size`` is the
-connection's ``--max-queue-bytes``, and a connection that outgrows it is
-disconnected as slow (3008) while everyone else carries on. What the batcher
-holds back must not count against a client, so a connection whose pending
-frames pass ``flush_at`` bytes is written at once.
+The send queue is bounded: a connection whose unsent bytes outgrow
+``--max-queue-bytes`` is disconnected as slow (3008) while everyone else
+carries on. What the batcher holds back must not count against a client,
+so a connection whose pending frames pass ``flush_at`` bytes is written at
+once.
 """
 from __future__ import annotations
 
 import asyncio
 import time
 from typing import Callable
-
-from tornado.iostream import IOStream, SSLIOStream, StreamBufferFullError, StreamClosedError
 
 from gateway.centrifugo import model
 
@@ -48,7 +46,7 @@ class WriteBatcher:
 
     def __init__(self, last_publication: Callable[[], float],
                  on_flush: Callable[[int], None] = lambda n: None) -> None:
-        self._dirty: list[StreamWriter] = []
+        self._dirty: list[SocketWriter] = []
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_publication = last_publication
@@ -56,7 +54,7 @@ class WriteBatcher:
         self._last_cost = 0.0
         self._on_flush = on_flush  # told how many connections each flush wrote to
 
-    def mark(self, writer: StreamWriter) -> None:
+    def mark(self, writer: SocketWriter) -> None:
         self._dirty.append(writer)
         if not self._scheduled:
             self._scheduled = True
@@ -83,86 +81,11 @@ class WriteBatcher:
         self._on_flush(len(dirty))
 
 
-class StreamWriter:
-    """The write side of one connection: its pending frames and its stream."""
-
-    __slots__ = ("_stream", "_direct", "_pending", "_pending_bytes", "_flush_at", "_buffered", "_batcher",
-                 "_on_overflow", "_overflowed")
-
-    def __init__(self, stream: IOStream, batcher: WriteBatcher, max_queue_bytes: int, on_overflow) -> None:
-        self._stream = stream
-        # Writing to the socket ourselves is only right for plain TCP.
-        self._direct = not isinstance(stream, SSLIOStream)
-        self._pending: bytes | list[bytes] | None = None
-        self._pending_bytes = 0   # counted once there are two frames or more
-        self._flush_at = min(65536, max_queue_bytes // 4)
-        self._buffered = False    # IOStream may still hold bytes we gave it
-        self._batcher = batcher
-        self._on_overflow = on_overflow
-        self._overflowed = False
-        stream.max_write_buffer_size = max_queue_bytes
-
-    def send(self, frame: bytes) -> None:
-        pending = self._pending
-        if pending is None:
-            self._pending = frame
-            self._batcher.mark(self)
-        elif pending.__class__ is list:
-            pending.append(frame)
-            self._pending_bytes += len(frame)
-            if self._pending_bytes > self._flush_at:
-                self.flush_pending()
-        else:
-            self._pending = [pending, frame]
-            self._pending_bytes = len(pending) + len(frame)
-            if self._pending_bytes > self._flush_at:
-                self.flush_pending()
-
-    def flush_pending(self) -> None:
-        pending = self._pending
-        if pending is None:
-            return
-        self._pending = None
-        data = b"".join(pending) if pending.__class__ is list else pending
-        stream = self._stream
-        sock = stream.socket
-        if sock is None or self._overflowed:  # closed, or closing
-            return
-        try:
-            if self._direct:
-                if self._buffered:
-                    self._buffered = stream.writing()
-                if not self._buffered:
-                    try:
-                        sent = sock.send(data)
-                    except (BlockingIOError, InterruptedError):
-                        sent = 0
-                    if sent == len(data):
-                        return
-                    data = memoryview(data)[sent:]
-                    self._buffered = True
-            stream.write(data)
-        except StreamBufferFullError:
-            # Called from send() inside the hub's fan-out loop, so the close
-            # (which unsubscribes) must wait for the loop to finish.
-            self._overflowed = True
-            asyncio.get_running_loop().call_soon(self._on_overflow, model.DISCONNECT_SLOW)
-        except StreamClosedError:
-            pass
-        except OSError as exc:  # the peer reset the connection under us
-            stream.close(exc)
-
-    def unbound(self) -> None:
-        """Lift the queue bound so a close frame can still be queued."""
-        self._pending = None
-        self._stream.max_write_buffer_size = None
-
-
 class SocketWriter:
-    """The write side of a connection that owns its socket (the WebSocket
-    transport, gateway/transports/upgrade.py): the same pending frames and
-    batching as :class:`StreamWriter`, and what the kernel does not take at
-    once waits in a bounded buffer drained when the socket is writable.
+    """The write side of one connection, on the socket it owns (a WebSocket,
+    gateway/transports/upgrade.py; an HTTP stream, gateway/transports/http.py):
+    its pending frames, written by the batcher, and what the kernel does not
+    take at once, in a bounded buffer drained when the socket is writable.
 
     Past ``max_queue_bytes`` waiting, the connection is cut as slow (3008).
     ``on_error`` is told when the peer is gone (reset, broken pipe).
@@ -186,7 +109,22 @@ class SocketWriter:
         self._overflowed = False
         self._on_drained = None
 
-    send = StreamWriter.send  # the same pending-frame bookkeeping
+    def send(self, frame: bytes) -> None:
+        """The hub's call per subscriber: queue the frame for the next flush."""
+        pending = self._pending
+        if pending is None:
+            self._pending = frame
+            self._batcher.mark(self)
+        elif pending.__class__ is list:
+            pending.append(frame)
+            self._pending_bytes += len(frame)
+            if self._pending_bytes > self._flush_at:
+                self.flush_pending()
+        else:
+            self._pending = [pending, frame]
+            self._pending_bytes = len(pending) + len(frame)
+            if self._pending_bytes > self._flush_at:
+                self.flush_pending()
 
     def flush_pending(self) -> None:
         pending = self._pending
