@@ -240,9 +240,9 @@ OPTIONS: tuple[Option, ...] = (
            "unrefreshed connection is closed (3005) or subscription ended (2501)."),
     Option("drain-period", _positive_float, 10.0, "On SIGTERM, seconds over which clients are "
            "disconnected (3001) so they reconnect elsewhere with jitter; SIGINT takes 1 s."),
-    Option("connect-rate", _positive_float, 500.0, "New connections accepted per second, on average; more "
+    Option("connect-rate", _positive_float, 2000.0, "New connections accepted per second, on average; more "
            "are refused before the WebSocket upgrade with HTTP 503 and the SDKs back off."),
-    Option("connect-burst", _int_range(1), 1000, "Connections accepted at once before --connect-rate applies."),
+    Option("connect-burst", _int_range(1), 2000, "Connections accepted at once before --connect-rate applies."),
     Option("shed-loop-lag", _positive_float, 0.1, "Seconds the event loop may run late before new connections "
            "are refused (HTTP 503), so those already connected keep being served on time."),
     Option("client-command-rate", _positive_float, 50.0, "Commands a connection may send per second, on "
@@ -309,8 +309,8 @@ class Settings:
     history_margin: float = 1.0
     expired_close_delay: float = 25.0
     drain_period: float = 10.0
-    connect_rate: float = 500.0
-    connect_burst: int = 1000
+    connect_rate: float = 2000.0
+    connect_burst: int = 2000
     shed_loop_lag: float = 0.1
     client_command_rate: float = 50.0
     client_command_burst: int = 200
