@@ -43,6 +43,7 @@ class Client(asyncio.Protocol):
         self.node_index = node_index
         self.buf = bytearray()
         self.handshaken = False
+        self.settled = False   # refused, closed or connected: what happens next is decided
         self.transport = None
 
     def connection_made(self, transport):
@@ -52,7 +53,8 @@ class Client(asyncio.Protocol):
                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
 
     def connection_lost(self, exc):
-        self.owner.lost(self)
+        if not self.settled:
+            self.owner.lost(self)
 
     def data_received(self, data):
         buf = self.buf
@@ -62,6 +64,7 @@ class Client(asyncio.Protocol):
             if end < 0:
                 return
             if not buf.startswith(b"HTTP/1.1 101"):
+                self.settled = True
                 self.owner.refused(self)  # 503 while draining or at capacity
                 self.transport.abort()
                 return
@@ -70,6 +73,7 @@ class Client(asyncio.Protocol):
             self.transport.write(self.owner.connect_frame())
         for opcode, payload in read_frames(buf):
             if opcode == 0x8:
+                self.settled = True
                 code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
                 self.owner.closed_by_server(self, code)
                 continue
@@ -77,6 +81,7 @@ class Client(asyncio.Protocol):
                 if line == b"{}":
                     self.transport.write(PONG)
                 elif line.startswith(b'{"id":1,'):
+                    self.settled = True
                     self.owner.connect_reply(self, json.loads(line))
                 elif b'"pub"' in line:
                     self.owner.publication(line)
@@ -148,7 +153,10 @@ class StormClient:
             self.pool.schedule(self)
 
     def lost(self, conn):
-        pass  # a close is acted on when its close frame (or refusal) arrives
+        # Ended before a refusal, a connect reply or a close frame (the server's
+        # door closed it: pending-connection cap, handshake timeout): try
+        # again, as the SDKs do. Later closes are acted on by their close frame.
+        self.refused(conn)
 
     def refused(self, conn):
         if self.node_index == 1:
