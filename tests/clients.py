@@ -118,8 +118,19 @@ class RawClient:
     async def send(self, frame: str | bytes | dict) -> None:
         await self.ws.send(json.dumps(frame) if isinstance(frame, dict) else frame)
 
-    async def recv(self, timeout: float = 5.0) -> dict:
-        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+    async def recv(self, timeout: float = 5.0, pings: bool = False) -> dict:
+        """The next frame; server pings (``{}``) are skipped unless ``pings``.
+
+        The heartbeat puts a new connection in a random one-second bucket, so
+        its first ping may come at any moment after connect: a test that waits
+        for a reply must not trip over one.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            frame = json.loads(await asyncio.wait_for(self.ws.recv(), max(left, 0)))
+            if frame or pings:
+                return frame
 
     async def connect(self, token: str, cmd_id: int = 1) -> dict:
         await self.send({"id": cmd_id, "connect": {"token": token}})

@@ -199,7 +199,7 @@ def test_pings_keep_an_sdk_client_connected_and_a_silent_client_is_cut_with_3012
         raw = await RawClient.open(gateway.ws_url)
         await raw.connect(jwt.encode(claims("silent"), SECRET))
         # The raw client receives pings ({}) but never answers.
-        assert await raw.recv(timeout=4) == {}
+        assert await raw.recv(timeout=4, pings=True) == {}
         assert await raw.closed(timeout=4) == (3012, "no pong")
         await asyncio.sleep(2)
         assert not rec.disconnects and len(rec.connecting) == 1
