@@ -17,6 +17,7 @@ import websockets
 from auth import connection_token
 from tests.clients import RawClient, sdk_client, wait_for
 from tests.stack import API_KEY, SECRET, Nsqd, http, wait_until
+from tests.test_wsproto import client_frame
 
 
 def run(coro):
@@ -189,6 +190,61 @@ def test_a_command_flood_costs_the_flooder_only(start_gateway, nsqd):
         await client.disconnect()
     run(scenario())
     assert gateway.metric("pushgate_refused_commands_total") == 1
+
+
+def test_a_flooder_that_ignores_our_close_is_not_read_for_long(start_gateway, nsqd):
+    """Cut with 3013, a flooder that goes on writing without answering our
+    close frame is read for a few more frames, not parsed until the close
+    handshake times out; it still gets the close frame that says why."""
+    gateway = start_gateway("--public-channels=news")
+
+    async def scenario():
+        client, rec = await sdk_client(gateway.ws_url, "honest", channels=("news",))
+        flooder = ws_open(gateway.port)
+        flooder.sendall(client_frame(0x1, json.dumps({"id": 1, "connect": {
+            "token": connection_token(SECRET, "flooder")}}).encode()))
+        pong = client_frame(0x1, b"{}")
+        flooder.setblocking(False)
+        burst = pong * 4096
+        while "no longer reading it" not in gateway.log():
+            try:
+                flooder.send(burst)
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
+        frames = int(re.search(r"(\d+) frames after our close frame", gateway.log()).group(1))
+        assert frames <= 2 * 64   # parsed in batches of 64; then nothing more is read
+        # What comes back: the connect reply, the close frame that says why, the end.
+        flooder.setblocking(True)
+        flooder.settimeout(10)
+        assert server_close(flooder) == 3013
+        flooder.close()
+        nsqd.publish({"channel": "news", "data": "still here"})
+        assert await rec.next() == ("news", "still here")
+        await client.disconnect()
+    run(scenario())
+    assert gateway.metric("pushgate_refused_commands_total") == 1
+
+
+def server_close(s: socket.socket) -> int | None:
+    """Read server frames (any length) to the close frame and the end of the
+    stream after it; returns the close code."""
+    data, code = b"", None
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return code
+        data += chunk
+        while len(data) >= 2:
+            opcode, length, start = data[0] & 0x0F, data[1] & 0x7F, 2
+            if length == 126:
+                length, start = struct.unpack("!H", data[2:4])[0], 4
+            elif length == 127:
+                length, start = struct.unpack("!Q", data[2:10])[0], 10
+            if len(data) < start + length:
+                break
+            payload, data = data[start:start + length], data[start + length:]
+            if opcode == 0x8:
+                code = struct.unpack("!H", payload[:2])[0]
 
 
 # --- logs -----------------------------------------------------------------------------

@@ -53,6 +53,17 @@ log = logging.getLogger("pushgate.websocket")
 MAX_CLIENT_FRAME = 65536
 MAX_HEAD = 16384    # bytes of request line and headers
 CLOSE_WAIT = 5.0    # seconds a closing WebSocket waits for the client's close frame
+# Frames are parsed this many at a time, so a connection closed part-way
+# through a chunk (its command rate exceeded) is not parsed to the end of it.
+FEED_BATCH = 64
+# Frames a client may still send after our close frame, before its own close.
+# Past it we stop reading, so a flood is not parsed while the close handshake
+# waits (TCP's flow control holds the sender back), and end our side of the
+# TCP connection once the close frame is out: the client reads the close
+# frame and the end, and is done. The socket is closed when CLOSE_WAIT ends.
+# (Closing it at once, with unread bytes, would send a reset that can destroy
+# the close frame, and its code, before the client reads it.)
+CLOSING_FRAMES = 64
 ALLOWABLE_ORIGIN = re.compile(r"^https?://[^/\s]+$")
 
 
@@ -310,7 +321,7 @@ class WebSocketConnection:
     emulation = False  # commands come on the socket itself
 
     __slots__ = ("upgrades", "sock", "fd", "wire", "pongs", "unidirectional", "session_id", "session", "send",
-                 "_writer", "_parser", "_closing", "_closed")
+                 "_writer", "_parser", "_closing", "_after_close", "_closed")
 
     def __init__(self, upgrades: Upgrades, endpoint: Endpoint, sock, choice: Choice, response: bytes,
                  rest: bytes, headers: dict[str, str] | None = None, query: dict[str, list[str]] | None = None):
@@ -327,6 +338,7 @@ class WebSocketConnection:
         self.send = self._writer.send  # the hub calls the writer with no hop through here
         self._parser = wsproto.FrameParser(MAX_CLIENT_FRAME)
         self._closing = False
+        self._after_close = 0   # frames received since we began closing
         self._closed = False
         try:
             sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
@@ -375,21 +387,33 @@ class WebSocketConnection:
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
-        for event in self._parser.feed(data):
-            kind = type(event)
-            if kind is wsproto.Message:
-                self._message(event.data)
-            elif kind is wsproto.Ping:
-                if not self._closing:
-                    self._writer.write(wsproto.frame(wsproto.PONG, event.payload))
-            elif kind is wsproto.Close:
-                self._client_closed(event)
-                return
-            elif kind is wsproto.Violation:
-                self._violation(event)
-                return
-            if self._closed:
-                return
+        parser = self._parser
+        events = parser.feed(data, FEED_BATCH)
+        while events:
+            for event in events:
+                kind = type(event)
+                if kind is wsproto.Message:
+                    self._message(event.data)
+                elif kind is wsproto.Ping:
+                    if not self._closing:
+                        self._writer.write(wsproto.frame(wsproto.PONG, event.payload))
+                elif kind is wsproto.Close:
+                    self._client_closed(event)
+                    return
+                elif kind is wsproto.Violation:
+                    self._violation(event)
+                    return
+                if self._closed:
+                    return
+            if self._closing:
+                self._after_close += len(events)
+                if self._after_close > CLOSING_FRAMES:
+                    log.info("client %s: %d frames after our close frame and no close; no longer reading it",
+                             self.session.client_id or "-", self._after_close)
+                    self.upgrades.node.loop.remove_reader(self.fd)
+                    self._writer.when_drained(self._end_output)
+                    return
+            events = parser.feed(b"", FEED_BATCH)
 
     def _message(self, data: str | bytes) -> None:
         session = self.session
@@ -435,6 +459,14 @@ class WebSocketConnection:
         except OSError:
             pass
         self.session.transport_closed()
+
+    def _end_output(self) -> None:
+        """Our close frame has gone out: send the end of the stream after it."""
+        if not self._closed:
+            try:
+                self.sock.shutdown(_socket.SHUT_WR)
+            except OSError:
+                pass
 
     def _overflow(self, disconnect: Disconnect) -> None:
         log.warning("client %s: send queue over %d bytes, disconnecting as slow", self.session.client_id or "-",

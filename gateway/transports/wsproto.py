@@ -101,13 +101,18 @@ class FrameParser:
         self._fragment_size = 0
         self._done = False
 
-    def feed(self, data: bytes) -> list[Event]:
+    def feed(self, data: bytes, limit: int = 0) -> list[Event]:
+        """The events ``data`` completes, after what was buffered; with a
+        ``limit``, at most that many, the rest kept for the next call (feed
+        ``b""`` to go on), so a caller can stop reading a flood part-way."""
         if self._done:
             return []
         buffer = self._buffer + data if self._buffer else data
         events: list[Event] = []
         pos, size = 0, len(buffer)
         while size - pos >= 2:
+            if limit and len(events) >= limit:
+                break
             first, second = buffer[pos], buffer[pos + 1]
             fin, opcode, length = first & 0x80, first & 0x0F, second & 0x7F
             start = pos + 2
