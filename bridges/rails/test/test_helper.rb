@@ -66,10 +66,25 @@ class Nsqd
     FileUtils.remove_entry(@dir)
   end
 
-  # Reads `count` messages of a topic back with nsq_tail, as JSON.
-  def read_back(topic, count)
-    out = IO.popen([nsq_binary("nsq_tail"), "--nsqd-tcp-address=127.0.0.1:#{@tcp_port}", "--topic=#{topic}",
-                    "-n=#{count}"], err: File::NULL, &:read)
+  # Reads `count` messages of a topic back with nsq_tail, as JSON. nsq_tail
+  # waits for ever when fewer have been published, so a test that lost a
+  # message fails after `timeout` seconds, saying so, instead of hanging CI.
+  def read_back(topic, count, timeout: 15)
+    out = +""
+    IO.popen([nsq_binary("nsq_tail"), "--nsqd-tcp-address=127.0.0.1:#{@tcp_port}", "--topic=#{topic}",
+              "-n=#{count}"], err: File::NULL) do |io|
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+      loop do
+        left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        if left <= 0 || !IO.select([io], nil, nil, left)
+          Process.kill("TERM", io.pid)
+          raise "nsq_tail read #{out.lines.count} of #{count} messages of #{topic} in #{timeout} s"
+        end
+        chunk = io.read_nonblock(65_536, exception: false)
+        break if chunk.nil? # nsq_tail exits after `count` messages
+        out << chunk unless chunk == :wait_readable
+      end
+    end
     out.lines.map(&:strip).reject(&:empty?).map { |line| JSON.parse(line) }
   end
 
