@@ -256,11 +256,13 @@ def test_a_killed_nodes_clients_leave_presence_within_the_ttl(start_gateway):
     c = start_gateway(*CLUSTER)
     cluster_ready(a, b, c)
     # A node that stops cleanly says goodbye: the others forget it at once,
-    # not --presence-ttl (3 s) later.
-    stopped = time.monotonic()
+    # not --presence-ttl (3 s) after its last snapshot (sent every second, so
+    # at least 2 s after it exits). Timed from its exit, not from SIGTERM, so
+    # a slow drain on a busy machine does not count.
     assert c.stop() == 0
+    exited = time.monotonic()
     wait_until_true(lambda: len(raw(a, "info", {})[1]["result"]["nodes"]) == 2, timeout=10)
-    assert time.monotonic() - stopped < 2.5   # drain 1 s, then the goodbye
+    assert time.monotonic() - exited < 1.5
 
     async def scenario():
         alice, alice_w = await client(a, "alice", "room:1")
