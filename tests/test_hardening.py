@@ -172,6 +172,52 @@ def test_a_text_frame_that_is_not_utf8_is_closed_with_1007(start_gateway):
         s.close()
 
 
+def test_a_message_over_the_limit_gets_1009_even_when_sent_whole(start_gateway):
+    """The client has sent all of its 100 KB message (in fragments) before the
+    node reads past the 64 KB limit: the node must not close the socket with
+    the rest unread (a reset, which can destroy the close frame), but send
+    1009 and the end of the stream, and drop what follows."""
+    gateway = start_gateway()
+    s = ws_open(gateway.port)
+    try:
+        message = client_frame(0x1, b"a" * 1000, fin=False)
+        message += b"".join(client_frame(0x0, b"a" * 1000, fin=False) for _ in range(99))
+        s.sendall(message + client_frame(0x0, b"a", fin=True))
+        assert server_close(s) == 1009
+    finally:
+        s.close()
+    # One that goes on sending after the violation is read no further than a bound.
+    s = ws_open(gateway.port)
+    try:
+        s.sendall(client_frame(0x1, b"x", masked=False))   # unmasked: 1002
+        s.setblocking(False)
+        junk = os.urandom(65536)
+        deadline = time.monotonic() + 20
+        while "no longer reading it" not in gateway.log():
+            assert time.monotonic() < deadline, gateway.log()
+            try:
+                s.send(junk)
+            except BlockingIOError:
+                time.sleep(0.05)
+        dropped = int(re.search(r"(\d+) bytes after a protocol violation", gateway.log()).group(1))
+        assert dropped <= 262144 + 65536
+        s.setblocking(True)
+        s.settimeout(10)
+        assert server_close(s) == 1002
+    finally:
+        s.close()
+
+
+def test_a_request_head_over_16_kb_gets_431_even_in_one_write(start_gateway):
+    gateway = start_gateway()
+    key = base64.b64encode(os.urandom(16)).decode()
+    head = (f"GET /connection/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"X-Filler: {'a' * 20000}\r\n\r\n")
+    assert raw_request(gateway.port, head)[0] == 431
+    assert raw_request(gateway.port, head.replace("a" * 20000, "a" * 1000))[0] == 101
+
+
 def test_a_command_flood_costs_the_flooder_only(start_gateway, nsqd):
     gateway = start_gateway("--public-channels=news")
 

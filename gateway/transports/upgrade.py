@@ -64,6 +64,12 @@ FEED_BATCH = 64
 # (Closing it at once, with unread bytes, would send a reset that can destroy
 # the close frame, and its code, before the client reads it.)
 CLOSING_FRAMES = 64
+# Bytes read and dropped after a protocol violation while the client takes in
+# our close frame and ends the connection. Closing at once with the rest of
+# its message unread would send a reset, which can destroy the close frame,
+# and its code (1009, 1002, ...), before the client reads it; past this the
+# socket is not read again (TCP holds the sender back) until CLOSE_WAIT ends.
+LINGER_BYTES = 262144
 ALLOWABLE_ORIGIN = re.compile(r"^https?://[^/\s]+$")
 
 
@@ -207,8 +213,8 @@ class Head:
             return
         buffer = self.buffer + chunk if self.buffer else chunk
         end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buffer) > MAX_HEAD:
+        if end < 0 or end > MAX_HEAD:
+            if len(buffer) > MAX_HEAD:   # a whole head that came in more than one read counts too
                 self._answer(431, "request head too large")
             else:
                 self.buffer = buffer
@@ -338,7 +344,9 @@ class WebSocketConnection:
         self.send = self._writer.send  # the hub calls the writer with no hop through here
         self._parser = wsproto.FrameParser(MAX_CLIENT_FRAME)
         self._closing = False
-        self._after_close = 0   # frames received since we began closing
+        # What the client sent after our close frame: frames while they are
+        # still parsed; after a violation (no parser), bytes read and dropped.
+        self._after_close = 0
         self._closed = False
         try:
             sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
@@ -383,6 +391,9 @@ class WebSocketConnection:
             data = b""
         if not data:
             self.abort()
+            return
+        if self._parser is None:
+            self._drop(len(data))
             return
         self._feed(data)
 
@@ -442,7 +453,19 @@ class WebSocketConnection:
             self._closing = True
             self._writer.unbound()
             self._writer.write(wsproto.close_frame(event.code, event.reason))
-        self._writer.when_drained(self.abort)
+        # Nothing after a violation can be parsed: read and drop until the
+        # client ends (LINGER_BYTES at most), our close frame then FIN sent.
+        self._parser = None
+        self._after_close = 0
+        self.upgrades.closing[self] = time.monotonic() + CLOSE_WAIT
+        self._writer.when_drained(self._end_output)
+
+    def _drop(self, size: int) -> None:
+        self._after_close += size
+        if self._after_close > LINGER_BYTES:
+            log.info("client %s: %d bytes after a protocol violation and no end; no longer reading it",
+                     self.session.client_id or "-", self._after_close)
+            self.upgrades.node.loop.remove_reader(self.fd)
 
     # --- the end ------------------------------------------------------------------------
 
