@@ -113,6 +113,7 @@ class LoadClients:
         total = sum(x["received"] for x in lines)
         received, self._received = total - self._received, total
         return {"received": received, "closed": sum(x["closed"] for x in lines),
+                "resubscribed": sum(x.get("resubscribed", 0) for x in lines),   # so far, in all
                 "latencies_ms": [v for x in lines for v in x["latencies_ms"]]}
 
     def stop(self) -> None:

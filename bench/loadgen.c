@@ -12,8 +12,10 @@
  * Output is JSON lines on stdout:
  *   {"ready": N, "errors": E, "seconds": S}      when every connection has tried
  * then, for each line read on stdin:
- *   "report"  -> {"received": R, "closed": C, "latencies_ms": [...]}  (and the
- *                latency samples are forgotten)
+ *   "report"  -> {"received": R, "closed": C, "ready": N, "resubscribed": U,
+ *                "latencies_ms": [...]}  (and the latency samples are forgotten;
+ *                U counts subscriptions the server ended, subscribed again as
+ *                the SDKs do)
  *   "quit"    -> exit
  *
  * Build: cc -O2 -o loadgen bench/loadgen.c   (bench/ scripts do it)
@@ -59,7 +61,7 @@ static int n_tokens;
 static struct in_addr sources[64];
 static int n_sources = 1;
 static int epfd;
-static long ready, errors, started, in_flight, received, closed_count;
+static long ready, errors, started, in_flight, received, closed_count, resubscribed;
 static double *latencies;
 static long n_latencies, cap_latencies;
 
@@ -183,6 +185,24 @@ static void on_message(struct conn *c, const char *p, int len) {
         }
         return;
     }
+    const char *unsub;
+    if (c->state == READY && memmem(p, len, "\"push\"", 6) &&
+        (unsub = memmem(p, len, "\"unsubscribe\"", 13)) != NULL) {
+        /* The server ended the subscription. With a code of 2500 or more
+           (2500: this node lost a publication the client should have had)
+           the SDKs subscribe again, and so does this client; below 2500
+           the subscription is over for them, and for it. */
+        const char *code = memmem(unsub, len - (unsub - p), "\"code\":", 7);
+        if (!code || strtol(code + 7, NULL, 10) < 2500) return;
+        char body[192], frame[208];
+        int bl = snprintf(body, sizeof body, "{\"id\":3,\"subscribe\":{\"channel\":\"%s\"}}", channel);
+        if (bl > 0 && bl < (int)sizeof body) {
+            int n = client_frame(frame, 1, body, bl);
+            send(c->fd, frame, n, MSG_NOSIGNAL);
+            resubscribed++;
+        }
+        return;
+    }
     if (c->state == READY && memmem(p, len, "\"pub\"", 5)) {
         received++;
         if (sample_every && (c - conns) % sample_every == 0) {
@@ -248,7 +268,8 @@ static int cmp_double(const void *a, const void *b) {
 
 static void report(void) {
     qsort(latencies, n_latencies, sizeof(double), cmp_double);
-    printf("{\"received\": %ld, \"closed\": %ld, \"ready\": %ld, \"latencies_ms\": [", received, closed_count, ready);
+    printf("{\"received\": %ld, \"closed\": %ld, \"ready\": %ld, \"resubscribed\": %ld, \"latencies_ms\": [",
+           received, closed_count, ready, resubscribed);
     /* At most 2,000 evenly spaced samples of the sorted latencies: enough for percentiles. */
     long step = n_latencies > 2000 ? n_latencies / 2000 : 1;
     for (long i = 0, k = 0; i < n_latencies; i += step, k++) printf("%s%.3f", k ? "," : "", latencies[i]);

@@ -179,6 +179,8 @@ def hold(args) -> dict:
             # deliveries, about what a 2-core box does in a second with its
             # clients on the same box.
             result["steady"] = steady(target, load, result["ready"], 0.2, 25, "x" * args.payload, wait=60)
+            ended = load.report()
+            result["closed"], result["resubscribed"] = ended["closed"], ended["resubscribed"]
             result["rss_mb"] = rss_bytes(target.pid) / 2**20
         finally:
             load.stop()
@@ -253,7 +255,9 @@ def report(results: dict, png: Path) -> str:
                   f"- fan-out burst (20 msgs): {h['burst']['received']:,}/{h['burst']['expected']:,} delivered, "
                   f"{h['burst']['cpu_per_m']:.2f} CPU-s per million",
                   f"- a publication every 5 s to all: {h['steady']['received']:,}/{h['steady']['expected']:,} delivered, p50 "
-                  f"{h['steady']['p50']:.0f} ms, p99 {h['steady']['p99']:.0f} ms", ""]
+                  f"{h['steady']['p50']:.0f} ms, p99 {h['steady']['p99']:.0f} ms",
+                  f"- connections the gateway closed: {h.get('closed', 0):,}; subscriptions it ended (2500, a "
+                  f"publication lost: docs/recovery.md) and the clients renewed: {h.get('resubscribed', 0):,}", ""]
     for title, key in (("Reconnect storm (bench/reconnect_storm.py)", "storm"), ("Churn (bench/churn.py)", "churn")):
         if results.get(key):
             lines += [f"## {title}", "", "```", results[key], "```", ""]
