@@ -85,7 +85,24 @@ class Nsqd
         out << chunk unless chunk == :wait_readable
       end
     end
+    # nsq_tail reads on an ephemeral channel, which nsqd deletes a moment
+    # after nsq_tail has gone. A message published in that moment goes into
+    # the dying channel and is lost to the next read_back of the topic; once
+    # the topic has no channel, nsqd keeps messages for the next one.
+    wait_for_no_channels(topic)
     out.lines.map(&:strip).reject(&:empty?).map { |line| JSON.parse(line) }
+  end
+
+  def wait_for_no_channels(topic, timeout: 5)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    loop do
+      stats = JSON.parse(Net::HTTP.get(URI("http://#{http_address}/stats?format=json&topic=#{topic}")))
+      topic_stats = (stats["topics"] || []).find { |t| t["topic_name"] == topic }
+      return if topic_stats.nil? || (topic_stats["channels"] || []).empty?
+      raise "nsqd still has nsq_tail's channel of #{topic} after #{timeout} s" if
+        Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+      sleep 0.01
+    end
   end
 
   def message_count(topic)
