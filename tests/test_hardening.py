@@ -53,27 +53,28 @@ def ws_open(port: int) -> socket.socket:
     return s
 
 
-def ws_send(s: socket.socket, opcode: int, payload: bytes) -> None:
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    s.sendall(bytes((0x80 | opcode, 0x80 | len(payload))) + mask + masked)
 
 
-def ws_close_code(s: socket.socket) -> int | None:
-    """Read frames until the server's close frame; returns its code."""
-    data = b""
+def server_close(s: socket.socket) -> int | None:
+    """Read server frames (any length) to the close frame and the end of the
+    stream after it; returns the close code."""
+    data, code = b"", None
     while True:
-        chunk = s.recv(4096)
+        chunk = s.recv(65536)
         if not chunk:
-            return None
+            return code
         data += chunk
         while len(data) >= 2:
-            opcode, length = data[0] & 0x0F, data[1] & 0x7F
-            if len(data) < 2 + length:
+            opcode, length, start = data[0] & 0x0F, data[1] & 0x7F, 2
+            if length == 126:
+                length, start = struct.unpack("!H", data[2:4])[0], 4
+            elif length == 127:
+                length, start = struct.unpack("!Q", data[2:10])[0], 10
+            if len(data) < start + length:
                 break
-            payload, data = data[2:2 + length], data[2 + length:]
+            payload, data = data[start:start + length], data[start + length:]
             if opcode == 0x8:
-                return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                code = struct.unpack("!H", payload[:2])[0]
 
 
 # --- the publish API ---------------------------------------------------------------
@@ -166,8 +167,8 @@ def test_a_text_frame_that_is_not_utf8_is_closed_with_1007(start_gateway):
     gateway = start_gateway()
     s = ws_open(gateway.port)
     try:
-        ws_send(s, 0x1, b'{"id":1,"connect":{"token":"\xff\xfe"}}')
-        assert ws_close_code(s) == 1007
+        s.sendall(client_frame(0x1, b'{"id":1,"connect":{"token":"\xff\xfe"}}'))
+        assert server_close(s) == 1007
     finally:
         s.close()
 
@@ -269,28 +270,6 @@ def test_a_flooder_that_ignores_our_close_is_not_read_for_long(start_gateway, ns
         await client.disconnect()
     run(scenario())
     assert gateway.metric("pushgate_refused_commands_total") == 1
-
-
-def server_close(s: socket.socket) -> int | None:
-    """Read server frames (any length) to the close frame and the end of the
-    stream after it; returns the close code."""
-    data, code = b"", None
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            return code
-        data += chunk
-        while len(data) >= 2:
-            opcode, length, start = data[0] & 0x0F, data[1] & 0x7F, 2
-            if length == 126:
-                length, start = struct.unpack("!H", data[2:4])[0], 4
-            elif length == 127:
-                length, start = struct.unpack("!Q", data[2:10])[0], 10
-            if len(data) < start + length:
-                break
-            payload, data = data[start:start + length], data[start + length:]
-            if opcode == 0x8:
-                code = struct.unpack("!H", payload[:2])[0]
 
 
 # --- logs -----------------------------------------------------------------------------
