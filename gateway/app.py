@@ -92,7 +92,7 @@ def make_server(node: Node, settings: Settings) -> Listener:
     (gateway/transports/upgrade.py), every other request to the application."""
     app = make_app(node)
     node.loop = asyncio.get_running_loop()
-    node.upgrades = Upgrades(node, app, WEBSOCKET_ENDPOINTS)
+    node.upgrades = Upgrades(node, WEBSOCKET_ENDPOINTS)
     return Listener(app, pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
                     upgrades=node.upgrades,
                     idle_connection_timeout=settings.handshake_timeout,

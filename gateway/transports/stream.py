@@ -183,9 +183,6 @@ class SocketWriter:
         self._out = None
         self._loop.remove_writer(self._fd)
 
-    def writing(self) -> bool:
-        return self._out is not None
-
     def when_drained(self, callback) -> None:
         """Call ``callback`` once everything written has gone to the kernel."""
         if self._out is None:

@@ -109,7 +109,6 @@ class Endpoint:
 
 class Request(NamedTuple):
     method: str
-    target: str
     path: str
     query: str
     headers: dict[str, str]   # lower-cased names; a repeated header's values joined with ", "
@@ -135,7 +134,7 @@ def parse_head(head: bytes) -> Request | None:
         value = value.strip()
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     path, _, query = parts[1].partition("?")
-    return Request(parts[0], parts[1], path, query, headers)
+    return Request(parts[0], path, query, headers)
 
 
 class PrefilledIOStream(IOStream):
@@ -158,9 +157,8 @@ class PrefilledIOStream(IOStream):
 class Upgrades:
     """The WebSocket endpoints and the connections that are closing."""
 
-    def __init__(self, node: Node, application, endpoints: list[Endpoint]):
+    def __init__(self, node: Node, endpoints: list[Endpoint]):
         self.node = node
-        self.application = application   # Tornado's, for every other request
         self.endpoints = {e.path: e for e in endpoints}
         self.closing: dict[WebSocketConnection, float] = {}
 
@@ -250,7 +248,7 @@ class Head:
         self.sock.close()
 
 
-_REASONS = {101: "Switching Protocols", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found",
             405: "Method Not Allowed", 426: "Upgrade Required", 431: "Request Header Fields Too Large",
             503: "Service Unavailable"}
 
@@ -424,6 +422,8 @@ class WebSocketConnection:
                     self.upgrades.node.loop.remove_reader(self.fd)
                     self._writer.when_drained(self._end_output)
                     return
+            if len(events) < FEED_BATCH:
+                return   # the parser stops short of its limit only when no whole frame is left
             events = parser.feed(b"", FEED_BATCH)
 
     def _message(self, data: str | bytes) -> None:
