@@ -496,3 +496,18 @@ def test_protocol_messages_have_rails_shapes():
     assert protocol.disconnect_reason(model.DISCONNECT_SHUTDOWN) == ("server_restart", True)
     assert protocol.disconnect_reason(model.DISCONNECT_TOO_MANY_REQUESTS) == ("too_many_requests", True)
     assert protocol.disconnect_reason(model.DISCONNECT_CONNECTION_LIMIT) == ("connection_limit", False)
+
+
+def test_a_subscription_the_core_ends_gives_its_shared_wire_back():
+    """A lost publication ends the subscription from the core (stream_broken,
+    then end_subscription's leave): the identifier's shared wire format goes
+    with it, as on the client's own unsubscribe."""
+    host = cable_host()
+    sessions = [cable(host, user=f"u{n}")[0] for n in range(5)]
+    registry = host.shared("cable", None).wires
+    for session in sessions:
+        session.handle_frame(cmd("subscribe", pubsub("news")))
+    assert len(registry) == 1
+    host.streams_broken(("news",))
+    assert all(s.state is CLOSED for s in sessions)
+    assert len(registry) == 0

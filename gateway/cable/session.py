@@ -192,22 +192,33 @@ class CableSession(Session):
     def _rejoin(self, channel: str) -> None:
         """Hold ``channel`` in the hub with the wire format of the identifiers that
         name it on this connection (usually one), or leave it when none do."""
-        wires = self.cable.wires
-        old = self.host.hub.wire_of(channel, self) if channel in self.channels else None
         identifiers = tuple(sorted(i for i, c in self.subscriptions.items() if c == channel))
-        if identifiers:
-            self.join(channel, wires.acquire(self.ext, identifiers, channel))
-        else:
+        if not identifiers:
             self.leave(channel)
-        if isinstance(old, CableWire):
+            return
+        wires = self.cable.wires
+        old = self._wire(channel)
+        self.join(channel, wires.acquire(self.ext, identifiers, channel))
+        if old is not None:
             wires.release(old)
+
+    def leave(self, channel: str) -> None:
+        # Every way a subscription ends (the client's unsubscribe, the core's
+        # end_subscription, a lost stream) gives the shared wire format back.
+        wire = self._wire(channel)
+        super().leave(channel)
+        if wire is not None:
+            self.cable.wires.release(wire)
+
+    def _wire(self, channel: str) -> CableWire | None:
+        wire = self.host.hub.wire_of(channel, self) if channel in self.channels else None
+        return wire if isinstance(wire, CableWire) else None
 
     def _release(self) -> None:
         wires = self.cable.wires
-        hub = self.host.hub
         for channel in self.channels:
-            wire = hub.wire_of(channel, self)
-            if isinstance(wire, CableWire):
+            wire = self._wire(channel)
+            if wire is not None:
                 wires.release(wire)
         super()._release()
 
