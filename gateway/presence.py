@@ -134,6 +134,8 @@ class Presence:
     def join(self, session: Session, channel: str, chan_info: bytes | None = None) -> None:
         """A local subscriber of a tracked channel (the session calls it from join)."""
         client = session.client_id
+        if chan_info is not None and len(chan_info) > INFO_LIMIT:
+            chan_info = None   # as every other node drops it (_bytes): one view of the channel
         entry = (session.user, self.uid, 0, session.conn_info, chan_info)
         if self._add(channel, client, entry):
             self._queue(self._up, [channel, client, session.user, _text(session.conn_info), _text(chan_info)])

@@ -183,3 +183,18 @@ def test_presence_commands_answer_subscribers_where_presence_is_kept(wire):
         assert (info.user, info.client, info.conn_info) == ("alice", alice.client_id, b'{"a":true}')
         assert (replies[11].presence_stats.num_clients, replies[11].presence_stats.num_users) == (1, 1)
         assert replies[12].error.code == 108 and replies[13].error.code == 103
+
+
+def test_a_channel_info_over_the_limit_is_left_out_on_every_node_alike():
+    """A server API subscribe may carry any ``info``; past INFO_LIMIT the other
+    nodes leave it out of presence, so this node does too (one view)."""
+    from gateway.presence import INFO_LIMIT
+    a, b = make_host(**PRESENCE), make_host(**PRESENCE)
+    big, small = connect(a, "big")[0], connect(a, "small")[0]
+    assert big.server_subscribe("room:1", b'"' + b"x" * INFO_LIMIT + b'"')
+    assert small.server_subscribe("room:1", b'{"seat":1}')
+    hand_over(a, b, "A")
+    for host in (a, b):
+        clients = host.presence.clients("room:1")
+        assert "chan_info" not in clients[big.client_id]
+        assert clients[small.client_id]["chan_info"] == b'{"seat":1}'
