@@ -39,7 +39,7 @@ from gateway.nsq_source import NsqSource
 from gateway.nsq_watch import ChannelWatch
 from gateway.peering import Peering
 from gateway.server import PendingConnections
-from gateway.transports.stream import WriteBatcher
+from gateway.transports.stream import Closing, WriteBatcher
 
 log = logging.getLogger("pushgate.node")
 
@@ -106,6 +106,7 @@ class Node:
         self._ticker: PeriodicCallback | None = None
         self._ticks = 0
         self.upgrades = None  # the WebSocket endpoints (gateway/transports/upgrade.py), set by the server
+        self.closing = Closing()   # WebSockets and streams finishing their close, cut after CLOSE_WAIT
         self.loop: asyncio.AbstractEventLoop | None = None
         self.box = None  # the other workers of this box (gateway/box.py), when there are any
         self._unannounced: set[str] = set()  # topics not created on nsqd yet
@@ -139,8 +140,7 @@ class Node:
         host.fast_heartbeat.tick()
         host.expiry.check(time.time())
         self.pending.sweep(time.monotonic(), self.settings.handshake_timeout)
-        if self.upgrades is not None:
-            self.upgrades.sweep(time.monotonic())
+        self.closing.sweep(time.monotonic())
         self._ticks += 1
         if self._ticks % HISTORY_SWEEP_EVERY == 0:
             host.history.sweep(time.time_ns())

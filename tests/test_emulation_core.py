@@ -300,11 +300,12 @@ def test_a_stream_notices_its_client_leave_and_leaves_nothing_behind():
     from types import SimpleNamespace
 
     from gateway.transports.http import HTTP_STREAM_JSON, HttpStream
-    from gateway.transports.stream import WriteBatcher
+    from gateway.transports.stream import Closing, WriteBatcher
 
     async def scenario():
         host = make_host(FakeClock())
-        node = SimpleNamespace(host=host, settings=host.settings, batcher=WriteBatcher(lambda: 0.0))
+        node = SimpleNamespace(host=host, settings=host.settings, batcher=WriteBatcher(lambda: 0.0),
+                               loop=asyncio.get_running_loop(), closing=Closing())
         sessions = EmulationSessions("unit", None, None)
         ours, theirs = socket.socketpair()
         ours.setblocking(False)

@@ -43,16 +43,16 @@ notice the client leave.
 
 To end a stream (a disconnect), the disconnect push goes out after what is
 queued, then the connection is closed; a client that does not read it within
-:data:`CLOSE_WAIT` seconds is cut, by one shared timer (:class:`_Closing`).
+:data:`~gateway.transports.stream.CLOSE_WAIT` seconds is cut by the node's
+one-second tick (:class:`~gateway.transports.stream.Closing`, which also
+serves closing WebSockets).
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
 import socket
-import time
 from typing import TYPE_CHECKING
 
 import tornado.log
@@ -77,7 +77,6 @@ log = logging.getLogger("pushgate.http_stream")
 
 MAX_REQUEST_BODY = 65536   # bytes of a connect request (Centrifugo's default), and of /emulation
 INPUT_AFTER_REQUEST = 4096  # bytes a client may send on an open stream (it should send none)
-CLOSE_WAIT = 5.0            # seconds a closing stream has to take its last bytes
 PROTOBUF_TYPE = "application/octet-stream"
 ALLOWED_HEADERS = "Content-Type, Accept, Last-Event-ID"
 PRINTABLE_ORIGIN = re.compile(r"^[\x21-\x7e]{1,300}$")  # safe to echo in a header
@@ -122,36 +121,6 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(18)
 
 
-class _Closing:
-    """Streams that were told to end and are writing their last bytes: each is
-    cut if it has not finished within CLOSE_WAIT seconds, from one shared
-    timer (a client that stopped reading cannot hold its socket)."""
-
-    def __init__(self) -> None:
-        self._deadlines: dict[HttpStream, float] = {}
-        self._timer: asyncio.TimerHandle | None = None
-
-    def add(self, stream: HttpStream) -> None:
-        self._deadlines[stream] = time.monotonic() + CLOSE_WAIT
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(1.0, self._sweep)
-
-    def discard(self, stream: HttpStream) -> None:
-        self._deadlines.pop(stream, None)
-
-    def _sweep(self) -> None:
-        self._timer = None
-        now = time.monotonic()
-        for stream in [s for s, deadline in self._deadlines.items() if deadline <= now]:
-            stream.abort()
-        if self._deadlines:
-            self._timer = asyncio.get_running_loop().call_later(1.0, self._sweep)
-
-    def __len__(self) -> int:
-        return len(self._deadlines)
-
-
-CLOSING = _Closing()
 
 
 def take_socket(stream: IOStream) -> socket.socket | None:
@@ -176,7 +145,7 @@ class HttpStream:
     emulation = True
     pongs = True
 
-    __slots__ = ("wire", "session_id", "session", "send", "_loop", "_sock", "_fd", "_writer", "_sessions",
+    __slots__ = ("wire", "session_id", "session", "send", "_node", "_sock", "_fd", "_writer", "_sessions",
                  "_received", "_closing", "_closed")
 
     def __init__(self, node: Node, sock: socket.socket, wire: WireFormat, head: bytes,
@@ -184,7 +153,7 @@ class HttpStream:
         self.wire = wire
         self.session_id = new_session_id()
         self.session: Session | None = None
-        self._loop = asyncio.get_running_loop()
+        self._node = node
         self._sock = sock
         self._fd = sock.fileno()
         self._sessions = sessions
@@ -194,7 +163,7 @@ class HttpStream:
         self._writer = SocketWriter(sock, node.batcher, node.settings.max_queue_bytes, self._overflow, self.abort)
         self.send = self._writer.send  # the hub calls the writer with no hop through here
         self.send(head)  # goes out with the connect reply, in one write
-        self._loop.add_reader(self._fd, self._readable)
+        node.loop.add_reader(self._fd, self._readable)
 
     def start(self, node: Node) -> CentrifugoSession:
         session = CentrifugoSession(node.host, self)
@@ -218,7 +187,7 @@ class HttpStream:
             self.abort()
             return
         self._closing = True
-        CLOSING.add(self)
+        self._node.closing.add(self)
         writer.when_drained(self.abort)
 
     def _readable(self) -> None:
@@ -238,8 +207,8 @@ class HttpStream:
         if self._closed:
             return
         self._closed = True
-        CLOSING.discard(self)
-        self._loop.remove_reader(self._fd)
+        self._node.closing.discard(self)
+        self._node.loop.remove_reader(self._fd)
         self._writer.close()
         try:
             self._sock.close()

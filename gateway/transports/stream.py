@@ -81,6 +81,32 @@ class WriteBatcher:
         self._on_flush(len(dirty))
 
 
+CLOSE_WAIT = 5.0   # seconds a closing connection has to finish: its close handshake, its last bytes
+
+
+class Closing:
+    """Connections told to end that have not finished yet (a WebSocket waiting
+    for the client's close frame, a stream writing its last bytes): each is
+    aborted once CLOSE_WAIT has passed, from the node's one-second tick, so a
+    client that stopped reading or answering cannot hold its socket."""
+
+    def __init__(self) -> None:
+        self._deadlines: dict = {}   # connection (has .abort()) -> monotonic deadline
+
+    def add(self, connection) -> None:
+        self._deadlines[connection] = time.monotonic() + CLOSE_WAIT
+
+    def discard(self, connection) -> None:
+        self._deadlines.pop(connection, None)
+
+    def sweep(self, now: float) -> None:
+        for connection in [c for c, deadline in self._deadlines.items() if deadline <= now]:
+            connection.abort()
+
+    def __len__(self) -> int:
+        return len(self._deadlines)
+
+
 class SocketWriter:
     """The write side of one connection, on the socket it owns (a WebSocket,
     gateway/transports/upgrade.py; an HTTP stream, gateway/transports/http.py):

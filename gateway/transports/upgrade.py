@@ -52,7 +52,6 @@ log = logging.getLogger("pushgate.websocket")
 # Largest client message accepted (Centrifugo's default); past it, close 1009.
 MAX_CLIENT_FRAME = 65536
 MAX_HEAD = 16384    # bytes of request line and headers
-CLOSE_WAIT = 5.0    # seconds a closing WebSocket waits for the client's close frame
 # Frames are parsed this many at a time, so a connection closed part-way
 # through a chunk (its command rate exceeded) is not parsed to the end of it.
 FEED_BATCH = 64
@@ -155,18 +154,11 @@ class PrefilledIOStream(IOStream):
 
 
 class Upgrades:
-    """The WebSocket endpoints and the connections that are closing."""
+    """The WebSocket endpoints of the node."""
 
     def __init__(self, node: Node, endpoints: list[Endpoint]):
         self.node = node
         self.endpoints = {e.path: e for e in endpoints}
-        self.closing: dict[WebSocketConnection, float] = {}
-
-    def sweep(self, now: float) -> None:
-        """Close WebSockets whose client never answered our close frame (run
-        from the node's one-second timer)."""
-        for connection in [c for c, deadline in self.closing.items() if deadline <= now]:
-            connection.abort()
 
 
 class Head:
@@ -376,7 +368,7 @@ class WebSocketConnection:
         writer.unbound()
         self._closing = True
         writer.write(wsproto.close_frame(disconnect.code, disconnect.reason))
-        self.upgrades.closing[self] = time.monotonic() + CLOSE_WAIT
+        self.upgrades.node.closing.add(self)
 
     # --- reading --------------------------------------------------------------------
 
@@ -457,7 +449,7 @@ class WebSocketConnection:
         # client ends (LINGER_BYTES at most), our close frame then FIN sent.
         self._parser = None
         self._after_close = 0
-        self.upgrades.closing[self] = time.monotonic() + CLOSE_WAIT
+        self.upgrades.node.closing.add(self)
         self._writer.when_drained(self._end_output)
 
     def _drop(self, size: int) -> None:
@@ -474,7 +466,7 @@ class WebSocketConnection:
         if self._closed:
             return
         self._closed = True
-        self.upgrades.closing.pop(self, None)
+        self.upgrades.node.closing.discard(self)
         self.upgrades.node.loop.remove_reader(self.fd)
         self._writer.close()
         try:
