@@ -57,6 +57,13 @@ def personal_channel(user: str) -> str:
     return PERSONAL_PREFIX + user
 
 
+def foreign_personal(channel: str, user: str) -> bool:
+    """``channel`` is a personal channel that is not ``user``'s own (an anonymous
+    user, ``""``, has none): never readable by ``user``, whatever a token,
+    a signature or the server API says."""
+    return channel.startswith(PERSONAL_PREFIX) and (not user or channel != PERSONAL_PREFIX + user)
+
+
 def valid_channel(name: object) -> bool:
     return isinstance(name, str) and 0 < len(name) <= MAX_CHANNEL_LENGTH and name.isprintable()
 

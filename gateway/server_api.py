@@ -35,7 +35,7 @@ import ujson
 from gateway.centrifugo import model
 from gateway.centrifugo.json_codec import Raw, encode
 from gateway.centrifugo.model import Error
-from gateway.envelope import PERSONAL_PREFIX, BadMessage, parse_envelope, personal_channel, valid_channel
+from gateway.envelope import BadMessage, foreign_personal, parse_envelope, valid_channel
 from gateway.history import from_position
 from gateway.peering import ControlNotSent, valid_disconnect
 from gateway.publisher import NsqdUnavailable, PublishError, publish
@@ -232,7 +232,7 @@ class ServerApi:
         channel = _field(params, "channel", str, required=True)
         if not valid_channel(channel):
             raise Failed(model.ERROR_BAD_REQUEST)
-        if channel.startswith(PERSONAL_PREFIX) and channel != personal_channel(user):
+        if foreign_personal(channel, user):
             raise Failed(model.ERROR_PERMISSION_DENIED)  # another user's personal channel: never
         if params.get("b64info") or params.get("b64data"):
             raise Failed(model.ERROR_NOT_AVAILABLE)

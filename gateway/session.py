@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid
 from gateway.centrifugo import model
 from gateway.centrifugo.model import Disconnect, ProtocolError
-from gateway.envelope import PERSONAL_PREFIX, personal_channel, valid_channel
+from gateway.envelope import foreign_personal, personal_channel, valid_channel
 from gateway.presence import compact_info
 
 if TYPE_CHECKING:
@@ -219,7 +219,7 @@ class Session:
             if claims.user and not valid_channel(personal_channel(claims.user)):
                 raise TokenInvalid("sub is not a user id an envelope can address (1-254 printable characters)")
             for channel in claims.channels:
-                if channel.startswith(PERSONAL_PREFIX) and channel != personal_channel(claims.user):
+                if foreign_personal(channel, claims.user):
                     raise TokenInvalid(f"channels claim names {channel!r}, another user's personal channel")
             return claims
         except TokenExpired:

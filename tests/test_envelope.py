@@ -47,3 +47,12 @@ def test_recent_ids_forget_the_oldest_first():
     assert len(recent) == 3
     assert recent.seen("a") is False  # evicted by "d"
     assert recent.seen("d") is True
+
+
+def test_a_personal_channel_is_foreign_to_everyone_but_its_user():
+    from gateway.envelope import foreign_personal
+    assert not foreign_personal("#alice", "alice")
+    assert foreign_personal("#alice", "bob")
+    assert foreign_personal("#", "")          # an anonymous user has no personal channel
+    assert foreign_personal("#alice", "")
+    assert not foreign_personal("news", "") and not foreign_personal("news", "alice")

@@ -36,7 +36,7 @@ from gateway.cable.state import CableState, CableWire
 from gateway.cable.streams import Refused
 from gateway.centrifugo import model
 from gateway.centrifugo.model import Disconnect
-from gateway.envelope import PERSONAL_PREFIX, personal_channel
+from gateway.envelope import PERSONAL_PREFIX, foreign_personal
 from gateway.history import Recovery, epoch_of, from_position, offset_of
 from gateway.session import CHANNEL_LIMIT, CLOSED, CONNECTED, Session
 
@@ -171,11 +171,11 @@ class CableSession(Session):
         """The channel ``identifier`` names, if this user may read it; raises Refused."""
         stream = self.cable.streams.resolve(identifier)
         channel = stream.channel
-        if channel.startswith(PERSONAL_PREFIX):
+        if foreign_personal(channel, self.user):
             # Personal streams: one's own only, even under a valid signature.
-            if not self.user or channel != personal_channel(self.user):
-                raise Refused("another user's personal stream")
-        elif not stream.signed and channel not in self.server_channels \
+            raise Refused("another user's personal stream")
+        own = channel.startswith(PERSONAL_PREFIX)   # one's own, after the check above
+        if not own and not stream.signed and channel not in self.server_channels \
                 and not self.host.may_subscribe(self.user, channel):
             raise Refused(f"{channel[:80]!r} is not a public channel (--public-channels) "
                           "nor in the token's channels")

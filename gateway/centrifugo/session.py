@@ -14,7 +14,7 @@ from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid, TokenMisma
 from gateway.centrifugo import model
 from gateway.centrifugo.json_codec import Raw
 from gateway.centrifugo.model import Command
-from gateway.envelope import PERSONAL_PREFIX, personal_channel, valid_channel
+from gateway.envelope import PERSONAL_PREFIX, foreign_personal, valid_channel
 from gateway.history import from_position
 from gateway.session import CHANNEL_LIMIT, CLOSED, CONNECTED, CONNECTING, MissingToken, Session
 
@@ -367,7 +367,7 @@ class CentrifugoSession(Session):
         channel, or 128 channels)."""
         if (self.state is not CONNECTED or not isinstance(channel, str) or not valid_channel(channel)
                 or channel in self.channels or len(self.channels) >= CHANNEL_LIMIT
-                or (channel.startswith(PERSONAL_PREFIX) and channel != personal_channel(self.user))):
+                or foreign_personal(channel, self.user)):
             return False
         result, _ = self._subscribe_result(channel, None)
         push = {key: result[key] for key in ("recoverable", "epoch", "offset", "positioned") if key in result}
