@@ -215,7 +215,7 @@ def node_health(node: Node) -> tuple[int, dict]:
     """This node's own health: 200 once every topic (the control topic too) is
     read from at least one nsqd, 503 before and while draining."""
     source = node.source
-    ready = source.reading_every_topic() and node.bus.ready() and not node.draining
+    ready = node.reading() and not node.draining
     return (200 if ready else 503), {
         "node": node.name,
         "pid": os.getpid(),

@@ -117,6 +117,10 @@ class Node:
     def sessions(self):
         return self.host.sessions
 
+    def reading(self) -> bool:
+        """Every topic, the control topic too, has an nsqd to read from."""
+        return self.source.reading_every_topic() and self.bus.ready()
+
     async def start(self) -> None:
         """Start reading NSQ and the timers. Runs inside the event loop."""
         self.loop = asyncio.get_running_loop()
@@ -146,7 +150,9 @@ class Node:
             host.history.sweep(time.time_ns())
         self.metrics.history_bytes.set(host.history.memory)
         self.metrics.loop_lag.set(self.loop_lag)
-        self.source.report(time.monotonic())
+        now = time.monotonic()
+        self.source.report(now)
+        self.bus.source.report(now)   # without the control topic /health is 503 too: say why
         if self._unannounced and not self._announcing and self._ticks % ANNOUNCE_RETRY_EVERY == 0:
             self._announcing = True
             self._announce_task = asyncio.ensure_future(self._announce_topics(sorted(self._unannounced)))

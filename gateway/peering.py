@@ -175,7 +175,7 @@ class Peering:
             "uptime": int(time.time() - self.started),
             "num_clients": len(host.sessions), "num_users": len(host.user_connections),
             "num_subs": sum(counts.values()), "num_channels": len(counts),
-            "ready": bool(node.source.reading_every_topic() and self.bus.ready()),
+            "ready": node.reading(),
             "draining": node.draining, "loop_lag": round(node.loop_lag, 4),
             "rss": _rss(), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
             "presence_entries": self.presence.entries, "drops": self._recent_drops(),
