@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -38,34 +37,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from auth import connection_token  # noqa: E402
-from bench.common import RefGateway, worktree  # noqa: E402
-from tests.stack import SECRET, Gateway, Nsqd, http  # noqa: E402
+from bench.common import RefGateway, cpu_seconds, percentile, publish, rss_bytes, worktree  # noqa: E402
+from tests.stack import SECRET, Gateway, Nsqd  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PER_PROCESS = 5000
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def percentile(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
-
-
-def publish_batch(nsqd: Nsqd, bodies: list[bytes]) -> None:
-    status, answer = http("POST", f"http://{nsqd.http_address}/mpub?topic=pushgate", b"\n".join(bodies))
-    if status != 200:
-        raise RuntimeError(f"mpub failed: {status} {answer!r}")
 
 
 PROTOCOLS = {"json": "Centrifugo JSON", "protobuf": "Centrifugo Protobuf", "cable": "Action Cable v1-json",
@@ -101,7 +76,7 @@ def measure(label: str, gateway: Gateway, nsqd: Nsqd, protocol: str, args) -> di
 
         cpu_lat_before = cpu_seconds(pid)
         for i in range(args.latency_messages):
-            publish_batch(nsqd, [json.dumps({"channel": "bench", "data": {"f": filler, "ts": time.time()}}).encode()])
+            publish(nsqd, [json.dumps({"channel": "bench", "data": {"f": filler, "ts": time.time()}}).encode()])
             time.sleep(1 / args.rate)
         time.sleep(1.0)
         cpu_lat = cpu_seconds(pid) - cpu_lat_before
@@ -111,7 +86,7 @@ def measure(label: str, gateway: Gateway, nsqd: Nsqd, protocol: str, args) -> di
         t_start = time.time()
         body = json.dumps({"channel": "bench", "data": {"phase": "tp", "f": filler}}).encode()
         for start in range(0, args.messages, 100):
-            publish_batch(nsqd, [body] * min(100, args.messages - start))
+            publish(nsqd, [body] * min(100, args.messages - start))
         results = [json.loads(child.stdout.readline()) for child in children]
         cpu_after = cpu_seconds(pid)
         writes = gateway.metric("pushgate_connection_writes_total") - writes_before

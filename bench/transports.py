@@ -44,7 +44,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from auth import connection_token  # noqa: E402
-from bench.fanout import PER_PROCESS, cpu_seconds, percentile, publish_batch, rss_bytes  # noqa: E402
+from bench.common import cpu_seconds, percentile, publish, rss_bytes  # noqa: E402
+from bench.fanout import PER_PROCESS  # noqa: E402
 from tests.httpstream import HttpStreamClient  # noqa: E402
 from tests.stack import SECRET, Gateway, Nsqd  # noqa: E402
 
@@ -91,7 +92,7 @@ def measure(kind: str, gateway: Gateway, nsqd: Nsqd, args) -> dict:
         cpu_before = cpu_seconds(pid)
         filler = "x" * args.payload
         for _ in range(args.paced):
-            publish_batch(nsqd, [json.dumps({"channel": "bench", "data": {"f": filler, "ts": time.time()}}).encode()])
+            publish(nsqd, [json.dumps({"channel": "bench", "data": {"f": filler, "ts": time.time()}}).encode()])
             time.sleep(1 / args.rate)
         time.sleep(1.0)
         paced_cpu = cpu_seconds(pid) - cpu_before
@@ -102,7 +103,7 @@ def measure(kind: str, gateway: Gateway, nsqd: Nsqd, args) -> dict:
         t_start = time.time()
         body = json.dumps({"channel": "bench", "data": {"phase": "tp", "f": filler}}).encode()
         for start in range(0, args.messages, 100):
-            publish_batch(nsqd, [body] * min(100, args.messages - start))
+            publish(nsqd, [body] * min(100, args.messages - start))
         results = [json.loads(child.stdout.readline()) for child in children]
         cpu = cpu_seconds(pid) - cpu_before
         writes = gateway.metric("pushgate_connection_writes_total") - writes_before
