@@ -23,6 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the gateway's schema, for --protocol protobuf
 
+from gateway.centrifugo.protobuf_codec import split_delimited  # noqa: E402
+
+
 def masked(payload: bytes, opcode: int = 0x1) -> bytes:
     # A zero mask key is valid (RFC 6455 only asks for one) and leaves the payload as is.
     n = len(payload)
@@ -45,22 +48,6 @@ def protobuf_connect_frame(token: str, channel: str) -> bytes:
     subscribe.subscribe.channel = channel
     raw = [c.SerializeToString() for c in (connect, subscribe)]
     return masked(b"".join(uvarint(len(r)) + r for r in raw), 0x2)
-
-
-def delimited(payload: bytes):
-    """The messages of a Protobuf frame (each a Reply)."""
-    pos = 0
-    while pos < len(payload):
-        length = shift = 0
-        while True:
-            byte = payload[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        yield payload[pos:pos + length]
-        pos += length
 
 
 def read_frames(buf: bytearray):
@@ -182,7 +169,7 @@ class Client(asyncio.Protocol):
                         self.subscribed.set_result(b'"error"' not in line)
 
     def protobuf_frame(self, payload: bytes):
-        for message in delimited(payload):
+        for message in split_delimited(payload):
             if not message:                    # the empty Reply: a ping
                 self.transport.write(PONG_PROTOBUF)
             elif message.startswith(b"\x22"):  # Reply.push (4): the data is JSON bytes inside
