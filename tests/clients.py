@@ -147,3 +147,17 @@ class RawClient:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+# Nodes for recovery tests: a short history margin, and a public channel.
+RECOVERY_FLAGS = ("--history-margin=0.2", "--public-channels=news")
+
+
+def publish_while_offline(nsqd, user: str, count: int) -> None:
+    """``count`` numbered messages to ``user``'s personal channel and to news."""
+    bodies = []
+    for n in range(count):
+        bodies.append(f'{{"user":"{user}","data":{{"n":{n}}}}}'.encode())
+        bodies.append(f'{{"channel":"news","data":{{"n":{n}}}}}'.encode())
+    for start in range(0, len(bodies), 100):
+        nsqd.mpublish(bodies[start:start + 100])

@@ -3,8 +3,11 @@ session, gateway nodes per module or per test. Every process is stopped at
 the end of the fixture that started it."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from tests.clients import RECOVERY_FLAGS
 from tests.stack import Gateway, Lookupd, Nsqd
 
 
@@ -36,3 +39,11 @@ def start_gateway(tmp_path, nsqd, lookupd):
     yield start
     for gateway in started:
         gateway.stop()
+
+
+@pytest.fixture
+def recovery_nodes(start_gateway):
+    """Two nodes a client can recover on (tests/clients.py RECOVERY_FLAGS)."""
+    a, b = start_gateway(*RECOVERY_FLAGS), start_gateway(*RECOVERY_FLAGS)
+    time.sleep(0.5)  # both nodes' continuity starts before the clients' positions
+    return a, b

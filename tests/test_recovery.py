@@ -8,10 +8,8 @@ import time
 
 import pytest
 
-from tests.clients import sdk_client, wait_for
+from tests.clients import RECOVERY_FLAGS, publish_while_offline, sdk_client, wait_for
 from tests.proxy import SwitchingProxy
-
-FAST = ("--history-margin=0.2", "--public-channels=news")
 
 
 def run(coro):
@@ -31,15 +29,6 @@ async def offline_client(proxy, user):
     return client, rec
 
 
-def publish_while_offline(nsqd, user, count):
-    bodies = []
-    for n in range(count):
-        bodies.append(f'{{"user":"{user}","data":{{"n":{n}}}}}'.encode())
-        bodies.append(f'{{"channel":"news","data":{{"n":{n}}}}}'.encode())
-    for start in range(0, len(bodies), 100):
-        nsqd.mpublish(bodies[start:start + 100])
-
-
 async def back_online(proxy, rec, port, count_per_channel, user):
     rec.subscribed.clear()
     proxy.route(port)
@@ -52,16 +41,9 @@ async def back_online(proxy, rec, port, count_per_channel, user):
     return by_channel
 
 
-@pytest.fixture
-def two_nodes(start_gateway):
-    a, b = start_gateway(*FAST), start_gateway(*FAST)
-    time.sleep(0.5)  # both nodes' continuity starts before the clients' positions
-    return a, b
-
-
 @pytest.mark.parametrize("same_node", [True, False], ids=["same node", "second node"])
-def test_twenty_missed_per_channel_are_recovered_exactly_once_in_order(two_nodes, nsqd, same_node):
-    a, b = two_nodes
+def test_twenty_missed_per_channel_are_recovered_exactly_once_in_order(recovery_nodes, nsqd, same_node):
+    a, b = recovery_nodes
 
     async def scenario():
         proxy = await SwitchingProxy().start()
@@ -83,7 +65,7 @@ def test_twenty_missed_per_channel_are_recovered_exactly_once_in_order(two_nodes
 
 
 def test_more_missed_than_history_holds_is_not_recovered(start_gateway, nsqd):
-    node = start_gateway(*FAST, "--history-size=100")
+    node = start_gateway(*RECOVERY_FLAGS, "--history-size=100")
     time.sleep(0.5)
 
     async def scenario():
@@ -102,14 +84,14 @@ def test_more_missed_than_history_holds_is_not_recovered(start_gateway, nsqd):
 
 
 def test_a_node_started_after_the_disconnect_cannot_recover(start_gateway, nsqd):
-    first = start_gateway(*FAST)
+    first = start_gateway(*RECOVERY_FLAGS)
     time.sleep(0.5)
 
     async def scenario():
         proxy = await SwitchingProxy().start()
         proxy.route(first.port)
         client, rec = await offline_client(proxy, "tia")
-        late = start_gateway(*FAST)  # starts while the client is away
+        late = start_gateway(*RECOVERY_FLAGS)  # starts while the client is away
         publish_while_offline(nsqd, "tia", 20)
         await asyncio.sleep(0.5)
         got = await back_online(proxy, rec, late.port, 0, "tia")
@@ -124,7 +106,7 @@ def test_a_node_started_after_the_disconnect_cannot_recover(start_gateway, nsqd)
 
 
 def test_history_command(start_gateway, nsqd):
-    node = start_gateway(*FAST)
+    node = start_gateway(*RECOVERY_FLAGS)
 
     async def scenario():
         client, rec = await sdk_client(node.ws_url, "uma", channels=("news",))

@@ -18,17 +18,16 @@ the reason, shown by `pytest -rs`; `make test` installs or builds the rest.
 from __future__ import annotations
 
 import asyncio
-import time
 import warnings
 
 import pytest
 
 from auth import connection_token
+from tests.clients import publish_while_offline
 from tests.proxy import SwitchingProxy
 from tests.sdks import SDKS, HarnessProcess
 from tests.stack import SECRET
 
-FAST = ("--history-margin=0.2", "--public-channels=news")
 MISSED = 10  # per channel, published while the SDK is cut off
 
 
@@ -45,30 +44,15 @@ def sdk(request):
     return request.param
 
 
-@pytest.fixture
-def two_nodes(start_gateway):
-    a, b = start_gateway(*FAST), start_gateway(*FAST)
-    time.sleep(0.5)  # both nodes' continuity starts before the clients' positions
-    return a, b
-
-
 def subscriptions(harness: HarnessProcess, since: int, user: str) -> dict[str, dict]:
     """The latest subscribed event per channel from event index ``since`` on."""
     return {e["channel"]: e for e in harness.seen("subscribed", since) if e["channel"] in ("news", f"#{user}")}
 
 
-def publish_while_offline(nsqd, user: str, count: int) -> None:
-    bodies = []
-    for n in range(count):
-        bodies.append(f'{{"user":"{user}","data":{{"n":{n}}}}}'.encode())
-        bodies.append(f'{{"channel":"news","data":{{"n":{n}}}}}'.encode())
-    nsqd.mpublish(bodies)
-
-
 @pytest.mark.parametrize("same_node", [True, False], ids=["same node", "second node"])
 def test_sdk_receives_personal_and_public_publications_and_recovers_after_a_cut(
-        sdk, two_nodes, nsqd, tmp_path, same_node):
-    a, b = two_nodes
+        sdk, recovery_nodes, nsqd, tmp_path, same_node):
+    a, b = recovery_nodes
     user = f"{sdk.name}-{'a' if same_node else 'b'}"
     personal = f"#{user}"
 
