@@ -13,7 +13,7 @@ import logging
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid, TokenMismatch
 from gateway.centrifugo import model
 from gateway.centrifugo.json_codec import Raw
-from gateway.centrifugo.model import Command
+from gateway.centrifugo.model import Command, Disconnect
 from gateway.envelope import PERSONAL_PREFIX, foreign_personal, valid_channel
 from gateway.history import from_position
 from gateway.session import CHANNEL_LIMIT, CLOSED, CONNECTED, CONNECTING, MissingToken, Session
@@ -377,6 +377,17 @@ class CentrifugoSession(Session):
         self.server_channels = (*self.server_channels, channel)
         self.join(channel, chan_info=chan_info)
         return True
+
+    def close(self, disconnect: Disconnect) -> None:
+        # A client with no close frame to read (an HTTP stream, SSE) or that
+        # reads only messages (the unidirectional transports) learns why from
+        # a disconnect push, as Centrifugo sends it. A slow client's queue is
+        # dropped anyway.
+        transport = self.transport
+        if self.state is not CLOSED and disconnect.code != model.DISCONNECT_SLOW.code \
+                and (transport.unidirectional or transport.emulation):
+            self.send(self.wire.codec.disconnect(disconnect))
+        super().close(disconnect)
 
     def refreshed(self, expires_at: int | None) -> None:
         """The server API changed this connection's expiry: tell the client."""

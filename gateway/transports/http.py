@@ -181,8 +181,7 @@ class HttpStream:
         if disconnect.code == model.DISCONNECT_SLOW.code:
             self.abort()
             return
-        writer.send(self.wire.frame(self.wire.codec.disconnect(disconnect)))
-        writer.flush_pending()
+        writer.flush_pending()   # the session's disconnect push is queued last
         if writer.overflowed:
             self.abort()
             return

@@ -361,10 +361,7 @@ class WebSocketConnection:
             return
         writer = self._writer
         if disconnect.code != model.DISCONNECT_SLOW.code:
-            if self.unidirectional:
-                # The push too, as Centrifugo sends it: a client reading only messages learns why.
-                writer.send(self.wire.frame(self.wire.codec.disconnect(disconnect)))
-            writer.flush_pending()
+            writer.flush_pending()   # what is queued, a disconnect push included, goes first
         writer.unbound()
         self._closing = True
         writer.write(wsproto.close_frame(disconnect.code, disconnect.reason))
