@@ -16,7 +16,7 @@ browsers' ``JSON.parse`` and the Protobuf SDKs do not, make a message bad.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 import ujson
 
@@ -55,6 +55,24 @@ def json_bytes(value: object) -> bytes:
 def personal_channel(user: str) -> str:
     """Every connection of ``user`` is subscribed to this channel, on every node."""
     return PERSONAL_PREFIX + user
+
+
+class Patterns:
+    """Channel names and prefixes (``chat:*``), matched in constant time
+    (``--public-channels``, ``--presence``, ``--join-leave``)."""
+
+    __slots__ = ("exact", "prefixes")
+
+    def __init__(self, patterns: Iterable[str]):
+        patterns = list(patterns)
+        self.exact = frozenset(p for p in patterns if not p.endswith("*"))
+        self.prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.prefixes)
+
+    def match(self, channel: str) -> bool:
+        return channel in self.exact or (bool(self.prefixes) and channel.startswith(self.prefixes))
 
 
 def foreign_personal(channel: str, user: str) -> bool:

@@ -17,7 +17,7 @@ from auth.tokens import ConnectionClaims, SubscriptionClaims, TokenInvalid, Toke
 from gateway import __version__
 from gateway.centrifugo.model import DISCONNECT_CONNECTION_LIMIT, Disconnect
 from gateway.config import Settings
-from gateway.envelope import PERSONAL_PREFIX
+from gateway.envelope import PERSONAL_PREFIX, Patterns
 from gateway.expiry import Expiry
 from gateway.heartbeat import Heartbeat
 from gateway.history import History
@@ -62,8 +62,7 @@ class SessionHost:
         self.user_connections: dict[str, int] = {}
         self.held: set[Session] = set()   # sessions whose recovery waits for this node to catch up
         self._hold_timer: asyncio.TimerHandle | None = None
-        self._public_exact = frozenset(p for p in settings.public_channel_patterns if not p.endswith("*"))
-        self._public_prefixes = tuple(p[:-1] for p in settings.public_channel_patterns if p.endswith("*"))
+        self._public = Patterns(settings.public_channel_patterns)
         self._shared: dict[str, Any] = {}
 
     def shared(self, key: str, build: Callable[[SessionHost], Any]) -> Any:
@@ -147,7 +146,7 @@ class SessionHost:
         """
         if channel.startswith(PERSONAL_PREFIX):
             return False
-        return channel in self._public_exact or channel.startswith(self._public_prefixes)
+        return self._public.match(channel)
 
     # --- losses --------------------------------------------------------------------------
 

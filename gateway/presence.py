@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import ujson
 
+from gateway.envelope import Patterns
 from gateway.peers import Peer, Peers
 
 if TYPE_CHECKING:
@@ -64,23 +65,6 @@ KIND_BYE = "node-bye"
 # An entry: (user, origin uid, round, conn_info, chan_info). A tuple is the
 # smallest record CPython has short of a class with slots (docs/presence.md).
 USER, ORIGIN, ROUND, CONN_INFO, CHAN_INFO = range(5)
-
-
-class Patterns:
-    """Channel names and prefixes (``chat:*``), matched in constant time."""
-
-    __slots__ = ("exact", "prefixes")
-
-    def __init__(self, patterns: Iterable[str]):
-        patterns = list(patterns)
-        self.exact = frozenset(p for p in patterns if not p.endswith("*"))
-        self.prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
-
-    def __bool__(self) -> bool:
-        return bool(self.exact or self.prefixes)
-
-    def match(self, channel: str) -> bool:
-        return channel in self.exact or (bool(self.prefixes) and channel.startswith(self.prefixes))
 
 
 class _Channel:

@@ -26,6 +26,7 @@ format.
 """
 from __future__ import annotations
 
+import secrets
 from typing import Callable, Protocol
 
 from gateway.centrifugo.model import Disconnect
@@ -56,3 +57,9 @@ class Transport(Protocol):
     def send(self, frame: bytes) -> None: ...
 
     def disconnect(self, disconnect: Disconnect) -> None: ...
+
+
+def new_session_id() -> str:
+    """The ``session`` of a connect result. Unguessable: for an emulated
+    stream, whoever holds it can send commands as this connection."""
+    return secrets.token_urlsafe(18)

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import socket
 from typing import TYPE_CHECKING
 
@@ -65,7 +64,7 @@ from gateway.centrifugo.json_codec import JSON, JSON_UNI
 from gateway.centrifugo.model import Disconnect
 from gateway.centrifugo.protobuf_codec import PROTOBUF
 from gateway.centrifugo.session import CentrifugoSession
-from gateway.transports.base import WireFormat
+from gateway.transports.base import WireFormat, new_session_id
 from gateway.transports.stream import SocketWriter
 
 if TYPE_CHECKING:
@@ -114,11 +113,6 @@ def response_head(content_type: str, origin: str | None, preamble: bytes = b"") 
     if origin:
         head += b"Access-Control-Allow-Origin: " + origin.encode() + b"\r\nVary: Origin\r\n"
     return head + b"\r\n" + preamble
-
-
-def new_session_id() -> str:
-    """Unguessable: whoever holds it can send commands as this connection."""
-    return secrets.token_urlsafe(18)
 
 
 

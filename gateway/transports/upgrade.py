@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 import urllib.parse
 from typing import TYPE_CHECKING, Callable, NamedTuple
@@ -39,7 +38,7 @@ from gateway.centrifugo import model
 from gateway.centrifugo.model import Disconnect
 from gateway.server import client_address
 from gateway.transports import wsproto
-from gateway.transports.base import WireFormat
+from gateway.transports.base import WireFormat, new_session_id
 from gateway.transports.stream import SocketWriter
 
 if TYPE_CHECKING:
@@ -329,7 +328,7 @@ class WebSocketConnection:
         self.pongs = endpoint.pongs
         self.unidirectional = endpoint.unidirectional
         # A unidirectional connection's connect push names its session (centrifugo-protocol.md §4.2).
-        self.session_id = secrets.token_urlsafe(18) if endpoint.unidirectional else ""
+        self.session_id = new_session_id() if endpoint.unidirectional else ""
         self._writer = SocketWriter(sock, node.batcher, node.settings.max_queue_bytes, self._overflow, self.abort)
         self.send = self._writer.send  # the hub calls the writer with no hop through here
         self._parser = wsproto.FrameParser(MAX_CLIENT_FRAME)
