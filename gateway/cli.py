@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = resolve(args)
-    worker = os.environ.get("PUSHGATE_WORKER_INDEX")  # set by the supervisor (gateway/supervisor.py)
+    from gateway.supervisor import WORKER_INDEX_ENV
+    worker = os.environ.get(WORKER_INDEX_ENV)  # set by the supervisor for each worker
     who = f"worker {worker} " if worker is not None else ("supervisor " if settings.workers > 1 else "")
     logging.basicConfig(level=settings.log_level,
                         format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s")

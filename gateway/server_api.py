@@ -33,7 +33,7 @@ from typing import Any
 import ujson
 
 from gateway.centrifugo import model
-from gateway.centrifugo.json_codec import Raw, encode
+from gateway.centrifugo.json_codec import Raw
 from gateway.centrifugo.model import Error
 from gateway.envelope import BadMessage, foreign_personal, parse_envelope, valid_channel
 from gateway.history import from_position
@@ -88,10 +88,6 @@ class ServerApi:
             "presence": self.presence, "presence_stats": self.presence_stats, "history": self.history,
             "history_remove": self.history_remove, "channels": self.channels, "info": self.info,
         }
-
-    async def call(self, method: str, params: dict) -> bytes:
-        """One command: the reply body (``{"result": ...}`` or ``{"error": ...}``)."""
-        return encode(await self.reply(method, params))
 
     async def reply(self, method: str, params: dict, *, lenient: bool = False) -> dict:
         """``{"result": ...}`` or ``{"error": ...}``. A field of the wrong type
