@@ -172,7 +172,10 @@ class Presence:
         old = ch.entries.get(client)
         if old is None:
             if len(ch.entries) >= self.max_clients:
-                self.metrics.presence_refused.inc()
+                if entry[ORIGIN] == self.uid:
+                    # This node's subscriber, counted once; another node's comes
+                    # again with each of its snapshots, and counts there.
+                    self.metrics.presence_refused.inc()
                 if channel not in self._warned and len(self._warned) < 1000:
                     self._warned.add(channel)
                     log.warning("channel %s: presence holds --presence-max-clients (%d) entries; more "

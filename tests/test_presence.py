@@ -198,3 +198,14 @@ def test_a_channel_info_over_the_limit_is_left_out_on_every_node_alike():
         clients = host.presence.clients("room:1")
         assert "chan_info" not in clients[big.client_id]
         assert clients[small.client_id]["chan_info"] == b'{"seat":1}'
+
+
+def test_a_remote_subscriber_past_the_cap_is_counted_by_its_own_node_only():
+    a = make_host(**PRESENCE, presence_max_clients=1)
+    b = make_host(**PRESENCE, presence_max_clients=1)
+    connect(a, "alice", "room:1")
+    connect(b, "bob", "room:1")
+    for _ in range(3):   # snapshots come again and again
+        hand_over(b, a, "B", snapshot=True)
+    assert a.presence.stats("room:1") == (1, 1)
+    assert a.metrics.presence_refused._value.get() == 0
