@@ -61,6 +61,10 @@ class Hub:
     def channels(self) -> int:
         return len(self._channels)
 
+    def subscriptions(self) -> int:
+        """Subscriptions in all, every channel's subscribers together."""
+        return sum(map(len, self._channels.values()))
+
     def counts(self) -> dict[str, int]:
         """Subscribers per channel (for the server API's ``channels``)."""
         return {channel: len(subscribers) for channel, subscribers in self._channels.items()}

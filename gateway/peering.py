@@ -168,13 +168,12 @@ class Peering:
         """This node's figures: what ``info`` and /admin show for it."""
         host = self.host
         node = self.node
-        counts = host.hub.counts()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "name": node.name, "version": __version__, "started": self.started,
             "uptime": int(time.time() - self.started),
             "num_clients": len(host.sessions), "num_users": len(host.user_connections),
-            "num_subs": sum(counts.values()), "num_channels": len(counts),
+            "num_subs": host.hub.subscriptions(), "num_channels": host.hub.channels(),
             "ready": node.reading(),
             "draining": node.draining, "loop_lag": round(node.loop_lag, 4),
             "rss": _rss(), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
