@@ -17,8 +17,10 @@ centrifuge's ``transport.go`` are the models):
 * whether the client **answers pings** (the heartbeat expects pongs only
   then);
 * ``send(frame)``: queue framed bytes; never closes synchronously;
-* ``disconnect(d)``: end the connection with a protocol code (a close frame,
-  or a disconnect message and the end of the stream).
+* ``disconnect(d)``: end the connection with a protocol code: a close frame,
+  or on a stream, what is queued (the session's disconnect message last)
+  and then the end of the stream. Encoding a disconnect message is the
+  session's work, never the transport's.
 
 Connections that share a :class:`WireFormat` get the very same bytes for a
 publication: the hub encodes it once per codec and frames it once per wire
