@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the gateway's schema, for --protocol protobuf
 
-from gateway.centrifugo.protobuf_codec import split_delimited  # noqa: E402
+from gateway.protocols.centrifugo.protobuf_codec import split_delimited  # noqa: E402
 
 
 def masked(payload: bytes, opcode: int = 0x1) -> bytes:
@@ -40,8 +40,8 @@ PONG_PROTOBUF = masked(b"\x00", 0x2)  # the empty Command, delimited
 
 def protobuf_connect_frame(token: str, channel: str) -> bytes:
     """connect + subscribe as two delimited Protobuf Commands in one binary frame."""
-    from gateway.centrifugo.protobuf_codec import uvarint
-    from gateway.centrifugo.schema import CLASSES
+    from gateway.protocols.centrifugo.protobuf_codec import uvarint
+    from gateway.protocols.centrifugo.schema import CLASSES
     connect = CLASSES["Command"](id=1)
     connect.connect.token = token
     subscribe = CLASSES["Command"](id=2)

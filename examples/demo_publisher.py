@@ -10,7 +10,7 @@ import time
 
 import ujson
 
-from gateway.publisher import NsqdUnavailable, PublishError, publish_sync
+from gateway.nsq.publisher import NsqdUnavailable, PublishError, publish_sync
 
 
 def main() -> None:

@@ -13,21 +13,21 @@ from tornado.log import access_log
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets, bind_unix_socket
 
-from gateway.admin import AdminPageHandler, AdminPresenceHandler, AdminStatusHandler
-from gateway.api import ApiHandler, HealthHandler, MetricsHandler, OwnHealthHandler, OwnMetricsHandler
-from gateway.box import Box
+from gateway.ops.admin import AdminPageHandler, AdminPresenceHandler, AdminStatusHandler
+from gateway.ops.handlers import ApiHandler, HealthHandler, MetricsHandler, OwnHealthHandler, OwnMetricsHandler
+from gateway.workers.box import Box
 from gateway.config import ConfigError, Settings
 from gateway.node import Node
-from gateway.server_api import ServerApi
-from gateway.server import Listener, client_ip
-from gateway.supervisor import worker_identity, worker_socket
-from gateway.transports.cable import CABLE
-from gateway.transports.emulation import ControlReaders, EmulationEndpoint, EmulationSessions
+from gateway.ops.server_api import ServerApi
+from gateway.transports.door import Listener, client_ip
+from gateway.workers.supervisor import worker_identity, worker_socket
+from gateway.protocols.cable.endpoints import CABLE
+from gateway.protocols.centrifugo.emulation import ControlReaders, EmulationEndpoint, EmulationSessions
 from gateway.transports.http import (HttpStreamEndpoint, SseEndpoint, StreamEndpoint, UniHttpStreamEndpoint,
                                      UniSseEndpoint)
-from gateway.transports.uni_websocket import UNI_WEBSOCKET_ENDPOINT
-from gateway.transports.upgrade import Upgrades
-from gateway.transports.websocket import CENTRIFUGO
+from gateway.protocols.centrifugo.uni_websocket import UNI_WEBSOCKET_ENDPOINT
+from gateway.transports.websocket import Upgrades
+from gateway.protocols.centrifugo.websocket import CENTRIFUGO
 
 log = logging.getLogger("pushgate")
 
@@ -57,7 +57,7 @@ def make_app(node: Node) -> tornado.web.Application:
     """The HTTP endpoints; WebSocket endpoints are in front of it (make_server)."""
     args = {"node": node}
     # Emulation sessions of this node, and /emulation requests for other nodes
-    # forwarded to them through the control bus (gateway/transports/emulation.py).
+    # forwarded to them through the control bus (gateway/protocols/centrifugo/emulation.py).
     settings = node.settings
     readers = ControlReaders(settings.nsqd_http_address, settings.control_topic)
     sessions = EmulationSessions(node.name, node.bus.send, readers.there, node.metrics.registry)
@@ -89,7 +89,7 @@ WEBSOCKET_ENDPOINTS = [CENTRIFUGO, CABLE, UNI_WEBSOCKET_ENDPOINT]
 
 def make_server(node: Node, settings: Settings) -> Listener:
     """The listening server: WebSocket upgrades on the lean path
-    (gateway/transports/upgrade.py), every other request to the application."""
+    (gateway/transports/websocket.py), every other request to the application."""
     app = make_app(node)
     node.loop = asyncio.get_running_loop()
     node.upgrades = Upgrades(node, WEBSOCKET_ENDPOINTS)

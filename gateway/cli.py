@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = resolve(args)
-    from gateway.supervisor import WORKER_INDEX_ENV
+    from gateway.workers.supervisor import WORKER_INDEX_ENV
     worker = os.environ.get(WORKER_INDEX_ENV)  # set by the supervisor for each worker
     who = f"worker {worker} " if worker is not None else ("supervisor " if settings.workers > 1 else "")
     logging.basicConfig(level=settings.log_level,
@@ -64,7 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("tornado.access").setLevel(logging.WARNING)
         logging.getLogger("nsq").setLevel(logging.WARNING)
     if settings.workers > 1:
-        from gateway.supervisor import serve_workers
+        from gateway.workers.supervisor import serve_workers
         return serve_workers(settings, args.serve_args)
     from gateway.app import serve  # Tornado and pynsq load only for serve
     # The stock asyncio loop on purpose: under uvloop the write batcher stops
@@ -74,7 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from gateway.publisher import NsqdUnavailable, PublishError, publish_sync
+    from gateway.nsq.publisher import NsqdUnavailable, PublishError, publish_sync
     settings = resolve(args, only=PUBLISH_OPTIONS)
     try:
         data = ujson.loads(args.data)

@@ -1,7 +1,7 @@
 """The node: one gateway process, wiring the session host, NSQ, timers and
 the door.
 
-* The :class:`~gateway.host.SessionHost` holds what sessions share (hub,
+* The :class:`~gateway.core.host.SessionHost` holds what sessions share (hub,
   history, expiry, heartbeat, token verifier, subscribe rules, metrics) and
   the registry of open sessions; sessions see only it.
 * NSQ comes in through :class:`NsqSource`, :class:`Ingest` and
@@ -24,21 +24,21 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.ioloop import PeriodicCallback
 
 from auth.tokens import TokenVerifier
-from gateway.centrifugo import model
-from gateway.cluster import ControlBus
+from gateway.protocols.centrifugo import model
+from gateway.cluster.bus import ControlBus
 from gateway.config import Settings, default_node_name
-from gateway.expiry import Expiry
-from gateway.heartbeat import Heartbeat
-from gateway.history import History, Retention
-from gateway.host import SessionHost
-from gateway.hub import Hub
-from gateway.ingest import Ingest
-from gateway.limits import TokenBucket, connection_capacity
-from gateway.metrics import Metrics
-from gateway.nsq_source import NsqSource
-from gateway.nsq_watch import ChannelWatch
-from gateway.peering import Peering
-from gateway.server import PendingConnections
+from gateway.core.expiry import Expiry
+from gateway.core.heartbeat import Heartbeat
+from gateway.core.history import History, Retention
+from gateway.core.host import SessionHost
+from gateway.core.hub import Hub
+from gateway.nsq.ingest import Ingest
+from gateway.core.limits import TokenBucket, connection_capacity
+from gateway.core.metrics import Metrics
+from gateway.nsq.source import NsqSource
+from gateway.nsq.watch import ChannelWatch
+from gateway.cluster.peering import Peering
+from gateway.transports.door import PendingConnections
 from gateway.transports.stream import Closing, WriteBatcher
 
 log = logging.getLogger("pushgate.node")
@@ -105,10 +105,10 @@ class Node:
         self._origins = settings.origins
         self._ticker: PeriodicCallback | None = None
         self._ticks = 0
-        self.upgrades = None  # the WebSocket endpoints (gateway/transports/upgrade.py), set by the server
+        self.upgrades = None  # the WebSocket endpoints (gateway/transports/websocket.py), set by the server
         self.closing = Closing()   # WebSockets and streams finishing their close, cut after CLOSE_WAIT
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.box = None  # the other workers of this box (gateway/box.py), when there are any
+        self.box = None  # the other workers of this box (gateway/workers/box.py), when there are any
         self._unannounced: set[str] = set()  # topics not created on nsqd yet
         self._announcing = False
         self._announce_task: asyncio.Future | None = None

@@ -7,18 +7,18 @@ from __future__ import annotations
 import json
 
 from auth.tokens import TokenVerifier
-from gateway.centrifugo.json_codec import JSON
-from gateway.centrifugo.model import Disconnect
-from gateway.centrifugo.protobuf_codec import PROTOBUF
-from gateway.centrifugo.session import CentrifugoSession
+from gateway.protocols.centrifugo.json_codec import JSON
+from gateway.protocols.centrifugo.model import Disconnect
+from gateway.protocols.centrifugo.protobuf_codec import PROTOBUF
+from gateway.protocols.centrifugo.session import CentrifugoSession
 from gateway.config import Settings
-from gateway.expiry import Expiry
-from gateway.heartbeat import Heartbeat
-from gateway.history import History, Retention
-from gateway.host import SessionHost
-from gateway.hub import Hub
-from gateway.metrics import Metrics
-from gateway.transports.base import WireFormat
+from gateway.core.expiry import Expiry
+from gateway.core.heartbeat import Heartbeat
+from gateway.core.history import History, Retention
+from gateway.core.host import SessionHost
+from gateway.core.hub import Hub
+from gateway.core.metrics import Metrics
+from gateway.core.wire import WireFormat
 from tests.stack import SECRET
 
 WIRE_JSON = WireFormat("test-json", JSON, lambda message: message)
@@ -124,7 +124,7 @@ class FakeCableTransport(FakeTransport):
     pongs = False
 
     def __init__(self) -> None:
-        from gateway.transports.cable import CABLE_V1
+        from gateway.protocols.cable.endpoints import CABLE_V1
         super().__init__(CABLE_V1)
 
     def raw(self) -> list[bytes]:
@@ -140,7 +140,7 @@ class FakeCableTransport(FakeTransport):
 def open_cable(host: SessionHost, token: str | None = "", subprotocol: str = "actioncable-v1-json",
                sid: str = ""):
     """A /cable session that opened with ``token`` (and ``sid`` to restore)."""
-    from gateway.cable.session import CableSession
+    from gateway.protocols.cable.session import CableSession
     transport = FakeCableTransport()
     session = host.accept(CableSession(host, transport, subprotocol))
     session.start(token or "", sid)

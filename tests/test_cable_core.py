@@ -10,14 +10,14 @@ import json
 import pytest
 
 from auth import connection_token
-from gateway.cable import protocol
-from gateway.cable.protocol import EXT, V1, epoch_for
-from gateway.cable.session import RESTORE_WAIT
-from gateway.cable.state import RestoreStore
-from gateway.cable.streams import CableStreams, Refused, verify_signed
-from gateway.centrifugo import model
-from gateway.history import PERIOD_NS, Retention, epoch_of, from_position, to_position
-from gateway.session import CLOSED, CONNECTED
+from gateway.protocols.cable import protocol
+from gateway.protocols.cable.protocol import EXT, V1, epoch_for
+from gateway.protocols.cable.session import RESTORE_WAIT
+from gateway.protocols.cable.state import RestoreStore
+from gateway.protocols.cable.streams import CableStreams, Refused, verify_signed
+from gateway.protocols.centrifugo import model
+from gateway.core.history import PERIOD_NS, Retention, epoch_of, from_position, to_position
+from gateway.core.session import CLOSED, CONNECTED
 from tests.inprocess import FakeClock, make_host, open_cable, open_session, unframe
 from tests.stack import ROOT, SECRET
 

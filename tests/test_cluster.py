@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.cluster import ControlBus
-from gateway.metrics import Metrics
+from gateway.cluster.bus import ControlBus
+from gateway.core.metrics import Metrics
 from tests.stack import http
 
 

@@ -10,12 +10,12 @@ import pytest
 import ujson
 
 from auth import connection_token, subscription_token
-from gateway.centrifugo import model
-from gateway.centrifugo.protobuf_codec import PROTOBUF, split_delimited
-from gateway.centrifugo.schema import CLASSES
-from gateway.hub import Hub
-from gateway.session import CLOSED, CONNECTED
-from gateway.transports.base import WireFormat
+from gateway.protocols.centrifugo import model
+from gateway.protocols.centrifugo.protobuf_codec import PROTOBUF, split_delimited
+from gateway.protocols.centrifugo.schema import CLASSES
+from gateway.core.hub import Hub
+from gateway.core.session import CLOSED, CONNECTED
+from gateway.core.wire import WireFormat
 from gateway.transports.stream import SocketWriter, WriteBatcher
 from tests.inprocess import WIRE_JSON, WIRE_PROTOBUF, FakeClock, FakeTransport, frame, make_host, open_session
 from tests.stack import SECRET
@@ -35,7 +35,7 @@ def connected(host, user="u", wire=WIRE_JSON, **token_options):
 
 
 def pb_command(cmd_id: int, method: str, **fields) -> bytes:
-    from gateway.centrifugo.protobuf_codec import uvarint
+    from gateway.protocols.centrifugo.protobuf_codec import uvarint
     command = CLASSES["Command"](id=cmd_id)
     target = getattr(command, method)
     target.SetInParent()
@@ -73,7 +73,7 @@ class Subscriber:
 
 
 def test_the_hub_encodes_once_per_codec_and_frames_once_per_wire_format():
-    from gateway.centrifugo.json_codec import JSON
+    from gateway.protocols.centrifugo.json_codec import JSON
     json_codec, pb_codec = CountingCodec(JSON), CountingCodec(PROTOBUF)
     framed = []
 

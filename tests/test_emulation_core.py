@@ -12,14 +12,14 @@ import pytest
 import ujson
 
 from auth import connection_token
-from gateway.centrifugo import model
-from gateway.centrifugo.json_codec import JSON_UNI
-from gateway.centrifugo.protobuf_codec import PROTOBUF
-from gateway.centrifugo.session import CentrifugoSession
-from gateway.publisher import NsqdUnavailable
-from gateway.session import CLOSED, CONNECTED
-from gateway.transports.base import WireFormat
-from gateway.transports.emulation import EmulationSessions, parse
+from gateway.protocols.centrifugo import model
+from gateway.protocols.centrifugo.json_codec import JSON_UNI
+from gateway.protocols.centrifugo.protobuf_codec import PROTOBUF
+from gateway.protocols.centrifugo.session import CentrifugoSession
+from gateway.nsq.publisher import NsqdUnavailable
+from gateway.core.session import CLOSED, CONNECTED
+from gateway.core.wire import WireFormat
+from gateway.protocols.centrifugo.emulation import EmulationSessions, parse
 from tests.inprocess import WIRE_JSON, FakeClock, FakeTransport, frame, make_host
 from tests.stack import SECRET
 
@@ -248,7 +248,7 @@ def test_malformed_emulation_requests_say_what_is_wrong(body, problem):
 
 
 def test_a_protobuf_emulation_request_is_parsed():
-    from gateway.centrifugo.schema import CLASSES
+    from gateway.protocols.centrifugo.schema import CLASSES
     raw = CLASSES["EmulationRequest"](node="a", session="s", data=b"\x00").SerializeToString()
     assert parse(raw, "application/octet-stream") == ("a", "s", b"\x00")
     with pytest.raises(ValueError):

@@ -4,7 +4,7 @@ import tracemalloc
 
 import ujson
 
-from gateway.history import PERIOD_NS, History, Publication, Retention, from_position, to_position
+from gateway.core.history import PERIOD_NS, History, Publication, Retention, from_position, to_position
 
 T0 = 1_763_700_000 * 10**9  # an nsqd timestamp, ns
 SECOND = 10**9

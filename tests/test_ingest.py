@@ -3,10 +3,10 @@ import time
 
 import ujson
 
-from gateway.history import History, Retention
-from gateway.hub import Hub
-from gateway.ingest import Ingest
-from gateway.metrics import Metrics
+from gateway.core.history import History, Retention
+from gateway.core.hub import Hub
+from gateway.nsq.ingest import Ingest
+from gateway.core.metrics import Metrics
 
 
 def make_ingest(**overrides) -> Ingest:

@@ -1,6 +1,6 @@
 """Reading nsqd's channel counts: a loss is what the counts cannot account for,
 confirmed by two readings, never a message caught in flight."""
-from gateway.nsq_watch import ChannelWatch, deficit
+from gateway.nsq.watch import ChannelWatch, deficit
 
 
 def reading(message_count, sent, depth=0, deferred=0, clients=(("127.0.0.1:1", 100),)):

@@ -12,7 +12,7 @@ import time
 import pytest
 import websockets
 
-from gateway.nsq_source import NsqSource
+from gateway.nsq.source import NsqSource
 from tests.clients import RawClient, sdk_client
 from tests.stack import Gateway, Lookupd, Nsqd, free_port, wait_until
 

@@ -3,13 +3,13 @@ which must agree on every command and every message."""
 import pytest
 import ujson
 
-from gateway.centrifugo import model
-from gateway.centrifugo.json_codec import JSON, JSON_UNI, dumps
-from gateway.centrifugo.model import PONG, Command, ProtocolError
-from gateway.centrifugo.protobuf_codec import PROTOBUF, read_uvarint, split_delimited, uvarint
-from gateway.centrifugo.schema import CLASSES
-from gateway.history import Publication
-from gateway.transports.websocket import binary_frame, text_frame
+from gateway.protocols.centrifugo import model
+from gateway.protocols.centrifugo.json_codec import JSON, JSON_UNI, dumps
+from gateway.protocols.centrifugo.model import PONG, Command, ProtocolError
+from gateway.protocols.centrifugo.protobuf_codec import PROTOBUF, read_uvarint, split_delimited, uvarint
+from gateway.protocols.centrifugo.schema import CLASSES
+from gateway.core.history import Publication
+from gateway.protocols.centrifugo.websocket import binary_frame, text_frame
 
 Reply = CLASSES["Reply"]
 

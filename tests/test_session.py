@@ -9,11 +9,11 @@ import time
 import jwt
 
 from auth import connection_token, subscription_token
-from gateway.centrifugo import model
-from gateway.history import to_position
+from gateway.protocols.centrifugo import model
+from gateway.core.history import to_position
 from gateway.config import Settings
 from gateway.node import Node
-from gateway.session import CLOSED, CONNECTED, HELD_LIMIT
+from gateway.core.session import CLOSED, CONNECTED, HELD_LIMIT
 from tests.inprocess import frame, make_host, open_session
 from tests.stack import SECRET
 

@@ -12,7 +12,7 @@ import pytest
 import pushgate_bridge
 from pushgate_bridge import tokens as bridge_tokens
 from auth import TokenExpired, TokenInvalid, TokenMismatch, TokenVerifier, connection_token, subscription_token
-from gateway.envelope import parse_envelope
+from gateway.nsq.envelope import parse_envelope
 
 DATA = Path(__file__).resolve().parents[1] / "bridges" / "testdata"
 TOKENS = json.loads((DATA / "tokens.json").read_text())

@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
 # Writes signed_streams.json: signed stream names as Rails makes them, the
-# vectors the gateway's verifier (gateway/cable/streams.py) and the Ruby
+# vectors the gateway's verifier (gateway/protocols/cable/streams.py) and the Ruby
 # bridge's helper (Pushgate::Cable.signed_stream_name) are checked against.
 #
 # The reference is ActiveSupport itself, as turbo-rails configures it:

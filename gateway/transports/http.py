@@ -14,7 +14,7 @@ Bidirectional emulation (what centrifuge-js falls back to):
 
 The client's later commands (subscribes, pongs, refreshes) arrive through
 ``POST /emulation`` with the ``session`` and ``node`` of the connect result
-(:mod:`gateway.transports.emulation`), on whatever node the load balancer
+(:mod:`gateway.protocols.centrifugo.emulation`), on whatever node the load balancer
 picks.
 
 Unidirectional (centrifugo-protocol.md §9.5), server-side subscriptions
@@ -26,7 +26,7 @@ only, pings with no pong expected:
   newline-delimited JSON, ``curl -N`` is enough.
 
 How a stream is served: Tornado reads the request (main's lean path hands
-it every request that is not a WebSocket upgrade, gateway/transports/upgrade.py)
+it every request that is not a WebSocket upgrade, gateway/transports/websocket.py)
 and the handler checks it. Once admitted, the handler takes the TCP
 connection over (``detach()``), keeps a duplicate of its socket and closes
 Tornado's IOStream, writes the response head itself, and hands the socket to
@@ -59,18 +59,18 @@ import tornado.web
 import ujson
 from tornado.iostream import IOStream
 
-from gateway.centrifugo import model
-from gateway.centrifugo.json_codec import JSON, JSON_UNI
-from gateway.centrifugo.model import Disconnect
-from gateway.centrifugo.protobuf_codec import PROTOBUF
-from gateway.centrifugo.session import CentrifugoSession
-from gateway.transports.base import WireFormat, new_session_id
+from gateway.protocols.centrifugo import model
+from gateway.protocols.centrifugo.json_codec import JSON, JSON_UNI
+from gateway.protocols.centrifugo.model import Disconnect
+from gateway.protocols.centrifugo.protobuf_codec import PROTOBUF
+from gateway.protocols.centrifugo.session import CentrifugoSession
+from gateway.core.wire import WireFormat, new_session_id
 from gateway.transports.stream import SocketWriter
 
 if TYPE_CHECKING:
     from gateway.node import Node
-    from gateway.session import Session
-    from gateway.transports.emulation import EmulationSessions
+    from gateway.core.session import Session
+    from gateway.protocols.centrifugo.emulation import EmulationSessions
 
 log = logging.getLogger("pushgate.http_stream")
 
@@ -131,7 +131,7 @@ def take_socket(stream: IOStream) -> socket.socket | None:
 
 class HttpStream:
     """One streaming response on its socket: the Transport of one session
-    (see gateway/transports/base.py). It writes through a
+    (see gateway/core/wire.py). It writes through a
     :class:`SocketWriter`, as a WebSocket does, and reads only to notice the
     client leave."""
 

@@ -28,7 +28,7 @@ import asyncio
 import time
 from typing import Callable
 
-from gateway.centrifugo import model
+from gateway.protocols.centrifugo import model
 
 QUIET = 0.0005     # seconds without a new publication after which we flush
 MAX_COLLECT = 0.1  # seconds: the longest a frame waits for company under load
@@ -109,7 +109,7 @@ class Closing:
 
 class SocketWriter:
     """The write side of one connection, on the socket it owns (a WebSocket,
-    gateway/transports/upgrade.py; an HTTP stream, gateway/transports/http.py):
+    gateway/transports/websocket.py; an HTTP stream, gateway/transports/http.py):
     its pending frames, written by the batcher, and what the kernel does not
     take at once, in a bounded buffer drained when the socket is writable.
 

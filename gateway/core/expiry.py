@@ -1,0 +1,67 @@
+"""Token expiry for every connection and subscription, from one heap checked
+by the shared one-second timer (no timer per connection).
+
+An entry is a list ``[deadline, sequence, session, channel]``; the session
+keeps its own entries (one for the connection token, one per subscription
+token) and cancels them when it refreshes or closes. Cancelling clears the
+entry's session, so the heap never keeps a closed connection alive, and the
+heap is rebuilt without cancelled entries once they outnumber the live
+ones: its size stays proportional to the open connections, however many
+come and go with long-lived tokens.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import TYPE_CHECKING, Any
+
+from gateway.protocols.centrifugo import model
+
+if TYPE_CHECKING:
+    from gateway.core.session import Session
+
+Entry = list  # [deadline: float, sequence: int, session: Session | None, channel: str | None]
+COMPACT_SLACK = 1024
+
+
+class Expiry:
+    def __init__(self, close_delay: float):
+        self.close_delay = close_delay
+        self._heap: list[Entry] = []
+        self._sequence = itertools.count()
+        self._cancelled = 0
+
+    def watch(self, session: Session, expires_at: int, channel: str | None = None) -> Entry:
+        """Close ``session`` (or end its ``channel`` subscription) at ``expires_at``
+        plus the close delay, unless the returned entry is cancelled first."""
+        entry: Entry = [expires_at + self.close_delay, next(self._sequence), session, channel]
+        heapq.heappush(self._heap, entry)
+        return entry
+
+    def cancel(self, entry: Entry | None) -> None:
+        if entry is None or entry[2] is None:
+            return
+        entry[2] = None
+        self._cancelled += 1
+        if self._cancelled > len(self._heap) // 2 + COMPACT_SLACK:
+            self._heap = [e for e in self._heap if e[2] is not None]
+            heapq.heapify(self._heap)
+            self._cancelled = 0
+
+    def check(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            session: Any = entry[2]
+            if session is None:
+                self._cancelled -= 1
+                continue
+            entry[2] = None
+            if entry[3] is None:
+                session.close(model.DISCONNECT_EXPIRED)
+            else:
+                session.end_subscription(entry[3], *model.UNSUBSCRIBE_EXPIRED)
+
+    def __len__(self) -> int:
+        """Live entries."""
+        return len(self._heap) - self._cancelled

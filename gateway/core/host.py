@@ -1,0 +1,167 @@
+"""What a session sees of the node: the session host.
+
+A session needs the hub, history and token expiry it shares with every other
+connection, the token verifier, the subscribe rules, the per-user cap, the
+heartbeat, metrics and a clock. The host holds exactly those and the
+registry of open sessions; it knows nothing of NSQ, HTTP or sockets, so a
+test builds one in process (``tests/inprocess.py``) with a fake clock.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Callable
+
+from auth.tokens import ConnectionClaims, SubscriptionClaims, TokenInvalid, TokenVerifier
+from gateway import __version__
+from gateway.protocols.centrifugo.model import DISCONNECT_CONNECTION_LIMIT, Disconnect
+from gateway.config import Settings
+from gateway.nsq.envelope import PERSONAL_PREFIX, Patterns
+from gateway.core.expiry import Expiry
+from gateway.core.heartbeat import Heartbeat
+from gateway.core.history import History
+from gateway.core.hub import Hub
+from gateway.core.metrics import Metrics
+from gateway.core.presence import Presence
+
+if TYPE_CHECKING:
+    from gateway.core.session import Session
+
+HOLD_POLL = 0.05  # seconds between checks of held recoveries (one timer for all)
+FAST_PING_INTERVAL = 3  # seconds: Action Cable's beat (clients reopen after 6 s of silence)
+
+
+class SessionHost:
+    version = f"pushgate {__version__}"
+
+    def __init__(self, settings: Settings, metrics: Metrics, *, hub: Hub, history: History, expiry: Expiry,
+                 heartbeat: Heartbeat, verifier: TokenVerifier | None, name: str = "",
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 now_ns: Callable[[], int] = time.time_ns, fast_heartbeat: Heartbeat | None = None):
+        self.settings = settings
+        self.metrics = metrics
+        self.hub = hub
+        self.history = history
+        self.expiry = expiry
+        self.heartbeat = heartbeat
+        # Sessions whose clients expect frequent pings (Session.fast_pings) are
+        # pinged from this one instead, on the same one-second tick.
+        self.fast_heartbeat = fast_heartbeat or Heartbeat(FAST_PING_INTERVAL, 1, heartbeat.stale_after, clock=clock)
+        self.verifier = verifier
+        self.name = name            # the node's name (emulation transports route by it)
+        self.clock = clock          # monotonic seconds: rate limits, holds
+        self.wall = wall            # seconds since the epoch: token expiry
+        self.now_ns = now_ns        # nanoseconds since the epoch: stream positions
+        # Presence and join/leave (gateway.core.presence); the node sets it, and
+        # without --presence or --join-leave it tracks nothing.
+        self.presence = Presence(uid=str(uuid.uuid4()), name=name, presence=settings.presence,
+                                 join_leave=settings.join_leave, max_clients=settings.presence_max_clients,
+                                 ttl=settings.presence_ttl, hub=hub, metrics=metrics, clock=clock)
+        self.sessions: set[Session] = set()
+        self.user_connections: dict[str, int] = {}
+        self.held: set[Session] = set()   # sessions whose recovery waits for this node to catch up
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._public = Patterns(settings.public_channel_patterns)
+        self._shared: dict[str, Any] = {}
+
+    def shared(self, key: str, build: Callable[[SessionHost], Any]) -> Any:
+        """State a protocol shares among its sessions on this node (e.g. the
+        Action Cable protocol's per-identifier wire formats), built on first use."""
+        state = self._shared.get(key)
+        if state is None:
+            state = self._shared[key] = build(self)
+        return state
+
+    def heartbeat_of(self, session: Session) -> Heartbeat:
+        return self.fast_heartbeat if session.fast_pings else self.heartbeat
+
+    # --- lifecycle of a session ---------------------------------------------------
+
+    def accept(self, session: Session) -> Session:
+        self.sessions.add(session)
+        self.heartbeat_of(session).expect_connect(session)
+        self.metrics.connections.inc()
+        return session
+
+    def admit(self, user: str) -> Disconnect | None:
+        """The per-user cap, checked at connect."""
+        cap = self.settings.max_user_connections
+        if cap and user and self.user_connections.get(user, 0) >= cap:
+            self.metrics.refused_connects.labels("user_limit").inc()
+            return DISCONNECT_CONNECTION_LIMIT
+        return None
+
+    def connected(self, session: Session) -> None:
+        self.heartbeat_of(session).add(session)
+        if session.user:
+            self.user_connections[session.user] = self.user_connections.get(session.user, 0) + 1
+        self.metrics.connects.inc()
+
+    def forget(self, session: Session) -> None:
+        self.held.discard(session)
+        self.heartbeat_of(session).remove(session)
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self.metrics.connections.dec()
+            if session.client_id and session.user:
+                count = self.user_connections.get(session.user, 0) - 1
+                if count > 0:
+                    self.user_connections[session.user] = count
+                else:
+                    self.user_connections.pop(session.user, None)
+
+    def hold(self, session: Session) -> None:
+        """Poll ``session``'s held recovery from the one shared timer."""
+        self.held.add(session)
+        if self._hold_timer is None:
+            self._hold_timer = asyncio.get_running_loop().call_later(HOLD_POLL, self._poll_held)
+
+    def _poll_held(self) -> None:
+        self._hold_timer = None
+        now = self.clock()
+        for session in list(self.held):
+            if session.resume(now):
+                self.held.discard(session)
+        if self.held:
+            self._hold_timer = asyncio.get_running_loop().call_later(HOLD_POLL, self._poll_held)
+
+    # --- tokens and rules ------------------------------------------------------------
+
+    def verify_token(self, token: str) -> ConnectionClaims:
+        if self.verifier is None:
+            raise TokenInvalid("this gateway has no JWT key configured")
+        return self.verifier.verify_connection(token)
+
+    def verify_subscription_token(self, token: object, user: str, channel: str, client: str) -> SubscriptionClaims:
+        if self.verifier is None:
+            raise TokenInvalid("this gateway has no JWT key configured")
+        return self.verifier.verify_subscription(token, user, channel, client)  # type: ignore[arg-type]
+
+    def may_subscribe(self, user: str, channel: str) -> bool:
+        """A subscribe without a token: only channels matched by --public-channels.
+
+        Personal channels are never public: a user reads their own through the
+        server-side subscription and nobody else's.
+        """
+        if channel.startswith(PERSONAL_PREFIX):
+            return False
+        return self._public.match(channel)
+
+    # --- losses --------------------------------------------------------------------------
+
+    def streams_broken(self, channels: tuple[str, ...]) -> None:
+        """Publications of ``channels`` were lost here (history already has the
+        gap): their subscribers missed them live too, and each is told (see
+        :meth:`gateway.core.session.Session.stream_broken`)."""
+        for channel in channels:
+            for session in self.hub.subscribers(channel):
+                session.stream_broken(channel)
+
+    def everything_broken(self) -> None:
+        """Publications were lost for channels nobody can name: every position
+        handed out so far is unrecoverable and every positioned subscriber is told."""
+        self.history.continuity_from(self.now_ns())
+        for session in list(self.sessions):
+            for channel in [c for c in session.channels if self.history.enabled(c)]:
+                session.stream_broken(channel)

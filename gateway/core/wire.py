@@ -1,0 +1,67 @@
+"""What a transport is to the session, the hub and the heartbeat.
+
+A transport moves bytes between one client and its session, and declares
+what it is through this interface (Tornado's ``_WebSocketDelegate`` and
+centrifuge's ``transport.go`` are the models):
+
+* its :class:`WireFormat`: the encoding (a codec) and the framing of its
+  messages: a WebSocket text or binary frame, a line of an HTTP stream, an
+  SSE event;
+* whether it is **unidirectional** (the client sends nothing after connect:
+  its connect is a bare ConnectRequest, answered with a ``connect`` push);
+* whether it **emulates** a bidirectional connection (HTTP streaming, SSE:
+  the client's later commands arrive apart from the stream, through
+  ``/emulation``, addressed by ``session_id`` and the node's name);
+* its ``session_id``: the id of the session in the connect result, on
+  emulation and unidirectional transports ("" on the others);
+* whether the client **answers pings** (the heartbeat expects pongs only
+  then);
+* ``send(frame)``: queue framed bytes; never closes synchronously;
+* ``disconnect(d)``: end the connection with a protocol code: a close frame,
+  or on a stream, what is queued (the session's disconnect message last)
+  and then the end of the stream. Encoding a disconnect message is the
+  session's work, never the transport's.
+
+Connections that share a :class:`WireFormat` get the very same bytes for a
+publication: the hub encodes it once per codec and frames it once per wire
+format.
+"""
+from __future__ import annotations
+
+import secrets
+from typing import Callable, Protocol
+
+from gateway.protocols.centrifugo.model import Disconnect
+
+
+class WireFormat:
+    """How one kind of connection's messages look on the wire."""
+
+    __slots__ = ("name", "codec", "frame", "ping_frame")
+
+    def __init__(self, name: str, codec, frame: Callable[[bytes], bytes]):
+        self.name = name
+        self.codec = codec      # builds messages (gateway.protocols.centrifugo.codec.Codec, or another protocol's)
+        self.frame = frame      # wraps one message for the wire
+        self.ping_frame = frame(codec.ping) if getattr(codec, "ping", None) is not None else b""
+
+    def __repr__(self) -> str:
+        return f"<WireFormat {self.name}>"
+
+
+class Transport(Protocol):
+    wire: WireFormat
+    unidirectional: bool
+    emulation: bool
+    pongs: bool
+    session_id: str
+
+    def send(self, frame: bytes) -> None: ...
+
+    def disconnect(self, disconnect: Disconnect) -> None: ...
+
+
+def new_session_id() -> str:
+    """The ``session`` of a connect result. Unguessable: for an emulated
+    stream, whoever holds it can send commands as this connection."""
+    return secrets.token_urlsafe(18)

@@ -1,0 +1,333 @@
+"""Centrifugo's server HTTP API, so that its stock clients (``cent`` on PyPI,
+``gocent``, ``phpcent``, ``rubycent``) drive pushgate unchanged.
+
+* ``POST /api/<method>`` with the request as the JSON body (Centrifugo v5
+  and v6, what ``cent`` 5.x speaks), and ``POST /api`` with
+  ``{"method": ..., "params": ...}`` commands, one per line (Centrifugo v4's
+  format, which v5 and v6 keep).
+* Authenticated by ``X-API-Key: KEY`` or ``Authorization: apikey KEY``
+  (``--api-key``), checked on the headers before a byte of the body is read.
+* Replies: ``{"result": {...}}``, or ``{"error": {"code": N, "message": ...}}``
+  with status 200, as Centrifugo answers; 400 for a body that is not a JSON
+  object of the right shape, 401 for a wrong key, 403 without --api-key,
+  404 for an unknown method, 413 for a body that is too big.
+
+``POST /api/publish`` with ``Authorization: apikey`` and without
+``X-API-Key`` keeps the answers documented in docs/nsq-contract.md (200
+``{}``, 400 ``{"error": "reason"}``, 503); :mod:`gateway.ops.handlers` serves those.
+
+Methods: ``publish``, ``broadcast`` (one NSQ message for all channels),
+``subscribe``, ``unsubscribe``, ``disconnect``, ``refresh`` (applied to this
+node's connections and sent to every other node through the control topic;
+the reply comes once it is sent), ``presence``, ``presence_stats`` (this
+node's view of every node), ``history`` (every node keeps the same),
+``history_remove`` (on every node), ``channels`` (a survey of every node),
+``info`` (every node's last heartbeat) and ``batch``. docs/api.md has the
+shapes and what differs from Centrifugo.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ujson
+
+from gateway.protocols.centrifugo import model
+from gateway.protocols.centrifugo.json_codec import Raw
+from gateway.protocols.centrifugo.model import Error
+from gateway.nsq.envelope import BadMessage, foreign_personal, parse_envelope, valid_channel
+from gateway.core.history import from_position
+from gateway.cluster.peering import ControlNotSent, valid_disconnect
+from gateway.nsq.publisher import NsqdUnavailable, PublishError, publish
+
+log = logging.getLogger("pushgate.api")
+
+ERROR_NOT_SENT = Error(100, "internal server error: the other nodes were not told (nsqd unreachable)")
+ERROR_NSQD = Error(100, "internal server error: nsqd unreachable")
+
+# Centrifugo v4's method numbers, for /api commands that give one.
+LEGACY_METHODS = ("publish", "broadcast", "unsubscribe", "disconnect", "presence", "presence_stats", "history",
+                  "history_remove", "channels", "info", "rpc", "subscribe", "refresh")
+
+
+class BadRequest(Exception):
+    """A field of the wrong type: HTTP 400 on /api/<method>, error 107 in a batch."""
+
+
+class Failed(Exception):
+    def __init__(self, error: Error):
+        super().__init__(error.message)
+        self.error = error
+
+
+def _field(params: dict, name: str, kind: type | tuple, required: bool = False) -> Any:
+    value = params.get(name)
+    if value is None:
+        if required:
+            raise Failed(model.ERROR_BAD_REQUEST)
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BadRequest(f"{name}: wrong type")
+    return value
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False)
+
+
+class ServerApi:
+    """The methods, apart from HTTP. Each takes the request dict and returns the
+    result dict, or raises :class:`Failed` (an error reply) or
+    :class:`BadRequest`."""
+
+    def __init__(self, node):
+        self.node = node
+        self.methods = {
+            "publish": self.publish, "broadcast": self.broadcast, "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe, "disconnect": self.disconnect, "refresh": self.refresh,
+            "presence": self.presence, "presence_stats": self.presence_stats, "history": self.history,
+            "history_remove": self.history_remove, "channels": self.channels, "info": self.info,
+        }
+
+    async def reply(self, method: str, params: dict, *, lenient: bool = False) -> dict:
+        """``{"result": ...}`` or ``{"error": ...}``. A field of the wrong type
+        raises BadRequest (HTTP 400, as Centrifugo answers a body it cannot
+        decode), or with ``lenient`` (a batch, /api commands) is error 107."""
+        metrics = self.node.metrics
+        handler = self.methods.get(method)
+        try:
+            if handler is None:
+                raise Failed(model.ERROR_METHOD_NOT_FOUND)
+            if type(params) is not dict:
+                raise BadRequest("params must be an object")
+            result = await handler(params)
+        except BadRequest:
+            if not lenient:
+                raise
+            metrics.api_calls.labels(method if handler else "unknown", "107").inc()
+            return {"error": _error(model.ERROR_BAD_REQUEST)}
+        except Failed as exc:
+            metrics.api_calls.labels(method if handler else "unknown", str(exc.error.code)).inc()
+            return {"error": _error(exc.error)}
+        metrics.api_calls.labels(method, "ok").inc()
+        return {"result": result}
+
+    async def batch(self, params: dict) -> dict:
+        commands = params.get("commands")
+        if not isinstance(commands, list):
+            raise BadRequest("commands must be a list")
+        replies = []
+        for command in commands:
+            if type(command) is not dict or len(command) != 1:
+                replies.append({"error": _error(model.ERROR_BAD_REQUEST)})
+                continue
+            (method, request), = command.items()
+            reply = await self.reply(method, request, lenient=True)
+            replies.append({method: reply["result"]} if "result" in reply else reply)
+        self.node.metrics.api_calls.labels("batch", "ok").inc()
+        return {"replies": replies}
+
+    # --- publishing ----------------------------------------------------------------------
+
+    async def _publish_envelope(self, envelope: dict) -> None:
+        body = ujson.dumps(envelope, ensure_ascii=False, escape_forward_slashes=False).encode()
+        settings = self.node.settings
+        if len(body) > settings.max_message_bytes:
+            raise Failed(Error(107, f"bad request: over --max-message-bytes ({settings.max_message_bytes})"))
+        try:
+            parse_envelope(body)
+        except BadMessage as exc:
+            raise Failed(Error(107, f"bad request: {exc.detail}")) from None
+        try:
+            await publish(settings.nsqd_http_address, settings.topic, body)
+        except (NsqdUnavailable, PublishError) as exc:
+            log.warning("server API: publish to nsqd at %s failed: %s", settings.nsqd_http_address, exc)
+            raise Failed(ERROR_NSQD) from None
+
+    def _targets(self, params: dict) -> dict:
+        """pushgate's envelope extensions: ``user`` and ``users``."""
+        out = {}
+        user = _field(params, "user", (str, int))
+        users = _field(params, "users", list)
+        if user is not None:
+            out["user"] = user
+        if users:
+            out["users"] = users
+        return out
+
+    def _data(self, params: dict) -> dict:
+        if params.get("b64data"):
+            # Publications are JSON here: binary data has nowhere to go.
+            raise Failed(model.ERROR_NOT_AVAILABLE)
+        if "data" not in params:
+            raise Failed(model.ERROR_BAD_REQUEST)
+        envelope = {"data": params["data"]}
+        key = _field(params, "idempotency_key", str)
+        if key:
+            envelope["id"] = key
+        return envelope
+
+    async def publish(self, params: dict) -> dict:
+        channel = _field(params, "channel", str)
+        envelope = self._targets(params)
+        if channel is not None:
+            if not valid_channel(channel):
+                raise Failed(model.ERROR_BAD_REQUEST)
+            envelope["channel"] = channel
+        if not envelope:
+            raise Failed(model.ERROR_BAD_REQUEST)
+        envelope.update(self._data(params))
+        await self._publish_envelope(envelope)
+        return {}
+
+    async def broadcast(self, params: dict) -> dict:
+        channels = _field(params, "channels", list)
+        targets = self._targets(params)
+        if not channels and not targets:
+            raise Failed(model.ERROR_BAD_REQUEST)
+        envelope = dict(targets, **self._data(params))
+        good = [c for c in channels or () if isinstance(c, str) and valid_channel(c)]
+        if good:
+            envelope["channels"] = list(dict.fromkeys(good))
+        error = None
+        if good or targets:
+            try:
+                await self._publish_envelope(envelope)
+            except Failed as exc:
+                error = exc.error
+        responses = []
+        for channel in channels or ():
+            if not (isinstance(channel, str) and valid_channel(channel)):
+                responses.append({"error": _error(model.ERROR_BAD_REQUEST)})
+            elif error is not None:
+                responses.append({"error": _error(error)})
+            else:
+                responses.append({"result": {}})
+        if error is not None and not channels:
+            raise Failed(error)
+        return {"responses": responses}
+
+    # --- actions on connections, on every node -----------------------------------------------
+
+    def _user(self, params: dict) -> str:
+        user = _field(params, "user", str, required=True)
+        if not user:
+            raise Failed(model.ERROR_BAD_REQUEST)
+        return user
+
+    async def _act(self, kind: str, **fields: Any) -> dict:
+        fields = {k: v for k, v in fields.items() if v is not None}
+        try:
+            await self.node.peering.act(kind, **fields)
+        except ControlNotSent:
+            raise Failed(ERROR_NOT_SENT) from None
+        return {}
+
+    async def subscribe(self, params: dict) -> dict:
+        user = self._user(params)
+        channel = _field(params, "channel", str, required=True)
+        if not valid_channel(channel):
+            raise Failed(model.ERROR_BAD_REQUEST)
+        if foreign_personal(channel, user):
+            raise Failed(model.ERROR_PERMISSION_DENIED)  # another user's personal channel: never
+        if params.get("b64info") or params.get("b64data"):
+            raise Failed(model.ERROR_NOT_AVAILABLE)
+        return await self._act("api-subscribe", user=user, channel=channel, client=_field(params, "client", str),
+                               info=_json_text(params.get("info")), data=_json_text(params.get("data")))
+
+    async def unsubscribe(self, params: dict) -> dict:
+        user = self._user(params)
+        channel = _field(params, "channel", str, required=True)
+        if not channel:
+            raise Failed(model.ERROR_BAD_REQUEST)
+        return await self._act("api-unsubscribe", user=user, channel=channel, client=_field(params, "client", str))
+
+    async def disconnect(self, params: dict) -> dict:
+        user = self._user(params)
+        whitelist = _field(params, "whitelist", list)
+        custom = _field(params, "disconnect", dict)
+        code, reason = model.DISCONNECT_FORCE_DISCONNECT
+        if custom is not None:
+            code, reason = custom.get("code", 0), custom.get("reason", "")
+            if not valid_disconnect(code, reason):
+                raise Failed(model.ERROR_BAD_REQUEST)
+        return await self._act("api-disconnect", user=user, client=_field(params, "client", str),
+                               whitelist=[c for c in whitelist if isinstance(c, str)] if whitelist else None,
+                               code=code, reason=reason)
+
+    async def refresh(self, params: dict) -> dict:
+        user = self._user(params)
+        expired = _field(params, "expired", bool)
+        expire_at = _field(params, "expire_at", int)
+        if expire_at is not None and expire_at <= self.node.host.wall() and not expired:
+            expired = True  # a time in the past: as good as expired
+        return await self._act("api-refresh", user=user, client=_field(params, "client", str),
+                               expired=expired or None, expire_at=expire_at)
+
+    # --- what this node knows ------------------------------------------------------------------
+
+    def _presence_channel(self, params: dict) -> str:
+        channel = _field(params, "channel", str, required=True)
+        if not channel:
+            raise Failed(model.ERROR_BAD_REQUEST)
+        if not self.node.host.presence.enabled(channel):
+            raise Failed(model.ERROR_NOT_AVAILABLE)
+        return channel
+
+    async def presence(self, params: dict) -> dict:
+        return {"presence": Raw(self.node.host.presence.clients_json(self._presence_channel(params)))}
+
+    async def presence_stats(self, params: dict) -> dict:
+        clients, users = self.node.host.presence.stats(self._presence_channel(params))
+        return {"num_clients": clients, "num_users": users}
+
+    def _history_channel(self, params: dict) -> str:
+        channel = _field(params, "channel", str, required=True)
+        if not channel:
+            raise Failed(model.ERROR_BAD_REQUEST)
+        if not self.node.host.history.enabled(channel):
+            raise Failed(model.ERROR_NOT_AVAILABLE)
+        return channel
+
+    async def history(self, params: dict) -> dict:
+        channel = self._history_channel(params)
+        limit = _field(params, "limit", int) or 0
+        since = _field(params, "since", dict)
+        reverse = bool(_field(params, "reverse", bool))
+        host = self.node.host
+        epoch, top = host.history.top(channel, host.now_ns())
+        after = None
+        if since:
+            offset = since.get("offset", 0)
+            if since.get("epoch", "") != epoch or not isinstance(offset, int):
+                raise Failed(model.ERROR_UNRECOVERABLE_POSITION)
+            after = from_position(epoch, offset) if offset > 0 else None
+        pubs = [] if limit == 0 else host.history.publications(channel, after=after, limit=limit, reverse=reverse)
+        result: dict = {"publications": pubs, "epoch": epoch, "offset": top}
+        return result
+
+    async def history_remove(self, params: dict) -> dict:
+        return await self._act("api-history-remove", channel=self._history_channel(params))
+
+    async def channels(self, params: dict) -> dict:
+        pattern = _field(params, "pattern", str)
+        counts, silent = await self.node.peering.channels(pattern)
+        if silent:
+            log.warning("channels: no answer within the survey timeout from %s", ", ".join(silent))
+        return {"channels": {channel: {"num_clients": n} for channel, n in sorted(counts.items())}}
+
+    async def info(self, params: dict) -> dict:
+        return {"nodes": self.node.peering.nodes()}
+
+
+def _error(error: Error) -> dict:
+    return {"code": error.code, "message": error.message}
+
+
+def legacy_method(value: object) -> str | None:
+    """A v4 command's method: its name in any case, or its number."""
+    if isinstance(value, str):
+        return value.lower()
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(LEGACY_METHODS):
+        return LEGACY_METHODS[value]
+    return None

@@ -1,0 +1,406 @@
+"""A connection speaking the Action Cable protocol (``actioncable-v1-json``, or
+AnyCable's ``actioncable-v1-ext-json``).
+
+What differs from the Centrifugo protocol, and lives here:
+
+* the connection authenticates when it opens (the token comes with the
+  request: ``X-JID``, an ``anycable-token.`` subprotocol, or ``?jid=``), and
+  is answered ``welcome``, or ``disconnect`` with a reason;
+* a subscription is named by an *identifier*, a JSON string the client
+  chooses, which every message of the subscription echoes;
+  :mod:`gateway.protocols.cable.streams` turns it into a pushgate channel, and the
+  session decides whether this user may read it;
+* a duplicate ``subscribe`` is a no-op (the stock client resends it every
+  500 ms until answered) and ``unsubscribe`` is never answered, as in Rails;
+* on ``actioncable-v1-ext-json``, history requests (on every subscribe, and
+  the ``history`` command after a restore) are answered from pushgate's own
+  history with the same rule as the Centrifugo protocol: exactly the missed
+  publications and ``confirm_history``, or ``reject_history`` and none of
+  them. Positions are the same on every node, so this works on any node;
+  sessions themselves are restored on the node that had them.
+
+Identity, channels in the hub, token expiry, the rate limit, held recoveries
+and closing come from :class:`gateway.core.session.Session`; the core's
+disconnect codes become Action Cable's ``disconnect`` messages
+(:func:`gateway.protocols.cable.protocol.disconnect_reason`).
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from auth.tokens import TokenExpired, TokenInvalid
+from gateway.protocols.cable import protocol
+from gateway.protocols.cable.protocol import EXT
+from gateway.protocols.cable.state import CableState, CableWire
+from gateway.protocols.cable.streams import Refused
+from gateway.protocols.centrifugo import model
+from gateway.protocols.centrifugo.model import Disconnect
+from gateway.nsq.envelope import PERSONAL_PREFIX, foreign_personal
+from gateway.core.history import Recovery, epoch_of, from_position, offset_of
+from gateway.core.session import CHANNEL_LIMIT, CLOSED, CONNECTED, Session
+
+if TYPE_CHECKING:
+    from gateway.core.host import SessionHost
+    from gateway.core.wire import Transport
+
+log = logging.getLogger("pushgate.cable")
+
+# A restored subscription waits for the client's history request (it holds
+# the client's positions) before it joins the hub; one that has not had it
+# after this many seconds is joined at the next ping, with what was
+# published since the restore.
+RESTORE_WAIT = 1.0
+
+
+class CableSession(Session):
+    __slots__ = ("cable", "ext", "subscriptions", "sid", "awaiting", "restored_at")
+
+    fast_pings = True  # a ping every 3 s: clients reopen the connection after 6 s of silence
+
+    def __init__(self, host: SessionHost, transport: Transport, subprotocol: str) -> None:
+        super().__init__(host, transport)
+        self.cable: CableState = host.shared("cable", CableState)
+        self.ext = subprotocol == EXT
+        # identifier -> channel, for subscriptions in the hub
+        self.subscriptions: dict[str, str] = {}
+        self.sid = ""
+        # Restored subscriptions waiting for their history request:
+        # identifier -> (channel, absolute position of the restore, or None).
+        self.awaiting: dict[str, tuple[str, int | None]] | None = None
+        self.restored_at = 0.0
+
+    # --- opening ---------------------------------------------------------------------
+
+    def start(self, token: str, restore_sid: str = "") -> None:
+        """The connection is open: authenticate, then ``welcome`` (restoring the
+        subscriptions of ``restore_sid`` when this node kept them) or refuse."""
+        try:
+            claims = self.authenticate(token)
+        except TokenExpired:
+            # AnyCable's answer; @anycable/web refreshes its token on exactly this.
+            # The stock client keeps retrying on its own schedule (its URL may be
+            # a function that mints a new token), so it is told to reconnect.
+            self._close(model.DISCONNECT_EXPIRED, "token_expired", not self.ext)
+            return
+        except TokenInvalid:
+            self._close(model.DISCONNECT_INVALID_TOKEN, "unauthorized", False)
+            return
+        refusal = self.begin(claims)
+        if refusal is not None:
+            self.close(refusal)
+            return
+        restored = None
+        if self.ext:
+            self.sid = self.cable.new_sid()
+            if restore_sid:
+                restored = self._restore(restore_sid)
+        self.send(protocol.welcome(self.sid, restored))
+        self.established()
+
+    def _restore(self, sid: str) -> list[str] | None:
+        kept = self.cable.restorable.take(sid)
+        if kept is None:
+            return None
+        if kept.user != self.user:
+            log.warning("client %s: session %s belongs to another user, not restored", self.client_id, sid[:8])
+            return None
+        history = self.host.history
+        now_ns = self.host.now_ns()
+        restored = []
+        awaiting: dict[str, tuple[str, int | None]] = {}
+        for identifier in kept.identifiers[:CHANNEL_LIMIT]:
+            try:
+                channel = self._resolve(identifier)  # the rules may have changed since
+            except Refused:
+                continue
+            if history.enabled(channel):
+                epoch, top = history.top(channel, now_ns)
+                awaiting[identifier] = (channel, from_position(epoch, top))
+            else:
+                self._add(identifier, channel)
+            restored.append(identifier)
+        if awaiting:
+            self.awaiting = awaiting
+            self.restored_at = self.host.clock()
+        return restored
+
+    # --- frames ----------------------------------------------------------------------
+
+    def count(self, data: str | bytes) -> int:
+        return 1
+
+    def decode(self, data: str | bytes) -> list[dict]:
+        return [protocol.parse(data)]
+
+    def run(self, commands: list[dict], state: Any = None) -> None:
+        try:
+            for i, command in enumerate(commands):
+                if self.state is not CONNECTED:
+                    return
+                name = command["command"]
+                if name in ("subscribe", "history") and self._behind(command) and self.hold(None, commands[i:]):
+                    return
+                handler = _HANDLERS.get(name)
+                if handler is None:
+                    # Rails logs an unknown command and carries on; so do we.
+                    self.host.metrics.ignored_commands.labels("cable_unknown").inc()
+                    log.info("client %s: unknown command %r ignored", self.client_id, name[:40])
+                else:
+                    handler(self, command)
+        except Exception:
+            log.exception("client %s: internal error handling %s", self.client_id or "-",
+                          [str(c.get("command"))[:20] for c in commands[:8]])
+            self.close(model.DISCONNECT_INTERNAL)
+
+    def still_behind(self, commands: list[dict]) -> bool:
+        return self._behind(commands[0])
+
+    def unsubscribed(self, channel: str, code: int, reason: str) -> None:
+        # Action Cable has no message for a subscription the server ends, and
+        # the core ends one only when this node lost a publication the client
+        # should have had. Reconnecting is the honest answer: a stock client
+        # calls connected({reconnected: true}) (Rails' cue to refetch), and an
+        # ext client asks for history from its positions and is told whether
+        # the gap can be filled.
+        self.close(model.DISCONNECT_INSUFFICIENT_STATE)
+
+    # --- identifiers and channels -------------------------------------------------------
+
+    def _resolve(self, identifier: str) -> str:
+        """The channel ``identifier`` names, if this user may read it; raises Refused."""
+        stream = self.cable.streams.resolve(identifier)
+        channel = stream.channel
+        if foreign_personal(channel, self.user):
+            # Personal streams: one's own only, even under a valid signature.
+            raise Refused("another user's personal stream")
+        own = channel.startswith(PERSONAL_PREFIX)   # one's own, after the check above
+        if not own and not stream.signed and channel not in self.server_channels \
+                and not self.host.may_subscribe(self.user, channel):
+            raise Refused(f"{channel[:80]!r} is not a public channel (--public-channels) "
+                          "nor in the token's channels")
+        return channel
+
+    def _add(self, identifier: str, channel: str) -> None:
+        self.subscriptions[identifier] = channel
+        self._rejoin(channel)
+
+    def _remove(self, identifier: str) -> None:
+        channel = self.subscriptions.pop(identifier)
+        self._rejoin(channel)
+
+    def _rejoin(self, channel: str) -> None:
+        """Hold ``channel`` in the hub with the wire format of the identifiers that
+        name it on this connection (usually one), or leave it when none do."""
+        identifiers = tuple(sorted(i for i, c in self.subscriptions.items() if c == channel))
+        if not identifiers:
+            self.leave(channel)
+            return
+        wires = self.cable.wires
+        old = self._wire(channel)
+        self.join(channel, wires.acquire(self.ext, identifiers, channel))
+        if old is not None:
+            wires.release(old)
+
+    def leave(self, channel: str) -> None:
+        # Every way a subscription ends (the client's unsubscribe, the core's
+        # end_subscription, a lost stream) gives the shared wire format back.
+        wire = self._wire(channel)
+        super().leave(channel)
+        if wire is not None:
+            self.cable.wires.release(wire)
+
+    def _wire(self, channel: str) -> CableWire | None:
+        wire = self.host.hub.wire_of(channel, self) if channel in self.channels else None
+        return wire if isinstance(wire, CableWire) else None
+
+    def _release(self) -> None:
+        wires = self.cable.wires
+        for channel in self.channels:
+            wire = self._wire(channel)
+            if wire is not None:
+                wires.release(wire)
+        super()._release()
+
+    # --- positions and history ------------------------------------------------------------
+
+    def _behind(self, command: dict) -> bool:
+        """A history request from a position this node has not reached yet (the
+        client came from a node that was ahead): worth holding a moment."""
+        if not self.ext:
+            return False
+        request = command.get("history")
+        streams = request.get("streams") if isinstance(request, dict) else None
+        if not isinstance(streams, dict):
+            return False
+        history = self.host.history
+        now_ns = self.host.now_ns()
+        return any(
+            isinstance(position, dict) and isinstance(channel, str) and history.enabled(channel)
+            and history.behind(channel, str(position.get("epoch") or ""), position.get("offset"), now_ns)
+            for channel, position in streams.items())
+
+    def _recovery(self, channel: str, request: object, mark: int | None = None) -> Recovery | None:
+        """What this node can vouch for of ``channel`` after the client's history
+        ``request``: from the position it gives for the channel, else from its
+        ``since`` (Unix seconds), else from ``mark`` (a restore's position).
+        None when nothing was asked."""
+        history = self.host.history
+        now_ns = self.host.now_ns()
+        streams = request.get("streams") if isinstance(request, dict) else None
+        position = streams.get(channel) if isinstance(streams, dict) else None
+        since = request.get("since") if isinstance(request, dict) else None
+        if isinstance(position, dict):
+            epoch, offset = position.get("epoch"), position.get("offset")
+            if not isinstance(offset, int) or isinstance(offset, bool):
+                offset = -1
+            return history.recover(channel, str(epoch or ""), offset, now_ns)
+        if isinstance(since, (int, float)) and not isinstance(since, bool) and since > 0:
+            # Publications from that second on. A moment the node has not
+            # vouched for yet (the client's clock, or just now) is what it has
+            # seen so far: anything after that arrives live.
+            epoch, top = history.top(channel, now_ns)
+            start = min(int(since * 1e9) - 1, from_position(epoch, top) or 0)
+            return history.recover(channel, epoch_of(start), offset_of(start), now_ns)
+        if mark is not None:
+            return history.recover(channel, epoch_of(mark), offset_of(mark), now_ns)
+        return None
+
+    def _answer_history(self, identifier: str, channel: str, request: object, mark: int | None = None,
+                        quiet: bool = False) -> None:
+        """Send what the client missed of ``channel`` and ``confirm_history``, or
+        ``reject_history`` and none of it. ``quiet``: nothing was asked, so a
+        success needs no ``confirm_history`` (a failure is still reported)."""
+        metrics = self.host.metrics
+        if not self.host.history.enabled(channel):
+            if not quiet:
+                metrics.recoveries.labels("false").inc()
+                self.send(protocol.reject_history(identifier))
+            return
+        answer = self._recovery(channel, request, mark)
+        if answer is None:
+            return
+        metrics.recoveries.labels("true" if answer.recovered else "false").inc()
+        if not answer.recovered:
+            self.send(protocol.reject_history(identifier))
+            return
+        codec = self.cable.wires.codec(True, identifier, channel)
+        frame = self.wire.frame
+        for publication in answer.publications:
+            self.push(frame(codec.pub_push(channel, publication.data, publication.offset)))
+        if not quiet:
+            self.send(protocol.confirm_history(identifier))
+
+    # --- commands ------------------------------------------------------------------------
+
+    def _held(self, identifier: str) -> bool:
+        return identifier in self.subscriptions or (self.awaiting is not None and identifier in self.awaiting)
+
+    def _subscribe(self, command: dict) -> None:
+        identifier = command["identifier"]
+        if self._held(identifier):
+            return  # Rails: a duplicate subscribe is a no-op (it was confirmed once)
+        try:
+            if len(self.subscriptions) + len(self.awaiting or ()) >= CHANNEL_LIMIT:
+                raise Refused(f"more than {CHANNEL_LIMIT} subscriptions")
+            channel = self._resolve(identifier)
+        except Refused as exc:
+            self.host.metrics.refused_subscriptions.inc()
+            log.warning("client %s: subscription refused: %s", self.client_id, exc)
+            self.send(protocol.reject(identifier))
+            return
+        # Confirm, send the backlog, and join the hub in this one callback: no
+        # live publication can come between them or twice.
+        self.send(protocol.confirm(identifier))
+        if self.ext and "history" in command:
+            self._answer_history(identifier, channel, command["history"])
+        self._add(identifier, channel)
+
+    def _history(self, command: dict) -> None:
+        identifier = command["identifier"]
+        request = command.get("history")
+        if not self.ext:
+            self.host.metrics.ignored_commands.labels("cable_history").inc()
+            return
+        awaiting = self.awaiting
+        if awaiting is not None and identifier in awaiting:
+            channel, mark = awaiting.pop(identifier)
+            if not awaiting:
+                self.awaiting = None
+            # From the client's positions when it gives them, else from the restore.
+            self._answer_history(identifier, channel, request, mark, quiet=request is None)
+            self._add(identifier, channel)
+        elif identifier in self.subscriptions:
+            self._answer_history(identifier, self.subscriptions[identifier], request)
+        else:
+            self.send(protocol.reject_history(identifier))
+
+    def _unsubscribe(self, command: dict) -> None:
+        # Never answered, as in Rails.
+        identifier = command["identifier"]
+        if identifier in self.subscriptions:
+            self._remove(identifier)
+        elif self.awaiting is not None:
+            self.awaiting.pop(identifier, None)
+
+    def _ignore(self, command: dict) -> None:
+        # A Ruby channel's action ("message"), whispers, presence: no channel code
+        # runs in pushgate. Counted, so an app that relies on them can tell.
+        self.host.metrics.ignored_commands.labels(f"cable_{command['command']}").inc()
+
+    def _pong(self, command: dict) -> None:
+        pass  # AnyCable clients may answer pings; nothing is owed or checked
+
+    # --- output ----------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Called by the host's fast heartbeat, every 3 s."""
+        self.push(self.cable.ping_frame())
+        if self.awaiting is not None and self.host.clock() - self.restored_at >= RESTORE_WAIT:
+            self._join_awaiting()
+
+    def _join_awaiting(self) -> None:
+        """Restored subscriptions whose history request never came: joined with
+        what was published since the restore."""
+        awaiting, self.awaiting = self.awaiting or {}, None
+        for identifier, (channel, mark) in awaiting.items():
+            self._answer_history(identifier, channel, None, mark, quiet=True)
+            self._add(identifier, channel)
+
+    def close(self, disconnect: Disconnect) -> None:
+        self._close(disconnect, *protocol.disconnect_reason(disconnect))
+
+    def _close(self, disconnect: Disconnect, reason: str, reconnect: bool) -> None:
+        if self.state is CLOSED:
+            return
+        if disconnect.code != model.DISCONNECT_SLOW.code:  # a slow client's queue is dropped anyway
+            self.send(protocol.disconnect(reason, reconnect))
+        super().close(disconnect)
+
+    def wire_disconnect(self, disconnect: Disconnect) -> Disconnect:
+        # The disconnect message says it all; the close frame is 1000, as Rails sends.
+        if disconnect.code == model.DISCONNECT_SLOW.code:
+            return disconnect
+        return Disconnect(1000, protocol.disconnect_reason(disconnect)[0])
+
+    def transport_closed(self) -> None:
+        """The connection dropped without a disconnect: an ext client may come
+        back to this node with its session id and find its subscriptions."""
+        if self.state is CONNECTED and self.sid:
+            identifiers = tuple(self.subscriptions) + tuple(self.awaiting or ())
+            if identifiers:
+                self.cable.restorable.keep(self.sid, self.user, identifiers)
+        super().transport_closed()
+
+
+_HANDLERS = {
+    "subscribe": CableSession._subscribe,
+    "unsubscribe": CableSession._unsubscribe,
+    "history": CableSession._history,
+    "pong": CableSession._pong,
+    "message": CableSession._ignore,
+    "whisper": CableSession._ignore,
+    "join": CableSession._ignore,
+    "leave": CableSession._ignore,
+    "presence": CableSession._ignore,
+}

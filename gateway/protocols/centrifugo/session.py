@@ -1,0 +1,431 @@
+"""A connection speaking the Centrifugo client protocol, in either encoding.
+
+The transport's wire format names the codec (JSON or Protobuf); everything
+here works on decoded :class:`Command` tuples and result dicts, so both
+encodings share every rule. What only this protocol says lives here too:
+the SubscribeResult with its stream position and recovery answer, and when
+a recovering command is worth holding while this node catches up.
+"""
+from __future__ import annotations
+
+import logging
+
+from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid, TokenMismatch
+from gateway.protocols.centrifugo import model
+from gateway.protocols.centrifugo.json_codec import Raw
+from gateway.protocols.centrifugo.model import Command, Disconnect
+from gateway.nsq.envelope import PERSONAL_PREFIX, foreign_personal, valid_channel
+from gateway.core.history import from_position
+from gateway.core.session import CHANNEL_LIMIT, CLOSED, CONNECTED, CONNECTING, MissingToken, Session
+
+log = logging.getLogger("pushgate.session")
+
+REJECT_UNRECOVERED = 2  # subscribe flag: answer 112 rather than recovered:false
+
+
+class CentrifugoSession(Session):
+    __slots__ = ()
+
+    # --- frames --------------------------------------------------------------------
+
+    def count(self, data: str | bytes) -> int:
+        return self.wire.codec.count(data)
+
+    def decode(self, data: str | bytes) -> list[Command]:
+        return self.wire.codec.decode(data)
+
+    def connect_unidirectional(self, request: dict) -> None:
+        """A unidirectional transport's connect: a bare ConnectRequest (token,
+        subs with the positions to recover from, ...), not a command frame."""
+        if self.state is not CONNECTING or not self._spend(1):
+            return
+        self.run([Command(1, "connect", request)])
+
+    def run(self, commands: list[Command], claims: ConnectionClaims | None = None) -> None:
+        """Handle commands in order. ``claims`` are those of ``commands[0]``, a
+        connect whose token was checked before it was held."""
+        try:
+            for i, cmd in enumerate(commands):
+                if self.state is CLOSED:
+                    return
+                if self.state is CONNECTING:
+                    if cmd.method != "connect":
+                        self.host.metrics.bad_frames.inc()
+                        log.warning("client -: %s before connect, disconnecting", cmd.method or "pong")
+                        self.close(model.DISCONNECT_BAD_REQUEST)
+                        return
+                    if i > 0 or claims is None:
+                        claims = self._authenticate(cmd)
+                        if claims is None:
+                            return  # refused: the rest of the frame is dropped
+                    if self._behind(cmd) and self.hold(claims, commands[i:]):
+                        return
+                    self._connect(cmd, claims)
+                    if self.state is not CONNECTED:
+                        return
+                elif cmd.method == "subscribe" and self._behind(cmd) and self.hold(None, commands[i:]):
+                    return
+                else:
+                    _HANDLERS[cmd.method](self, cmd)
+        except Exception:
+            # A bug must cost one connection, not the node: the client reconnects.
+            # Only method names are logged: commands carry tokens.
+            log.exception("client %s: internal error handling %s", self.client_id or "-",
+                          [c.method or "pong" for c in commands[:8]])
+            self.close(model.DISCONNECT_INTERNAL)
+
+    def still_behind(self, commands: list[Command]) -> bool:
+        return self._behind(commands[0])
+
+    def unsubscribed(self, channel: str, code: int, reason: str) -> None:
+        self.send(self.wire.codec.push(channel, "unsubscribe", {"code": code, "reason": reason}))
+
+    # --- recovery, as this protocol says it -------------------------------------------
+
+    def _behind(self, cmd: Command) -> bool:
+        """A recovering connect or subscribe asks for a position this node has
+        not received yet (the client came from a node that was ahead)."""
+        history = self.host.history
+        now_ns = self.host.now_ns()
+        if cmd.method == "subscribe":
+            channel = cmd.params.get("channel")
+            requests = {channel: cmd.params} if isinstance(channel, str) else {}
+        else:
+            subs = cmd.params.get("subs")
+            requests = subs if isinstance(subs, dict) else {}
+        return any(
+            isinstance(request, dict) and request.get("recover") and isinstance(channel, str)
+            and history.enabled(channel)
+            and history.behind(channel, str(request.get("epoch") or ""), request.get("offset", 0), now_ns)
+            for channel, request in requests.items())
+
+    def _subscribe_result(self, channel: str, request: dict | None) -> tuple[dict, bool | None]:
+        """The SubscribeResult for ``channel``: its stream position when it keeps
+        history, and the recovery answer when ``request`` asks to recover.
+        Returns the result and whether it recovered (None: nothing asked)."""
+        host = self.host
+        history = host.history
+        if not history.enabled(channel):
+            return {}, None
+        now_ns = host.now_ns()
+        offset = request.get("offset", 0) if request else None
+        if request and request.get("recover") and isinstance(offset, int) and not isinstance(offset, bool):
+            answer = history.recover(channel, str(request.get("epoch") or ""), offset, now_ns)
+            host.metrics.recoveries.labels("true" if answer.recovered else "false").inc()
+            result = {"recoverable": True, "positioned": True, "epoch": answer.epoch, "offset": answer.offset,
+                      "was_recovering": True, "recovered": answer.recovered}
+            if answer.publications:
+                result["publications"] = answer.publications
+            return result, answer.recovered
+        epoch, top = history.top(channel, now_ns)
+        return {"recoverable": True, "positioned": True, "epoch": epoch, "offset": top}, None
+
+    # --- commands ----------------------------------------------------------------------
+
+    def _authenticate(self, cmd: Command) -> ConnectionClaims | None:
+        """The connect's claims, or None when it is refused (answered here)."""
+        token = cmd.params.get("token") or ""
+        try:
+            return self.authenticate(token if isinstance(token, str) else "")
+        except TokenExpired:
+            if self.transport.unidirectional:
+                # No reply to carry error 109: Centrifugo's answer is 3005, after
+                # which the client connects again with a fresh token.
+                self.close(model.DISCONNECT_EXPIRED)
+            else:
+                self.send(self.wire.codec.error(cmd.id, model.ERROR_TOKEN_EXPIRED))
+        except MissingToken:
+            self.close(model.DISCONNECT_BAD_REQUEST)
+        except TokenInvalid:
+            self.close(model.DISCONNECT_INVALID_TOKEN)
+        return None
+
+    def _connect(self, cmd: Command, claims: ConnectionClaims) -> None:
+        refusal = self.begin(claims)
+        if refusal is not None:
+            self.close(refusal)
+            return
+        host = self.host
+        transport = self.transport
+        result = {"client": self.client_id, "version": host.version, "ping": host.settings.ping_interval,
+                  "pong": transport.pongs}
+        if transport.session_id:
+            # What an emulation client puts in its /emulation requests to reach
+            # this session, wherever they land (centrifugo-protocol.md §4.2, §9.4).
+            result["session"] = transport.session_id
+            if transport.emulation:
+                result["node"] = host.name
+        if claims.expires_at is not None:
+            result["expires"] = True
+            result["ttl"] = self.ttl(claims.expires_at)
+        # Server-side subscriptions, recovered where the client asks (it sends the
+        # positions it had for them in connect.subs).
+        wanted = cmd.params.get("subs")
+        wanted = wanted if isinstance(wanted, dict) else {}
+        subs = {}
+        for channel in self.server_channels:
+            request = wanted.get(channel)
+            subs[channel], _ = self._subscribe_result(channel, request if isinstance(request, dict) else None)
+        result["subs"] = subs
+        # The reply is queued before the channels join the hub, and nothing else
+        # runs in between, so no live publication can precede or overlap it.
+        # A unidirectional client sent a bare ConnectRequest: it gets a push.
+        if transport.unidirectional:
+            self.send(self.wire.codec.push("", "connect", result))
+        else:
+            self.send(self.wire.codec.reply(cmd.id, "connect", result))
+        for channel in self.server_channels:
+            self.join(channel)
+        self.established()
+
+    def _refresh(self, cmd: Command) -> None:
+        """A new connection token on the same socket, before the old one expires."""
+        token = cmd.params.get("token")
+        if not isinstance(token, str) or not token:
+            self.close(model.DISCONNECT_BAD_REQUEST)
+            return
+        try:
+            claims = self.host.verify_token(token)
+        except TokenExpired:
+            self.close(model.DISCONNECT_EXPIRED)
+            return
+        except TokenInvalid as exc:
+            log.warning("client %s: invalid refresh token (%s)", self.client_id, exc)
+            self.close(model.DISCONNECT_INVALID_TOKEN)
+            return
+        if claims.user != self.user:
+            log.warning("client %s: refresh token for another user", self.client_id)
+            self.close(model.DISCONNECT_INVALID_TOKEN)
+            return
+        self.reauthenticate(claims)
+        result = {"client": self.client_id, "version": self.host.version, "expires": False}
+        if claims.expires_at is not None:
+            result["expires"] = True
+            result["ttl"] = self.ttl(claims.expires_at)
+        self.send(self.wire.codec.reply(cmd.id, "refresh", result))
+
+    def _subscribe(self, cmd: Command) -> None:
+        channel = cmd.params.get("channel")
+        if not isinstance(channel, str) or not channel:
+            self.close(model.DISCONNECT_BAD_REQUEST)
+            return
+        host = self.host
+        expires_at = None
+        if not valid_channel(channel):
+            error = model.ERROR_BAD_REQUEST
+        elif channel in self.channels:
+            error = model.ERROR_ALREADY_SUBSCRIBED
+        elif channel.startswith(PERSONAL_PREFIX):
+            # Another user's personal channel: never, whatever a token says.
+            host.metrics.refused_subscriptions.inc()
+            log.warning("client %s: subscribe to another user's personal channel refused", self.client_id)
+            error = model.ERROR_PERMISSION_DENIED
+        elif len(self.channels) >= CHANNEL_LIMIT:
+            error = model.ERROR_LIMIT_EXCEEDED
+        elif cmd.params.get("token"):
+            error, expires_at = self._check_subscription_token(cmd.params["token"], channel)
+            if self.state is CLOSED:
+                return
+        elif not host.may_subscribe(self.user, channel):
+            host.metrics.refused_subscriptions.inc()
+            error = model.ERROR_PERMISSION_DENIED
+        else:
+            error = None
+        codec = self.wire.codec
+        if error is not None:
+            self.send(codec.error(cmd.id, error))
+            return
+        result, recovered = self._subscribe_result(channel, cmd.params)
+        flag = cmd.params.get("flag")
+        if recovered is False and isinstance(flag, int) and flag & REJECT_UNRECOVERED:
+            self.send(codec.error(cmd.id, model.ERROR_UNRECOVERABLE_POSITION))
+            return
+        if expires_at is not None:
+            result["expires"] = True
+            result["ttl"] = self.ttl(expires_at)
+            self.watch_subscription(channel, expires_at)
+        self.send(codec.reply(cmd.id, "subscribe", result))
+        self.join(channel)
+
+    def _check_subscription_token(self, token: object, channel: str) -> tuple[model.Error | None, int | None]:
+        """A subscription token grants a private channel (Centrifugo's rules:
+        expired 109, invalid 103, issued for another channel, user or
+        connection 3500). Returns the error, or None and the token's expiry."""
+        metrics = self.host.metrics
+        try:
+            claims = self.host.verify_subscription_token(token, self.user, channel, self.client_id)
+        except TokenExpired:
+            metrics.token_errors.labels("subscription_expired").inc()
+            return model.ERROR_TOKEN_EXPIRED, None
+        except TokenMismatch as exc:
+            metrics.token_errors.labels("subscription_mismatch").inc()
+            log.warning("client %s: subscription token refused (%s), disconnecting", self.client_id, exc)
+            self.close(model.DISCONNECT_INVALID_TOKEN)
+            return None, None
+        except TokenInvalid as exc:
+            metrics.token_errors.labels("subscription_invalid").inc()
+            log.warning("client %s: invalid subscription token for %s (%s)", self.client_id, channel, exc)
+            return model.ERROR_PERMISSION_DENIED, None
+        return None, claims.expires_at
+
+    def _sub_refresh(self, cmd: Command) -> None:
+        channel = cmd.params.get("channel")
+        token = cmd.params.get("token")
+        if not isinstance(channel, str) or not isinstance(token, str) or not token:
+            self.close(model.DISCONNECT_BAD_REQUEST)
+            return
+        codec = self.wire.codec
+        if channel not in self.channels:
+            self.send(codec.error(cmd.id, model.ERROR_PERMISSION_DENIED))
+            return
+        error, expires_at = self._check_subscription_token(token, channel)
+        if self.state is CLOSED:
+            return
+        if error is not None:
+            self.send(codec.error(cmd.id, error))
+            return
+        result = {"expires": expires_at is not None}
+        self.watch_subscription(channel, expires_at)
+        if expires_at is not None:
+            result["ttl"] = self.ttl(expires_at)
+        self.send(codec.reply(cmd.id, "sub_refresh", result))
+
+    def _history(self, cmd: Command) -> None:
+        """Publications of a channel this connection is subscribed to."""
+        params = cmd.params
+        channel = params.get("channel")
+        history = self.host.history
+        codec = self.wire.codec
+        if not isinstance(channel, str) or channel not in self.channels:
+            self.send(codec.error(cmd.id, model.ERROR_PERMISSION_DENIED))
+            return
+        if not history.enabled(channel):
+            self.send(codec.error(cmd.id, model.ERROR_NOT_AVAILABLE))
+            return
+        limit, since, reverse = params.get("limit", 0), params.get("since"), params.get("reverse", False)
+        if not isinstance(limit, int) or isinstance(limit, bool) or (since is not None and not isinstance(since, dict)):
+            self.send(codec.error(cmd.id, model.ERROR_BAD_REQUEST))
+            return
+        epoch, top = history.top(channel, self.host.now_ns())
+        after = None
+        if since:
+            if since.get("epoch", "") != epoch:
+                self.send(codec.error(cmd.id, model.ERROR_UNRECOVERABLE_POSITION))
+                return
+            offset = since.get("offset", 0)
+            after = from_position(epoch, offset) if isinstance(offset, int) and offset > 0 else None
+        pubs = [] if limit == 0 else history.publications(channel, after=after, limit=limit, reverse=bool(reverse))
+        self.send(codec.reply(cmd.id, "history", {"publications": pubs, "epoch": epoch, "offset": top}))
+
+    def _unsubscribe(self, cmd: Command) -> None:
+        # Always a success: an error makes both SDKs tear the connection down.
+        channel = cmd.params.get("channel")
+        if not isinstance(channel, str):
+            self.close(model.DISCONNECT_BAD_REQUEST)
+            return
+        if channel in self.channels:
+            self.leave(channel)
+        self.send(self.wire.codec.reply(cmd.id, "unsubscribe"))
+
+    def _presence_channel(self, cmd: Command) -> str | None:
+        """The channel of a presence or presence_stats command, or None when
+        it is refused (answered here): only a subscriber asks, only where
+        presence is kept (``--presence``)."""
+        channel = cmd.params.get("channel")
+        codec = self.wire.codec
+        if not isinstance(channel, str) or channel not in self.channels:
+            self.send(codec.error(cmd.id, model.ERROR_PERMISSION_DENIED))
+            return None
+        if not self.host.presence.enabled(channel):
+            self.host.metrics.ignored_commands.labels(cmd.method).inc()
+            self.send(codec.error(cmd.id, model.ERROR_NOT_AVAILABLE))
+            return None
+        return channel
+
+    def _presence(self, cmd: Command) -> None:
+        channel = self._presence_channel(cmd)
+        if channel is not None:
+            codec = self.wire.codec
+            presence = self.host.presence
+            # JSON: the map as text in one pass (Raw is embedded as it is); Protobuf: the dicts.
+            clients = Raw(presence.clients_json(channel)) if codec.name == "json" else presence.clients(channel)
+            self.send(codec.reply(cmd.id, "presence", {"presence": clients}))
+
+    def _presence_stats(self, cmd: Command) -> None:
+        channel = self._presence_channel(cmd)
+        if channel is not None:
+            clients, users = self.host.presence.stats(channel)
+            self.send(self.wire.codec.reply(cmd.id, "presence_stats", {"num_clients": clients, "num_users": users}))
+
+    # --- the server API's actions on this connection ----------------------------------
+
+    def server_subscribe(self, channel: object, chan_info: bytes | None = None, data: bytes | None = None) -> bool:
+        """Subscribe this connection to ``channel`` from the server (the server
+        API's ``subscribe``): a ``subscribe`` push with the stream position, then
+        publications, like a channel of the token. False when it cannot be (not
+        connected, already subscribed, a bad name, another user's personal
+        channel, or 128 channels)."""
+        if (self.state is not CONNECTED or not isinstance(channel, str) or not valid_channel(channel)
+                or channel in self.channels or len(self.channels) >= CHANNEL_LIMIT
+                or foreign_personal(channel, self.user)):
+            return False
+        result, _ = self._subscribe_result(channel, None)
+        push = {key: result[key] for key in ("recoverable", "epoch", "offset", "positioned") if key in result}
+        if data is not None:
+            push["data"] = data
+        self.send(self.wire.codec.push(channel, "subscribe", push))
+        self.server_channels = (*self.server_channels, channel)
+        self.join(channel, chan_info=chan_info)
+        return True
+
+    def close(self, disconnect: Disconnect) -> None:
+        # A client with no close frame to read (an HTTP stream, SSE) or that
+        # reads only messages (the unidirectional transports) learns why from
+        # a disconnect push, as Centrifugo sends it. A slow client's queue is
+        # dropped anyway.
+        transport = self.transport
+        if self.state is not CLOSED and disconnect.code != model.DISCONNECT_SLOW.code \
+                and (transport.unidirectional or transport.emulation):
+            self.send(self.wire.codec.disconnect(disconnect))
+        super().close(disconnect)
+
+    def refreshed(self, expires_at: int | None) -> None:
+        """The server API changed this connection's expiry: tell the client."""
+        body = {"expires": True, "ttl": self.ttl(expires_at)} if expires_at is not None else {"expires": False}
+        self.send(self.wire.codec.push("", "refresh", body))
+
+    def _pong(self, cmd: Command) -> None:
+        self.pong()
+
+    def _send(self, cmd: Command) -> None:
+        # Asynchronous client messages have no consumer in pushgate; no reply is due.
+        self.host.metrics.ignored_commands.labels("send").inc()
+
+    def _refuse_publish(self, cmd: Command) -> None:
+        # Clients never publish: backends publish through NSQ or /api/publish.
+        self.send(self.wire.codec.error(cmd.id, model.ERROR_PERMISSION_DENIED))
+
+    def _not_available(self, cmd: Command) -> None:
+        self.host.metrics.ignored_commands.labels(cmd.method).inc()
+        self.send(self.wire.codec.error(cmd.id, model.ERROR_NOT_AVAILABLE))
+
+    def _second_connect(self, cmd: Command) -> None:
+        log.warning("client %s: second connect, disconnecting", self.client_id)
+        self.close(model.DISCONNECT_BAD_REQUEST)
+
+
+_HANDLERS = {
+    "": CentrifugoSession._pong,
+    "connect": CentrifugoSession._second_connect,
+    "subscribe": CentrifugoSession._subscribe,
+    "unsubscribe": CentrifugoSession._unsubscribe,
+    "publish": CentrifugoSession._refuse_publish,
+    "send": CentrifugoSession._send,
+    "presence": CentrifugoSession._presence,
+    "presence_stats": CentrifugoSession._presence_stats,
+    "history": CentrifugoSession._history,
+    "ping": CentrifugoSession._not_available,
+    "rpc": CentrifugoSession._not_available,
+    "refresh": CentrifugoSession._refresh,
+    "sub_refresh": CentrifugoSession._sub_refresh,
+}

@@ -1,0 +1,138 @@
+"""One view of a box's workers (``--workers N``): ``/metrics`` and ``/health``
+answered for all of them, by whichever worker the request lands on.
+
+Each worker also serves its own ``/metrics`` and ``/health`` on a UNIX
+socket in the supervisor's run directory (never on the network). The worker
+that gets a public request asks its siblings over those sockets, at once and
+in parallel, and merges the answers:
+
+* every sample appears once per worker with a ``worker="<i>"`` label, and
+  once without it, the box's total: the sum over the workers, except for the
+  lag gauges, whose total is the maximum (a box is as late as its latest
+  worker); ``pushgate_worker_up{worker}`` says which workers answered;
+* ``/health`` is 200 when every worker is up and ready, and lists them.
+
+Limits stay per worker: ``--max-connections``, ``--connect-rate``,
+``--max-user-connections`` and the history budget apply to each process
+(README, "All the cores of a box").
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import ujson
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.workers.supervisor import worker_socket
+
+MAX_GAUGES = frozenset({"pushgate_loop_lag_seconds", "pushgate_control_lag_seconds"})
+ASK_TIMEOUT = 2.0
+
+
+class Box:
+    def __init__(self, index: int, count: int, run_dir: str):
+        self.index = index
+        self.count = count
+        self.run_dir = run_dir
+
+    async def ask(self, index: int, path: str) -> tuple[int, bytes] | None:
+        """A sibling's answer (status, body) over its UNIX socket, or None."""
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(worker_socket(self.run_dir, index)), ASK_TIMEOUT)
+        except (OSError, asyncio.TimeoutError):
+            return None
+        try:
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: worker\r\n\r\n".encode())
+            response = await asyncio.wait_for(reader.read(), ASK_TIMEOUT)
+        except (OSError, asyncio.TimeoutError):
+            return None
+        finally:
+            writer.close()
+        head, _, body = response.partition(b"\r\n\r\n")
+        try:
+            return int(head.split(b" ", 2)[1]), body
+        except (IndexError, ValueError):
+            return None
+
+    async def gather(self, path: str, own: tuple[int, bytes]) -> dict[int, tuple[int, bytes] | None]:
+        others = [i for i in range(self.count) if i != self.index]
+        answers = await asyncio.gather(*(self.ask(i, path) for i in others))
+        return {self.index: own, **dict(zip(others, answers))}
+
+    async def metrics(self, own: bytes) -> bytes:
+        answers = await self.gather("/metrics", (200, own))
+        return merge_metrics({i: a[1].decode() for i, a in answers.items() if a and a[0] == 200}, self.count)
+
+    async def health(self, own: tuple[int, dict]) -> tuple[int, dict]:
+        answers = await self.gather("/health", (own[0], ujson.dumps(own[1]).encode()))
+        workers = []
+        for index in range(self.count):
+            answer = answers.get(index)
+            if answer is None:
+                workers.append({"worker": index, "up": False})
+                continue
+            try:
+                body = ujson.loads(answer[1])
+            except ValueError:
+                body = {}
+            workers.append({"worker": index, "up": True, "ready": answer[0] == 200, **body})
+        ready = all(w.get("ready") for w in workers)
+        return (200 if ready else 503), {
+            "workers": workers,
+            "draining": any(w.get("draining") for w in workers),
+            "connections": sum(w.get("connections", 0) for w in workers),
+        }
+
+
+def merge_metrics(texts: dict[int, str], count: int) -> bytes:
+    """Prometheus text of every worker, each sample with its ``worker`` label,
+    plus the box's totals."""
+    families: dict[str, tuple[str, str]] = {}           # family name -> (type, help)
+    samples: dict[str, list[tuple[dict, float]]] = defaultdict(list)   # family -> samples with worker
+    order: list[str] = []
+    names: dict[str, list[str]] = defaultdict(list)     # family -> its sample names
+    for index, text in sorted(texts.items()):
+        for family in text_string_to_metric_families(text):
+            if family.name not in families:
+                families[family.name] = (family.type, family.documentation)
+                order.append(family.name)
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                if sample.name not in names[family.name]:
+                    names[family.name].append(sample.name)
+                samples[family.name].append(({"__name__": sample.name, **sample.labels, "worker": str(index)},
+                                             sample.value))
+    out = ["# HELP pushgate_worker_up Whether a worker of this box answered (1) or not (0).",
+           "# TYPE pushgate_worker_up gauge"]
+    out.extend(f'pushgate_worker_up{{worker="{i}"}} {1.0 if i in texts else 0.0}' for i in range(count))
+    for name in order:
+        kind, documentation = families[name]
+        out.append(f"# HELP {name} {documentation}")
+        out.append(f"# TYPE {name} {kind if kind != 'unknown' else 'untyped'}")
+        totals: dict[tuple, float] = {}
+        for labels, value in samples[name]:
+            out.append(_line(labels, value))
+            key = tuple(sorted((k, v) for k, v in labels.items() if k != "worker"))
+            if name in MAX_GAUGES:
+                totals[key] = max(totals.get(key, value), value)
+            else:
+                totals[key] = totals.get(key, 0.0) + value
+        for key, value in totals.items():
+            out.append(_line(dict(key), value))
+    return ("\n".join(out) + "\n").encode()
+
+
+def _line(labels: dict, value: float) -> str:
+    labels = dict(labels)
+    name = labels.pop("__name__")
+    if not labels:
+        return f"{name} {value}"
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}} {value}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

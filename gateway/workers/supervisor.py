@@ -1,0 +1,151 @@
+"""``pushgate serve --workers N``: all the cores of a box.
+
+A node is one Python process, so one core. With ``--workers N`` the
+``pushgate serve`` process becomes a supervisor that runs N worker
+processes, each a whole node with its own name (``<node-name>-<i>``) and so
+its own NSQ ephemeral channel: each reads every message. The workers listen
+on the same port with ``SO_REUSEPORT``, and the kernel spreads new
+connections over them.
+
+The supervisor restarts a worker that dies (after 0.5 s, doubling to 30 s
+while it keeps dying young), forwards SIGTERM and SIGINT to every worker so
+each drains as a single node does, and exits 0 when all of them have exited
+0. It serves nothing itself: each worker also answers on a UNIX socket in a
+run directory the supervisor makes, so whichever worker a ``/metrics`` or
+``/health`` request lands on can speak for the whole box (gateway/workers/box.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+from gateway.config import Settings, default_node_name
+
+log = logging.getLogger("pushgate.supervisor")
+
+WORKER_INDEX_ENV = "PUSHGATE_WORKER_INDEX"   # set by the supervisor for each worker
+WORKERS_ENV = "PUSHGATE_WORKER_COUNT"
+RUN_DIR_ENV = "PUSHGATE_RUN_DIR"
+RESTART_MIN, RESTART_MAX = 0.5, 30.0
+STABLE_AFTER = 30.0  # seconds a worker must live for its restart delay to start over
+
+
+def worker_socket(run_dir: str, index: int) -> str:
+    return os.path.join(run_dir, f"worker-{index}.sock")
+
+
+def check_port(settings: Settings) -> None:
+    """Fail at once, with one line, if the workers could not listen."""
+    family = socket.AF_INET6 if ":" in settings.address else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((settings.address, settings.port))
+    except OSError as exc:
+        from gateway.app import listen_error
+        raise listen_error(settings, exc) from None
+    finally:
+        probe.close()
+
+
+class Worker:
+    def __init__(self, supervisor: "Supervisor", index: int):
+        self.supervisor = supervisor
+        self.index = index
+        self.process: asyncio.subprocess.Process | None = None
+        self.delay = RESTART_MIN
+        self.exit_code: int | None = None
+
+    async def run(self) -> None:
+        supervisor = self.supervisor
+        while True:
+            started = time.monotonic()
+            self.process = await asyncio.create_subprocess_exec(*supervisor.command(self.index),
+                                                                env=supervisor.environment(self.index))
+            log.info("worker %d started (pid %d)", self.index, self.process.pid)
+            code = await self.process.wait()
+            self.exit_code = code
+            if supervisor.stopping:
+                return
+            if time.monotonic() - started > STABLE_AFTER:
+                self.delay = RESTART_MIN
+            log.error("worker %d (pid %d) exited with %s; restarting it in %.1f s", self.index, self.process.pid,
+                      f"signal {-code}" if code < 0 else f"code {code}", self.delay)
+            await asyncio.sleep(self.delay)
+            self.delay = min(self.delay * 2, RESTART_MAX)
+            if supervisor.stopping:
+                return
+
+    def signal(self, sig: int) -> None:
+        if self.process is not None and self.process.returncode is None:
+            try:
+                self.process.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, serve_args: list[str]):
+        self.settings = settings
+        self.serve_args = serve_args
+        self.base_name = settings.node_name or default_node_name(settings.port)
+        self.run_dir = tempfile.mkdtemp(prefix="pushgate-")
+        self.workers = [Worker(self, i) for i in range(settings.workers)]
+        self.stopping = False
+
+    def command(self, index: int) -> list[str]:
+        # The supervisor's own flags, then what makes this process one worker
+        # (later flags win).
+        return [sys.executable, "-m", "gateway", "serve", *self.serve_args, "--workers=1",
+                f"--node-name={self.base_name}-{index}"]
+
+    def environment(self, index: int) -> dict:
+        env = dict(os.environ)
+        env.update({WORKER_INDEX_ENV: str(index), WORKERS_ENV: str(len(self.workers)), RUN_DIR_ENV: self.run_dir})
+        return env
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop, sig)
+        log.info("supervising %d workers of node %s on %s:%d", len(self.workers), self.base_name,
+                 self.settings.address, self.settings.port)
+        try:
+            await asyncio.gather(*(w.run() for w in self.workers))
+        finally:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        codes = [w.exit_code for w in self.workers]
+        if all(code == 0 for code in codes):
+            log.info("every worker drained, exiting")
+            return 0
+        log.error("workers exited with %s", codes)
+        return 1
+
+    def _stop(self, sig: int) -> None:
+        if not self.stopping:
+            log.info("%s: stopping every worker", signal.Signals(sig).name)
+        self.stopping = True
+        for worker in self.workers:
+            worker.signal(sig)
+
+
+def serve_workers(settings: Settings, serve_args: list[str]) -> int:
+    check_port(settings)
+    return asyncio.run(Supervisor(settings, serve_args).run())
+
+
+def worker_identity() -> tuple[int, int, str] | None:
+    """(index, count, run directory) when this process is one of a box's workers."""
+    index, count, run_dir = (os.environ.get(WORKER_INDEX_ENV), os.environ.get(WORKERS_ENV),
+                             os.environ.get(RUN_DIR_ENV))
+    if index is None or count is None or not run_dir:
+        return None
+    return int(index), int(count), run_dir
+
