@@ -13,21 +13,19 @@ from tornado.log import access_log
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets, bind_unix_socket
 
-from gateway.ops.admin import AdminPageHandler, AdminPresenceHandler, AdminStatusHandler
-from gateway.ops.handlers import ApiHandler, HealthHandler, MetricsHandler, OwnHealthHandler, OwnMetricsHandler
-from gateway.workers.box import Box
 from gateway.config import ConfigError, Settings
 from gateway.node import Node
+from gateway.ops.admin import AdminPageHandler, AdminPresenceHandler, AdminStatusHandler
+from gateway.ops.handlers import ApiHandler, HealthHandler, MetricsHandler, OwnHealthHandler, OwnMetricsHandler
 from gateway.ops.server_api import ServerApi
-from gateway.transports.door import Listener, client_ip
-from gateway.workers.supervisor import worker_identity, worker_socket
-from gateway.protocols.cable.endpoints import CABLE
+from gateway.protocols import ENDPOINTS
 from gateway.protocols.centrifugo.emulation import ControlReaders, EmulationEndpoint, EmulationSessions
-from gateway.transports.http import (HttpStreamEndpoint, SseEndpoint, StreamEndpoint, UniHttpStreamEndpoint,
-                                     UniSseEndpoint)
-from gateway.protocols.centrifugo.uni_websocket import UNI_WEBSOCKET_ENDPOINT
-from gateway.transports.websocket import Upgrades
-from gateway.protocols.centrifugo.websocket import CENTRIFUGO
+from gateway.transports.door import Listener, client_ip
+from gateway.transports.endpoint import Kind
+from gateway.transports.http import StreamEndpoint, StreamHandler
+from gateway.transports.websocket import WebSocketDoor
+from gateway.workers.box import Box
+from gateway.workers.supervisor import worker_identity, worker_socket
 
 log = logging.getLogger("pushgate")
 
@@ -56,21 +54,21 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
 def make_app(node: Node) -> tornado.web.Application:
     """The HTTP endpoints; WebSocket endpoints are in front of it (make_server)."""
     args = {"node": node}
-    # Emulation sessions of this node, and /emulation requests for other nodes
-    # forwarded to them through the control bus (gateway/protocols/centrifugo/emulation.py).
+    # Centrifugo's emulation: the commands of this node's http_stream and sse
+    # sessions, and /emulation requests for other nodes forwarded to them
+    # through the control bus (gateway/protocols/centrifugo/emulation.py).
     settings = node.settings
     readers = ControlReaders(settings.nsqd_http_address, settings.control_topic)
-    sessions = EmulationSessions(node.name, node.bus.send, readers.there, node.metrics.registry)
+    sessions = EmulationSessions(node.name, node.bus.send, readers.there, node.metrics.registry,
+                                 node.host.by_id)
     node.bus.on("emulation", sessions.forwarded)
-    streams = {"node": node, "sessions": sessions}
     api_args = {"node": node, "api": ServerApi(node)}
+    streams = [(endpoint.path, StreamHandler, {"host": node, "endpoint": endpoint})
+               for endpoint in ENDPOINTS if endpoint.kind is Kind.STREAM]
     return tornado.web.Application(
         [
-            (r"/connection/http_stream", HttpStreamEndpoint, streams),
-            (r"/connection/sse", SseEndpoint, streams),
-            (r"/emulation", EmulationEndpoint, streams),
-            (r"/connection/uni_sse", UniSseEndpoint, args),
-            (r"/connection/uni_http_stream", UniHttpStreamEndpoint, args),
+            *streams,
+            (r"/emulation", EmulationEndpoint, {"host": node, "sessions": sessions}),
             (r"/api/([a-z_]+)", ApiHandler, api_args),
             (r"/api", ApiHandler, api_args),
             (r"/admin/status.json", AdminStatusHandler, args),
@@ -84,17 +82,14 @@ def make_app(node: Node) -> tornado.web.Application:
     )
 
 
-WEBSOCKET_ENDPOINTS = [CENTRIFUGO, CABLE, UNI_WEBSOCKET_ENDPOINT]
-
-
 def make_server(node: Node, settings: Settings) -> Listener:
     """The listening server: WebSocket upgrades on the lean path
     (gateway/transports/websocket.py), every other request to the application."""
     app = make_app(node)
     node.loop = asyncio.get_running_loop()
-    node.upgrades = Upgrades(node, WEBSOCKET_ENDPOINTS)
+    websockets = WebSocketDoor(node, ENDPOINTS)
     return Listener(app, pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
-                    upgrades=node.upgrades,
+                    upgrade=websockets.upgrade,
                     idle_connection_timeout=settings.handshake_timeout,
                     body_timeout=settings.handshake_timeout,
                     max_body_size=max(settings.max_message_bytes, 65536) + 4096)

@@ -19,12 +19,13 @@ import logging
 import random
 import time
 import urllib.parse
+from typing import TYPE_CHECKING, Callable
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.ioloop import PeriodicCallback
 
 from auth.tokens import TokenVerifier
-from gateway.protocols.centrifugo import model
+from gateway.core import vocabulary
 from gateway.cluster.bus import ControlBus
 from gateway.config import Settings, default_node_name
 from gateway.core.expiry import Expiry
@@ -38,8 +39,11 @@ from gateway.core.metrics import Metrics
 from gateway.nsq.source import NsqSource
 from gateway.nsq.watch import ChannelWatch
 from gateway.cluster.peering import Peering
-from gateway.transports.door import PendingConnections
+from gateway.transports.door import PendingConnections, client_address
 from gateway.transports.stream import Closing, WriteBatcher
+
+if TYPE_CHECKING:
+    from gateway.core.session import Session
 
 log = logging.getLogger("pushgate.node")
 
@@ -95,17 +99,16 @@ class Node:
                               lookupd_poll_interval=settings.lookupd_poll_interval, metrics=self.metrics)
         # Heartbeats, presence and the server API's cluster-wide actions over the bus.
         self.peering = Peering(self)
-        self.watch = ChannelWatch(channel=settings.nsq_channel, topics=self.source.topics,
-                                  connected=self.source.connected_addresses, on_loss=self._nsq_lost,
-                                  lookupd_http_addresses=settings.lookupd_http_address,
-                                  nsqd_http_address=settings.nsqd_http_address)
+        self.loss_watch = ChannelWatch(channel=settings.nsq_channel, topics=self.source.topics,
+                                       connected=self.source.connected_addresses, on_loss=self._nsq_lost,
+                                       lookupd_http_addresses=settings.lookupd_http_address,
+                                       nsqd_http_address=settings.nsqd_http_address)
         self.loop_lag = 0.0               # seconds the loop ran late, recent maximum
         self._lag_probe: PeriodicCallback | None = None
         self._lag_expected = 0.0
         self._origins = settings.origins
         self._ticker: PeriodicCallback | None = None
         self._ticks = 0
-        self.upgrades = None  # the WebSocket endpoints (gateway/transports/websocket.py), set by the server
         self.closing = Closing()   # WebSockets and streams finishing their close, cut after CLOSE_WAIT
         self.loop: asyncio.AbstractEventLoop | None = None
         self.box = None  # the other workers of this box (gateway/workers/box.py), when there are any
@@ -114,8 +117,29 @@ class Node:
         self._announce_task: asyncio.Future | None = None
 
     @property
-    def sessions(self):
+    def sessions(self) -> set[Session]:
         return self.host.sessions
+
+    # --- what transports use (gateway.transports.host.TransportHost) ------------------------
+
+    @property
+    def session_host(self) -> SessionHost:
+        return self.host
+
+    @property
+    def max_queue_bytes(self) -> int:
+        return self.settings.max_queue_bytes
+
+    def watch(self, fd: int, on_readable: Callable[[], None]) -> None:
+        assert self.loop is not None, "the node has not started"
+        self.loop.add_reader(fd, on_readable)
+
+    def unwatch(self, fd: int) -> None:
+        assert self.loop is not None
+        self.loop.remove_reader(fd)
+
+    def client_address(self, peer: str, forwarded_for: str, real_ip: str) -> str:
+        return client_address(peer, forwarded_for, real_ip, self.trusted_networks)
 
     def reading(self) -> bool:
         """Every topic, the control topic too, has an nsqd to read from."""
@@ -129,7 +153,7 @@ class Node:
         self.source.start()
         self.bus.start()
         self.peering.start()
-        self.watch.start()
+        self.loss_watch.start()
         self._ticker = PeriodicCallback(self._tick, 1000)
         self._ticker.start()
         self._lag_expected = time.monotonic() + LAG_PROBE
@@ -228,20 +252,20 @@ class Node:
             wait = started + period * i / len(sessions) - loop.time()
             if wait > DRAIN_STEP:  # closes due within a few ms of each other go together
                 await asyncio.sleep(wait)
-            session.close(model.DISCONNECT_SHUTDOWN)
+            session.close(vocabulary.SHUTDOWN)
         for session in list(self.sessions):  # any whose upgrade was under way when draining began
-            session.close(model.DISCONNECT_SHUTDOWN)
+            session.close(vocabulary.SHUTDOWN)
 
     def stop(self) -> None:
         for timer in (self._ticker, self._lag_probe):
             if timer is not None:
                 timer.stop()
         self.peering.stop()
-        self.watch.stop()
+        self.loss_watch.stop()
         self.source.close()
         self.bus.close()
         for session in list(self.sessions):
-            session.close(model.DISCONNECT_SHUTDOWN)
+            session.close(vocabulary.SHUTDOWN)
 
     # --- the door: used by transports ----------------------------------------------------
 

@@ -62,8 +62,8 @@ class FakeTransport:
     def send(self, frame: bytes) -> None:
         self.sent.append(frame)
 
-    def disconnect(self, disconnect: Disconnect) -> None:
-        self.closed = disconnect
+    def disconnect(self, code: int, reason: str, flush: bool) -> None:
+        self.closed = Disconnect(code, reason)
 
     def messages(self) -> list[dict]:
         """Everything sent so far, decoded, and forgotten."""

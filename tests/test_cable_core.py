@@ -10,11 +10,13 @@ import json
 import pytest
 
 from auth import connection_token
+from gateway.transports.wsproto import text_frame
 from gateway.protocols.cable import protocol
 from gateway.protocols.cable.protocol import EXT, V1, epoch_for
 from gateway.protocols.cable.session import RESTORE_WAIT
 from gateway.protocols.cable.state import RestoreStore
 from gateway.protocols.cable.streams import CableStreams, Refused, verify_signed
+from gateway.core import vocabulary
 from gateway.protocols.centrifugo import model
 from gateway.core.history import PERIOD_NS, Retention, epoch_of, from_position, to_position
 from gateway.core.session import CLOSED, CONNECTED
@@ -205,7 +207,7 @@ def test_expiry_on_an_open_connection_and_a_drain_tell_the_client_to_reconnect()
     clock.advance(2)
     host.expiry.check(clock.wall())
     assert e_transport.messages() == [{"type": "disconnect", "reason": "token_expired", "reconnect": True}]
-    draining.close(model.DISCONNECT_SHUTDOWN)
+    draining.close(vocabulary.SHUTDOWN)
     assert d_transport.messages() == [{"type": "disconnect", "reason": "server_restart", "reconnect": True}]
 
 
@@ -237,7 +239,7 @@ def test_cable_sessions_are_pinged_every_three_seconds_with_the_unix_time_and_ce
     for _ in range(3):
         clock.advance(1)
         host.fast_heartbeat.tick()
-        frames.append(host.shared("cable", None).ping_frame())
+        frames.append(host.shared("cable", None).ping_frame(text_frame))
     for _, transport in sessions:
         assert len(transport.sent) == 1 and transport.sent[0] in frames  # one ping in three seconds
     assert unframe(frames[0]) == [b'{"type":"ping","message":1795622724}']
@@ -270,7 +272,7 @@ def test_subscribers_with_one_identifier_share_one_wire_and_the_same_frame_bytes
     for session, _ in pairs[:2]:
         session.handle_frame(cmd("unsubscribe", identifier))
     pairs[2][0].transport_closed()
-    other.close(model.DISCONNECT_SHUTDOWN)
+    other.close(vocabulary.SHUTDOWN)
     assert len(registry) == 0  # identifiers are the client's strings: none outlives its subscriptions
 
 
@@ -493,9 +495,9 @@ def test_protocol_messages_have_rails_shapes():
     assert protocol.ping(1795622723) == b'{"type":"ping","message":1795622723}'
     assert protocol.disconnect("unauthorized", False) == \
         b'{"type":"disconnect","reason":"unauthorized","reconnect":false}'
-    assert protocol.disconnect_reason(model.DISCONNECT_SHUTDOWN) == ("server_restart", True)
-    assert protocol.disconnect_reason(model.DISCONNECT_TOO_MANY_REQUESTS) == ("too_many_requests", True)
-    assert protocol.disconnect_reason(model.DISCONNECT_CONNECTION_LIMIT) == ("connection_limit", False)
+    assert protocol.disconnect_reason(vocabulary.SHUTDOWN) == ("server_restart", True)
+    assert protocol.disconnect_reason(vocabulary.TOO_MANY_REQUESTS) == ("too_many_requests", True)
+    assert protocol.disconnect_reason(vocabulary.CONNECTION_LIMIT) == ("connection_limit", False)
 
 
 def test_a_subscription_the_core_ends_gives_its_shared_wire_back():

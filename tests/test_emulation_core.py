@@ -12,6 +12,7 @@ import pytest
 import ujson
 
 from auth import connection_token
+from gateway.core import vocabulary
 from gateway.protocols.centrifugo import model
 from gateway.protocols.centrifugo.json_codec import JSON_UNI
 from gateway.protocols.centrifugo.protobuf_codec import PROTOBUF
@@ -124,7 +125,7 @@ def test_a_unidirectional_client_recovers_from_the_positions_it_sends_and_gets_b
     offset = host.history.add("#uma", clock.ns(), b'{"n":3}', clock.ns())
     host.hub.publish("#uma", b'{"n":3}', offset)
     assert again.transport.messages() == [{"channel": "#uma", "pub": {"data": {"n": 3}, "offset": offset}}]
-    again.close(model.DISCONNECT_SHUTDOWN)
+    again.close(vocabulary.SHUTDOWN)
     assert again.transport.closed == model.DISCONNECT_SHUTDOWN
 
 
@@ -258,7 +259,7 @@ def test_a_protobuf_emulation_request_is_parsed():
 # --- fan-out and lifetime on the stream transports ---------------------------------------------
 
 def test_subscribers_of_one_stream_kind_share_one_frame_per_publication():
-    from gateway.transports.http import HTTP_STREAM_JSON, SSE_JSON, UNI_HTTP_STREAM, UNI_SSE
+    from gateway.protocols.centrifugo.endpoints import HTTP_STREAM_JSON, SSE_JSON, UNI_HTTP_STREAM, UNI_SSE
     host = make_host(FakeClock())
     transports = {}
     for wire in (SSE_JSON, SSE_JSON, UNI_SSE, UNI_SSE, HTTP_STREAM_JSON, UNI_HTTP_STREAM):
@@ -299,23 +300,30 @@ def test_a_stream_notices_its_client_leave_and_leaves_nothing_behind():
     import socket
     from types import SimpleNamespace
 
-    from gateway.transports.http import HTTP_STREAM_JSON, HttpStream
+    from gateway.protocols import ENDPOINTS
+    from gateway.protocols.centrifugo.endpoints import choose_http_stream
+    from gateway.transports.endpoint import Request
+    from gateway.transports.http import HttpStream
     from gateway.transports.stream import Closing, WriteBatcher
 
     async def scenario():
         host = make_host(FakeClock())
-        node = SimpleNamespace(host=host, settings=host.settings, batcher=WriteBatcher(lambda: 0.0),
-                               loop=asyncio.get_running_loop(), closing=Closing())
-        sessions = EmulationSessions("unit", None, None)
+        loop = asyncio.get_running_loop()
+        transports = SimpleNamespace(session_host=host, max_queue_bytes=host.settings.max_queue_bytes,
+                                     batcher=WriteBatcher(lambda: 0.0), closing=Closing(),
+                                     watch=loop.add_reader, unwatch=loop.remove_reader)
+        sessions = EmulationSessions("unit", None, None, sessions=host.by_id)
+        endpoint = next(e for e in ENDPOINTS if e.path == "/connection/http_stream")
         ours, theirs = socket.socketpair()
         ours.setblocking(False)
-        transport = HttpStream(node, ours, HTTP_STREAM_JSON, b"HTTP/1.1 200 OK\r\n\r\n", sessions)
-        session = transport.start(node)
-        session.handle_frame(frame({"id": 1, "connect": {"token": token(host)}}))
+        body = frame({"id": 1, "connect": {"token": token(host)}}).encode()
+        request = Request("POST", endpoint.path, {}, {}, body)
+        transport = HttpStream(transports, endpoint, ours, choose_http_stream(request), request, None)
+        session = transport.session
         assert session.state is CONNECTED and len(sessions) == 1
         await asyncio.sleep(0.01)   # the batcher writes the head and the connect reply
         theirs.settimeout(1)
-        assert theirs.recv(4096).startswith(b'HTTP/1.1 200 OK\r\n\r\n{"id":1,"connect":')
+        assert theirs.recv(4096).startswith(b'HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n')
         theirs.close()
         for _ in range(100):
             if session.state is CLOSED:

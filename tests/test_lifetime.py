@@ -56,7 +56,7 @@ def test_a_token_not_refreshed_is_disconnected_with_3005(gateway):
         assert await raw.closed(timeout=6) == (3005, "connection expired")
         assert time.monotonic() - started < 5
     run(scenario())
-    assert gateway.metric("pushgate_disconnects_total", code="3005") >= 1
+    assert gateway.metric("pushgate_disconnects_total", reason="expired") >= 1
 
 
 def test_refresh_answers(gateway):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from auth import connection_token
+from gateway.core import vocabulary
 from gateway.protocols.centrifugo import model
 from gateway.protocols.centrifugo.protobuf_codec import split_delimited, uvarint
 from gateway.protocols.centrifugo.schema import CLASSES
@@ -69,7 +70,7 @@ def test_local_presence_counts_and_join_leave_pushes():
     clients = host.presence.clients("room:1")
     assert clients[alice.client_id] == {"user": "alice", "client": alice.client_id, "conn_info": b'{"name":"Alice"}'}
     bob2.handle_frame(frame({"id": 9, "unsubscribe": {"channel": "room:1"}}))
-    bob.close(model.DISCONNECT_SHUTDOWN)
+    bob.close(vocabulary.SHUTDOWN)
     assert host.presence.stats("room:1") == (1, 1)
     assert [p["leave"]["info"]["client"] for p in pushes(alice_t, "leave")] == [bob2.client_id, bob.client_id]
 
@@ -191,8 +192,8 @@ def test_a_channel_info_over_the_limit_is_left_out_on_every_node_alike():
     from gateway.core.presence import INFO_LIMIT
     a, b = make_host(**PRESENCE), make_host(**PRESENCE)
     big, small = connect(a, "big")[0], connect(a, "small")[0]
-    assert big.server_subscribe("room:1", b'"' + b"x" * INFO_LIMIT + b'"')
-    assert small.server_subscribe("room:1", b'{"seat":1}')
+    assert big.server_subscribe("room:1", b'"' + b"x" * INFO_LIMIT + b'"', None) is None
+    assert small.server_subscribe("room:1", b'{"seat":1}', None) is None
     hand_over(a, b, "A")
     for host in (a, b):
         clients = host.presence.clients("room:1")

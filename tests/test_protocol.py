@@ -5,11 +5,13 @@ import ujson
 
 from gateway.protocols.centrifugo import model
 from gateway.protocols.centrifugo.json_codec import JSON, JSON_UNI, dumps
-from gateway.protocols.centrifugo.model import PONG, Command, ProtocolError
+from gateway.core import vocabulary
+from gateway.core.vocabulary import ProtocolError
+from gateway.protocols.centrifugo.model import PONG, Command
 from gateway.protocols.centrifugo.protobuf_codec import PROTOBUF, read_uvarint, split_delimited, uvarint
 from gateway.protocols.centrifugo.schema import CLASSES
 from gateway.core.history import Publication
-from gateway.protocols.centrifugo.websocket import binary_frame, text_frame
+from gateway.transports.wsproto import binary_frame, text_frame
 
 Reply = CLASSES["Reply"]
 
@@ -74,7 +76,7 @@ def test_first_present_method_wins():
 def test_malformed_json_frames_raise_bad_request(frame):
     with pytest.raises(ProtocolError) as exc:
         JSON.decode(frame)
-    assert exc.value.disconnect == model.DISCONNECT_BAD_REQUEST
+    assert exc.value.ending == vocabulary.BAD_REQUEST
 
 
 @pytest.mark.parametrize("frame", [
@@ -84,7 +86,7 @@ def test_malformed_json_frames_raise_bad_request(frame):
 def test_malformed_protobuf_frames_raise_bad_request(frame):
     with pytest.raises(ProtocolError) as exc:
         PROTOBUF.decode(frame)
-    assert exc.value.disconnect == model.DISCONNECT_BAD_REQUEST
+    assert exc.value.ending == vocabulary.BAD_REQUEST
 
 
 # --- building messages -------------------------------------------------------------

@@ -94,7 +94,7 @@ def test_a_client_with_no_sdk_receives_is_pinged_and_recovers_from_its_positions
 
     run(scenario())
     wait_until(lambda: gateway.health()[1]["connections"] == 0, what="the closed streams to be forgotten")
-    assert gateway.metric("pushgate_disconnects_total", code="3012") == 0
+    assert gateway.metric("pushgate_disconnects_total", reason="no_pong") == 0
 
 
 def test_uni_sse_takes_a_post_and_uni_http_stream_answers_an_expired_token_with_3005(start_gateway, nsqd):
@@ -321,7 +321,7 @@ def test_a_stream_that_stops_reading_is_cut_off_while_a_normal_one_keeps_receivi
             nsqd.mpublish([body] * 20)
             await asyncio.sleep(0.08)
         await asyncio.wait_for(reader, 15)
-        await wait_for(lambda: gateway.metric("pushgate_disconnects_total", code="3008") == 1, timeout=10)
+        await wait_for(lambda: gateway.metric("pushgate_disconnects_total", reason="slow") == 1, timeout=10)
         normal.close()
         stalled.close()
 

@@ -30,10 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from tornado.ioloop import PeriodicCallback
 
-from auth.tokens import ConnectionClaims
 from gateway import __version__
-from gateway.protocols.centrifugo import model
-from gateway.protocols.centrifugo.model import Disconnect
+from gateway.core import vocabulary
+from gateway.core.vocabulary import Ending, Reason, Refusal
 from gateway.core.presence import KIND_BYE, KIND_DELTA, KIND_NODE, KIND_SNAPSHOT, KIND_SYNC
 from gateway.nsq.publisher import NsqdUnavailable, PublishError
 from gateway.core.session import CONNECTED
@@ -83,6 +82,7 @@ class Peering:
         bus.on(KIND_BYE, self._goodbye)
         bus.on("channels-survey", self._survey_requested)
         bus.on("channels-reply", self._survey_answered)
+        bus.on("act-reply", self._act_answered)
         for kind in ACTIONS:
             bus.on(kind, self._action_received)
 
@@ -282,10 +282,59 @@ class Peering:
             raise ControlNotSent(str(exc)) from None
         return touched
 
-    def _action_received(self, message: dict) -> None:
-        self.apply(message["kind"], message)
+    async def act_everywhere(self, kind: str, **fields: Any) -> tuple[int, list[str]]:
+        """:meth:`act`, then wait (SURVEY_TIMEOUT at most) for every other node
+        to say what it did: returns the connections touched on every node that
+        answered, and why connections refused (a protocol that cannot do it)."""
+        refused: list[Refusal] = []
+        touched = self.apply(kind, fields, refused)
+        reasons = [r.reason for r in refused]
+        expected = {peer.uid for peer in self.presence.peers if peer.status}
+        rid = uuid.uuid4().hex
+        future = asyncio.get_running_loop().create_future()
+        replies: dict[str, dict] = {}
+        self._surveys[rid] = (future, replies, expected)
+        try:
+            try:
+                await self.bus.send(kind, uid=self.uid, rid=rid, **fields)
+            except (NsqdUnavailable, PublishError) as exc:
+                raise ControlNotSent(str(exc)) from None
+            if expected:
+                try:
+                    await asyncio.wait_for(asyncio.shield(future), SURVEY_TIMEOUT)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self._surveys.pop(rid, None)
+        for reply in replies.values():
+            touched += reply["touched"]
+            reasons.extend(reply["refused"])
+        return touched, reasons
 
-    def apply(self, kind: str, fields: dict) -> int:
+    def _action_received(self, message: dict) -> None:
+        rid, sender = message.get("rid"), message.get("from")
+        if not isinstance(rid, str) or not isinstance(sender, str):
+            self.apply(message["kind"], message)
+            return
+        refused: list[Refusal] = []
+        touched = self.apply(message["kind"], message, refused)
+        self._spawn(self._send("act-reply", to=sender, rid=rid, touched=touched,
+                               refused=sorted({r.reason for r in refused})))
+
+    def _act_answered(self, message: dict) -> None:
+        survey = self._surveys.get(message.get("rid"))
+        uid, touched, refused = message.get("uid"), message.get("touched"), message.get("refused")
+        if survey is None or not isinstance(uid, str) or not isinstance(touched, int) \
+                or not isinstance(refused, list):
+            return
+        future, replies, expected = survey
+        replies[uid] = {"touched": touched, "refused": [r for r in refused if isinstance(r, str)]}
+        if expected <= set(replies) and not future.done():
+            future.set_result(None)
+
+    def apply(self, kind: str, fields: dict, refused: list[Refusal] | None = None) -> int:
+        """Apply an action to this node's connections; returns how many it
+        touched, and adds to ``refused`` why a connection did not do it."""
         if kind == "api-history-remove":
             channel = fields.get("channel")
             if isinstance(channel, str) and self.host.history.remove(channel, time.time_ns()):
@@ -300,20 +349,19 @@ class Peering:
             if kind == "api-disconnect":
                 whitelist = fields.get("whitelist") or ()
                 if session.client_id not in whitelist:
-                    code, reason = fields.get("code"), fields.get("reason")
-                    session.close(Disconnect(code, reason) if valid_disconnect(code, reason)
-                                  else model.DISCONNECT_FORCE_DISCONNECT)
+                    session.close(api_ending(fields.get("code"), fields.get("reason")))
                     touched += 1
             elif kind == "api-subscribe":
-                subscribe = getattr(session, "server_subscribe", None)
-                if subscribe is not None and subscribe(fields.get("channel"), _bytes(fields.get("info")),
-                                                       _bytes(fields.get("data"))):
-                    touched += 1
+                channel = fields.get("channel")
+                if isinstance(channel, str):
+                    refusal = session.server_subscribe(channel, _bytes(fields.get("info")), _bytes(fields.get("data")))
+                    if refusal is None:
+                        touched += 1
+                    elif refused is not None:
+                        refused.append(refusal)
             elif kind == "api-unsubscribe":
                 channel = fields.get("channel")
-                if isinstance(channel, str) and channel in session.channels:
-                    session.server_channels = tuple(c for c in session.server_channels if c != channel)
-                    session.end_subscription(channel, *model.UNSUBSCRIBE_SERVER)
+                if isinstance(channel, str) and session.server_unsubscribe(channel):
                     touched += 1
             elif kind == "api-refresh":
                 touched += self._refresh(session, fields)
@@ -328,15 +376,23 @@ class Peering:
     @staticmethod
     def _refresh(session: Session, fields: dict) -> int:
         if fields.get("expired"):
-            session.close(model.DISCONNECT_EXPIRED)
+            session.close(vocabulary.EXPIRED)
             return 1
         expire_at = fields.get("expire_at")
         expire_at = expire_at if isinstance(expire_at, int) and expire_at > 0 else None
-        session.reauthenticate(ConnectionClaims(user=session.user, expires_at=expire_at))
-        push = getattr(session, "refreshed", None)
-        if push is not None:
-            push(expire_at)
+        session.server_refresh(expire_at)
         return 1
+
+
+def api_ending(code: object, reason: object) -> Ending:
+    """The end the server API's ``disconnect`` asked for: its own code and words
+    when valid (whether the client comes back follows Centrifugo's code
+    ranges), else a plain force disconnect."""
+    if not valid_disconnect(code, reason):
+        return vocabulary.FORCE_DISCONNECT
+    assert isinstance(code, int) and isinstance(reason, str)
+    terminal = 3500 <= code <= 3999 or 4500 <= code <= 4999
+    return Ending(Reason.FORCE_DISCONNECT if terminal else Reason.FORCE_RECONNECT, reason, code)
 
 
 def valid_disconnect(code: object, reason: object) -> bool:

@@ -15,7 +15,8 @@ import heapq
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from gateway.protocols.centrifugo import model
+from gateway.core import vocabulary
+from gateway.core.vocabulary import SubscriptionEnd
 
 if TYPE_CHECKING:
     from gateway.core.session import Session
@@ -58,9 +59,9 @@ class Expiry:
                 continue
             entry[2] = None
             if entry[3] is None:
-                session.close(model.DISCONNECT_EXPIRED)
+                session.close(vocabulary.EXPIRED)
             else:
-                session.end_subscription(entry[3], *model.UNSUBSCRIBE_EXPIRED)
+                session.end_subscription(entry[3], SubscriptionEnd.EXPIRED)
 
     def __len__(self) -> int:
         """Live entries."""

@@ -15,7 +15,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Callable
 
-from gateway.protocols.centrifugo import model
+from gateway.core import vocabulary
 
 if TYPE_CHECKING:
     from gateway.core.session import Session
@@ -62,13 +62,13 @@ class Heartbeat:
             stale.append(session)
         for session in stale:
             handshakes.pop(session, None)
-            session.close(model.DISCONNECT_STALE)
+            session.close(vocabulary.STALE)
 
         self._tick += 1
         n = self.ping_interval
         silent = [s for s in self._buckets[(self._tick - self.pong_timeout) % n] if s.pong_due]
         for session in silent:
-            session.close(model.DISCONNECT_NO_PONG)
+            session.close(vocabulary.NO_PONG)
 
         for session in self._buckets[self._tick % n]:
             session.ping()

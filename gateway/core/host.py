@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from auth.tokens import ConnectionClaims, SubscriptionClaims, TokenInvalid, TokenVerifier
 from gateway import __version__
-from gateway.protocols.centrifugo.model import DISCONNECT_CONNECTION_LIMIT, Disconnect
+from gateway.core import vocabulary
+from gateway.core.vocabulary import Ending
 from gateway.config import Settings
 from gateway.nsq.envelope import PERSONAL_PREFIX, Patterns
 from gateway.core.expiry import Expiry
@@ -59,6 +60,9 @@ class SessionHost:
                                  join_leave=settings.join_leave, max_clients=settings.presence_max_clients,
                                  ttl=settings.presence_ttl, hub=hub, metrics=metrics, clock=clock)
         self.sessions: set[Session] = set()
+        # Sessions whose commands arrive apart from their connection (an
+        # emulation transport: /emulation), by the session id of their connect result.
+        self.by_id: dict[str, Session] = {}
         self.user_connections: dict[str, int] = {}
         self.held: set[Session] = set()   # sessions whose recovery waits for this node to catch up
         self._hold_timer: asyncio.TimerHandle | None = None
@@ -80,16 +84,19 @@ class SessionHost:
 
     def accept(self, session: Session) -> Session:
         self.sessions.add(session)
+        transport = session.transport
+        if transport.emulation:
+            self.by_id[transport.session_id] = session
         self.heartbeat_of(session).expect_connect(session)
         self.metrics.connections.inc()
         return session
 
-    def admit(self, user: str) -> Disconnect | None:
+    def admit(self, user: str) -> Ending | None:
         """The per-user cap, checked at connect."""
         cap = self.settings.max_user_connections
         if cap and user and self.user_connections.get(user, 0) >= cap:
             self.metrics.refused_connects.labels("user_limit").inc()
-            return DISCONNECT_CONNECTION_LIMIT
+            return vocabulary.CONNECTION_LIMIT
         return None
 
     def connected(self, session: Session) -> None:
@@ -100,6 +107,8 @@ class SessionHost:
 
     def forget(self, session: Session) -> None:
         self.held.discard(session)
+        if session.transport.emulation:
+            self.by_id.pop(session.transport.session_id, None)
         self.heartbeat_of(session).remove(session)
         if session in self.sessions:
             self.sessions.discard(session)

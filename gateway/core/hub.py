@@ -72,8 +72,7 @@ class Hub:
     def push(self, channel: str, kind: str, body: dict) -> int:
         """An event push other than a publication (``join``, ``leave``) to every
         subscriber of ``channel``: built once per codec, framed once per wire
-        format. Codecs that do not declare ``events`` (another protocol's) are
-        skipped. Returns how many got it."""
+        format. Subscribers whose protocol has no such message are skipped. Returns how many got it."""
         subscribers = self._channels.get(channel)
         if not subscribers:
             return 0
@@ -86,8 +85,7 @@ class Hub:
                 codec = wire.codec
                 message = encoded.get(codec, _NONE)
                 if message is _NONE:
-                    message = encoded[codec] = codec.push(channel, kind, body) \
-                        if getattr(codec, "events", False) else None
+                    message = encoded[codec] = codec.event_push(channel, kind, body)
                 frame = frames[wire] = wire.frame(message) if message is not None else None
             if frame is not None:
                 session.push(frame)

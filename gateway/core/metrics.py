@@ -17,8 +17,9 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self.connections = Gauge("pushgate_connections", "Open client connections.", registry=r)
         self.connects = Counter("pushgate_connects", "Successful protocol connects.", registry=r)
-        self.disconnects = Counter("pushgate_disconnects", "Disconnects sent by the server, by code.",
-                                   ["code"], registry=r)
+        self.disconnects = Counter("pushgate_disconnects", "Connections the server ended, by reason "
+                                   "(slow, no_pong, expired, shutdown, ...: gateway/core/vocabulary.py).",
+                                   ["reason"], registry=r)
         self.token_errors = Counter("pushgate_token_errors", "Connects refused for their token.",
                                     ["reason"], registry=r)
         self.bad_frames = Counter("pushgate_bad_frames", "Client frames the protocol refused.", registry=r)

@@ -22,8 +22,8 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid
-from gateway.protocols.centrifugo import model
-from gateway.protocols.centrifugo.model import Disconnect, ProtocolError
+from gateway.core import vocabulary
+from gateway.core.vocabulary import Ending, ProtocolError, Reason, Refusal, SubscriptionEnd
 from gateway.nsq.envelope import foreign_personal, personal_channel, valid_channel
 from gateway.core.presence import compact_info
 
@@ -92,8 +92,40 @@ class Session:
         """Handle decoded commands in order (``state``: what a held one carried)."""
         raise NotImplementedError
 
-    def unsubscribed(self, channel: str, code: int, reason: str) -> None:
+    def unsubscribed(self, channel: str, end: SubscriptionEnd) -> None:
         """Tell the client the server ended its subscription to ``channel``."""
+        raise NotImplementedError
+
+    def goodbye(self, ending: Ending) -> tuple[int, str]:
+        """Say ``ending`` the protocol's way: queue its last message, if it has
+        one, and return the close code and words for a transport with close
+        frames. Called once, after the session has let go of everything."""
+        raise NotImplementedError
+
+    # --- what the server may ask of a session (the server API) ----------------------
+
+    def server_subscribe(self, channel: str, chan_info: bytes | None, data: bytes | None) -> Refusal | None:
+        """Subscribe this connection to ``channel`` from the server, as a
+        channel of its token; None when done, else why not."""
+        raise NotImplementedError
+
+    def server_unsubscribe(self, channel: str) -> bool:
+        """End this connection's subscription to ``channel`` for good (the client
+        is told, and does not subscribe again); whether it had one."""
+        if channel not in self.channels:
+            return False
+        self.server_channels = tuple(c for c in self.server_channels if c != channel)
+        self.end_subscription(channel, SubscriptionEnd.SERVER)
+        return True
+
+    def server_refresh(self, expires_at: int | None) -> None:
+        """The server changed this connection's expiry (None: it no longer
+        expires); the protocol tells the client if it has a way to."""
+        self.reauthenticate(ConnectionClaims(user=self.user, expires_at=expires_at))
+        self.refreshed(expires_at)
+
+    def refreshed(self, expires_at: int | None) -> None:
+        """Tell the client its connection's new expiry."""
         raise NotImplementedError
 
     def send(self, message: bytes) -> None:
@@ -108,7 +140,7 @@ class Session:
         except ProtocolError as exc:
             self.host.metrics.bad_frames.inc()
             log.warning("client %s: bad frame (%s), disconnecting", self.client_id or "-", exc.detail)
-            self.close(exc.disconnect)
+            self.close(exc.ending)
             return None
 
     def receive(self, data: str | bytes) -> None:
@@ -142,7 +174,7 @@ class Session:
                 self.host.metrics.bad_frames.inc()
                 log.warning("client %s: more than %d commands behind a held recovery, disconnecting",
                             self.client_id or "-", HELD_LIMIT)
-                self.close(model.DISCONNECT_BAD_REQUEST)
+                self.close(vocabulary.BAD_REQUEST)
             return
         self.receive(data)
 
@@ -160,7 +192,7 @@ class Session:
         host.metrics.refused_commands.inc()
         log.warning("client %s: over %g commands/s (burst %d), disconnecting", self.client_id or "-",
                     settings.client_command_rate, settings.client_command_burst)
-        self.close(model.DISCONNECT_TOO_MANY_REQUESTS)
+        self.close(vocabulary.TOO_MANY_REQUESTS)
         return False
 
     def hold(self, state: Any, commands: list) -> bool:
@@ -234,7 +266,7 @@ class Session:
             log.warning("connect refused: invalid token (%s)", exc)
             raise
 
-    def begin(self, claims: ConnectionClaims) -> Disconnect | None:
+    def begin(self, claims: ConnectionClaims) -> Ending | None:
         """Become ``claims``' connection: checks the per-user cap and the channel
         limit, and watches the token's expiry. Returns a refusal, or None; the
         protocol then answers and joins :attr:`server_channels`."""
@@ -245,7 +277,7 @@ class Session:
         channels = [personal_channel(claims.user)] if claims.user else []
         channels.extend(c for c in claims.channels if valid_channel(c) and c not in channels)
         if len(channels) > CHANNEL_LIMIT:
-            return model.DISCONNECT_CHANNEL_LIMIT
+            return vocabulary.CHANNEL_LIMIT
         self.user = claims.user
         self.client_id = str(uuid.uuid4())
         self.state = CONNECTED
@@ -301,14 +333,14 @@ class Session:
                 self.sub_expiry = {}
             self.sub_expiry[channel] = expiry.watch(self, expires_at, channel)
 
-    def end_subscription(self, channel: str, code: int, reason: str) -> None:
-        """The server ends one subscription (e.g. its token expired); the SDKs
-        resubscribe for codes from 2500 up."""
+    def end_subscription(self, channel: str, end: SubscriptionEnd) -> None:
+        """The server ends one subscription (e.g. its token expired); the client
+        subscribes again when ``end`` says so."""
         if channel in self.channels:
             self.leave(channel)
-            if code == model.UNSUBSCRIBE_EXPIRED[0]:
+            if end is SubscriptionEnd.EXPIRED:
                 self.host.metrics.expirations.labels("subscription").inc()
-            self.unsubscribed(channel, code, reason)
+            self.unsubscribed(channel, end)
 
     def stream_broken(self, channel: str) -> None:
         """This node lost a publication of ``channel`` that this client should have
@@ -317,24 +349,21 @@ class Session:
         if channel not in self.channels:
             return
         if channel in self.server_channels:
-            self.close(model.DISCONNECT_INSUFFICIENT_STATE)
+            self.close(vocabulary.INSUFFICIENT_STATE)
         else:
-            self.end_subscription(channel, *model.UNSUBSCRIBE_INSUFFICIENT_STATE)
+            self.end_subscription(channel, SubscriptionEnd.INSUFFICIENT_STATE)
 
     # --- output ----------------------------------------------------------------------
 
-    def close(self, disconnect: Disconnect) -> None:
+    def close(self, ending: Ending) -> None:
         if self.state is CLOSED:
             return
         self.state = CLOSED
         self._release()
-        self.host.metrics.disconnects.labels(str(disconnect.code)).inc()
-        self.transport.disconnect(self.wire_disconnect(disconnect))
-
-    def wire_disconnect(self, disconnect: Disconnect) -> Disconnect:
-        """What the transport closes with (a protocol may say it its own way:
-        Action Cable closes 1000 after its disconnect message, as Rails does)."""
-        return disconnect
+        self.host.metrics.disconnects.labels(ending.reason.label).inc()
+        code, words = self.goodbye(ending)
+        # A slow client's queue is dropped: it would not read it anyway.
+        self.transport.disconnect(code, words, ending.reason is not Reason.SLOW)
 
     def ping(self) -> None:
         """Called by the heartbeat: the wire format's pre-framed ping."""

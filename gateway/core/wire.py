@@ -17,10 +17,13 @@ centrifuge's ``transport.go`` are the models):
 * whether the client **answers pings** (the heartbeat expects pongs only
   then);
 * ``send(frame)``: queue framed bytes; never closes synchronously;
-* ``disconnect(d)``: end the connection with a protocol code: a close frame,
-  or on a stream, what is queued (the session's disconnect message last)
-  and then the end of the stream. Encoding a disconnect message is the
-  session's work, never the transport's.
+* ``disconnect(code, reason, flush)``: end the connection: a close frame
+  with ``code`` and ``reason`` where the transport has close frames, or on a
+  stream, what is queued (the session's disconnect message last) and then
+  the end of the stream; with ``flush`` False (a slow client), without what
+  is still queued. The code and words are the protocol's (the session maps
+  the core's reason to them); encoding a disconnect message is the session's
+  work, never the transport's.
 
 Connections that share a :class:`WireFormat` get the very same bytes for a
 publication: the hub encodes it once per codec and frames it once per wire
@@ -31,19 +34,33 @@ from __future__ import annotations
 import secrets
 from typing import Callable, Protocol
 
-from gateway.protocols.centrifugo.model import Disconnect
+
+class MessageCodec(Protocol):
+    """What the hub asks of every protocol's codec: a publication rendered as
+    a message, once per codec; a presence event (``join``, ``leave``) likewise,
+    or None for a protocol that has no such message; and the server's ping,
+    b"" for a protocol whose pings are not one fixed message."""
+
+    binary: bool     # messages travel in binary frames (WebSocket)
+    ping: bytes
+
+    def pub_push(self, channel: str, data: bytes, offset: int | None) -> bytes: ...
+
+    def event_push(self, channel: str, kind: str, body: dict) -> bytes | None: ...
 
 
 class WireFormat:
-    """How one kind of connection's messages look on the wire."""
+    """How one kind of connection's messages look on the wire: a codec (what
+    the messages are) and a framing (how one message is wrapped for its
+    transport: a WebSocket frame, an SSE event, a line)."""
 
     __slots__ = ("name", "codec", "frame", "ping_frame")
 
-    def __init__(self, name: str, codec, frame: Callable[[bytes], bytes]):
+    def __init__(self, name: str, codec: MessageCodec, frame: Callable[[bytes], bytes]):
         self.name = name
-        self.codec = codec      # builds messages (gateway.protocols.centrifugo.codec.Codec, or another protocol's)
+        self.codec = codec
         self.frame = frame      # wraps one message for the wire
-        self.ping_frame = frame(codec.ping) if getattr(codec, "ping", None) is not None else b""
+        self.ping_frame = frame(codec.ping) if codec.ping else b""
 
     def __repr__(self) -> str:
         return f"<WireFormat {self.name}>"
@@ -58,7 +75,7 @@ class Transport(Protocol):
 
     def send(self, frame: bytes) -> None: ...
 
-    def disconnect(self, disconnect: Disconnect) -> None: ...
+    def disconnect(self, code: int, reason: str, flush: bool) -> None: ...
 
 
 def new_session_id() -> str:

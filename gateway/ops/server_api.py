@@ -32,6 +32,7 @@ from typing import Any
 
 import ujson
 
+from gateway.core import vocabulary
 from gateway.protocols.centrifugo import model
 from gateway.protocols.centrifugo.json_codec import Raw
 from gateway.protocols.centrifugo.model import Error
@@ -232,8 +233,18 @@ class ServerApi:
             raise Failed(model.ERROR_PERMISSION_DENIED)  # another user's personal channel: never
         if params.get("b64info") or params.get("b64data"):
             raise Failed(model.ERROR_NOT_AVAILABLE)
-        return await self._act("api-subscribe", user=user, channel=channel, client=_field(params, "client", str),
-                               info=_json_text(params.get("info")), data=_json_text(params.get("data")))
+        fields = {"user": user, "channel": channel, "client": _field(params, "client", str),
+                  "info": _json_text(params.get("info")), "data": _json_text(params.get("data"))}
+        try:
+            touched, refused = await self.node.peering.act_everywhere(
+                "api-subscribe", **{k: v for k, v in fields.items() if v is not None})
+        except ControlNotSent:
+            raise Failed(ERROR_NOT_SENT) from None
+        if not touched and refused:
+            # Never a silent success: the user's connections could not take it
+            # (e.g. all of them speak Action Cable, which has no such message).
+            raise Failed(model.Error(model.ERROR_NOT_AVAILABLE.code, "; ".join(sorted(set(refused)))[:500]))
+        return {}
 
     async def unsubscribe(self, params: dict) -> dict:
         user = self._user(params)
@@ -246,7 +257,7 @@ class ServerApi:
         user = self._user(params)
         whitelist = _field(params, "whitelist", list)
         custom = _field(params, "disconnect", dict)
-        code, reason = model.DISCONNECT_FORCE_DISCONNECT
+        code, reason = model.disconnect_of(vocabulary.FORCE_DISCONNECT)
         if custom is not None:
             code, reason = custom.get("code", 0), custom.get("reason", "")
             if not valid_disconnect(code, reason):

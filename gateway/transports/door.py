@@ -26,12 +26,13 @@ idle or half-open sockets use up the node.
 """
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPServerRequest
@@ -42,6 +43,12 @@ if TYPE_CHECKING:
     from gateway.core.metrics import Metrics
 
 log = logging.getLogger("pushgate.server")
+
+MAX_HEAD = 16384    # bytes of request line and headers
+
+# A WebSocket transport's look at a request head: True when it took the
+# connection (gateway/transports/websocket.py), False to leave it to Tornado.
+Upgrade = Callable[["Head", "RequestHead", bytes], bool]
 
 ACCEPT_BATCH = 32          # accept() calls per readiness event: a burst waits in the backlog
 OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
@@ -95,14 +102,16 @@ class Listener(HTTPServer):
     """Tornado's HTTPServer with the accept loop and bookkeeping above."""
 
     def initialize(self, *args, pending: PendingConnections, metrics: Metrics,  # type: ignore[override]
-                   overloaded: Callable[[], bool] = lambda: False, upgrades=None, **kwargs) -> None:
+                   overloaded: Callable[[], bool] = lambda: False, upgrade: Upgrade | None = None,
+                   **kwargs) -> None:
         super().initialize(*args, **kwargs)
         self.pending = pending
         self.metrics = metrics
         self._overloaded = overloaded
-        # WebSocket endpoints read their own request heads (gateway/transports/websocket.py);
-        # without them every connection goes to Tornado's HTTP server.
-        self.upgrades = upgrades
+        # Request heads are read here, on the lean path, and WebSocket upgrades
+        # taken by ``upgrade``; without it every connection goes to Tornado.
+        self.upgrade = upgrade
+        self.loop = asyncio.get_running_loop()
         self._accept_errors = 0
         self._accept_logged = 0.0
 
@@ -160,9 +169,8 @@ class Listener(HTTPServer):
         return remove
 
     def _accepted(self, connection: socket.socket, address) -> None:
-        if self.upgrades is not None and self.ssl_options is None:
-            from gateway.transports.websocket import Head
-            Head(self, self.upgrades, connection, address)
+        if self.upgrade is not None and self.ssl_options is None:
+            Head(self, connection, address)
         else:
             self._handle_connection(connection, address)
 
@@ -223,3 +231,134 @@ def _valid_ip(address: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+class RequestHead(NamedTuple):
+    """An HTTP/1.1 request line and headers, as read from the socket."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]   # lower-cased names; a repeated header's values joined with ", "
+
+
+def parse_head(head: bytes) -> RequestHead | None:
+    """The request line and headers of an HTTP/1.1 request head (without the
+    blank line), or None when it is not one."""
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
+        return None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            return None
+        name = name.lower()
+        value = value.strip()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    path, _, query = parts[1].partition("?")
+    return RequestHead(parts[0], path, query, headers)
+
+
+class PrefilledIOStream(IOStream):
+    """An IOStream whose first reads return bytes already taken from the socket."""
+
+    def __init__(self, socket, prefill: bytes, **kwargs):
+        self._prefill = prefill
+        super().__init__(socket, **kwargs)
+
+    def read_from_fd(self, buf):
+        prefill = self._prefill
+        if prefill:
+            n = min(len(buf), len(prefill))
+            buf[:n] = prefill[:n]
+            self._prefill = prefill[n:]
+            return n
+        return super().read_from_fd(buf)
+
+
+class Head:
+    """A new connection while its request head arrives (at most MAX_HEAD bytes,
+    within --handshake-timeout)."""
+
+    __slots__ = ("listener", "sock", "address", "buffer", "started", "_closed")
+
+    def __init__(self, listener: Listener, sock: socket.socket, address: tuple) -> None:
+        self.listener = listener
+        self.sock = sock
+        self.address = address
+        self.buffer = b""
+        self.started = time.monotonic()
+        self._closed = False
+        sock.setblocking(False)
+        listener.pending.add(self)
+        listener.loop.add_reader(sock.fileno(), self._readable)
+
+    # PendingConnections' interface
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if not self._closed:
+            self._detach()
+            self.sock.close()
+
+    def expired(self, now: float, timeout: float) -> bool:
+        return now - self.started > timeout
+
+    def _readable(self) -> None:
+        try:
+            chunk = self.sock.recv(MAX_HEAD)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.close()
+            return
+        buffer = self.buffer + chunk if self.buffer else chunk
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0 or end > MAX_HEAD:
+            if len(buffer) > MAX_HEAD:   # a whole head that came in more than one read counts too
+                self.answer(431, "request head too large")
+            else:
+                self.buffer = buffer
+            return
+        self._detach()  # the socket goes to Tornado or to a WebSocket, or is answered and closed
+        request = parse_head(buffer[:end])
+        upgrade = self.listener.upgrade
+        if request is not None and upgrade is not None and upgrade(self, request, buffer[end + 4:]):
+            return   # a WebSocket endpoint's (gateway/transports/websocket.py)
+        # Everything else is Tornado's, with the bytes already read given back.
+        stream = PrefilledIOStream(self.sock, buffer, max_buffer_size=self.listener.max_buffer_size,
+                                   read_chunk_size=self.listener.read_chunk_size)
+        self.listener.handle_stream(stream, self.address)
+
+    def _detach(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.listener.loop.remove_reader(self.sock.fileno())
+            self.listener.pending.discard(self)
+
+    def answer(self, status: int, reason: str, extra: dict | None = None) -> None:
+        """An HTTP error response, then the end of the connection."""
+        self._detach()
+        body = ('{"error": "%s"}' % reason.replace('"', "'")).encode()
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", "Content-Type: application/json",
+                 f"Content-Length: {len(body)}", "Connection: close"]
+        lines.extend(f"{k}: {v}" for k, v in (extra or {}).items())
+        try:
+            self.sock.send(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 426: "Upgrade Required", 431: "Request Header Fields Too Large",
+            503: "Service Unavailable"}

@@ -1,107 +1,84 @@
-"""Streaming HTTP transports, for clients whose WebSocket is blocked and for
-clients with no SDK (centrifugo-protocol.md §9).
+"""The HTTP stream transport: a streamed response as a connection, for
+clients whose WebSocket is blocked and for clients with no SDK.
 
-Bidirectional emulation (what centrifuge-js falls back to):
-
-* ``POST /connection/http_stream``: the body is the connect command (JSON,
-  or varint-delimited Protobuf with ``Content-Type:
-  application/octet-stream``); the response is the stream of replies and
-  pushes, one JSON message per line (``\\n`` after each) or delimited
-  Protobuf ``Reply`` messages.
-* ``GET /connection/sse?cf_connect=<connect command>`` (or ``POST`` with the
-  command as the body): ``text/event-stream``, one ``data:`` event per
-  message, JSON only.
-
-The client's later commands (subscribes, pongs, refreshes) arrive through
-``POST /emulation`` with the ``session`` and ``node`` of the connect result
-(:mod:`gateway.protocols.centrifugo.emulation`), on whatever node the load balancer
-picks.
-
-Unidirectional (centrifugo-protocol.md §9.5), server-side subscriptions
-only, pings with no pong expected:
-
-* ``GET /connection/uni_sse?cf_connect=<ConnectRequest>`` (or ``POST``): a
-  plain ``EventSource`` is enough;
-* ``POST /connection/uni_http_stream`` with the ConnectRequest as the body:
-  newline-delimited JSON, ``curl -N`` is enough.
-
-How a stream is served: Tornado reads the request (main's lean path hands
-it every request that is not a WebSocket upgrade, gateway/transports/websocket.py)
-and the handler checks it. Once admitted, the handler takes the TCP
-connection over (``detach()``), keeps a duplicate of its socket and closes
-Tornado's IOStream, writes the response head itself, and hands the socket to
-a small :class:`HttpStream` with a :class:`SocketWriter`, the write path
-WebSocket connections use (batched writes straight to the socket, a bounded
-queue, 3008 for a client that falls behind). The body is delimited by the
+A stream endpoint (:class:`~gateway.transports.endpoint.Endpoint` of kind
+``STREAM``) is served by :class:`StreamHandler`: Tornado reads the request
+(the door hands it every request that is not a WebSocket upgrade) and the
+handler checks it (browser origins and CORS, admission, a body of at most
+:data:`MAX_REQUEST_BODY` bytes, the endpoint's own ``refuse``). Once
+admitted, the handler takes the TCP connection over (``detach()``), keeps a
+duplicate of its socket and closes Tornado's IOStream, writes the response
+head itself (the content type and first bytes the endpoint chose), and hands
+the socket to a small :class:`HttpStream` with a :class:`SocketWriter`, the
+write path WebSocket connections use (batched writes straight to the
+socket, a bounded queue, cut as slow past it). The body is delimited by the
 end of the connection (``Connection: close``), so every frame goes to the
-socket as it is: the hub's shared frame (one SSE event, one line) is
-exactly the bytes on the wire, with no chunk header to add per connection.
-Nothing is buffered on the way (``X-Accel-Buffering: no`` for nginx) and
-every batch is written at once. Per connection there remain the socket,
-the writer, this transport and the session; the stream reads only to
-notice the client leave.
+socket as it is: the hub's shared frame (one SSE event, one line) is exactly
+the bytes on the wire, with no chunk header to add per connection. Nothing is
+buffered on the way (``X-Accel-Buffering: no`` for nginx). Per connection
+there remain the socket, the writer, this transport and the session; the
+stream reads only to notice the client leave.
 
-To end a stream (a disconnect), the disconnect push goes out after what is
-queued, then the connection is closed; a client that does not read it within
-:data:`~gateway.transports.stream.CLOSE_WAIT` seconds is cut by the node's
-one-second tick (:class:`~gateway.transports.stream.Closing`, which also
-serves closing WebSockets).
+Which protocol a stream speaks, and what its request means (a connect
+command, a ConnectRequest, an Action Cable subscription), is the endpoint's:
+its ``choose`` and ``opened``. The framings of streamed messages are here:
+a line (:func:`line`), an SSE event (:func:`sse_event`), bytes that are
+already delimited (:func:`as_is`).
+
+To end a stream (a disconnect), what is queued goes out (the session's last
+message included), then the connection is closed; a client that does not
+read it within :data:`~gateway.transports.stream.CLOSE_WAIT` seconds is cut
+by the node's one-second tick (:class:`~gateway.transports.stream.Closing`,
+which also serves closing WebSockets).
 """
 from __future__ import annotations
 
 import logging
 import re
 import socket
-from typing import TYPE_CHECKING
+import urllib.parse
+from typing import TYPE_CHECKING, Any
 
 import tornado.log
 import tornado.web
-import ujson
 from tornado.iostream import IOStream
 
-from gateway.protocols.centrifugo import model
-from gateway.protocols.centrifugo.json_codec import JSON, JSON_UNI
-from gateway.protocols.centrifugo.model import Disconnect
-from gateway.protocols.centrifugo.protobuf_codec import PROTOBUF
-from gateway.protocols.centrifugo.session import CentrifugoSession
-from gateway.core.wire import WireFormat, new_session_id
+from gateway.core import vocabulary
+from gateway.core.wire import new_session_id
+from gateway.transports.endpoint import Choice, Endpoint, HttpRefusal, Request
 from gateway.transports.stream import SocketWriter
 
 if TYPE_CHECKING:
-    from gateway.node import Node
     from gateway.core.session import Session
-    from gateway.protocols.centrifugo.emulation import EmulationSessions
+    from gateway.core.wire import WireFormat
+    from gateway.transports.host import TransportHost
 
 log = logging.getLogger("pushgate.http_stream")
 
 MAX_REQUEST_BODY = 65536   # bytes of a connect request (Centrifugo's default), and of /emulation
 INPUT_AFTER_REQUEST = 4096  # bytes a client may send on an open stream (it should send none)
-PROTOBUF_TYPE = "application/octet-stream"
 ALLOWED_HEADERS = "Content-Type, Accept, Last-Event-ID"
 PRINTABLE_ORIGIN = re.compile(r"^[\x21-\x7e]{1,300}$")  # safe to echo in a header
+SSE_TYPE = "text/event-stream; charset=utf-8"
+SSE_PREAMBLE = b"\r\n"   # an empty line first, as Centrifugo sends: every browser fires onopen on it
 
 
-def _line(message: bytes) -> bytes:
+# --- framings of streamed messages ------------------------------------------------------
+
+def line(message: bytes) -> bytes:
+    """A message per line (newline-delimited JSON)."""
     return message + b"\n"
 
 
-def _event(message: bytes) -> bytes:
-    # JSON messages have no raw newline (the codec and the ingest see to it),
-    # so one message is always one data line.
+def sse_event(message: bytes) -> bytes:
+    """An SSE ``data:`` event. The message must hold no raw newline (JSON from
+    the codecs never does), so one message is always one data line."""
     return b"data: " + message + b"\n\n"
 
 
-def _as_is(message: bytes) -> bytes:
-    return message  # already varint-delimited
+def as_is(message: bytes) -> bytes:
+    return message  # already delimited (varint-delimited Protobuf)
 
-
-# One wire format per (encoding, framing): the hub builds one frame per
-# publication for each, shared by every connection that uses it.
-HTTP_STREAM_JSON = WireFormat("http_stream-json", JSON, _line)
-HTTP_STREAM_PROTOBUF = WireFormat("http_stream-protobuf", PROTOBUF, _as_is)
-SSE_JSON = WireFormat("sse-json", JSON, _event)
-UNI_HTTP_STREAM = WireFormat("uni_http_stream-json", JSON_UNI, _line)
-UNI_SSE = WireFormat("uni_sse-json", JSON_UNI, _event)
 
 _NO_CACHE = (b"Cache-Control: private, no-cache, no-store, must-revalidate, max-age=0\r\n"
              b"Pragma: no-cache\r\nExpires: 0\r\nX-Accel-Buffering: no\r\nConnection: close\r\n")
@@ -115,6 +92,19 @@ def response_head(content_type: str, origin: str | None, preamble: bytes = b"") 
     return head + b"\r\n" + preamble
 
 
+
+
+_STATUS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
+
+
+def error_response(status: int, reason: str, origin: str | None) -> bytes:
+    """A whole HTTP error response, for a stream refused as it opened."""
+    body = ('{"error": "%s"}' % reason.replace('"', "'").replace("\\", "/")).encode()
+    head = (f"HTTP/1.1 {status} {_STATUS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n").encode()
+    if origin:
+        head += b"Access-Control-Allow-Origin: " + origin.encode() + b"\r\nVary: Origin\r\n"
+    return head + b"\r\n" + body
 
 
 def take_socket(stream: IOStream) -> socket.socket | None:
@@ -131,56 +121,77 @@ def take_socket(stream: IOStream) -> socket.socket | None:
 
 class HttpStream:
     """One streaming response on its socket: the Transport of one session
-    (see gateway/core/wire.py). It writes through a
-    :class:`SocketWriter`, as a WebSocket does, and reads only to notice the
-    client leave."""
+    (see gateway/core/wire.py). It writes through a :class:`SocketWriter`,
+    as a WebSocket does, and reads only to notice the client leave."""
 
-    unidirectional = False
-    emulation = True
-    pongs = True
+    __slots__ = ("wire", "session_id", "session", "send", "unidirectional", "emulation", "pongs", "_host", "_sock",
+                 "_fd", "_writer", "_received", "_opening", "_closing", "_closed")
 
-    __slots__ = ("wire", "session_id", "session", "send", "_node", "_sock", "_fd", "_writer", "_sessions",
-                 "_received", "_closing", "_closed")
-
-    def __init__(self, node: Node, sock: socket.socket, wire: WireFormat, head: bytes,
-                 sessions: EmulationSessions | None = None) -> None:
-        self.wire = wire
-        self.session_id = new_session_id()
-        self.session: Session | None = None
-        self._node = node
+    def __init__(self, host: TransportHost, endpoint: Endpoint, sock: socket.socket, choice: Choice,
+                 request: Request, origin: str | None) -> None:
+        self.wire: WireFormat = choice.wire
+        self.unidirectional = endpoint.unidirectional
+        self.emulation = endpoint.emulation
+        self.pongs = endpoint.pongs
+        # The id in the connect result: an emulation client's commands come
+        # through /emulation with it; a unidirectional client's connect push names it.
+        self.session_id = new_session_id() if endpoint.emulation or endpoint.unidirectional else ""
+        self._host = host
         self._sock = sock
         self._fd = sock.fileno()
-        self._sessions = sessions
         self._received = 0
         self._closing = False
         self._closed = False
-        self._writer = SocketWriter(sock, node.batcher, node.settings.max_queue_bytes, self._overflow, self.abort)
+        self._writer = SocketWriter(sock, host.batcher, host.max_queue_bytes, self._overflow, self.abort)
         self.send = self._writer.send  # the hub calls the writer with no hop through here
-        self.send(head)  # goes out with the connect reply, in one write
-        node.loop.add_reader(self._fd, self._readable)
+        # The head goes out with the first messages, in one write. While the
+        # session opens, nothing is written: it may yet refuse the request.
+        self.send(response_head(choice.content_type, origin, choice.preamble))
+        self._opening = True
+        sessions = host.session_host
+        self.session: Session = sessions.accept(endpoint.session(sessions, self))
+        host.watch(self._fd, self._readable)
+        refusal = None
+        if choice.refusal is not None:
+            self.session.close(choice.refusal)
+        elif endpoint.opened is not None:
+            refusal = endpoint.opened(self.session, request)
+        self._opening = False
+        if refusal is not None:
+            self._refuse(refusal, origin)
+        elif self._closing:   # the session ended as it opened: its last message, then the end
+            self._closing = False
+            self.disconnect(0, "", True)
 
-    def start(self, node: Node) -> CentrifugoSession:
-        session = CentrifugoSession(node.host, self)
-        self.session = node.host.accept(session)
-        if self._sessions is not None:
-            self._sessions.add(self.session_id, session)
-        return session
+    def _refuse(self, refusal: HttpRefusal, origin: str | None) -> None:
+        """An HTTP error instead of the stream; the session is ended."""
+        log.info("%s refused with %d: %s", self.wire.name, refusal.status, refusal.reason)
+        self.session.close(vocabulary.BAD_REQUEST)   # nothing if the session ended itself
+        writer = self._writer
+        writer.unbound()   # drop the stream's head and messages
+        writer.write(error_response(refusal.status, refusal.reason, origin))
+        self._closing = True
+        self._host.closing.add(self)
+        writer.when_drained(self.abort)
 
-    def disconnect(self, disconnect: Disconnect) -> None:
-        """The disconnect push after what is queued, then the end of the response
-        (unless the client is the slow one: then at once)."""
+    def disconnect(self, code: int, reason: str, flush: bool) -> None:
+        """What is queued (the session's last message last), then the end of
+        the response (unless the client is the slow one: then at once)."""
         if self._closing or self._closed:
             return
+        if self._opening:
+            self._closing = True   # finished once the session has opened (see __init__)
+            return
         writer = self._writer
-        if disconnect.code == model.DISCONNECT_SLOW.code:
+        if not flush:
             self.abort()
             return
-        writer.flush_pending()   # the session's disconnect push is queued last
+        writer.flush_pending()
         if writer.overflowed:
             self.abort()
             return
         self._closing = True
-        self._node.closing.add(self)
+        self._host.closing.add(self)
         writer.when_drained(self.abort)
 
     def _readable(self) -> None:
@@ -200,33 +211,19 @@ class HttpStream:
         if self._closed:
             return
         self._closed = True
-        self._node.closing.discard(self)
-        self._node.loop.remove_reader(self._fd)
+        self._host.closing.discard(self)
+        self._host.unwatch(self._fd)
         self._writer.close()
         try:
             self._sock.close()
         except OSError:
             pass
-        if self._sessions is not None:
-            self._sessions.remove(self.session_id)
-        if self.session is not None:
-            self.session.transport_closed()
+        self.session.transport_closed()
 
-    def _overflow(self, disconnect: Disconnect) -> None:
-        session = self.session
-        if session is None:
-            self.abort()
-            return
-        log.warning("client %s: send queue over %d bytes, disconnecting as slow", session.client_id or "-",
-                    session.host.settings.max_queue_bytes)
-        session.close(disconnect)
-
-
-class UniHttpStream(HttpStream):
-    unidirectional = True
-    emulation = False
-    pongs = False
-    __slots__ = ()
+    def _overflow(self) -> None:
+        log.warning("client %s: send queue over %d bytes, disconnecting as slow", self.session.client_id or "-",
+                    self._host.max_queue_bytes)
+        self.session.close(vocabulary.SLOW)
 
 
 class PathOnlyLogs:
@@ -256,9 +253,8 @@ class StreamEndpoint(PathOnlyLogs, tornado.web.RequestHandler):
 
     admit = True  # new connections pass the node's admission (not /emulation)
 
-    def initialize(self, node: Node, sessions: EmulationSessions | None = None) -> None:
-        self.node = node
-        self.sessions = sessions
+    def initialize(self, host: TransportHost, **kwargs: Any) -> None:
+        self.host = host
         self._chunks: list[bytes] = []
         self._size = 0
         self._origin: str | None = None
@@ -275,7 +271,7 @@ class StreamEndpoint(PathOnlyLogs, tornado.web.RequestHandler):
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Vary", "Origin")
         if self.admit and method in ("GET", "POST"):
-            refusal = self.node.admit_handshake()
+            refusal = self.host.admit_handshake()
             if refusal is not None:
                 self.set_header("Retry-After", "1")
                 self.refuse(503, refusal, unread=True)
@@ -303,7 +299,7 @@ class StreamEndpoint(PathOnlyLogs, tornado.web.RequestHandler):
 
     def _origin_allowed(self, origin: str) -> bool:
         """Whether ``origin`` may use this endpoint; if not, answered 403 here."""
-        if self.node.origin_allowed(origin, self.request.host) and PRINTABLE_ORIGIN.match(origin):
+        if self.host.origin_allowed(origin, self.request.host) and PRINTABLE_ORIGIN.match(origin):
             return True
         log.warning("refused a browser request to %s from origin %r (the gateway's host is %r): to allow it, "
                     "add it to --allowed-origins (PUSHGATE_ALLOWED_ORIGINS)",
@@ -336,121 +332,54 @@ class StreamEndpoint(PathOnlyLogs, tornado.web.RequestHandler):
             self.set_header("Connection", "close")
         self.finish({"error": reason})
 
-    def open_stream(self, wire: WireFormat, content_type: str, preamble: bytes = b"",
-                    cls: type[HttpStream] = HttpStream) -> CentrifugoSession | None:
+    def open_stream(self, endpoint: Endpoint, choice: Choice, request: Request) -> None:
         """Take the connection over from Tornado and start a session on it
-        (None: the client left while its request was read)."""
-        node = self.node
+        (nothing when the client left while its request was read)."""
+        host = self.host
         stream = self.detach()  # Tornado's part ends here
-        node.pending.discard(stream)  # a session now, counted against --max-connections
+        host.pending.discard(stream)  # a session now, counted against --max-connections
         sock = take_socket(stream)
         # Log the request as answered, and let go of the handler.
         self.set_status(200 if sock is not None else 499)
         self.application.log_request(self)
         self._break_cycles()
-        if sock is None:
-            return None
-        head = response_head(content_type, self._origin, preamble)
-        return cls(node, sock, wire, head, self.sessions if cls.emulation else None).start(node)
+        if sock is not None:
+            HttpStream(host, endpoint, sock, choice, request, self._origin)
 
     def write_error(self, status_code: int, **kwargs) -> None:
         self.finish({"error": self._reason})
 
 
-class HttpStreamEndpoint(StreamEndpoint):
-    """``POST /connection/http_stream``: the body is the connect command."""
+class StreamHandler(StreamEndpoint):
+    """Serves one stream endpoint: its methods, its refusals, its choice."""
 
-    def post(self) -> None:
-        if self._finished:
-            return
-        body = self.body
-        if not body.strip():
-            self.refuse(400, "the body must be the connect command")
-            return
-        if self.request.headers.get("Content-Type", "").split(";")[0].strip() == PROTOBUF_TYPE:
-            session = self.open_stream(HTTP_STREAM_PROTOBUF, PROTOBUF_TYPE)
-        else:
-            session = self.open_stream(HTTP_STREAM_JSON, "application/x-ndjson")
-        if session is not None:
-            session.handle_frame(body)
-
-
-class SseEndpoint(StreamEndpoint):
-    """``GET /connection/sse?cf_connect=<connect command>``, or ``POST`` with the
-    command as the body. JSON only."""
+    def initialize(self, host: TransportHost, **kwargs: Any) -> None:
+        super().initialize(host)
+        self.endpoint: Endpoint = kwargs["endpoint"]
 
     def get(self) -> None:
-        if self._finished:
-            return
-        command = self.get_query_argument("cf_connect", "", strip=False)
-        if not command.strip():
-            self.refuse(400, "cf_connect: the connect command is missing")
-            return
-        self._open(command)
+        self._serve()
 
     def post(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
         if self._finished:
             return
-        body = self.body
-        if not body.strip():
-            self.refuse(400, "the body must be the connect command")
+        endpoint = self.endpoint
+        if self.request.method not in endpoint.methods:
+            self.set_header("Allow", ", ".join(endpoint.methods))
+            self.refuse(405, f"{endpoint.path}: {' or '.join(endpoint.methods)}")
             return
-        self._open(body)
-
-    def _open(self, command: str | bytes) -> None:
-        # An empty line first, as Centrifugo sends: every browser fires onopen on it.
-        session = self.open_stream(SSE_JSON, "text/event-stream; charset=utf-8", b"\r\n")
-        if session is not None:
-            session.handle_frame(command)
-
-
-def connect_request(raw: str | bytes) -> dict | None:
-    """A unidirectional ConnectRequest (a JSON object; empty or ``null``: no
-    fields), or None when it is not one."""
-    if not raw.strip():
-        return {}
-    try:
-        request = ujson.loads(raw)
-    except (ValueError, OverflowError):
-        return None
-    if request is None:
-        return {}
-    return request if type(request) is dict else None
-
-
-class UniSseEndpoint(StreamEndpoint):
-    """``GET /connection/uni_sse?cf_connect=<ConnectRequest>`` (none: an empty
-    request), or ``POST`` with the ConnectRequest as the body."""
-
-    def get(self) -> None:
-        if not self._finished:
-            self._open(self.get_query_argument("cf_connect", "", strip=False))
-
-    def post(self) -> None:
-        if not self._finished:
-            self._open(self.body)
-
-    def _open(self, raw: str | bytes) -> None:
-        request = connect_request(raw)
-        if request is None:
-            self.refuse(400, "the connect request must be a JSON object")
-            return
-        session = self.open_stream(UNI_SSE, "text/event-stream; charset=utf-8", b"\r\n", UniHttpStream)
-        if session is not None:
-            session.connect_unidirectional(request)
-
-
-class UniHttpStreamEndpoint(StreamEndpoint):
-    """``POST /connection/uni_http_stream`` with the ConnectRequest as the body:
-    newline-delimited JSON pushes."""
-
-    def post(self) -> None:
-        if self._finished:
-            return
-        request = connect_request(self.body)
-        if request is None:
-            self.refuse(400, "the body must be a connect request: a JSON object")
-            return
-        session = self.open_stream(UNI_HTTP_STREAM, "application/x-ndjson", cls=UniHttpStream)
-        if session is not None:
-            session.connect_unidirectional(request)
+        headers: dict[str, str] = {}
+        for name, value in self.request.headers.get_all():
+            name = name.lower()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        query = urllib.parse.parse_qs(self.request.query, keep_blank_values=True) if self.request.query else {}
+        request = Request(self.request.method or "GET", self.request.path, headers, query, self.body)
+        if endpoint.refuse is not None:
+            reason = endpoint.refuse(request)
+            if reason is not None:
+                self.refuse(400, reason)
+                return
+        self.open_stream(endpoint, endpoint.choose(request), request)

@@ -25,10 +25,10 @@ once.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Callable
 
-from gateway.protocols.centrifugo import model
 
 QUIET = 0.0005     # seconds without a new publication after which we flush
 MAX_COLLECT = 0.1  # seconds: the longest a frame waits for company under load
@@ -120,7 +120,8 @@ class SocketWriter:
     __slots__ = ("_sock", "_fd", "_loop", "_pending", "_pending_bytes", "_flush_at", "_out", "_limit",
                  "_batcher", "_on_overflow", "_on_error", "_overflowed", "_on_drained")
 
-    def __init__(self, sock, batcher: WriteBatcher, max_queue_bytes: int, on_overflow, on_error) -> None:
+    def __init__(self, sock: socket.socket, batcher: WriteBatcher, max_queue_bytes: int,
+                 on_overflow: Callable[[], None], on_error: Callable[[], None]) -> None:
         self._sock = sock
         self._fd = sock.fileno()
         self._loop = asyncio.get_running_loop()
@@ -184,7 +185,7 @@ class SocketWriter:
             # Called from send() inside the hub's fan-out loop, so the close
             # (which unsubscribes) must wait for the loop to finish.
             self._overflowed = True
-            self._loop.call_soon(self._on_overflow, model.DISCONNECT_SLOW)
+            self._loop.call_soon(self._on_overflow)
 
     def _writable(self) -> None:
         out = self._out

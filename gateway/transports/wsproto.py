@@ -52,6 +52,14 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return header + payload
 
 
+def text_frame(payload: bytes) -> bytes:
+    return frame(TEXT, payload)
+
+
+def binary_frame(payload: bytes) -> bytes:
+    return frame(BINARY, payload)
+
+
 def close_frame(code: int, reason: str = "") -> bytes:
     body = struct.pack("!H", code) + reason.encode("utf-8")[:123]
     return frame(CLOSE, body)

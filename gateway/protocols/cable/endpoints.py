@@ -1,8 +1,10 @@
-"""The WebSocket transport's Action Cable endpoint: ``/cable``, for the stock
-``@rails/actioncable`` client, Turbo, and ``@anycable/web``.
+"""Where the Action Cable protocol is served: ``/cable``, a WebSocket for the
+stock ``@rails/actioncable`` client, Turbo, and ``@anycable/web``; and
+``/events``, Server-Sent Events as AnyCable serves them (:mod:`.sse`).
 
-The same door and the same connection as ``/connection/websocket``
-(:mod:`gateway.transports.websocket`), with another protocol behind it:
+``/cable`` is the same door and the same connection as
+``/connection/websocket`` (:mod:`gateway.transports.websocket`), with
+another protocol behind it:
 
 * the subprotocol is ``actioncable-v1-json`` or ``actioncable-v1-ext-json``,
   whichever the client offers first. A client that offers neither is refused
@@ -15,13 +17,17 @@ The same door and the same connection as ``/connection/websocket``
   as ``X-AnyCable-Restore-Sid`` or ``?sid=``;
 * clients do not answer pings.
 """
+
 from __future__ import annotations
 
+from gateway.core.host import SessionHost
+from gateway.core.session import Session
+from gateway.core.wire import Transport, WireFormat
+from gateway.protocols.cable import sse
 from gateway.protocols.cable.protocol import EXT, SUBPROTOCOLS, TOKEN_SUBPROTOCOL, V1, BaseCodec
 from gateway.protocols.cable.session import CableSession
-from gateway.core.wire import WireFormat
-from gateway.transports.websocket import Choice, Endpoint
-from gateway.protocols.centrifugo.websocket import text_frame
+from gateway.transports.endpoint import Choice, Endpoint, HttpRefusal, Kind, Request
+from gateway.transports.wsproto import text_frame
 
 CABLE_V1 = WireFormat("cable", BaseCodec(), text_frame)
 CABLE_EXT = WireFormat("cable-ext", BaseCodec(), text_frame)
@@ -29,12 +35,12 @@ REFUSAL = ("/cable speaks the Action Cable protocol: offer the WebSocket subprot
            "(what @rails/actioncable and Turbo offer) or actioncable-v1-ext-json (@anycable/web)")
 
 
-def unacceptable(offered: list[str]) -> str | None:
-    return None if any(name in SUBPROTOCOLS for name in offered) else REFUSAL
+def refuse(request: Request) -> str | None:
+    return None if any(name in SUBPROTOCOLS for name in request.offered) else REFUSAL
 
 
-def choose(offered: list[str], query: dict[str, list[str]]) -> Choice:
-    for name in offered:
+def choose(request: Request) -> Choice:
+    for name in request.offered:
         if name == EXT:
             return Choice(CABLE_EXT, EXT)
         if name == V1:
@@ -42,26 +48,30 @@ def choose(offered: list[str], query: dict[str, list[str]]) -> Choice:
     return Choice(CABLE_V1, None)  # not reached: refused before the upgrade
 
 
-def _first(query: dict[str, list[str]], name: str) -> str:
-    values = query.get(name)
-    return values[-1] if values else ""
-
-
-def opened(session: CableSession, headers: dict[str, str], query: dict[str, list[str]]) -> None:
-    token = headers.get("x-jid", "")
+def token_of(request: Request) -> str:
+    """The connection's JWT, AnyCable's way: ``X-JID``, an ``anycable-token.``
+    subprotocol (read, never selected), or ``?jid=``."""
+    token = request.headers.get("x-jid", "")
     if not token:
-        for name in headers.get("sec-websocket-protocol", "").split(","):
-            name = name.strip()
+        for name in request.offered:
             if name.startswith(TOKEN_SUBPROTOCOL):
                 token = name[len(TOKEN_SUBPROTOCOL):]
                 break
-    token = token or _first(query, "jid")
-    sid = headers.get("x-anycable-restore-sid", "") or _first(query, "sid")
-    session.start(token, sid)
+    return token or request.arg("jid")
 
 
-def new_session(host, transport) -> CableSession:
+def opened(session: Session, request: Request) -> HttpRefusal | None:
+    assert isinstance(session, CableSession)
+    sid = request.headers.get("x-anycable-restore-sid", "") or request.arg("sid")
+    session.start(token_of(request), sid)
+    return None
+
+
+def new_session(host: SessionHost, transport: Transport) -> CableSession:
     return CableSession(host, transport, EXT if transport.wire is CABLE_EXT else V1)
 
 
-CABLE = Endpoint("/cable", choose, new_session, pongs=False, unacceptable=unacceptable, opened=opened)
+ENDPOINTS = [
+    Endpoint("/cable", Kind.WEBSOCKET, choose, new_session, refuse=refuse, opened=opened, pongs=False),
+    sse.EVENTS,
+]

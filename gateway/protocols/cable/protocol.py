@@ -26,12 +26,11 @@ stream) share the bytes.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import ujson
 
-from gateway.protocols.centrifugo import model
-from gateway.protocols.centrifugo.model import Disconnect, ProtocolError
+from gateway.core.vocabulary import Ending, ProtocolError, Reason
 from gateway.core.history import PERIOD_NS
 
 V1 = "actioncable-v1-json"
@@ -112,24 +111,27 @@ def disconnect(reason: str, reconnect: bool) -> bytes:
     return b'{"type":"disconnect","reason":%s,"reconnect":%s}' % (quote(reason), b"true" if reconnect else b"false")
 
 
-# The session core closes with the Centrifugo protocol's codes; Action Cable
-# clients read a reason and whether to reconnect. Rails' own reasons where it
-# has one (unauthorized, invalid_request, server_restart, remote), AnyCable's
-# token_expired, otherwise the code's reason in Rails' style.
+# The core's reasons, as Action Cable clients read them: a reason and
+# whether to reconnect. Rails' own reasons where it has one (unauthorized,
+# invalid_request, server_restart, remote), AnyCable's token_expired,
+# otherwise the core's words in Rails' style.
 _REASONS = {
-    model.DISCONNECT_SHUTDOWN.code: ("server_restart", True),
-    model.DISCONNECT_EXPIRED.code: ("token_expired", True),
-    model.DISCONNECT_FORCE_RECONNECT.code: ("remote", True),
-    model.DISCONNECT_FORCE_DISCONNECT.code: ("remote", False),
-    model.DISCONNECT_INVALID_TOKEN.code: ("unauthorized", False),
-    model.DISCONNECT_BAD_REQUEST.code: ("invalid_request", False),
-    model.DISCONNECT_INAPPROPRIATE_PROTOCOL.code: ("invalid_request", False),
+    Reason.SHUTDOWN: "server_restart",
+    Reason.EXPIRED: "token_expired",
+    Reason.FORCE_RECONNECT: "remote",
+    Reason.FORCE_DISCONNECT: "remote",
+    Reason.INVALID_TOKEN: "unauthorized",
+    Reason.BAD_REQUEST: "invalid_request",
+    Reason.INAPPROPRIATE_PROTOCOL: "invalid_request",
 }
 
 
-def disconnect_reason(d: Disconnect) -> tuple[str, bool]:
-    """The Action Cable ``reason`` and ``reconnect`` for a core disconnect."""
-    return _REASONS.get(d.code) or (d.reason.replace(" ", "_"), d.reconnect)
+def disconnect_reason(ending: Ending) -> tuple[str, bool]:
+    """The Action Cable ``reason`` and ``reconnect`` for the core's ending (an
+    application's own code keeps its own words)."""
+    if ending.code:
+        return ending.words.replace(" ", "_"), ending.reconnect
+    return _REASONS.get(ending.reason) or ending.reason.words.replace(" ", "_"), ending.reconnect
 
 
 def epoch_for(offset: int, now_ns: int) -> bytes:
@@ -152,7 +154,8 @@ class IdentifierCodec:
     is: it is the value the Ruby side broadcast, exactly what Rails sends."""
 
     __slots__ = ("identifier", "channel", "ext", "head", "stream_id", "now_ns")
-    ping = None
+    binary = False
+    ping = b""  # Action Cable's ping carries the time: built once a second (CableState)
 
     def __init__(self, identifier: str, channel: str, ext: bool, now_ns):
         self.identifier = identifier
@@ -168,27 +171,44 @@ class IdentifierCodec:
         return b'%s%s%s%s","offset":%d}' % (self.head, data, self.stream_id, epoch_for(offset, self.now_ns()),
                                               offset)
 
+    def event_push(self, channel: str, kind: str, body: dict) -> None:
+        return None  # Action Cable has no join or leave message
+
 
 class CompositeCodec:
     """Several identifiers of one connection that name the same channel (a
     Turbo element with data attributes and a ``$pubsub`` signed name for one
     stream): the hub holds a connection once per channel, so one publication
-    becomes one message per identifier."""
+    becomes one message per identifier, each framed here with the
+    connection's framing (its wire format then adds nothing)."""
 
-    __slots__ = ("codecs",)
-    ping = None
+    __slots__ = ("codecs", "frame")
+    binary = False
+    ping = b""
 
-    def __init__(self, codecs: tuple[IdentifierCodec, ...]):
+    def __init__(self, codecs: tuple[IdentifierCodec, ...], frame: Callable[[bytes], bytes]):
         self.codecs = codecs
+        self.frame = frame
 
-    def pub_push(self, channel: str, data: bytes, offset: int | None) -> tuple[bytes, ...]:
-        return tuple(codec.pub_push(channel, data, offset) for codec in self.codecs)
+    def pub_push(self, channel: str, data: bytes, offset: int | None) -> bytes:
+        frame = self.frame
+        return b"".join(frame(codec.pub_push(channel, data, offset)) for codec in self.codecs)
+
+    def event_push(self, channel: str, kind: str, body: dict) -> None:
+        return None
 
 
 class BaseCodec:
-    """The codec of the transport's own wire format: the cable protocol's
-    messages are built by the functions above; this only declares it."""
+    """The codec of a connection's own wire format. The protocol's messages are
+    built by the functions above and publications per identifier
+    (:class:`IdentifierCodec`): the hub never renders with this one."""
 
     name = "cable"
     binary = False
-    ping = None
+    ping = b""
+
+    def pub_push(self, channel: str, data: bytes, offset: int | None) -> bytes:
+        raise TypeError("an Action Cable subscription renders with its identifier's codec")
+
+    def event_push(self, channel: str, kind: str, body: dict) -> None:
+        return None

@@ -34,11 +34,11 @@ from gateway.protocols.cable import protocol
 from gateway.protocols.cable.protocol import EXT
 from gateway.protocols.cable.state import CableState, CableWire
 from gateway.protocols.cable.streams import Refused
-from gateway.protocols.centrifugo import model
-from gateway.protocols.centrifugo.model import Disconnect
+from gateway.core import vocabulary
+from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
 from gateway.nsq.envelope import PERSONAL_PREFIX, foreign_personal
 from gateway.core.history import Recovery, epoch_of, from_position, offset_of
-from gateway.core.session import CHANNEL_LIMIT, CLOSED, CONNECTED, Session
+from gateway.core.session import CHANNEL_LIMIT, CONNECTED, Session
 
 if TYPE_CHECKING:
     from gateway.core.host import SessionHost
@@ -72,26 +72,28 @@ class CableSession(Session):
 
     # --- opening ---------------------------------------------------------------------
 
-    def start(self, token: str, restore_sid: str = "") -> None:
+    def start(self, token: str, restore_sid: str = "", restorable: bool = True) -> None:
         """The connection is open: authenticate, then ``welcome`` (restoring the
-        subscriptions of ``restore_sid`` when this node kept them) or refuse."""
+        subscriptions of ``restore_sid`` when this node kept them) or refuse.
+        ``restorable``: an ext connection gets a session id to come back to."""
         try:
             claims = self.authenticate(token)
         except TokenExpired:
             # AnyCable's answer; @anycable/web refreshes its token on exactly this.
             # The stock client keeps retrying on its own schedule (its URL may be
             # a function that mints a new token), so it is told to reconnect.
-            self._close(model.DISCONNECT_EXPIRED, "token_expired", not self.ext)
+            # (goodbye() says so to an ext client refused here.)
+            self.close(vocabulary.EXPIRED)
             return
         except TokenInvalid:
-            self._close(model.DISCONNECT_INVALID_TOKEN, "unauthorized", False)
+            self.close(vocabulary.INVALID_TOKEN)
             return
         refusal = self.begin(claims)
         if refusal is not None:
             self.close(refusal)
             return
         restored = None
-        if self.ext:
+        if self.ext and restorable:
             self.sid = self.cable.new_sid()
             if restore_sid:
                 restored = self._restore(restore_sid)
@@ -111,7 +113,7 @@ class CableSession(Session):
         awaiting: dict[str, tuple[str, int | None]] = {}
         for identifier in kept.identifiers[:CHANNEL_LIMIT]:
             try:
-                channel = self._resolve(identifier)  # the rules may have changed since
+                channel = self.resolve(identifier)  # the rules may have changed since
             except Refused:
                 continue
             if history.enabled(channel):
@@ -151,23 +153,41 @@ class CableSession(Session):
         except Exception:
             log.exception("client %s: internal error handling %s", self.client_id or "-",
                           [str(c.get("command"))[:20] for c in commands[:8]])
-            self.close(model.DISCONNECT_INTERNAL)
+            self.close(vocabulary.INTERNAL)
 
     def still_behind(self, commands: list[dict]) -> bool:
         return self._behind(commands[0])
 
-    def unsubscribed(self, channel: str, code: int, reason: str) -> None:
-        # Action Cable has no message for a subscription the server ends, and
-        # the core ends one only when this node lost a publication the client
-        # should have had. Reconnecting is the honest answer: a stock client
+    def unsubscribed(self, channel: str, end: SubscriptionEnd) -> None:
+        if not end.resubscribe:
+            # For good (the server API's unsubscribe): reject_subscription for
+            # each identifier that named the channel, on which the stock client
+            # forgets the subscription, and does not subscribe again, even
+            # after a reconnect.
+            identifiers = [i for i, c in self.subscriptions.items() if c == channel]
+            for identifier in identifiers:
+                del self.subscriptions[identifier]
+                self.send(protocol.reject(identifier))
+            return
+        # Action Cable has no message for a subscription the server ends and the
+        # client should take again (this node lost a publication the client
+        # should have had). Reconnecting is the honest answer: a stock client
         # calls connected({reconnected: true}) (Rails' cue to refetch), and an
         # ext client asks for history from its positions and is told whether
         # the gap can be filled.
-        self.close(model.DISCONNECT_INSUFFICIENT_STATE)
+        self.close(vocabulary.INSUFFICIENT_STATE)
+
+    def server_subscribe(self, channel: str, chan_info: bytes | None, data: bytes | None) -> Refusal | None:
+        return Refusal("an Action Cable connection cannot be subscribed by the server: the protocol has no "
+                       "message for it (the client subscribes itself; list the channel in the token's "
+                       "channels claim or in --public-channels)")
+
+    def refreshed(self, expires_at: int | None) -> None:
+        pass  # Action Cable has no message for it: the new expiry applies silently
 
     # --- identifiers and channels -------------------------------------------------------
 
-    def _resolve(self, identifier: str) -> str:
+    def resolve(self, identifier: str) -> str:
         """The channel ``identifier`` names, if this user may read it; raises Refused."""
         stream = self.cable.streams.resolve(identifier)
         channel = stream.channel
@@ -198,7 +218,7 @@ class CableSession(Session):
             return
         wires = self.cable.wires
         old = self._wire(channel)
-        self.join(channel, wires.acquire(self.ext, identifiers, channel))
+        self.join(channel, wires.acquire(self.ext, identifiers, channel, self.wire.frame))
         if old is not None:
             wires.release(old)
 
@@ -303,7 +323,7 @@ class CableSession(Session):
         try:
             if len(self.subscriptions) + len(self.awaiting or ()) >= CHANNEL_LIMIT:
                 raise Refused(f"more than {CHANNEL_LIMIT} subscriptions")
-            channel = self._resolve(identifier)
+            channel = self.resolve(identifier)
         except Refused as exc:
             self.host.metrics.refused_subscriptions.inc()
             log.warning("client %s: subscription refused: %s", self.client_id, exc)
@@ -355,7 +375,7 @@ class CableSession(Session):
 
     def ping(self) -> None:
         """Called by the host's fast heartbeat, every 3 s."""
-        self.push(self.cable.ping_frame())
+        self.push(self.cable.ping_frame(self.wire.frame))
         if self.awaiting is not None and self.host.clock() - self.restored_at >= RESTORE_WAIT:
             self._join_awaiting()
 
@@ -367,21 +387,18 @@ class CableSession(Session):
             self._answer_history(identifier, channel, None, mark, quiet=True)
             self._add(identifier, channel)
 
-    def close(self, disconnect: Disconnect) -> None:
-        self._close(disconnect, *protocol.disconnect_reason(disconnect))
-
-    def _close(self, disconnect: Disconnect, reason: str, reconnect: bool) -> None:
-        if self.state is CLOSED:
-            return
-        if disconnect.code != model.DISCONNECT_SLOW.code:  # a slow client's queue is dropped anyway
+    def goodbye(self, ending: Ending) -> tuple[int, str]:
+        reason, reconnect = protocol.disconnect_reason(ending)
+        if ending.reason is Reason.EXPIRED and self.ext and not self.client_id:
+            # A token expired at connect: @anycable/web refreshes its token on
+            # token_expired with reconnect false; the stock client keeps
+            # retrying on its own schedule (its URL may be a function that
+            # mints a new token), so it is told to reconnect.
+            reconnect = False
+        if ending.reason is not Reason.SLOW:  # a slow client's queue is dropped anyway
             self.send(protocol.disconnect(reason, reconnect))
-        super().close(disconnect)
-
-    def wire_disconnect(self, disconnect: Disconnect) -> Disconnect:
         # The disconnect message says it all; the close frame is 1000, as Rails sends.
-        if disconnect.code == model.DISCONNECT_SLOW.code:
-            return disconnect
-        return Disconnect(1000, protocol.disconnect_reason(disconnect)[0])
+        return 1000, reason
 
     def transport_closed(self) -> None:
         """The connection dropped without a disconnect: an ext client may come

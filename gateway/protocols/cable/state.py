@@ -10,7 +10,11 @@
 * **Restorable sessions** (``actioncable-v1-ext-json``): the subscriptions
   of a connection that dropped, kept a while under its session id so the
   client can come back to them on this node, within a memory budget.
-* **The ping frame**, the same for every connection within a second.
+* **The ping frame**, the same for every connection of one framing (a
+  WebSocket text frame, an SSE event) within a second.
+
+Nothing here knows a transport: each wire format takes its framing from the
+connection's own (:attr:`gateway.core.session.Session.wire`).
 """
 from __future__ import annotations
 
@@ -21,7 +25,6 @@ from gateway.protocols.cable import protocol
 from gateway.protocols.cable.protocol import CompositeCodec, IdentifierCodec
 from gateway.protocols.cable.streams import CableStreams
 from gateway.core.wire import WireFormat
-from gateway.protocols.centrifugo.websocket import text_frame
 
 if TYPE_CHECKING:
     from gateway.core.host import SessionHost
@@ -31,8 +34,8 @@ RESTORE_OVERHEAD = 300     # per kept session, beyond its identifiers
 IDENTIFIER_OVERHEAD = 80   # per identifier kept, beyond its characters
 
 
-def frames(messages: tuple[bytes, ...]) -> bytes:
-    return b"".join(text_frame(m) for m in messages)
+def _framed(messages: bytes) -> bytes:
+    return messages  # a composite codec frames each of its messages itself
 
 
 class CableWire(WireFormat):
@@ -41,7 +44,7 @@ class CableWire(WireFormat):
 
     __slots__ = ("key",)
 
-    def __init__(self, key: tuple, codec, frame):
+    def __init__(self, key: tuple, codec: IdentifierCodec | CompositeCodec, frame: Callable[[bytes], bytes]):
         super().__init__("cable-ext" if key[0] else "cable", codec, frame)
         self.key = key
 
@@ -49,17 +52,20 @@ class CableWire(WireFormat):
 class WireRegistry:
     def __init__(self, now_ns: Callable[[], int]):
         self._now_ns = now_ns
-        self._wires: dict[tuple, list] = {}   # (ext, identifiers) -> [CableWire, references]
+        self._wires: dict[tuple, list] = {}   # (ext, identifiers, framing) -> [CableWire, references]
 
-    def acquire(self, ext: bool, identifiers: tuple[str, ...], channel: str) -> CableWire:
-        key = (ext, identifiers)
+    def acquire(self, ext: bool, identifiers: tuple[str, ...], channel: str,
+                frame: Callable[[bytes], bytes]) -> CableWire:
+        """The wire format of ``identifiers`` (that name ``channel``) on
+        connections with ``frame`` as their framing."""
+        key = (ext, identifiers, frame)
         entry = self._wires.get(key)
         if entry is None:
             if len(identifiers) == 1:
-                wire = CableWire(key, IdentifierCodec(identifiers[0], channel, ext, self._now_ns), text_frame)
+                wire = CableWire(key, IdentifierCodec(identifiers[0], channel, ext, self._now_ns), frame)
             else:
                 codecs = tuple(self.codec(ext, i, channel) for i in identifiers)
-                wire = CableWire(key, CompositeCodec(codecs), frames)
+                wire = CableWire(key, CompositeCodec(codecs, frame), _framed)
             entry = self._wires[key] = [wire, 0]
         entry[1] += 1
         return entry[0]
@@ -144,16 +150,15 @@ class CableState:
         self.wires = WireRegistry(host.now_ns)
         self.restorable = RestoreStore(settings.history_ttl, host.clock)
         self._wall = host.wall
-        self._ping_second = -1
-        self._ping_frame = b""
+        self._pings: dict[Callable[[bytes], bytes], tuple[int, bytes]] = {}
 
-    def ping_frame(self) -> bytes:
-        """``{"type":"ping","message":<unix seconds>}``, framed once a second."""
+    def ping_frame(self, frame: Callable[[bytes], bytes]) -> bytes:
+        """``{"type":"ping","message":<unix seconds>}`` with ``frame``, built once a second."""
         second = int(self._wall())
-        if second != self._ping_second:
-            self._ping_second = second
-            self._ping_frame = text_frame(protocol.ping(second))
-        return self._ping_frame
+        ping = self._pings.get(frame)
+        if ping is None or ping[0] != second:
+            ping = self._pings[frame] = (second, frame(protocol.ping(second)))
+        return ping[1]
 
     @staticmethod
     def new_sid() -> str:

@@ -48,5 +48,8 @@ class Codec(Protocol):
         """Any other push (``unsubscribe``, ``subscribe``, ``join``, ``leave``,
         ``message``, ``refresh``, ``connect``, ``disconnect``)."""
 
+    def event_push(self, channel: str, kind: str, body: dict) -> bytes:
+        """:meth:`push`, as the hub asks for ``join`` and ``leave``."""
+
     def disconnect(self, disconnect: Disconnect) -> bytes:
         """The disconnect push, for transports without close frames."""

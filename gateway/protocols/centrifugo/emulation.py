@@ -53,21 +53,23 @@ import logging
 import secrets
 import time
 import urllib.parse
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import ujson
 from prometheus_client import Counter
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from gateway.protocols.centrifugo.model import ProtocolError
+from gateway.core.vocabulary import ProtocolError
 from gateway.protocols.centrifugo.protobuf_codec import emulation_request
 from gateway.config import ephemeral_channel
 from gateway.nsq.dedupe import RecentIds
 from gateway.nsq.publisher import NsqdUnavailable, PublishError
-from gateway.transports.http import PROTOBUF_TYPE, StreamEndpoint
+from gateway.protocols.centrifugo.endpoints import PROTOBUF_TYPE
+from gateway.transports.http import StreamEndpoint
 
 if TYPE_CHECKING:
     from gateway.core.session import Session
+    from gateway.transports.host import TransportHost
 
 log = logging.getLogger("pushgate.emulation")
 
@@ -159,11 +161,14 @@ class EmulationSessions:
     """
 
     def __init__(self, node_name: str, send: Callable[..., Awaitable[None]],
-                 there: Callable[[str], Awaitable[bool]], registry=None) -> None:
+                 there: Callable[[str], Awaitable[bool]], registry=None,
+                 sessions: dict[str, Session] | None = None) -> None:
         self.node_name = node_name
         self._send = send
         self._there = there
-        self._sessions: dict[str, Session] = {}
+        # The session host's registry of emulation sessions (SessionHost.by_id),
+        # which adds and removes them as they open and close.
+        self._sessions: dict[str, Session] = sessions if sessions is not None else {}
         self._recent = RecentIds(DEDUPE_WINDOW)
         self.requests = Counter("pushgate_emulation_requests", "/emulation requests and forwarded commands, "
                                 "by what became of them.", ["result"],
@@ -288,11 +293,14 @@ class EmulationEndpoint(StreamEndpoint):
 
     admit = False  # requests of connections already admitted
 
+    def initialize(self, host: TransportHost, **kwargs: Any) -> None:
+        super().initialize(host)
+        self.sessions: EmulationSessions = kwargs["sessions"]
+
     async def post(self) -> None:
         if self._finished:
             return
         sessions = self.sessions
-        assert sessions is not None
         content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip()
         try:
             node, session_id, data = parse(self.body, content_type)

@@ -16,7 +16,8 @@ from typing import Any
 
 import ujson
 
-from gateway.protocols.centrifugo.model import METHOD_SET, Command, Disconnect, Error, ProtocolError, check_command
+from gateway.core.vocabulary import ProtocolError
+from gateway.protocols.centrifugo.model import METHOD_SET, Command, Disconnect, Error, check_command
 from gateway.core.history import Publication
 
 
@@ -78,7 +79,6 @@ class JsonCodec:
 
     name = "json"
     binary = False
-    events = True    # renders join and leave pushes (Hub.push)
 
     def __init__(self, unidirectional: bool = False):
         self.unidirectional = unidirectional
@@ -122,6 +122,8 @@ class JsonCodec:
     def push(self, channel: str, kind: str, body: dict) -> bytes:
         push = {kind: body} if not channel else {"channel": channel, kind: body}
         return encode(push if self.unidirectional else {"push": push})
+
+    event_push = push  # join and leave, for the hub
 
     def disconnect(self, disconnect: Disconnect) -> bytes:
         return self.push("", "disconnect", {"code": disconnect.code, "reason": disconnect.reason})

@@ -1,12 +1,13 @@
 """The Centrifugo client protocol's model, apart from any encoding: commands,
-reply errors, disconnect codes and the protocol errors that end a
-connection. The codes are the reference's (``centrifugo-protocol.md`` §8);
-the session core uses them as its vocabulary for every protocol (the Action
-Cable session maps them to its own messages).
+reply errors, and the disconnect and unsubscribe codes that say the session
+core's reasons (:mod:`gateway.core.vocabulary`) on this protocol's wire. The
+codes are the reference's (``centrifugo-protocol.md`` §8).
 """
 from __future__ import annotations
 
 from typing import NamedTuple
+
+from gateway.core.vocabulary import Ending, ProtocolError, Reason, SubscriptionEnd
 
 # Every command the protocol defines, in the order the Go server checks them
 # ("the first present wins").
@@ -80,20 +81,46 @@ DISCONNECT_PERMISSION_DENIED = Disconnect(3507, "permission denied")
 DISCONNECT_NOT_AVAILABLE = Disconnect(3508, "not available")
 DISCONNECT_TOO_MANY_ERRORS = Disconnect(3509, "too many errors")
 
+# The core's reasons as close codes. An Ending with an application's own
+# code (the server API's disconnect) keeps it.
+CODES: dict[Reason, Disconnect] = {
+    Reason.SHUTDOWN: DISCONNECT_SHUTDOWN,
+    Reason.INTERNAL: DISCONNECT_INTERNAL,
+    Reason.EXPIRED: DISCONNECT_EXPIRED,
+    Reason.SLOW: DISCONNECT_SLOW,
+    Reason.WRITE_ERROR: DISCONNECT_WRITE_ERROR,
+    Reason.INSUFFICIENT_STATE: DISCONNECT_INSUFFICIENT_STATE,
+    Reason.FORCE_RECONNECT: DISCONNECT_FORCE_RECONNECT,
+    Reason.NO_PONG: DISCONNECT_NO_PONG,
+    Reason.TOO_MANY_REQUESTS: DISCONNECT_TOO_MANY_REQUESTS,
+    Reason.INVALID_TOKEN: DISCONNECT_INVALID_TOKEN,
+    Reason.BAD_REQUEST: DISCONNECT_BAD_REQUEST,
+    Reason.STALE: DISCONNECT_STALE,
+    Reason.FORCE_DISCONNECT: DISCONNECT_FORCE_DISCONNECT,
+    Reason.CONNECTION_LIMIT: DISCONNECT_CONNECTION_LIMIT,
+    Reason.CHANNEL_LIMIT: DISCONNECT_CHANNEL_LIMIT,
+    Reason.INAPPROPRIATE_PROTOCOL: DISCONNECT_INAPPROPRIATE_PROTOCOL,
+    Reason.PERMISSION_DENIED: DISCONNECT_PERMISSION_DENIED,
+    Reason.NOT_AVAILABLE: DISCONNECT_NOT_AVAILABLE,
+    Reason.TOO_MANY_ERRORS: DISCONNECT_TOO_MANY_ERRORS,
+}
+
+
+def disconnect_of(ending: Ending) -> Disconnect:
+    """The close code and reason that say ``ending`` on this protocol's wire."""
+    if ending.code:
+        return Disconnect(ending.code, ending.words)
+    standard = CODES[ending.reason]
+    return standard if not ending.detail else Disconnect(standard.code, ending.detail)
+
+
 # Unsubscribe push codes: below 2500 terminal for the subscription, from 2500
 # the SDKs resubscribe (recovering what they can).
-UNSUBSCRIBE_SERVER = (2000, "server unsubscribe")
-UNSUBSCRIBE_INSUFFICIENT_STATE = (2500, "insufficient state")
-UNSUBSCRIBE_EXPIRED = (2501, "subscription expired")
-
-
-class ProtocolError(Exception):
-    """Input the protocol cannot accept; the answer is a disconnect."""
-
-    def __init__(self, detail: str, disconnect: Disconnect = DISCONNECT_BAD_REQUEST):
-        super().__init__(detail)
-        self.detail = detail
-        self.disconnect = disconnect
+UNSUBSCRIBE_CODES: dict[SubscriptionEnd, tuple[int, str]] = {
+    SubscriptionEnd.SERVER: (2000, "server unsubscribe"),
+    SubscriptionEnd.INSUFFICIENT_STATE: (2500, "insufficient state"),
+    SubscriptionEnd.EXPIRED: (2501, "subscription expired"),
+}
 
 
 class Command(NamedTuple):

@@ -23,7 +23,8 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from gateway.protocols.centrifugo.model import METHODS, Command, Disconnect, Error, ProtocolError, check_command
+from gateway.core.vocabulary import ProtocolError
+from gateway.protocols.centrifugo.model import METHODS, Command, Disconnect, Error, check_command
 from gateway.protocols.centrifugo.schema import CLASSES
 from gateway.core.history import Publication
 
@@ -130,7 +131,6 @@ class ProtobufCodec:
 
     name = "protobuf"
     binary = True
-    events = True    # renders join and leave pushes (Hub.push)
     ping = b"\x00"
     unidirectional = False
 
@@ -202,6 +202,8 @@ class ProtobufCodec:
         target.SetInParent()
         _fill(target, body)
         return _delimit(reply.SerializeToString())
+
+    event_push = push  # join and leave, for the hub
 
     def disconnect(self, disconnect: Disconnect) -> bytes:
         return self.push("", "disconnect", {"code": disconnect.code, "reason": disconnect.reason})

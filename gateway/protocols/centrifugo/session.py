@@ -13,7 +13,9 @@ import logging
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid, TokenMismatch
 from gateway.protocols.centrifugo import model
 from gateway.protocols.centrifugo.json_codec import Raw
-from gateway.protocols.centrifugo.model import Command, Disconnect
+from gateway.core import vocabulary
+from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
+from gateway.protocols.centrifugo.model import Command
 from gateway.nsq.envelope import PERSONAL_PREFIX, foreign_personal, valid_channel
 from gateway.core.history import from_position
 from gateway.core.session import CHANNEL_LIMIT, CLOSED, CONNECTED, CONNECTING, MissingToken, Session
@@ -52,7 +54,7 @@ class CentrifugoSession(Session):
                     if cmd.method != "connect":
                         self.host.metrics.bad_frames.inc()
                         log.warning("client -: %s before connect, disconnecting", cmd.method or "pong")
-                        self.close(model.DISCONNECT_BAD_REQUEST)
+                        self.close(vocabulary.BAD_REQUEST)
                         return
                     if i > 0 or claims is None:
                         claims = self._authenticate(cmd)
@@ -72,12 +74,13 @@ class CentrifugoSession(Session):
             # Only method names are logged: commands carry tokens.
             log.exception("client %s: internal error handling %s", self.client_id or "-",
                           [c.method or "pong" for c in commands[:8]])
-            self.close(model.DISCONNECT_INTERNAL)
+            self.close(vocabulary.INTERNAL)
 
     def still_behind(self, commands: list[Command]) -> bool:
         return self._behind(commands[0])
 
-    def unsubscribed(self, channel: str, code: int, reason: str) -> None:
+    def unsubscribed(self, channel: str, end: SubscriptionEnd) -> None:
+        code, reason = model.UNSUBSCRIBE_CODES[end]
         self.send(self.wire.codec.push(channel, "unsubscribe", {"code": code, "reason": reason}))
 
     # --- recovery, as this protocol says it -------------------------------------------
@@ -131,13 +134,13 @@ class CentrifugoSession(Session):
             if self.transport.unidirectional:
                 # No reply to carry error 109: Centrifugo's answer is 3005, after
                 # which the client connects again with a fresh token.
-                self.close(model.DISCONNECT_EXPIRED)
+                self.close(vocabulary.EXPIRED)
             else:
                 self.send(self.wire.codec.error(cmd.id, model.ERROR_TOKEN_EXPIRED))
         except MissingToken:
-            self.close(model.DISCONNECT_BAD_REQUEST)
+            self.close(vocabulary.BAD_REQUEST)
         except TokenInvalid:
-            self.close(model.DISCONNECT_INVALID_TOKEN)
+            self.close(vocabulary.INVALID_TOKEN)
         return None
 
     def _connect(self, cmd: Command, claims: ConnectionClaims) -> None:
@@ -182,20 +185,20 @@ class CentrifugoSession(Session):
         """A new connection token on the same socket, before the old one expires."""
         token = cmd.params.get("token")
         if not isinstance(token, str) or not token:
-            self.close(model.DISCONNECT_BAD_REQUEST)
+            self.close(vocabulary.BAD_REQUEST)
             return
         try:
             claims = self.host.verify_token(token)
         except TokenExpired:
-            self.close(model.DISCONNECT_EXPIRED)
+            self.close(vocabulary.EXPIRED)
             return
         except TokenInvalid as exc:
             log.warning("client %s: invalid refresh token (%s)", self.client_id, exc)
-            self.close(model.DISCONNECT_INVALID_TOKEN)
+            self.close(vocabulary.INVALID_TOKEN)
             return
         if claims.user != self.user:
             log.warning("client %s: refresh token for another user", self.client_id)
-            self.close(model.DISCONNECT_INVALID_TOKEN)
+            self.close(vocabulary.INVALID_TOKEN)
             return
         self.reauthenticate(claims)
         result = {"client": self.client_id, "version": self.host.version, "expires": False}
@@ -207,7 +210,7 @@ class CentrifugoSession(Session):
     def _subscribe(self, cmd: Command) -> None:
         channel = cmd.params.get("channel")
         if not isinstance(channel, str) or not channel:
-            self.close(model.DISCONNECT_BAD_REQUEST)
+            self.close(vocabulary.BAD_REQUEST)
             return
         host = self.host
         expires_at = None
@@ -260,7 +263,7 @@ class CentrifugoSession(Session):
         except TokenMismatch as exc:
             metrics.token_errors.labels("subscription_mismatch").inc()
             log.warning("client %s: subscription token refused (%s), disconnecting", self.client_id, exc)
-            self.close(model.DISCONNECT_INVALID_TOKEN)
+            self.close(vocabulary.INVALID_TOKEN)
             return None, None
         except TokenInvalid as exc:
             metrics.token_errors.labels("subscription_invalid").inc()
@@ -272,7 +275,7 @@ class CentrifugoSession(Session):
         channel = cmd.params.get("channel")
         token = cmd.params.get("token")
         if not isinstance(channel, str) or not isinstance(token, str) or not token:
-            self.close(model.DISCONNECT_BAD_REQUEST)
+            self.close(vocabulary.BAD_REQUEST)
             return
         codec = self.wire.codec
         if channel not in self.channels:
@@ -321,7 +324,7 @@ class CentrifugoSession(Session):
         # Always a success: an error makes both SDKs tear the connection down.
         channel = cmd.params.get("channel")
         if not isinstance(channel, str):
-            self.close(model.DISCONNECT_BAD_REQUEST)
+            self.close(vocabulary.BAD_REQUEST)
             return
         if channel in self.channels:
             self.leave(channel)
@@ -359,16 +362,18 @@ class CentrifugoSession(Session):
 
     # --- the server API's actions on this connection ----------------------------------
 
-    def server_subscribe(self, channel: object, chan_info: bytes | None = None, data: bytes | None = None) -> bool:
+    def server_subscribe(self, channel: str, chan_info: bytes | None, data: bytes | None) -> Refusal | None:
         """Subscribe this connection to ``channel`` from the server (the server
         API's ``subscribe``): a ``subscribe`` push with the stream position, then
-        publications, like a channel of the token. False when it cannot be (not
-        connected, already subscribed, a bad name, another user's personal
-        channel, or 128 channels)."""
-        if (self.state is not CONNECTED or not isinstance(channel, str) or not valid_channel(channel)
-                or channel in self.channels or len(self.channels) >= CHANNEL_LIMIT
-                or foreign_personal(channel, self.user)):
-            return False
+        publications, like a channel of the token."""
+        if self.state is not CONNECTED:
+            return Refusal("not connected")
+        if not valid_channel(channel) or foreign_personal(channel, self.user):
+            return Refusal("not a channel this user may read")
+        if channel in self.channels:
+            return Refusal("already subscribed")
+        if len(self.channels) >= CHANNEL_LIMIT:
+            return Refusal(f"{CHANNEL_LIMIT} channels already")
         result, _ = self._subscribe_result(channel, None)
         push = {key: result[key] for key in ("recoverable", "epoch", "offset", "positioned") if key in result}
         if data is not None:
@@ -376,18 +381,18 @@ class CentrifugoSession(Session):
         self.send(self.wire.codec.push(channel, "subscribe", push))
         self.server_channels = (*self.server_channels, channel)
         self.join(channel, chan_info=chan_info)
-        return True
+        return None
 
-    def close(self, disconnect: Disconnect) -> None:
+    def goodbye(self, ending: Ending) -> tuple[int, str]:
+        disconnect = model.disconnect_of(ending)
         # A client with no close frame to read (an HTTP stream, SSE) or that
         # reads only messages (the unidirectional transports) learns why from
         # a disconnect push, as Centrifugo sends it. A slow client's queue is
         # dropped anyway.
         transport = self.transport
-        if self.state is not CLOSED and disconnect.code != model.DISCONNECT_SLOW.code \
-                and (transport.unidirectional or transport.emulation):
+        if ending.reason is not Reason.SLOW and (transport.unidirectional or transport.emulation):
             self.send(self.wire.codec.disconnect(disconnect))
-        super().close(disconnect)
+        return disconnect
 
     def refreshed(self, expires_at: int | None) -> None:
         """The server API changed this connection's expiry: tell the client."""
@@ -411,7 +416,7 @@ class CentrifugoSession(Session):
 
     def _second_connect(self, cmd: Command) -> None:
         log.warning("client %s: second connect, disconnecting", self.client_id)
-        self.close(model.DISCONNECT_BAD_REQUEST)
+        self.close(vocabulary.BAD_REQUEST)
 
 
 _HANDLERS = {
