@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from auth import connection_token  # noqa: E402
 from bench.common import cpu_seconds, percentile, rss_bytes  # noqa: E402
 from gateway.protocols.centrifugo.json_codec import JSON, Raw  # noqa: E402
-from gateway.core.presence import KIND_SNAPSHOT  # noqa: E402
+from gateway.cluster.presence import KIND_SNAPSHOT  # noqa: E402
 from tests.inprocess import frame, make_host, open_session  # noqa: E402
 from tests.stack import API_KEY, SECRET, Gateway, Nsqd, http  # noqa: E402
 

@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import logging
 import signal
-import socket
 
 import tornado.web
 from tornado.log import access_log
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets, bind_unix_socket
 
-from gateway.config import ConfigError, Settings
+from gateway.config import Settings, listen_error
 from gateway.node import Node
 from gateway.ops.admin import AdminPageHandler, AdminPresenceHandler, AdminStatusHandler
 from gateway.ops.handlers import ApiHandler, HealthHandler, MetricsHandler, OwnHealthHandler, OwnMetricsHandler
@@ -112,22 +110,6 @@ def settle_memory() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-
-
-def listen_error(settings: Settings, exc: OSError) -> ConfigError:
-    """Why the listening socket could not be had, as one line naming the setting."""
-    where = f"{settings.address}:{settings.port}"
-    if isinstance(exc, socket.gaierror):
-        return ConfigError(f"--address: {settings.address!r} is not an address of this host ({exc.strerror})")
-    if exc.errno == errno.EADDRINUSE:
-        return ConfigError(f"--port: {where} is already in use; stop what holds it or choose another port "
-                           "(--port, PUSHGATE_PORT or PORT)")
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return ConfigError(f"--address: {settings.address} is not an address of this host "
-                           "(127.0.0.1 for this machine only, 0.0.0.0 for every interface)")
-    if exc.errno == errno.EACCES:
-        return ConfigError(f"--port: {where}: permission denied (ports below 1024 need privileges)")
-    return ConfigError(f"--address/--port: cannot listen on {where}: {exc.strerror or exc}")
 
 
 def worker_server(node: Node, path: str) -> HTTPServer:

@@ -7,6 +7,7 @@ stops start-up with one line naming the setting (:class:`ConfigError`).
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
 import re
@@ -450,3 +451,19 @@ def check(s: Settings) -> None:
         raise ConfigError("--admin: the status page needs --admin-secret or --api-key")
     if s.control_topic in (s.topic, *mapped):
         raise ConfigError("--control-topic: must differ from --topic and every --map-topic")
+
+
+def listen_error(settings: Settings, exc: OSError) -> ConfigError:
+    """Why the listening socket could not be had, as one line naming the setting."""
+    where = f"{settings.address}:{settings.port}"
+    if isinstance(exc, socket.gaierror):
+        return ConfigError(f"--address: {settings.address!r} is not an address of this host ({exc.strerror})")
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(f"--port: {where} is already in use; stop what holds it or choose another port "
+                           "(--port, PUSHGATE_PORT or PORT)")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(f"--address: {settings.address} is not an address of this host "
+                           "(127.0.0.1 for this machine only, 0.0.0.0 for every interface)")
+    if exc.errno == errno.EACCES:
+        return ConfigError(f"--port: {where}: permission denied (ports below 1024 need privileges)")
+    return ConfigError(f"--address/--port: cannot listen on {where}: {exc.strerror or exc}")

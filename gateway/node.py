@@ -19,6 +19,7 @@ import logging
 import random
 import time
 import urllib.parse
+import uuid
 from typing import TYPE_CHECKING, Callable
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
@@ -39,6 +40,7 @@ from gateway.core.metrics import Metrics
 from gateway.nsq.source import NsqSource
 from gateway.nsq.watch import ChannelWatch
 from gateway.cluster.peering import Peering
+from gateway.cluster.presence import Presence
 from gateway.transports.door import PendingConnections, client_address
 from gateway.transports.stream import Closing, WriteBatcher
 
@@ -70,8 +72,14 @@ class Node:
         if settings.jwt_secret or settings.jwt_public_key:
             verifier = TokenVerifier(secret=settings.jwt_secret, public_key_pem=settings.jwt_public_key,
                                      audience=settings.jwt_audience, issuer=settings.jwt_issuer)
+        # Presence and join/leave: every node's subscribers of the tracked channels,
+        # kept in step by peering; without --presence or --join-leave it tracks nothing.
+        self.presence = Presence(uid=str(uuid.uuid4()), name=self.name, presence=settings.presence,
+                                 join_leave=settings.join_leave, max_clients=settings.presence_max_clients,
+                                 ttl=settings.presence_ttl, hub=hub, metrics=self.metrics, clock=time.monotonic)
         self.host = SessionHost(
             settings, self.metrics, hub=hub, history=history, verifier=verifier, name=self.name,
+            presence=self.presence,
             expiry=Expiry(settings.expired_close_delay),
             heartbeat=Heartbeat(settings.ping_interval, settings.pong_timeout, settings.connect_timeout))
         self.batcher = WriteBatcher(last_publication=lambda: hub.last_publication,

@@ -5,12 +5,15 @@ NSQ, no timers, no port."""
 from __future__ import annotations
 
 import json
+import time
+import uuid
 
 from auth.tokens import TokenVerifier
 from gateway.protocols.centrifugo.json_codec import JSON
 from gateway.protocols.centrifugo.model import Disconnect
 from gateway.protocols.centrifugo.protobuf_codec import PROTOBUF
 from gateway.protocols.centrifugo.session import CentrifugoSession
+from gateway.cluster.presence import Presence
 from gateway.config import Settings
 from gateway.core.expiry import Expiry
 from gateway.core.heartbeat import Heartbeat
@@ -82,10 +85,16 @@ def make_host(clock: FakeClock | None = None, **overrides) -> SessionHost:
     heartbeat = Heartbeat(settings.ping_interval, settings.pong_timeout, settings.connect_timeout,
                           **({} if clock is None else {"clock": clock.monotonic}))
     verifier = TokenVerifier(secret=SECRET, **({} if clock is None else {"clock": clock.wall}))
-    return SessionHost(settings, Metrics(), hub=Hub(), history=History(Retention(settings.history_size, 300),
-                                                                       margin_ns=10**9),
+    hub, metrics = Hub(), Metrics()
+    # The cluster's presence table, as a node builds it (gateway/node.py).
+    presence = Presence(uid=str(uuid.uuid4()), name="unit", presence=settings.presence,
+                        join_leave=settings.join_leave, max_clients=settings.presence_max_clients,
+                        ttl=settings.presence_ttl, hub=hub, metrics=metrics,
+                        clock=clock.monotonic if clock is not None else time.monotonic)
+    return SessionHost(settings, metrics, hub=hub, history=History(Retention(settings.history_size, 300),
+                                                                   margin_ns=10**9),
                        expiry=Expiry(settings.expired_close_delay), heartbeat=heartbeat, verifier=verifier,
-                       name="unit", **timing)
+                       name="unit", presence=presence, **timing)
 
 
 # The old name, for tests written against a whole node.

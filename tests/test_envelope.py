@@ -50,7 +50,7 @@ def test_recent_ids_forget_the_oldest_first():
 
 
 def test_a_personal_channel_is_foreign_to_everyone_but_its_user():
-    from gateway.nsq.envelope import foreign_personal
+    from gateway.core.channels import foreign_personal
     assert not foreign_personal("#alice", "alice")
     assert foreign_personal("#alice", "bob")
     assert foreign_personal("#", "")          # an anonymous user has no personal channel

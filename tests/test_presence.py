@@ -10,7 +10,7 @@ from gateway.core import vocabulary
 from gateway.protocols.centrifugo import model
 from gateway.protocols.centrifugo.protobuf_codec import split_delimited, uvarint
 from gateway.protocols.centrifugo.schema import CLASSES
-from gateway.core.presence import KIND_DELTA, KIND_SNAPSHOT
+from gateway.cluster.presence import KIND_DELTA, KIND_SNAPSHOT
 from tests.inprocess import WIRE_PROTOBUF, FakeClock, frame, make_host, open_session
 from tests.stack import SECRET
 
@@ -189,7 +189,7 @@ def test_presence_commands_answer_subscribers_where_presence_is_kept(wire):
 def test_a_channel_info_over_the_limit_is_left_out_on_every_node_alike():
     """A server API subscribe may carry any ``info``; past INFO_LIMIT the other
     nodes leave it out of presence, so this node does too (one view)."""
-    from gateway.core.presence import INFO_LIMIT
+    from gateway.cluster.presence import INFO_LIMIT
     a, b = make_host(**PRESENCE), make_host(**PRESENCE)
     big, small = connect(a, "big")[0], connect(a, "small")[0]
     assert big.server_subscribe("room:1", b'"' + b"x" * INFO_LIMIT + b'"', None) is None

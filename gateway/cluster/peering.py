@@ -4,7 +4,7 @@ actions and surveys, all over the control bus (:mod:`gateway.cluster.bus`).
 * Every ``--presence-interval`` seconds the node sends its heartbeat
   (``node``: its figures, for ``info`` and /admin) and its presence snapshot
   (``presence-snapshot``), and sweeps what the others told it
-  (:meth:`gateway.core.presence.Presence.sweep`). Joins and leaves go out as
+  (:meth:`gateway.cluster.presence.Presence.sweep`). Joins and leaves go out as
   ``presence`` deltas within ``DELTA_DELAY``.
 * Cluster-wide actions of the server API (``api-subscribe``,
   ``api-unsubscribe``, ``api-disconnect``, ``api-refresh``,
@@ -26,19 +26,23 @@ import resource
 import time
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tornado.ioloop import PeriodicCallback
 
 from gateway import __version__
 from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, Reason, Refusal
-from gateway.core.presence import KIND_BYE, KIND_DELTA, KIND_NODE, KIND_SNAPSHOT, KIND_SYNC
+from gateway.cluster.presence import KIND_BYE, KIND_DELTA, KIND_NODE, KIND_SNAPSHOT, KIND_SYNC
 from gateway.nsq.publisher import NsqdUnavailable, PublishError
 from gateway.core.session import CONNECTED
 
 if TYPE_CHECKING:
-    from gateway.node import Node
+    from gateway.cluster.bus import ControlBus
+    from gateway.cluster.presence import Presence
+    from gateway.config import Settings
+    from gateway.core.host import SessionHost
+    from gateway.core.metrics import Metrics
     from gateway.core.session import Session
 
 log = logging.getLogger("pushgate.peering")
@@ -54,16 +58,33 @@ EXPIRE_EVERY = 0.25      # seconds between checks for silent nodes (a dead node'
 ACTIONS = ("api-subscribe", "api-unsubscribe", "api-disconnect", "api-refresh", "api-history-remove")
 
 
+class PeeringHost(Protocol):
+    """What peering needs of its node (gateway.node.Node is one): the session
+    host whose connections the cluster's actions reach, the control bus, the
+    presence table, and the figures it reports."""
+
+    name: str
+    settings: Settings
+    metrics: Metrics
+    host: SessionHost
+    bus: ControlBus
+    presence: Presence
+    draining: bool
+    loop_lag: float
+
+    def reading(self) -> bool: ...
+
+
 class ControlNotSent(Exception):
     """The control message could not be published: the other nodes were not told."""
 
 
 class Peering:
-    def __init__(self, node: Node):
+    def __init__(self, node: PeeringHost):
         self.node = node
         self.host = node.host
         self.bus = node.bus
-        self.presence = node.host.presence
+        self.presence = node.presence
         self.started = time.time()
         self.uid = self.presence.uid
         self._timer: PeriodicCallback | None = None

@@ -5,7 +5,7 @@ Every node sends a heartbeat on the control bus every ``--presence-interval``
 seconds: its incarnation id (``uid``, new at every start), name, version,
 start time and a few figures (connections, subscriptions, drops). A peer
 that has said nothing for ``--presence-ttl`` seconds is gone: its presence
-entries go with it (:meth:`gateway.core.presence.Presence.drop_origin`). A peer
+entries go with it (:meth:`gateway.cluster.presence.Presence.drop_origin`). A peer
 that restarts comes back with a new ``uid`` under the same name; the old
 incarnation is dropped at once.
 """

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
 from auth.tokens import ConnectionClaims, SubscriptionClaims, TokenInvalid, TokenVerifier
@@ -18,13 +17,13 @@ from gateway import __version__
 from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending
 from gateway.config import Settings
-from gateway.nsq.envelope import PERSONAL_PREFIX, Patterns
+from gateway.core.channels import PERSONAL_PREFIX, Patterns
 from gateway.core.expiry import Expiry
 from gateway.core.heartbeat import Heartbeat
 from gateway.core.history import History
 from gateway.core.hub import Hub
 from gateway.core.metrics import Metrics
-from gateway.core.presence import Presence
+from gateway.core.presence import NO_PRESENCE, ChannelPresence
 
 if TYPE_CHECKING:
     from gateway.core.session import Session
@@ -39,7 +38,8 @@ class SessionHost:
     def __init__(self, settings: Settings, metrics: Metrics, *, hub: Hub, history: History, expiry: Expiry,
                  heartbeat: Heartbeat, verifier: TokenVerifier | None, name: str = "",
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 now_ns: Callable[[], int] = time.time_ns, fast_heartbeat: Heartbeat | None = None):
+                 now_ns: Callable[[], int] = time.time_ns, fast_heartbeat: Heartbeat | None = None,
+                 presence: ChannelPresence = NO_PRESENCE):
         self.settings = settings
         self.metrics = metrics
         self.hub = hub
@@ -54,11 +54,9 @@ class SessionHost:
         self.clock = clock          # monotonic seconds: rate limits, holds
         self.wall = wall            # seconds since the epoch: token expiry
         self.now_ns = now_ns        # nanoseconds since the epoch: stream positions
-        # Presence and join/leave (gateway.core.presence); the node sets it, and
-        # without --presence or --join-leave it tracks nothing.
-        self.presence = Presence(uid=str(uuid.uuid4()), name=name, presence=settings.presence,
-                                 join_leave=settings.join_leave, max_clients=settings.presence_max_clients,
-                                 ttl=settings.presence_ttl, hub=hub, metrics=metrics, clock=clock)
+        # Presence and join/leave: the cluster's table (gateway.cluster.presence),
+        # which the node passes in; without it nothing is tracked.
+        self.presence = presence
         self.sessions: set[Session] = set()
         # Sessions whose commands arrive apart from their connection (an
         # emulation transport: /emulation), by the session id of their connect result.

@@ -1,78 +1,21 @@
-"""Presence: who is subscribed to a channel on every node, and join/leave.
+"""What the session core asks of presence: which channels are tracked, and
+who joins and leaves them.
 
-Only channels that match ``--presence`` or ``--join-leave`` are tracked; for
-every other channel a subscribe costs one pattern check.
-
-**Where the truth is.** Each node knows its own subscribers for sure. It
-tells the others through the control bus (NSQ; no other server):
-
-* *deltas* as they happen: who joined, who left, collected for a few
-  milliseconds into one control message;
-* *snapshots* every ``--presence-interval`` seconds: everyone subscribed on
-  it to a tracked channel, numbered by a *round* that grows by one each time,
-  in parts of at most ``MAX_PART_BYTES``.
-
-Every node keeps the merged table: per channel, client id → (user, origin
-node, round last confirmed, conn_info, chan_info), and per channel a count
-per user, so ``presence_stats`` is two ``len()`` calls, never a scan.
-
-**Consistency.** The bus delivers at least once, unordered, and may lose
-messages (docs/presence.md). Upserts and removals are idempotent, so
-duplicates are harmless. A lost or overtaken delta is repaired by the
-snapshots: a peer's entry that was in neither of its last two rounds is
-dropped (so a lost leave lasts at most two intervals), and a lost join
-appears with the next snapshot (one interval). A node that dies without a
-word is forgotten ``--presence-ttl`` seconds after the last thing it said,
-and its clients with it (:mod:`gateway.cluster.peers`). A node just started asks its
-peers for a snapshot at once (``presence-sync``).
-
-**Bounds.** At most ``--presence-max-clients`` entries per channel, all
-nodes together: a subscriber past it is not listed, not counted and not
-announced (``pushgate_presence_refused_total``), and its subscription works
-as usual. A token's ``info`` over ``INFO_LIMIT`` bytes is left out of
-presence.
-
-The table has no I/O and no timers: the node sends what :meth:`take_deltas`
-and :meth:`snapshot` return and hands every presence message it receives
-to :meth:`receive`. Tests drive two tables on a fake clock that way.
+The table itself is the cluster's (:class:`gateway.cluster.presence.Presence`:
+every node's subscribers, kept in step over the control bus); the session
+core sees it only through :class:`ChannelPresence`, and a host without
+presence gets :data:`NO_PRESENCE`.
 """
 from __future__ import annotations
 
-import logging
-import sys
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
 
 import ujson
 
-from gateway.nsq.envelope import Patterns
-from gateway.cluster.peers import Peer, Peers
-
 if TYPE_CHECKING:
-    from gateway.core.hub import Hub
-    from gateway.core.metrics import Metrics
     from gateway.core.session import Session
 
-log = logging.getLogger("pushgate.presence")
-
 INFO_LIMIT = 1024          # bytes of a token's info claim kept in presence
-MAX_PART_BYTES = 256 << 10  # one control message of presence, at most (nsqd takes 1 MiB)
-KIND_DELTA = "presence"
-KIND_SNAPSHOT = "presence-snapshot"
-KIND_SYNC = "presence-sync"
-KIND_NODE = "node"
-KIND_BYE = "node-bye"
-
-# An entry: (user, origin uid, round, conn_info, chan_info). A tuple is the
-# smallest record CPython has short of a class with slots (docs/presence.md).
-USER, ORIGIN, ROUND, CONN_INFO, CHAN_INFO = range(5)
-
-
-class _Channel:
-    __slots__ = ("entries", "users")
-
-    def __init__(self) -> None:
-        self.entries: dict[str, tuple] = {}
-        self.users: dict[str, int] = {}
 
 
 def compact_info(info: object) -> bytes | None:
@@ -84,270 +27,50 @@ def compact_info(info: object) -> bytes | None:
     return data if len(data) <= INFO_LIMIT else None
 
 
-class Presence:
-    def __init__(self, *, uid: str, name: str, presence: Iterable[str], join_leave: Iterable[str],
-                 max_clients: int, ttl: float, hub: Hub, metrics: Metrics, clock: Callable[[], float],
-                 on_delta: Callable[[], None] = lambda: None):
-        self.uid = sys.intern(uid)
-        self.name = name
-        self.presence = Patterns(presence)
-        self.join_leave = Patterns(join_leave)
-        self.active = bool(self.presence or self.join_leave)
-        self.max_clients = max_clients
-        self.hub = hub
-        self.metrics = metrics
-        self.clock = clock
-        self.on_delta = on_delta   # called when the first delta of a batch is queued
-        self.channels: dict[str, _Channel] = {}
-        self.entries = 0
-        self.round = 0
-        self.peers = Peers(ttl=ttl, clock=clock, on_gone=self._peer_gone)
-        self._up: list[list] = []
-        self._down: list[list] = []
-        self._warned: set[str] = set()
-
-    # --- what the session core calls -------------------------------------------------
+class ChannelPresence(Protocol):
+    @property
+    def active(self) -> bool:
+        """Whether any channel is tracked (--presence or --join-leave)."""
 
     def tracks(self, channel: str) -> bool:
-        return self.presence.match(channel) or self.join_leave.match(channel)
+        """Joins and leaves of ``channel`` are recorded (presence, or join/leave pushes)."""
 
     def enabled(self, channel: str) -> bool:
-        """Whether ``presence`` and ``presence_stats`` answer for ``channel``."""
-        return self.presence.match(channel)
+        """Who is in ``channel`` can be asked (--presence)."""
 
-    def join(self, session: Session, channel: str, chan_info: bytes | None = None) -> None:
-        """A local subscriber of a tracked channel (the session calls it from join)."""
-        client = session.client_id
-        if chan_info is not None and len(chan_info) > INFO_LIMIT:
-            chan_info = None   # as every other node drops it (_bytes): one view of the channel
-        entry = (session.user, self.uid, 0, session.conn_info, chan_info)
-        if self._add(channel, client, entry):
-            self._queue(self._up, [channel, client, session.user, _text(session.conn_info), _text(chan_info)])
+    def join(self, session: Session, channel: str, chan_info: bytes | None = None) -> None: ...
 
-    def leave(self, session: Session, channel: str) -> None:
-        if self._remove(channel, session.client_id, self.uid):
-            self._queue(self._down, [channel, session.client_id])
-
-    # --- queries ---------------------------------------------------------------------------
+    def leave(self, session: Session, channel: str) -> None: ...
 
     def stats(self, channel: str) -> tuple[int, int]:
-        """(clients, unique users) in ``channel``, every node's together."""
-        ch = self.channels.get(channel)
-        return (len(ch.entries), len(ch.users)) if ch is not None else (0, 0)
+        """Clients and distinct users in ``channel``, on every node."""
 
     def clients(self, channel: str) -> dict[str, dict]:
-        """ClientInfo by client id, as both codecs render it."""
-        ch = self.channels.get(channel)
-        if ch is None:
-            return {}
-        return {client: client_info(client, entry) for client, entry in ch.entries.items()}
+        """Every client in ``channel``, by client id, as the protocols report it."""
 
-    def clients_json(self, channel: str) -> bytes:
-        """:meth:`clients` as the JSON protocol and the server API render it,
-        built as text in one pass: the generic encoder takes 10 times as long
-        for a channel of 10,000 (bench/presence.py)."""
-        ch = self.channels.get(channel)
-        if ch is None:
-            return b"{}"
-        dumps = _dumps
-        parts = []
-        for client, e in ch.entries.items():
-            conn_info, chan_info = e[CONN_INFO], e[CHAN_INFO]
-            head = dumps(client)
-            body = f'{{"user":{dumps(e[USER])},"client":{head}'
-            if conn_info is not None:
-                body += ',"conn_info":' + conn_info.decode()
-            if chan_info is not None:
-                body += ',"chan_info":' + chan_info.decode()
-            parts.append(f"{head}:{body}}}")
-        return ("{" + ",".join(parts) + "}").encode()
 
-    # --- the table -----------------------------------------------------------------------
+class NoPresence:
+    """A host that tracks no channel."""
 
-    def _add(self, channel: str, client: str, entry: tuple) -> bool:
-        """Insert or refresh an entry; returns whether it is new."""
-        ch = self.channels.get(channel)
-        if ch is None:
-            ch = self.channels[channel] = _Channel()
-        old = ch.entries.get(client)
-        if old is None:
-            if len(ch.entries) >= self.max_clients:
-                if entry[ORIGIN] == self.uid:
-                    # This node's subscriber, counted once; another node's comes
-                    # again with each of its snapshots, and counts there.
-                    self.metrics.presence_refused.inc()
-                if channel not in self._warned and len(self._warned) < 1000:
-                    self._warned.add(channel)
-                    log.warning("channel %s: presence holds --presence-max-clients (%d) entries; more "
-                                "subscribers are left out of presence and join/leave", channel, self.max_clients)
-                if not ch.entries:
-                    del self.channels[channel]
-                return False
-            ch.entries[client] = entry
-            user = entry[USER]
-            ch.users[user] = ch.users.get(user, 0) + 1
-            self.entries += 1
-            if self.join_leave.match(channel):
-                self.hub.push(channel, "join", {"info": client_info(client, entry)})
-            return True
-        ch.entries[client] = entry
-        if old[USER] != entry[USER]:  # the same client id for another user: never, but keep counts right
-            self._uncount(ch, old[USER])
-            ch.users[entry[USER]] = ch.users.get(entry[USER], 0) + 1
+    active = False
+
+    def tracks(self, channel: str) -> bool:
         return False
 
-    def _remove(self, channel: str, client: str, origin: str) -> bool:
-        ch = self.channels.get(channel)
-        if ch is None:
-            return False
-        entry = ch.entries.get(client)
-        if entry is None or entry[ORIGIN] is not origin and entry[ORIGIN] != origin:
-            return False
-        del ch.entries[client]
-        self._uncount(ch, entry[USER])
-        self.entries -= 1
-        if not ch.entries:
-            del self.channels[channel]
-            self._warned.discard(channel)
-        if self.join_leave.match(channel):
-            self.hub.push(channel, "leave", {"info": client_info(client, entry)})
-        return True
+    def enabled(self, channel: str) -> bool:
+        return False
 
-    @staticmethod
-    def _uncount(ch: _Channel, user: str) -> None:
-        count = ch.users[user] - 1
-        if count:
-            ch.users[user] = count
-        else:
-            del ch.users[user]
+    def join(self, session: Session, channel: str, chan_info: bytes | None = None) -> None:
+        pass
 
-    # --- to the other nodes ------------------------------------------------------------------
+    def leave(self, session: Session, channel: str) -> None:
+        pass
 
-    def _queue(self, target: list, item: list) -> None:
-        first = not self._up and not self._down
-        target.append(item)
-        if first:
-            self.on_delta()
+    def stats(self, channel: str) -> tuple[int, int]:
+        return 0, 0
 
-    def take_deltas(self) -> list[dict]:
-        """The queued joins and leaves as control-message fields, in parts."""
-        up, down = self._up, self._down
-        self._up, self._down = [], []
-        if not up and not down:
-            return []
-        messages = [{"uid": self.uid, "round": self.round, "up": part, "down": []} for part in _parts(up)]
-        for part in _parts(down):
-            messages.append({"uid": self.uid, "round": self.round, "up": [], "down": part})
-        return messages
-
-    def snapshot(self) -> list[dict]:
-        """Everyone subscribed here to a tracked channel, as the next round's
-        parts (at least one, so peers hear the round even when it is empty)."""
-        self.round += 1
-        me = self.uid
-        items = [[channel, client, e[USER], _text(e[CONN_INFO]), _text(e[CHAN_INFO])]
-                 for channel, ch in self.channels.items()
-                 for client, e in ch.entries.items() if e[ORIGIN] is me]
-        parts = _parts(items) or [[]]
-        return [{"uid": me, "round": self.round, "part": i, "parts": len(parts), "up": part}
-                for i, part in enumerate(parts)]
-
-    # --- from the other nodes ----------------------------------------------------------------
-
-    def receive(self, message: dict) -> None:
-        """A presence delta or snapshot part from another node."""
-        uid, name = message.get("uid"), message.get("from")
-        if not isinstance(uid, str) or not isinstance(name, str) or uid == self.uid:
-            return
-        peer = self.peers.heard(uid, name)
-        if peer is None:
-            return
-        round_ = message.get("round")
-        if isinstance(round_, int) and round_ > peer.round:
-            peer.round = round_
-        else:
-            round_ = peer.round
-        origin = peer.uid
-        for item in message.get("up") or ():
-            if type(item) is list and len(item) == 5:
-                channel, client, user, conn_info, chan_info = item
-                if isinstance(channel, str) and isinstance(client, str) and isinstance(user, str) \
-                        and self.tracks(channel):
-                    self._add(channel, client, (sys.intern(user), origin, round_, _bytes(conn_info),
-                                                _bytes(chan_info)))
-        for item in message.get("down") or ():
-            if type(item) is list and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], str):
-                self._remove(item[0], item[1], origin)
-
-    def heard(self, message: dict) -> Peer | None:
-        """Any other message from a node (its heartbeat) keeps it alive."""
-        uid, name = message.get("uid"), message.get("from")
-        if not isinstance(uid, str) or not isinstance(name, str) or uid == self.uid:
-            return None
-        return self.peers.heard(uid, name)
-
-    def sweep(self) -> None:
-        """Forget silent nodes (their clients leave) and entries a node has not
-        confirmed in its last two rounds. Run every --presence-interval."""
-        self.peers.expire()
-        rounds = {peer.uid: peer.round for peer in self.peers}
-        stale = [(channel, client, e[ORIGIN]) for channel, ch in self.channels.items()
-                 for client, e in ch.entries.items()
-                 if e[ORIGIN] is not self.uid and e[ROUND] < rounds.get(e[ORIGIN], 1 << 62) - 1]
-        for channel, client, origin in stale:
-            self._remove(channel, client, origin)
-        self.metrics.presence_entries.set(self.entries)
-
-    def expire_peers(self) -> None:
-        """Forget nodes silent for longer than --presence-ttl (every second)."""
-        self.peers.expire()
-
-    def drop_origin(self, uid: str) -> int:
-        """Every entry of node ``uid`` leaves; returns how many."""
-        gone = [(channel, client) for channel, ch in self.channels.items()
-                for client, e in ch.entries.items() if e[ORIGIN] == uid]
-        for channel, client in gone:
-            self._remove(channel, client, uid)
-        return len(gone)
-
-    def _peer_gone(self, peer: Peer) -> None:
-        count = self.drop_origin(peer.uid)
-        log.info("node %s (%s) went silent or restarted: %d presence entries removed", peer.name, peer.uid[:8], count)
+    def clients(self, channel: str) -> dict[str, dict]:
+        return {}
 
 
-def client_info(client: str, entry: tuple) -> dict:
-    info = {"user": entry[USER], "client": client}
-    if entry[CONN_INFO] is not None:
-        info["conn_info"] = entry[CONN_INFO]
-    if entry[CHAN_INFO] is not None:
-        info["chan_info"] = entry[CHAN_INFO]
-    return info
-
-
-def _dumps(value: str) -> str:
-    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False)
-
-
-def _text(data: bytes | None) -> str | None:
-    return data.decode() if data is not None else None
-
-
-def _bytes(text: object) -> bytes | None:
-    return text.encode() if isinstance(text, str) and len(text) <= INFO_LIMIT else None
-
-
-def _parts(items: list[list]) -> list[list[list]]:
-    """``items`` in lists of at most MAX_PART_BYTES (counted generously)."""
-    parts: list[list[list]] = []
-    current: list[list] = []
-    size = 0
-    for item in items:
-        cost = 32 + sum(len(x) for x in item if x is not None)
-        if current and size + cost > MAX_PART_BYTES:
-            parts.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += cost
-    if current:
-        parts.append(current)
-    return parts
+NO_PRESENCE = NoPresence()

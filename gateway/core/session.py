@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid
 from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, ProtocolError, Reason, Refusal, SubscriptionEnd
-from gateway.nsq.envelope import foreign_personal, personal_channel, valid_channel
+from gateway.core.channels import foreign_personal, personal_channel, valid_channel
 from gateway.core.presence import compact_info
 
 if TYPE_CHECKING:

@@ -77,7 +77,7 @@ class AdminStatusHandler(AdminHandler):
 class AdminPresenceHandler(AdminHandler):
     def get(self) -> None:
         channel = self.get_query_argument("channel", "")
-        presence = self.node.host.presence
+        presence = self.node.presence
         if not channel or not presence.enabled(channel):
             self.finish({"channel": channel, "enabled": False})
             return

@@ -36,7 +36,8 @@ from gateway.core import vocabulary
 from gateway.protocols.centrifugo import model
 from gateway.protocols.centrifugo.json_codec import Raw
 from gateway.protocols.centrifugo.model import Error
-from gateway.nsq.envelope import BadMessage, foreign_personal, parse_envelope, valid_channel
+from gateway.nsq.envelope import BadMessage, parse_envelope
+from gateway.core.channels import foreign_personal, valid_channel
 from gateway.core.history import from_position
 from gateway.cluster.peering import ControlNotSent, valid_disconnect
 from gateway.nsq.publisher import NsqdUnavailable, PublishError, publish
@@ -281,15 +282,15 @@ class ServerApi:
         channel = _field(params, "channel", str, required=True)
         if not channel:
             raise Failed(model.ERROR_BAD_REQUEST)
-        if not self.node.host.presence.enabled(channel):
+        if not self.node.presence.enabled(channel):
             raise Failed(model.ERROR_NOT_AVAILABLE)
         return channel
 
     async def presence(self, params: dict) -> dict:
-        return {"presence": Raw(self.node.host.presence.clients_json(self._presence_channel(params)))}
+        return {"presence": Raw(self.node.presence.clients_json(self._presence_channel(params)))}
 
     async def presence_stats(self, params: dict) -> dict:
-        clients, users = self.node.host.presence.stats(self._presence_channel(params))
+        clients, users = self.node.presence.stats(self._presence_channel(params))
         return {"num_clients": clients, "num_users": users}
 
     def _history_channel(self, params: dict) -> str:

@@ -64,11 +64,11 @@ class PendingConnections:
 
     def __init__(self, limit: int, metrics: Metrics | None = None):
         self.limit = limit
-        self._streams: dict[IOStream, None] = {}
+        self._streams: dict[IOStream | Head, None] = {}
         self._metrics = metrics
         self.evicted = 0
 
-    def add(self, stream: IOStream) -> None:
+    def add(self, stream: IOStream | Head) -> None:
         streams = self._streams
         while len(streams) >= self.limit:
             oldest = next(iter(streams))
@@ -78,7 +78,7 @@ class PendingConnections:
                 oldest.close()
         streams[stream] = None
 
-    def discard(self, stream: IOStream) -> None:
+    def discard(self, stream: IOStream | Head) -> None:
         """``stream`` became a client session (or is gone)."""
         self._streams.pop(stream, None)
 
@@ -88,7 +88,7 @@ class PendingConnections:
         for stream in list(self._streams):
             if stream.closed():
                 self._streams.pop(stream, None)
-            elif head_timeout is not None and getattr(stream, "expired", None) and stream.expired(now, head_timeout):
+            elif head_timeout is not None and isinstance(stream, Head) and stream.expired(now, head_timeout):
                 stream.close()
                 self._streams.pop(stream, None)
         if self._metrics is not None:

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from gateway.config import Settings, default_node_name
+from gateway.config import Settings, default_node_name, listen_error
 
 log = logging.getLogger("pushgate.supervisor")
 
@@ -49,7 +49,6 @@ def check_port(settings: Settings) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         probe.bind((settings.address, settings.port))
     except OSError as exc:
-        from gateway.app import listen_error
         raise listen_error(settings, exc) from None
     finally:
         probe.close()

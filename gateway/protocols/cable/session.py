@@ -36,7 +36,7 @@ from gateway.protocols.cable.state import CableState, CableWire
 from gateway.protocols.cable.streams import Refused
 from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
-from gateway.nsq.envelope import PERSONAL_PREFIX, foreign_personal
+from gateway.core.channels import PERSONAL_PREFIX, foreign_personal
 from gateway.core.history import Recovery, epoch_of, from_position, offset_of
 from gateway.core.session import CHANNEL_LIMIT, CONNECTED, Session
 

@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import ujson
 
-from gateway.nsq.envelope import PERSONAL_PREFIX, valid_channel
+from gateway.core.channels import PERSONAL_PREFIX, valid_channel
 
 TURBO = "Turbo::StreamsChannel"
 PUBSUB = "$pubsub"

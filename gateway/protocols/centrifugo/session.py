@@ -16,7 +16,7 @@ from gateway.protocols.centrifugo.json_codec import Raw
 from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
 from gateway.protocols.centrifugo.model import Command
-from gateway.nsq.envelope import PERSONAL_PREFIX, foreign_personal, valid_channel
+from gateway.core.channels import PERSONAL_PREFIX, foreign_personal, valid_channel
 from gateway.core.history import from_position
 from gateway.core.session import CHANNEL_LIMIT, CLOSED, CONNECTED, CONNECTING, MissingToken, Session
 
