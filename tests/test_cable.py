@@ -239,3 +239,54 @@ def test_rails_conventions_on_the_wire(cable_gateway, nsqd):
             assert await recv_not_ping(ws) == {"type": "disconnect", "reason": "invalid_request",
                                                "reconnect": False}
     run(scenario())
+
+
+# --- what the server API can and cannot do to a /cable connection ----------------------------------
+
+def api(gateway, method: str, body: dict) -> dict:
+    status, answer = http("POST", f"{gateway.url}/api/{method}", json.dumps(body).encode(), {"X-API-Key": API_KEY})
+    assert status == 200, (status, answer)
+    return json.loads(answer)
+
+
+def test_server_api_unsubscribe_ends_one_stock_client_subscription_for_good(cable_gateway, nsqd):
+    """The stock client forgets a subscription on reject_subscription: no
+    reconnect, no resubscribe, the other subscription goes on; a server-side
+    subscribe, which Action Cable cannot express, is refused with the reason."""
+    gateway = cable_gateway()
+    news, chat = ident(channel="$pubsub", stream_name="news"), ident(channel="$pubsub", stream_name="chat:1")
+
+    async def scenario():
+        client = await NodeClient.start("actioncable_client.mjs", "--url", cable_url(gateway, "ana"), "--raw",
+                                        "--subscribe", identifier(news), "--subscribe", identifier(chat))
+        witness = await NodeClient.start("actioncable_client.mjs", "--url", cable_url(gateway, "bob"),
+                                         "--subscribe", identifier(news))
+        try:
+            for params in (news, chat):
+                await client.event("connected", identifier=identifier(params))
+            await witness.event("connected", identifier=identifier(news))
+            assert api(gateway, "unsubscribe", {"user": "ana", "channel": "news"}) == {"result": {}}
+            await client.event("rejected", identifier=identifier(news))
+            # One fan-out serves both connections: once bob has the news
+            # broadcast, any frame of it for ana was written before the chat:1
+            # broadcast published after it.
+            nsqd.publish({"channel": "news", "data": {"n": 1}})
+            await witness.wait(lambda: witness.received(identifier(news)), what="the news broadcast")
+            nsqd.publish({"channel": "chat:1", "data": {"n": 2}})
+            await client.wait(lambda: client.received(identifier(chat)), what="the chat:1 broadcast")
+            assert client.received(identifier(news)) == []
+            assert len(client.of("socket", state="open")) == 1 and not client.of("disconnected")
+            rejected_at = next(i for i, e in enumerate(client.events) if e.get("event") == "rejected")
+            asked = [i for i, e in enumerate(client.events) if e.get("event") == "frame" and e.get("dir") == "out"
+                     and json.loads(e["data"]) == {"command": "subscribe", "identifier": identifier(news)}]
+            assert asked and max(asked) < rejected_at   # subscribed once, never asked for again
+
+            status, answer = http("POST", f"{gateway.url}/api/subscribe",
+                                  json.dumps({"user": "ana", "channel": "chat:2"}).encode(), {"X-API-Key": API_KEY})
+            error = json.loads(answer)["error"]
+            assert status == 200 and error["code"] == 108 and "Action Cable" in error["message"], answer
+        finally:
+            await client.stop()
+            await witness.stop()
+
+    run(scenario())

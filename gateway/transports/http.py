@@ -156,10 +156,11 @@ class HttpStream:
             self.session.close(choice.refusal)
         elif endpoint.opened is not None:
             refusal = endpoint.opened(self.session, request)
-        self._opening = False
         if refusal is not None:
             self._refuse(refusal, origin)
-        elif self._closing:   # the session ended as it opened: its last message, then the end
+            return
+        self._opening = False
+        if self._closing:   # the session ended as it opened: its last message, then the end
             self._closing = False
             self.disconnect(0, "", True)
 
@@ -167,6 +168,7 @@ class HttpStream:
         """An HTTP error instead of the stream; the session is ended."""
         log.info("%s refused with %d: %s", self.wire.name, refusal.status, refusal.reason)
         self.session.close(vocabulary.BAD_REQUEST)   # nothing if the session ended itself
+        self._opening = False
         writer = self._writer
         writer.unbound()   # drop the stream's head and messages
         writer.write(error_response(refusal.status, refusal.reason, origin))
