@@ -140,10 +140,10 @@ async def serve(settings: Settings) -> None:
         private = worker_server(node, worker_socket(run_dir, index))
     await node.start()
     settle_memory()
-    log.info("pushgate %s listening on http://%s:%d (WebSocket /connection/websocket, Action Cable /cable; "
-             "fallbacks /connection/http_stream, /connection/sse with /emulation; unidirectional "
-             "/connection/uni_sse, /connection/uni_http_stream, /connection/uni_websocket)",
-             node.name, settings.address, settings.port)
+    log.info("pushgate %s listening on http://%s:%d (WebSocket %s; HTTP streams %s; /emulation)",
+             node.name, settings.address, settings.port,
+             ", ".join(e.path for e in ENDPOINTS if e.kind is Kind.WEBSOCKET),
+             ", ".join(e.path for e in ENDPOINTS if e.kind is Kind.STREAM))
     stop: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,5 +1,6 @@
-"""Transports move bytes between a socket and a :class:`gateway.core.session.Session`.
-
-They know the framing of their wire (WebSocket frames, SSE events, ...) and
-nothing of the protocol; the session knows the protocol and nothing of them.
-"""
+"""Transports move bytes between a socket and a session, and know no protocol:
+the door (accepting TCP, reading request heads), the WebSocket transport and
+its frame parser, the HTTP stream transport, and the write path they share.
+They see the node only as a :class:`~gateway.transports.host.TransportHost`
+and serve the :class:`~gateway.transports.endpoint.Endpoint`\\ s the protocols
+register."""
