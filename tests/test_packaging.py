@@ -29,6 +29,7 @@ def test_the_bridge_is_a_distribution_of_its_own():
 def test_the_status_page_files_ship_as_package_data():
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
-    patterns = [p.strip() for p in config["options.package_data"]["gateway"].split(",")]
-    files = sorted(f.relative_to(ROOT / "gateway").as_posix() for f in (ROOT / "gateway" / "admin").iterdir())
+    patterns = [p.strip() for p in config["options.package_data"]["gateway.ops"].split(",")]
+    package = ROOT / "gateway" / "ops"
+    files = sorted(f.relative_to(package).as_posix() for f in (package / "static").iterdir())
     assert files and all(any(fnmatch.fnmatch(f, p) for p in patterns) for f in files), (files, patterns)

@@ -26,7 +26,7 @@ import resource
 import time
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from tornado.ioloop import PeriodicCallback
 
@@ -255,19 +255,14 @@ class Peering:
         expected = {peer.uid: peer.name for peer in self.presence.peers if peer.status}
         if not expected:
             return total, []
-        rid = uuid.uuid4().hex
-        future = asyncio.get_running_loop().create_future()
-        replies: dict[str, dict] = {}
-        self._surveys[rid] = (future, replies, set(expected))
-        try:
+
+        async def ask(rid: str) -> None:
             if not await self._send("channels-survey", rid=rid, pattern=pattern or ""):
-                return total, sorted(expected.values())
-            try:
-                await asyncio.wait_for(asyncio.shield(future), SURVEY_TIMEOUT)
-            except asyncio.TimeoutError:
-                pass
-        finally:
-            self._surveys.pop(rid, None)
+                raise ControlNotSent("channels-survey")
+        try:
+            replies = await self._gather(set(expected), ask)
+        except ControlNotSent:
+            return total, sorted(expected.values())
         for counts in replies.values():
             for channel, count in counts.items():
                 total[channel] = total.get(channel, 0) + count
@@ -281,12 +276,37 @@ class Peering:
                                    channels=self.local_channels(pattern if isinstance(pattern, str) else "")))
 
     def _survey_answered(self, message: dict) -> None:
+        channels = message.get("channels")
+        if isinstance(channels, dict):
+            self._answered(message, {c: n for c, n in channels.items() if isinstance(c, str) and isinstance(n, int)})
+
+    async def _gather(self, expected: set[str], ask: Callable[[str], Awaitable[None]]) -> dict[str, dict]:
+        """Ask every node (``ask(rid)`` sends the request with its id) and
+        collect the answers of the ``expected`` ones (uids) that come within
+        SURVEY_TIMEOUT, by uid."""
+        rid = uuid.uuid4().hex
+        future = asyncio.get_running_loop().create_future()
+        replies: dict[str, dict] = {}
+        self._surveys[rid] = (future, replies, expected)
+        try:
+            await ask(rid)
+            if expected:
+                try:
+                    await asyncio.wait_for(asyncio.shield(future), SURVEY_TIMEOUT)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self._surveys.pop(rid, None)
+        return replies
+
+    def _answered(self, message: dict, reply: dict) -> None:
+        """A node's ``reply`` to the request ``message["rid"]``."""
         survey = self._surveys.get(message.get("rid"))
-        uid, channels = message.get("uid"), message.get("channels")
-        if survey is None or not isinstance(uid, str) or not isinstance(channels, dict):
+        uid = message.get("uid")
+        if survey is None or not isinstance(uid, str):
             return
         future, replies, expected = survey
-        replies[uid] = {c: n for c, n in channels.items() if isinstance(c, str) and isinstance(n, int)}
+        replies[uid] = reply
         if expected <= set(replies) and not future.done():
             future.set_result(None)
 
@@ -310,23 +330,13 @@ class Peering:
         refused: list[Refusal] = []
         touched = self.apply(kind, fields, refused)
         reasons = [r.reason for r in refused]
-        expected = {peer.uid for peer in self.presence.peers if peer.status}
-        rid = uuid.uuid4().hex
-        future = asyncio.get_running_loop().create_future()
-        replies: dict[str, dict] = {}
-        self._surveys[rid] = (future, replies, expected)
-        try:
+
+        async def ask(rid: str) -> None:
             try:
                 await self.bus.send(kind, uid=self.uid, rid=rid, **fields)
             except (NsqdUnavailable, PublishError) as exc:
                 raise ControlNotSent(str(exc)) from None
-            if expected:
-                try:
-                    await asyncio.wait_for(asyncio.shield(future), SURVEY_TIMEOUT)
-                except asyncio.TimeoutError:
-                    pass
-        finally:
-            self._surveys.pop(rid, None)
+        replies = await self._gather({peer.uid for peer in self.presence.peers if peer.status}, ask)
         for reply in replies.values():
             touched += reply["touched"]
             reasons.extend(reply["refused"])
@@ -343,15 +353,9 @@ class Peering:
                                refused=sorted({r.reason for r in refused})))
 
     def _act_answered(self, message: dict) -> None:
-        survey = self._surveys.get(message.get("rid"))
-        uid, touched, refused = message.get("uid"), message.get("touched"), message.get("refused")
-        if survey is None or not isinstance(uid, str) or not isinstance(touched, int) \
-                or not isinstance(refused, list):
-            return
-        future, replies, expected = survey
-        replies[uid] = {"touched": touched, "refused": [r for r in refused if isinstance(r, str)]}
-        if expected <= set(replies) and not future.done():
-            future.set_result(None)
+        touched, refused = message.get("touched"), message.get("refused")
+        if isinstance(touched, int) and isinstance(refused, list):
+            self._answered(message, {"touched": touched, "refused": [r for r in refused if isinstance(r, str)]})
 
     def apply(self, kind: str, fields: dict, refused: list[Refusal] | None = None) -> int:
         """Apply an action to this node's connections; returns how many it
