@@ -17,16 +17,13 @@ import pytest
 
 from auth import connection_token
 from tests.cable_clients import NodeClient
+from tests.helpers import run
 from tests.proxy import SwitchingProxy
 from tests.stack import SECRET
 
 FAST = ("--history-margin=0.2", "--public-channels=room")
 ROOM = json.dumps({"channel": "$pubsub", "stream_name": "room"}, separators=(",", ":"))
 MINE = json.dumps({"channel": "$pubsub", "stream_name": "#ana"}, separators=(",", ":"))
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 def publish(nsqd, numbers) -> None:

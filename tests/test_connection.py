@@ -13,9 +13,10 @@ import pytest
 import websockets
 
 from auth import connection_token
-from tests.clients import RawClient, sdk_client, wait_for
+from tests.clients import RawClient, sdk_client
+from tests.helpers import run, wait_for, wait_until
 from tests.keys import ec_pair, rsa_pair, write_public_pem
-from tests.stack import SECRET, Gateway, wait_until
+from tests.stack import SECRET, Gateway
 
 RSA_KEY = rsa_pair()
 
@@ -29,10 +30,6 @@ def gateway(tmp_path_factory, nsqd, lookupd):
                  "--ping-interval=2", "--pong-timeout=1", "--connect-timeout=2").start()
     yield gw
     gw.stop()
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 def claims(user: str, **extra) -> dict:

@@ -13,7 +13,8 @@ import websockets
 
 from auth import connection_token
 from tests.clients import RawClient
-from tests.stack import ROOT, SECRET, free_port, http, wait_until
+from tests.helpers import wait_until
+from tests.stack import ROOT, SECRET, free_port, http
 
 CLIENTS = 1000
 DRAIN = 3.0

@@ -8,16 +8,13 @@ import asyncio
 
 import pytest
 
+from tests.helpers import run
 from tests.jsclient import JsClient
 from tests.proxy import SwitchingProxy
 
 # Pings every 2 s, a pong due within 1 s: the pongs travel B -> NSQ -> A in time.
 FLAGS = ("--public-channels=news", "--ping-interval=2", "--pong-timeout=1", "--expired-close-delay=1",
          "--history-margin=0.2")
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 @pytest.fixture

@@ -15,13 +15,10 @@ import time
 import websockets
 
 from auth import connection_token
-from tests.clients import RawClient, sdk_client, wait_for
-from tests.stack import API_KEY, SECRET, Nsqd, http, wait_until
+from tests.clients import RawClient, sdk_client
+from tests.helpers import run, wait_for, wait_until
+from tests.stack import API_KEY, SECRET, Nsqd, http
 from tests.test_wsproto import client_frame
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 # --- raw HTTP and WebSocket, for what no client library would send -------------

@@ -10,12 +10,9 @@ import pytest
 import websockets
 
 from auth import connection_token, subscription_token
-from tests.clients import RawClient, sdk_client, wait_for
+from tests.clients import RawClient, sdk_client
+from tests.helpers import run, wait_for
 from tests.stack import SECRET, http
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 @pytest.fixture(scope="module")

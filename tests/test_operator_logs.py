@@ -14,7 +14,8 @@ import websockets
 
 from gateway.nsq.source import NsqSource
 from tests.clients import RawClient, sdk_client
-from tests.stack import Gateway, Lookupd, Nsqd, free_port, wait_until
+from tests.helpers import wait_until
+from tests.stack import Gateway, Lookupd, Nsqd, free_port
 
 
 def test_a_refused_origin_is_logged_with_the_origin_and_the_setting(start_gateway):

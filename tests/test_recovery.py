@@ -8,12 +8,9 @@ import time
 
 import pytest
 
-from tests.clients import RECOVERY_FLAGS, publish_while_offline, sdk_client, wait_for
+from tests.clients import RECOVERY_FLAGS, publish_while_offline, sdk_client
+from tests.helpers import run, wait_for
 from tests.proxy import SwitchingProxy
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 async def offline_client(proxy, user):

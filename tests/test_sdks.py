@@ -24,15 +24,12 @@ import pytest
 
 from auth import connection_token
 from tests.clients import publish_while_offline
+from tests.helpers import run
 from tests.proxy import SwitchingProxy
 from tests.sdks import SDKS, HarnessProcess
 from tests.stack import SECRET
 
 MISSED = 10  # per channel, published while the SDK is cut off
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 @pytest.fixture(params=SDKS, ids=[sdk.name for sdk in SDKS])

@@ -16,15 +16,11 @@ import pytest
 import websockets
 
 from auth import connection_token
-from tests.clients import wait_for
+from tests.helpers import run, wait_for, wait_until
 from tests.httpstream import HttpStreamClient
-from tests.stack import SECRET, http, wait_until
+from tests.stack import SECRET, http
 
 FAST = ("--public-channels=news", "--ping-interval=2", "--pong-timeout=1", "--history-margin=0.2")
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 def token(user: str, **options) -> str:

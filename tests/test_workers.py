@@ -8,7 +8,8 @@ import signal
 
 from auth import connection_token
 from tests.clients import RawClient, sdk_client
-from tests.stack import SECRET, http, wait_until
+from tests.helpers import wait_until
+from tests.stack import SECRET, http
 
 
 def workers_of(gateway) -> list[dict]:
