@@ -3,11 +3,10 @@ session, gateway nodes per module or per test. Every process is stopped at
 the end of the fixture that started it."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.clients import RECOVERY_FLAGS
+from tests.helpers import wait_until_time
 from tests.stack import Gateway, Lookupd, Nsqd
 
 
@@ -45,5 +44,5 @@ def start_gateway(tmp_path, nsqd, lookupd):
 def recovery_nodes(start_gateway):
     """Two nodes a client can recover on (tests/clients.py RECOVERY_FLAGS)."""
     a, b = start_gateway(*RECOVERY_FLAGS), start_gateway(*RECOVERY_FLAGS)
-    time.sleep(0.5)  # both nodes' continuity starts before the clients' positions
+    wait_until_time(max(a.recovers_from(), b.recovers_from()))  # both vouch for the clients' positions
     return a, b

@@ -58,3 +58,21 @@ async def wait_for(check: Callable[[], Any], timeout: float = 10.0, interval: fl
         if loop.time() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+# --- conditions only time makes true -------------------------------------------------
+# A node vouches for a stream position only some time after it started, and a
+# position only becomes old enough as time passes: nothing can be polled for
+# those. Wait for the exact moment, computed from what it depends on (e.g.
+# tests.stack.Gateway.recovers_from), never for a guessed number of seconds.
+
+def wait_until_time(moment: float) -> None:
+    """Block until the wall clock (Unix seconds) has passed ``moment``."""
+    while (left := moment - time.time()) > 0:
+        time.sleep(left)
+
+
+async def wait_for_time(moment: float) -> None:
+    """:func:`wait_until_time` for a coroutine."""
+    while (left := moment - time.time()) > 0:
+        await asyncio.sleep(left)

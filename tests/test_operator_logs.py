@@ -83,7 +83,7 @@ def test_a_gateway_started_before_nsqd_reads_within_seconds_of_it(tmp_path):
     gateway.wait_ready = lambda: wait_until(lambda: gateway.health()[0] == 503, what="gateway /health")
     gateway.start()
     try:
-        time.sleep(2)
+        time.sleep(2)  # the thing under test: the gateway runs a while with no nsqd, then finds it
         nsqd.start()
         up = time.monotonic()
         wait_until(lambda: gateway.health()[0] == 200, timeout=15, what="the gateway reading nsqd")
