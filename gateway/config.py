@@ -13,7 +13,7 @@ import os
 import re
 import socket
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 NSQ_NAME = re.compile(r"^[.a-zA-Z0-9_-]+$")
@@ -270,62 +270,77 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
+_OPTION_BY_DEST = {opt.dest: opt for opt in OPTIONS}
+
+
+def _default(dest: str) -> Any:
+    """The default of the Settings field ``dest``: its option's, from OPTIONS,
+    the one place defaults are written (a list is copied for each Settings)."""
+    default = _OPTION_BY_DEST[dest].default
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default))
+    return field(default=default)
+
+
 @dataclass(frozen=True)
 class Settings:
-    port: int = 8000
-    workers: int = 1
-    address: str = "0.0.0.0"
-    nsqd_tcp_address: list = field(default_factory=list)
-    lookupd_http_address: list = field(default_factory=list)
-    nsqd_http_address: str = "http://127.0.0.1:4151"
-    topic: str = "pushgate"
-    control_topic: str = "pushgate-control"
-    map_topic: list = field(default_factory=list)
-    node_name: str | None = None
-    jwt_secret: str | None = None
-    jwt_public_key: bytes | None = None
-    jwt_audience: str | None = None
-    jwt_issuer: str | None = None
-    allow_anonymous: bool = False
-    api_key: str | None = None
-    presence: list = field(default_factory=list)
-    join_leave: list = field(default_factory=list)
-    presence_max_clients: int = 20000
-    presence_interval: float = 5.0
-    presence_ttl: float = 15.0
-    admin: bool = False
-    admin_secret: str | None = None
-    public_channels: str = ""
-    turbo_streams_secret: str | None = None
-    cable_channel_prefix: str = ""
-    allowed_origins: str = ""
-    max_queue_bytes: int = 1 << 20
-    max_message_bytes: int = 65536
-    max_message_age: float = 30.0
-    dedupe_window: int = 10000
-    history_size: int = 100
-    history_ttl: float = 300.0
-    history: list = field(default_factory=list)
-    history_memory_bytes: int = 64 << 20
-    history_margin: float = 1.0
-    expired_close_delay: float = 25.0
-    drain_period: float = 10.0
-    connect_rate: float = 2000.0
-    connect_burst: int = 2000
-    shed_loop_lag: float = 0.1
-    client_command_rate: float = 50.0
-    client_command_burst: int = 200
-    handshake_timeout: float = 5.0
-    max_pending_connections: int = 1024
-    trusted_proxies: str = ""
-    max_connections: int = 0
-    max_user_connections: int = 0
-    connect_timeout: float = 10.0
-    ping_interval: int = 25
-    pong_timeout: int = 8
-    lookupd_poll_interval: int = 5
-    max_in_flight: int = 200
-    log_level: str = "INFO"
+    """Every option's value, one field per entry of OPTIONS (same name, in snake
+    case), with its default from there."""
+
+    port: int = _default("port")
+    workers: int = _default("workers")
+    address: str = _default("address")
+    nsqd_tcp_address: list = _default("nsqd_tcp_address")
+    lookupd_http_address: list = _default("lookupd_http_address")
+    nsqd_http_address: str = _default("nsqd_http_address")
+    topic: str = _default("topic")
+    control_topic: str = _default("control_topic")
+    map_topic: list = _default("map_topic")
+    node_name: str | None = _default("node_name")
+    jwt_secret: str | None = _default("jwt_secret")
+    jwt_public_key: bytes | None = _default("jwt_public_key")
+    jwt_audience: str | None = _default("jwt_audience")
+    jwt_issuer: str | None = _default("jwt_issuer")
+    allow_anonymous: bool = _default("allow_anonymous")
+    api_key: str | None = _default("api_key")
+    presence: list = _default("presence")
+    join_leave: list = _default("join_leave")
+    presence_max_clients: int = _default("presence_max_clients")
+    presence_interval: float = _default("presence_interval")
+    presence_ttl: float = _default("presence_ttl")
+    admin: bool = _default("admin")
+    admin_secret: str | None = _default("admin_secret")
+    public_channels: str = _default("public_channels")
+    turbo_streams_secret: str | None = _default("turbo_streams_secret")
+    cable_channel_prefix: str = _default("cable_channel_prefix")
+    allowed_origins: str = _default("allowed_origins")
+    max_queue_bytes: int = _default("max_queue_bytes")
+    max_message_bytes: int = _default("max_message_bytes")
+    max_message_age: float = _default("max_message_age")
+    dedupe_window: int = _default("dedupe_window")
+    history_size: int = _default("history_size")
+    history_ttl: float = _default("history_ttl")
+    history: list = _default("history")
+    history_memory_bytes: int = _default("history_memory_bytes")
+    history_margin: float = _default("history_margin")
+    expired_close_delay: float = _default("expired_close_delay")
+    drain_period: float = _default("drain_period")
+    connect_rate: float = _default("connect_rate")
+    connect_burst: int = _default("connect_burst")
+    shed_loop_lag: float = _default("shed_loop_lag")
+    client_command_rate: float = _default("client_command_rate")
+    client_command_burst: int = _default("client_command_burst")
+    handshake_timeout: float = _default("handshake_timeout")
+    max_pending_connections: int = _default("max_pending_connections")
+    trusted_proxies: str = _default("trusted_proxies")
+    max_connections: int = _default("max_connections")
+    max_user_connections: int = _default("max_user_connections")
+    connect_timeout: float = _default("connect_timeout")
+    ping_interval: int = _default("ping_interval")
+    pong_timeout: int = _default("pong_timeout")
+    lookupd_poll_interval: int = _default("lookupd_poll_interval")
+    max_in_flight: int = _default("max_in_flight")
+    log_level: str = _default("log_level")
 
     @property
     def nsq_channel(self) -> str:
@@ -350,6 +365,12 @@ class Settings:
     def origins(self) -> tuple[str, ...]:
         return tuple(o.strip().rstrip("/").lower() for o in self.allowed_origins.split(",") if o.strip())
 
+
+# Each option is a field of Settings and each field an option: a mismatch is a
+# mistake to stop at import, not a TypeError at the first resolve().
+if {f.name for f in fields(Settings)} != set(_OPTION_BY_DEST):
+    raise RuntimeError("gateway.config: Settings and OPTIONS differ in "
+                       + ", ".join(sorted({f.name for f in fields(Settings)} ^ set(_OPTION_BY_DEST))))
 
 def default_node_name(port: int) -> str:
     return f"{socket.gethostname()}-{port}"

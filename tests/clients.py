@@ -9,6 +9,7 @@ import websockets
 from centrifuge import Client, ClientEventHandler, SubscriptionEventHandler
 
 from auth import connection_token
+from tests.helpers import wait_for
 from tests.stack import SECRET
 
 
@@ -95,14 +96,6 @@ async def sdk_client(url: str, user: str | None = "u", *, token: str | None = No
         for channel in channels:
             await wait_for(lambda: channel in recorder.subscribed or channel in recorder.unsubscribed)
     return client, recorder
-
-
-async def wait_for(check, timeout: float = 5.0, interval: float = 0.02):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 class RawClient:

@@ -15,8 +15,12 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from gateway.config import Settings, ephemeral_channel
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "test-secret-with-at-least-32-bytes!!"
@@ -49,20 +53,6 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict | None 
         return exc.code, exc.read()
 
 
-def wait_until(check, timeout: float = 10, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except (OSError, urllib.error.URLError):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
 class Process:
     name = "process"
 
@@ -71,6 +61,7 @@ class Process:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"{self.name}.log"
         self.proc: subprocess.Popen | None = None
+        self.ready_at: float | None = None  # Unix time start() saw it ready
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -89,6 +80,7 @@ class Process:
         except Exception:
             self.stop()
             raise RuntimeError(f"{self.name} did not start; its log:\n{self.log()}") from None
+        self.ready_at = time.time()
         return self
 
     def wait_ready(self) -> None:
@@ -195,6 +187,14 @@ class Nsqd(Process):
         status, answer = http("POST", f"http://{self.http_address}/mpub?topic={topic}", b"\n".join(bodies))
         assert status == 200, (status, answer)
 
+    def channel_messages(self, topic: str, channel: str) -> int:
+        """How many messages nsqd has handed to ``channel`` of ``topic`` (its
+        message_count: those an ephemeral channel had no room for count too)."""
+        query = urllib.parse.urlencode({"format": "json", "topic": topic, "channel": channel})
+        _, body = http("GET", f"http://{self.http_address}/stats?{query}")
+        return sum(c["message_count"] for t in json.loads(body)["topics"] if t["topic_name"] == topic
+                   for c in t["channels"] if c["channel_name"] == channel)
+
 
 class Gateway(Process):
     name = "gateway"
@@ -207,6 +207,7 @@ class Gateway(Process):
         self.name = f"gateway{Gateway.counter}"
         super().__init__(workdir)
         self.port = free_port()
+        self.node_name = f"{self.name}-{self.port}"
         self.args = list(args)
         self.extra_env = env or {}
         self.open_files = open_files
@@ -215,7 +216,7 @@ class Gateway(Process):
                   else [f"--lookupd-http-address={lookupd.http_address}"])
         self.base_args = [
             f"--port={self.port}", "--address=127.0.0.1", *source,
-            f"--nsqd-http-address={nsqd.http_address}", f"--node-name={self.name}-{self.port}",
+            f"--nsqd-http-address={nsqd.http_address}", f"--node-name={self.node_name}",
             f"--jwt-secret={SECRET}", "--lookupd-poll-interval=1",
             # Stopping a node drains it over this; the drain tests give their own.
             "--drain-period=1",
@@ -224,6 +225,11 @@ class Gateway(Process):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def nsq_channel(self) -> str:
+        """The NSQ channel this node reads its topics on."""
+        return ephemeral_channel(self.node_name)
 
     @property
     def ws_url(self) -> str:
@@ -245,6 +251,33 @@ class Gateway(Process):
         status, body = http("GET", f"{self.url}/health")
         return status, json.loads(body or b"{}")
 
+    @property
+    def history_margin(self) -> float:
+        """--history-margin as this node was started with it."""
+        for arg in reversed(self.base_args + self.args):
+            if arg.startswith("--history-margin="):
+                return float(arg.split("=", 1)[1])
+        return Settings().history_margin
+
+    def recovers_from(self) -> float:
+        """The Unix time from which a client subscribing here is handed positions
+        this node will vouch for in recovery (wait for it with
+        tests.helpers.wait_until_time). Its continuity starts a margin after it
+        began reading every topic, which it did before /health said 200 (at
+        ready_at); the position of a quiet channel is a margin behind now."""
+        assert self.ready_at is not None, f"{self.name} was not started"
+        return self.ready_at + 2 * self.history_margin
+
+    def margin_passed(self) -> float:
+        """The Unix time at which every position this node has handed out so far
+        is older than its margin."""
+        return time.time() + self.history_margin
+
+    def messages_read(self, topic: str = "pushgate") -> float:
+        """How many messages of ``topic`` this node has read from NSQ: each is in
+        its history (or dropped) by the time this is counted."""
+        return self.metric("pushgate_nsq_messages_total", topic=topic)
+
     def metric(self, name: str, **labels: str) -> float:
         """The value of one sample from /metrics (0 if absent)."""
         _, body = http("GET", f"{self.url}/metrics")
@@ -253,3 +286,21 @@ class Gateway(Process):
             if line.startswith(want + " "):
                 return float(line.split()[-1])
         return 0.0
+
+
+class Reading:
+    """What some nodes have read from NSQ since this was made, to wait until
+    each of them has read what was published since:
+
+        read = Reading(a, b)
+        nsqd.mpublish(bodies)
+        await wait_for(lambda: read.caught_up(len(bodies)), what="both nodes to read them")
+    """
+
+    def __init__(self, *nodes: Gateway, topic: str = "pushgate"):
+        self.topic = topic
+        self.marks = {node: node.messages_read(topic) for node in nodes}
+
+    def caught_up(self, count: int) -> bool:
+        """Whether every node has read at least ``count`` more messages."""
+        return all(node.messages_read(self.topic) >= mark + count for node, mark in self.marks.items())

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import ROOT, SECRET, Nsqd, Process, free_port, http, wait_until
+from tests.helpers import wait_until
+from tests.stack import ROOT, SECRET, Nsqd, Process, free_port, http
 
 SCRIPT = ROOT / "tests" / "browser" / "demo_e2e.mjs"
 DEADLINE = 100  # seconds for the whole browser scenario

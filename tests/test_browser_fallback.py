@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 
 import tornado.web
 
 from auth import connection_token
+from tests.helpers import wait_until_time
 from tests.proxy import SwitchingProxy
 from tests.stack import ROOT, SECRET, free_port
 from tests.test_browser_demo import chromium_path, node  # noqa: F401  (fixtures)
@@ -58,7 +58,7 @@ def test_centrifuge_js_falls_back_when_websocket_is_blocked(chromium_path, node,
     flags = (f"--allowed-origins=http://127.0.0.1:{page_port}", "--public-channels=news", "--ping-interval=3",
              "--pong-timeout=2", "--expired-close-delay=1", "--history-margin=0.2")
     a, b = start_gateway(*flags), start_gateway(*flags)
-    time.sleep(0.3)  # the nodes' continuity starts before the first position handed out
+    wait_until_time(max(a.recovers_from(), b.recovers_from()))  # both vouch for the first position handed out
 
     async def scenario() -> tuple[int, list[str]]:
         server = tornado.web.Application([(r"/", PageHandler), (r"/centrifuge.js", ScriptHandler),

@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+import math
 
 import pytest
 
 from auth import connection_token
 from tests.cable_clients import NodeClient
+from tests.helpers import run, wait_for, wait_for_time, wait_until_time
 from tests.proxy import SwitchingProxy
-from tests.stack import SECRET
+from tests.stack import SECRET, Reading
 
 FAST = ("--history-margin=0.2", "--public-channels=room")
 ROOM = json.dumps({"channel": "$pubsub", "stream_name": "room"}, separators=(",", ":"))
 MINE = json.dumps({"channel": "$pubsub", "stream_name": "#ana"}, separators=(",", ":"))
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 def publish(nsqd, numbers) -> None:
@@ -54,21 +51,27 @@ async def listening_client(proxy) -> NodeClient:
     return client
 
 
-async def cut_and_miss(client, proxy, nsqd, missed) -> None:
-    await asyncio.sleep(0.3)               # positions older than the nodes' margin
+async def cut_and_miss(client, proxy, nsqd, missed, nodes) -> None:
+    await wait_for_time(nodes[0].margin_passed())   # positions older than the nodes' margin
     proxy.route(None)
     proxy.cut()                            # RST: no close frame, no disconnect message
     await client.event("cable", state="disconnect")
+    read = Reading(*nodes)
     publish(nsqd, missed)
-    await asyncio.sleep(0.5)               # every node has them
+    await wait_for(lambda: read.caught_up(2 * len(missed)), what="every node to read what it missed")
+
+
+def vouched_page_load(*nodes) -> float:
+    """When a client may start for ``nodes`` to vouch for its first positions
+    and for the `since` of its first subscribes: its page load in whole
+    seconds, rounded down, must not be before a node's continuity starts."""
+    return max(max(n.recovers_from(), math.floor(n.ready_at + n.history_margin) + 1) for n in nodes)
 
 
 @pytest.fixture
 def two_nodes(start_gateway):
     a, b = start_gateway(*FAST), start_gateway(*FAST)
-    # Both nodes' continuity starts before the client's positions, and before the
-    # `since` of its first subscribes (page load, in whole seconds).
-    time.sleep(1.5)
+    wait_until_time(vouched_page_load(a, b))
     return a, b
 
 
@@ -84,7 +87,7 @@ def test_anycable_client_recovers_exactly_what_it_missed(two_nodes, nsqd, same_n
             publish(nsqd, [1, 2])
             await client.wait(lambda: len(client.of("received")) == 4, what="1 and 2 on both streams")
             before = {i: client.of("received", identifier=i)[-1]["offset"] for i in (ROOM, MINE)}
-            await cut_and_miss(client, proxy, nsqd, [3, 4, 5])
+            await cut_and_miss(client, proxy, nsqd, [3, 4, 5], (a, b))
             proxy.route(a.port if same_node else b.port)
             await client.event("cable", timeout=40, state="connect", reconnect=True)
             for identifier in (ROOM, MINE):
@@ -93,7 +96,7 @@ def test_anycable_client_recovers_exactly_what_it_missed(two_nodes, nsqd, same_n
                 assert [i["type"] for i in client.of("info", identifier=identifier)] == ["history_received"] * 2
             publish(nsqd, [6])
             await client.wait(lambda: len(client.of("received")) == 12, what="6 on both streams")
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)   # silence: nothing more may come (a duplicate); only waiting shows it
             for identifier in (ROOM, MINE):
                 assert numbers(client, identifier) == [1, 2, 3, 4, 5, 6]   # each once, in order
                 received = client.of("received", identifier=identifier)
@@ -122,7 +125,7 @@ def test_anycable_client_recovers_exactly_what_it_missed(two_nodes, nsqd, same_n
 @pytest.mark.parametrize("why", ["node started after the cut", "more missed than history keeps"])
 def test_anycable_client_is_told_when_the_gap_cannot_be_filled(start_gateway, nsqd, why):
     first = start_gateway(*FAST, "--history-size=3")
-    time.sleep(1.5)
+    wait_until_time(vouched_page_load(first))   # so that only what is under test can refuse
 
     async def scenario():
         proxy = await SwitchingProxy().start()
@@ -132,15 +135,16 @@ def test_anycable_client_is_told_when_the_gap_cannot_be_filled(start_gateway, ns
             publish(nsqd, [1])
             await client.wait(lambda: len(client.of("received")) == 2, what="1 on both streams")
             if why == "node started after the cut":
-                await asyncio.sleep(0.3)
+                await wait_for_time(first.margin_passed())
                 proxy.route(None)
                 proxy.cut()
                 target = await asyncio.get_running_loop().run_in_executor(None, lambda: start_gateway(*FAST))
+                read = Reading(target)
                 publish(nsqd, [2, 3])
-                await asyncio.sleep(0.5)
+                await wait_for(lambda: read.caught_up(4), what="the new node to read 2 and 3")
             else:
                 target = first
-                await cut_and_miss(client, proxy, nsqd, [2, 3, 4, 5, 6])
+                await cut_and_miss(client, proxy, nsqd, [2, 3, 4, 5, 6], (first,))
             proxy.route(target.port)
             for identifier in (ROOM, MINE):
                 info = await client.event("info", timeout=40, identifier=identifier, type="history_not_found")
@@ -148,7 +152,7 @@ def test_anycable_client_is_told_when_the_gap_cannot_be_filled(start_gateway, ns
             publish(nsqd, [7])
             await client.wait(lambda: len(client.received(ROOM)) == 2 and len(client.received(MINE)) == 2,
                               what="7 on both streams")
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)   # silence: nothing of the gap may follow; only waiting shows it
             for identifier in (ROOM, MINE):
                 assert numbers(client, identifier) == [1, 7]   # nothing of the gap, not even a part
         finally:

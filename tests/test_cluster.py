@@ -5,6 +5,7 @@ import asyncio
 
 from gateway.cluster.bus import ControlBus
 from gateway.core.metrics import Metrics
+from tests.helpers import wait_for
 from tests.stack import http
 
 
@@ -24,18 +25,12 @@ def test_a_message_reaches_its_node_a_broadcast_every_node_and_nobody_hears_itse
         http("POST", f"http://{nsqd.http_address}/topic/create?topic=test-control")  # lookupd finds it
         for node in (a, b, c):
             node.start()
-        await wait_for_async(lambda: a.ready() and b.ready() and c.ready())
+        await wait_for(lambda: a.ready() and b.ready() and c.ready())
         await a.send("hello", to="b", n=1)      # to one node
         await a.send("hello", n=2)              # to all
-        await wait_for_async(lambda: len(heard["b"]) == 2 and len(heard["c"]) == 1)
+        await wait_for(lambda: len(heard["b"]) == 2 and len(heard["c"]) == 1)
         assert heard == {"a": [], "b": [("a", 1), ("a", 2)], "c": [("a", 2)]}
         for node in (a, b, c):
             node.close()
     asyncio.run(scenario())
 
-
-async def wait_for_async(check, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)

@@ -73,6 +73,7 @@ def test_ephemeral_channel_fits_nsq_limits():
     assert Settings(port=8123, node_name="n").nsq_channel == "n#ephemeral"
 
 
+@pytest.mark.process
 def test_serve_stops_with_one_line_naming_the_setting():
     done = subprocess.run([sys.executable, "-m", "gateway", "serve", "--port=abc"], cwd=ROOT,
                           capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
@@ -81,12 +82,14 @@ def test_serve_stops_with_one_line_naming_the_setting():
 
 
 def test_settings_defaults_are_the_option_defaults():
-    # Settings repeats each option's default for readability; they must not drift.
+    # Settings takes each field's default from its option (config._default):
+    # the same values, and a list default is a fresh one for each Settings.
     from dataclasses import fields
 
     from gateway.config import OPTIONS
     defaults = {f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(Settings)}
     assert {o.dest: o.default for o in OPTIONS} == defaults
+    assert Settings().presence is not Settings().presence
 
 
 def test_presence_and_status_page_settings():

@@ -13,9 +13,10 @@ import pytest
 import websockets
 
 from auth import connection_token
-from tests.clients import RawClient, sdk_client, wait_for
+from tests.clients import RawClient, sdk_client
+from tests.helpers import run, wait_for, wait_until
 from tests.keys import ec_pair, rsa_pair, write_public_pem
-from tests.stack import SECRET, Gateway, wait_until
+from tests.stack import SECRET, Gateway
 
 RSA_KEY = rsa_pair()
 
@@ -29,10 +30,6 @@ def gateway(tmp_path_factory, nsqd, lookupd):
                  "--ping-interval=2", "--pong-timeout=1", "--connect-timeout=2").start()
     yield gw
     gw.stop()
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 def claims(user: str, **extra) -> dict:
@@ -201,7 +198,7 @@ def test_pings_keep_an_sdk_client_connected_and_a_silent_client_is_cut_with_3012
         # The raw client receives pings ({}) but never answers.
         assert await raw.recv(timeout=4, pings=True) == {}
         assert await raw.closed(timeout=4) == (3012, "no pong")
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # the thing under test: the SDK client, which answers, stays connected
         assert not rec.disconnects and len(rec.connecting) == 1
         await client.disconnect()
     run(scenario())

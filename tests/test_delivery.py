@@ -3,15 +3,15 @@ mapped topics, stale messages and several nodes. Real nsqd + nsqlookupd, the
 stock centrifuge-python SDK as client."""
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
 
 import pytest
 
-from tests.clients import sdk_client, wait_for
-from tests.stack import ROOT, Gateway, wait_until
+from tests.clients import sdk_client
+from tests.helpers import run, wait_for, wait_until
+from tests.stack import ROOT, Gateway
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +20,6 @@ def gateway(tmp_path_factory, nsqd, lookupd):
                  "--map-topic=prices", "--map-topic=tickers=market:tickers", "--max-message-bytes=4096").start()
     yield gw
     gw.stop()
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 def test_personal_message_reaches_every_connection_of_that_user_and_nobody_else(gateway, nsqd):

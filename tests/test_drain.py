@@ -13,7 +13,8 @@ import websockets
 
 from auth import connection_token
 from tests.clients import RawClient
-from tests.stack import ROOT, SECRET, free_port, http, wait_until
+from tests.helpers import wait_for, wait_until
+from tests.stack import ROOT, SECRET, free_port, http
 
 CLIENTS = 1000
 DRAIN = 3.0
@@ -47,10 +48,10 @@ def test_sigterm_drains_1000_clients_with_a_reconnect_code_and_exits_0(start_gat
         waiting = asyncio.ensure_future(close_times(raws, DRAIN + 5))
         signalled = time.monotonic()
         gateway.proc.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.3)
-        # Draining: the node still answers, and says no to newcomers and to readiness checks.
-        status, _ = await asyncio.to_thread(http, "GET", f"{gateway.url}/health")
-        assert status == 503
+        # Draining: the node still answers, and says no to readiness checks and to newcomers.
+        # (From a thread: this loop is timing the clients' closes.)
+        await wait_for(lambda: asyncio.to_thread(lambda: http("GET", f"{gateway.url}/health")[0] == 503),
+                       what="/health to answer 503 while draining")
         try:
             await RawClient.open(gateway.ws_url, open_timeout=2)
             raise AssertionError("a new connection was accepted while draining")

@@ -8,16 +8,14 @@ import asyncio
 
 import pytest
 
+from tests.helpers import run, wait_for, wait_for_time
 from tests.jsclient import JsClient
 from tests.proxy import SwitchingProxy
+from tests.stack import Reading
 
 # Pings every 2 s, a pong due within 1 s: the pongs travel B -> NSQ -> A in time.
 FLAGS = ("--public-channels=news", "--ping-interval=2", "--pong-timeout=1", "--expired-close-delay=1",
          "--history-margin=0.2")
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 @pytest.fixture
@@ -63,7 +61,7 @@ def test_the_sdk_streams_from_one_node_and_sends_its_commands_through_another(tw
             # unrefreshed one is cut 1 s after), and the pongs through B keep
             # the 2-second pings answered: still the first connection.
             await client.wait_for(lambda e: e["event"] == "token", timeout=6)
-            await asyncio.sleep(4)
+            await asyncio.sleep(4)  # the thing under test: the connection outlives its first token
             nsqd.publish({"user": "erin", "data": {"n": 5}})
             await client.wait_for(lambda e: e["event"] == "publication" and e.get("data") == {"n": 5})
             assert client.count("connected") == 1 and client.count("connecting") == 1, client.events  # the first, only
@@ -83,6 +81,7 @@ def test_after_a_network_cut_the_sdk_recovers_exactly_what_it_missed(two_nodes, 
     a, b = two_nodes
 
     async def scenario():
+        await wait_for_time(a.recovers_from())  # the node it comes back to vouches for its positions
         proxy = await SwitchingProxy().start()
         proxy.route(a.port)
         client = await JsClient.start(stream(proxy.port), f"{b.url}/emulation", "finn")
@@ -93,16 +92,17 @@ def test_after_a_network_cut_the_sdk_recovers_exactly_what_it_missed(two_nodes, 
             nsqd.publish({"channel": "news", "data": {"n": -1}})
             nsqd.publish({"user": "finn", "data": {"n": -1}})
             await client.wait_for(lambda e: e["event"] == "publication" and e["channel"] == "#finn")
-            await asyncio.sleep(0.3)  # positions older than the nodes' --history-margin
+            await wait_for_time(a.margin_passed())  # positions older than the nodes' --history-margin
 
             proxy.route(None)
             proxy.cut()
             await client.wait_for(lambda e: e["event"] == "connecting")
             mark = len(client.events)
+            read = Reading(a, b)
             for n in range(5):
                 nsqd.publish({"channel": "news", "data": {"n": n}})
                 nsqd.publish({"user": "finn", "data": {"n": n}})
-            await asyncio.sleep(0.5)
+            await wait_for(lambda: read.caught_up(10), what="both nodes to read what it missed")
             proxy.route(a.port)
 
             for channel in ("news", "#finn"):
@@ -113,7 +113,7 @@ def test_after_a_network_cut_the_sdk_recovers_exactly_what_it_missed(two_nodes, 
                                   and e["data"] == {"n": 4}, start=mark)
             await client.wait_for(lambda e: e["event"] == "publication" and e["channel"] == "#finn"
                                   and e["data"] == {"n": 4}, start=mark)
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # silence: nothing more may come (a duplicate); only waiting shows it
             for channel in ("news", "#finn"):
                 assert client.publications(channel, mark) == [{"n": n} for n in range(5)]
         finally:

@@ -15,13 +15,10 @@ import time
 import websockets
 
 from auth import connection_token
-from tests.clients import RawClient, sdk_client, wait_for
-from tests.stack import API_KEY, SECRET, Nsqd, http, wait_until
+from tests.clients import RawClient, sdk_client
+from tests.helpers import run, wait_for, wait_until
+from tests.stack import API_KEY, SECRET, Nsqd, http
 from tests.test_wsproto import client_frame
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 # --- raw HTTP and WebSocket, for what no client library would send -------------
@@ -150,7 +147,7 @@ def test_running_out_of_descriptors_is_logged_once_per_interval_not_as_a_storm(s
                 idle.append(socket.create_connection(("127.0.0.1", gateway.port), timeout=2))
             except OSError:
                 break
-        time.sleep(3)
+        time.sleep(3)  # the thing under test: 3 s out of descriptors log one line, not a storm
     finally:
         for s in idle:
             s.close()
@@ -336,7 +333,7 @@ def test_messages_dropped_as_stale_break_recovery_and_live_subscribers_are_told(
         try:
             for n in range(1, 4):
                 nsqd.publish({"channel": "stalled", "data": n})
-            await asyncio.sleep(4)
+            await asyncio.sleep(4)  # the stall under test: longer than --max-message-age (2 s)
         finally:
             gateway.send_signal(signal.SIGCONT)
         wait_until(lambda: gateway.metric("pushgate_nsq_dropped_total", reason="stale") == 3, what="stale drops")
@@ -359,10 +356,12 @@ def test_messages_nsqd_drops_for_this_node_are_detected_and_never_recovered_over
             live, rec = await sdk_client(gateway.ws_url, "burst-live", channels=("burst",))
             position = await position_of(gateway.ws_url, "burst-away", "burst")
             rec.subscribed.clear()
+            before = small.channel_messages("pushgate", gateway.nsq_channel)
             gateway.send_signal(signal.SIGSTOP)  # the node cannot take the burst: nsqd overflows
             try:
                 small.mpublish([json.dumps({"channel": "burst", "data": n}).encode() for n in range(2000)])
-                await asyncio.sleep(0.5)
+                await wait_for(lambda: small.channel_messages("pushgate", gateway.nsq_channel) >= before + 2000,
+                               what="nsqd to hand the whole burst to the stopped node's channel")
             finally:
                 gateway.send_signal(signal.SIGCONT)
             wait_until(lambda: gateway.metric("pushgate_nsq_lost_total", topic="pushgate") > 0, timeout=15,
@@ -398,7 +397,7 @@ def test_connect_close_churn_with_long_lived_tokens_leaves_memory_flat(start_gat
     rss = []
     for _ in range(6):
         run(round_())
-        time.sleep(0.3)
+        wait_until(lambda: gateway.health()[1]["connections"] == 0, what="every closed connection forgotten")
         rss.append(gateway.rss())
     # Before the fix every closed connection stayed referenced for its token's
     # lifetime: about 11 KB each, 22 MB over these last four rounds.

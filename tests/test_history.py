@@ -122,9 +122,19 @@ def test_a_client_ahead_of_this_node_is_not_vouched_for():
 
 
 def test_another_epoch_is_not_recovered():
-    history = node()
-    publish(history, "news", 3)
-    assert not history.recover("news", "0", 5, T0 + 2 * SECOND).recovered
+    # A position in the period before the current one, yet recent, after the
+    # node's continuity start and within the TTL: only its epoch is not the
+    # channel's current one (a position in epoch "0" would be refused for its
+    # age alone).
+    boundary = (T0 // PERIOD_NS + 1) * PERIOD_NS
+    history = node(started=boundary - 60 * SECOND)
+    before = publish(history, "news", 5, start=boundary - SECOND)
+    old_epoch, _ = to_position(boundary - SECOND)
+    assert history.recover("news", old_epoch, before[1], boundary - SECOND // 2).recovered  # same epoch: yes
+    publish(history, "news", 3, start=boundary + SECOND // 2)
+    answer = history.recover("news", old_epoch, before[1], boundary + 2 * SECOND)
+    assert not answer.recovered and answer.publications == []
+    assert answer.epoch == to_position(boundary)[0] != old_epoch
 
 
 def test_memory_budget_evicts_the_oldest_first_and_those_channels_answer_false():
@@ -156,7 +166,7 @@ def test_bookkeeping_stays_bounded():
 
 
 def test_a_message_dropped_for_a_channel_is_a_gap_recovery_never_crosses():
-    history = node()
+    history = node(rules=[("off", Retention(0, 0))])
     live = publish(history, "news", 5)
     epoch, _ = to_position(T0)
     now = T0 + 5 * SECOND
@@ -173,7 +183,8 @@ def test_a_message_dropped_for_a_channel_is_a_gap_recovery_never_crosses():
     _, quiet = history.top("quiet", now)
     history.gap("quiet", now + SECOND)
     assert not history.recover("quiet", epoch, quiet, now + 2 * SECOND).recovered
-    assert not history.gap("off", now) or history.enabled("off")
+    # A channel without history: no position to break, nobody to tell.
+    assert not history.enabled("off") and not history.gap("off", now)
 
 
 def test_quiet_channels_cost_nothing_and_the_count_is_what_history_really_holds():

@@ -10,12 +10,9 @@ import pytest
 import websockets
 
 from auth import connection_token, subscription_token
-from tests.clients import RawClient, sdk_client, wait_for
+from tests.clients import RawClient, sdk_client
+from tests.helpers import run, wait_for
 from tests.stack import SECRET, http
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +34,7 @@ def test_a_token_expiring_mid_connection_is_refreshed_without_reconnecting(gatew
     async def scenario():
         client, rec = await sdk_client(gateway.ws_url, token=connection_token(SECRET, "refresher", ttl=2),
                                        get_token=get_token)
-        await asyncio.sleep(5.5)  # two expiries and close delays over
+        await asyncio.sleep(5.5)  # the thing under test: two expiries and close delays pass, still connected
         assert len(tokens) >= 2, "the SDK refreshed on the same socket"
         assert not rec.disconnects and len(rec.connecting) == 1
         nsqd.publish({"user": "refresher", "data": "still here"})
@@ -116,7 +113,7 @@ def test_connect_rate_limit_and_per_user_cap(start_gateway):
         assert json.loads(refused[0].body) == {"error": "rate"}
         for raw in opened:
             await raw.close()
-        await asyncio.sleep(3.2)  # the bucket refills (1/s, burst 3)
+        await asyncio.sleep(3.2)  # the bucket refills (1/s, burst 3): time passing is what is tested
         same_user = []
         for _ in range(2):
             raw = await RawClient.open(gateway.ws_url)

@@ -14,7 +14,8 @@ import websockets
 
 from gateway.nsq.source import NsqSource
 from tests.clients import RawClient, sdk_client
-from tests.stack import Gateway, Lookupd, Nsqd, free_port, wait_until
+from tests.helpers import wait_until
+from tests.stack import Gateway, Lookupd, Nsqd, free_port
 
 
 def test_a_refused_origin_is_logged_with_the_origin_and_the_setting(start_gateway):
@@ -71,6 +72,7 @@ def test_the_warning_comes_again_while_nsqd_stays_away(caplog):
     assert all(f"cannot connect to nsqd {address}" in line for line in lines)
 
 
+@pytest.mark.process  # its own nsqlookupd, nsqd and gateway
 def test_a_gateway_started_before_nsqd_reads_within_seconds_of_it(tmp_path):
     """With nsqlookupd and its default 5 s poll, and nobody publishing: the
     gateway creates its topic on nsqd once nsqd is up, and polls nsqlookupd
@@ -82,7 +84,7 @@ def test_a_gateway_started_before_nsqd_reads_within_seconds_of_it(tmp_path):
     gateway.wait_ready = lambda: wait_until(lambda: gateway.health()[0] == 503, what="gateway /health")
     gateway.start()
     try:
-        time.sleep(2)
+        time.sleep(2)  # the thing under test: the gateway runs a while with no nsqd, then finds it
         nsqd.start()
         up = time.monotonic()
         wait_until(lambda: gateway.health()[0] == 200, timeout=15, what="the gateway reading nsqd")

@@ -3,26 +3,21 @@ second node, and on a node that started too late. The stock centrifuge-python
 SDK reconnects through a switchable proxy standing in for a load balancer."""
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
-from tests.clients import RECOVERY_FLAGS, publish_while_offline, sdk_client, wait_for
+from tests.clients import RECOVERY_FLAGS, publish_while_offline, sdk_client
+from tests.helpers import run, wait_for, wait_for_time, wait_until_time
 from tests.proxy import SwitchingProxy
+from tests.stack import Reading
 
 
-def run(coro):
-    return asyncio.run(coro)
-
-
-async def offline_client(proxy, user):
-    """A client subscribed to its personal channel and (recoverably) to news,
-    then cut off; returns it with its recorder."""
+async def offline_client(proxy, node, user):
+    """A client subscribed on ``node`` to its personal channel and (recoverably)
+    to news, then cut off; returns it with its recorder."""
     client, rec = await sdk_client(proxy.ws_url, user, channels=("news",), min_reconnect_delay=0.05,
                                    max_reconnect_delay=0.3)
     assert rec.subscribed["news"].recoverable and rec.subscribed[f"#{user}"].recoverable
-    await asyncio.sleep(0.3)  # its position must be older than the nodes' margin
+    await wait_for_time(node.margin_passed())  # its position must be older than the nodes' margin
     proxy.route(None)
     proxy.cut()
     await wait_for(lambda: len(rec.connecting) >= 2)
@@ -48,9 +43,10 @@ def test_twenty_missed_per_channel_are_recovered_exactly_once_in_order(recovery_
     async def scenario():
         proxy = await SwitchingProxy().start()
         proxy.route(a.port)
-        client, rec = await offline_client(proxy, "rita")
+        client, rec = await offline_client(proxy, a, "rita")
+        read = Reading(a, b)
         publish_while_offline(nsqd, "rita", 20)
-        await asyncio.sleep(0.5)  # both nodes have received them
+        await wait_for(lambda: read.caught_up(40), what="both nodes to read the 40 messages")
         got = await back_online(proxy, rec, a.port if same_node else b.port, 20, "rita")
         assert got == {"#rita": list(range(20)), "news": list(range(20))}
         for channel in ("#rita", "news"):
@@ -66,14 +62,15 @@ def test_twenty_missed_per_channel_are_recovered_exactly_once_in_order(recovery_
 
 def test_more_missed_than_history_holds_is_not_recovered(start_gateway, nsqd):
     node = start_gateway(*RECOVERY_FLAGS, "--history-size=100")
-    time.sleep(0.5)
+    wait_until_time(node.recovers_from())  # so that only the history's size can refuse
 
     async def scenario():
         proxy = await SwitchingProxy().start()
         proxy.route(node.port)
-        client, rec = await offline_client(proxy, "sam")
+        client, rec = await offline_client(proxy, node, "sam")
+        read = Reading(node)
         publish_while_offline(nsqd, "sam", 200)
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: read.caught_up(400), what="the node to read the 400 messages")
         got = await back_online(proxy, rec, node.port, 0, "sam")
         assert got == {}  # nothing half-recovered
         for channel in ("#sam", "news"):
@@ -85,15 +82,16 @@ def test_more_missed_than_history_holds_is_not_recovered(start_gateway, nsqd):
 
 def test_a_node_started_after_the_disconnect_cannot_recover(start_gateway, nsqd):
     first = start_gateway(*RECOVERY_FLAGS)
-    time.sleep(0.5)
+    wait_until_time(first.recovers_from())
 
     async def scenario():
         proxy = await SwitchingProxy().start()
         proxy.route(first.port)
-        client, rec = await offline_client(proxy, "tia")
+        client, rec = await offline_client(proxy, first, "tia")
         late = start_gateway(*RECOVERY_FLAGS)  # starts while the client is away
+        read = Reading(late)
         publish_while_offline(nsqd, "tia", 20)
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: read.caught_up(40), what="the late node to read the 40 messages")
         got = await back_online(proxy, rec, late.port, 0, "tia")
         assert got == {}
         for channel in ("#tia", "news"):

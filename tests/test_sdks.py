@@ -17,22 +17,18 @@ the reason, shown by `pytest -rs`; `make test` installs or builds the rest.
 """
 from __future__ import annotations
 
-import asyncio
 import warnings
 
 import pytest
 
 from auth import connection_token
 from tests.clients import publish_while_offline
+from tests.helpers import run, wait_for, wait_for_time
 from tests.proxy import SwitchingProxy
 from tests.sdks import SDKS, HarnessProcess
-from tests.stack import SECRET
+from tests.stack import SECRET, Reading
 
 MISSED = 10  # per channel, published while the SDK is cut off
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 @pytest.fixture(params=SDKS, ids=[sdk.name for sdk in SDKS])
@@ -76,15 +72,16 @@ def test_sdk_receives_personal_and_public_publications_and_recovers_after_a_cut(
             live = {channel: (data, offset) for channel, data, offset in await harness.collect(2)}
             assert live[personal][0] == {"to": user, "text": "Grüße", "n": [1, 2.5, None]}
             assert live["news"][0] == {"headline": "\u2603 snow", "big": 2 ** 53 - 1}
-            await asyncio.sleep(0.3)  # its positions must be older than the nodes' margin
+            await wait_for_time(a.margin_passed())  # its positions must be older than the nodes' margin
 
             # Cut off; messages are published while it is away.
             proxy.route(None)
             proxy.cut()
             cut_at = len(harness.events)
             await harness.wait_for(lambda: harness.seen("connecting", cut_at), "connecting after the cut")
+            read = Reading(a, b)
             publish_while_offline(nsqd, user, MISSED)
-            await asyncio.sleep(0.5)  # both nodes have received them
+            await wait_for(lambda: read.caught_up(2 * MISSED), what="both nodes to read what it missed")
 
             # Back, to the same node or to the other one.
             back_at = len(harness.events)

@@ -24,7 +24,8 @@ from cent import (AsyncClient, BatchRequest, BroadcastRequest, CentApiResponseEr
 from auth import connection_token
 from centrifuge import Client
 
-from tests.clients import ChannelRecorder, Recorder, wait_for
+from tests.clients import ChannelRecorder, Recorder
+from tests.helpers import wait_for, wait_until
 from tests.stack import API_KEY, SECRET, http
 
 CLUSTER = ("--public-channels=room:*,news", "--presence=room:*", "--join-leave=room:*", "--presence-interval=1",
@@ -74,14 +75,8 @@ def raw(gateway, method: str, body: dict, key: str = API_KEY) -> tuple[int, dict
 def cluster_ready(*gateways) -> None:
     """Every node has heard every other's heartbeat."""
     for gateway in gateways:
-        wait_until_true(lambda g=gateway: len(raw(g, "info", {})[1]["result"]["nodes"]) == len(gateways))
-
-
-def wait_until_true(check, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+        wait_until(lambda g=gateway: len(raw(g, "info", {})[1]["result"]["nodes"]) == len(gateways),
+                   what=f"{gateway.name} to hear every node")
 
 
 def test_cent_drives_every_method_against_two_nodes(start_gateway):
@@ -98,8 +93,8 @@ def test_cent_drives_every_method_against_two_nodes(start_gateway):
         carol_b, carol_b_w = await client(b, "carol")
 
         # presence and presence_stats: every client of the channel, on either node.
-        await wait_for_async(lambda: stats_of(api_a), (3, 2))
-        await wait_for_async(lambda: stats_of(api_b), (3, 2))
+        await wait_for(lambda: equals(stats_of(api_a), (3, 2)), what="stats_of(api_a) == (3, 2)")
+        await wait_for(lambda: equals(stats_of(api_b), (3, 2)), what="stats_of(api_b) == (3, 2)")
         for api in (api_a, api_b):
             presence = (await api.presence(PresenceRequest(channel="room:1"))).presence
             assert {c: (i.user, i.conn_info) for c, i in presence.items()} == {
@@ -149,7 +144,7 @@ def test_cent_drives_every_method_against_two_nodes(start_gateway):
         assert top and (await api_a.history(HistoryRequest(channel="room:1"))).publications == []
         await api_a.history_remove(HistoryRemoveRequest(channel="room:1"))
         for api in (api_a, api_b):
-            await wait_for_async(lambda api=api: history_len(api), 0)
+            await wait_for(lambda api=api: equals(history_len(api), 0), what="history_len(api) == 0")
             assert (await api.history(HistoryRequest(channel="room:1"))).offset == top
 
         # channels: subscriber counts across the nodes; info: every node.
@@ -174,13 +169,13 @@ def test_cent_drives_every_method_against_two_nodes(start_gateway):
         for watcher in (bob_a_w, bob_b_w):
             await wait_for(lambda w=watcher: "room:1" in w.unsubscribed)
             assert watcher.unsubscribed["room:1"].code == 2000
-        await wait_for_async(lambda: stats_of(api_a), (1, 1))
+        await wait_for(lambda: equals(stats_of(api_a), (1, 1)), what="stats_of(api_a) == (1, 1)")
 
         # refresh: a new expiry, or expired now (3005: the SDK reconnects).
         await api_a.refresh(RefreshRequest(user="alice", expire_at=int(time.time()) + 3600))
         await api_b.refresh(RefreshRequest(user="alice", expired=True))
         await wait_for(lambda: (3005, "connection expired") in alice_w.connecting)
-        await wait_for_async(lambda: stats_of(api_a), (1, 1))   # she is back
+        await wait_for(lambda: equals(stats_of(api_a), (1, 1)), what="stats_of(api_a) == (1, 1)")   # she is back
 
         # disconnect: every connection of the user, on both nodes, with the code given.
         await api_b.disconnect(DisconnectRequest(user="carol", disconnect=Disconnect(code=4501, reason="banned")))
@@ -240,14 +235,9 @@ async def history_len(api) -> int:
     return len((await api.history(HistoryRequest(channel="room:1", limit=10))).publications)
 
 
-async def wait_for_async(call, expected, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        got = await call()
-        if got == expected:
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"still {got!r}, not {expected!r}"
-        await asyncio.sleep(0.05)
+async def equals(answer, expected) -> bool:
+    """For wait_for: whether an API call's ``answer`` (awaited) is ``expected``."""
+    return await answer == expected
 
 
 def test_a_killed_nodes_clients_leave_presence_within_the_ttl(start_gateway):
@@ -261,7 +251,7 @@ def test_a_killed_nodes_clients_leave_presence_within_the_ttl(start_gateway):
     # a slow drain on a busy machine does not count.
     assert c.stop() == 0
     exited = time.monotonic()
-    wait_until_true(lambda: len(raw(a, "info", {})[1]["result"]["nodes"]) == 2, timeout=10)
+    wait_until(lambda: len(raw(a, "info", {})[1]["result"]["nodes"]) == 2, what="A to forget the stopped node")
     assert time.monotonic() - exited < 1.5
 
     async def scenario():
@@ -271,9 +261,7 @@ def test_a_killed_nodes_clients_leave_presence_within_the_ttl(start_gateway):
         assert stats_sync(a) == (2, 2) and stats_sync(b) == (2, 2)
         killed = time.monotonic()
         b.stop(signal.SIGKILL)
-        while stats_sync(a) != (1, 1):
-            assert time.monotonic() - killed < 10, "node B's clients are still in presence"
-            await asyncio.sleep(0.05)
+        await wait_for(lambda: stats_sync(a) == (1, 1), timeout=10, what="node B's clients to leave presence")
         gone_after = time.monotonic() - killed
         await wait_for(lambda: ("room:1", "bob", bob.client_id) in alice_w.leaves)
         # The bound (docs/presence.md): --presence-ttl (3 s) after B's last word,

@@ -14,7 +14,8 @@ from gateway.core.history import to_position
 from gateway.config import Settings
 from gateway.node import Node
 from gateway.core.session import CLOSED, CONNECTED, HELD_LIMIT
-from tests.inprocess import frame, make_host, open_session
+from tests.helpers import wait_for
+from tests.inprocess import FakeClock, frame, make_host, open_session
 from tests.stack import SECRET
 
 HOUR = 3600
@@ -54,9 +55,10 @@ def test_a_handshake_that_never_connects_is_forgotten_when_it_closes():
     assert len(host.heartbeat) == 0 and not host.sessions
 
 
-def ahead_position() -> dict:
-    """A recovery position this host has not reached: it would be held."""
-    epoch, offset = to_position(time.time_ns() + 500_000_000)
+def ahead_position(now_ns: int | None = None) -> dict:
+    """A recovery position this host has not reached, half a second after
+    ``now_ns`` (the host's now; by default the real one): it would be held."""
+    epoch, offset = to_position((time.time_ns() if now_ns is None else now_ns) + 500_000_000)
     return {"recover": True, "epoch": epoch, "offset": offset}
 
 
@@ -93,15 +95,20 @@ def test_what_a_held_connection_may_queue_is_bounded():
 
 def test_a_held_connect_is_answered_once_the_node_catches_up():
     async def scenario():
-        host = make_host()
-        host.history.continuity_from(time.time_ns() - 60 * 10**9)
+        clock = FakeClock()
+        host = make_host(clock)
+        host.history.continuity_from(clock.ns() - 60 * 10**9)
         session, transport = open_session(host)
-        position = ahead_position()
-        session.handle_frame(frame({"id": 1, "connect": {"token": connection_token(SECRET, "w"),
+        position = ahead_position(clock.ns())
+        session.handle_frame(frame({"id": 1, "connect": {"token": connection_token(SECRET, "w", now=clock.wall()),
                                                          "subs": {"#w": position}}},
                                    {"id": 2, "subscribe": {"channel": "news"}}))
-        assert transport.messages() == []
-        await asyncio.sleep(1.7)  # the position falls a margin behind now: this host has seen it all
+        assert transport.messages() == [] and session in host.held
+        # The position falls a margin (1 s) behind now: this host has seen it all.
+        # 1.7 s is within the hold's limit (RECOVERY_WAIT, 2 s): it is the catching
+        # up that ends the hold, on the host's next poll of its held sessions.
+        clock.advance(1.7)
+        await wait_for(lambda: transport.sent, what="the held commands to be answered")
         replies = transport.messages()
         assert [r["id"] for r in replies] == [1, 2]
         assert replies[0]["connect"]["subs"]["#w"]["recovered"] is True

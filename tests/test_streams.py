@@ -8,7 +8,6 @@ import asyncio
 import json
 import signal
 import socket
-import time
 import urllib.parse
 import urllib.request
 
@@ -16,15 +15,11 @@ import pytest
 import websockets
 
 from auth import connection_token
-from tests.clients import wait_for
+from tests.helpers import run, wait_for, wait_for_time, wait_until, wait_until_time
 from tests.httpstream import HttpStreamClient
-from tests.stack import SECRET, http, wait_until
+from tests.stack import SECRET, Reading, http
 
 FAST = ("--public-channels=news", "--ping-interval=2", "--pong-timeout=1", "--history-margin=0.2")
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 def token(user: str, **options) -> str:
@@ -51,7 +46,7 @@ async def skip_pings(read):
 @pytest.mark.parametrize("kind", ["uni_http_stream", "uni_sse"])
 def test_a_client_with_no_sdk_receives_is_pinged_and_recovers_from_its_positions(start_gateway, nsqd, kind):
     gateway = start_gateway(*FAST)
-    time.sleep(0.3)  # the node's continuity (plus its margin) starts before the client's first position
+    wait_until_time(gateway.recovers_from())  # it vouches for the client's first position
 
     async def open_stream(request):
         if kind == "uni_http_stream":
@@ -74,15 +69,16 @@ def test_a_client_with_no_sdk_receives_is_pinged_and_recovers_from_its_positions
         offset = pub["pub"]["offset"]
         # Pings every 2 s, no pong expected: the stream lives on.
         assert await read(timeout=3) == {}
-        await asyncio.sleep(3)
+        await asyncio.sleep(3)  # the thing under test: longer than a ping and its pong timeout, no pong
         nsqd.publish({"channel": "news", "data": {"n": "still here"}})
         assert (await skip_pings(read))["pub"]["data"] == {"n": "still here"}
-        await asyncio.sleep(0.3)  # the position is older than the node's --history-margin
+        await wait_for_time(gateway.margin_passed())  # the position is older than the node's --history-margin
         client.close()
 
+        read = Reading(gateway)
         for n in range(1, 4):
             nsqd.publish({"user": "ula", "data": {"n": n}})
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: read.caught_up(3), what="the node to read 1, 2 and 3")
         client, read = await open_stream({"token": token("ula", channels=["news"]),
                                           "subs": {"#ula": {"recover": True, "epoch": epoch, "offset": offset}}})
         sub = (await read())["connect"]["subs"]["#ula"]
@@ -306,7 +302,8 @@ def test_a_stream_that_stops_reading_is_cut_off_while_a_normal_one_keeps_receivi
         request = json.dumps({"token": token("firehose")}).encode()
         stalled.sendall(b"POST /connection/uni_http_stream HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
                         % (len(request), request))
-        await asyncio.sleep(0.3)  # connected; it never reads again
+        # Connected (a session for each stream); it never reads again.
+        await wait_for(lambda: gateway.health()[1]["connections"] == 2, what="the stalled stream's session")
         received = 0
 
         async def read_all():
@@ -342,7 +339,7 @@ def test_sigterm_ends_every_stream_with_a_disconnect_push_and_exits_0(start_gate
         await events.event()
         await emulated.line()
         gateway.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.1)
+        await wait_for(lambda: gateway.health()[1]["draining"], what="the node to start draining")
         late = await uni_http_stream(gateway.port, {"token": token("late")})
         assert late.status == 503  # new streams are refused while the node drains
         for client in streams:

@@ -8,7 +8,8 @@ import signal
 
 from auth import connection_token
 from tests.clients import RawClient, sdk_client
-from tests.stack import SECRET, http, wait_until
+from tests.helpers import wait_for_time, wait_until
+from tests.stack import SECRET, http
 
 
 def workers_of(gateway) -> list[dict]:
@@ -54,7 +55,7 @@ def test_a_killed_worker_is_restarted_and_its_clients_recover_on_the_others(star
     gateway = start_gateway("--workers=2", "--public-channels=news", "--history-margin=0.2")
 
     async def scenario():
-        await asyncio.sleep(0.5)  # a node vouches only for positions after its start (plus the margin)
+        await wait_for_time(gateway.recovers_from())  # the workers vouch for the clients' positions
         clients = [await sdk_client(gateway.ws_url, f"k{n}", channels=("news",)) for n in range(16)]
         nsqd.publish({"channel": "news", "data": 0})
         for _, rec in clients:
