@@ -24,7 +24,7 @@ NSQ_APPS := nsqd nsqlookupd nsqadmin nsq_tail
 ORIG_PATH := $(PATH)
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup run test test-python test-ruby bench clean
+.PHONY: all setup run test test-python test-fast test-ruby bench clean
 
 all: setup
 
@@ -181,6 +181,15 @@ test: setup ruby chromium sdk-harnesses
 
 test-python:
 	$(VENV)/bin/python -m pytest -q -rs $(PYTEST_ARGS)
+
+# The in-process tests alone, in seconds: pure logic and the session core, no
+# nsqd, no subprocess, no browser. tests/conftest.py marks them `inprocess`
+# (every test without the stack fixtures or a `process` mark, and one of them
+# that starts a process fails). No test selected is a failure, not a pass.
+test-fast: $(VENV)/.installed
+	@$(VENV)/bin/python -m pytest -q -m inprocess $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc = 5 ]; then echo "test-fast: no in-process test was selected (see tests/conftest.py)"; fi; \
+	exit $$rc
 
 test-ruby:
 	cd bridges/rails && ruby -Ilib -Itest -e 'Dir["test/**/*_test.rb"].sort.each { |f| require File.expand_path(f) }'

@@ -6,6 +6,8 @@ import asyncio
 import os
 import subprocess
 
+import pytest
+
 from tests.clients import sdk_client
 from tests.stack import ROOT, SECRET, free_port
 
@@ -39,6 +41,7 @@ def test_rails_bridge_end_to_end(start_gateway, nsqd):
     asyncio.run(scenario())
 
 
+@pytest.mark.process  # ruby
 def test_rails_bridge_raises_when_nsqd_is_down():
     env = {**os.environ, "PUSHGATE_NSQD_HTTP_ADDRESS": f"127.0.0.1:{free_port()}"}
     script = ('$LOAD_PATH.unshift "bridges/rails/lib"; require "pushgate"; Pushgate.config.backoff = 0.01\n'

@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from auth import TokenVerifier
 from tests.stack import ROOT, SECRET
 
+pytestmark = pytest.mark.process  # each test runs `python -m gateway`
+
 
 def pushgate(*args: str, env: dict | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, capture_output=True, text=True,

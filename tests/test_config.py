@@ -73,6 +73,7 @@ def test_ephemeral_channel_fits_nsq_limits():
     assert Settings(port=8123, node_name="n").nsq_channel == "n#ephemeral"
 
 
+@pytest.mark.process
 def test_serve_stops_with_one_line_naming_the_setting():
     done = subprocess.run([sys.executable, "-m", "gateway", "serve", "--port=abc"], cwd=ROOT,
                           capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})

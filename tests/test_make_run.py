@@ -23,6 +23,8 @@ from tests.clients import sdk_client
 from tests.helpers import wait_until
 from tests.stack import ROOT, free_port, http
 
+pytestmark = pytest.mark.process  # make, and the stack it starts
+
 PORTS = ("PUSHGATE_PORT", "DEMO_PORT", "NSQD_TCP_PORT", "NSQD_HTTP_PORT", "NSQLOOKUPD_TCP_PORT",
          "NSQLOOKUPD_HTTP_PORT", "NSQADMIN_PORT")
 

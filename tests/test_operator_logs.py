@@ -72,6 +72,7 @@ def test_the_warning_comes_again_while_nsqd_stays_away(caplog):
     assert all(f"cannot connect to nsqd {address}" in line for line in lines)
 
 
+@pytest.mark.process  # its own nsqlookupd, nsqd and gateway
 def test_a_gateway_started_before_nsqd_reads_within_seconds_of_it(tmp_path):
     """With nsqlookupd and its default 5 s poll, and nobody publishing: the
     gateway creates its topic on nsqd once nsqd is up, and polls nsqlookupd
