@@ -87,7 +87,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from auth import connection_token  # noqa: E402
-from soak_check import Client, agreement, check_delivery, check_rss, tracebacks  # noqa: E402
+from soak_check import Client, agreement, check_delivery, check_rss, tail_complete, tracebacks  # noqa: E402
 from tests.stack import API_KEY, SECRET, Gateway, Lookupd, Nsqd, free_port, http  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -798,20 +798,22 @@ class Soak:
         self.publisher.stopping.set()
         self.publisher.join(10)
         self.marks["publishing stopped"] = now()
-        await self.wait_tails(15)
+        await self.wait_tails(90)
         sampler.cancel()
         return 0
 
     async def wait_tails(self, timeout: float) -> None:
-        """Until every client has the last publication of each of its channels, or ``timeout``."""
-        last = self.publisher.last
+        """Until every client has the last publication of each of its channels
+        (or was told and is back), or ``timeout``: long enough for a stock
+        client's own backoff (@anycable/web's grows without bound: 3 s x 2^n)."""
+        last = dict(self.publisher.last)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(any(e.get("ev") == "pub" and e.get("ch") == ch and isinstance(e.get("data"), dict)
-                       and e["data"].get("n") == last.get(ch) for _, e in reversed(c.record.events[-400:]))
-                   for c in self.clients for ch in c.record.channels):
+            if all(tail_complete(c.record, last) for c in self.clients):
                 return
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1)
+        self.log(f"clients still without their last publications after {timeout:.0f} s: "
+                 + ", ".join(c.spec.name for c in self.clients if not tail_complete(c.record, last)))
 
     async def teardown(self) -> None:
         for proc in self.attackers:
@@ -917,11 +919,17 @@ class Soak:
             reconnects = sum(1 for _, e in client.record.events if e.get("ev") in ("connected", "cable_connect"))
             out.append(f"| {client.spec.name} | (connects) | {reconnects} | | | | |")
         if violations:
-            out += ["", f"## Delivery breaches ({len(violations)})", ""]
-            for v in violations[:60]:
-                out.append(f"- {v.client} `{v.channel}` {v.what} at {v.at - start:.1f}: {v.detail}")
-            if len(violations) > 60:
-                out.append(f"- ... and {len(violations) - 60} more")
+            out += ["", f"## Delivery breaches ({len(violations)})", "",
+                    "Grouped by client, channel and kind, in the order first seen, with the first two and the "
+                    "last (times: seconds since publishing started; the detail's clock is Unix time).", ""]
+            groups: dict[tuple, list] = {}
+            for v in sorted(violations, key=lambda v: v.at):
+                groups.setdefault((v.client, v.channel, v.what), []).append(v)
+            for (client, channel, what), vs in groups.items():
+                out.append(f"- **{client} `{channel}` {what}** x{len(vs)}, from {vs[0].at - start:.1f} to "
+                           f"{vs[-1].at - start:.1f} s:")
+                for v in (vs[:2] + vs[-1:] if len(vs) > 2 else vs):
+                    out.append(f"  - at {v.at - start:.1f}: {v.detail}")
         out += ["", "## RSS", "", "Compared: per process, the median of the samples (every 2 s) in the 10 s before "
                 "the first fault, and in the last 10 s of the settle period; a restarted process is compared by "
                 "its role (box, supervisor or worker index). Checked: every pushgate process, each at most 10 % "

@@ -23,7 +23,9 @@ history, "nothing is skipped, nothing doubled", allows any, and the
 gateway drops NSQ's redeliveries by the envelope ``id``), a number smaller
 than one already received (order), a publication of channel X delivered
 on channel Y, and silence at the end: after the faults stop, every client
-must have received the last publication of each of its channels.
+must have received the last publication of each of its channels, unless it
+was told after the last one it got and is subscribed again at the end (a
+client whose own backoff brings it back after history has expired).
 """
 from __future__ import annotations
 
@@ -137,11 +139,40 @@ def check_client(client: Client, last_published: dict[str, int], grace: float = 
         last[ch], last_at[ch] = n, t
     for ch in client.channels:
         want = last_published.get(ch, 0)
-        if last[ch] < want:
+        if last[ch] < want and not told_and_back(client, ch, last_at[ch], told[ch]):
             violations.append(Violation(client.name, ch, "tail", last_at[ch],
-                                        f"silent at the end: last received {last[ch]} of {want} "
-                                        f"(at {last_at[ch]:.3f})"))
+                                        f"silent at the end: last received {last[ch]} of {want} at "
+                                        f"{last_at[ch]:.3f}, and not told since (told at "
+                                        f"{[round(x, 3) for x in told[ch]][-3:] or 'never'}; subscribed at the end: "
+                                        f"{subscribed_at_end(client, ch)})"))
     return figures, violations
+
+
+def subscribed_at_end(client: Client, channel: str) -> bool:
+    """Whether the client's last word on ``channel`` is that it is subscribed."""
+    state = False
+    for _, event in client.events:
+        ev = event.get("ev")
+        if ev in ("connecting", "disconnected", "cable_disconnect", "cable_close"):
+            state = False
+        elif event.get("ch") == channel:
+            if ev in ("subscribed", "channel_connect"):
+                state = True
+            elif ev in ("subscribing", "unsubscribed", "channel_disconnect"):
+                state = False
+    return state
+
+
+def told_and_back(client: Client, channel: str, since: float, told: list[float]) -> bool:
+    """A missing tail is no silence when the client was told after the last
+    publication it got and is subscribed again at the end."""
+    return any(t >= since for t in told) and subscribed_at_end(client, channel)
+
+
+def tail_complete(client: Client, last_published: dict[str, int]) -> bool:
+    """Whether every channel of the client has its last publication, or was told and is back."""
+    _, violations = check_client(client, last_published, grace=float("inf"))
+    return not any(v.what == "tail" for v in violations)
 
 
 def check_delivery(clients: list[Client], last_published: dict[str, int], grace: float = TOLD_GRACE
@@ -168,7 +199,7 @@ def check_rss(before: dict[str, float], after: dict[str, float], extra: dict[str
             lines.append(f"{role}: {b / 2**20:.1f} MiB before, not running after")
             continue
         growth = a / b - 1
-        good = growth <= tolerance
+        good = a <= b * (1 + tolerance)
         ok &= good
         lines.append(f"{role}: {b / 2**20:.1f} -> {a / 2**20:.1f} MiB ({growth:+.1%}){'' if good else '  BREACH'}")
     for what, rss in sorted(extra.items()):
