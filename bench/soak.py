@@ -466,6 +466,8 @@ class Soak:
         self.publisher: Publisher | None = None
         self.faults: list[Fault] = []
         self.samples: list[tuple[float, str, int, int]] = []   # (time, role, pid, rss)
+        self.lags: list[tuple[float, str, float | None]] = []   # (time, box/worker, loop lag or None)
+        self.history: list[tuple[float, str, float]] = []        # (time, box/worker, pushgate_history_bytes)
         self.attackers: list[asyncio.subprocess.Process] = []
         self.explosions = 0
         self.marks: dict[str, float] = {}
@@ -486,9 +488,10 @@ class Soak:
             self.log(f"box {label}: supervisor pid {box.proc.pid}, port {box.port}, workers {box.workers()}")
 
     async def start_relay(self) -> None:
-        self.relay = await asyncio.create_subprocess_exec(
-            sys.executable, str(ROOT / "bench" / "soak_relay.py"), *(str(b.port) for b in self.boxes),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        with open(self.workdir / "relay.log", "ab") as err:
+            self.relay = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "bench" / "soak_relay.py"), *(str(b.port) for b in self.boxes),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err)
         self.relay_port = json.loads(await self.relay.stdout.readline())["port"]
         self.log(f"relay on port {self.relay_port} -> boxes {[b.port for b in self.boxes]}")
 
@@ -543,6 +546,25 @@ class Soak:
                 if rss is not None:
                     self.samples.append((t, "relay (harness, not checked)", self.relay.pid, rss))
             await asyncio.sleep(2)
+
+    async def sample_lag(self) -> None:
+        """Every 5 s, each box's /metrics: its workers' event-loop lag (how late
+        their timers run), or no answer within 3 s. Shown in the report, not checked."""
+        while True:
+            for box in self.boxes:
+                t = now()
+                try:
+                    _, body = await asyncio.to_thread(http, "GET", f"{box.url}/metrics", None, None, 3)
+                    for line in body.decode(errors="replace").splitlines():
+                        if line.startswith('pushgate_loop_lag_seconds{worker="'):
+                            self.lags.append((t, f"{box.label}/worker-{line.split(chr(34))[1]}",
+                                              float(line.split()[-1])))
+                        elif line.startswith('pushgate_history_bytes{worker="'):
+                            self.history.append((t, f"{box.label}/worker-{line.split(chr(34))[1]}",
+                                                 float(line.split()[-1])))
+                except (OSError, ValueError, urllib.error.URLError):
+                    self.lags.append((t, f"{box.label} (no answer)", None))
+            await asyncio.sleep(5)
 
     def rss_level(self, start: float, end: float) -> dict[str, float]:
         """Per role, the median RSS of the samples taken in [start, end)."""
@@ -775,6 +797,7 @@ class Soak:
         self.publisher = Publisher(self.nsqd, channels, self.run_id)
         self.publisher.start()
         sampler = asyncio.create_task(self.sample_rss())
+        lag_sampler = asyncio.create_task(self.sample_lag())
         self.marks["publishing"] = now()
         self.log(f"publishing on {len(channels)} channels; warm-up {args.warmup:g} s")
         await asyncio.sleep(args.warmup)
@@ -800,6 +823,7 @@ class Soak:
         self.marks["publishing stopped"] = now()
         await self.wait_tails(90)
         sampler.cancel()
+        lag_sampler.cancel()
         return 0
 
     async def wait_tails(self, timeout: float) -> None:
@@ -890,6 +914,21 @@ class Soak:
         details["tracebacks"] = found
         return ok_delivery and ok_rss and ok_agree and ok_logs, lines, details
 
+    def attribute(self, since: float, seen: float) -> str:
+        """The fault a breach most likely follows from, as words: the last that
+        began while it formed (between ``since``, the last good publication, and
+        ``seen``), naming the others that began meanwhile; else the last that
+        began before it."""
+        during = [f for f in self.faults if since <= f.start <= seen]
+        before = [f for f in self.faults if f.start <= since]
+        f = during[-1] if during else before[-1] if before else None
+        if f is None:
+            return "no fault (warm-up)"
+        words = f"fault {f.index} ({f.kind}, at {f.start - self.marks['publishing']:.1f} s)"
+        if len(during) > 1:
+            words += " after " + ", ".join(f"{g.index} ({g.kind})" for g in during[:-1])
+        return words
+
     def report(self, ok: bool, lines: list[str], details: dict, path: Path) -> None:
         start = self.marks.get("publishing", self.log.start)
         figures, violations, published = details["delivery"]
@@ -922,14 +961,30 @@ class Soak:
             out += ["", f"## Delivery breaches ({len(violations)})", "",
                     "Grouped by client, channel and kind, in the order first seen, with the first two and the "
                     "last (times: seconds since publishing started; the detail's clock is Unix time).", ""]
-            groups: dict[tuple, list] = {}
-            for v in sorted(violations, key=lambda v: v.at):
-                groups.setdefault((v.client, v.channel, v.what), []).append(v)
-            for (client, channel, what), vs in groups.items():
-                out.append(f"- **{client} `{channel}` {what}** x{len(vs)}, from {vs[0].at - start:.1f} to "
-                           f"{vs[-1].at - start:.1f} s:")
-                for v in (vs[:2] + vs[-1:] if len(vs) > 2 else vs):
-                    out.append(f"  - at {v.at - start:.1f}: {v.detail}")
+            by_fault: dict[str, list] = {}
+            for v in sorted(violations, key=lambda v: v.since or v.at):
+                by_fault.setdefault(self.attribute(v.since or v.at, v.at), []).append(v)
+            out += ["Each breach is put under the fault it most likely follows from: the last fault that began "
+                    "while it formed (a gap forms between the last publication received before it and the one "
+                    "after it; the others that began meanwhile are named after it), else the last that began "
+                    "before.", "",
+                    "| after | breaches | clients and channels |", "|---|---|---|"]
+            for where, vs in by_fault.items():
+                pairs = sorted({f"{v.client} `{v.channel}` {v.what}" for v in vs})
+                out.append(f"| {where} | {len(vs)} | {', '.join(pairs[:12])}{' ...' if len(pairs) > 12 else ''} |")
+            out.append("")
+            for where, vs in by_fault.items():
+                out += [f"### After {where}", ""]
+                groups: dict[tuple, list] = {}
+                for v in vs:
+                    groups.setdefault((v.client, v.channel, v.what), []).append(v)
+                for (client, channel, what), gvs in list(groups.items())[:20]:
+                    out.append(f"- **{client} `{channel}` {what}** x{len(gvs)}:")
+                    for v in (gvs[:2] + gvs[-1:] if len(gvs) > 2 else gvs):
+                        out.append(f"  - seen at {v.at - start:.1f}: {v.detail}")
+                if len(groups) > 20:
+                    out.append(f"- ... and {len(groups) - 20} more clients and channels")
+                out.append("")
         out += ["", "## RSS", "", "Compared: per process, the median of the samples (every 2 s) in the 10 s before "
                 "the first fault, and in the last 10 s of the settle period; a restarted process is compared by "
                 "its role (box, supervisor or worker index). Checked: every pushgate process, each at most 10 % "
@@ -941,6 +996,15 @@ class Soak:
         png = plot_rss(self.samples, start, path.with_name(path.stem + "-rss.png"), self.faults)
         if png:
             out += ["", f"![RSS]({png.name})"]
+        out += ["", "## Event-loop lag", "", "Each box's `/metrics` every 5 s: the largest "
+                "`pushgate_loop_lag_seconds` of each worker in each period (how late its timers ran; new "
+                "connections are shed above `--shed-loop-lag`, 0.1 s), or how many times the box did not answer "
+                "within 3 s. Not an invariant: it shows a stall.", ""]
+        out += lag_table(self.lags, start)
+        out += ["", "What each worker's history says it holds (`pushgate_history_bytes`, MiB), from the same "
+                "`/metrics`: beside the RSS, it tells memory the gateway still accounts for from memory it "
+                "no longer does.", ""]
+        out += lag_table([(t, w, v / 2**20) for t, w, v in self.history], start, digits=2)
         out += ["", "## Presence and info", ""]
         out += [f"- {p}" for p in self.agreement_problems] or ["Agreed."]
         out += ["", f"Nodes that answered: {sorted(self.views)}"]
@@ -969,6 +1033,28 @@ def rss_table(samples, start: float) -> list[str]:
         for role in roles:
             near = [rss for ts, r, _, rss in samples if r == role and t - step / 2 <= ts < t + step / 2]
             row.append(f"{near[-1] / 2**20:.1f}" if near else "")
+        if any(row):
+            out.append(f"| {t - start:.0f} | " + " | ".join(row) + " |")
+        t += step
+    return out
+
+
+def lag_table(lags, start: float, digits: int = 3) -> list[str]:
+    if not lags:
+        return []
+    columns = sorted({w for _, w, _ in lags})
+    end = max(t for t, _, _ in lags)
+    step = 60 if end - start > 600 else 10
+    out = ["| s | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    t = start
+    while t <= end + step:
+        row = []
+        for col in columns:
+            near = [lag for ts, w, lag in lags if w == col and t - step / 2 <= ts < t + step / 2]
+            if "no answer" in col:
+                row.append(str(len(near)) if near else "")
+            else:
+                row.append(f"{max(near):.{digits}f}" if near else "")
         if any(row):
             out.append(f"| {t - start:.0f} | " + " | ".join(row) + " |")
         t += step

@@ -53,6 +53,7 @@ class Violation:
     what: str        # "gap", "order", "duplicate", "misrouted", "tail"
     at: float        # when it was seen (Unix seconds)
     detail: str
+    since: float = 0.0   # for a gap or a tail: when the last publication before it arrived
 
 
 @dataclass
@@ -135,7 +136,8 @@ def check_client(client: Client, last_published: dict[str, int], grace: float = 
                 violations.append(Violation(
                     client.name, ch, "gap", t,
                     f"{last[ch] + 1}..{n - 1} missing ({n - last[ch] - 1}), {n} arrived at {t:.3f}, "
-                    f"{last[ch]} at {since:.3f}; told at {[round(x, 3) for x in told[ch]][-5:] or 'never'}"))
+                    f"{last[ch]} at {since:.3f}; told at {[round(x, 3) for x in told[ch]][-5:] or 'never'}",
+                    since or t))
         last[ch], last_at[ch] = n, t
     for ch in client.channels:
         want = last_published.get(ch, 0)
@@ -144,7 +146,7 @@ def check_client(client: Client, last_published: dict[str, int], grace: float = 
                                         f"silent at the end: last received {last[ch]} of {want} at "
                                         f"{last_at[ch]:.3f}, and not told since (told at "
                                         f"{[round(x, 3) for x in told[ch]][-3:] or 'never'}; subscribed at the end: "
-                                        f"{subscribed_at_end(client, ch)})"))
+                                        f"{subscribed_at_end(client, ch)})", last_at[ch]))
     return figures, violations
 
 

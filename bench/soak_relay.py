@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import sys
 import time
 
@@ -92,6 +93,8 @@ async def main(targets: list[int]) -> None:
                               "open": len(relay.writers) // 2}), flush=True)
     relay.cut(0)
     server.close()
+    sys.stdout.flush()
+    os._exit(0)   # the relayed connections are aborted: nothing left to wind down
 
 
 if __name__ == "__main__":
