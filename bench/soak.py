@@ -325,18 +325,17 @@ class ClientProcess:
         channel (as its own events tell), else None."""
         if PRESENCE_CHANNEL not in self.record.channels or self.spec.kind == "cable":
             return None
-        client, subscribed = None, False
-        for _, e in self.record.events:
+        subscribed = None   # the newest word on the channel since the newest connect, read backwards
+        for _, e in reversed(self.record.events):
             ev = e.get("ev")
+            if ev in ("connecting", "disconnected"):
+                return None
             if ev == "connected":
-                client = e.get("client")
-            elif ev in ("connecting", "disconnected"):
-                client, subscribed = None, False
-            elif e.get("ch") == PRESENCE_CHANNEL and ev == "subscribed":
-                subscribed = True
-            elif e.get("ch") == PRESENCE_CHANNEL and ev in ("subscribing", "unsubscribed"):
-                subscribed = False
-        return client if subscribed else None
+                return e.get("client") if subscribed else None
+            if subscribed is None and e.get("ch") == PRESENCE_CHANNEL and ev in ("subscribed", "subscribing",
+                                                                                  "unsubscribed"):
+                subscribed = ev == "subscribed"
+        return None
 
     async def stop(self) -> None:
         if self.proc is None:
@@ -835,7 +834,7 @@ class Soak:
         while time.monotonic() < deadline:
             if all(tail_complete(c.record, last) for c in self.clients):
                 return
-            await asyncio.sleep(1)
+            await asyncio.sleep(2)
         self.log(f"clients still without their last publications after {timeout:.0f} s: "
                  + ", ".join(c.spec.name for c in self.clients if not tail_complete(c.record, last)))
 

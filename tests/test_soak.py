@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from soak_check import Client, agreement, check_client, check_rss, tracebacks  # noqa: E402
+from soak_check import Client, agreement, check_client, check_rss, tail_complete, tracebacks  # noqa: E402
 
 
 def pub(ch: str, n: int) -> dict:
@@ -93,6 +93,14 @@ def test_silence_at_the_end_is_a_breach_unless_told_and_subscribed_again():
                             (9, {"ev": "subscribed", "ch": "news", "recovered": False, "was_recovering": True}),
                             (10, {"ev": "connecting", "code": 3001}))
     assert kinds(check_client(told_then_gone, {"news": 5})[1]) == [("news", "tail")]
+
+
+def test_tail_complete_waits_for_the_last_publication_or_a_telling():
+    got = client(*SUBSCRIBED, (1, pub("news", 1)), (2, pub("#u", 1)), (3, pub("news", 2)))
+    assert tail_complete(got, {"news": 2, "#u": 1})
+    assert not tail_complete(got, {"news": 3, "#u": 1})
+    got.events.append((4, {"ev": "subscribed", "ch": "news", "recovered": False, "was_recovering": True}))
+    assert tail_complete(got, {"news": 3, "#u": 1})
 
 
 def test_cable_reject_history_and_insufficient_state():
