@@ -913,6 +913,21 @@ class Soak:
         details["tracebacks"] = found
         return ok_delivery and ok_rss and ok_agree and ok_logs, lines, details
 
+    def save_state(self, lines: list[str]) -> None:
+        """Everything the verdict was drawn from but the clients' events (which
+        are in client-*.jsonl), as soak-state.json in the work directory."""
+        state = {"seed": self.seed, "args": {k: (v if isinstance(v, (int, float, str, list, type(None))) else str(v))
+                                              for k, v in vars(self.args).items()},
+                 "verdict": lines, "marks": self.marks, "published": dict(self.publisher.last),
+                 "faults": [vars(f) for f in self.faults], "rss": self.samples, "loop_lag": self.lags,
+                 "history_bytes": self.history, "agreed_at": self.agreed_at,
+                 "agreement_problems": self.agreement_problems,
+                 "views": {name: {"nodes": sorted(v["nodes"]), "presence": {c: sorted(ids) for c, ids in
+                                                                            v["presence"].items()}}
+                           for name, v in self.views.items()},
+                 "clients": {c.spec.name: {"kind": c.spec.kind, "channels": c.record.channels} for c in self.clients}}
+        (self.workdir / "soak-state.json").write_text(json.dumps(state))
+
     def attribute(self, since: float, seen: float) -> str:
         """The fault a breach most likely follows from, as words: the last that
         began while it formed (between ``since``, the last good publication, and
@@ -1141,6 +1156,7 @@ async def amain(args: argparse.Namespace) -> int:
     stamp = datetime.datetime.fromtimestamp(soak.log.start, datetime.timezone.utc).strftime("%Y-%m-%d-%H%M")
     path = args.report or RESULTS / f"soak-{stamp}.md"
     soak.report(ok, lines, details, path)
+    soak.save_state(lines)
     print(f"report: {path}; logs and client events: {soak.workdir}", flush=True)
     return 0 if ok else 1
 

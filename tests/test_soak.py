@@ -145,6 +145,7 @@ def test_tracebacks_are_found(tmp_path):
 
 
 @pytest.mark.process
+@pytest.mark.timeout(600)   # the soak's 3 minutes, its start and teardown, and up to 90 s for late clients
 def test_a_three_minute_soak_with_faults_holds_every_invariant(tmp_path):
     """bench/soak.py --minutes 3: a random seed each run (printed first; repeat
     a failure with --seed). About 3.5 minutes."""
