@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import datetime
 import json
 import os
@@ -394,6 +395,7 @@ class Publisher(threading.Thread):
         self.run_id = run_id
         self.rates = {c: RATES.get(c, 1.0) for c in channels}
         self.last = {c: 0 for c in channels}          # the last number nsqd took, per channel
+        self.accepted: dict[tuple[str, int], float] = {}   # (channel, n) -> when nsqd took it
         self.stopping = threading.Event()
         self.retries = 0
         self.failures: list[tuple[float, str]] = []
@@ -427,8 +429,10 @@ class Publisher(threading.Thread):
                     if not self.failures or now() - self.failures[-1][0] > 1:
                         self.failures.append((now(), repr(exc)[:100]))
                 if ok:
+                    taken = now()
                     for c, n in pending:
                         self.last[c] = n
+                        self.accepted[(c, n)] = taken
                     pending = []
                 else:
                     self.retries += 1
@@ -473,6 +477,8 @@ class Soak:
         self.views: dict[str, dict] = {}
         self.agreed_at: float | None = None
         self.agreement_problems: list[str] = []
+        self.shared_at_end: dict[str, int] = {}
+        self.commit = "?"
 
     # --- stack ---
 
@@ -616,6 +622,10 @@ class Soak:
             box.launch()
             fault.notes.append(f"new supervisor pid {box.proc.pid}")
             await self.wait_healthy(fault, [box])
+            shared = await asyncio.to_thread(self.shared_channels)
+            if shared:
+                fault.notes.append("NSQ channels read by more than one connection: "
+                                   + ", ".join(f"{c} ({n})" for c, n in sorted(shared.items())))
         elif kind == "node-stop":
             box = self.pick_box()
             duration = rng.uniform(3, 20)
@@ -682,6 +692,17 @@ class Soak:
                     bodies.append(json.dumps({"channels": [f"junk:{n}" for n in names],
                                               "data": {"e": self.explosions}}).encode())
             await asyncio.to_thread(self.mpub_all, bodies, 50, fault)
+
+    def shared_channels(self) -> dict[str, int]:
+        """NSQ channels of the envelope topic that more than one connection reads
+        (each node reads its own channel on one connection): {channel: readers}."""
+        try:
+            _, body = http("GET", f"http://{self.nsqd.http_address}/stats?format=json&topic=pushgate", timeout=3)
+            topics = json.loads(body).get("topics") or []
+        except (OSError, ValueError, urllib.error.URLError, AttributeError):
+            return {}
+        return {c["channel_name"]: len(c.get("clients") or []) for t in topics if t.get("topic_name") == "pushgate"
+                for c in t.get("channels") or [] if len(c.get("clients") or []) > 1}
 
     def mpub_all(self, bodies: list[bytes], per: int, fault: Fault) -> None:
         refused = 0
@@ -788,7 +809,8 @@ class Soak:
         args = self.args
         total = args.minutes * 60
         started = now()
-        self.log(f"soak: seed {self.seed}, {args.minutes:g} min, work directory {self.workdir}")
+        self.commit = git_head()
+        self.log(f"soak: seed {self.seed}, {args.minutes:g} min, commit {self.commit}, work directory {self.workdir}")
         await asyncio.to_thread(self.start_stack)
         await self.start_relay()
         await self.start_clients()
@@ -811,6 +833,7 @@ class Soak:
                  f" ({(self.agreed_at or now()) - last:.1f} s after the last fault)")
         await asyncio.sleep(max(0.0, last + args.settle - now()))
         self.marks["settled"] = now()
+        self.shared_at_end = await asyncio.to_thread(self.shared_channels)
         if self.agreed_at is not None:   # and they still agree at the end
             ok, problems, views = await asyncio.to_thread(self.agree_now)
             if not ok:
@@ -904,7 +927,7 @@ class Soak:
         lines.append(f"{'PASS' if ok_agree else 'FAIL'} agreement: " +
                      (f"info and presence identical and true on all {len(self.views)} nodes {since:.1f} s after the "
                       f"last fault (limit {self.args.presence_ttl + self.args.presence_interval + 5:g} s)" if ok_agree
-                      else "; ".join(self.agreement_problems)[:600]))
+                      else "; ".join(self.agreement_problems)[:600] or "never asked (the run ended before)"))
         # logs
         logs = [b.log_path for b in self.boxes]
         found = tracebacks(logs)
@@ -913,6 +936,28 @@ class Soak:
         details["tracebacks"] = found
         return ok_delivery and ok_rss and ok_agree and ok_logs, lines, details
 
+    def delays(self) -> dict[str, list[float]]:
+        """Delivery delays, by the stretch of the run in which they arrived:
+        the warm-up, after each fault (until the next), the settle period."""
+        start = self.marks.get("publishing", 0)
+        bounds = [(f.start, f"after fault {f.index} ({f.kind}, at {f.start - start:.1f} s)") for f in self.faults]
+        if "last fault end" in self.marks:
+            bounds.append((self.marks["last fault end"], "settle period"))
+        out: dict[str, list[float]] = {"warm-up": []}
+        out.update({name: [] for _, name in bounds})
+        accepted = self.publisher.accepted
+        starts = [b for b, _ in bounds]
+        for client in self.clients:
+            for t, e in client.record.events:
+                if e.get("ev") != "pub" or not isinstance(e.get("data"), dict):
+                    continue
+                taken = accepted.get((e.get("ch"), e["data"].get("n")))
+                if taken is None:
+                    continue
+                i = bisect.bisect_right(starts, t) - 1
+                out[bounds[i][1] if i >= 0 else "warm-up"].append(max(0.0, t - taken))
+        return out
+
     def save_state(self, lines: list[str]) -> None:
         """Everything the verdict was drawn from but the clients' events (which
         are in client-*.jsonl), as soak-state.json in the work directory."""
@@ -920,7 +965,7 @@ class Soak:
                                               for k, v in vars(self.args).items()},
                  "verdict": lines, "marks": self.marks, "published": dict(self.publisher.last),
                  "faults": [vars(f) for f in self.faults], "rss": self.samples, "loop_lag": self.lags,
-                 "history_bytes": self.history, "agreed_at": self.agreed_at,
+                 "history_bytes": self.history, "agreed_at": self.agreed_at, "shared_at_end": self.shared_at_end,
                  "agreement_problems": self.agreement_problems,
                  "views": {name: {"nodes": sorted(v["nodes"]), "presence": {c: sorted(ids) for c, ids in
                                                                             v["presence"].items()}}
@@ -949,7 +994,7 @@ class Soak:
         out = [f"# Soak {datetime.datetime.fromtimestamp(self.log.start, datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
                "", f"`bench/soak.py --minutes {self.args.minutes:g} --seed {self.seed}`"
                + (f" `--faults {','.join(self.args.faults)}`" if self.args.faults != FAULTS else "")
-               + f" on {os.cpu_count()} cores; commit `{git_head()}`; work directory `{self.workdir}`.",
+               + f" on {os.cpu_count()} cores; commit `{self.commit}`; work directory `{self.workdir}`.",
                "", "**" + ("Every invariant holds." if ok else "Invariants breached.") + "**", "", "```",
                *lines, "```", "",
                "Stack: nsqlookupd, nsqd, boxes A and B (`pushgate serve " + " ".join(GATEWAY_FLAGS)
@@ -999,6 +1044,19 @@ class Soak:
                 if len(groups) > 20:
                     out.append(f"- ... and {len(groups) - 20} more clients and channels")
                 out.append("")
+        out += ["", "## Delivery delay", "", "Not an invariant: how long after nsqd took each publication a "
+                "client got it (every client, every channel; a recovered publication counts from when it was "
+                "published), per stretch of the run, in seconds. A stall shows here.", "",
+                "| stretch | received | p50 | p99 | max |", "|---|---|---|---|---|"]
+        for name, values in self.delays().items():
+            values.sort()
+            if values:
+                out.append(f"| {name} | {len(values)} | {values[len(values) // 2]:.3f} | "
+                           f"{values[min(len(values) - 1, int(len(values) * 0.99))]:.3f} | {values[-1]:.3f} |")
+        if self.shared_at_end:
+            out += ["", "NSQ channels of the envelope topic read by more than one connection at the end (one "
+                    "node's channel should have one reader): "
+                    + ", ".join(f"`{c}` ({n})" for c, n in sorted(self.shared_at_end.items()))]
         out += ["", "## RSS", "", "Compared: per process, the median of the samples (every 2 s) in the 10 s before "
                 "the first fault, and in the last 10 s of the settle period; a restarted process is compared by "
                 "its role (box, supervisor or worker index). Checked: every pushgate process, each at most 10 % "

@@ -154,3 +154,40 @@ def test_a_three_minute_soak_with_faults_holds_every_invariant(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     report = (tmp_path / "soak.md").read_text() if (tmp_path / "soak.md").exists() else "(no report)"
     assert result.returncode == 0, f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}\n--- report ---\n{report[:12000]}"
+
+
+def test_the_report_renders_from_what_a_run_recorded(tmp_path):
+    """The verdict and the report from a made-up run: no process, no stack."""
+    import soak
+
+    args = soak.parse_args(["--minutes", "3", "--seed", "5", "--workdir", str(tmp_path / "work")])
+    run = soak.Soak(args)
+    t0 = 1000.0
+    run.marks = {"publishing": t0, "first fault": t0 + 20, "last fault end": t0 + 60, "settled": t0 + 100}
+    spec = soak.ROSTER[0]
+    proc = soak.ClientProcess(spec, run.workdir)
+    channels = list(proc.record.channels)
+    proc.record.events = [(t0 + 1, {"ev": "connected", "client": "c1"})] + [
+        (t0 + 1, {"ev": "subscribed", "ch": ch, "recovered": False}) for ch in channels]
+    proc.record.events += [(t0 + 2 + n, pub(ch, n)) for n in range(1, 5) for ch in channels]
+    proc.record.events.append((t0 + 30, pub(channels[0], 7)))       # a silent gap, after fault 1
+    run.clients = [proc]
+    run.publisher = soak.Publisher(None, channels, "run")
+    run.publisher.last = {ch: (7 if ch == channels[0] else 4) for ch in channels}
+    run.publisher.accepted = {(ch, n): t0 + 1.9 + n for ch in channels for n in range(1, 8)}
+    run.faults = [soak.Fault(1, "net-cut", t0 + 20, t0 + 22, "relay"), soak.Fault(2, "worker-kill", t0 + 40, t0 + 41)]
+    run.samples = [(t0 + s, "A/worker-0", 1, 100 * 2**20 + (15 * 2**20 if s > 90 else 0)) for s in range(0, 101, 2)]
+    run.lags = [(t0 + 5, "A/worker-0", 0.002), (t0 + 10, "B (no answer)", None)]
+    run.history = [(t0 + 5, "A/worker-0", 2.0**20)]
+    ok, lines, details = run.verdict()
+    assert not ok
+    assert lines[0].startswith("FAIL delivery") and "1 gap" in lines[0], lines
+    assert lines[1].startswith("FAIL rss") and "+15.0%" in lines[1], lines
+    assert lines[2].startswith("FAIL agreement") and lines[3].startswith("PASS logs"), lines
+    path = tmp_path / "report.md"
+    run.report(ok, lines, details, path)
+    text = path.read_text()
+    assert "fault 1 (net-cut, at 20.0 s)" in text and "| 1 | 20.0 | 2.0 | net-cut | relay |" in text
+    assert "## Delivery delay" in text and "## Event-loop lag" in text
+    run.save_state(lines)
+    proc.out.close()
