@@ -16,7 +16,7 @@ browsers' ``JSON.parse`` and the Protobuf SDKs do not, make a message bad.
 """
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple, TypeGuard
 
 import ujson
 
@@ -82,7 +82,7 @@ def foreign_personal(channel: str, user: str) -> bool:
     return channel.startswith(PERSONAL_PREFIX) and (not user or channel != PERSONAL_PREFIX + user)
 
 
-def valid_channel(name: object) -> bool:
+def valid_channel(name: object) -> TypeGuard[str]:
     return isinstance(name, str) and 0 < len(name) <= MAX_CHANNEL_LENGTH and name.isprintable()
 
 
@@ -145,7 +145,7 @@ def envelope_targets(body: bytes) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _add_targets(out: list, obj: dict, one: str, many: str, convert) -> None:
+def _add_targets(out: list[str], obj: dict, one: str, many: str, convert: Callable[[object, str], str]) -> None:
     if one in obj:
         out.append(convert(obj[one], one))
     if many in obj:
@@ -158,7 +158,7 @@ def _add_targets(out: list, obj: dict, one: str, many: str, convert) -> None:
 def _channel(value: object, field: str) -> str:
     if not valid_channel(value):
         raise BadMessage("bad_envelope", f'"{field}" must name channels (1-{MAX_CHANNEL_LENGTH} printable characters)')
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _user_channel(value: object, field: str) -> str:
