@@ -233,7 +233,7 @@ class EmulationSessions:
             return 204, ""
         if isinstance(data, bytes) != session.wire.codec.binary:
             self.count("bad")
-            return 400, f"this session speaks {'Protobuf' if session.wire.codec.binary else 'JSON'}: send its encoding"
+            return 400, f"this session speaks {'protobuf' if session.wire.codec.binary else 'json'}: send its encoding"
         if data:
             session.handle_frame(data)
         return 204, ""
