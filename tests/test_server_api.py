@@ -157,6 +157,7 @@ def test_cent_drives_every_method_against_two_nodes(start_gateway):
             return {n.name: n.num_clients for n in (await api_a.info(InfoRequest())).nodes}
         await wait_for(lambda: equals(clients_per_node(), {f"{a.name}-{a.port}": 3, f"{b.name}-{b.port}": 2}),
                        what="info: 3 clients on A and 2 on B")
+        nodes = (await api_a.info(InfoRequest())).nodes
         assert all(n.uid and n.version.startswith("pushgate") and n.uptime >= 0 for n in nodes)
 
         # subscribe (server-side, for a user on every node) and unsubscribe.
