@@ -862,6 +862,8 @@ class Soak:
                  + ", ".join(c.spec.name for c in self.clients if not tail_complete(c.record, last)))
 
     async def teardown(self) -> None:
+        if self.publisher:
+            self.publisher.stopping.set()
         for proc in self.attackers:
             if proc.returncode is None:
                 proc.kill()
