@@ -660,6 +660,7 @@ class Soak:
                 argv = ["pong", str(box.port), "4", f"{seconds:.1f}"]
                 fault.target = f"box {box.label}: 4 pong flooders for {seconds:.1f} s"
                 limit = seconds + 30
+            refused_before = await asyncio.to_thread(self.refused_connects, box)
             proc = await asyncio.create_subprocess_exec(sys.executable, str(ROOT / "bench" / "flood.py"), "--attacker",
                                                         *argv, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.STDOUT)
@@ -671,6 +672,12 @@ class Soak:
                 proc.kill()
                 await proc.wait()
                 fault.notes.append(f"attacker still running after {limit:.0f} s: killed")
+            refused_after = await asyncio.to_thread(self.refused_connects, box)
+            refused = {k: v - refused_before.get(k, 0) for k, v in refused_after.items()
+                       if v - refused_before.get(k, 0) > 0}
+            if refused:
+                fault.notes.append("box refused connects by limit: "
+                                   + ", ".join(f"{k} {v:.0f}" for k, v in sorted(refused.items())))
         elif kind == "history-burst":
             total = int(self.args.history_bytes * 1.5)
             size = 4000
@@ -703,6 +710,19 @@ class Soak:
             return {}
         return {c["channel_name"]: len(c.get("clients") or []) for t in topics if t.get("topic_name") == "pushgate"
                 for c in t.get("channels") or [] if len(c.get("clients") or []) > 1}
+
+    @staticmethod
+    def refused_connects(box: Box) -> dict[str, float]:
+        """The box's ``pushgate_refused_connects_total`` by limit (all workers), or {} without an answer."""
+        try:
+            _, body = http("GET", f"{box.url}/metrics", timeout=3)
+        except (OSError, urllib.error.URLError):
+            return {}
+        out = {}
+        for line in body.decode(errors="replace").splitlines():
+            if line.startswith("pushgate_refused_connects_total{") and "worker=" not in line:
+                out[line.split('limit="', 1)[1].split('"', 1)[0]] = float(line.split()[-1])
+        return out
 
     def mpub_all(self, bodies: list[bytes], per: int, fault: Fault) -> None:
         refused = 0
