@@ -561,7 +561,8 @@ class Soak:
             for box in self.boxes:
                 t = now()
                 try:
-                    _, body = await asyncio.to_thread(http, "GET", f"{box.url}/metrics", None, None, 3)
+                    _, body = await asyncio.wait_for(
+                        asyncio.to_thread(http, "GET", f"{box.url}/metrics", None, None, 3), 3.5)
                     for line in body.decode(errors="replace").splitlines():
                         if line.startswith('pushgate_loop_lag_seconds{worker="'):
                             self.lags.append((t, f"{box.label}/worker-{line.split(chr(34))[1]}",
@@ -569,7 +570,7 @@ class Soak:
                         elif line.startswith('pushgate_history_bytes{worker="'):
                             self.history.append((t, f"{box.label}/worker-{line.split(chr(34))[1]}",
                                                  float(line.split()[-1])))
-                except (OSError, ValueError, urllib.error.URLError):
+                except (OSError, ValueError, urllib.error.URLError, asyncio.TimeoutError):
                     self.lags.append((t, f"{box.label} (no answer)", None))
             await asyncio.sleep(5)
 
