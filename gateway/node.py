@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushgate.node")
 
-HISTORY_SWEEP_EVERY = 10  # seconds
+HISTORY_SWEEP_EVERY = 10  # seconds for a sweep of every channel's history, a slice a second
 LAG_PROBE = 0.1           # seconds between event-loop lag probes
 DRAIN_STEP = 0.005  # seconds: the finest grain of the drain's schedule
 ANNOUNCE_RETRY_EVERY = 2  # seconds between tries to create topics on an nsqd that was down
@@ -178,8 +178,7 @@ class Node:
         self.pending.sweep(time.monotonic(), self.settings.handshake_timeout)
         self.closing.sweep(time.monotonic())
         self._ticks += 1
-        if self._ticks % HISTORY_SWEEP_EVERY == 0:
-            host.history.sweep(time.time_ns())
+        host.history.sweep(time.time_ns(), slices=HISTORY_SWEEP_EVERY)
         self.metrics.history_bytes.set(host.history.memory)
         self.metrics.loop_lag.set(self.loop_lag)
         now = time.monotonic()
