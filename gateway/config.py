@@ -177,6 +177,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", _int_range(0, 65535), 8000, "HTTP/WebSocket port (also read from PORT)."),
     Option("workers", _workers, 1, "Worker processes, each a node on the same port (SO_REUSEPORT), or auto "
            "(one per core); more than one makes this process their supervisor."),
+    Option("worker-timeout", _positive_float, 10.0, "With --workers: seconds a worker may go without "
+           "answering its supervisor (asked every second) before it is killed and started again; its "
+           "clients reconnect to the others."),
     Option("address", _text, "0.0.0.0", "Address to listen on."),
     Option("nsqd-tcp-address", _host_port, [], "nsqd TCP address to read from (repeatable).", repeatable=True),
     Option("lookupd-http-address", _http_address, [], "nsqlookupd HTTP address for discovery (repeatable).",
@@ -289,6 +292,7 @@ class Settings:
 
     port: int = _default("port")
     workers: int = _default("workers")
+    worker_timeout: float = _default("worker_timeout")
     address: str = _default("address")
     nsqd_tcp_address: list = _default("nsqd_tcp_address")
     lookupd_http_address: list = _default("lookupd_http_address")
