@@ -9,6 +9,7 @@ import signal
 import tornado.web
 from tornado.log import access_log
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets, bind_unix_socket
 
 from gateway.config import Settings, listen_error
@@ -23,7 +24,7 @@ from gateway.transports.endpoint import Kind
 from gateway.transports.http import StreamEndpoint, StreamHandler
 from gateway.transports.websocket import WebSocketDoor
 from gateway.workers.box import Box
-from gateway.workers.supervisor import worker_identity, worker_socket
+from gateway.workers.supervisor import supervisor_gone, worker_identity, worker_socket
 
 log = logging.getLogger("pushgate")
 
@@ -148,7 +149,20 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda sig=sig: stop.done() or stop.set_result(sig))
+    orphaned = None
+    if worker is not None:
+        # A worker dies with its supervisor (killed with SIGKILL, say): it
+        # drains as on SIGTERM rather than serve on beside a new supervisor's.
+        def check_parent() -> None:
+            if supervisor_gone() and not stop.done():
+                log.warning("the supervisor is gone: stopping this worker as on SIGTERM")
+                stop.set_result(signal.SIGTERM)
+        orphaned = PeriodicCallback(check_parent, 1000)
+        orphaned.start()
+        check_parent()
     sig = await stop
+    if orphaned is not None:
+        orphaned.stop()
     # Drain: refuse new connections (WebSocket upgrades and /health answer 503;
     # the listener stays open so that clients and load balancers hear it), close
     # the open ones spread evenly over the drain period so they reconnect to other

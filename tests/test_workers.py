@@ -174,3 +174,21 @@ def test_a_hung_worker_is_killed_and_started_again_and_the_box_answers_meanwhile
     asyncio.run(scenario())
     assert "has not answered for" in gateway.log() and "killing it" in gateway.log()
 
+
+def test_workers_die_with_their_supervisor(start_gateway):
+    # Issue 23, finding 6: `kill -9` of the supervisor left its workers serving,
+    # and a supervisor started again bound beside them.
+    gateway = start_gateway("--workers=2", "--drain-period=1")
+    pids = [w["pid"] for w in workers_of(gateway)]
+    group = gateway.proc.pid
+    try:
+        gateway.proc.kill()
+        gateway.proc.wait()
+        wait_until(lambda: all(process_state(pid) in (None, "Z") for pid in pids), timeout=15,
+                   what="the workers to exit after their supervisor was killed")
+    finally:
+        try:
+            os.killpg(group, signal.SIGKILL)   # whatever is left of the box
+        except ProcessLookupError:
+            pass
+    assert gateway.log().count("the supervisor is gone") == 2

@@ -23,6 +23,12 @@ ready or not, means its loop runs. A worker that has not answered for
 killed with SIGKILL and started again like one that died: the kernel closes
 its connections and its listening socket, so new connections go to the
 others, and its clients reconnect to them and recover from their history.
+
+**Workers die with their supervisor.** Each worker checks every second that
+the supervisor that started it is still its parent; once it is not (the
+supervisor was killed with SIGKILL, or died), the worker stops as on
+SIGTERM: it drains over ``--drain-period`` and exits, so a supervisor started
+again does not serve beside orphans for longer than a drain.
 """
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ log = logging.getLogger("pushgate.supervisor")
 WORKER_INDEX_ENV = "PUSHGATE_WORKER_INDEX"   # set by the supervisor for each worker
 WORKERS_ENV = "PUSHGATE_WORKER_COUNT"
 RUN_DIR_ENV = "PUSHGATE_RUN_DIR"
+SUPERVISOR_ENV = "PUSHGATE_SUPERVISOR_PID"
 RESTART_MIN, RESTART_MAX = 0.5, 30.0
 STABLE_AFTER = 30.0  # seconds a worker must live for its restart delay to start over
 PROBE_EVERY = 1.0    # seconds between the supervisor's questions to each worker
@@ -166,7 +173,8 @@ class Supervisor:
 
     def environment(self, index: int) -> dict:
         env = dict(os.environ)
-        env.update({WORKER_INDEX_ENV: str(index), WORKERS_ENV: str(len(self.workers)), RUN_DIR_ENV: self.run_dir})
+        env.update({WORKER_INDEX_ENV: str(index), WORKERS_ENV: str(len(self.workers)), RUN_DIR_ENV: self.run_dir,
+                    SUPERVISOR_ENV: str(os.getpid())})
         return env
 
     async def run(self) -> int:
@@ -197,6 +205,13 @@ class Supervisor:
 def serve_workers(settings: Settings, serve_args: list[str]) -> int:
     check_port(settings)
     return asyncio.run(Supervisor(settings, serve_args).run())
+
+
+def supervisor_gone() -> bool:
+    """In a worker: whether the supervisor that started it is no longer its
+    parent (it was killed, or died). Outside a box of workers: False."""
+    pid = os.environ.get(SUPERVISOR_ENV)
+    return pid is not None and os.getppid() != int(pid)
 
 
 def worker_identity() -> tuple[int, int, str] | None:
