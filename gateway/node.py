@@ -96,6 +96,7 @@ class Node:
                              dedupe_window=settings.dedupe_window, on_gap=self.host.streams_broken)
         self.source = NsqSource(topics=[settings.topic, *self.mapped], channel=settings.nsq_channel,
                                 handler=self.ingest.handle, on_change=self._nsq_changed,
+                                on_drop=lambda topic, nsqd: self.loss_watch.dropped(topic, nsqd),
                                 nsqd_tcp_addresses=settings.nsqd_tcp_address,
                                 lookupd_http_addresses=settings.lookupd_http_address,
                                 lookupd_poll_interval=settings.lookupd_poll_interval,
@@ -207,9 +208,11 @@ class Node:
             self.host.history.continuity_from(time.time_ns())
         else:
             self.host.history.continuity_lost()
+        self.loss_watch.poll_soon()  # knows each nsqd's instance from the first connection on
 
     def _nsq_lost(self, topic: str, nsqd: str, count: int) -> None:
-        """nsqd dropped messages of ``topic`` meant for this node (ChannelWatch)."""
+        """nsqd dropped messages of ``topic`` meant for this node (ChannelWatch;
+        ``count`` 0: how many is unknown, its channel for this node was made anew)."""
         self.metrics.nsq_lost.labels(topic).inc(count)
         channel = self.mapped.get(topic)
         if channel is None:

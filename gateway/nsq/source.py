@@ -60,9 +60,11 @@ logging.getLogger("nsq.client").addFilter(_ConnectionNoise())
 
 
 class _Reader(nsq.Reader):
-    def __init__(self, *, handler: Handler, on_change: Callable[[], None], **kwargs):
+    def __init__(self, *, handler: Handler, on_change: Callable[[], None],
+                 on_drop: Callable[[str, str], None] = lambda topic, address: None, **kwargs):
         self._handler = handler
         self._on_change = on_change
+        self._on_drop = on_drop
         self._closing = False
         self._retry_delay: dict[str, float] = {}
         self._starved_poll: PeriodicCallback | None = None
@@ -144,6 +146,7 @@ class _Reader(nsq.Reader):
             del self.conns[conn.id]
             if not self._closing:
                 log.warning("[%s] lost nsqd %s", self.topic, conn.id)
+                self._on_drop(self.topic, conn.id)
                 self._on_change()
         elif not self._closing:  # a connection that never became ready
             how = "(--nsqd-tcp-address)" if conn.id in self.nsqd_tcp_addresses else "(found through nsqlookupd)"
@@ -188,6 +191,7 @@ class NsqSource:
 
     def __init__(self, *, topics: list[str], channel: str, handler: Handler,
                  on_change: Callable[[], None] = lambda: None,
+                 on_drop: Callable[[str, str], None] = lambda topic, address: None,
                  nsqd_tcp_addresses: list[str], lookupd_http_addresses: list[str],
                  lookupd_poll_interval: int = 5, max_in_flight: int = 200,
                  warn_after: float = WARN_AFTER, warn_every: float = WARN_EVERY):
@@ -200,6 +204,7 @@ class NsqSource:
         self.channel = channel
         self._handler = handler
         self._on_change = on_change  # told whenever an nsqd connection is made or lost
+        self._on_drop = on_drop      # told (topic, nsqd) when a connection drops, before on_change
         self._kwargs = dict(
             nsqd_tcp_addresses=list(nsqd_tcp_addresses),
             lookupd_http_addresses=list(lookupd_http_addresses),
@@ -216,7 +221,7 @@ class NsqSource:
         IOLoop.current()  # fails loudly outside a running loop rather than deep in pynsq
         for topic in self.topics:
             self.readers.append(_Reader(topic=topic, channel=self.channel, handler=self._handler,
-                                        on_change=self._on_change, **self._kwargs))
+                                        on_change=self._on_change, on_drop=self._on_drop, **self._kwargs))
 
     def connected_addresses(self) -> list[str]:
         """``host:port`` of every nsqd some reader is connected to."""
