@@ -236,8 +236,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("history-ttl", _positive_float, 300.0, "Seconds a publication stays in history."),
     Option("history", _history_rule, [], "Per-channel history: PATTERN=SIZE[/TTL], first match wins, "
            "a trailing * matches a prefix, SIZE 0 turns it off (repeatable).", repeatable=True),
-    Option("history-memory-bytes", _int_range(0), 64 << 20, "Memory for all channels' history together; "
-           "the oldest publications go first."),
+    Option("history-memory-bytes", _int_range(0), 64 << 20, "Memory for all channels' history together "
+           "(publications and each channel's own state); the oldest go first."),
     Option("history-margin", _positive_float, 1.0, "Seconds behind now a stream position must be before "
            "this node vouches for it (clock skew between nsqd hosts, messages in flight)."),
     Option("expired-close-delay", _positive_float, 25.0, "Seconds after a token's exp before an "
