@@ -40,10 +40,11 @@ nsqd's ``start_time`` from its first connection.
 
 :class:`ChannelWatch` polls ``/stats`` of every nsqd the readers are
 connected to, once a second, one request per nsqd, and reports
-``(topic, nsqd, count)`` (0: a loss whose size is unknown). It also reads ``mem_queue_size`` from each nsqd
-once and warns when the channel's depth passes half of it. What it cannot
-see: an nsqd whose HTTP port it cannot find (logged once), and losses in the
-moment a connection drops (the reader reconnect already breaks continuity).
+``(topic, nsqd, count)`` (count 0: a loss whose size is unknown). It also
+reads ``mem_queue_size`` from each nsqd once and warns when the channel's
+depth passes half of it. What it cannot see: an nsqd whose HTTP port it
+cannot find (logged once), and what an nsqd that restarted lost (the reader
+reconnect already breaks continuity).
 """
 from __future__ import annotations
 
