@@ -145,10 +145,14 @@ async def serve(settings: Settings) -> None:
              node.name, settings.address, settings.port,
              ", ".join(e.path for e in ENDPOINTS if e.kind is Kind.WEBSOCKET),
              ", ".join(e.path for e in ENDPOINTS if e.kind is Kind.STREAM))
-    stop: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    stop: asyncio.Future[signal.Signals] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda sig=sig: stop.done() or stop.set_result(sig))
+
+    def stop_on(sig: signal.Signals) -> None:
+        if not stop.done():
+            stop.set_result(sig)
+    for each in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(each, stop_on, each)
     orphaned = None
     if worker is not None:
         # A worker dies with its supervisor (killed with SIGKILL, say): it
@@ -156,7 +160,7 @@ async def serve(settings: Settings) -> None:
         def check_parent() -> None:
             if supervisor_gone() and not stop.done():
                 log.warning("the supervisor is gone: stopping this worker as on SIGTERM")
-                stop.set_result(signal.SIGTERM)
+                stop_on(signal.SIGTERM)
         orphaned = PeriodicCallback(check_parent, 1000)
         orphaned.start()
         check_parent()

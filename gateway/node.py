@@ -45,6 +45,7 @@ from gateway.transports.door import PendingConnections, client_address
 from gateway.transports.stream import Closing, WriteBatcher
 
 if TYPE_CHECKING:
+    from gateway.workers.box import Box
     from gateway.core.session import Session
 
 log = logging.getLogger("pushgate.node")
@@ -96,7 +97,7 @@ class Node:
                              dedupe_window=settings.dedupe_window, on_gap=self.host.streams_broken)
         self.source = NsqSource(topics=[settings.topic, *self.mapped], channel=settings.nsq_channel,
                                 handler=self.ingest.handle, on_change=self._nsq_changed,
-                                on_drop=lambda topic, nsqd: self.loss_watch.dropped(topic, nsqd),
+                                on_drop=self._nsq_dropped,
                                 nsqd_tcp_addresses=settings.nsqd_tcp_address,
                                 lookupd_http_addresses=settings.lookupd_http_address,
                                 lookupd_poll_interval=settings.lookupd_poll_interval,
@@ -120,7 +121,7 @@ class Node:
         self._ticks = 0
         self.closing = Closing()   # WebSockets and streams finishing their close, cut after CLOSE_WAIT
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.box = None  # the other workers of this box (gateway/workers/box.py), when there are any
+        self.box: Box | None = None  # the other workers of this box (gateway/workers/box.py), when there are any
         self._unannounced: set[str] = set()  # topics not created on nsqd yet
         self._announcing = False
         self._announce_task: asyncio.Future | None = None
@@ -209,6 +210,10 @@ class Node:
         else:
             self.host.history.continuity_lost()
         self.loss_watch.poll_soon()  # knows each nsqd's instance from the first connection on
+
+    def _nsq_dropped(self, topic: str, nsqd: str) -> None:
+        """A reader's connection to ``nsqd`` dropped: what its channel held may be lost."""
+        self.loss_watch.dropped(topic, nsqd)
 
     def _nsq_lost(self, topic: str, nsqd: str, count: int) -> None:
         """nsqd dropped messages of ``topic`` meant for this node (ChannelWatch;

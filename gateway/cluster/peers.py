@@ -28,7 +28,7 @@ them, instead of dropping every one of them at once.
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import Callable, Iterator
 
 
 RETIRED_KEPT = 1024
@@ -125,7 +125,7 @@ class Peers:
             self.on_gone(peer)
         return gone
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Peer]:
         return iter(list(self.by_uid.values()))
 
     def __len__(self) -> int:
