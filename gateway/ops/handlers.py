@@ -13,7 +13,7 @@ from gateway.protocols.centrifugo.json_codec import encode
 from gateway.nsq.envelope import BadMessage, parse_envelope
 from gateway.node import Node
 from gateway.nsq.publisher import NsqdUnavailable, PublishError, publish
-from gateway.ops.server_api import BadRequest, ServerApi, legacy_method
+from gateway.ops.server_api import BadRequest, ServerApi
 
 log = logging.getLogger("pushgate.api")
 
@@ -165,27 +165,11 @@ class ApiHandler(JsonHandler):
 
     async def _commands(self, body: bytes) -> None:
         """``/api``: Centrifugo v4's commands, ``{"id", "method", "params"}``, one a line."""
-        replies = []
-        for line in body.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                command = ujson.loads(line)
-            except (ValueError, OverflowError):
-                command = None
-            if type(command) is not dict:
-                self._count("400")
-                self.answer(400, {"error": "each line must be a JSON command object"})
-                return
-            method = legacy_method(command.get("method"))
-            reply = await self.api.reply(method or "", command.get("params") or {}, lenient=True)
-            cmd_id = command.get("id")
-            if isinstance(cmd_id, int) and cmd_id:
-                reply = {"id": cmd_id, **reply}
-            replies.append(encode(reply))
-        if not replies:
+        try:
+            replies = await self.api.commands(body)
+        except BadRequest as exc:
             self._count("400")
-            self.answer(400, {"error": "no command in the body"})
+            self.answer(400, {"error": str(exc)})
             return
         self._reply(b"\n".join(replies))
 

@@ -27,6 +27,7 @@ shapes and what differs from Centrifugo.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -34,7 +35,7 @@ import ujson
 
 from gateway.core import vocabulary
 from gateway.protocols.centrifugo import model
-from gateway.protocols.centrifugo.json_codec import Raw
+from gateway.protocols.centrifugo.json_codec import Raw, encode
 from gateway.protocols.centrifugo.model import Error
 from gateway.nsq.envelope import BadMessage, parse_envelope
 from gateway.core.channels import foreign_personal, valid_channel
@@ -46,6 +47,13 @@ log = logging.getLogger("pushgate.api")
 
 ERROR_NOT_SENT = Error(100, "internal server error: the other nodes were not told (nsqd unreachable)")
 ERROR_NSQD = Error(100, "internal server error: nsqd unreachable")
+
+# Commands in one batch (or one /api body), at most: more is answered 400, so
+# that one request cannot hold the node for long nor build an unbounded reply.
+MAX_BATCH = 1000
+# Commands run between two returns to the event loop: a batch of commands that
+# need no I/O (presence, history, info) never holds the loop for long.
+BATCH_SLICE = 16
 
 # Centrifugo v4's method numbers, for /api commands that give one.
 LEGACY_METHODS = ("publish", "broadcast", "unsubscribe", "disconnect", "presence", "presence_stats", "history",
@@ -118,8 +126,12 @@ class ServerApi:
         commands = params.get("commands")
         if not isinstance(commands, list):
             raise BadRequest("commands must be a list")
+        if len(commands) > MAX_BATCH:
+            raise BadRequest(f"more than {MAX_BATCH} commands: split the batch")
         replies = []
-        for command in commands:
+        for n, command in enumerate(commands):
+            if n and n % BATCH_SLICE == 0:
+                await asyncio.sleep(0)  # the other connections' turn
             if type(command) is not dict or len(command) != 1:
                 replies.append({"error": _error(model.ERROR_BAD_REQUEST)})
                 continue
@@ -128,6 +140,33 @@ class ServerApi:
             replies.append({method: reply["result"]} if "result" in reply else reply)
         self.node.metrics.api_calls.labels("batch", "ok").inc()
         return {"replies": replies}
+
+    async def commands(self, body: bytes) -> list[bytes]:
+        """``POST /api``: Centrifugo v4's commands, ``{"id", "method", "params"}``,
+        one a line; their replies, encoded, in order. Raises BadRequest for a
+        line that is not a command object, no command, or too many."""
+        lines = [line for line in body.split(b"\n") if line.strip()]
+        if not lines:
+            raise BadRequest("no command in the body")
+        if len(lines) > MAX_BATCH:
+            raise BadRequest(f"more than {MAX_BATCH} commands: split them over several requests")
+        replies = []
+        for n, line in enumerate(lines):
+            if n and n % BATCH_SLICE == 0:
+                await asyncio.sleep(0)  # the other connections' turn
+            try:
+                command = ujson.loads(line)
+            except (ValueError, OverflowError):
+                command = None
+            if type(command) is not dict:
+                raise BadRequest("each line must be a JSON command object")
+            method = legacy_method(command.get("method"))
+            reply = await self.reply(method or "", command.get("params") or {}, lenient=True)
+            cmd_id = command.get("id")
+            if isinstance(cmd_id, int) and cmd_id:
+                reply = {"id": cmd_id, **reply}
+            replies.append(encode(reply))
+        return replies
 
     # --- publishing ----------------------------------------------------------------------
 
