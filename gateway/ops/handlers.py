@@ -225,15 +225,18 @@ class HealthHandler(JsonHandler):
 
 class MetricsHandler(JsonHandler):
     """``GET /metrics``: this node's metrics; on a box of workers, every
-    worker's with a ``worker`` label, and the box's totals (gateway/workers/box.py)."""
+    worker's with a ``worker`` label, and the box's totals, made at most once
+    a second (gateway/workers/box.py)."""
 
     own = False
 
     async def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        text = generate_latest(self.node.metrics.registry)
+        registry = self.node.metrics.registry
         if self.node.box is not None and not self.own:
-            text = await self.node.box.metrics(text)
+            text = await self.node.box.metrics(lambda: generate_latest(registry))   # at most a second old
+        else:
+            text = generate_latest(registry)
         self.finish(text)
 
 
