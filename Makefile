@@ -24,7 +24,7 @@ NSQ_APPS := nsqd nsqlookupd nsqadmin nsq_tail
 ORIG_PATH := $(PATH)
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup run test test-python test-fast test-ruby bench clean
+.PHONY: all setup run test typecheck test-python test-fast test-ruby bench clean
 
 all: setup
 
@@ -177,7 +177,12 @@ run: setup
 	$(VENV)/bin/honcho -f Procfile.dev start || [ $$? = 130 ]
 
 test: setup ruby chromium sdk-harnesses
-	$(MAKE) --no-print-directory test-python test-ruby
+	$(MAKE) --no-print-directory typecheck test-python test-ruby
+
+# mypy over gateway/ and auth/, as configured in setup.cfg's [mypy] section.
+# Silent when clean; otherwise every error, and the target fails.
+typecheck: $(VENV)/.installed
+	@out=$$($(VENV)/bin/python -m mypy 2>&1) || { echo "$$out"; exit 1; }
 
 test-python:
 	$(VENV)/bin/python -m pytest -q -rs $(PYTEST_ARGS)
