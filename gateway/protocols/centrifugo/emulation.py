@@ -50,6 +50,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 import secrets
 import time
 import urllib.parse
@@ -79,6 +80,8 @@ READERS_FRESH = 1.0          # seconds what nsqd said of a node is taken as it i
 READERS_TTL = 10.0           # seconds it is still taken while nsqd is asked again
 READERS_MIN_REFRESH = 0.5    # seconds between two /stats requests for unknown nodes
 DEDUPE_WINDOW = 4096         # forwarded message ids remembered
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_ID)   # what new_session_id() makes: base64url
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")   # control characters but tab, newline, return
 
 
 class ControlReaders:
@@ -282,10 +285,18 @@ def parse(body: bytes, content_type: str) -> tuple[str, str, str | bytes]:
         data = request.get("data", "")
         if not isinstance(data, str):
             raise ValueError("data must be a JSON string holding the commands")
+        if _CONTROL.search(data):
+            # JSON has none: a browser's JSON.stringify escapes them. Forwarded,
+            # each would grow sixfold (\u0001) on the control topic.
+            raise ValueError("data: commands are JSON, which holds no raw control characters")
+        try:
+            data.encode()
+        except UnicodeEncodeError:
+            raise ValueError("data: a lone surrogate (\\ud800-\\udfff) is not text") from None
     node, session = request.get("node"), request.get("session")
-    if not isinstance(node, str) or not node or len(node) > MAX_ID:
+    if not isinstance(node, str) or not node or len(node) > MAX_ID or not node.isprintable():
         raise ValueError("node: the node of the connect result is required")
-    if not isinstance(session, str) or not session or len(session) > MAX_ID:
+    if not isinstance(session, str) or not SESSION_ID.fullmatch(session):
         raise ValueError("session: the session of the connect result is required")
     return node, session, data
 
