@@ -4,6 +4,7 @@ processes (two nodes, cent, the control topic) is tests/test_server_api.py."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 import ujson
@@ -12,6 +13,9 @@ from gateway.config import Settings
 from gateway.node import Node
 from gateway.ops.server_api import MAX_BATCH, BadRequest, ServerApi
 from tests.stack import SECRET
+
+LONE = "\ud800"       # a JSON \ud800 escape decodes into a string no UTF-8 encoder takes
+HUGE = 10**400         # an integer no float, and no int64, holds
 
 
 def make_api(**overrides) -> ServerApi:
@@ -77,3 +81,26 @@ def test_a_batch_of_more_commands_than_the_bound_is_refused_before_any_runs():
         asyncio.run(api.commands(body))
     calls = api.node.metrics.api_calls.collect()[0].samples
     assert not [s for s in calls if s.labels["method"] == "info"]   # none of them ran
+
+
+# --- bad input: a lone surrogate, an absurd number (see tests/test_bad_input.py) ---------------------
+
+@pytest.mark.parametrize("method, params", [
+    ("publish", {"channel": "c", "data": LONE}), ("publish", {"user": LONE, "data": 1}),
+    ("publish", {"channel": "c", "data": 1, "idempotency_key": LONE}),
+    ("broadcast", {"channels": ["a"], "data": {"k": LONE}}),
+    ("subscribe", {"user": LONE, "channel": "c"}), ("subscribe", {"user": "u", "channel": "c", "info": LONE}),
+    ("unsubscribe", {"user": "u", "channel": LONE}), ("disconnect", {"user": "u", "whitelist": [LONE]}),
+    ("disconnect", {"user": "u", "disconnect": {"code": 4000, "reason": LONE}}),
+    ("refresh", {"user": LONE}), ("refresh", {"user": "u", "expire_at": HUGE}),
+    ("history", {"channel": "c", "limit": HUGE}), ("history_remove", {"channel": LONE}),
+    ("channels", {"pattern": LONE}), ("presence_stats", {"channel": "room:" + LONE}),
+    ("publish", {"channel": "c", "data": float("inf")}),
+])
+def test_requests_with_a_lone_surrogate_or_an_absurd_number_are_bad_requests(method, params, caplog):
+    api = make_api()
+    reply = asyncio.run(api.reply(method, params, lenient=True))      # in a batch, or /api commands
+    assert reply == {"error": {"code": 107, "message": "bad request"}}
+    with pytest.raises(BadRequest):                                    # /api/<method>: HTTP 400
+        asyncio.run(api.reply(method, params))
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

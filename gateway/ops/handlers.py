@@ -16,6 +16,7 @@ from gateway.nsq.envelope import BadMessage, parse_envelope
 from gateway.node import Node
 from gateway.nsq.publisher import NsqdUnavailable, PublishError, publish
 from gateway.ops.server_api import BadRequest, ServerApi
+from gateway.transports.http import over
 
 log = logging.getLogger("pushgate.api")
 
@@ -86,7 +87,7 @@ class ApiHandler(JsonHandler):
                 refusal = 404, {"error": f"no such server API method: {method}"}
             else:
                 declared = self.request.headers.get("Content-Length")
-                if declared is not None and declared.isdigit() and int(declared) > self._limit:
+                if declared is not None and over(declared, self._limit):
                     refusal = 413, {"error": self._too_big()}
                 else:
                     # Tornado stops reading (and closes) past this. It hands the body

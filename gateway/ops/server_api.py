@@ -49,6 +49,8 @@ log = logging.getLogger("pushgate.api")
 ERROR_NOT_SENT = Error(100, "internal server error: the other nodes were not told (nsqd unreachable)")
 ERROR_NSQD = Error(100, "internal server error: nsqd unreachable")
 
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+
 # Commands in one batch (or one /api body), at most: more is answered 400, so
 # that one request cannot hold the node for long nor build an unbounded reply.
 MAX_BATCH = 1000
@@ -79,7 +81,20 @@ def _field(params: dict, name: str, kind: type | tuple, required: bool = False) 
         return None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise BadRequest(f"{name}: wrong type")
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise BadRequest(f"{name}: out of range")   # Centrifugo decodes it into an int64
     return value
+
+
+def _interchangeable(params: dict) -> bool:
+    """Whether ``params`` is JSON every party reads alike (RFC 8259 section 8):
+    no lone surrogate, no NaN or Infinity (``1e400`` reads as Infinity).
+    Encoding says so, in C: ujson refuses NaN and Infinity, UTF-8 surrogates."""
+    try:
+        ujson.dumps(params, ensure_ascii=False, allow_nan=False).encode()
+    except (UnicodeEncodeError, OverflowError):
+        return False
+    return True
 
 
 def _json_text(value: Any) -> str | None:
@@ -101,9 +116,11 @@ class ServerApi:
         }
 
     async def reply(self, method: str, params: dict, *, lenient: bool = False) -> dict:
-        """``{"result": ...}`` or ``{"error": ...}``. A field of the wrong type
-        raises BadRequest (HTTP 400, as Centrifugo answers a body it cannot
-        decode), or with ``lenient`` (a batch, /api commands) is error 107."""
+        """``{"result": ...}`` or ``{"error": ...}``. A field of the wrong type,
+        an integer out of int64's range, or params that are not interchangeable
+        JSON (a lone surrogate, NaN, Infinity) raise BadRequest (HTTP 400, as
+        Centrifugo answers a body it cannot decode), or with ``lenient`` (a
+        batch, /api commands) are error 107."""
         metrics = self.node.metrics
         handler = self.methods.get(method)
         try:
@@ -111,6 +128,9 @@ class ServerApi:
                 raise Failed(model.ERROR_METHOD_NOT_FOUND)
             if type(params) is not dict:
                 raise BadRequest("params must be an object")
+            if not _interchangeable(params):
+                # A lone surrogate could not even be sent on to the other nodes.
+                raise BadRequest("not interchangeable JSON: a lone surrogate, NaN or Infinity")
             result = await handler(params)
         except BadRequest:
             if not lenient:
