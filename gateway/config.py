@@ -184,8 +184,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("nsqd-http-address", _http_address, "http://127.0.0.1:4151",
            "nsqd HTTP address the gateway and `pushgate publish` publish to."),
     Option("topic", nsq_name, "pushgate", "Envelope topic: JSON messages naming channels or users."),
-    Option("control-topic", nsq_name, "pushgate-control", "Topic the nodes talk through (every node reads it "
-           "on its own ephemeral channel): forwarded requests, cluster-wide actions, presence."),
+    Option("control-topic", nsq_name, None, "Topic the nodes of one cluster talk through (every node reads it "
+           "on its own ephemeral channel): forwarded requests, cluster-wide actions, presence; default "
+           "<topic>-control, from --topic (pushgate-control for pushgate)."),
     Option("map-topic", _topic_mapping, [],
            "Expose an NSQ topic as a channel: TOPIC or TOPIC=CHANNEL; the body is the data (repeatable).",
            repeatable=True),
@@ -294,6 +295,7 @@ class Settings:
     lookupd_http_address: list = _default("lookupd_http_address")
     nsqd_http_address: str = _default("nsqd_http_address")
     topic: str = _default("topic")
+    # None: derived from --topic (control_topic_for); __post_init__ fills it in.
     control_topic: str = _default("control_topic")
     map_topic: list = _default("map_topic")
     node_name: str | None = _default("node_name")
@@ -342,6 +344,10 @@ class Settings:
     max_in_flight: int = _default("max_in_flight")
     log_level: str = _default("log_level")
 
+    def __post_init__(self) -> None:
+        if self.control_topic is None:
+            object.__setattr__(self, "control_topic", control_topic_for(self.topic))
+
     @property
     def nsq_channel(self) -> str:
         """This node's own ephemeral channel: every node gets every message."""
@@ -374,6 +380,22 @@ if {f.name for f in fields(Settings)} != set(_OPTION_BY_DEST):
 
 def default_node_name(port: int) -> str:
     return f"{socket.gethostname()}-{port}"
+
+
+CONTROL_SUFFIX = "-control"
+
+
+def control_topic_for(topic: str) -> str:
+    """The control topic of the cluster whose envelope topic is ``topic``:
+    ``<topic>-control``, so that deployments sharing nsqd with their own
+    ``--topic`` each get their own (``pushgate`` gives ``pushgate-control``,
+    the fixed default of earlier versions). Within NSQ's 64 characters: a
+    long topic keeps its start plus a hash of the whole."""
+    name = topic + CONTROL_SUFFIX
+    if len(name) > NSQ_NAME_MAX:
+        room = NSQ_NAME_MAX - len(CONTROL_SUFFIX) - 9
+        name = f"{topic[:room]}-{zlib.crc32(topic.encode()):08x}{CONTROL_SUFFIX}"
+    return name
 
 
 def ephemeral_channel(node_name: str) -> str:

@@ -105,7 +105,8 @@ class Node:
                               nsqd_http_address=settings.nsqd_http_address,
                               nsqd_tcp_addresses=settings.nsqd_tcp_address,
                               lookupd_http_addresses=settings.lookupd_http_address,
-                              lookupd_poll_interval=settings.lookupd_poll_interval, metrics=self.metrics)
+                              lookupd_poll_interval=settings.lookupd_poll_interval, metrics=self.metrics,
+                              cluster=settings.topic)
         # Heartbeats, presence and the server API's cluster-wide actions over the bus.
         self.peering = Peering(self)
         self.loss_watch = ChannelWatch(channel=settings.nsq_channel, topics=self.source.topics,

@@ -103,3 +103,11 @@ def test_presence_and_status_page_settings():
         settings(BASE + ["--admin"])
     with pytest.raises(ConfigError, match="--presence"):
         settings(BASE + ["--presence=a*b"])
+
+
+def test_the_control_topic_is_the_clusters_own_unless_given():
+    assert settings(BASE).control_topic == "pushgate-control"           # as before, for the default --topic
+    assert settings(BASE + ["--topic=shop"]).control_topic == "shop-control"
+    assert settings(BASE + ["--topic=shop", "--control-topic=ours"]).control_topic == "ours"
+    long = settings(BASE + ["--topic=" + "t" * 64]).control_topic
+    assert len(long) == 64 and long.endswith("-control") and long != settings(BASE + ["--topic=" + "t" * 63 + "u"]).control_topic
