@@ -4,7 +4,10 @@ from __future__ import annotations
 import asyncio
 import json
 
+import ujson
+
 from gateway.cluster.bus import ControlBus
+from gateway.config import ephemeral_channel
 from gateway.core.metrics import Metrics
 from tests.clients import sdk_client
 from tests.helpers import wait_for, wait_until
@@ -128,3 +131,28 @@ def test_messages_of_another_cluster_are_dropped_and_warned_about_once_a_minute(
     clock.advance(61)
     receive(to="", cluster="deploy-b", kind="hello", **{"from": "b1"}, n=100)
     assert len([r for r in caplog.records if "another cluster" in r.getMessage()]) == 2
+
+
+def test_a_message_for_another_node_is_not_even_parsed():
+    # An /emulation forward is up to twice its 64 KiB request, and every node's
+    # reader receives it: the others drop it by its first bytes. Shown with a
+    # message that would not parse: only its addressee counts it as bad.
+    buses = {name: ControlBus(node=name, topic="t-control", channel=ephemeral_channel(name), nsqd_http_address="http://x:1",
+                              nsqd_tcp_addresses=["127.0.0.1:1"], lookupd_http_addresses=[], lookupd_poll_interval=1,
+                              metrics=Metrics(), cluster="t") for name in ("a1", "a2", 'a"3')}
+    heard = {name: [] for name in buses}
+    for name, node in buses.items():
+        node.on("emulation", heard[name].append)
+    broken = b'{"to":"a1","cluster":"t","kind":"emulation","from":"a9","data":"' + b"x" * 100_000   # cut short
+    for node in buses.values():
+        node._receive("t-control", broken, 0, "nsqd", b"id")
+    bad = {name: node._metrics.control_messages.labels("bad", "")._value.get() for name, node in buses.items()}
+    assert bad == {"a1": 1, "a2": 0, 'a"3': 0}
+    # Whole messages: each reaches its addressee only, whatever its name; a broadcast reaches all.
+    for to in ("a1", 'a"3', ""):
+        body = ujson.dumps({"to": to, "cluster": "t", "kind": "emulation", "from": "a9", "n": to},
+                           ensure_ascii=False).encode()   # as ControlBus.send writes them
+        for node in buses.values():
+            node._receive("t-control", body, 0, "nsqd", b"id")
+    assert {name: [m["n"] for m in got] for name, got in heard.items()} == {
+        "a1": ["a1", ""], "a2": [""], 'a"3': ['a"3', ""]}
