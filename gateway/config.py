@@ -104,6 +104,15 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _node_name(raw: str) -> str:
+    # Clients name the node in their /emulation requests: printable text,
+    # and room for a worker's "-<index>".
+    name = _text(raw)
+    if len(name) > 200 or not name.isprintable():
+        raise ValueError(f"{raw[:210]!r} is not a node name (1-200 printable characters)")
+    return name
+
+
 def _channel_prefix(raw: str) -> str:
     raw = raw.strip()
     if raw and (len(raw) > 200 or not raw.isprintable() or raw.startswith("#")):
@@ -190,7 +199,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("map-topic", _topic_mapping, [],
            "Expose an NSQ topic as a channel: TOPIC or TOPIC=CHANNEL; the body is the data (repeatable).",
            repeatable=True),
-    Option("node-name", _text, None, "This node's name; its NSQ channel is <node-name>#ephemeral "
+    Option("node-name", _node_name, None, "This node's name; its NSQ channel is <node-name>#ephemeral "
            "(default: hostname-port)."),
     Option("jwt-secret", _text, None, "HMAC secret for HS256/384/512 connection tokens (at least 32 bytes)."),
     Option("jwt-public-key", _pem_file, None, "PEM file with an RSA or EC public key (RS*/PS*/ES* tokens)."),

@@ -47,6 +47,8 @@ def test_repeatable_flags_and_comma_separated_environment():
     (["--map-topic=pushgate"], {}, "--map-topic"),
     (["--map-topic=alerts=#42"], {}, "--map-topic"),
     (["--jwt-secret=short"], {}, "--jwt-secret"),
+    (["--node-name=" + "n" * 201], {}, "--node-name"),
+    (["--node-name=tab\there"], {}, "--node-name"),
     ([], {"PUSHGATE_ALLOW_ANONYMOUS": "maybe"}, "--allow-anonymous (from PUSHGATE_ALLOW_ANONYMOUS)"),
 ])
 def test_bad_values_name_the_setting(argv, env, named):

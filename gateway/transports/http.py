@@ -146,7 +146,10 @@ class HttpStream:
         self.pongs = endpoint.pongs
         # The id in the connect result: an emulation client's commands come
         # through /emulation with it; a unidirectional client's connect push names it.
-        self.session_id = new_session_id() if endpoint.emulation or endpoint.unidirectional else ""
+        if endpoint.emulation:
+            self.session_id = host.emulation_session_id()
+        else:
+            self.session_id = new_session_id() if endpoint.unidirectional else ""
         self._host = host
         self._sock = sock
         self._fd = sock.fileno()
