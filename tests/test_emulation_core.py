@@ -260,6 +260,20 @@ def test_encodings_must_match_and_nsqd_down_is_503():
     assert json_session.state is CONNECTED and pb_session.state is CONNECTED
 
 
+def test_while_nsqd_is_away_each_request_is_503_and_the_log_says_so_every_ten_seconds(caplog):
+    cluster = Cluster("a", "b")
+    session, transport = cluster.open("a")
+    assert route(cluster, "b", "a", transport.session_id, "{}") == (204, "")
+    cluster.down = True
+    for _ in range(100):
+        assert route(cluster, "b", "a", transport.session_id, "{}") == (503, "nsqd unreachable: cannot forward "
+                                                                                 "to the session's node")
+    cluster.clock.advance(10)
+    assert route(cluster, "b", "a", transport.session_id, "{}")[0] == 503
+    warnings = [r.getMessage() for r in caplog.records if "not forwarded" in r.getMessage()]
+    assert len(warnings) == 2 and "(99 more since the last warning)" in warnings[1], warnings
+
+
 # --- what a forward may cost the cluster (the control topic reaches every node) ----------------
 
 def test_a_session_id_its_node_never_issued_is_404_and_never_reaches_the_control_topic():

@@ -108,9 +108,10 @@ KEY_WAIT = 1.0               # seconds a forward waits for a node to tell its ke
 KEY_ASK_EVERY = 1.0          # seconds between two asks of one node for its key
 MAX_NODES = 1024             # other nodes whose keys (and asks) are remembered
 SILENT_LOG_EVERY = 60.0      # seconds between two warnings about one silent node
+UNFORWARDED_LOG_EVERY = 10.0  # seconds between two warnings that nsqd is unreachable
 COST_BYTES = 1024            # bytes of forwarded commands that count as one command
 NO_SESSION = "no such session on that node (it may have started again): connect again"
-SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_ID)   # what new_session_id() makes: base64url
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_ID)   # base64url, as SessionIds.new() makes them
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")   # control characters but tab, newline, return
 
 
@@ -219,6 +220,8 @@ class EmulationSessions:
         self._limits = limits if limits is not None else KeyedBuckets(50.0, 200)
         self._clock = clock
         self._key_wait = key_wait
+        self._unforwarded_at = -UNFORWARDED_LOG_EVERY   # when nsqd's absence was last logged
+        self._unforwarded_count = 0
         self.requests = Counter("pushgate_emulation_requests", "/emulation requests and forwarded commands, "
                                 "by what became of them.", ["result"],
                                 registry=registry) if registry is not None else None
@@ -262,7 +265,7 @@ class EmulationSessions:
                 key = await self._key(node, again=True)   # it may have started again under its name
         except (NsqdUnavailable, PublishError) as exc:
             self.count("failed")
-            log.warning("emulation request for node %s not forwarded: %s", node[:100], exc)
+            self._unforwarded(node, exc)
             return 503, "nsqd unreachable: cannot forward to the session's node"
         if key is None:
             self.count("failed")
@@ -282,7 +285,7 @@ class EmulationSessions:
             await self._send(KIND, to=node, **fields)
         except (NsqdUnavailable, PublishError) as exc:
             self.count("failed")
-            log.warning("emulation request for node %s not forwarded: %s", node[:100], exc)
+            self._unforwarded(node, exc)
             return 503, "nsqd unreachable: cannot forward to the session's node"
         self.count("forwarded")
         return 204, ""
@@ -352,6 +355,19 @@ class EmulationSessions:
             await self._send(KEY_KIND, to=node, key=self.ids.key.hex(), ask=False)
         except (NsqdUnavailable, PublishError) as exc:
             log.warning("could not tell node %s this node's emulation key: %s", node[:100], exc)
+
+    def _unforwarded(self, node: str, exc: Exception) -> None:
+        """nsqd could not be reached: a warning, then at most one a
+        :data:`UNFORWARDED_LOG_EVERY` seconds with how many more there were
+        (every request fails alike while nsqd is away)."""
+        self._unforwarded_count += 1
+        now = self._clock()
+        if now - self._unforwarded_at < UNFORWARDED_LOG_EVERY:
+            return
+        more = self._unforwarded_count - 1
+        self._unforwarded_at, self._unforwarded_count = now, 0
+        log.warning("emulation request for node %s not forwarded: %s%s", node[:100], exc,
+                    f" ({more} more since the last warning)" if more else "")
 
     def _log_silent(self, node: str) -> None:
         now = self._clock()
