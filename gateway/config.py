@@ -104,12 +104,13 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+NODE_NAME_MAX = 256   # clients name the node in /emulation requests, which take that much
+
+
 def _node_name(raw: str) -> str:
-    # Clients name the node in their /emulation requests: printable text,
-    # and room for a worker's "-<index>".
     name = _text(raw)
-    if len(name) > 200 or not name.isprintable():
-        raise ValueError(f"{raw[:210]!r} is not a node name (1-200 printable characters)")
+    if len(name) > NODE_NAME_MAX or not name.isprintable():
+        raise ValueError(f"{raw[:NODE_NAME_MAX + 10]!r} is not a node name (1-{NODE_NAME_MAX} printable characters)")
     return name
 
 
@@ -500,6 +501,9 @@ def check(s: Settings) -> None:
         raise ConfigError("--map-topic: each topic may be read once (and not the envelope --topic)")
     if s.workers > 1 and s.port == 0:
         raise ConfigError("--workers: workers share one port; give --port (not 0)")
+    if s.workers > 1 and s.node_name and len(f"{s.node_name}-{s.workers - 1}") > NODE_NAME_MAX:
+        raise ConfigError(f"--node-name: with --workers each worker is <node-name>-<index>, which must fit in "
+                          f"{NODE_NAME_MAX} characters")
     if s.presence_ttl < 2 * s.presence_interval:
         raise ConfigError(f"--presence-ttl: {s.presence_ttl} must be at least twice --presence-interval "
                           f"({s.presence_interval}), or live nodes would expire between snapshots")

@@ -47,7 +47,8 @@ def test_repeatable_flags_and_comma_separated_environment():
     (["--map-topic=pushgate"], {}, "--map-topic"),
     (["--map-topic=alerts=#42"], {}, "--map-topic"),
     (["--jwt-secret=short"], {}, "--jwt-secret"),
-    (["--node-name=" + "n" * 201], {}, "--node-name"),
+    (["--node-name=" + "n" * 257], {}, "--node-name"),
+    (["--workers=2", "--port=8000", "--node-name=" + "n" * 255], {}, "--node-name"),
     (["--node-name=tab\there"], {}, "--node-name"),
     ([], {"PUSHGATE_ALLOW_ANONYMOUS": "maybe"}, "--allow-anonymous (from PUSHGATE_ALLOW_ANONYMOUS)"),
 ])
