@@ -19,6 +19,13 @@ back, so ``/health`` answers within that, whatever one worker does
 (unless the request landed on the hung worker itself, which the supervisor
 kills after ``--worker-timeout``: gateway/workers/supervisor.py).
 
+``/metrics`` is unauthenticated and asking every sibling and merging their
+text costs far more than the request itself, so the box's answer is kept
+for :data:`METRICS_FRESH` (one second, less than any scrape interval) and
+requests in that time get it as it is; requests that arrive while it is
+being made wait for that one. However many requests come, each worker's
+text is fetched and parsed at most once a second per worker that answers.
+
 Limits stay per worker: ``--max-connections``, ``--connect-rate``,
 ``--max-user-connections`` and the history budget apply to each process
 (README, "All the cores of a box").
@@ -26,7 +33,9 @@ Limits stay per worker: ``--max-connections``, ``--connect-rate``,
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
+from typing import Callable
 
 import ujson
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,13 +45,17 @@ from gateway.workers.supervisor import ask_worker
 MAX_GAUGES = frozenset({"pushgate_loop_lag_seconds", "pushgate_control_lag_seconds"})
 HEALTH_TIMEOUT = 0.5   # seconds the siblings have, together, to answer /health
 METRICS_TIMEOUT = 2.0  # and /metrics (a busy worker's series take longer to write)
+METRICS_FRESH = 1.0   # seconds the box's /metrics answer is served as it is
 
 
 class Box:
-    def __init__(self, index: int, count: int, run_dir: str):
+    def __init__(self, index: int, count: int, run_dir: str, clock: Callable[[], float] = time.monotonic):
         self.index = index
         self.count = count
         self.run_dir = run_dir
+        self._clock = clock
+        self._metrics: tuple[float, bytes] | None = None   # (when it was asked for, the answer)
+        self._metrics_pending: asyncio.Future | None = None
 
     async def gather(self, path: str, own: tuple[int, bytes], timeout: float) -> dict[int, tuple[int, bytes] | None]:
         """Every worker's answer to ``GET path`` (this one's is ``own``): the
@@ -52,9 +65,25 @@ class Box:
         answers = await asyncio.gather(*(ask_worker(self.run_dir, i, path, timeout) for i in others))
         return {self.index: own, **dict(zip(others, answers))}
 
-    async def metrics(self, own: bytes) -> bytes:
-        answers = await self.gather("/metrics", (200, own), METRICS_TIMEOUT)
-        return merge_metrics({i: a[1].decode() for i, a in answers.items() if a and a[0] == 200}, self.count)
+    async def metrics(self, own: Callable[[], bytes]) -> bytes:
+        """The box's metrics: every worker's (``own()`` is this one's text),
+        as they were at most :data:`METRICS_FRESH` seconds ago."""
+        now = self._clock()
+        cached = self._metrics
+        if cached is not None and now - cached[0] < METRICS_FRESH:
+            return cached[1]
+        if self._metrics_pending is None:
+            self._metrics_pending = asyncio.ensure_future(self._merged_metrics(now, own()))
+        return await asyncio.shield(self._metrics_pending)
+
+    async def _merged_metrics(self, asked: float, own: bytes) -> bytes:
+        try:
+            answers = await self.gather("/metrics", (200, own), METRICS_TIMEOUT)
+            text = merge_metrics({i: a[1].decode() for i, a in answers.items() if a and a[0] == 200}, self.count)
+            self._metrics = (asked, text)
+            return text
+        finally:
+            self._metrics_pending = None
 
     async def health(self, own: tuple[int, dict]) -> tuple[int, dict]:
         answers = await self.gather("/health", (own[0], ujson.dumps(own[1]).encode()), HEALTH_TIMEOUT)
