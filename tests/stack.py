@@ -37,6 +37,21 @@ def binary(name: str) -> str:
     return found
 
 
+def fresh_checkout(dest: Path) -> Path:
+    """What a fresh clone of this working tree holds, copied to ``dest``: every
+    file git tracks and every new one it would track (not ignored), as they
+    are now, and nothing built (.venv, .tools, node_modules, egg-info)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():  # not one deleted from the working tree
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return dest
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

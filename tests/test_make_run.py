@@ -3,7 +3,11 @@ honcho, on ports moved by the variables Procfile.dev names. Everything
 listens on 127.0.0.1 only; the demo page logs a user in and hands out a token
 the gateway accepts; the demo publisher's events arrive; Ctrl-C stops every
 process cleanly and `make` exits 0. Nothing of this needs Ruby or Chromium:
-`make run` does not install them (checked on make's own plan)."""
+`make run` does not install them (checked on make's own plan).
+
+Setup on a fresh checkout says one line for each thing it installs and
+nothing else (no setuptools warnings, no make chatter), then nothing at all;
+`make help` lists the targets the README names."""
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +25,7 @@ import pytest
 
 from tests.clients import sdk_client
 from tests.helpers import wait_until
-from tests.stack import ROOT, free_port, http
+from tests.stack import ROOT, free_port, fresh_checkout, http
 
 pytestmark = pytest.mark.process  # make, and the stack it starts
 
@@ -106,3 +110,34 @@ def test_make_run_starts_the_stack_on_loopback_and_ctrl_c_stops_it(tmp_path):
         assert f"{process}.1 stopped (rc=0)" in log, log
     assert "Traceback" not in log, log
     wait_until(lambda: not listeners(set(ports.values())), timeout=5, what="every port released")
+
+
+def test_setup_on_a_fresh_checkout_says_one_line_a_step_then_nothing(tmp_path):
+    checkout = fresh_checkout(tmp_path / "pushgate")
+    # As on a machine where this checkout is the only one: none of ours on PATH.
+    ours = (str(ROOT / ".venv" / "bin"), str(ROOT / ".tools" / "bin"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PUSHGATE_", "VIRTUAL_ENV", "MAKE"))}
+    env["PATH"] = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p not in ours)
+    first = subprocess.run(["make", "setup"], cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    lines = (first.stdout + first.stderr).splitlines()
+    assert [line.split(":")[0] for line in lines] == ["setup"] * 3, lines
+    assert [line.split()[1] for line in lines] == ["a", "NSQ", "npm"], lines
+    again = subprocess.run(["make", "setup"], cwd=checkout, env=env, capture_output=True, text=True, timeout=120)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+
+
+def test_make_help_lists_the_targets_the_readme_names():
+    shown = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+    listed = {line.split()[0] for line in shown.stdout.splitlines()[1:]}
+    readme = (ROOT / "README.md").read_text()
+    working = readme[readme.index("## Working on pushgate"):]
+    named = set(re.findall(r"^make ([a-z-]+)", working, re.M))
+    assert {"help", "test-fast", "test-python", "test", "bench"} <= named <= listed, (named, listed)
+    # Each listed target is a rule of the Makefile (its database, printed without running anything).
+    database = subprocess.run(["make", "-pRrq", "--no-print-directory", ":"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60).stdout
+    rules = set(re.findall(r"^([a-z][a-z-]*):", database, re.M))
+    assert listed <= rules, listed - rules
