@@ -155,7 +155,7 @@ async def serve(settings: Settings) -> None:
     # nodes with jitter, recovering what they missed; then exit 0.
     period = settings.drain_period if sig == signal.SIGTERM else min(settings.drain_period, QUICK_DRAIN)
     await node.drain(period)
-    node.stop()
+    await node.stop()
     await asyncio.sleep(0.2)  # let the last close frames go out
     server.stop()
     if private is not None:

@@ -264,11 +264,13 @@ class Node:
         for session in list(self.sessions):  # any whose upgrade was under way when draining began
             session.close(vocabulary.SHUTDOWN)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop timers, say goodbye to the other nodes, then close the NSQ
+        connections (in that order: nsqd still has to take the goodbye)."""
         for timer in (self._ticker, self._lag_probe):
             if timer is not None:
                 timer.stop()
-        self.peering.stop()
+        await self.peering.stop()
         self.loss_watch.stop()
         self.source.close()
         self.bus.close()

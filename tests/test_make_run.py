@@ -2,8 +2,10 @@
 honcho, on ports moved by the variables Procfile.dev names. Everything
 listens on 127.0.0.1 only; the demo page logs a user in and hands out a token
 the gateway accepts; the demo publisher's events arrive; Ctrl-C stops every
-process cleanly and `make` exits 0. Nothing of this needs Ruby or Chromium:
-`make run` does not install them (checked on make's own plan).
+process cleanly, with no ERROR from any, within 10 s, and `make` exits 0. The
+terminal stays quiet: no setup lines once set up, no line per demo event, and
+the banner names the status page. Nothing of this needs Ruby or Chromium: `make run` does not
+install them (checked on make's own plan).
 
 Setup on a fresh checkout says one line for each thing it installs and
 nothing else (no setuptools warnings, no make chatter), then nothing at all;
@@ -11,6 +13,7 @@ nothing else (no setuptools warnings, no make chatter), then nothing at all;
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -91,15 +94,23 @@ def test_make_run_starts_the_stack_on_loopback_and_ctrl_c_stops_it(tmp_path):
             assert channel == "demo" and data["text"].startswith("demo event #")
             await client.disconnect()
         asyncio.run(scenario())
+
+        # The status page the banner names, with the development key.
+        admin = f"{gateway}/admin"
+        assert f"    {admin}\n" in transcript()
+        auth = {"Authorization": "Basic " + base64.b64encode(b"me:dev-api-key").decode()}
+        assert http("GET", admin, headers=auth)[0] == 200
     finally:
+        stopped_at = time.monotonic()
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
             try:
-                make.wait(20)
+                make.wait(10)  # the bound: everything stopped within 10 s
             except subprocess.TimeoutExpired:
                 os.killpg(make.pid, signal.SIGKILL)
                 make.wait()
-                pytest.fail(f"make run did not stop on Ctrl-C:\n{transcript()}")
+                pytest.fail(f"make run did not stop within 10 s of Ctrl-C:\n{transcript()}")
+        took = time.monotonic() - stopped_at
         log = transcript()
         out.close()
     # make ends as Ctrl-C'd programs do (killed by SIGINT, which the shell does
@@ -108,7 +119,13 @@ def test_make_run_starts_the_stack_on_loopback_and_ctrl_c_stops_it(tmp_path):
     assert "***" not in log, log
     for process in ("nsqlookupd", "nsqd", "nsqadmin", "gateway", "demo", "web"):
         assert f"{process}.1 stopped (rc=0)" in log, log
-    assert "Traceback" not in log, log
+    # A quiet terminal: nothing before the banner (setup is done), no line per
+    # demo event, and no ERROR from any process, even while stopping.
+    assert log.split("pushgate is starting")[0].strip() == "", log
+    assert "published demo event" not in log, log
+    for noise in ("ERROR", "Traceback", "Errno", "is up to date", "Warning"):
+        assert noise not in log, log
+    print(f"stopped {took:.1f} s after Ctrl-C")
     wait_until(lambda: not listeners(set(ports.values())), timeout=5, what="every port released")
 
 

@@ -118,9 +118,11 @@ class Peering:
         self._spawn(self._send(KIND_SYNC))
         self._beat()
 
-    def stop(self) -> None:
+    async def stop(self, timeout: float = 1.0) -> None:
         """The node stops: the last leaves go out now, and a goodbye, so the
-        other nodes drop this one at once rather than after --presence-ttl."""
+        other nodes drop this one at once rather than after --presence-ttl.
+        Waits (at most ``timeout``) until nsqd has them, so that the node
+        closes its NSQ connections only after its last words."""
         for timer in (self._timer, self._expiry):
             if timer is not None:
                 timer.stop()
@@ -133,6 +135,8 @@ class Peering:
         for future, _, _ in self._surveys.values():
             if not future.done():
                 future.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
 
     def _beat(self) -> None:
         self._spawn(self._send(KIND_NODE, **self.status()))
