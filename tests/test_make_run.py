@@ -1,10 +1,11 @@
 """`make run` as a new user runs it: the whole stack from Procfile.dev through
 honcho, on ports moved by the variables Procfile.dev names. Everything
 listens on 127.0.0.1 only; the demo page logs a user in and hands out a token
-the gateway accepts; the demo publisher's events arrive; Ctrl-C stops every
-process cleanly, with no ERROR from any, within 10 s, and `make` exits 0. The
-terminal stays quiet: no setup lines once set up, no line per demo event, and
-the banner names the status page. Nothing of this needs Ruby or Chromium: `make run` does not
+the gateway accepts; the demo publisher's events arrive; the README's
+presence snippet runs as written; Ctrl-C stops every process cleanly, with no
+ERROR from any, within 10 s, and `make` exits 0. The terminal stays quiet: no
+setup lines once set up, no line per demo event, and the banner names the
+status page. Nothing of this needs Ruby or Chromium: `make run` does not
 install them (checked on make's own plan).
 
 Setup on a fresh checkout says one line for each thing it installs and
@@ -19,6 +20,8 @@ import os
 import re
 import signal
 import subprocess
+import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -69,6 +72,7 @@ def test_make_run_starts_the_stack_on_loopback_and_ctrl_c_stops_it(tmp_path):
     def transcript() -> str:
         out.seek(0)
         return out.read()
+    snippet = None
     try:
         wait_until(lambda: http("GET", f"{gateway}/health")[0] == 200 and http("GET", demo)[0] == 200,
                    timeout=90, what="the gateway and the demo page")
@@ -100,6 +104,29 @@ def test_make_run_starts_the_stack_on_loopback_and_ctrl_c_stops_it(tmp_path):
         assert f"    {admin}\n" in transcript()
         auth = {"Authorization": "Basic " + base64.b64encode(b"me:dev-api-key").decode()}
         assert http("GET", admin, headers=auth)[0] == 200
+
+        # The README's presence snippet, as written, on room:1: it subscribes and
+        # prints the room's presence, then "joined 43" when examples/watch.py
+        # subscribes as user 43, as the README says. It stays connected through
+        # Ctrl-C below, as an open page would.
+        snippet = subprocess.Popen(["node", str(ROOT / "tests" / "node" / "readme_presence.mjs")], cwd=ROOT,
+                                   env=dict(env, URL=config["gatewayUrl"], TOKEN=config["token"]),
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True)
+        snippet_lines: list[str] = []
+        threading.Thread(target=lambda: snippet_lines.extend(snippet.stdout), daemon=True).start()
+        wait_until(lambda: any("numClients: 1" in line for line in snippet_lines), timeout=15,
+                   what=f"the snippet's presence stats (it printed {snippet_lines})")
+        watcher = subprocess.Popen([sys.executable, "examples/watch.py", "--user", "43", "room:1"], cwd=ROOT,
+                                   env=dict(env, PUSHGATE_PORT=str(ports["PUSHGATE_PORT"])),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_until(lambda: "joined 43\n" in snippet_lines, timeout=15,
+                       what=f"the snippet's join event (it printed {snippet_lines})")
+        finally:
+            watcher.terminate()
+            watcher.wait(10)
+        assert not any("error" in line or "unsubscribed" in line for line in snippet_lines), snippet_lines
     finally:
         stopped_at = time.monotonic()
         if make.poll() is None:
@@ -111,6 +138,9 @@ def test_make_run_starts_the_stack_on_loopback_and_ctrl_c_stops_it(tmp_path):
                 make.wait()
                 pytest.fail(f"make run did not stop within 10 s of Ctrl-C:\n{transcript()}")
         took = time.monotonic() - stopped_at
+        if snippet is not None:
+            snippet.kill()
+            snippet.wait()
         log = transcript()
         out.close()
     # make ends as Ctrl-C'd programs do (killed by SIGINT, which the shell does
