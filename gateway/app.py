@@ -45,8 +45,9 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         return
     node = handler.application.settings.get("node")
     trusted = node.trusted_networks if node is not None else ()
-    access_log.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.path,
-                   client_ip(request, trusted), 1000.0 * request.request_time())
+    detail = getattr(handler, "log_detail", "")  # a stream refused: which limit (gateway/node.py)
+    access_log.log(level, "%d %s %s (%s) %.2fms%s", status, request.method, request.path,
+                   client_ip(request, trusted), 1000.0 * request.request_time(), f": {detail}" if detail else "")
 
 
 def make_app(node: Node) -> tornado.web.Application:

@@ -301,6 +301,22 @@ class Node:
         self.metrics.refused_connects.labels(reason).inc()
         return reason
 
+    def explain_refusal(self, reason: str) -> str:
+        """The refusal ``reason`` of :meth:`admit_handshake` in words, naming
+        the limit (the flag, its value): for the log line of the 503."""
+        s = self.settings
+        if reason == "draining":
+            return "refused: the node is draining (SIGTERM), the client reconnects to another node"
+        if reason == "capacity":
+            limit = s.max_connections or f"0, so {self.capacity} from the open-file limit"
+            return f"refused: at capacity, {len(self.sessions)} connections (--max-connections {limit})"
+        if reason == "overloaded":
+            return (f"refused: overloaded, the event loop runs {self.loop_lag * 1000:.0f} ms late "
+                    f"(--shed-loop-lag {s.shed_loop_lag:g} s)")
+        if reason == "rate":
+            return f"refused: over --connect-rate {s.connect_rate:g}/s (--connect-burst {s.connect_burst})"
+        return f"refused: {reason}"
+
     def origin_allowed(self, origin: str, host: str) -> bool:
         if not origin:
             return True
