@@ -37,7 +37,21 @@ help: ## List these targets
 # place. A step's full output goes to .tools/logs/, printed when it fails.
 LOGS := .tools/logs
 
-setup: $(VENV)/.installed nsq node_modules/.installed ## Install what run and test need, inside the checkout (.venv, .tools, node_modules)
+setup: versions $(VENV)/.installed nsq node_modules/.installed ## Install what run and test need, inside the checkout (.venv, .tools, node_modules)
+
+# The version is written in one place: VERSION. The gateway's setup.cfg reads
+# it; the bridges, which build on their own (pip install ./bridges/python, a
+# copy of bridges/rails, Bundler's git checkout), carry it in a file written
+# from it here: change VERSION, run make, commit what changed.
+# tests/test_packaging.py checks every built package against VERSION.
+VERSION_FILES := bridges/python/pushgate_bridge/_version.py bridges/rails/lib/pushgate/version.rb
+VERSION_NOTE := Written by make from VERSION at the root of the repository, the one place\n\# the version is written: do not edit.
+.PHONY: versions
+versions: $(VERSION_FILES) ## Write VERSION into the bridges' version files
+bridges/python/pushgate_bridge/_version.py: VERSION
+	@printf '# $(VERSION_NOTE)\n__version__ = "%s"\n' "$$(cat VERSION)" > $@
+bridges/rails/lib/pushgate/version.rb: VERSION
+	@printf '# frozen_string_literal: true\n\n# $(VERSION_NOTE)\nmodule Pushgate\n  VERSION = "%s"\nend\n' "$$(cat VERSION)" > $@
 
 # The Ruby bridge's tests run on Debian's Ruby packages (no RubyGems, no Bundler);
 # ruby-rails for the /cable tests' Rails 6.1 app (tests/ruby/rails_app).
@@ -149,7 +163,8 @@ $(SDK_BUILD)/go/harness: $(GO_HARNESS)
 # installation... Please be careful with folders in your working directory"),
 # which pip shows even with --quiet: that notice alone is ignored here.
 PIP := $(VENV)/bin/python -W 'ignore:Editable installation:UserWarning' -m pip
-$(VENV)/.installed: setup.cfg pyproject.toml bridges/python/setup.cfg bridges/python/pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml VERSION bridges/python/setup.cfg bridges/python/pyproject.toml \
+		bridges/python/pushgate_bridge/_version.py
 	@echo "setup: a virtualenv in $(VENV) with the gateway, honcho, the test tools and the Python bridge"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install --quiet --upgrade pip
