@@ -54,9 +54,10 @@ bridges/rails/lib/pushgate/version.rb: VERSION
 	@printf '# frozen_string_literal: true\n\n# $(VERSION_NOTE)\nmodule Pushgate\n  VERSION = "%s"\nend\n' "$$(cat VERSION)" > $@
 
 # The Ruby bridge's tests run on Debian's Ruby packages (no RubyGems, no Bundler);
-# ruby-rails for the /cable tests' Rails 6.1 app (tests/ruby/rails_app).
-RUBY_PACKAGES := ruby ruby-minitest ruby-actioncable ruby-activerecord ruby-sqlite3 ruby-rails
-RUBY_CHECK := require "minitest"; require "active_support/all"; require "action_cable"; require "active_record"; require "sqlite3"; require "rails"
+# ruby-rails for the /cable tests' Rails 6.1 app (tests/ruby/rails_app);
+# ruby-bundler for tests/test_packaging.py (the gem from git, as the README shows).
+RUBY_PACKAGES := ruby ruby-minitest ruby-actioncable ruby-activerecord ruby-sqlite3 ruby-rails ruby-bundler
+RUBY_CHECK := require "minitest"; require "active_support/all"; require "action_cable"; require "active_record"; require "sqlite3"; require "rails"; require "bundler"
 .PHONY: ruby
 ruby: ## Install Debian's Ruby packages for the Rails bridge's tests (apt-get)
 	@if ruby -e '$(RUBY_CHECK)' >/dev/null 2>&1; then :; \
