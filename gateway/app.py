@@ -13,7 +13,7 @@ from tornado.netutil import bind_sockets, bind_unix_socket
 
 from gateway.config import Settings, listen_error
 from gateway.node import Node
-from gateway.ops.admin import AdminPageHandler, AdminPresenceHandler, AdminStatusHandler
+from gateway.ops.admin import AdminPageHandler, AdminPresenceHandler, AdminStatusHandler, AdminTrendsHandler
 from gateway.ops.handlers import ApiHandler, HealthHandler, MetricsHandler, OwnHealthHandler, OwnMetricsHandler
 from gateway.ops.server_api import ServerApi
 from gateway.protocols import ENDPOINTS
@@ -72,6 +72,7 @@ def make_app(node: Node) -> tornado.web.Application:
             (r"/api", ApiHandler, api_args),
             (r"/admin/status.json", AdminStatusHandler, args),
             (r"/admin/presence.json", AdminPresenceHandler, args),
+            (r"/admin/trends.json", AdminTrendsHandler, args),
             (r"/admin/?([a-z.]*)", AdminPageHandler, args),
             (r"/health", HealthHandler, args),
             (r"/metrics", MetricsHandler, args),

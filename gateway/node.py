@@ -6,8 +6,9 @@ the door.
   the registry of open sessions; sessions see only it.
 * NSQ comes in through :class:`NsqSource`, :class:`Ingest` and
   :class:`ChannelWatch` (which tells when nsqd lost messages for this node).
-* One one-second timer runs the heartbeat, token expiry and housekeeping;
-  a 100 ms probe measures how late the loop runs.
+* One one-second timer runs the heartbeat, token expiry, housekeeping and
+  the samples of the last hour's figures (/admin's charts); a 100 ms probe
+  measures how late the loop runs.
 * The door: admission before the WebSocket upgrade (drain, capacity, rate,
   overload), pending-socket bookkeeping, browser origins. Transports see the
   node; sessions do not.
@@ -37,6 +38,7 @@ from gateway.core.hub import Hub
 from gateway.nsq.ingest import Ingest
 from gateway.core.limits import TokenBucket, connection_capacity
 from gateway.core.metrics import Metrics
+from gateway.core.trends import Trends
 from gateway.nsq.source import NsqSource
 from gateway.nsq.watch import ChannelWatch
 from gateway.cluster.peering import Peering
@@ -105,6 +107,8 @@ class Node:
                               nsqd_tcp_addresses=settings.nsqd_tcp_address,
                               lookupd_http_addresses=settings.lookupd_http_address,
                               lookupd_poll_interval=settings.lookupd_poll_interval, metrics=self.metrics)
+        # The last hour of figures for /admin's charts, sampled by _tick.
+        self.trends = Trends(self.metrics, connections=lambda: len(self.host.sessions), started=time.monotonic())
         # Heartbeats, presence and the server API's cluster-wide actions over the bus.
         self.peering = Peering(self)
         self.loss_watch = ChannelWatch(channel=settings.nsq_channel, topics=self.source.topics,
@@ -183,6 +187,7 @@ class Node:
         self.metrics.history_bytes.set(host.history.memory)
         self.metrics.loop_lag.set(self.loop_lag)
         now = time.monotonic()
+        self.trends.tick(time.time(), now)  # a sample every trends.STEP seconds, from the counters
         self.source.report(now)
         self.bus.source.report(now)   # without the control topic /health is 503 too: say why
         if self._unannounced and not self._announcing and self._ticks % ANNOUNCE_RETRY_EVERY == 0:
