@@ -23,6 +23,7 @@ from gateway.node import Node
 
 STATIC = Path(__file__).resolve().parent / "static"
 FILES = {"": ("index.html", "text/html; charset=utf-8"), "admin.js": ("admin.js", "text/javascript; charset=utf-8"),
+         "charts.js": ("charts.js", "text/javascript; charset=utf-8"),
          "admin.css": ("admin.css", "text/css; charset=utf-8")}
 BUSIEST = 20           # channels listed
 PRESENCE_LISTED = 200  # clients listed for one channel
