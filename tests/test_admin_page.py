@@ -4,15 +4,14 @@ connections of real SDK clients on both, the busiest channel across them,
 its presence, and it refreshes by itself; and its charts of the last hour
 draw a line per node and the cluster's (connections, deliveries,
 publications), a connect refused at capacity on one node only, and a
-disconnect by the server API. The screenshot lands in the
-test's tmp_path; with PUSHGATE_UPDATE_SCREENSHOTS=1 it also replaces
-docs/admin.png."""
+disconnect by the server API. The screenshot lands in the test's tmp_path;
+docs/admin.png, which needs minutes of traffic to show anything, is taken
+by tools/admin_screenshot.py."""
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import threading
 
@@ -80,8 +79,6 @@ def test_status_page_in_chromium(chromium_path, node, start_gateway, nsqd, tmp_p
         assert run.returncode == 0 and run.stdout.strip().endswith("PASS"), (
             f"{run.stdout}\n{run.stderr}\n--- gateway log ---\n{a.log()}")
         assert out.stat().st_size > 10_000
-        if os.environ.get("PUSHGATE_UPDATE_SCREENSHOTS") == "1":
-            shutil.copy(out, ROOT / "docs" / "admin.png")
     finally:
         stop.set()
         thread.join(10)
