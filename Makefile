@@ -24,7 +24,7 @@ NSQ_APPS := nsqd nsqlookupd nsqadmin nsq_tail
 ORIG_PATH := $(PATH)
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all help setup run test test-python test-fast test-ruby bench clean
+.PHONY: all help setup run test typecheck test-python test-fast test-ruby bench clean
 
 all: setup
 
@@ -215,7 +215,12 @@ run: setup ## The whole stack on 127.0.0.1 with the demo page (Ctrl-C stops it)
 	@$(VENV)/bin/honcho -f Procfile.dev start || [ $$? = 130 ]
 
 test: setup ruby chromium sdk-harnesses ## The whole suite, as CI runs it (installs Ruby and Chromium with apt-get when missing)
-	@$(MAKE) --no-print-directory test-python test-ruby
+	@$(MAKE) --no-print-directory typecheck test-python test-ruby
+
+# mypy over gateway/ and auth/, as configured in setup.cfg's [mypy] section.
+# Silent when clean; otherwise every error, and the target fails.
+typecheck: $(VENV)/.installed ## mypy over gateway/ and auth/ (part of make test)
+	@out=$$($(VENV)/bin/python -m mypy 2>&1) || { echo "$$out"; exit 1; }
 
 # PYTEST_ARGS picks tests: a file, a test (file::name), -k EXPRESSION, -x ...
 test-python: setup ## The Python tests, or some: PYTEST_ARGS='tests/test_cli.py -k suggest'

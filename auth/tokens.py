@@ -101,6 +101,7 @@ class TokenVerifier:
                 self._keys[alg] = secret
         if public_key_pem:
             key = load_pem_public_key(public_key_pem)
+            algs: tuple[str, ...]
             if isinstance(key, rsa.RSAPublicKey):
                 algs = RSA_ALGORITHMS
             elif isinstance(key, ec.EllipticCurvePublicKey):
@@ -152,12 +153,12 @@ class TokenVerifier:
         if not isinstance(token, str) or not token:
             raise TokenInvalid("empty token")
         header, sep, rest = token.partition(".")
-        alg = self._headers.get(header)
+        alg: object = self._headers.get(header)
         if alg is None:
-            alg = self._read_alg(token, header)
-        key = self._keys.get(alg) if isinstance(alg, str) else None
-        if key is None:
+            alg = self._read_alg(token, header)  # what the header says: any JSON value
+        if not isinstance(alg, str) or alg not in self._keys:
             raise TokenInvalid(f"algorithm {alg!r} is not accepted")
+        key = self._keys[alg]
         if alg in self._hmac:
             claims = self._decode_hmac(alg, header, rest)
         else:

@@ -146,10 +146,14 @@ async def serve(settings: Settings) -> None:
              node.name, settings.address, settings.port,
              ", ".join(e.path for e in ENDPOINTS if e.kind is Kind.WEBSOCKET),
              ", ".join(e.path for e in ENDPOINTS if e.kind is Kind.STREAM))
-    stop: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    stop: asyncio.Future[signal.Signals] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda sig=sig: stop.done() or stop.set_result(sig))
+
+    def stop_on(sig: signal.Signals) -> None:
+        if not stop.done():
+            stop.set_result(sig)
+    for each in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(each, stop_on, each)
     sig = await stop
     # Drain: refuse new connections (WebSocket upgrades and /health answer 503;
     # the listener stays open so that clients and load balancers hear it), close

@@ -14,7 +14,7 @@ import re
 import socket
 import zlib
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 NSQ_NAME = re.compile(r"^[.a-zA-Z0-9_-]+$")
 NSQ_NAME_MAX = 64
@@ -399,14 +399,14 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
             parser.add_argument(f"--{opt.flag}", dest=opt.dest, action="store_const", const="true",
                                 default=None, help=help_text)
         else:
-            parser.add_argument(f"--{opt.flag}", dest=opt.dest, action="append" if opt.repeatable else None,
+            parser.add_argument(f"--{opt.flag}", dest=opt.dest, action="append" if opt.repeatable else "store",
                                 default=None, metavar=opt.dest.upper(), help=help_text)
 
 
-def resolve(args: argparse.Namespace, environ: dict | None = None,
+def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None,
             only: tuple[str, ...] | None = None) -> Settings:
     """Settings from parsed flags, then the environment, then defaults."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for opt in OPTIONS:
         if only is not None and opt.flag not in only:
@@ -414,9 +414,9 @@ def resolve(args: argparse.Namespace, environ: dict | None = None,
         raw = getattr(args, opt.dest, None)
         source = f"--{opt.flag}"
         if raw is None:
-            env_raw = environ.get(opt.env)
+            env_raw = env.get(opt.env)
             if env_raw is None and opt.flag == "port":
-                env_raw, env_name = environ.get("PORT"), "PORT"
+                env_raw, env_name = env.get("PORT"), "PORT"
             else:
                 env_name = opt.env
             if env_raw is None or (env_raw == "" and not opt.is_bool):
@@ -424,7 +424,11 @@ def resolve(args: argparse.Namespace, environ: dict | None = None,
             source = f"--{opt.flag} (from {env_name})"
             raw = [v for v in env_raw.split(",") if v.strip()] if opt.repeatable else env_raw
         try:
-            values[opt.dest] = [opt.parse(v) for v in raw] if opt.repeatable else opt.parse(raw)
+            if opt.repeatable:
+                values[opt.dest] = [opt.parse(v) for v in raw]
+            else:
+                assert isinstance(raw, str)
+                values[opt.dest] = opt.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
     settings = Settings(**values)

@@ -47,6 +47,7 @@ from gateway.transports.door import PendingConnections, client_address
 from gateway.transports.stream import Closing, WriteBatcher
 
 if TYPE_CHECKING:
+    from gateway.workers.box import Box
     from gateway.core.session import Session
 
 log = logging.getLogger("pushgate.node")
@@ -123,7 +124,7 @@ class Node:
         self._ticks = 0
         self.closing = Closing()   # WebSockets and streams finishing their close, cut after CLOSE_WAIT
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.box = None  # the other workers of this box (gateway/workers/box.py), when there are any
+        self.box: Box | None = None  # the other workers of this box (gateway/workers/box.py), when there are any
         self._unannounced: set[str] = set()  # topics not created on nsqd yet
         self._announcing = False
         self._announce_task: asyncio.Future | None = None

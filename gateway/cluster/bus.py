@@ -113,8 +113,8 @@ class ControlBus:
             task.add_done_callback(_log_failure(kind, sender))
 
 
-def _log_failure(kind: str, sender: object) -> Callable:
-    def done(task) -> None:
+def _log_failure(kind: str, sender: object) -> Callable[[asyncio.Future[None]], None]:
+    def done(task: asyncio.Future[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("control message %s from %s: handler failed", kind, sender, exc_info=task.exception())
     return done

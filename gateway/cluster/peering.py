@@ -149,7 +149,7 @@ class Peering:
         self._send_snapshot()
         self.presence.sweep()
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -342,8 +342,8 @@ class Peering:
 
     def _answered(self, message: dict, reply: dict) -> None:
         """A node's ``reply`` to the request ``message["rid"]``."""
-        survey = self._surveys.get(message.get("rid"))
-        uid = message.get("uid")
+        rid, uid = message.get("rid"), message.get("uid")
+        survey = self._surveys.get(rid) if isinstance(rid, str) else None
         if survey is None or not isinstance(uid, str):
             return
         future, replies, expected = survey

@@ -12,7 +12,7 @@ incarnation is dropped at once.
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import Callable, Iterator
 
 
 RETIRED_KEPT = 1024
@@ -78,7 +78,7 @@ class Peers:
             self.forget(peer.uid)
         return gone
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Peer]:
         return iter(list(self.by_uid.values()))
 
     def __len__(self) -> int:

@@ -5,7 +5,7 @@ that user reads it, nobody else ever does), and channel patterns
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, TypeGuard
 
 MAX_CHANNEL_LENGTH = 255
 PERSONAL_PREFIX = "#"
@@ -41,5 +41,5 @@ def foreign_personal(channel: str, user: str) -> bool:
     return channel.startswith(PERSONAL_PREFIX) and (not user or channel != PERSONAL_PREFIX + user)
 
 
-def valid_channel(name: object) -> bool:
+def valid_channel(name: object) -> TypeGuard[str]:
     return isinstance(name, str) and 0 < len(name) <= MAX_CHANNEL_LENGTH and name.isprintable()

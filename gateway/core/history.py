@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -136,7 +137,7 @@ class History:
     messages in flight). ``memory_budget`` bounds what history costs in all.
     """
 
-    def __init__(self, default: Retention, rules: list[tuple[str, Retention]] = (), *,
+    def __init__(self, default: Retention, rules: Sequence[tuple[str, Retention]] = (), *,
                  memory_budget: int = 64 << 20, margin_ns: int = 1_000_000_000):
         self.default = default
         self.rules = list(rules)
@@ -363,7 +364,7 @@ class History:
             and position <= top
             and (stream is None or not any(late < position <= at for late, at in stream.holes))
         )
-        if not recovered or stream is None:
+        if not recovered or stream is None or position is None:  # (recovered implies a position)
             return Recovery(recovered, [], top_epoch, offset if recovered else top_offset)
         i = bisect.bisect_right(stream.positions, position)
         pubs = [Publication(offset_of(p), d) for p, d in zip(stream.positions[i:], stream.data[i:])]

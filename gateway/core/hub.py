@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gateway.core.session import Session
-    from gateway.core.wire import WireFormat
+    from gateway.core.wire import MessageCodec, WireFormat
 
 
 _NONE = object()
@@ -98,19 +98,21 @@ class Hub:
         subscribers = self._channels.get(channel)
         if not subscribers:
             return 0
-        encoded: dict = {}
-        frames: dict = {}
-        wire = frame = None
+        encoded: dict[MessageCodec, bytes] = {}
+        frames: dict[WireFormat, bytes] = {}
+        wire: WireFormat | None = None
+        frame = b""
         for session, sub_wire in subscribers.items():
             if sub_wire is not wire:
                 wire = sub_wire
-                frame = frames.get(wire)
-                if frame is None:
+                cached = frames.get(wire)
+                if cached is None:
                     codec = wire.codec
                     message = encoded.get(codec)
                     if message is None:
                         message = encoded[codec] = codec.pub_push(channel, data, offset)
-                    frame = frames[wire] = wire.frame(message)
+                    cached = frames[wire] = wire.frame(message)
+                frame = cached
             session.push(frame)
         self.last_publication = time.perf_counter()
         return len(subscribers)

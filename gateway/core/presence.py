@@ -48,6 +48,9 @@ class ChannelPresence(Protocol):
     def clients(self, channel: str) -> dict[str, dict]:
         """Every client in ``channel``, by client id, as the protocols report it."""
 
+    def clients_json(self, channel: str) -> bytes:
+        """:meth:`clients` as compact JSON, built in one pass."""
+
 
 class NoPresence:
     """A host that tracks no channel."""
@@ -71,6 +74,9 @@ class NoPresence:
 
     def clients(self, channel: str) -> dict[str, dict]:
         return {}
+
+    def clients_json(self, channel: str) -> bytes:
+        return b"{}"
 
 
 NO_PRESENCE = NoPresence()

@@ -28,6 +28,7 @@ from gateway.core.channels import foreign_personal, personal_channel, valid_chan
 from gateway.core.presence import compact_info
 
 if TYPE_CHECKING:
+    from gateway.core.expiry import Entry
     from gateway.core.host import SessionHost
     from gateway.core.wire import Transport, WireFormat
 
@@ -67,8 +68,8 @@ class Session:
         self.channels: set[str] = set()
         self.pong_due = False   # a ping was sent and no pong has come back yet
         self.slot = -1          # the heartbeat bucket this session is pinged from
-        self.expiry = None      # the connection token's entry in the host's Expiry
-        self.sub_expiry: dict | None = None  # channel -> its subscription token's Expiry entry
+        self.expiry: Entry | None = None   # the connection token's entry in the host's Expiry
+        self.sub_expiry: dict[str, Entry] | None = None  # channel -> its subscription token's Expiry entry
         # A recovery held while this node catches up: what the protocol needs to
         # resume (its commands, from the held one on). Only after the token checked out.
         self.held: tuple[Any, list] | None = None

@@ -24,6 +24,8 @@ import math
 from array import array
 from typing import Callable
 
+from prometheus_client import Counter
+
 from gateway.core.metrics import Metrics
 
 STEP = 10                  # seconds between samples
@@ -39,7 +41,7 @@ def _ring() -> array:
     return array("d", [NAN]) * SLOTS
 
 
-def _totals(counter) -> dict[str, float]:
+def _totals(counter: Counter) -> dict[str, float]:
     """A counter's totals: by its one label's value, or under "" without labels."""
     found = {}
     for metric in counter.collect():
@@ -164,8 +166,9 @@ def combine(nodes: list[dict]) -> dict:
                  "connections": merged(lambda n: n["connections"], add),
                  "deliveries": merged(lambda n: n["deliveries"], add),
                  "publications": merged(lambda n: n["publications"], max)}
+    def labelled(family: str, label: str) -> Callable[[dict], list | None]:
+        return lambda node: node.get(family, {}).get(label)
     for name in COUNTS:
         labels = sorted({label for n in present for label in n.get(name, {})})
-        out[name] = {label: merged(lambda n, label=label, name=name: n.get(name, {}).get(label), add)
-                     for label in labels}
+        out[name] = {label: merged(labelled(name, label), add) for label in labels}
     return out

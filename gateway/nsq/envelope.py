@@ -16,7 +16,7 @@ browsers' ``JSON.parse`` and the Protobuf SDKs do not, make a message bad.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import ujson
 
@@ -109,7 +109,7 @@ def envelope_targets(body: bytes) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _add_targets(out: list, obj: dict, one: str, many: str, convert) -> None:
+def _add_targets(out: list[str], obj: dict, one: str, many: str, convert: Callable[[object, str], str]) -> None:
     if one in obj:
         out.append(convert(obj[one], one))
     if many in obj:
@@ -122,7 +122,7 @@ def _add_targets(out: list, obj: dict, one: str, many: str, convert) -> None:
 def _channel(value: object, field: str) -> str:
     if not valid_channel(value):
         raise BadMessage("bad_envelope", f'"{field}" must name channels (1-{MAX_CHANNEL_LENGTH} printable characters)')
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _user_channel(value: object, field: str) -> str:

@@ -25,7 +25,7 @@ import json
 import logging
 import time
 import urllib.parse
-from typing import Callable
+from typing import Any, Awaitable, Callable
 
 import nsq
 from tornado.httpclient import HTTPClientError
@@ -60,7 +60,11 @@ logging.getLogger("nsq.client").addFilter(_ConnectionNoise())
 
 
 class _Reader(nsq.Reader):
-    def __init__(self, *, handler: Handler, on_change: Callable[[], None], **kwargs):
+    # pynsq's own attributes that this class assigns (pynsq has no type information).
+    lookupd_query_index: int
+    total_rdy: int
+
+    def __init__(self, *, handler: Handler, on_change: Callable[[], None], **kwargs: Any) -> None:
         self._handler = handler
         self._on_change = on_change
         self._closing = False
@@ -79,7 +83,7 @@ class _Reader(nsq.Reader):
             self._starved_poll = PeriodicCallback(self._poll_while_starved, STARVED_POLL * 1000)
             self._starved_poll.start()
 
-    def _poll_while_starved(self):
+    def _poll_while_starved(self) -> Awaitable[None] | None:
         if not self.conns and not self._closing:
             return self.query_lookupd()
         return None
@@ -117,7 +121,7 @@ class _Reader(nsq.Reader):
             if isinstance(host, str) and isinstance(port, int):
                 self.connect_to_nsqd(host, port)
 
-    def _handle_message(self, conn, message) -> None:
+    def _handle_message(self, conn: nsq.AsyncConn, message: nsq.Message) -> None:
         self._maybe_update_rdy(conn)
         try:
             self._handler(self.topic, message.body, message.timestamp, conn.id, message.id)
@@ -127,18 +131,18 @@ class _Reader(nsq.Reader):
             if not message.has_responded():
                 message.finish()
 
-    def connect_to_nsqd(self, host, port):
+    def connect_to_nsqd(self, host: str, port: int) -> nsq.AsyncConn | None:
         if self._closing:
             return None
         return super().connect_to_nsqd(host, port)
 
-    def _on_connection_ready(self, conn, **kwargs):
+    def _on_connection_ready(self, conn: nsq.AsyncConn, **kwargs: Any) -> None:
         self._retry_delay.pop(conn.id, None)
         log.info("[%s] reading from nsqd %s as %s", self.topic, conn.id, self.channel)
         super()._on_connection_ready(conn, **kwargs)
         self._on_change()
 
-    def _on_connection_close(self, conn, **kwargs):
+    def _on_connection_close(self, conn: nsq.AsyncConn, **kwargs: Any) -> None:
         # pynsq's bookkeeping, without its fixed 15 s direct reconnect.
         if self.conns.get(conn.id) is conn:
             del self.conns[conn.id]

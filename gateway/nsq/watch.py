@@ -186,7 +186,7 @@ class ChannelWatch:
         if mem_queue and depth > DEPTH_WARNING * mem_queue and not level.warned_depth:
             log.warning("nsqd %s holds %d messages of topic %s for this node (mem-queue-size %d): it drops "
                         "what does not fit; this node is not keeping up", address, depth, topic, mem_queue)
-        level.warned_depth = bool(mem_queue) and depth > DEPTH_WARNING * mem_queue
+        level.warned_depth = bool(mem_queue and depth > DEPTH_WARNING * mem_queue)
         if now_deficit <= level.confirmed:
             level.pending = None
             return

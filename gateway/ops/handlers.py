@@ -7,6 +7,8 @@ import os
 
 import tornado.web
 import ujson
+from tornado.http1connection import HTTP1Connection
+from tornado.httputil import HTTPServerRequest
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.protocols.centrifugo.json_codec import encode
@@ -19,8 +21,7 @@ log = logging.getLogger("pushgate.api")
 
 
 class JsonHandler(tornado.web.RequestHandler):
-    def initialize(self, node: Node) -> None:
-        self.node = node
+    node: Node  # set by each handler's initialize
 
     def answer(self, status: int, body: dict) -> None:
         self.set_status(status)
@@ -32,7 +33,7 @@ API_BODY_LIMIT = 65536          # bytes of a server API request other than a pub
 BATCH_BODY_LIMIT = 1 << 20      # bytes of a batch, or of /api commands
 
 
-def api_key_of(request) -> tuple[str | None, bool]:
+def api_key_of(request: HTTPServerRequest) -> tuple[str | None, bool]:
     """The key a request presents, and whether it came in ``X-API-Key``."""
     key = request.headers.get("X-API-Key")
     if key is not None:
@@ -60,7 +61,7 @@ class ApiHandler(JsonHandler):
     """
 
     def initialize(self, node: Node, api: ServerApi) -> None:
-        super().initialize(node)
+        self.node = node
         self.api = api
         self._chunks: list[bytes] = []
         self._size = 0
@@ -90,8 +91,11 @@ class ApiHandler(JsonHandler):
                 else:
                     # Tornado stops reading (and closes) past this. It hands the body
                     # over in pieces of at most 64 KB, so data_received sees the one
-                    # that crosses the limit, and answers 413, first.
-                    self.request.connection.set_max_body_size(self._limit + 65536)
+                    # that crosses the limit, and answers 413, first. (Tornado's server
+                    # connections are HTTP1Connections; the interface has no such method.)
+                    connection = self.request.connection
+                    if isinstance(connection, HTTP1Connection):
+                        connection.set_max_body_size(self._limit + 65536)
         if refusal is not None:
             status, body = refusal
             self._count(str(status))
@@ -231,6 +235,9 @@ class HealthHandler(JsonHandler):
 
     own = False  # the private per-worker endpoint sets it
 
+    def initialize(self, node: Node) -> None:
+        self.node = node
+
     async def get(self) -> None:
         node = self.node
         status, body = node_health(node)
@@ -244,6 +251,9 @@ class MetricsHandler(JsonHandler):
     worker's with a ``worker`` label, and the box's totals (gateway/workers/box.py)."""
 
     own = False
+
+    def initialize(self, node: Node) -> None:
+        self.node = node
 
     async def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)

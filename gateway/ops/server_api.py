@@ -40,6 +40,7 @@ from gateway.nsq.envelope import BadMessage, parse_envelope
 from gateway.core.channels import foreign_personal, valid_channel
 from gateway.core.history import from_position
 from gateway.cluster.peering import ControlNotSent, valid_disconnect
+from gateway.node import Node
 from gateway.nsq.publisher import NsqdUnavailable, PublishError, publish
 
 log = logging.getLogger("pushgate.api")
@@ -82,7 +83,7 @@ class ServerApi:
     result dict, or raises :class:`Failed` (an error reply) or
     :class:`BadRequest`."""
 
-    def __init__(self, node):
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.methods = {
             "publish": self.publish, "broadcast": self.broadcast, "subscribe": self.subscribe,

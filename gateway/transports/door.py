@@ -32,7 +32,7 @@ import ipaddress
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 
 from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPServerRequest
@@ -101,9 +101,9 @@ class PendingConnections:
 class Listener(HTTPServer):
     """Tornado's HTTPServer with the accept loop and bookkeeping above."""
 
-    def initialize(self, *args, pending: PendingConnections, metrics: Metrics,  # type: ignore[override]
+    def initialize(self, *args: Any, pending: PendingConnections, metrics: Metrics,  # type: ignore[override]
                    overloaded: Callable[[], bool] = lambda: False, upgrade: Upgrade | None = None,
-                   **kwargs) -> None:
+                   **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         self.pending = pending
         self.metrics = metrics
@@ -115,11 +115,11 @@ class Listener(HTTPServer):
         self._accept_errors = 0
         self._accept_logged = 0.0
 
-    def handle_stream(self, stream: IOStream, address: tuple):  # type: ignore[override]
+    def handle_stream(self, stream: IOStream, address: tuple) -> None:
         self.pending.add(stream)
-        return super().handle_stream(stream, address)
+        super().handle_stream(stream, address)
 
-    def add_sockets(self, sockets) -> None:  # type: ignore[override]
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
             self._sockets[sock.fileno()] = sock
             self._handlers[sock.fileno()] = self._accept_on(sock)
@@ -130,7 +130,7 @@ class Listener(HTTPServer):
         loop = IOLoop.current()
         state = {"registered": True, "removed": False}
 
-        def ready(fd, events) -> None:
+        def ready(fd: socket.socket, events: int) -> None:
             for _ in range(ACCEPT_BATCH):
                 if state["removed"]:
                     return
@@ -168,7 +168,7 @@ class Listener(HTTPServer):
         loop.add_handler(sock, ready, IOLoop.READ)
         return remove
 
-    def _accepted(self, connection: socket.socket, address) -> None:
+    def _accepted(self, connection: socket.socket, address: tuple) -> None:
         if self.upgrade is not None and self.ssl_options is None:
             Head(self, connection, address)
         else:
@@ -268,11 +268,11 @@ def parse_head(head: bytes) -> RequestHead | None:
 class PrefilledIOStream(IOStream):
     """An IOStream whose first reads return bytes already taken from the socket."""
 
-    def __init__(self, socket, prefill: bytes, **kwargs):
+    def __init__(self, sock: socket.socket, prefill: bytes, **kwargs: Any) -> None:
         self._prefill = prefill
-        super().__init__(socket, **kwargs)
+        super().__init__(sock, **kwargs)
 
-    def read_from_fd(self, buf):
+    def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
         prefill = self._prefill
         if prefill:
             n = min(len(buf), len(prefill))

@@ -37,10 +37,12 @@ import logging
 import re
 import socket
 import urllib.parse
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import tornado.log
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream
 
 from gateway.core import vocabulary
@@ -228,7 +230,7 @@ class HttpStream:
         self.session.close(vocabulary.SLOW)
 
 
-class PathOnlyLogs:
+class PathOnlyLogs(tornado.web.RequestHandler):
     """Tornado's own log lines for a request (an HTTPError, an uncaught
     exception) name its URI and, for an exception, the whole request: the
     query string too, where a ``cf_connect`` carries a token. These name the
@@ -237,17 +239,18 @@ class PathOnlyLogs:
     def _request_summary(self) -> str:
         return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
 
-    def log_exception(self, typ, value, tb) -> None:
+    def log_exception(self, typ: type[BaseException] | None, value: BaseException | None,
+                      tb: TracebackType | None) -> None:
         if isinstance(value, tornado.web.HTTPError):
             # Its message may quote the argument it could not read.
             tornado.log.gen_log.warning("%d %s: %s", value.status_code, self._request_summary(),
                                         value.reason or "bad request")
         else:
-            tornado.log.app_log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
+            tornado.log.app_log.error("Uncaught exception %s", self._request_summary(), exc_info=value)
 
 
 @tornado.web.stream_request_body
-class StreamEndpoint(PathOnlyLogs, tornado.web.RequestHandler):
+class StreamEndpoint(PathOnlyLogs):
     """What every stream endpoint and ``/emulation`` share: browser origins and
     CORS, admission at the door, a request body of at most
     :data:`MAX_REQUEST_BODY` bytes (413 beyond), and answers that say what
@@ -285,7 +288,10 @@ class StreamEndpoint(PathOnlyLogs, tornado.web.RequestHandler):
             self.refuse(413, f"request body over {MAX_REQUEST_BODY} bytes", unread=True)
             return
         # Tornado stops reading (and closes) past this; data_received answers 413 first.
-        self.request.connection.set_max_body_size(MAX_REQUEST_BODY + 65536)
+        # (Tornado's server makes HTTP1Connections; its interface has no such method.)
+        connection = self.request.connection
+        if isinstance(connection, HTTP1Connection):
+            connection.set_max_body_size(MAX_REQUEST_BODY + 65536)
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished:
@@ -350,7 +356,7 @@ class StreamEndpoint(PathOnlyLogs, tornado.web.RequestHandler):
         if sock is not None:
             HttpStream(host, endpoint, sock, choice, request, self._origin)
 
-    def write_error(self, status_code: int, **kwargs) -> None:
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.finish({"error": self._reason})
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 
 QUIET = 0.0005     # seconds without a new publication after which we flush
@@ -84,6 +84,10 @@ class WriteBatcher:
 CLOSE_WAIT = 5.0   # seconds a closing connection has to finish: its close handshake, its last bytes
 
 
+class Abortable(Protocol):
+    def abort(self) -> None: ...
+
+
 class Closing:
     """Connections told to end that have not finished yet (a WebSocket waiting
     for the client's close frame, a stream writing its last bytes): each is
@@ -91,12 +95,12 @@ class Closing:
     client that stopped reading or answering cannot hold its socket."""
 
     def __init__(self) -> None:
-        self._deadlines: dict = {}   # connection (has .abort()) -> monotonic deadline
+        self._deadlines: dict[Abortable, float] = {}   # connection -> monotonic deadline
 
-    def add(self, connection) -> None:
+    def add(self, connection: Abortable) -> None:
         self._deadlines[connection] = time.monotonic() + CLOSE_WAIT
 
-    def discard(self, connection) -> None:
+    def discard(self, connection: Abortable) -> None:
         self._deadlines.pop(connection, None)
 
     def sweep(self, now: float) -> None:
@@ -122,7 +126,7 @@ class SocketWriter:
 
     def __init__(self, sock: socket.socket, batcher: WriteBatcher, max_queue_bytes: int,
                  on_overflow: Callable[[], None], on_error: Callable[[], None]) -> None:
-        self._sock = sock
+        self._sock: socket.socket | None = sock
         self._fd = sock.fileno()
         self._loop = asyncio.get_running_loop()
         self._pending: bytes | list[bytes] | None = None
@@ -134,7 +138,7 @@ class SocketWriter:
         self._on_overflow = on_overflow
         self._on_error = on_error
         self._overflowed = False
-        self._on_drained = None
+        self._on_drained: Callable[[], None] | None = None
 
     def send(self, frame: bytes) -> None:
         """The hub's call per subscriber: queue the frame for the next flush."""
@@ -142,7 +146,7 @@ class SocketWriter:
         if pending is None:
             self._pending = frame
             self._batcher.mark(self)
-        elif pending.__class__ is list:
+        elif isinstance(pending, list):
             pending.append(frame)
             self._pending_bytes += len(frame)
             if self._pending_bytes > self._flush_at:
@@ -160,7 +164,7 @@ class SocketWriter:
         self._pending = None
         if self._overflowed or self._sock is None:
             return
-        self.write(b"".join(pending) if pending.__class__ is list else pending)
+        self.write(b"".join(pending) if isinstance(pending, list) else pending)
 
     def write(self, data: bytes) -> None:
         """Write now what the kernel takes, buffer the rest."""
@@ -210,7 +214,7 @@ class SocketWriter:
         self._out = None
         self._loop.remove_writer(self._fd)
 
-    def when_drained(self, callback) -> None:
+    def when_drained(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once everything written has gone to the kernel."""
         if self._out is None:
             callback()

@@ -172,7 +172,7 @@ class WebSocketConnection:
         self.session_id = new_session_id() if endpoint.unidirectional else ""
         self._writer = SocketWriter(sock, host.batcher, host.max_queue_bytes, self._overflow, self.abort)
         self.send = self._writer.send  # the hub calls the writer with no hop through here
-        self._parser = wsproto.FrameParser(MAX_CLIENT_FRAME)
+        self._parser: wsproto.FrameParser | None = wsproto.FrameParser(MAX_CLIENT_FRAME)
         self._closing = False
         # What the client sent after our close frame: frames while they are
         # still parsed; after a violation (no parser), bytes read and dropped.
@@ -227,19 +227,20 @@ class WebSocketConnection:
 
     def _feed(self, data: bytes) -> None:
         parser = self._parser
+        if parser is None:   # after a violation nothing more is parsed (see _readable)
+            return
         events = parser.feed(data, FEED_BATCH)
         while events:
             for event in events:
-                kind = type(event)
-                if kind is wsproto.Message:
+                if isinstance(event, wsproto.Message):
                     self._message(event.data)
-                elif kind is wsproto.Ping:
+                elif isinstance(event, wsproto.Ping):
                     if not self._closing:
                         self._writer.write(wsproto.frame(wsproto.PONG, event.payload))
-                elif kind is wsproto.Close:
+                elif isinstance(event, wsproto.Close):
                     self._client_closed(event)
                     return
-                elif kind is wsproto.Violation:
+                elif isinstance(event, wsproto.Violation):
                     self._violation(event)
                     return
                 if self._closed:

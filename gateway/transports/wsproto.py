@@ -19,7 +19,7 @@ from typing import NamedTuple
 try:  # Tornado's C helper, when built: unmasking is most of the parser's work
     from tornado.speedups import websocket_mask as _mask
 except ImportError:  # pragma: no cover - the pure-Python fallback Tornado uses too
-    from tornado.util import _websocket_mask_python as _mask  # type: ignore[attr-defined]
+    from tornado.util import _websocket_mask_python as _mask
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

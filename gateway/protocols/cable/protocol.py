@@ -95,7 +95,7 @@ def ping(unix_seconds: int) -> bytes:
     return b'{"type":"ping","message":%d}' % unix_seconds
 
 
-def _typed(kind: bytes):
+def _typed(kind: bytes) -> Callable[[str], bytes]:
     def message(identifier: str) -> bytes:
         return b'{"identifier":%s,"type":"%s"}' % (quote(identifier), kind)
     return message
@@ -157,7 +157,7 @@ class IdentifierCodec:
     binary = False
     ping = b""  # Action Cable's ping carries the time: built once a second (CableState)
 
-    def __init__(self, identifier: str, channel: str, ext: bool, now_ns):
+    def __init__(self, identifier: str, channel: str, ext: bool, now_ns: Callable[[], int]):
         self.identifier = identifier
         self.channel = channel
         self.ext = ext

@@ -56,7 +56,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import ujson
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from gateway.core.vocabulary import ProtocolError
@@ -114,15 +114,17 @@ class ControlReaders:
             if age >= READERS_FRESH and self._asking is None:
                 self._ask_soon()  # answered from what nsqd said a moment ago; checked again meanwhile
             return True
-        if self._asking is None:
-            self._ask_soon()
-        await asyncio.shield(self._asking)
+        asking = self._asking
+        if asking is None:
+            asking = self._ask_soon()
+        await asyncio.shield(asking)
         seen = self._seen.get(channel)
         return seen is not None and self._clock() - seen < READERS_TTL
 
-    def _ask_soon(self) -> None:
-        self._asking = asyncio.ensure_future(self._ask())
-        self._asking.add_done_callback(self._asked)
+    def _ask_soon(self) -> asyncio.Future:
+        asking = self._asking = asyncio.ensure_future(self._ask())
+        asking.add_done_callback(self._asked)
+        return asking
 
     def _asked(self, asking: asyncio.Future) -> None:
         self._asking = None
@@ -161,7 +163,7 @@ class EmulationSessions:
     """
 
     def __init__(self, node_name: str, send: Callable[..., Awaitable[None]],
-                 there: Callable[[str], Awaitable[bool]], registry=None,
+                 there: Callable[[str], Awaitable[bool]], registry: CollectorRegistry | None = None,
                  sessions: dict[str, Session] | None = None) -> None:
         self.node_name = node_name
         self._send = send
@@ -231,7 +233,7 @@ class EmulationSessions:
             return 204, ""
         if isinstance(data, bytes) != session.wire.codec.binary:
             self.count("bad")
-            return 400, f"this session speaks {session.wire.codec.name}: send its encoding"
+            return 400, f"this session speaks {'protobuf' if session.wire.codec.binary else 'json'}: send its encoding"
         if data:
             session.handle_frame(data)
         return 204, ""

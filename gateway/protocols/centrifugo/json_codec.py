@@ -91,7 +91,8 @@ class JsonCodec:
 
     def decode(self, data: str | bytes) -> list[Command]:
         commands = []
-        for line in data.split("\n" if isinstance(data, str) else b"\n"):
+        lines: list[str] | list[bytes] = data.split("\n") if isinstance(data, str) else data.split(b"\n")
+        for line in lines:
             if not line or line.isspace():
                 continue
             try:

@@ -12,6 +12,8 @@ centrifuge-python) registers the same names in the default pool.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 PACKAGE = "pushgate.centrifugo"
@@ -136,7 +138,9 @@ def _field(message: descriptor_pb2.DescriptorProto, name: str, number: int, type
         field.type_name = f".{PACKAGE}.{type_}"
 
 
-def _build() -> dict[str, type]:
+def _build() -> dict[str, Any]:
+    # Message classes made at run time from the descriptor: their fields are
+    # known to protobuf, not to a type checker (hence Any).
     file = descriptor_pb2.FileDescriptorProto(name="pushgate/centrifugo/client.proto", package=PACKAGE,
                                               syntax="proto3")
     for name, fields in MESSAGES.items():

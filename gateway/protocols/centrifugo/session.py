@@ -9,16 +9,23 @@ a recovering command is worth holding while this node catches up.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, cast
 
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid, TokenMismatch
 from gateway.protocols.centrifugo import model
-from gateway.protocols.centrifugo.json_codec import Raw
+from gateway.protocols.centrifugo.codec import Codec
+from gateway.protocols.centrifugo.json_codec import JsonCodec, Raw
+from gateway.protocols.centrifugo.protobuf_codec import ProtobufCodec
 from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
 from gateway.protocols.centrifugo.model import Command
 from gateway.core.channels import PERSONAL_PREFIX, foreign_personal, valid_channel
 from gateway.core.history import from_position
 from gateway.core.session import CHANNEL_LIMIT, CLOSED, CONNECTED, CONNECTING, MissingToken, Session
+
+if TYPE_CHECKING:
+    from gateway.core.host import SessionHost
+    from gateway.core.wire import Transport
 
 log = logging.getLogger("pushgate.session")
 
@@ -28,13 +35,23 @@ REJECT_UNRECOVERED = 2  # subscribe flag: answer 112 rather than recovered:false
 class CentrifugoSession(Session):
     __slots__ = ()
 
+    def __init__(self, host: SessionHost, transport: Transport) -> None:
+        if not isinstance(transport.wire.codec, (JsonCodec, ProtobufCodec)):
+            raise TypeError(f"{transport.wire!r} does not speak the Centrifugo protocol")
+        super().__init__(host, transport)
+
+    @property
+    def codec(self) -> Codec:
+        """The wire format's codec: one of this protocol's (checked when the session was made)."""
+        return cast(Codec, self.wire.codec)
+
     # --- frames --------------------------------------------------------------------
 
     def count(self, data: str | bytes) -> int:
-        return self.wire.codec.count(data)
+        return self.codec.count(data)
 
     def decode(self, data: str | bytes) -> list[Command]:
-        return self.wire.codec.decode(data)
+        return self.codec.decode(data)
 
     def connect_unidirectional(self, request: dict) -> None:
         """A unidirectional transport's connect: a bare ConnectRequest (token,
@@ -81,7 +98,7 @@ class CentrifugoSession(Session):
 
     def unsubscribed(self, channel: str, end: SubscriptionEnd) -> None:
         code, reason = model.UNSUBSCRIBE_CODES[end]
-        self.send(self.wire.codec.push(channel, "unsubscribe", {"code": code, "reason": reason}))
+        self.send(self.codec.push(channel, "unsubscribe", {"code": code, "reason": reason}))
 
     # --- recovery, as this protocol says it -------------------------------------------
 
@@ -136,7 +153,7 @@ class CentrifugoSession(Session):
                 # which the client connects again with a fresh token.
                 self.close(vocabulary.EXPIRED)
             else:
-                self.send(self.wire.codec.error(cmd.id, model.ERROR_TOKEN_EXPIRED))
+                self.send(self.codec.error(cmd.id, model.ERROR_TOKEN_EXPIRED))
         except MissingToken:
             self.close(vocabulary.BAD_REQUEST)
         except TokenInvalid:
@@ -174,9 +191,9 @@ class CentrifugoSession(Session):
         # runs in between, so no live publication can precede or overlap it.
         # A unidirectional client sent a bare ConnectRequest: it gets a push.
         if transport.unidirectional:
-            self.send(self.wire.codec.push("", "connect", result))
+            self.send(self.codec.push("", "connect", result))
         else:
-            self.send(self.wire.codec.reply(cmd.id, "connect", result))
+            self.send(self.codec.reply(cmd.id, "connect", result))
         for channel in self.server_channels:
             self.join(channel)
         self.established()
@@ -205,7 +222,7 @@ class CentrifugoSession(Session):
         if claims.expires_at is not None:
             result["expires"] = True
             result["ttl"] = self.ttl(claims.expires_at)
-        self.send(self.wire.codec.reply(cmd.id, "refresh", result))
+        self.send(self.codec.reply(cmd.id, "refresh", result))
 
     def _subscribe(self, cmd: Command) -> None:
         channel = cmd.params.get("channel")
@@ -214,6 +231,7 @@ class CentrifugoSession(Session):
             return
         host = self.host
         expires_at = None
+        error: model.Error | None
         if not valid_channel(channel):
             error = model.ERROR_BAD_REQUEST
         elif channel in self.channels:
@@ -234,7 +252,7 @@ class CentrifugoSession(Session):
             error = model.ERROR_PERMISSION_DENIED
         else:
             error = None
-        codec = self.wire.codec
+        codec = self.codec
         if error is not None:
             self.send(codec.error(cmd.id, error))
             return
@@ -277,7 +295,7 @@ class CentrifugoSession(Session):
         if not isinstance(channel, str) or not isinstance(token, str) or not token:
             self.close(vocabulary.BAD_REQUEST)
             return
-        codec = self.wire.codec
+        codec = self.codec
         if channel not in self.channels:
             self.send(codec.error(cmd.id, model.ERROR_PERMISSION_DENIED))
             return
@@ -287,7 +305,7 @@ class CentrifugoSession(Session):
         if error is not None:
             self.send(codec.error(cmd.id, error))
             return
-        result = {"expires": expires_at is not None}
+        result: dict[str, bool | int] = {"expires": expires_at is not None}
         self.watch_subscription(channel, expires_at)
         if expires_at is not None:
             result["ttl"] = self.ttl(expires_at)
@@ -298,7 +316,7 @@ class CentrifugoSession(Session):
         params = cmd.params
         channel = params.get("channel")
         history = self.host.history
-        codec = self.wire.codec
+        codec = self.codec
         if not isinstance(channel, str) or channel not in self.channels:
             self.send(codec.error(cmd.id, model.ERROR_PERMISSION_DENIED))
             return
@@ -328,14 +346,14 @@ class CentrifugoSession(Session):
             return
         if channel in self.channels:
             self.leave(channel)
-        self.send(self.wire.codec.reply(cmd.id, "unsubscribe"))
+        self.send(self.codec.reply(cmd.id, "unsubscribe"))
 
     def _presence_channel(self, cmd: Command) -> str | None:
         """The channel of a presence or presence_stats command, or None when
         it is refused (answered here): only a subscriber asks, only where
         presence is kept (``--presence``)."""
         channel = cmd.params.get("channel")
-        codec = self.wire.codec
+        codec = self.codec
         if not isinstance(channel, str) or channel not in self.channels:
             self.send(codec.error(cmd.id, model.ERROR_PERMISSION_DENIED))
             return None
@@ -348,7 +366,7 @@ class CentrifugoSession(Session):
     def _presence(self, cmd: Command) -> None:
         channel = self._presence_channel(cmd)
         if channel is not None:
-            codec = self.wire.codec
+            codec = self.codec
             presence = self.host.presence
             # JSON: the map as text in one pass (Raw is embedded as it is); Protobuf: the dicts.
             clients = Raw(presence.clients_json(channel)) if codec.name == "json" else presence.clients(channel)
@@ -358,7 +376,7 @@ class CentrifugoSession(Session):
         channel = self._presence_channel(cmd)
         if channel is not None:
             clients, users = self.host.presence.stats(channel)
-            self.send(self.wire.codec.reply(cmd.id, "presence_stats", {"num_clients": clients, "num_users": users}))
+            self.send(self.codec.reply(cmd.id, "presence_stats", {"num_clients": clients, "num_users": users}))
 
     # --- the server API's actions on this connection ----------------------------------
 
@@ -378,7 +396,7 @@ class CentrifugoSession(Session):
         push = {key: result[key] for key in ("recoverable", "epoch", "offset", "positioned") if key in result}
         if data is not None:
             push["data"] = data
-        self.send(self.wire.codec.push(channel, "subscribe", push))
+        self.send(self.codec.push(channel, "subscribe", push))
         self.server_channels = (*self.server_channels, channel)
         self.join(channel, chan_info=chan_info)
         return None
@@ -391,13 +409,13 @@ class CentrifugoSession(Session):
         # dropped anyway.
         transport = self.transport
         if ending.reason is not Reason.SLOW and (transport.unidirectional or transport.emulation):
-            self.send(self.wire.codec.disconnect(disconnect))
+            self.send(self.codec.disconnect(disconnect))
         return disconnect
 
     def refreshed(self, expires_at: int | None) -> None:
         """The server API changed this connection's expiry: tell the client."""
         body = {"expires": True, "ttl": self.ttl(expires_at)} if expires_at is not None else {"expires": False}
-        self.send(self.wire.codec.push("", "refresh", body))
+        self.send(self.codec.push("", "refresh", body))
 
     def _pong(self, cmd: Command) -> None:
         self.pong()
@@ -408,11 +426,11 @@ class CentrifugoSession(Session):
 
     def _refuse_publish(self, cmd: Command) -> None:
         # Clients never publish: backends publish through NSQ or /api/publish.
-        self.send(self.wire.codec.error(cmd.id, model.ERROR_PERMISSION_DENIED))
+        self.send(self.codec.error(cmd.id, model.ERROR_PERMISSION_DENIED))
 
     def _not_available(self, cmd: Command) -> None:
         self.host.metrics.ignored_commands.labels(cmd.method).inc()
-        self.send(self.wire.codec.error(cmd.id, model.ERROR_NOT_AVAILABLE))
+        self.send(self.codec.error(cmd.id, model.ERROR_NOT_AVAILABLE))
 
     def _second_connect(self, cmd: Command) -> None:
         log.warning("client %s: second connect, disconnecting", self.client_id)
