@@ -16,19 +16,22 @@ and logs ``ERROR ... use of closed network connection`` (and the gateway
 warns that it lost nsqd), and nsqlookupd does the same to nsqd. Stopped in
 order, the gateway first, then nsqd (once the gateway has closed its
 connections on 4150), then nsqlookupd (once nsqd has closed its connection
-on 4160), each stops quietly. WAIT bounds it well within the 5 s honcho
-gives before SIGKILL.
+on 4160), each stops quietly. --wait bounds it, within the 5 s honcho gives
+before SIGKILL: nsqlookupd's a little longer than nsqd's, so that it still
+outlives an nsqd that waited its whole time.
 
 The server runs in a process group of its own, since honcho signals this
 process's group and that would reach the server at once; and it is told to
 stop if this process dies (PR_SET_PDEATHSIG), so a SIGKILL here leaves no
-server behind. Open connections are read from /proc/net/tcp (Linux); where
-there is none, the server is stopped at once, as before.
+server behind. Open connections are the server's sockets (/proc/PID/fd) that
+/proc/net/tcp lists as established on PORT (Linux); where there is no /proc,
+the server is stopped at once, as before.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import re
 import signal
 import subprocess
@@ -37,15 +40,34 @@ import threading
 import time
 from typing import IO
 
-WAIT = 3.0              # seconds, at most, for the clients to leave
+WAIT = 3.0              # seconds, at most, for the clients to leave (--wait)
 POLL = 0.05             # seconds between looks at the open connections
 PR_SET_PDEATHSIG = 1
 ESTABLISHED = "01"
 
 
-def clients(port: int) -> int | None:
-    """Established TCP connections whose local end is ``port`` (accepted by
-    the server), or None when this system cannot tell."""
+def sockets_of(pid: int) -> set[str]:
+    """The inodes of the sockets process ``pid`` holds."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
+
+
+def clients(port: int, pid: int) -> int | None:
+    """Established TCP connections on ``port`` that the server (``pid``)
+    accepted, or None when this system cannot tell. The server's own sockets
+    only: on a busy machine another program's client socket may have the same
+    port as its local end."""
+    try:
+        mine = sockets_of(pid)
+    except OSError:
+        return None
     count, readable = 0, False
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -56,7 +78,8 @@ def clients(port: int) -> int | None:
         readable = True
         for line in lines:
             fields = line.split()
-            if fields[3] == ESTABLISHED and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            if (fields[3] == ESTABLISHED and int(fields[1].rsplit(":", 1)[1], 16) == port
+                    and fields[9] in mine):
                 count += 1
     return count if readable else None
 
@@ -91,7 +114,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="stop_after_clients.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("port", type=int, help="the server's TCP port: it stops once nobody is connected to it")
     parser.add_argument("--quiet-at-stop", metavar="REGEX", help="output lines left out once the stop has begun")
-    parser.usage = "%(prog)s PORT [--quiet-at-stop REGEX] -- COMMAND [ARG...]"
+    parser.add_argument("--wait", type=float, default=WAIT, metavar="SECONDS",
+                        help=f"for the clients to leave, at most (default {WAIT:g})")
+    parser.usage = "%(prog)s PORT [--wait SECONDS] [--quiet-at-stop REGEX] -- COMMAND [ARG...]"
     if "--" not in argv or argv.index("--") == len(argv) - 1:
         parser.error("give the command after --")
     split = argv.index("--")
@@ -111,8 +136,8 @@ def main(argv: list[str]) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)  # asked once is enough; honcho's SIGKILL still ends it all
         stopping.set()
-        deadline = time.monotonic() + WAIT
-        while (clients(args.port) or 0) > 0 and time.monotonic() < deadline and server.poll() is None:
+        deadline = time.monotonic() + args.wait
+        while (clients(args.port, server.pid) or 0) > 0 and time.monotonic() < deadline and server.poll() is None:
             time.sleep(POLL)
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
