@@ -278,8 +278,7 @@ class Node:
                 timer.stop()
         await self.peering.stop()
         self.loss_watch.stop()
-        self.source.close()
-        self.bus.close()
+        await asyncio.gather(self.source.close(), self.bus.close())
         for session in list(self.sessions):
             session.close(vocabulary.SHUTDOWN)
 
