@@ -14,7 +14,7 @@ from tornado.netutil import bind_sockets, bind_unix_socket
 
 from gateway.config import Settings, listen_error
 from gateway.node import Node
-from gateway.ops.admin import AdminPageHandler, AdminPresenceHandler, AdminStatusHandler
+from gateway.ops.admin import AdminPageHandler, AdminPresenceHandler, AdminStatusHandler, AdminTrendsHandler
 from gateway.ops.handlers import ApiHandler, HealthHandler, MetricsHandler, OwnHealthHandler, OwnMetricsHandler
 from gateway.ops.server_api import ServerApi
 from gateway.protocols import ENDPOINTS
@@ -49,8 +49,9 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         return
     node = handler.application.settings.get("node")
     trusted = node.trusted_networks if node is not None else ()
-    access_log.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.path,
-                   client_ip(request, trusted), 1000.0 * request.request_time())
+    detail = getattr(handler, "log_detail", "")  # a stream refused: which limit (gateway/node.py)
+    access_log.log(level, "%d %s %s (%s) %.2fms%s", status, request.method, request.path,
+                   client_ip(request, trusted), 1000.0 * request.request_time(), f": {detail}" if detail else "")
 
 
 def make_app(node: Node) -> tornado.web.Application:
@@ -77,6 +78,7 @@ def make_app(node: Node) -> tornado.web.Application:
             (r"/api", ApiHandler, api_args),
             (r"/admin/status.json", AdminStatusHandler, args),
             (r"/admin/presence.json", AdminPresenceHandler, args),
+            (r"/admin/trends.json", AdminTrendsHandler, args),
             (r"/admin/?([a-z.]*)", AdminPageHandler, args),
             (r"/health", HealthHandler, args),
             (r"/metrics", MetricsHandler, args),
@@ -178,7 +180,7 @@ async def serve(settings: Settings) -> None:
     # nodes with jitter, recovering what they missed; then exit 0.
     period = settings.drain_period if sig == signal.SIGTERM else min(settings.drain_period, QUICK_DRAIN)
     await node.drain(period)
-    node.stop()
+    await node.stop()
     await asyncio.sleep(0.2)  # let the last close frames go out
     server.stop()
     if private is not None:

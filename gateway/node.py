@@ -6,8 +6,9 @@ the door.
   the registry of open sessions; sessions see only it.
 * NSQ comes in through :class:`NsqSource`, :class:`Ingest` and
   :class:`ChannelWatch` (which tells when nsqd lost messages for this node).
-* One one-second timer runs the heartbeat, token expiry and housekeeping;
-  a 100 ms probe measures how late the loop runs.
+* One one-second timer runs the heartbeat, token expiry, housekeeping and
+  the samples of the last hour's figures (/admin's charts); a 100 ms probe
+  measures how late the loop runs.
 * The door: admission before the WebSocket upgrade (drain, capacity, rate,
   overload), pending-socket bookkeeping, browser origins. Transports see the
   node; sessions do not.
@@ -37,6 +38,7 @@ from gateway.core.hub import Hub
 from gateway.nsq.ingest import Ingest
 from gateway.core.limits import TokenBucket, connection_capacity
 from gateway.core.metrics import Metrics
+from gateway.core.trends import Trends
 from gateway.core.wire import SessionIds
 from gateway.nsq.source import NsqSource
 from gateway.nsq.watch import ChannelWatch
@@ -112,6 +114,8 @@ class Node:
                               lookupd_http_addresses=settings.lookupd_http_address,
                               lookupd_poll_interval=settings.lookupd_poll_interval, metrics=self.metrics,
                               cluster=settings.topic)
+        # The last hour of figures for /admin's charts, sampled by _tick.
+        self.trends = Trends(self.metrics, connections=lambda: len(self.host.sessions), started=time.monotonic())
         # Heartbeats, presence and the server API's cluster-wide actions over the bus.
         self.peering = Peering(self)
         self.loss_watch = ChannelWatch(channel=settings.nsq_channel, topics=self.source.topics,
@@ -192,6 +196,7 @@ class Node:
         self.metrics.history_bytes.set(host.history.memory)
         self.metrics.loop_lag.set(self.loop_lag)
         now = time.monotonic()
+        self.trends.tick(time.time(), now)  # a sample every trends.STEP seconds, from the counters
         self.source.report(now)
         self.bus.source.report(now)   # without the control topic /health is 503 too: say why
         if self._unannounced and not self._announcing and self._ticks % ANNOUNCE_RETRY_EVERY == 0:
@@ -279,14 +284,15 @@ class Node:
         for session in list(self.sessions):  # any whose upgrade was under way when draining began
             session.close(vocabulary.SHUTDOWN)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop timers, say goodbye to the other nodes, then close the NSQ
+        connections (in that order: nsqd still has to take the goodbye)."""
         for timer in (self._ticker, self._lag_probe):
             if timer is not None:
                 timer.stop()
-        self.peering.stop()
+        await self.peering.stop()
         self.loss_watch.stop()
-        self.source.close()
-        self.bus.close()
+        await asyncio.gather(self.source.close(), self.bus.close())
         for session in list(self.sessions):
             session.close(vocabulary.SHUTDOWN)
 
@@ -313,6 +319,22 @@ class Node:
             return None
         self.metrics.refused_connects.labels(reason).inc()
         return reason
+
+    def explain_refusal(self, reason: str) -> str:
+        """The refusal ``reason`` of :meth:`admit_handshake` in words, naming
+        the limit (the flag, its value): for the log line of the 503."""
+        s = self.settings
+        if reason == "draining":
+            return "refused: the node is draining (SIGTERM), the client reconnects to another node"
+        if reason == "capacity":
+            limit = s.max_connections or f"0, so {self.capacity} from the open-file limit"
+            return f"refused: at capacity, {len(self.sessions)} connections (--max-connections {limit})"
+        if reason == "overloaded":
+            return (f"refused: overloaded, the event loop runs {self.loop_lag * 1000:.0f} ms late "
+                    f"(--shed-loop-lag {s.shed_loop_lag:g} s)")
+        if reason == "rate":
+            return f"refused: over --connect-rate {s.connect_rate:g}/s (--connect-burst {s.connect_burst})"
+        return f"refused: {reason}"
 
     def origin_allowed(self, origin: str, host: str) -> bool:
         if not origin:

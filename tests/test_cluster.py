@@ -36,7 +36,7 @@ def test_a_message_reaches_its_node_a_broadcast_every_node_and_nobody_hears_itse
         await wait_for(lambda: len(heard["b"]) == 2 and len(heard["c"]) == 1)
         assert heard == {"a": [], "b": [("a", 1), ("a", 2)], "c": [("a", 2)]}
         for node in (a, b, c):
-            node.close()
+            await node.close()
     asyncio.run(scenario())
 
 

@@ -183,6 +183,16 @@ def test_cent_drives_every_method_against_two_nodes(start_gateway):
         await api_b.disconnect(DisconnectRequest(user="carol", disconnect=Disconnect(code=4501, reason="banned")))
         for watcher in (carol_a_w, carol_b_w):
             await wait_for(lambda w=watcher: (4501, "banned") in w.disconnects)
+        # A code the SDKs do not act on (1000, a WebSocket's own) is refused, saying
+        # what would do; so is a reason too long for a close frame.
+        status, body = raw(a, "disconnect", {"user": "carol", "disconnect": {"code": 1000, "reason": "bye"}})
+        assert (status, body["error"]["code"]) == (200, 107)
+        assert body["error"]["message"] == (
+            "bad request: disconnect.code 1000 is not one the SDKs act on: give 3000-4999 (3000-3499 and "
+            "4000-4499: the client reconnects; 3500-3999 and 4500-4999: it does not), e.g. 4501")
+        status, body = raw(a, "disconnect", {"user": "carol", "disconnect": {"code": 4501, "reason": "x" * 124}})
+        assert body["error"] == {"code": 107, "message": "bad request: disconnect.reason is 124 bytes, over the "
+                                                         "123 a close frame can carry"}
 
         # batch, and errors as Centrifugo gives them.
         replies = (await api_a.batch(BatchRequest(requests=[

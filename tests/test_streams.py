@@ -301,6 +301,11 @@ def test_limits_apply_to_streams(start_gateway):
             client.close()
 
     run(scenario())
+    # Its log line names the limit, not only "503 POST /connection/uni_http_stream".
+    line = wait_until(lambda: next((line for line in gateway.log().splitlines() if " 503 POST " in line), None),
+                      what="the 503's log line")
+    assert "503 POST /connection/uni_http_stream (127.0.0.1)" in line, line
+    assert line.endswith(": refused: at capacity, 2 connections (--max-connections 2)"), line
 
 
 def test_a_stream_that_stops_reading_is_cut_off_while_a_normal_one_keeps_receiving(start_gateway, nsqd):

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
 
 from auth import connection_token
+from gateway.core.trends import STEP
 from tests.clients import RawClient, sdk_client
 from tests.helpers import wait_for, wait_for_time, wait_until
 from tests.stack import SECRET, http
@@ -27,7 +29,7 @@ def connections_per_worker(gateway) -> dict[str, float]:
 
 
 def test_workers_share_the_port_and_one_publish_reaches_clients_on_every_worker(start_gateway, nsqd):
-    gateway = start_gateway("--workers=2", "--public-channels=news")
+    gateway = start_gateway("--workers=2", "--public-channels=news", "--admin-secret=box")
     workers = workers_of(gateway)
     assert [w["node"] for w in workers] == [f"{gateway.name}-{gateway.port}-0", f"{gateway.name}-{gateway.port}-1"]
     assert all(w["ready"] for w in workers) and len({w["pid"] for w in workers}) == 2
@@ -49,6 +51,22 @@ def test_workers_share_the_port_and_one_publish_reaches_clients_on_every_worker(
     totals = [line for line in text.splitlines() if line.startswith("pushgate_connects_total ")]
     per = [line for line in text.splitlines() if line.startswith("pushgate_connects_total{worker=")]
     assert float(totals[0].split()[-1]) == sum(float(line.split()[-1]) for line in per) == 24
+
+    # /admin's charts: whichever worker answers, every worker is a node of its own,
+    # asked through the control topic, and the cluster's series adds them up.
+    auth = {"Authorization": "Basic " + base64.b64encode(b"any:box").decode()}
+
+    def trends() -> dict | None:
+        found = json.loads(http("GET", f"{gateway.url}/admin/trends.json", headers=auth)[1])
+        sampled = [n for n in found["nodes"] if n["start"] is not None]
+        return found if len(sampled) == 2 else None
+    found = wait_until(trends, timeout=15, what="both workers, each with a sample, in /admin/trends.json")
+    assert sorted(n["name"] for n in found["nodes"]) == [f"{gateway.name}-{gateway.port}-{i}" for i in (0, 1)]
+    assert found["unanswered"] == []
+    cluster = found["cluster"]
+    last = cluster["start"] + STEP * (len(cluster["connections"]) - 1)  # the time of its last sample
+    assert cluster["connections"][-1] == sum(n["connections"][int((last - n["start"]) // STEP)]
+                                             for n in found["nodes"])
 
 
 def test_a_killed_worker_is_restarted_and_its_clients_recover_on_the_others(start_gateway, nsqd):

@@ -83,8 +83,8 @@ class ControlBus:
     def start(self) -> None:
         self.source.start()
 
-    def close(self) -> None:
-        self.source.close()
+    async def close(self) -> None:
+        await self.source.close()
 
     def ready(self) -> bool:
         return self.source.reading_every_topic()

@@ -16,10 +16,14 @@
   the topic) is kept, and :meth:`NsqSource.report` logs it as one WARNING
   with the address after a few seconds, then at intervals while it lasts,
   instead of pynsq's silence or its warning on every poll.
-* :meth:`NsqSource.close` really closes: no reconnect after it.
+* :meth:`NsqSource.close` really closes, and cleanly: CLS, nsqd's
+  CLOSE_WAIT, then the connection (cut under nsqd's writes, it makes nsqd
+  log an ERROR); no reconnect after it, and no message read before it is
+  handled (or finished on the closed connection) after it.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -39,6 +43,7 @@ RECONNECT_MAX = 15.0
 STARVED_POLL = 1.0   # seconds between lookupd polls while a reader has no nsqd
 WARN_AFTER = 3.0     # seconds without an nsqd before a reader says so
 WARN_EVERY = 30.0    # and again this often while it lasts
+CLOSE_WAIT = 0.5     # seconds a closing reader waits for nsqd's CLOSE_WAIT
 
 Handler = Callable[[str, bytes, int, str, bytes], object]
 
@@ -124,6 +129,11 @@ class _Reader(nsq.Reader):
                 self.connect_to_nsqd(host, port)
 
     def _handle_message(self, conn: nsq.AsyncConn, message: nsq.Message) -> None:
+        if self._closing:
+            # Read before the close, handled after it: the connection is gone, so
+            # no FIN or RDY (pynsq would log each failed send as an ERROR). nsqd
+            # drops it with this node's ephemeral channel.
+            return
         self._maybe_update_rdy(conn)
         try:
             self._handler(self.topic, message.body, message.timestamp, conn.id, message.id)
@@ -177,13 +187,35 @@ class _Reader(nsq.Reader):
         self.connection_attempts.pop(f"{host}:{port}", None)
         self.connect_to_nsqd(host, port)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Close as NSQ means a consumer to: CLS first, so that nsqd stops
+        sending and answers CLOSE_WAIT, then the connections. Cut while nsqd
+        writes messages to it, a connection makes nsqd log an ERROR
+        ("messagePump error ... use of closed network connection")."""
         self._closing = True
-        for conn in list(self.conns.values()):
-            conn.close()
         for periodic in (self.redist_periodic, self.query_periodic, self._starved_poll):
             if periodic is not None:
                 periodic.stop()
+        conns = list(self.conns.values())
+        answered = [self._close_wait(conn) for conn in conns]
+        if answered:
+            await asyncio.wait(answered, timeout=CLOSE_WAIT)
+        for conn in conns:
+            conn.close()
+
+    def _close_wait(self, conn: nsq.AsyncConn) -> asyncio.Future:
+        """Send CLS on ``conn``; the future is done when nsqd answers CLOSE_WAIT."""
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def response(data: bytes = b"", **kwargs: Any) -> None:
+            if data == b"CLOSE_WAIT" and not done.done():
+                done.set_result(None)
+        conn.on(nsq.event.RESPONSE, response)
+        try:
+            conn.send(b"CLS\n")
+        except (StreamClosedError, OSError):
+            done.set_result(None)  # already gone
+        return done
 
 
 def _reason(exc: BaseException) -> str:
@@ -255,7 +287,6 @@ class NsqSource:
                 log.warning("[%s] no nsqd for %.0f s, so nothing is delivered from this topic and /health "
                             "answers 503: %s", reader.topic, missing, reader.problem)
 
-    def close(self) -> None:
-        for reader in self.readers:
-            reader.close()
-        self.readers = []
+    async def close(self) -> None:
+        readers, self.readers = self.readers, []
+        await asyncio.gather(*(reader.close() for reader in readers))

@@ -322,7 +322,7 @@ class ServerApi:
         if custom is not None:
             code, reason = custom.get("code", 0), custom.get("reason", "")
             if not valid_disconnect(code, reason):
-                raise Failed(model.ERROR_BAD_REQUEST)
+                raise Failed(Error(107, f"bad request: {disconnect_problem(code, reason)}"))
         return await self._act("api-disconnect", user=user, client=_field(params, "client", str),
                                whitelist=[c for c in whitelist if isinstance(c, str)] if whitelist else None,
                                code=code, reason=reason)
@@ -390,6 +390,16 @@ class ServerApi:
 
     async def info(self, params: dict) -> dict:
         return {"nodes": self.node.peering.nodes()}
+
+
+def disconnect_problem(code: object, reason: object) -> str:
+    """Why ``disconnect: {code, reason}`` is refused, and what would do."""
+    if not isinstance(code, int) or isinstance(code, bool) or not 3000 <= code <= 4999:
+        return (f"disconnect.code {code!r} is not one the SDKs act on: give 3000-4999 (3000-3499 and 4000-4499: "
+                "the client reconnects; 3500-3999 and 4500-4999: it does not), e.g. 4501")
+    if not isinstance(reason, str):
+        return f"disconnect.reason must be a string, not {type(reason).__name__}"
+    return f"disconnect.reason is {len(reason.encode())} bytes, over the 123 a close frame can carry"
 
 
 def _error(error: Error) -> dict:

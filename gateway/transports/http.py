@@ -269,6 +269,7 @@ class StreamEndpoint(PathOnlyLogs):
     was wrong."""
 
     admit = True  # new connections pass the node's admission (not /emulation)
+    log_detail = ""  # said after the access log's line (gateway/app.py): why a stream was refused
 
     def initialize(self, host: TransportHost, **kwargs: Any) -> None:
         self.host = host
@@ -290,6 +291,7 @@ class StreamEndpoint(PathOnlyLogs):
         if self.admit and method in ("GET", "POST"):
             refusal = self.host.admit_handshake()
             if refusal is not None:
+                self.log_detail = self.host.explain_refusal(refusal)
                 self.set_header("Retry-After", "1")
                 self.refuse(503, refusal, unread=True)
                 return
