@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 log = logging.getLogger("pushgate.backend")
+USER_AGENT = "pushgate"
 
 MAX_ANSWER_BYTES = 1 << 20
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -175,7 +176,7 @@ class Caller:
         all_headers = {"Content-Type": "application/json"}
         if headers:
             all_headers.update(headers)
-        request = HTTPRequest(self.url, method="POST", body=body, headers=all_headers,
+        request = HTTPRequest(self.url, method="POST", body=body, headers=all_headers, user_agent=USER_AGENT,
                               connect_timeout=timeout, request_timeout=timeout, follow_redirects=False)
         try:
             response = await self._client.fetch(request)
