@@ -40,7 +40,7 @@ from pushgate_bridge import proxy as bridge
 
 ROOT = Path(__file__).resolve().parents[1]
 COOKIE_SECRET = b"proxy-backend-test-secret"
-ROOMS = {"room:lobby": None, "room:staff": {"alice"}}   # None: everyone
+ROOMS = {"room:lobby": None, "room:staff": {"alice"}, "chat:index": None}   # None: everyone
 
 
 def sign(user: str) -> str:
@@ -99,13 +99,17 @@ class Backend:
         if members is not None and request.user not in members:
             return bridge.error(403, "not in this room")
         text = request.data.get("text") if isinstance(request.data, dict) else None
-        return bridge.result(data={"text": text, "by": request.user})
+        # A "!" message is not kept in history.
+        return bridge.result(data={"text": text, "by": request.user},
+                             skip_history=True if str(text).startswith("!") else None)
 
     def rpc(self, request: bridge.ProxyRequest) -> dict:
         if request.method == "whoami":
             return bridge.result(data={"user": request.user, "meta": request.meta})
         if request.method == "echo":
             return bridge.result(data=request.data)
+        if request.method == "getCurrentPrice":   # Centrifugo's documented example
+            return bridge.result(data={"answer": "2019"})
         return bridge.error(1000, f"no method {request.method}")
 
     def refresh(self, request: bridge.ProxyRequest) -> dict:

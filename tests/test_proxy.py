@@ -10,6 +10,7 @@ import base64
 import json
 import random
 import time
+from pathlib import Path
 
 import pytest
 import websockets
@@ -21,6 +22,9 @@ from tests.httpstream import HttpStreamClient
 from tests.proxy_backend import Backend, sign
 from tests.stack import SECRET, Gateway, free_port
 
+# Each request's fields as proxy.proto names them: nothing else is sent.
+FIELDS = {kind: set(names) for kind, names in json.loads(
+    (Path(__file__).parent / "data" / "centrifugo_proxy_examples.json").read_text())["fields"].items()}
 ALICE = {"Cookie": f"session={sign('alice')}"}
 BOB = {"Cookie": f"session={sign('bob')}"}
 
@@ -80,6 +84,7 @@ def test_connect_without_a_token_signs_in_through_the_backend(gateway, backend_p
             _, rpc_body = backend.calls["rpc"][0]
             assert rpc_body["user"] == "alice" and rpc_body["meta"] == {"session": "s-alice"}
             assert rpc_body["client"] and rpc_body["method"] == "whoami"
+            assert set(body) <= FIELDS["connect"] and set(rpc_body) <= FIELDS["rpc"]
             await client.disconnect()
         finally:
             await backend.stop()
@@ -190,6 +195,7 @@ def test_subscribe_proxy_admits_members_with_data_and_refuses_others_with_its_co
             assert reply["subscribe"]["recoverable"] is True  # the rest of the result as ever
             _, body = backend.calls["subscribe"][-1]
             assert body["channel"] == "room:staff" and body["user"] == "alice" and body["data"] == {"why": "work"}
+            assert set(body) <= FIELDS["subscribe"]
             bob, _ = await connect_raw(gateway, BOB)
             await bob.send({"id": 2, "subscribe": {"channel": "room:staff"}})
             assert (await bob.recv())["error"] == {"code": 403, "message": "not in this room"}
@@ -330,6 +336,7 @@ def test_refresh_proxy_extends_or_ends_a_connection_without_the_client(tmp_path,
             await wait_for(lambda: len(backend.calls["refresh"]) >= 2, timeout=10, what="two refreshes")
             _, body = backend.calls["refresh"][0]
             assert body["user"] == "alice" and body["meta"] == {"session": "s-alice"}
+            assert set(body) <= FIELDS["refresh"]
             backend.expired_users.add("alice")
             assert (await client.closed(timeout=10))[0] == 3005
         finally:
@@ -378,6 +385,7 @@ def test_sub_refresh_proxy_extends_a_proxied_subscription(tmp_path, nsqd, lookup
             await wait_for(lambda: len(backend.calls["sub_refresh"]) >= 2, timeout=10, what="two sub refreshes")
             _, body = backend.calls["sub_refresh"][0]
             assert body["channel"] == "room:lobby" and body["user"] == "alice"
+            assert set(body) <= FIELDS["sub_refresh"]
             backend.expired_users.add("alice")
             push = await client.recv(timeout=10)
             assert push["push"]["unsubscribe"]["code"] == 2501 and push["push"]["channel"] == "room:lobby"
@@ -421,6 +429,70 @@ def test_2000_clients_reconnecting_at_once_stay_within_the_concurrency_and_all_g
             assert all(results)
             assert len(backend.calls["connect"]) == count
             assert backend.max_in_flight == 16   # saturated, never past it
+        finally:
+            await backend.stop()
+    run(scenario())
+
+
+async def replies_and_pushes(client: RawClient, count: int) -> tuple[list[dict], list[dict]]:
+    frames = [await client.recv() for _ in range(count)]
+    return [f for f in frames if "id" in f], [f for f in frames if "push" in f]
+
+
+# --- publish -------------------------------------------------------------------------------------
+
+
+def test_publish_proxy_publishes_through_nsq_to_every_node_with_the_publishers_info(
+        tmp_path, nsqd, lookupd, start_gateway):
+    port = free_port()
+    flags = proxy_flags(port, f"--publish-proxy-url=http://127.0.0.1:{port}/centrifugo/publish",
+                        "--publish-proxy=room:*", "--history-size=10")
+    a, b = start_gateway(*flags), start_gateway(*flags)
+
+    async def scenario():
+        backend = await backend_on(port)
+        try:
+            alice, reply = await connect_raw(a, ALICE)
+            alice_id = reply["connect"]["client"]
+            bob, _ = await connect_raw(b, BOB)
+            for client in (alice, bob):
+                await client.send({"id": 2, "subscribe": {"channel": "room:lobby"}})
+                assert "subscribe" in await client.recv()
+            await alice.send({"id": 3, "publish": {"channel": "room:lobby", "data": {"text": "hi"}}})
+            # The reply (after nsqd took it) and the publisher's own copy (from NSQ) come in either order.
+            replies, pushes = await replies_and_pushes(alice, 2)
+            assert replies == [{"id": 3, "publish": {}}]
+            _, body = backend.calls["publish"][-1]
+            assert body["channel"] == "room:lobby" and body["data"] == {"text": "hi"} and body["user"] == "alice"
+            assert set(body) <= FIELDS["publish"]
+            push = await bob.recv()
+            pub = push["push"]["pub"]
+            assert push["push"]["channel"] == "room:lobby"
+            assert pub["data"] == {"text": "hi", "by": "alice"}   # as the backend rewrote it
+            assert pub["info"] == {"user": "alice", "client": alice_id, "conn_info": {"name": "Alice"}}
+            assert pub["offset"] >= 1
+            assert pushes == [push]   # the publisher is a subscriber too
+            # In history, on the other node too.
+            await bob.send({"id": 4, "history": {"channel": "room:lobby", "limit": 10}})
+            history = (await bob.recv())["history"]
+            assert [p["data"] for p in history["publications"]] == [{"text": "hi", "by": "alice"}]
+            # skip_history: delivered, not kept, no offset.
+            await alice.send({"id": 5, "publish": {"channel": "room:lobby", "data": {"text": "!psst"}}})
+            replies, pushes = await replies_and_pushes(alice, 2)
+            assert replies == [{"id": 5, "publish": {}}]
+            pub = (await bob.recv())["push"]["pub"]
+            assert pub["data"] == {"text": "!psst", "by": "alice"} and "offset" not in pub
+            assert pushes[0]["push"]["pub"] == pub
+            await bob.send({"id": 6, "history": {"channel": "room:lobby", "limit": 10}})
+            assert len((await bob.recv())["history"]["publications"]) == 1
+            # The backend refuses with its code; outside the patterns it stays 103, unasked.
+            await bob.send({"id": 7, "publish": {"channel": "room:staff", "data": {"text": "let me in"}}})
+            assert (await bob.recv())["error"] == {"code": 403, "message": "not in this room"}
+            calls = len(backend.calls["publish"])
+            await bob.send({"id": 8, "publish": {"channel": "news", "data": {"text": "x"}}})
+            assert (await bob.recv())["error"]["code"] == 103 and len(backend.calls["publish"]) == calls
+            await alice.close()
+            await bob.close()
         finally:
             await backend.stop()
     run(scenario())

@@ -120,6 +120,12 @@ class JsonCodec:
             return b"".join((b'{"channel":', dumps(channel).encode(), b',"pub":', pub, b"}"))
         return b"".join((b'{"push":{"channel":', dumps(channel).encode(), b',"pub":', pub, b"}}"))
 
+    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
+        pub: dict = {"data": Raw(data), "info": {k: Raw(v) if isinstance(v, bytes) else v for k, v in info.items()}}
+        if offset is not None:
+            pub["offset"] = offset
+        return self.push(channel, "pub", pub)
+
     def push(self, channel: str, kind: str, body: dict) -> bytes:
         push = {kind: body} if not channel else {"channel": channel, kind: body}
         return encode(push if self.unidirectional else {"push": push})

@@ -194,6 +194,12 @@ class ProtobufCodec:
         reply = b"\x22" + uvarint(len(push)) + push
         return uvarint(len(reply)) + reply
 
+    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
+        body: dict = {"data": data, "info": info}
+        if offset:
+            body["offset"] = offset
+        return self.push(channel, "pub", body)
+
     def push(self, channel: str, kind: str, body: dict) -> bytes:
         reply = _Reply()
         if channel:

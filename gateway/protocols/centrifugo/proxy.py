@@ -19,13 +19,16 @@ proxies builds nothing.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import logging
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import ujson
 
 from gateway.backend.caller import Caller, CallerMetrics, Outcome
+from gateway.nsq import publisher
 from gateway.core.channels import Patterns
 from gateway.protocols.centrifugo import model
 
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from gateway.core.host import SessionHost
     from gateway.protocols.centrifugo.session import CentrifugoSession
 
+log = logging.getLogger("pushgate.proxy")
 SHARED_KEY = "centrifugo.proxies"
 REFRESH_RETRY = 60  # seconds: a failed refresh call extends the connection this long, as Centrifugo does
 
@@ -87,7 +91,7 @@ class ProxyState:
     between the connect proxy's answer and the connect reply, its ``data``
     and per-channel ``subs``."""
 
-    __slots__ = ("headers", "meta", "connect_data", "subs", "refreshed")
+    __slots__ = ("headers", "meta", "connect_data", "subs", "refreshed", "conn_info")
 
     def __init__(self, headers: dict[str, str] | None = None):
         self.headers = headers
@@ -95,6 +99,7 @@ class ProxyState:
         self.connect_data: bytes | None = None
         self.subs: dict[str, tuple[bytes | None, bytes | None]] = {}
         self.refreshed: set[str] = set()   # subscriptions whose expiry the sub refresh proxy decides
+        self.conn_info: bytes | None = None  # the connection's info, for its publications
 
 
 # --- the answers --------------------------------------------------------------------
@@ -187,6 +192,46 @@ def payload(session: CentrifugoSession, result: dict, name: str) -> bytes | None
     if name not in result:
         return None
     return ujson.dumps(result[name], ensure_ascii=False, escape_forward_slashes=False).encode()
+
+
+def json_bytes(value: Any) -> bytes:
+    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode()
+
+
+def json_payload(data: Any) -> bytes | None:
+    """A client's publish data as JSON bytes: a JSON client's value, or a
+    Protobuf client's bytes when they are JSON (publications are JSON here);
+    None when there is none or it is not JSON."""
+    if data is None:
+        return None
+    if isinstance(data, bytes):
+        try:
+            ujson.loads(data)
+        except (ValueError, OverflowError):
+            return None
+        return data
+    return json_bytes(data)
+
+
+def publish(settings: Settings, channel: str, data: bytes, user: str, client: str, conn_info: bytes | None,
+            skip_history: bool) -> asyncio.Future[bool]:
+    """Publish a client's publication through NSQ, as a backend would (every
+    node gets it, history keeps it unless ``skip_history``), with its
+    publisher's ClientInfo; the future says whether nsqd took it."""
+    info = b'{"user":%s,"client":%s%s}' % (json_bytes(user), json_bytes(client),
+                                           b',"conn_info":' + conn_info if conn_info is not None else b"")
+    envelope = b'{"channel":%s,"data":%s,"info":%s%s}' % (
+        json_bytes(channel), data, info, b',"skip_history":true' if skip_history else b"")
+
+    async def send() -> bool:
+        try:
+            await publisher.publish(settings.nsqd_http_address, settings.topic, envelope, timeout=settings.proxy_timeout)
+        except (publisher.PublishError, publisher.NsqdUnavailable) as exc:
+            log.error("publish to %s through nsqd failed: %s", channel, exc)
+            return False
+        return True
+
+    return asyncio.ensure_future(send())
 
 
 def json_value(raw: bytes | None) -> Any:

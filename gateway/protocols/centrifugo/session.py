@@ -219,6 +219,10 @@ class CentrifugoSession(Session):
             self.send(self.codec.reply(cmd.id, "connect", result))
         for channel in self.server_channels:
             self.join(channel, chan_info=granted[channel][0] if channel in granted else None)
+        if claims.info is not None and host.settings.publish_proxy_url:
+            # The publisher's conn_info in its publications (Centrifugo's ClientInfo).
+            state = self.proxy = self.proxy or proxy.ProxyState()
+            state.conn_info = proxy.json_bytes(claims.info)
         self.established()
 
     def _refresh(self, cmd: Command) -> None:
@@ -490,8 +494,11 @@ class CentrifugoSession(Session):
                               caller.name)
                 self.close(vocabulary.INTERNAL)
                 return
-            if waiting and self.state is not CLOSED and self.held is None:
-                self.run(waiting)
+            if waiting and self.state is not CLOSED:
+                if self.held is not None:   # it waits again (a publish: for nsqd)
+                    self.held[1].extend(waiting)
+                else:
+                    self.run(waiting)
 
         self.wait(future, decided, [])
 
@@ -619,6 +626,53 @@ class CentrifugoSession(Session):
         self._admit_subscription(cmd, channel, expires_at, chan_info=chan_info, data=data,
                                  server_refresh=server_refresh)
 
+    def _publish(self, cmd: Command) -> None:
+        """A client publish: only to channels of --publish-proxy, as the backend decides."""
+        host = self.host
+        channel = cmd.params.get("channel")
+        if not host.settings.publish_proxy_url or not isinstance(channel, str) or not valid_channel(channel) \
+                or channel.startswith(PERSONAL_PREFIX) or not proxy.proxies_of(host).publish_channels.match(channel):
+            self._refuse_publish(cmd)
+            return
+        caller = proxy.proxies_of(host).publish
+        assert caller is not None
+        body = proxy.with_data(self, proxy.request(self, channel=channel), cmd.params.get("data"))
+        self._ask(caller, body, lambda decision: self._proxied_publish(cmd, channel, caller, decision))
+
+    def _proxied_publish(self, cmd: Command, channel: str, caller: Caller, decision: proxy.Decision) -> None:
+        if decision.disconnect is not None:
+            self._backend_disconnect(decision.disconnect)
+            return
+        error = model.ERROR_INTERNAL if decision.failed else decision.error
+        data = None
+        skip_history = False
+        if error is None:
+            result = decision.result
+            assert result is not None
+            try:
+                data = proxy.payload(self, result, "data")
+                skip_history = result.get("skip_history") is True
+            except proxy.Garbage as exc:
+                caller.refused(str(exc))
+                error = model.ERROR_INTERNAL
+            if data is None:   # the client's own data, as it sent it
+                data = proxy.json_payload(cmd.params.get("data"))
+                if data is None:
+                    error = model.ERROR_BAD_REQUEST   # publications are JSON here: see docs/proxy.md
+        if error is not None:
+            self.send(self.codec.error(cmd.id, error))
+            return
+        assert data is not None
+        conn_info = self.proxy.conn_info if self.proxy is not None else None
+        published = proxy.publish(self.host.settings, channel, data, self.user, self.client_id, conn_info,
+                                  skip_history)
+        self.wait(published, lambda ok, waiting: self._published(cmd, ok, waiting), [])
+
+    def _published(self, cmd: Command, ok: bool, waiting: list[Command]) -> None:
+        self.send(self.codec.reply(cmd.id, "publish") if ok else self.codec.error(cmd.id, model.ERROR_INTERNAL))
+        if waiting and self.state is not CLOSED and self.held is None:
+            self.run(waiting)
+
     def _rpc(self, cmd: Command) -> None:
         settings = self.host.settings
         if not (settings.rpc_proxy_url or settings.rpc_proxy):
@@ -728,7 +782,7 @@ _HANDLERS = {
     "connect": CentrifugoSession._second_connect,
     "subscribe": CentrifugoSession._subscribe,
     "unsubscribe": CentrifugoSession._unsubscribe,
-    "publish": CentrifugoSession._refuse_publish,
+    "publish": CentrifugoSession._publish,
     "send": CentrifugoSession._send,
     "presence": CentrifugoSession._presence,
     "presence_stats": CentrifugoSession._presence_stats,
