@@ -199,7 +199,7 @@ class PageHandler(tornado.web.RequestHandler):
 class BundleHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "text/javascript")
-        self.write((ROOT / "node_modules" / "centrifuge" / "build" / "index.mjs").read_bytes())
+        self.write((ROOT / "node_modules" / "centrifuge" / "dist" / "centrifuge.js").read_bytes())
 
 
 async def main(port: int) -> None:
