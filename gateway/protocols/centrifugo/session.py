@@ -495,10 +495,11 @@ class CentrifugoSession(Session):
                 self.close(vocabulary.INTERNAL)
                 return
             if waiting and self.state is not CLOSED:
-                if self.held is not None:   # it waits again (a publish: for nsqd)
+                if self.held is not None:   # it waits again (a publish for nsqd, a recovery for this node)
                     self.held[1].extend(waiting)
-                else:
+                elif self.state is not CONNECTING:
                     self.run(waiting)
+                # else the connect was refused: what came with it is dropped, as after a refused token
 
         self.wait(future, decided, [])
 
