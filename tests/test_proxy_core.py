@@ -1,0 +1,117 @@
+"""The session while the backend decides, in process (no sockets): commands
+wait their turn in order, a closed connection withdraws its call, what may
+queue is bounded, and each decision is applied as the protocol says."""
+from __future__ import annotations
+
+import asyncio
+
+from gateway.backend.caller import ANSWER, Outcome
+from gateway.core.session import CLOSED, CONNECTED, HELD_LIMIT
+from gateway.protocols.centrifugo import proxy
+from tests.helpers import run
+from tests.inprocess import frame, make_host, open_session
+
+URL = "http://127.0.0.1:9/centrifugo"
+
+
+class Calls:
+    """Stands in for a proxy's caller: each call's body and its future, answered by the test."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict, asyncio.Future]] = []
+
+    def __call__(self, body: bytes, headers: dict | None = None) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self.calls.append((proxy.json_value(body), future))
+        return future
+
+    def answer(self, index: int, answer: dict) -> None:
+        self.calls[index][1].set_result(Outcome(ANSWER, answer))
+
+
+def host_with_proxies():
+    host = make_host(connect_proxy_url=f"{URL}/connect", rpc_proxy_url=f"{URL}/rpc",
+                     subscribe_proxy_url=f"{URL}/subscribe", subscribe_proxy=["room:*"])
+    proxies = proxy.proxies_of(host)
+    fakes = {}
+    for name in ("connect", "rpc", "subscribe"):
+        fakes[name] = Calls()
+        getattr(proxies, name).call = fakes[name]
+    return host, fakes
+
+
+async def settle() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def test_commands_wait_in_order_behind_the_backend():
+    async def scenario():
+        host, fakes = host_with_proxies()
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {"name": "js"}},
+                                   {"id": 2, "subscribe": {"channel": "room:a"}},
+                                   {"id": 3, "subscribe": {"channel": "news"}}))
+        session.handle_frame(frame({"id": 4, "rpc": {"method": "m", "data": {"x": 1}}}))
+        assert transport.messages() == [] and len(fakes["connect"].calls) == 1
+        assert fakes["connect"].calls[0][0] == {"client": "", "transport": "test", "protocol": "json",
+                                                "encoding": "json", "name": "js"}
+        fakes["connect"].answer(0, {"result": {"user": "ann", "data": {"hi": 1}, "meta": {"m": 1}}})
+        await settle()
+        assert session.state is CONNECTED and session.user == "ann"
+        sent = transport.messages()
+        assert [m.get("id") for m in sent] == [1] and sent[0]["connect"]["data"] == {"hi": 1}  # room:a waits
+        assert fakes["subscribe"].calls[0][0]["meta"] == {"m": 1}
+        fakes["subscribe"].answer(0, {"result": {"data": {"welcome": 2}}})
+        await settle()
+        sent = transport.messages()
+        assert [m.get("id") for m in sent] == [2, 3]   # news needs no call; the rpc waits
+        assert sent[0]["subscribe"]["data"] == {"welcome": 2}
+        assert fakes["rpc"].calls[0][0]["data"] == {"x": 1}
+        fakes["rpc"].answer(0, {"error": {"code": 1001, "message": "no"}})
+        await settle()
+        assert transport.messages() == [{"id": 4, "error": {"code": 1001, "message": "no"}}]
+    run(scenario())
+
+
+def test_a_closed_connection_withdraws_its_call_and_nothing_is_applied():
+    async def scenario():
+        host, fakes = host_with_proxies()
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {}}))
+        future = fakes["connect"].calls[0][1]
+        session.transport_closed()
+        assert future.cancelled() and session.state is CLOSED and session.held is None
+        assert session not in host.sessions
+    run(scenario())
+
+
+def test_what_may_queue_behind_the_backend_is_bounded():
+    async def scenario():
+        host, fakes = host_with_proxies()
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {}}))
+        for n in range(HELD_LIMIT + 1):
+            session.handle_frame(frame({"id": n + 2, "rpc": {"method": "m"}}))
+            if session.state is CLOSED:
+                break
+        assert session.state is CLOSED and transport.closed[0] == 3501
+        assert fakes["connect"].calls[0][1].cancelled()
+    run(scenario())
+
+
+def test_a_failed_or_refused_connect_drops_the_rest_of_the_frame():
+    async def scenario():
+        host, fakes = host_with_proxies()
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {}}, {"id": 2, "subscribe": {"channel": "news"}}))
+        fakes["connect"].calls[0][1].set_result(Outcome("timeout"))
+        await settle()
+        assert transport.messages() == [{"id": 1, "error": {"code": 100, "message": "internal server error",
+                                                            "temporary": True}}]
+        assert session.state is not CLOSED   # it may connect again
+        session.handle_frame(frame({"id": 3, "connect": {}}))
+        fakes["connect"].answer(1, {"disconnect": {"code": 4501, "reason": "unauthorized"}})
+        await settle()
+        assert session.state is CLOSED and transport.closed[:2] == (4501, "unauthorized")
+    run(scenario())
