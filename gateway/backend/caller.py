@@ -14,6 +14,9 @@ never raises and never leaves a caller waiting longer than its timeout:
   its end (its slot is freed then, so the bound holds), and its answer is
   dropped;
 * the whole call, connecting included, is bounded by ``timeout`` seconds;
+  connections to the backend are kept alive in a pool of at most
+  ``concurrency`` (aiohttp: Tornado's client opens one per call, which cost
+  twice the CPU per proxied connect, docs/benchmarks.md);
 * the answer must be HTTP 200 with a JSON object, at most
   ``MAX_ANSWER_BYTES``; anything else is ``status`` or ``garbage``, logged
   with its reason.
@@ -33,9 +36,9 @@ import logging
 import time
 from typing import Callable, NamedTuple
 
+import aiohttp
 import ujson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 log = logging.getLogger("pushgate.backend")
 USER_AGENT = "pushgate"
@@ -93,7 +96,7 @@ class Caller:
         self.in_flight = 0
         self.max_in_flight = 0     # the most ever in flight at once (tests, bench)
         self._queue: collections.deque[_Waiting] = collections.deque()
-        self._client: AsyncHTTPClient | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._calls = {kind: metrics.calls.labels(name, kind) for kind in
                        (ANSWER, TIMEOUT, UNAVAILABLE, STATUS, GARBAGE, OVERLOADED, "refused")}
         self._latency = metrics.latency.labels(name)
@@ -169,35 +172,36 @@ class Caller:
         self._next()
 
     async def _post(self, body: bytes, headers: dict[str, str] | None, timeout: float) -> Outcome:
-        if self._client is None:
-            # Our own client: Tornado's shared one queues past 10 calls, unbounded.
-            self._client = AsyncHTTPClient(force_instance=True, max_clients=self.concurrency,
-                                           max_body_size=MAX_ANSWER_BYTES)
-        all_headers = {"Content-Type": "application/json"}
-        if headers:
-            all_headers.update(headers)
-        request = HTTPRequest(self.url, method="POST", body=body, headers=all_headers, user_agent=USER_AGENT,
-                              connect_timeout=timeout, request_timeout=timeout, follow_redirects=False)
+        session = self._session
+        if session is None:
+            # One pool per caller: at most `concurrency` connections, kept alive between calls.
+            session = self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=60),
+                headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
+                skip_auto_headers=("Accept-Encoding",))
         try:
-            response = await self._client.fetch(request)
-        except HTTPClientError as exc:
-            if exc.code == 599:
-                text = str(exc)
-                return Outcome(TIMEOUT if "Timeout" in text else UNAVAILABLE, None, text)
-            return Outcome(STATUS, None, f"HTTP {exc.code}")
-        except OSError as exc:
-            return Outcome(UNAVAILABLE, None, str(exc))
-        if response.code != 200:
-            return Outcome(STATUS, None, f"HTTP {response.code}")
+            async with session.post(self.url, data=body, headers=headers, allow_redirects=False,
+                                    timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                if response.status != 200:
+                    return Outcome(STATUS, None, f"HTTP {response.status}")
+                if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
+                    return Outcome(GARBAGE, None, f"{response.content_length} bytes")
+                raw = await response.content.read(MAX_ANSWER_BYTES + 1)
+        except asyncio.TimeoutError:
+            return Outcome(TIMEOUT, None, f"no answer within {timeout:.2f} s")
+        except (aiohttp.ClientError, OSError) as exc:
+            return Outcome(UNAVAILABLE, None, str(exc) or type(exc).__name__)
+        if len(raw) > MAX_ANSWER_BYTES:
+            return Outcome(GARBAGE, None, f"more than {MAX_ANSWER_BYTES} bytes")
         try:
-            answer = ujson.loads(response.body)
+            answer = ujson.loads(raw)
         except (ValueError, OverflowError):
-            return Outcome(GARBAGE, None, f"not JSON: {response.body[:80]!r}")
+            return Outcome(GARBAGE, None, f"not JSON: {raw[:80]!r}")
         if type(answer) is not dict:
-            return Outcome(GARBAGE, None, f"not a JSON object: {response.body[:80]!r}")
+            return Outcome(GARBAGE, None, f"not a JSON object: {raw[:80]!r}")
         return Outcome(ANSWER, answer)
 
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
