@@ -115,3 +115,33 @@ def test_a_failed_or_refused_connect_drops_the_rest_of_the_frame():
         await settle()
         assert session.state is CLOSED and transport.closed[:2] == (4501, "unauthorized")
     run(scenario())
+
+
+def test_rpc_goes_to_the_proxy_of_its_method_prefix():
+    async def scenario():
+        host = make_host(allow_anonymous=True, rpc_proxy_url=f"{URL}/rpc", rpc_proxy=[("admin.", f"{URL}/admin")])
+        proxies = proxy.proxies_of(host)
+        default, admin = Calls(), Calls()
+        proxies.rpc.call = default
+        proxies.rpc_routes[0][1].call = admin
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {}}))
+        session.handle_frame(frame({"id": 2, "rpc": {"method": "admin.stats"}}))
+        assert len(admin.calls) == 1 and not default.calls and admin.calls[0][0]["method"] == "admin.stats"
+        admin.answer(0, {"result": {"data": [1]}})
+        await settle()
+        session.handle_frame(frame({"id": 3, "rpc": {"method": "stats"}}))
+        assert len(default.calls) == 1
+        default.answer(0, {"result": {}})
+        await settle()
+        assert transport.messages()[1:] == [{"id": 2, "rpc": {"data": [1]}}, {"id": 3, "rpc": {}}]
+    run(scenario())
+
+
+def test_without_proxies_nothing_is_built_and_the_old_answers_stand():
+    host = make_host(allow_anonymous=True)
+    session, transport = open_session(host)
+    session.handle_frame(frame({"id": 1, "connect": {}}, {"id": 2, "rpc": {"method": "m"}},
+                               {"id": 3, "publish": {"channel": "news", "data": 1}}))
+    assert [m.get("error", {}).get("code") for m in transport.messages()[1:]] == [108, 103]
+    assert proxy.SHARED_KEY not in host._shared and session.proxy is None
