@@ -145,3 +145,61 @@ def test_without_proxies_nothing_is_built_and_the_old_answers_stand():
                                {"id": 3, "publish": {"channel": "news", "data": 1}}))
     assert [m.get("error", {}).get("code") for m in transport.messages()[1:]] == [108, 103]
     assert proxy.SHARED_KEY not in host._shared and session.proxy is None
+
+
+def test_the_connect_result_applies_as_a_tokens_claims_would():
+    async def scenario():
+        host, fakes = host_with_proxies()
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {}}))
+        fakes["connect"].answer(0, {"result": {
+            "user": "ann", "channels": ["news"], "info": {"name": "Ann"}, "expire_at": int(host.wall()) + 600,
+            "subs": {"room:ann": {"data": {"welcome": 1}, "info": {"role": "owner"}}}}})
+        await settle()
+        reply = transport.messages()[0]["connect"]
+        assert set(reply["subs"]) == {"#ann", "news", "room:ann"}
+        assert reply["subs"]["room:ann"]["data"] == {"welcome": 1} and "data" not in reply["subs"]["news"]
+        assert reply["expires"] is True and 590 <= reply["ttl"] <= 600   # no refresh proxy: the client refreshes
+        assert session.channels == {"#ann", "news", "room:ann"}
+    run(scenario())
+
+
+def test_a_connect_result_of_the_wrong_shape_is_refused_and_counted():
+    async def scenario():
+        host, fakes = host_with_proxies()
+        bad = [{"result": {"user": 42}}, {"result": {"user": "ann", "channels": ["#bob"]}},
+               {"result": {"user": "ann", "subs": {"x": 1}}}, {"result": {"user": "ann", "b64data": "%%%"}},
+               {"result": {"user": "ann", "expire_at": "soon"}}]
+        for n, answer in enumerate(bad):
+            session, transport = open_session(host)
+            session.handle_frame(frame({"id": 1, "connect": {}}))
+            fakes["connect"].answer(n, answer)
+            await settle()
+            assert transport.messages() == [{"id": 1, "error": {"code": 100, "message": "internal server error",
+                                                                "temporary": True}}], answer
+        refused = host.metrics.registry.get_sample_value("pushgate_proxy_calls_total",
+                                                         {"proxy": "connect", "outcome": "refused"})
+        assert refused == len(bad)
+        # An expire_at already past: error 110, as Centrifugo answers an expired connection.
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {}}))
+        fakes["connect"].answer(len(bad), {"result": {"user": "ann", "expire_at": int(host.wall()) - 1}})
+        await settle()
+        assert transport.messages()[0]["error"]["code"] == 110
+    run(scenario())
+
+
+def test_a_subscription_token_works_beside_the_subscribe_proxy():
+    async def scenario():
+        from auth import subscription_token
+        from tests.stack import SECRET
+        host, fakes = host_with_proxies()
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {}}))
+        fakes["connect"].answer(0, {"result": {"user": "ann"}})
+        await settle()
+        token = subscription_token(SECRET, "ann", "room:vip", ttl=600)
+        session.handle_frame(frame({"id": 2, "subscribe": {"channel": "room:vip", "token": token}}))
+        assert not fakes["subscribe"].calls and "room:vip" in session.channels
+        assert transport.messages()[-1]["subscribe"]["expires"] is True
+    run(scenario())
