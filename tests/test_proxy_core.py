@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from gateway.backend.caller import ANSWER, Outcome
 from gateway.core.session import CLOSED, CONNECTED, HELD_LIMIT
 from gateway.protocols.centrifugo import proxy
+from gateway.config import ConfigError
 from tests.helpers import run
+from tests.test_config import settings
 from tests.inprocess import frame, make_host, open_session
 
 URL = "http://127.0.0.1:9/centrifugo"
@@ -203,3 +207,23 @@ def test_a_subscription_token_works_beside_the_subscribe_proxy():
         assert not fakes["subscribe"].calls and "room:vip" in session.channels
         assert transport.messages()[-1]["subscribe"]["expires"] is True
     run(scenario())
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--connect-proxy-url=ftp://x"], "--connect-proxy-url"),
+    (["--rpc-proxy=admin."], "--rpc-proxy"),
+    (["--proxy-headers=bad header"], "--proxy-headers"),
+    (["--subscribe-proxy=room:*"], "--subscribe-proxy"),
+    (["--publish-proxy=room:*"], "--publish-proxy"),
+    (["--proxy-concurrency=0"], "--proxy-concurrency"),
+])
+def test_proxy_settings_are_checked_and_name_the_flag(argv, named):
+    with pytest.raises(ConfigError) as exc:
+        settings(["--jwt-secret=" + "s" * 32, "--nsqd-tcp-address=h:1", *argv], {})
+    assert str(exc.value).startswith(named)
+
+
+def test_a_connect_proxy_alone_is_enough_to_authenticate():
+    s = settings(["--connect-proxy-url=http://app/centrifugo/connect", "--nsqd-tcp-address=h:1",
+                  "--proxy-headers=Cookie, X-Request-Id", "--rpc-proxy=admin.=http://admin/rpc"], {})
+    assert s.proxy_headers == "cookie,x-request-id" and s.rpc_proxy == [("admin.", "http://admin/rpc")]
