@@ -61,3 +61,17 @@ class ConnectProxyTest < Minitest::Test
     assert_equal 400, proxy_call(stack, "", "not json").status
   end
 end
+
+# The same endpoint in a real Rails application, from the Rails session.
+class ConnectProxyRailsTest < Minitest::Test
+  def test_a_rails_apps_signed_in_user_without_a_token_endpoint
+    script = File.expand_path("support/connect_proxy_rails_app.rb", __dir__)
+    output = IO.popen([RbConfig.ruby, script], err: %i[child out], &:read)
+    answers = JSON.parse(output.lines.last)
+    assert_equal 200, answers["status"]
+    assert_equal "42", answers["signed_in"]["result"]["user"]
+    assert_operator answers["signed_in"]["result"]["expire_at"], :>, Time.now.to_i
+    assert_equal 4501, answers["anonymous"]["disconnect"]["code"]
+    assert_equal 4501, answers["tampered"]["disconnect"]["code"]
+  end
+end
