@@ -227,3 +227,25 @@ def test_a_connect_proxy_alone_is_enough_to_authenticate():
     s = settings(["--connect-proxy-url=http://app/centrifugo/connect", "--nsqd-tcp-address=h:1",
                   "--proxy-headers=Cookie, X-Request-Id", "--rpc-proxy=admin.=http://admin/rpc"], {})
     assert s.proxy_headers == "cookie,x-request-id" and s.rpc_proxy == [("admin.", "http://admin/rpc")]
+
+
+def test_failures_are_logged_at_most_once_a_second_and_all_counted(caplog):
+    async def scenario():
+        from gateway.backend.caller import Caller, CallerMetrics
+        from gateway.core.metrics import Metrics
+        now = [100.0]
+        metrics = Metrics()
+        caller = Caller("connect", f"{URL}/connect", CallerMetrics(metrics.registry), timeout=1, concurrency=1,
+                        queue=1, clock=lambda: now[0])
+        loop = asyncio.get_running_loop()
+        for _ in range(50):
+            caller._fail(loop.create_future(), "unavailable", "refused")
+        now[0] += 1.5
+        caller._fail(loop.create_future(), "unavailable", "refused")
+        return metrics
+    with caplog.at_level("ERROR", logger="pushgate.backend"):
+        metrics = run(scenario())
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[1].endswith("(49 more like it in the last 1 s)")
+    assert metrics.registry.get_sample_value("pushgate_proxy_calls_total",
+                                             {"proxy": "connect", "outcome": "unavailable"}) == 51

@@ -42,6 +42,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 log = logging.getLogger("pushgate.backend")
 USER_AGENT = "pushgate"
+LOG_EVERY = 1.0   # seconds: at most one log line per kind of failure and caller
 
 MAX_ANSWER_BYTES = 1 << 20
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -97,6 +98,7 @@ class Caller:
         self.max_in_flight = 0     # the most ever in flight at once (tests, bench)
         self._queue: collections.deque[_Waiting] = collections.deque()
         self._session: aiohttp.ClientSession | None = None
+        self._logged: dict[str, tuple[float, int]] = {}   # kind -> (last logged, skipped since)
         self._calls = {kind: metrics.calls.labels(name, kind) for kind in
                        (ANSWER, TIMEOUT, UNAVAILABLE, STATUS, GARBAGE, OVERLOADED, "refused")}
         self._latency = metrics.latency.labels(name)
@@ -122,11 +124,24 @@ class Caller:
     def refused(self, reason: str) -> None:
         """The protocol refused an answer of the wrong shape: counted and logged."""
         self._calls["refused"].inc()
-        log.error("%s proxy: refused the backend's answer (%s)", self.name, reason)
+        self._log("refused", "%s proxy: refused the backend's answer (%s)", self.name, reason)
+
+    def _log(self, kind: str, message: str, *args: object) -> None:
+        """Log a failure, at most once a second per kind: a backend that is down
+        while thousands reconnect must not flood the log (the metrics count all)."""
+        now = self.clock()
+        last, skipped = self._logged.get(kind, (-LOG_EVERY, 0))
+        if now - last < LOG_EVERY:
+            self._logged[kind] = (last, skipped + 1)
+            return
+        self._logged[kind] = (now, 0)
+        if skipped:
+            message += f" ({skipped} more like it in the last {LOG_EVERY:g} s)"
+        log.error(message, *args)
 
     def _fail(self, future: asyncio.Future[Outcome], kind: str, detail: str) -> None:
         self._calls[kind].inc()
-        log.error("%s proxy %s: %s (%s)", self.name, self.url, kind, detail)
+        self._log(kind, "%s proxy %s: %s (%s)", self.name, self.url, kind, detail)
         if not future.done():
             future.set_result(Outcome(kind, None, detail))
 
