@@ -18,6 +18,7 @@ from gateway.ops.handlers import ApiHandler, HealthHandler, MetricsHandler, OwnH
 from gateway.ops.server_api import ServerApi
 from gateway.protocols import ENDPOINTS
 from gateway.protocols.centrifugo.emulation import ControlReaders, EmulationEndpoint, EmulationSessions
+from gateway.protocols.centrifugo.proxy import any_proxy, proxies_of
 from gateway.transports.door import Listener, client_ip
 from gateway.transports.endpoint import Kind
 from gateway.transports.http import StreamEndpoint, StreamHandler
@@ -60,6 +61,8 @@ def make_app(node: Node) -> tornado.web.Application:
     sessions = EmulationSessions(node.name, node.bus.send, readers.there, node.metrics.registry,
                                  node.host.by_id)
     node.bus.on("emulation", sessions.forwarded)
+    if any_proxy(settings):
+        proxies_of(node.host)   # built now, so their metrics are on /metrics from the start
     api_args = {"node": node, "api": ServerApi(node)}
     streams = [(endpoint.path, StreamHandler, {"host": node, "endpoint": endpoint})
                for endpoint in ENDPOINTS if endpoint.kind is Kind.STREAM]

@@ -20,7 +20,7 @@ from tests.clients import RawClient, sdk_client
 from tests.helpers import run, wait_for, wait_for_time
 from tests.httpstream import HttpStreamClient
 from tests.proxy_backend import Backend, sign
-from tests.stack import SECRET, Gateway, free_port
+from tests.stack import SECRET, Gateway, free_port, http
 
 # Each request's fields as proxy.proto names them: nothing else is sent.
 FIELDS = {kind: set(names) for kind, names in json.loads(
@@ -272,6 +272,11 @@ def test_a_failed_call_is_error_100_for_the_client_and_never_a_hang(gateway, bac
 def test_a_full_queue_answers_100_at_once(tmp_path, nsqd, lookupd, start_gateway):
     port = free_port()
     gw = start_gateway(*proxy_flags(port), "--proxy-concurrency=1", "--proxy-queue=1", "--proxy-timeout=3")
+    # Each configured proxy's figures are there from the start, before any call.
+    _, text = http("GET", f"{gw.url}/metrics")
+    for name in ("connect", "subscribe", "rpc"):
+        assert f'pushgate_proxy_queue_depth{{proxy="{name}"}} 0.0' in text.decode()
+    assert 'proxy="publish"' not in text.decode()   # not configured: nothing
 
     async def scenario():
         backend = await backend_on(port)
