@@ -249,3 +249,37 @@ def test_failures_are_logged_at_most_once_a_second_and_all_counted(caplog):
     assert len(lines) == 2 and lines[1].endswith("(49 more like it in the last 1 s)")
     assert metrics.registry.get_sample_value("pushgate_proxy_calls_total",
                                              {"proxy": "connect", "outcome": "unavailable"}) == 51
+
+
+def test_override_presence_false_keeps_a_subscriber_out_of_presence():
+    async def scenario():
+        host = make_host(connect_proxy_url=f"{URL}/connect", subscribe_proxy_url=f"{URL}/subscribe",
+                         subscribe_proxy=["room:*"], presence=["room:*"])
+        proxies = proxy.proxies_of(host)
+        connects, subscribes = Calls(), Calls()
+        proxies.connect.call, proxies.subscribe.call = connects, subscribes
+        sessions = []
+        for n, user in enumerate(("ann", "ghost")):
+            session, transport = open_session(host)
+            session.handle_frame(frame({"id": 1, "connect": {}}))
+            hidden = {"override": {"presence": {"value": False}}} if user == "ghost" else {}
+            connects.answer(n, {"result": {"user": user, "subs": {"room:lobby": hidden}}})
+            await settle()
+            session.handle_frame(frame({"id": 2, "subscribe": {"channel": "room:a"}}))
+            subscribes.answer(n, {"result": hidden})
+            await settle()
+            assert [m["id"] for m in transport.messages()] == [1, 2]
+            sessions.append(session)
+        for channel in ("room:a", "room:lobby"):
+            assert {info["user"] for info in host.presence.clients(channel).values()} == {"ann"}, channel
+        for session in sessions:
+            assert {"room:a", "room:lobby"} <= session.channels
+            session.transport_closed()
+        assert host.presence.clients("room:a") == {}
+        # An override of the wrong shape is refused like any garbage.
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {}}))
+        connects.answer(2, {"result": {"user": "x", "subs": {"room:b": {"override": {"presence": True}}}}})
+        await settle()
+        assert transport.messages()[0]["error"]["code"] == 100
+    run(scenario())

@@ -336,12 +336,15 @@ class Session:
 
     # --- channels --------------------------------------------------------------------
 
-    def join(self, channel: str, wire: WireFormat | None = None, chan_info: bytes | None = None) -> None:
+    def join(self, channel: str, wire: WireFormat | None = None, chan_info: bytes | None = None,
+             in_presence: bool = True) -> None:
+        """Subscribe to ``channel``; ``in_presence`` False keeps this subscriber
+        out of its presence and join/leave (the backend said so)."""
         host = self.host
         self.channels.add(channel)
         host.hub.subscribe(channel, self, wire or self.wire)
         presence = host.presence
-        if presence.active and presence.tracks(channel):
+        if in_presence and presence.active and presence.tracks(channel):
             presence.join(self, channel, chan_info)
 
     def leave(self, channel: str) -> None:

@@ -91,7 +91,7 @@ class ProxyState:
     between the connect proxy's answer and the connect reply, its ``data``
     and per-channel ``subs``."""
 
-    __slots__ = ("headers", "meta", "connect_data", "subs", "refreshed", "conn_info")
+    __slots__ = ("headers", "meta", "connect_data", "subs", "refreshed", "conn_info", "absent")
 
     def __init__(self, headers: dict[str, str] | None = None):
         self.headers = headers
@@ -100,6 +100,7 @@ class ProxyState:
         self.subs: dict[str, tuple[bytes | None, bytes | None]] = {}
         self.refreshed: set[str] = set()   # subscriptions whose expiry the sub refresh proxy decides
         self.conn_info: bytes | None = None  # the connection's info, for its publications
+        self.absent: set[str] = set()   # connect subs kept out of presence (override presence false)
 
 
 # --- the answers --------------------------------------------------------------------
@@ -242,6 +243,22 @@ def json_value(raw: bytes | None) -> Any:
         return ujson.loads(raw)
     except (ValueError, OverflowError):
         return None
+
+
+def in_presence(options: dict) -> bool:
+    """``override.presence``: ``{"value": false}`` keeps the subscriber out of
+    the channel's presence and join/leave. (True cannot add presence to a
+    channel --presence does not keep: see docs/proxy.md.) Raises Garbage."""
+    override = options.get("override")
+    if override is None:
+        return True
+    if type(override) is not dict:
+        raise Garbage("override is not an object")
+    for key, value in override.items():
+        if value is not None and (type(value) is not dict or type(value.get("value", False)) is not bool):
+            raise Garbage(f"override.{key} must be {{\"value\": true or false}}")
+    presence = override.get("presence")
+    return not (presence is not None and presence.get("value") is False)
 
 
 def expire_at(result: dict) -> int | None:

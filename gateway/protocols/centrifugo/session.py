@@ -217,8 +217,12 @@ class CentrifugoSession(Session):
             self.send(self.codec.push("", "connect", result))
         else:
             self.send(self.codec.reply(cmd.id, "connect", result))
+        absent = state.absent if state is not None else ()
         for channel in self.server_channels:
-            self.join(channel, chan_info=granted[channel][0] if channel in granted else None)
+            self.join(channel, chan_info=granted[channel][0] if channel in granted else None,
+                      in_presence=channel not in absent)
+        if state is not None:
+            state.absent = set()
         if claims.info is not None and host.settings.publish_proxy_url:
             # The publisher's conn_info in its publications (Centrifugo's ClientInfo).
             state = self.proxy = self.proxy or proxy.ProxyState()
@@ -289,7 +293,7 @@ class CentrifugoSession(Session):
 
     def _admit_subscription(self, cmd: Command, channel: str, expires_at: int | None, *,
                             chan_info: bytes | None = None, data: bytes | None = None,
-                            server_refresh: bool = False) -> None:
+                            server_refresh: bool = False, in_presence: bool = True) -> None:
         """A permitted subscribe: its result (position, recovery, the backend's
         data), the reply, then the channel joins the hub, in one callback."""
         codec = self.codec
@@ -308,7 +312,7 @@ class CentrifugoSession(Session):
         if data is not None:
             result["data"] = data
         self.send(codec.reply(cmd.id, "subscribe", result))
-        self.join(channel, chan_info=chan_info)
+        self.join(channel, chan_info=chan_info, in_presence=in_presence)
 
     def _check_subscription_token(self, token: object, channel: str) -> tuple[model.Error | None, int | None]:
         """A subscription token grants a private channel (Centrifugo's rules:
@@ -583,6 +587,7 @@ class CentrifugoSession(Session):
         state.connect_data = proxy.payload(self, result, "data")
         state.subs = {channel: (proxy.payload(self, options, "info"), proxy.payload(self, options, "data"))
                       for channel, options in subs.items()}
+        state.absent = {channel for channel, options in subs.items() if not proxy.in_presence(options)}
         self.proxy = state
         return ConnectionClaims(user=user, channels=tuple(dict.fromkeys([*channels, *subs])),
                                 info=proxy.json_value(info), expires_at=proxy.expire_at(result))
@@ -599,6 +604,7 @@ class CentrifugoSession(Session):
             return
         error = model.ERROR_INTERNAL if decision.failed else decision.error
         expires_at = chan_info = data = None
+        in_presence = True
         if error is None:
             assert decision.result is not None
             result = decision.result
@@ -606,6 +612,7 @@ class CentrifugoSession(Session):
                 expires_at = proxy.expire_at(result)
                 chan_info = proxy.payload(self, result, "info")
                 data = proxy.payload(self, result, "data")
+                in_presence = proxy.in_presence(result)
             except proxy.Garbage as exc:
                 caller.refused(str(exc))
                 error = model.ERROR_INTERNAL
@@ -625,7 +632,7 @@ class CentrifugoSession(Session):
             state = self.proxy = self.proxy or proxy.ProxyState()
             state.refreshed.add(channel)
         self._admit_subscription(cmd, channel, expires_at, chan_info=chan_info, data=data,
-                                 server_refresh=server_refresh)
+                                 server_refresh=server_refresh, in_presence=in_presence)
 
     def _publish(self, cmd: Command) -> None:
         """A client publish: only to channels of --publish-proxy, as the backend decides."""
