@@ -11,7 +11,8 @@ from gateway.backend.caller import ANSWER, Outcome
 from gateway.core.session import CLOSED, CONNECTED, HELD_LIMIT
 from gateway.protocols.centrifugo import proxy
 from gateway.config import ConfigError
-from tests.helpers import run
+from tests.helpers import run, wait_for
+from tests.proxy_backend import Backend
 from tests.test_config import settings
 from tests.inprocess import frame, make_host, open_session
 
@@ -282,4 +283,32 @@ def test_override_presence_false_keeps_a_subscriber_out_of_presence():
         connects.answer(2, {"result": {"user": "x", "subs": {"room:b": {"override": {"presence": True}}}}})
         await settle()
         assert transport.messages()[0]["error"]["code"] == 100
+    run(scenario())
+
+
+def test_the_caller_bounds_calls_in_flight_the_queue_and_the_wait():
+    async def scenario():
+        from gateway.backend.caller import TIMEOUT, Caller, CallerMetrics, OVERLOADED
+        from gateway.core.metrics import Metrics
+        backend = await Backend().start()
+        backend.delay = 0.4
+        caller = Caller("rpc", backend.url("rpc"), CallerMetrics(Metrics().registry), timeout=0.6, concurrency=2,
+                        queue=2)
+        body = b'{"method":"echo","data":1}'
+        try:
+            futures = [caller.call(body) for _ in range(5)]
+            assert caller.in_flight == 2 and futures[4].done() and futures[4].result().kind == OVERLOADED
+            futures[3].cancel()       # its connection closed while it waited: never sent
+            outcomes = [await f for f in futures[:3]]
+            assert [o.kind for o in outcomes[:2]] == ["answer", "answer"]
+            assert outcomes[0].body == {"result": {"data": 1}}
+            # The third waited 0.4 s of its 0.6 s, then had 0.2 s left for a call that takes 0.4 s.
+            assert outcomes[2].kind == TIMEOUT
+            assert backend.max_in_flight == 2
+            await wait_for(lambda: backend.in_flight == 0, what="the backend to finish the call given up on")
+            assert len(backend.calls["rpc"]) == 3   # the cancelled one was never sent
+            assert caller.in_flight == 0 and not caller._queue
+        finally:
+            await caller.close()
+            await backend.stop()
     run(scenario())
