@@ -312,3 +312,29 @@ def test_the_caller_bounds_calls_in_flight_the_queue_and_the_wait():
             await caller.close()
             await backend.stop()
     run(scenario())
+
+
+def test_the_refresh_proxy_is_asked_aside_and_withdrawn_when_the_connection_closes():
+    async def scenario():
+        host = make_host(connect_proxy_url=f"{URL}/connect", refresh_proxy_url=f"{URL}/refresh")
+        proxies = proxy.proxies_of(host)
+        connects, refreshes = Calls(), Calls()
+        proxies.connect.call, proxies.refresh.call = connects, refreshes
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {}}))
+        connects.answer(0, {"result": {"user": "ann", "expire_at": int(host.wall()) + 1}})
+        await settle()
+        assert "expires" not in transport.messages()[0]["connect"]   # the client is not asked
+        host.expiry.check(host.wall() + 1)        # its expiry has come: no close delay, the backend is asked
+        assert len(refreshes.calls) == 1 and refreshes.calls[0][0]["user"] == "ann"
+        session.handle_frame(frame({"id": 2, "rpc": {"method": "m"}}))   # the client's commands do not wait
+        assert transport.messages()[-1]["error"]["code"] == 108
+        refreshes.answer(0, {"result": {"expire_at": int(host.wall()) + 60}})
+        await settle()
+        host.expiry.check(host.wall() + 30)
+        assert session.state is CONNECTED and len(refreshes.calls) == 1
+        host.expiry.check(host.wall() + 61)
+        assert len(refreshes.calls) == 2
+        session.transport_closed()
+        assert refreshes.calls[1][1].cancelled()
+    run(scenario())

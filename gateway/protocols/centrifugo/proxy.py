@@ -91,7 +91,7 @@ class ProxyState:
     between the connect proxy's answer and the connect reply, its ``data``
     and per-channel ``subs``."""
 
-    __slots__ = ("headers", "meta", "connect_data", "subs", "refreshed", "conn_info", "absent")
+    __slots__ = ("headers", "meta", "connect_data", "subs", "refreshed", "conn_info", "absent", "aside")
 
     def __init__(self, headers: dict[str, str] | None = None):
         self.headers = headers
@@ -101,6 +101,7 @@ class ProxyState:
         self.refreshed: set[str] = set()   # subscriptions whose expiry the sub refresh proxy decides
         self.conn_info: bytes | None = None  # the connection's info, for its publications
         self.absent: set[str] = set()   # connect subs kept out of presence (override presence false)
+        self.aside: set[asyncio.Future] = set()  # refresh calls under way, withdrawn when the connection closes
 
 
 # --- the answers --------------------------------------------------------------------

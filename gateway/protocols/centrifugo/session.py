@@ -510,7 +510,10 @@ class CentrifugoSession(Session):
     def _ask_aside(self, caller: Caller, body: dict, then: Callable[[proxy.Decision], None]) -> None:
         """Ask the backend on the server's behalf (a refresh): the client's
         commands do not wait for it."""
+        state = self.proxy = self.proxy or proxy.ProxyState()
+
         def decided(future: asyncio.Future[Outcome]) -> None:
+            state.aside.discard(future)
             if self.state is CLOSED or future.cancelled():
                 return
             try:
@@ -520,7 +523,16 @@ class CentrifugoSession(Session):
                               caller.name)
                 self.close(vocabulary.INTERNAL)
 
-        caller.call(proxy.encode(body), proxy.headers_of(self)).add_done_callback(decided)
+        future = caller.call(proxy.encode(body), proxy.headers_of(self))
+        state.aside.add(future)   # withdrawn if the connection closes first (_release)
+        future.add_done_callback(decided)
+
+    def _release(self) -> None:
+        super()._release()
+        state = self.proxy
+        if state is not None and state.aside:
+            for future in list(state.aside):
+                future.cancel()
 
     def _backend_disconnect(self, disconnect: model.Disconnect) -> None:
         reason = Reason.FORCE_RECONNECT if disconnect.reconnect else Reason.FORCE_DISCONNECT
