@@ -484,6 +484,7 @@ def test_publish_proxy_publishes_through_nsq_to_every_node_with_the_publishers_i
             await bob.send({"id": 4, "history": {"channel": "room:lobby", "limit": 10}})
             history = (await bob.recv())["history"]
             assert [p["data"] for p in history["publications"]] == [{"text": "hi", "by": "alice"}]
+            assert history["publications"][0]["info"] == pub["info"]   # the publisher, kept with it
             # skip_history: delivered, not kept, no offset.
             await alice.send({"id": 5, "publish": {"channel": "room:lobby", "data": {"text": "!psst"}}})
             replies, pushes = await replies_and_pushes(alice, 2)

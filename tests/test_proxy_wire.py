@@ -145,3 +145,24 @@ def test_an_envelope_carries_the_publisher_and_skip_history():
                 b'{"channel":"r","data":1,"skip_history":"yes"}'):
         with pytest.raises(BadMessage):
             parse_envelope(bad)
+
+
+def test_history_keeps_a_client_publications_publisher():
+    from gateway.core.history import History, Publication, Retention
+    from gateway.core.hub import Hub
+    from gateway.nsq.ingest import Ingest
+    history = History(Retention(10, 300), margin_ns=0)
+    ingest = Ingest(Hub(), Metrics(), history, envelope_topic="pushgate", mapped={}, max_message_bytes=65536,
+                    max_message_age=30, dedupe_window=10, on_gap=lambda channels: None, clock=lambda: 2 * 10**18)
+    body = (b'{"channel":"room","data":{"t":1},"info":{"user":"a","client":"c","conn_info":{"n":1}}}')
+    ingest.handle("pushgate", body, 2 * 10**18 - 10**6, "nsqd", b"id1")
+    ingest.handle("pushgate", b'{"channel":"room","data":{"t":2}}', 2 * 10**18 - 10**5, "nsqd", b"id2")
+    pubs = history.publications("room")
+    assert len(pubs) == 2 and all(isinstance(p, Publication) for p in pubs)
+    rendered = ujson.loads(JSON.reply(5, "history", {"publications": pubs}))["history"]["publications"]
+    assert rendered[0]["info"] == {"user": "a", "client": "c", "conn_info": {"n": 1}}
+    assert rendered[0]["data"] == {"t": 1} and "info" not in rendered[1]
+    reply = CLASSES["Reply"].FromString(PROTOBUF.reply(5, "history", {"publications": pubs})[1:])
+    first, second = reply.history.publications
+    assert first.info.user == "a" and first.info.conn_info == b'{"n":1}' and first.data == b'{"t":1}'
+    assert not second.HasField("info")

@@ -17,7 +17,7 @@ from typing import Callable
 
 from gateway.nsq.dedupe import RecentIds
 from gateway.nsq.envelope import BadMessage, Delivery, envelope_targets, parse_envelope, parse_mapped
-from gateway.core.history import History
+from gateway.core.history import History, Published
 from gateway.core.hub import Hub
 from gateway.core.metrics import Metrics
 
@@ -89,8 +89,12 @@ class Ingest:
         offset, as Centrifugo sends it)."""
         reached = 0
         data = delivery.data
+        stored = data
+        if delivery.info is not None:
+            stored = Published(data)
+            stored.info = delivery.info
         for channel in delivery.channels:
-            offset = None if delivery.skip_history else self.history.add(channel, timestamp_ns, data, now_ns)
+            offset = None if delivery.skip_history else self.history.add(channel, timestamp_ns, stored, now_ns)
             reached += self.hub.publish(channel, data, offset, delivery.info)
         self.metrics.publications.inc(len(delivery.channels))
         if reached:

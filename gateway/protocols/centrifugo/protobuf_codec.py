@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 from gateway.core.vocabulary import ProtocolError
 from gateway.protocols.centrifugo.model import METHODS, Command, Disconnect, Error, check_command
 from gateway.protocols.centrifugo.schema import CLASSES
-from gateway.core.history import Publication
+from gateway.core.history import Publication, Published
 
 _Command = CLASSES["Command"]
 _Reply = CLASSES["Reply"]
@@ -115,9 +115,11 @@ def _fill(message: Any, values: dict) -> None:
             target = getattr(message, name)
             for item in value:
                 if isinstance(item, Publication):
-                    pub = target.add(data=item.data)
+                    pub = target.add(data=bytes(item.data))
                     if item.offset:
                         pub.offset = item.offset
+                    if type(item.data) is Published:   # a client's publication: with its publisher
+                        _fill(pub.info, item.data.info)
                 else:
                     _fill(target.add(), item)
         else:
