@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import ujson
 
 from gateway.backend.caller import ANSWER, Outcome
 from gateway.core.session import CLOSED, CONNECTED, HELD_LIMIT
@@ -337,4 +338,38 @@ def test_the_refresh_proxy_is_asked_aside_and_withdrawn_when_the_connection_clos
         assert len(refreshes.calls) == 2
         session.transport_closed()
         assert refreshes.calls[1][1].cancelled()
+    run(scenario())
+
+
+def test_a_publish_carries_the_publishers_conn_info_and_chan_info_to_nsq(monkeypatch):
+    sent: list[bytes] = []
+
+    async def fake_publish(address, topic, body, timeout=5.0):
+        sent.append(body)
+
+    monkeypatch.setattr(proxy.publisher, "publish", fake_publish)
+
+    async def scenario():
+        host = make_host(connect_proxy_url=f"{URL}/connect", subscribe_proxy_url=f"{URL}/subscribe",
+                         subscribe_proxy=["room:*"], publish_proxy_url=f"{URL}/publish", publish_proxy=["room:*"])
+        proxies = proxy.proxies_of(host)
+        connects, subscribes, publishes = Calls(), Calls(), Calls()
+        proxies.connect.call, proxies.subscribe.call, proxies.publish.call = connects, subscribes, publishes
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {}}))
+        connects.answer(0, {"result": {"user": "ann", "info": {"name": "Ann"}}})
+        await settle()
+        session.handle_frame(frame({"id": 2, "subscribe": {"channel": "room:a"}}))
+        subscribes.answer(0, {"result": {"info": {"role": "host"}}})
+        await settle()
+        session.handle_frame(frame({"id": 3, "publish": {"channel": "room:a", "data": {"t": 1}}},
+                                   {"id": 4, "rpc": {"method": "m"}}))
+        publishes.answer(0, {"result": {"skip_history": True}})
+        await settle()
+        assert [m["id"] for m in transport.messages()] == [1, 2, 3, 4]   # the rpc waited for nsqd's answer
+        envelope = ujson.loads(sent[0])
+        assert envelope == {"channel": "room:a", "data": {"t": 1}, "skip_history": True, "info": {
+            "user": "ann", "client": session.client_id, "conn_info": {"name": "Ann"}, "chan_info": {"role": "host"}}}
+        session.handle_frame(frame({"id": 5, "unsubscribe": {"channel": "room:a"}}))
+        assert session.proxy.chan_info == {}
     run(scenario())

@@ -91,7 +91,8 @@ class ProxyState:
     between the connect proxy's answer and the connect reply, its ``data``
     and per-channel ``subs``."""
 
-    __slots__ = ("headers", "meta", "connect_data", "subs", "refreshed", "conn_info", "absent", "aside")
+    __slots__ = ("headers", "meta", "connect_data", "subs", "refreshed", "conn_info", "absent", "aside",
+                 "chan_info")
 
     def __init__(self, headers: dict[str, str] | None = None):
         self.headers = headers
@@ -102,6 +103,7 @@ class ProxyState:
         self.conn_info: bytes | None = None  # the connection's info, for its publications
         self.absent: set[str] = set()   # connect subs kept out of presence (override presence false)
         self.aside: set[asyncio.Future] = set()  # refresh calls under way, withdrawn when the connection closes
+        self.chan_info: dict[str, bytes] = {}  # channel -> this connection's info there, for its publications
 
 
 # --- the answers --------------------------------------------------------------------
@@ -216,12 +218,13 @@ def json_payload(data: Any) -> bytes | None:
 
 
 def publish(settings: Settings, channel: str, data: bytes, user: str, client: str, conn_info: bytes | None,
-            skip_history: bool) -> asyncio.Future[bool]:
+            chan_info: bytes | None, skip_history: bool) -> asyncio.Future[bool]:
     """Publish a client's publication through NSQ, as a backend would (every
     node gets it, history keeps it unless ``skip_history``), with its
     publisher's ClientInfo; the future says whether nsqd took it."""
-    info = b'{"user":%s,"client":%s%s}' % (json_bytes(user), json_bytes(client),
-                                           b',"conn_info":' + conn_info if conn_info is not None else b"")
+    info = b'{"user":%s,"client":%s%s%s}' % (json_bytes(user), json_bytes(client),
+                                             b',"conn_info":' + conn_info if conn_info is not None else b"",
+                                             b',"chan_info":' + chan_info if chan_info is not None else b"")
     envelope = b'{"channel":%s,"data":%s,"info":%s%s}' % (
         json_bytes(channel), data, info, b',"skip_history":true' if skip_history else b"")
 

@@ -313,6 +313,9 @@ class CentrifugoSession(Session):
             result["data"] = data
         self.send(codec.reply(cmd.id, "subscribe", result))
         self.join(channel, chan_info=chan_info, in_presence=in_presence)
+        if chan_info is not None and self.host.settings.publish_proxy_url:
+            state = self.proxy = self.proxy or proxy.ProxyState()
+            state.chan_info[channel] = chan_info   # the publisher's chan_info in its publications there
 
     def _check_subscription_token(self, token: object, channel: str) -> tuple[model.Error | None, int | None]:
         """A subscription token grants a private channel (Centrifugo's rules:
@@ -527,6 +530,12 @@ class CentrifugoSession(Session):
         state.aside.add(future)   # withdrawn if the connection closes first (_release)
         future.add_done_callback(decided)
 
+    def leave(self, channel: str) -> None:
+        super().leave(channel)
+        state = self.proxy
+        if state is not None and state.chan_info:
+            state.chan_info.pop(channel, None)
+
     def _release(self) -> None:
         super()._release()
         state = self.proxy
@@ -683,9 +692,11 @@ class CentrifugoSession(Session):
             self.send(self.codec.error(cmd.id, error))
             return
         assert data is not None
-        conn_info = self.proxy.conn_info if self.proxy is not None else None
+        state = self.proxy
+        conn_info = state.conn_info if state is not None else None
+        chan_info = state.chan_info.get(channel) if state is not None else None
         published = proxy.publish(self.host.settings, channel, data, self.user, self.client_id, conn_info,
-                                  skip_history)
+                                  chan_info, skip_history)
         self.wait(published, lambda ok, waiting: self._published(cmd, ok, waiting), [])
 
     def _published(self, cmd: Command, ok: bool, waiting: list[Command]) -> None:
