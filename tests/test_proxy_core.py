@@ -330,12 +330,12 @@ def test_the_refresh_proxy_is_asked_aside_and_withdrawn_when_the_connection_clos
         assert len(refreshes.calls) == 1 and refreshes.calls[0][0]["user"] == "ann"
         session.handle_frame(frame({"id": 2, "rpc": {"method": "m"}}))   # the client's commands do not wait
         assert transport.messages()[-1]["error"]["code"] == 108
-        refreshes.answer(0, {"result": {"expire_at": int(host.wall()) + 60}})
+        refreshes.answer(0, {"result": {"expire_at": int(host.wall()) + 60, "meta": {"v": 2}}})
         await settle()
         host.expiry.check(host.wall() + 30)
         assert session.state is CONNECTED and len(refreshes.calls) == 1
         host.expiry.check(host.wall() + 61)
-        assert len(refreshes.calls) == 2
+        assert len(refreshes.calls) == 2 and refreshes.calls[1][0]["meta"] == {"v": 2}   # the refreshed meta
         session.transport_closed()
         assert refreshes.calls[1][1].cancelled()
     run(scenario())

@@ -771,8 +771,13 @@ class CentrifugoSession(Session):
                 self.close(vocabulary.EXPIRED)
                 return
             expires_at = proxy.expire_at(result)
-            if "meta" in result and self.proxy is not None:
-                self.proxy.meta = result["meta"]
+            info = proxy.payload(self, result, "info")
+            state = self.proxy
+            if state is not None:
+                if "meta" in result:
+                    state.meta = result["meta"]
+                if info is not None and self.host.settings.publish_proxy_url:
+                    state.conn_info = info   # its publications from now on
         except proxy.Garbage as exc:
             if result is not None:
                 caller.refused(str(exc))
