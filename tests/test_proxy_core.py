@@ -150,7 +150,7 @@ def test_without_proxies_nothing_is_built_and_the_old_answers_stand():
     session.handle_frame(frame({"id": 1, "connect": {}}, {"id": 2, "rpc": {"method": "m"}},
                                {"id": 3, "publish": {"channel": "news", "data": 1}}))
     assert [m.get("error", {}).get("code") for m in transport.messages()[1:]] == [108, 103]
-    assert proxy.SHARED_KEY not in host._shared and session.proxy is None
+    assert proxy.SHARED_KEY not in host._shared and session.proxied is None
 
 
 def test_the_connect_result_applies_as_a_tokens_claims_would():
@@ -371,5 +371,32 @@ def test_a_publish_carries_the_publishers_conn_info_and_chan_info_to_nsq(monkeyp
         assert envelope == {"channel": "room:a", "data": {"t": 1}, "skip_history": True, "info": {
             "user": "ann", "client": session.client_id, "conn_info": {"name": "Ann"}, "chan_info": {"role": "host"}}}
         session.handle_frame(frame({"id": 5, "unsubscribe": {"channel": "room:a"}}))
-        assert session.proxy.chan_info == {}
+        assert session.proxied.chan_info == {}
+    run(scenario())
+
+
+def test_a_connection_no_proxy_concerns_costs_nothing_more():
+    import sys
+    host = make_host(allow_anonymous=True, connect_proxy_url=f"{URL}/connect")
+    session, transport = open_session(host)
+    assert session.proxied is None and not hasattr(session, "__dict__")
+    # The same size as a Session: the proxies keep their state apart.
+    from gateway.core.session import Session
+    assert sys.getsizeof(session) == sys.getsizeof(Session(host, transport))
+
+
+def test_what_the_proxies_keep_goes_with_the_connection():
+    async def scenario():
+        host, fakes = host_with_proxies()
+        sessions = []
+        for n in range(20):
+            session, transport = open_session(host)
+            session.handle_frame(frame({"id": 1, "connect": {}}))
+            fakes["connect"].answer(n, {"result": {"user": f"u{n}", "meta": {"n": n}}})
+            sessions.append(session)
+        await settle()
+        assert all(s.proxied is not None for s in sessions)
+        for session in sessions:
+            session.transport_closed()
+        assert not any(s in proxy.STATES for s in sessions)
     run(scenario())

@@ -214,7 +214,7 @@ def remember_headers(session: Session, request: Request) -> None:
     if settings.proxy_headers and proxy.any_proxy(settings) and isinstance(session, CentrifugoSession):
         names = proxy.proxies_of(session.host).headers
         headers = request.headers
-        session.proxy = proxy.ProxyState({proxy.canonical(name): headers[name] for name in names if name in headers})
+        session.proxied = proxy.ProxyState({proxy.canonical(name): headers[name] for name in names if name in headers})
 
 
 def _opened(then: Opened | None = None) -> Opened:

@@ -85,6 +85,11 @@ def proxies_of(host: SessionHost) -> Proxies:
     return host.shared(SHARED_KEY, lambda h: Proxies(h.settings, CallerMetrics(h.metrics.registry)))
 
 
+# What the proxies keep per connection, only for connections a proxy concerns
+# (session -> ProxyState); a session's entry goes when it closes.
+STATES: dict[Any, "ProxyState"] = {}
+
+
 class ProxyState:
     """What a proxied connection keeps: the request headers passed to the
     proxies, the connect result's ``meta`` (never sent to the client), and,
@@ -286,7 +291,7 @@ def request(session: CentrifugoSession, **fields: Any) -> dict:
                             "protocol": codec, "encoding": "binary" if codec == "protobuf" else "json"}
     if session.client_id:
         body["user"] = session.user
-        state = session.proxy
+        state = session.proxied
         if state is not None and state.meta is not None:
             body["meta"] = state.meta
     body.update(fields)
@@ -315,6 +320,6 @@ def canonical(name: str) -> str:
 
 
 def headers_of(session: CentrifugoSession) -> dict[str, str] | None:
-    state = session.proxy
+    state = session.proxied
     return state.headers if state is not None else None
 

@@ -35,14 +35,25 @@ REJECT_UNRECOVERED = 2  # subscribe flag: answer 112 rather than recovered:false
 
 
 class CentrifugoSession(Session):
-    __slots__ = ("proxy",)
+    __slots__ = ()
 
     def __init__(self, host: SessionHost, transport: Transport) -> None:
         if not isinstance(transport.wire.codec, (JsonCodec, ProtobufCodec)):
             raise TypeError(f"{transport.wire!r} does not speak the Centrifugo protocol")
         super().__init__(host, transport)
-        # What the proxies need of this connection (None until a proxy is involved).
-        self.proxy: proxy.ProxyState | None = None
+
+    @property
+    def proxied(self) -> proxy.ProxyState | None:
+        """What the proxies keep of this connection: None until one is involved.
+        Kept apart (proxy.STATES), so a connection no proxy concerns costs not
+        a byte more."""
+        states = proxy.STATES
+        return states.get(self) if states else None
+
+    @proxied.setter
+    def proxied(self, state: proxy.ProxyState) -> None:
+        if self.state is not CLOSED:
+            proxy.STATES[self] = state
 
     @property
     def codec(self) -> Codec:
@@ -192,7 +203,7 @@ class CentrifugoSession(Session):
         if claims.expires_at is not None and not server_refresh:
             result["expires"] = True
             result["ttl"] = self.ttl(claims.expires_at)
-        state = self.proxy
+        state = self.proxied
         granted: dict[str, tuple[bytes | None, bytes | None]] = {}
         if state is not None:  # the connect proxy's data, and its subs' info and data
             if state.connect_data is not None:
@@ -225,7 +236,7 @@ class CentrifugoSession(Session):
             state.absent = set()
         if claims.info is not None and host.settings.publish_proxy_url:
             # The publisher's conn_info in its publications (Centrifugo's ClientInfo).
-            state = self.proxy = self.proxy or proxy.ProxyState()
+            state = self.proxied = self.proxied or proxy.ProxyState()
             state.conn_info = proxy.json_bytes(claims.info)
         self.established()
 
@@ -314,7 +325,7 @@ class CentrifugoSession(Session):
         self.send(codec.reply(cmd.id, "subscribe", result))
         self.join(channel, chan_info=chan_info, in_presence=in_presence)
         if chan_info is not None and self.host.settings.publish_proxy_url:
-            state = self.proxy = self.proxy or proxy.ProxyState()
+            state = self.proxied = self.proxied or proxy.ProxyState()
             state.chan_info[channel] = chan_info   # the publisher's chan_info in its publications there
 
     def _check_subscription_token(self, token: object, channel: str) -> tuple[model.Error | None, int | None]:
@@ -513,7 +524,7 @@ class CentrifugoSession(Session):
     def _ask_aside(self, caller: Caller, body: dict, then: Callable[[proxy.Decision], None]) -> None:
         """Ask the backend on the server's behalf (a refresh): the client's
         commands do not wait for it."""
-        state = self.proxy = self.proxy or proxy.ProxyState()
+        state = self.proxied = self.proxied or proxy.ProxyState()
 
         def decided(future: asyncio.Future[Outcome]) -> None:
             state.aside.discard(future)
@@ -532,16 +543,18 @@ class CentrifugoSession(Session):
 
     def leave(self, channel: str) -> None:
         super().leave(channel)
-        state = self.proxy
-        if state is not None and state.chan_info:
-            state.chan_info.pop(channel, None)
+        if proxy.STATES:
+            state = self.proxied
+            if state is not None and state.chan_info:
+                state.chan_info.pop(channel, None)
 
     def _release(self) -> None:
         super()._release()
-        state = self.proxy
-        if state is not None and state.aside:
-            for future in list(state.aside):
-                future.cancel()
+        if proxy.STATES:
+            state = proxy.STATES.pop(self, None)
+            if state is not None and state.aside:
+                for future in list(state.aside):
+                    future.cancel()
 
     def _backend_disconnect(self, disconnect: model.Disconnect) -> None:
         reason = Reason.FORCE_RECONNECT if disconnect.reconnect else Reason.FORCE_DISCONNECT
@@ -603,13 +616,13 @@ class CentrifugoSession(Session):
             if foreign_personal(channel, user):
                 raise proxy.Garbage(f"{channel!r} is another user's personal channel")
         info = proxy.payload(self, result, "info")
-        state = self.proxy or proxy.ProxyState()
+        state = self.proxied or proxy.ProxyState()
         state.meta = result.get("meta")
         state.connect_data = proxy.payload(self, result, "data")
         state.subs = {channel: (proxy.payload(self, options, "info"), proxy.payload(self, options, "data"))
                       for channel, options in subs.items()}
         state.absent = {channel for channel, options in subs.items() if not proxy.in_presence(options)}
-        self.proxy = state
+        self.proxied = state
         return ConnectionClaims(user=user, channels=tuple(dict.fromkeys([*channels, *subs])),
                                 info=proxy.json_value(info), expires_at=proxy.expire_at(result))
 
@@ -650,7 +663,7 @@ class CentrifugoSession(Session):
             return
         server_refresh = bool(self.host.settings.sub_refresh_proxy_url)
         if expires_at is not None and server_refresh:
-            state = self.proxy = self.proxy or proxy.ProxyState()
+            state = self.proxied = self.proxied or proxy.ProxyState()
             state.refreshed.add(channel)
         self._admit_subscription(cmd, channel, expires_at, chan_info=chan_info, data=data,
                                  server_refresh=server_refresh, in_presence=in_presence)
@@ -692,7 +705,7 @@ class CentrifugoSession(Session):
             self.send(self.codec.error(cmd.id, error))
             return
         assert data is not None
-        state = self.proxy
+        state = self.proxied
         conn_info = state.conn_info if state is not None else None
         chan_info = state.chan_info.get(channel) if state is not None else None
         published = proxy.publish(self.host.settings, channel, data, self.user, self.client_id, conn_info,
@@ -746,7 +759,7 @@ class CentrifugoSession(Session):
             if channel is None and settings.refresh_proxy_url:
                 self._proxy_refresh()
                 return
-            state = self.proxy
+            state = self.proxied
             if channel is not None and state is not None and channel in state.refreshed \
                     and settings.sub_refresh_proxy_url:
                 self._proxy_sub_refresh(channel)
@@ -772,7 +785,7 @@ class CentrifugoSession(Session):
                 return
             expires_at = proxy.expire_at(result)
             info = proxy.payload(self, result, "info")
-            state = self.proxy
+            state = self.proxied
             if state is not None:
                 if "meta" in result:
                     state.meta = result["meta"]
