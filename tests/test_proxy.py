@@ -74,7 +74,7 @@ def test_connect_without_a_token_signs_in_through_the_backend(gateway, backend_p
             assert await recorder.next() == ("#alice", {"n": 1})
             headers, body = backend.calls["connect"][0]
             assert body["transport"] == "websocket" and body["protocol"] == "json" and body["encoding"] == "json"
-            assert body["name"] == "python" and body["data"] == {"hi": 1} and body["client"] == ""
+            assert body["name"] == "python" and body["data"] == {"hi": 1} and len(body["client"]) == 36
             assert headers["Cookie"] == ALICE["Cookie"]
             assert headers["X-Request-Id"] == "r-1"
             assert "X-Other" not in headers   # only the headers --proxy-headers names
@@ -83,7 +83,7 @@ def test_connect_without_a_token_signs_in_through_the_backend(gateway, backend_p
             assert answer.data == {"user": "alice", "meta": {"session": "s-alice"}}
             _, rpc_body = backend.calls["rpc"][0]
             assert rpc_body["user"] == "alice" and rpc_body["meta"] == {"session": "s-alice"}
-            assert rpc_body["client"] and rpc_body["method"] == "whoami"
+            assert rpc_body["client"] == body["client"] and rpc_body["method"] == "whoami"
             assert set(body) <= FIELDS["connect"] and set(rpc_body) <= FIELDS["rpc"]
             await client.disconnect()
         finally:

@@ -60,11 +60,12 @@ def test_commands_wait_in_order_behind_the_backend():
                                    {"id": 3, "subscribe": {"channel": "news"}}))
         session.handle_frame(frame({"id": 4, "rpc": {"method": "m", "data": {"x": 1}}}))
         assert transport.messages() == [] and len(fakes["connect"].calls) == 1
-        assert fakes["connect"].calls[0][0] == {"client": "", "transport": "test", "protocol": "json",
-                                                "encoding": "json", "name": "js"}
+        body = fakes["connect"].calls[0][0]
+        assert body == {"client": session.client_id, "transport": "test", "protocol": "json", "encoding": "json",
+                        "name": "js"} and len(body["client"]) == 36
         fakes["connect"].answer(0, {"result": {"user": "ann", "data": {"hi": 1}, "meta": {"m": 1}}})
         await settle()
-        assert session.state is CONNECTED and session.user == "ann"
+        assert session.state is CONNECTED and session.user == "ann" and session.client_id == body["client"]
         sent = transport.messages()
         assert [m.get("id") for m in sent] == [1] and sent[0]["connect"]["data"] == {"hi": 1}  # room:a waits
         assert fakes["subscribe"].calls[0][0]["meta"] == {"m": 1}

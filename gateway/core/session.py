@@ -310,7 +310,7 @@ class Session:
         if len(channels) > CHANNEL_LIMIT:
             return vocabulary.CHANNEL_LIMIT
         self.user = claims.user
-        self.client_id = str(uuid.uuid4())
+        self.client_id = self.client_id or str(uuid.uuid4())   # a proxied connect named it already
         self.state = CONNECTED
         self.server_channels = tuple(channels)
         if claims.info is not None and host.presence.active:

@@ -30,6 +30,7 @@ import ujson
 from gateway.backend.caller import Caller, CallerMetrics, Outcome
 from gateway.nsq import publisher
 from gateway.core.channels import Patterns
+from gateway.core.session import CONNECTED
 from gateway.protocols.centrifugo import model
 
 if TYPE_CHECKING:
@@ -289,7 +290,7 @@ def request(session: CentrifugoSession, **fields: Any) -> dict:
     codec = session.codec.name
     body: dict[str, Any] = {"client": session.client_id, "transport": session.wire.name.split("-")[0],
                             "protocol": codec, "encoding": "binary" if codec == "protobuf" else "json"}
-    if session.client_id:
+    if session.state is CONNECTED:
         body["user"] = session.user
         state = session.proxied
         if state is not None and state.meta is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import TYPE_CHECKING, Callable, cast
 
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid, TokenMismatch
@@ -565,6 +566,9 @@ class CentrifugoSession(Session):
         caller = proxy.proxies_of(self.host).connect
         assert caller is not None
         params = cmd.params
+        # The connection's id, as Centrifugo sends it in the connect request: the
+        # backend can tie the connect to the connection's later calls.
+        self.client_id = self.client_id or str(uuid.uuid4())
         body = proxy.request(self)
         for key in ("name", "version"):
             if isinstance(params.get(key), str) and params[key]:
