@@ -310,6 +310,9 @@ OPTIONS: tuple[Option, ...] = (
            "(repeatable; first match wins).", repeatable=True),
     Option("proxy-headers", _header_names, "", "Request headers of the client's connection passed to the "
            "proxies, comma-separated (none unless named, as in Centrifugo), e.g. cookie,authorization."),
+    Option("proxy-emulated-headers", _header_names, "", "Headers a client sends inside its connect command "
+           "(centrifuge-js's headers option, for browsers, which cannot set a WebSocket's) passed to the "
+           "proxies, comma-separated; client input, none unless named (Centrifugo's emulated_headers)."),
     Option("proxy-timeout", _positive_float, 1.0, "Seconds a proxy call may take, waiting in the queue "
            "included; then the client gets error 100."),
     Option("proxy-concurrency", _int_range(1, 10000), 64, "Calls in flight per proxy on this node."),
@@ -399,6 +402,7 @@ class Settings:
     rpc_proxy_url: str | None = _default("rpc_proxy_url")
     rpc_proxy: list = _default("rpc_proxy")
     proxy_headers: str = _default("proxy_headers")
+    proxy_emulated_headers: str = _default("proxy_emulated_headers")
     proxy_timeout: float = _default("proxy_timeout")
     proxy_concurrency: int = _default("proxy_concurrency")
     proxy_queue: int = _default("proxy_queue")

@@ -25,10 +25,12 @@ class Calls:
 
     def __init__(self) -> None:
         self.calls: list[tuple[dict, asyncio.Future]] = []
+        self.headers: list[dict | None] = []
 
     def __call__(self, body: bytes, headers: dict | None = None) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
         self.calls.append((proxy.json_value(body), future))
+        self.headers.append(headers)
         return future
 
     def answer(self, index: int, answer: dict) -> None:
@@ -400,4 +402,26 @@ def test_what_the_proxies_keep_goes_with_the_connection():
         for session in sessions:
             session.transport_closed()
         assert not any(s in proxy.STATES for s in sessions)
+    run(scenario())
+
+
+def test_emulated_headers_are_passed_only_when_named():
+    async def scenario():
+        host = make_host(connect_proxy_url=f"{URL}/connect", rpc_proxy_url=f"{URL}/rpc",
+                         proxy_emulated_headers="authorization")
+        proxies = proxy.proxies_of(host)
+        connects, rpcs = Calls(), Calls()
+        proxies.connect.call, proxies.rpc.call = connects, rpcs
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {"headers": {"Authorization": "Bearer t", "Cookie": "x=1"}}}))
+        assert connects.headers[0] == {"Authorization": "Bearer t"}   # Cookie is not named: never from the client
+        connects.answer(0, {"result": {"user": "ann"}})
+        await settle()
+        session.handle_frame(frame({"id": 2, "rpc": {"method": "m"}}))
+        assert rpcs.headers[0] == {"Authorization": "Bearer t"}   # and on the connection's later calls
+        other = make_host(connect_proxy_url=f"{URL}/connect")   # not configured: nothing from the client
+        proxy.proxies_of(other).connect.call = calls = Calls()
+        session, _ = open_session(other)
+        session.handle_frame(frame({"id": 1, "connect": {"headers": {"Authorization": "Bearer t"}}}))
+        assert calls.headers[0] is None
     run(scenario())

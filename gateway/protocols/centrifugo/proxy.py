@@ -63,6 +63,7 @@ class Proxies:
         self.subscribe_channels = Patterns(settings.subscribe_proxy)
         self.publish_channels = Patterns(settings.publish_proxy)
         self.headers = tuple(h for h in settings.proxy_headers.split(",") if h)
+        self.emulated = frozenset(h for h in settings.proxy_emulated_headers.split(",") if h)
 
     def rpc_for(self, method: str) -> Caller | None:
         for prefix, rpc in self.rpc_routes:
@@ -313,6 +314,16 @@ def with_data(session: CentrifugoSession, body: dict, data: Any) -> dict:
 
 def encode(body: dict) -> bytes:
     return ujson.dumps(body, ensure_ascii=False, escape_forward_slashes=False).encode()
+
+
+def emulated_headers(host: SessionHost, headers: Any) -> dict[str, str] | None:
+    """The connect command's ``headers`` named in --proxy-emulated-headers
+    (client input: never the real headers' allow-list), canonically named."""
+    if not headers or not host.settings.proxy_emulated_headers or type(headers) is not dict:
+        return None
+    allowed = proxies_of(host).emulated
+    return {canonical(k.lower()): v for k, v in headers.items()
+            if type(k) is str and type(v) is str and k.lower() in allowed and len(v) <= 8192} or None
 
 
 def canonical(name: str) -> str:

@@ -574,6 +574,13 @@ class CentrifugoSession(Session):
             if isinstance(params.get(key), str) and params[key]:
                 body[key] = params[key]
         proxy.with_data(self, body, params.get("data"))
+        emulated = proxy.emulated_headers(self.host, params.get("headers"))
+        if emulated:
+            # Headers the client put in its connect command (centrifuge-js's `headers`: a browser
+            # cannot set a WebSocket's), passed on only when named; a real request header wins.
+            state = self.proxied or proxy.ProxyState({})
+            state.headers = {**emulated, **(state.headers or {})}
+            self.proxied = state
         self._ask(caller, body, lambda decision: self._proxied_connect(cmd, caller, decision))
 
     def _proxied_connect(self, cmd: Command, caller: Caller, decision: proxy.Decision) -> None:
