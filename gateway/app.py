@@ -17,6 +17,9 @@ from gateway.ops.admin import AdminPageHandler, AdminPresenceHandler, AdminStatu
 from gateway.ops.handlers import ApiHandler, HealthHandler, MetricsHandler, OwnHealthHandler, OwnMetricsHandler
 from gateway.ops.server_api import ServerApi
 from gateway.protocols import ENDPOINTS
+from gateway.core.limits import KeyedBuckets
+from gateway.protocols.centrifugo.emulation import KEY_KIND as EMULATION_KEY
+from gateway.protocols.centrifugo.emulation import KIND as EMULATION
 from gateway.protocols.centrifugo.emulation import ControlReaders, EmulationEndpoint, EmulationSessions
 from gateway.protocols.centrifugo.proxy import any_proxy, proxies_of
 from gateway.transports.door import Listener, client_ip
@@ -59,8 +62,10 @@ def make_app(node: Node) -> tornado.web.Application:
     settings = node.settings
     readers = ControlReaders(settings.nsqd_http_address, settings.control_topic)
     sessions = EmulationSessions(node.name, node.bus.send, readers.there, node.metrics.registry,
-                                 node.host.by_id)
-    node.bus.on("emulation", sessions.forwarded)
+                                 node.host.by_id, ids=node.session_ids,
+                                 limits=KeyedBuckets(settings.client_command_rate, settings.client_command_burst))
+    node.bus.on(EMULATION, sessions.forwarded)
+    node.bus.on(EMULATION_KEY, sessions.key_received)
     if any_proxy(settings):
         proxies_of(node.host)   # built now, so their metrics are on /metrics from the start
     api_args = {"node": node, "api": ServerApi(node)}

@@ -104,6 +104,16 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+NODE_NAME_MAX = 256   # clients name the node in /emulation requests, which take that much
+
+
+def _node_name(raw: str) -> str:
+    name = _text(raw)
+    if len(name) > NODE_NAME_MAX or not name.isprintable():
+        raise ValueError(f"{raw[:NODE_NAME_MAX + 10]!r} is not a node name (1-{NODE_NAME_MAX} printable characters)")
+    return name
+
+
 def _channel_prefix(raw: str) -> str:
     raw = raw.strip()
     if raw and (len(raw) > 200 or not raw.isprintable() or raw.startswith("#")):
@@ -207,12 +217,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("nsqd-http-address", _http_address, "http://127.0.0.1:4151",
            "nsqd HTTP address the gateway and `pushgate publish` publish to."),
     Option("topic", nsq_name, "pushgate", "Envelope topic: JSON messages naming channels or users."),
-    Option("control-topic", nsq_name, "pushgate-control", "Topic the nodes talk through (every node reads it "
-           "on its own ephemeral channel): forwarded requests, cluster-wide actions, presence."),
+    Option("control-topic", nsq_name, None, "Topic the nodes of one cluster talk through (every node reads it "
+           "on its own ephemeral channel): forwarded requests, cluster-wide actions, presence; default "
+           "<topic>-control, from --topic (pushgate-control for pushgate)."),
     Option("map-topic", _topic_mapping, [],
            "Expose an NSQ topic as a channel: TOPIC or TOPIC=CHANNEL; the body is the data (repeatable).",
            repeatable=True),
-    Option("node-name", _text, None, "This node's name; its NSQ channel is <node-name>#ephemeral "
+    Option("node-name", _node_name, None, "This node's name; its NSQ channel is <node-name>#ephemeral "
            "(default: hostname-port)."),
     Option("jwt-secret", _text, None, "HMAC secret for HS256/384/512 connection tokens (at least 32 bytes)."),
     Option("jwt-public-key", _pem_file, None, "PEM file with an RSA or EC public key (RS*/PS*/ES* tokens)."),
@@ -345,6 +356,7 @@ class Settings:
     lookupd_http_address: list = _default("lookupd_http_address")
     nsqd_http_address: str = _default("nsqd_http_address")
     topic: str = _default("topic")
+    # None: derived from --topic (control_topic_for); __post_init__ fills it in.
     control_topic: str = _default("control_topic")
     map_topic: list = _default("map_topic")
     node_name: str | None = _default("node_name")
@@ -407,6 +419,10 @@ class Settings:
     proxy_concurrency: int = _default("proxy_concurrency")
     proxy_queue: int = _default("proxy_queue")
 
+    def __post_init__(self) -> None:
+        if self.control_topic is None:
+            object.__setattr__(self, "control_topic", control_topic_for(self.topic))
+
     @property
     def nsq_channel(self) -> str:
         """This node's own ephemeral channel: every node gets every message."""
@@ -439,6 +455,22 @@ if {f.name for f in fields(Settings)} != set(_OPTION_BY_DEST):
 
 def default_node_name(port: int) -> str:
     return f"{socket.gethostname()}-{port}"
+
+
+CONTROL_SUFFIX = "-control"
+
+
+def control_topic_for(topic: str) -> str:
+    """The control topic of the cluster whose envelope topic is ``topic``:
+    ``<topic>-control``, so that deployments sharing nsqd with their own
+    ``--topic`` each get their own (``pushgate`` gives ``pushgate-control``,
+    the fixed default of earlier versions). Within NSQ's 64 characters: a
+    long topic keeps its start plus a hash of the whole."""
+    name = topic + CONTROL_SUFFIX
+    if len(name) > NSQ_NAME_MAX:
+        room = NSQ_NAME_MAX - len(CONTROL_SUFFIX) - 9
+        name = f"{topic[:room]}-{zlib.crc32(topic.encode()):08x}{CONTROL_SUFFIX}"
+    return name
 
 
 def ephemeral_channel(node_name: str) -> str:
@@ -534,6 +566,9 @@ def check(s: Settings) -> None:
         raise ConfigError("--map-topic: each topic may be read once (and not the envelope --topic)")
     if s.workers > 1 and s.port == 0:
         raise ConfigError("--workers: workers share one port; give --port (not 0)")
+    if s.workers > 1 and s.node_name and len(f"{s.node_name}-{s.workers - 1}") > NODE_NAME_MAX:
+        raise ConfigError(f"--node-name: with --workers each worker is <node-name>-<index>, which must fit in "
+                          f"{NODE_NAME_MAX} characters")
     if s.presence_ttl < 2 * s.presence_interval:
         raise ConfigError(f"--presence-ttl: {s.presence_ttl} must be at least twice --presence-interval "
                           f"({s.presence_interval}), or live nodes would expire between snapshots")

@@ -37,6 +37,7 @@ from gateway.core.hub import Hub
 from gateway.nsq.ingest import Ingest
 from gateway.core.limits import TokenBucket, connection_capacity
 from gateway.core.metrics import Metrics
+from gateway.core.wire import SessionIds
 from gateway.nsq.source import NsqSource
 from gateway.nsq.watch import ChannelWatch
 from gateway.cluster.peering import Peering
@@ -88,6 +89,9 @@ class Node:
         self.pending = PendingConnections(settings.max_pending_connections, self.metrics)
         self.capacity = connection_capacity(settings.max_connections, settings.max_pending_connections)
         self.trusted_networks = settings.trusted_networks
+        # Emulated streams' session ids, which the other nodes check before they
+        # forward a command to one (gateway/protocols/centrifugo/emulation.py).
+        self.session_ids = SessionIds()
         self.connect_limiter = TokenBucket(settings.connect_rate, settings.connect_burst)
         self.draining = False
         self.mapped = dict(settings.map_topic)
@@ -105,7 +109,8 @@ class Node:
                               nsqd_http_address=settings.nsqd_http_address,
                               nsqd_tcp_addresses=settings.nsqd_tcp_address,
                               lookupd_http_addresses=settings.lookupd_http_address,
-                              lookupd_poll_interval=settings.lookupd_poll_interval, metrics=self.metrics)
+                              lookupd_poll_interval=settings.lookupd_poll_interval, metrics=self.metrics,
+                              cluster=settings.topic)
         # Heartbeats, presence and the server API's cluster-wide actions over the bus.
         self.peering = Peering(self)
         self.loss_watch = ChannelWatch(channel=settings.nsq_channel, topics=self.source.topics,
@@ -149,6 +154,9 @@ class Node:
 
     def client_address(self, peer: str, forwarded_for: str, real_ip: str) -> str:
         return client_address(peer, forwarded_for, real_ip, self.trusted_networks)
+
+    def emulation_session_id(self) -> str:
+        return self.session_ids.new()
 
     def reading(self) -> bool:
         """Every topic, the control topic too, has an nsqd to read from."""

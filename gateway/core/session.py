@@ -42,6 +42,9 @@ RECOVERY_WAIT = 2.0     # seconds a recovery may wait for this node to catch up
 # Commands a session may queue behind a held recovery: a connect with all its
 # subscribes, and then some. More is not what an SDK does: a protocol error.
 HELD_LIMIT = CHANNEL_LIMIT + 32
+# The longest ttl a client is told, in seconds: the protocols' field is a
+# uint32 (about 136 years), which a far-off exp would overflow.
+MAX_TTL = 2**32 - 1
 
 
 class MissingToken(TokenInvalid):
@@ -331,8 +334,9 @@ class Session:
         self.expiry = expiry.watch(self, claims.expires_at, None, delay) if claims.expires_at is not None else None
 
     def ttl(self, expires_at: int) -> int:
-        """Seconds until ``expires_at``, at least 1 (the SDKs refresh when it runs out)."""
-        return max(1, int(expires_at - self.host.wall()))
+        """Seconds until ``expires_at``, at least 1 (the SDKs refresh when it runs
+        out) and at most :data:`MAX_TTL` (a token for the year 9999 means "never")."""
+        return max(1, min(MAX_TTL, int(expires_at - self.host.wall())))
 
     # --- channels --------------------------------------------------------------------
 

@@ -43,3 +43,7 @@ class TransportHost(Protocol):
 
     def client_address(self, peer: str, forwarded_for: str, real_ip: str) -> str:
         """The client's address: the peer's, or a trusted proxy's word for it."""
+
+    def emulation_session_id(self) -> str:
+        """A new id for an emulated stream's session: one the node can vouch
+        for to the others (gateway.core.wire.SessionIds)."""
