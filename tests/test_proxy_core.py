@@ -178,7 +178,7 @@ def test_a_connect_result_of_the_wrong_shape_is_refused_and_counted():
         host, fakes = host_with_proxies()
         bad = [{"result": {"user": 42}}, {"result": {"user": "ann", "channels": ["#bob"]}},
                {"result": {"user": "ann", "subs": {"x": 1}}}, {"result": {"user": "ann", "b64data": "%%%"}},
-               {"result": {"user": "ann", "expire_at": "soon"}}]
+               {"result": {"user": "ann", "expire_at": "soon"}}, {"result": {"user": "ann", "expire_at": 10**400}}]
         for n, answer in enumerate(bad):
             session, transport = open_session(host)
             session.handle_frame(frame({"id": 1, "connect": {}}))

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushgate.proxy")
 SHARED_KEY = "centrifugo.proxies"
+MAX_TIME = 2**53   # seconds: past it a time cannot be compared with the clock as a float
 REFRESH_RETRY = 60  # seconds: a failed refresh call extends the connection this long, as Centrifugo does
 
 
@@ -277,8 +278,8 @@ def expire_at(result: dict) -> int | None:
     value = result.get("expire_at")
     if value in (None, 0):
         return None
-    if type(value) is not int or value < 0:
-        raise Garbage(f"expire_at must be a Unix time in seconds, not {value!r}")
+    if type(value) is not int or not 0 < value < MAX_TIME:
+        raise Garbage(f"expire_at must be a Unix time in seconds, not {str(value)[:40]}")
     return value
 
 
