@@ -477,7 +477,8 @@ def test_publish_proxy_publishes_through_nsq_to_every_node_with_the_publishers_i
             pub = push["push"]["pub"]
             assert push["push"]["channel"] == "room:lobby"
             assert pub["data"] == {"text": "hi", "by": "alice"}   # as the backend rewrote it
-            assert pub["info"] == {"user": "alice", "client": alice_id, "conn_info": {"name": "Alice"}}
+            assert pub["info"] == {"user": "alice", "client": alice_id, "conn_info": {"name": "Alice"},
+                                   "chan_info": {"role": "member"}}   # her info in the room, from the subscribe proxy
             assert pub["offset"] >= 1
             assert pushes == [push]   # the publisher is a subscriber too
             # In history, on the other node too.
