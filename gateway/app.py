@@ -22,6 +22,7 @@ from gateway.core.limits import KeyedBuckets
 from gateway.protocols.centrifugo.emulation import KEY_KIND as EMULATION_KEY
 from gateway.protocols.centrifugo.emulation import KIND as EMULATION
 from gateway.protocols.centrifugo.emulation import ControlReaders, EmulationEndpoint, EmulationSessions
+from gateway.protocols.centrifugo.proxy import any_proxy, proxies_of
 from gateway.transports.door import Listener, client_ip
 from gateway.transports.endpoint import Kind
 from gateway.transports.http import StreamEndpoint, StreamHandler
@@ -67,6 +68,8 @@ def make_app(node: Node) -> tornado.web.Application:
                                  limits=KeyedBuckets(settings.client_command_rate, settings.client_command_burst))
     node.bus.on(EMULATION, sessions.forwarded)
     node.bus.on(EMULATION_KEY, sessions.key_received)
+    if any_proxy(settings):
+        proxies_of(node.host)   # built now, so their metrics are on /metrics from the start
     api_args = {"node": node, "api": ServerApi(node)}
     streams = [(endpoint.path, StreamHandler, {"host": node, "endpoint": endpoint})
                for endpoint in ENDPOINTS if endpoint.kind is Kind.STREAM]

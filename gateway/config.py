@@ -130,6 +130,29 @@ def _bool(raw: str) -> bool:
     raise ValueError(f"{raw!r} is not a boolean")
 
 
+def _proxy_url(raw: str) -> str:
+    raw = raw.strip()
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", raw):
+        raise ValueError(f"{raw!r} is not an http:// or https:// URL")
+    return raw
+
+
+def _rpc_route(raw: str) -> tuple[str, str]:
+    """PREFIX=URL: RPC methods starting with PREFIX go to URL (first match wins)."""
+    prefix, sep, url = raw.partition("=")
+    if not sep or not prefix.strip():
+        raise ValueError(f"{raw!r} is not PREFIX=URL")
+    return prefix.strip(), _proxy_url(url)
+
+
+def _header_names(raw: str) -> str:
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    for name in names:
+        if not re.match(r"^[a-z0-9!#$%&'*+.^_`|~-]+$", name):
+            raise ValueError(f"{name!r} is not an HTTP header name")
+    return ",".join(names)
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -281,6 +304,34 @@ OPTIONS: tuple[Option, ...] = (
     Option("lookupd-poll-interval", _int_range(1, 3600), 5, "Seconds between nsqlookupd polls."),
     Option("max-in-flight", _int_range(1, 2500), 200, "NSQ max_in_flight per topic reader."),
     Option("log-level", _log_level, "INFO", "debug, info, warning or error."),
+    # The backend in the loop: Centrifugo's HTTP proxies (docs/proxy.md). Each is off unless its URL is set.
+    Option("connect-proxy-url", _proxy_url, None, "Ask this URL about every connect without a token "
+           "(Centrifugo's connect proxy): its result's user, expire_at, info, data, channels, subs, meta apply."),
+    Option("refresh-proxy-url", _proxy_url, None, "Ask this URL, not the client, when a connection's expiry "
+           "comes (Centrifugo's refresh proxy)."),
+    Option("subscribe-proxy-url", _proxy_url, None, "Ask this URL about client subscribes to channels "
+           "matching --subscribe-proxy."),
+    Option("subscribe-proxy", _channel_pattern, [], "Channels whose subscribes go to --subscribe-proxy-url; "
+           "a trailing * matches a prefix (repeatable).", repeatable=True),
+    Option("sub-refresh-proxy-url", _proxy_url, None, "Ask this URL when a proxied subscription's expire_at "
+           "comes (Centrifugo's sub refresh proxy)."),
+    Option("publish-proxy-url", _proxy_url, None, "Ask this URL about client publishes to channels matching "
+           "--publish-proxy; allowed ones go through NSQ like a backend's."),
+    Option("publish-proxy", _channel_pattern, [], "Channels clients may publish to through "
+           "--publish-proxy-url; a trailing * matches a prefix (repeatable).", repeatable=True),
+    Option("rpc-proxy-url", _proxy_url, None, "Answer client rpc calls with this URL's answer."),
+    Option("rpc-proxy", _rpc_route, [], "PREFIX=URL: rpc methods starting with PREFIX go to URL instead "
+           "(repeatable; first match wins).", repeatable=True),
+    Option("proxy-headers", _header_names, "", "Request headers of the client's connection passed to the "
+           "proxies, comma-separated (none unless named, as in Centrifugo), e.g. cookie,authorization."),
+    Option("proxy-emulated-headers", _header_names, "", "Headers a client sends inside its connect command "
+           "(centrifuge-js's headers option, for browsers, which cannot set a WebSocket's) passed to the "
+           "proxies, comma-separated; client input, none unless named (Centrifugo's emulated_headers)."),
+    Option("proxy-timeout", _positive_float, 1.0, "Seconds a proxy call may take, waiting in the queue "
+           "included; then the client gets error 100."),
+    Option("proxy-concurrency", _int_range(1, 10000), 64, "Calls in flight per proxy on this node."),
+    Option("proxy-queue", _int_range(0, 1000000), 4096, "Calls waiting per proxy past --proxy-concurrency; "
+           "past it the client gets error 100 at once."),
 )
 
 
@@ -357,6 +408,20 @@ class Settings:
     lookupd_poll_interval: int = _default("lookupd_poll_interval")
     max_in_flight: int = _default("max_in_flight")
     log_level: str = _default("log_level")
+    connect_proxy_url: str | None = _default("connect_proxy_url")
+    refresh_proxy_url: str | None = _default("refresh_proxy_url")
+    subscribe_proxy_url: str | None = _default("subscribe_proxy_url")
+    subscribe_proxy: list = _default("subscribe_proxy")
+    sub_refresh_proxy_url: str | None = _default("sub_refresh_proxy_url")
+    publish_proxy_url: str | None = _default("publish_proxy_url")
+    publish_proxy: list = _default("publish_proxy")
+    rpc_proxy_url: str | None = _default("rpc_proxy_url")
+    rpc_proxy: list = _default("rpc_proxy")
+    proxy_headers: str = _default("proxy_headers")
+    proxy_emulated_headers: str = _default("proxy_emulated_headers")
+    proxy_timeout: float = _default("proxy_timeout")
+    proxy_concurrency: int = _default("proxy_concurrency")
+    proxy_queue: int = _default("proxy_queue")
 
     def __post_init__(self) -> None:
         if self.control_topic is None:
@@ -480,9 +545,9 @@ def check(s: Settings) -> None:
                           "(RFC 7518 3.2: HS256 keys as long as the hash)")
     if s.turbo_streams_secret and len(s.turbo_streams_secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(f"--turbo-streams-secret: must be at least {MIN_SECRET_BYTES} bytes (an HMAC-SHA256 key)")
-    if not s.jwt_secret and not s.jwt_public_key and not s.allow_anonymous:
+    if not s.jwt_secret and not s.jwt_public_key and not s.allow_anonymous and not s.connect_proxy_url:
         raise ConfigError("--jwt-secret: a JWT secret or --jwt-public-key is required "
-                          "(or --allow-anonymous)")
+                          "(or --allow-anonymous, or --connect-proxy-url)")
     if not s.nsqd_tcp_address and not s.lookupd_http_address:
         raise ConfigError("--lookupd-http-address: give nsqlookupd or --nsqd-tcp-address to read from")
     if s.pong_timeout >= s.ping_interval:
@@ -513,6 +578,10 @@ def check(s: Settings) -> None:
                           f"({s.presence_interval}), or live nodes would expire between snapshots")
     if s.admin and not (s.admin_secret or s.api_key):
         raise ConfigError("--admin: the status page needs --admin-secret or --api-key")
+    if s.subscribe_proxy and not s.subscribe_proxy_url:
+        raise ConfigError("--subscribe-proxy: needs --subscribe-proxy-url")
+    if s.publish_proxy and not s.publish_proxy_url:
+        raise ConfigError("--publish-proxy: needs --publish-proxy-url")
     if s.control_topic in (s.topic, *mapped):
         raise ConfigError("--control-topic: must differ from --topic and every --map-topic")
 

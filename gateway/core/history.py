@@ -109,10 +109,20 @@ class Retention:
 
 
 class Publication(NamedTuple):
-    """One stored publication: its offset (within the epoch) and its data (JSON bytes)."""
+    """One stored publication: its offset (within the epoch) and its data (JSON
+    bytes; :class:`Published` when a client published it)."""
 
     offset: int
     data: bytes
+
+
+class Published(bytes):
+    """A client's publication data (the publish proxy), with its publisher's
+    ClientInfo (``info``: ``user``, ``client``, ``conn_info`` as JSON bytes):
+    history keeps it with the data, so recovered and ``history``
+    publications carry it too. Backends' publications stay plain bytes."""
+
+    info: dict
 
 
 class Recovery(NamedTuple):

@@ -50,6 +50,12 @@ class MessageCodec(Protocol):
 
     def pub_push(self, channel: str, data: bytes, offset: int | None) -> bytes: ...
 
+    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
+        """:meth:`pub_push` with the publisher's ClientInfo (``user``, ``client``,
+        ``conn_info`` and ``chan_info`` as JSON bytes); a protocol with no
+        place for it renders the publication alone."""
+        ...
+
     def event_push(self, channel: str, kind: str, body: dict) -> bytes | None: ...
 
 

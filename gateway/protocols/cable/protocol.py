@@ -182,6 +182,9 @@ class IdentifierCodec:
         return b'%s%s%s%s","offset":%d}' % (self.head, data, self.stream_id, epoch_for(offset, self.now_ns()),
                                               offset)
 
+    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
+        return self.pub_push(channel, data, offset)  # Action Cable has no place for the publisher
+
     def event_push(self, channel: str, kind: str, body: dict) -> None:
         return None  # Action Cable has no join or leave message
 
@@ -205,6 +208,9 @@ class CompositeCodec:
         frame = self.frame
         return b"".join(frame(codec.pub_push(channel, data, offset)) for codec in self.codecs)
 
+    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
+        return self.pub_push(channel, data, offset)
+
     def event_push(self, channel: str, kind: str, body: dict) -> None:
         return None
 
@@ -219,6 +225,9 @@ class BaseCodec:
     ping = b""
 
     def pub_push(self, channel: str, data: bytes, offset: int | None) -> bytes:
+        raise TypeError("an Action Cable subscription renders with its identifier's codec")
+
+    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
         raise TypeError("an Action Cable subscription renders with its identifier's codec")
 
     def event_push(self, channel: str, kind: str, body: dict) -> None:
