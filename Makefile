@@ -24,7 +24,7 @@ NSQ_APPS := nsqd nsqlookupd nsqadmin nsq_tail
 ORIG_PATH := $(PATH)
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all help setup run test typecheck test-python test-fast test-ruby bench clean
+.PHONY: all help setup run test typecheck test-python test-fast test-ruby bench soak clean
 
 all: setup
 
@@ -247,6 +247,18 @@ bench: setup ## The benchmark suite, about 15 minutes, into bench/results/ (BENC
 	@$(PIP) install --quiet -e '.[bench]'
 	@command -v cc >/dev/null || { echo "bench: a C compiler (cc) is needed for bench/loadgen.c"; exit 1; }
 	$(VENV)/bin/python bench/suite.py $(BENCH_ARGS)
+
+# The soak with faults (bench/soak.py): MINUTES (30) of steady honest load
+# (stock SDK clients) on two boxes of two workers behind a relay, with faults
+# injected at random (kills, stops, nsqd restarts, network cuts, floods,
+# bursts); one line per invariant, a report in bench/results/soak-<date>.md
+# with an RSS curve (matplotlib, from the bench extra); exit 1 on any breach.
+# SOAK_ARGS passes options (--seed N to repeat a run, --faults KINDS, ...).
+# tests/test_soak.py runs a 3-minute one in `make test`.
+MINUTES ?= 30
+soak: setup ## The soak with faults: MINUTES=30 of honest load and random faults, invariants checked
+	@$(PIP) install --quiet -e '.[bench]'
+	$(VENV)/bin/python bench/soak.py --minutes $(MINUTES) $(SOAK_ARGS)
 
 clean: ## Remove what setup and run made (.venv, .tools, var)
 	rm -rf $(VENV) .tools var
