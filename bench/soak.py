@@ -58,6 +58,7 @@ in the work directory, which the report names.
     make soak                          # 30 minutes
     make soak MINUTES=5 SOAK_ARGS='--seed 42'
     .venv/bin/python bench/soak.py --minutes 3
+    .venv/bin/python bench/soak.py --report-from WORKDIR [REPORT]   # the verdict again, from a run's records
 
 ``--minutes`` is the whole run, about: the warm-up (``--warmup``, 20 s) and
 the settle period (``--settle``, 45 s) come out of it, faults fill the rest.
@@ -103,6 +104,7 @@ PRESENCE_CHANNEL = "room:1"
 GATEWAY_FLAGS = ["--workers=2", "--public-channels=soak:*,room:*,junk:*", f"--presence={PRESENCE_CHANNEL}",
                  f"--join-leave={PRESENCE_CHANNEL}", "--history-ttl=30", "--history-size=1000"]
 
+DETAILED = 10   # fault groups of breaches the report details (all are in breaches.txt)
 FAULTS = ["worker-kill", "worker-stop", "node-kill", "node-stop", "nsqd-restart", "net-cut", "connect-storm",
           "pong-flood", "history-burst", "channel-explosion"]
 
@@ -951,7 +953,7 @@ class Soak:
                       f"last fault (limit {self.args.presence_ttl + self.args.presence_interval + 5:g} s)" if ok_agree
                       else "; ".join(self.agreement_problems)[:600] or "never asked (the run ended before)"))
         # logs
-        logs = [b.log_path for b in self.boxes]
+        logs = [b.log_path for b in self.boxes] or sorted(self.workdir.glob("box-*/*.log"))
         found = tracebacks(logs)
         ok_logs = not found
         lines.append(f"{'PASS' if ok_logs else 'FAIL'} logs: {len(found)} tracebacks in {len(logs)} gateway logs")
@@ -988,6 +990,8 @@ class Soak:
                  "verdict": lines, "marks": self.marks, "published": dict(self.publisher.last),
                  "faults": [vars(f) for f in self.faults], "rss": self.samples, "loop_lag": self.lags,
                  "history_bytes": self.history, "agreed_at": self.agreed_at, "shared_at_end": self.shared_at_end,
+                 "log_start": self.log.start, "commit": self.commit,
+                 "accepted": [[c, n, t] for (c, n), t in self.publisher.accepted.items()],
                  "agreement_problems": self.agreement_problems,
                  "views": {name: {"nodes": sorted(v["nodes"]), "presence": {c: sorted(ids) for c, ids in
                                                                             v["presence"].items()}}
@@ -995,7 +999,7 @@ class Soak:
                  "clients": {c.spec.name: {"kind": c.spec.kind, "channels": c.record.channels} for c in self.clients}}
         (self.workdir / "soak-state.json").write_text(json.dumps(state))
 
-    def attribute(self, since: float, seen: float) -> str:
+    def attribute(self, since: float, seen: float) -> tuple[str, "Fault | None"]:
         """The fault a breach most likely follows from, as words: the last that
         began while it formed (between ``since``, the last good publication, and
         ``seen``), naming the others that began meanwhile; else the last that
@@ -1004,11 +1008,11 @@ class Soak:
         before = [f for f in self.faults if f.start <= since]
         f = during[-1] if during else before[-1] if before else None
         if f is None:
-            return "no fault (warm-up)"
+            return "no fault (warm-up)", None
         words = f"fault {f.index} ({f.kind}, at {f.start - self.marks['publishing']:.1f} s)"
         if len(during) > 1:
             words += " after " + ", ".join(f"{g.index} ({g.kind})" for g in during[:-1])
-        return words
+        return words, f
 
     def report(self, ok: bool, lines: list[str], details: dict, path: Path) -> None:
         start = self.marks.get("publishing", self.log.start)
@@ -1039,32 +1043,44 @@ class Soak:
             reconnects = sum(1 for _, e in client.record.events if e.get("ev") in ("connected", "cable_connect"))
             out.append(f"| {client.spec.name} | (connects) | {reconnects} | | | | |")
         if violations:
-            out += ["", f"## Delivery breaches ({len(violations)})", "",
-                    "Grouped by client, channel and kind, in the order first seen, with the first two and the "
-                    "last (times: seconds since publishing started; the detail's clock is Unix time).", ""]
             by_fault: dict[str, list] = {}
+            kind_of: dict[str, str] = {}
             for v in sorted(violations, key=lambda v: v.since or v.at):
-                by_fault.setdefault(self.attribute(v.since or v.at, v.at), []).append(v)
-            out += ["Each breach is put under the fault it most likely follows from: the last fault that began "
+                where, fault = self.attribute(v.since or v.at, v.at)
+                by_fault.setdefault(where, []).append(v)
+                kind_of[where] = fault.kind if fault else "none"
+            with open(self.workdir / "breaches.txt", "w") as f:
+                for where, vs in by_fault.items():
+                    for v in vs:
+                        f.write(f"{where}\t{v.client}\t{v.channel}\t{v.what}\tseen at {v.at - start:.1f}\t{v.detail}\n")
+            out += ["", f"## Delivery breaches ({len(violations)})", "",
+                    "Each breach is put under the fault it most likely follows from: the last fault that began "
                     "while it formed (a gap forms between the last publication received before it and the one "
                     "after it; the others that began meanwhile are named after it), else the last that began "
-                    "before.", "",
-                    "| after | breaches | clients and channels |", "|---|---|---|"]
+                    f"before. Every breach, one a line: `{self.workdir / 'breaches.txt'}`.", "",
+                    "| fault kind | injected | followed by breaches | breaches |", "|---|---|---|---|"]
+            for kind in sorted({f.kind for f in self.faults}):
+                groups_of_kind = [w for w, k in kind_of.items() if k == kind]
+                out.append(f"| {kind} | {sum(1 for f in self.faults if f.kind == kind)} | {len(groups_of_kind)} | "
+                           f"{sum(len(by_fault[w]) for w in groups_of_kind)} |")
+            out += ["", "| after | breaches | clients and channels |", "|---|---|---|"]
             for where, vs in by_fault.items():
                 pairs = sorted({f"{v.client} `{v.channel}` {v.what}" for v in vs})
-                out.append(f"| {where} | {len(vs)} | {', '.join(pairs[:12])}{' ...' if len(pairs) > 12 else ''} |")
-            out.append("")
-            for where, vs in by_fault.items():
+                out.append(f"| {where} | {len(vs)} | {', '.join(pairs[:6])}{' ...' if len(pairs) > 6 else ''} |")
+            out += ["", f"The first {min(DETAILED, len(by_fault))} of these in detail, for each client and channel "
+                    "the first two breaches and the last (seen at: seconds since publishing started; the detail's "
+                    "clock is Unix time):", ""]
+            for where, vs in list(by_fault.items())[:DETAILED]:
                 out += [f"### After {where}", ""]
                 groups: dict[tuple, list] = {}
                 for v in vs:
                     groups.setdefault((v.client, v.channel, v.what), []).append(v)
-                for (client, channel, what), gvs in list(groups.items())[:20]:
+                for (client, channel, what), gvs in list(groups.items())[:12]:
                     out.append(f"- **{client} `{channel}` {what}** x{len(gvs)}:")
                     for v in (gvs[:2] + gvs[-1:] if len(gvs) > 2 else gvs):
                         out.append(f"  - seen at {v.at - start:.1f}: {v.detail}")
-                if len(groups) > 20:
-                    out.append(f"- ... and {len(groups) - 20} more clients and channels")
+                if len(groups) > 12:
+                    out.append(f"- ... and {len(groups) - 12} more clients and channels")
                 out.append("")
         out += ["", "## Delivery delay", "", "Not an invariant: how long after nsqd took each publication a "
                 "client got it (every client, every channel; a recovered publication counts from when it was "
@@ -1086,8 +1102,9 @@ class Soak:
                 "(an orphaned worker) is a breach. Not checked: the clients, the relay (the harness's), and "
                 "nsqd and nsqlookupd (third-party Go processes: their RSS climbs towards the Go collector's "
                 "target for minutes under steady load with no fault at all, and nsqd restarts).", "", "```", *details["rss"], "```", ""]
-        out += rss_table(self.samples, start)
-        png = plot_rss(self.samples, start, path.with_name(path.stem + "-rss.png"), self.faults)
+        shown = orphans_summed(self.samples)
+        out += rss_table(shown, start)
+        png = plot_rss(shown, start, path.with_name(path.stem + "-rss.png"), self.faults)
         if png:
             out += ["", f"![RSS]({png.name})"]
         out += ["", "## Event-loop lag", "", "Each box's `/metrics` every 5 s: the largest "
@@ -1111,6 +1128,21 @@ class Soak:
                     + "; ".join(f"{t - start:.1f}: {w}" for t, w in self.publisher.failures[:5])]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(out) + "\n")
+
+
+def orphans_summed(samples):
+    """The samples with each box's orphaned workers as one series, their sum and count."""
+    out, orphans = [], {}
+    for t, role, pid, rss in samples:
+        if "/orphan pid " in role:
+            box = role.split("/", 1)[0]
+            total, count = orphans.get((t, box), (0, 0))
+            orphans[(t, box)] = (total + rss, count + 1)
+        else:
+            out.append((t, role, pid, rss))
+    out += [(t, f"{box}/orphans (sum)", count, total) for (t, box), (total, count) in orphans.items()]
+    out.sort(key=lambda x: x[0])
+    return out
 
 
 def rss_table(samples, start: float) -> list[str]:
@@ -1167,7 +1199,7 @@ def plot_rss(samples, start: float, path: Path, faults: list[Fault]) -> Path | N
         pts = [(t - start, rss / 2**20) for t, r, _, rss in samples if r == role]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=role, linewidth=1)
     for f in faults:
-        ax.axvspan(f.start - start, max(f.end, f.start + 0.5) - start, color="red", alpha=0.08)
+        ax.axvspan(f.start - start, max(f.end, f.start + 0.5) - start, color="red", alpha=0.04, linewidth=0)
     ax.set_xlabel("seconds since publishing started (faults shaded)")
     ax.set_ylabel("RSS, MiB")
     ax.legend(fontsize=7, ncol=3)
@@ -1241,7 +1273,54 @@ async def amain(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def replay(workdir: Path, report: Path | None) -> int:
+    """The verdict and the report again, from a run's work directory
+    (soak-state.json and client-*.jsonl), with this checker."""
+    state = json.loads((workdir / "soak-state.json").read_text())
+    a = state["args"]
+    args = parse_args(["--minutes", str(a["minutes"]), "--seed", str(state["seed"]), "--workdir", str(workdir),
+                       "--faults", ",".join(a["faults"]), "--history-bytes", str(a["history_bytes"]),
+                       "--warmup", str(a["warmup"]), "--settle", str(a["settle"])])
+    soak = Soak(args)
+    soak.log.start = state.get("log_start", state["marks"]["publishing"])
+    soak.commit = state.get("commit", "?")
+    soak.marks = state["marks"]
+    soak.faults = [Fault(**f) for f in state["faults"]]
+    soak.samples = [tuple(x) for x in state["rss"]]
+    soak.lags = [tuple(x) for x in state["loop_lag"]]
+    soak.history = [tuple(x) for x in state["history_bytes"]]
+    soak.agreed_at, soak.agreement_problems = state["agreed_at"], state["agreement_problems"]
+    soak.views = {name: {"nodes": {tuple(n) for n in v["nodes"]},
+                         "presence": {c: set(ids) for c, ids in v["presence"].items()}}
+                  for name, v in state["views"].items()}
+    soak.shared_at_end = state.get("shared_at_end", {})
+    soak.publisher = Publisher(None, list(state["published"]), "replay")
+    soak.publisher.last = state["published"]
+    soak.publisher.accepted = {(c, n): t for c, n, t in state.get("accepted", [])}
+    for spec in ROSTER:
+        if spec.name not in state["clients"]:
+            continue
+        client = ClientProcess(spec, workdir)
+        client.out.close()
+        with open(workdir / f"client-{spec.name}.jsonl") as f:
+            for line in f:
+                event = json.loads(line)
+                client.record.events.append((event.pop("at"), event))
+        soak.clients.append(client)
+    ok, lines, details = soak.verdict()
+    for line in lines:
+        print(line, flush=True)
+    path = report or workdir / "report.md"
+    soak.report(ok, lines, details, path)
+    print(f"report: {path}", flush=True)
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--report-from"]:
+        # bench/soak.py --report-from WORKDIR [REPORT]: the verdict again, from what a run recorded.
+        return replay(Path(argv[1]), Path(argv[2]) if len(argv) > 2 else None)
     return asyncio.run(amain(parse_args(argv)))
 
 
