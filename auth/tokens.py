@@ -152,6 +152,10 @@ class TokenVerifier:
     def _decode(self, token: str) -> dict:
         if not isinstance(token, str) or not token:
             raise TokenInvalid("empty token")
+        if not token.isascii():
+            # A JWT is base64url and dots. Anything else (a lone surrogate from a
+            # JSON escape) is malformed here, before PyJWT encodes it and fails.
+            raise TokenInvalid("malformed token: not ASCII")
         header, sep, rest = token.partition(".")
         alg: object = self._headers.get(header)
         if alg is None:
@@ -179,8 +183,8 @@ class TokenVerifier:
         now = self._clock()
         exp, nbf = claims.get("exp"), claims.get("nbf")
         for name, value in (("exp", exp), ("nbf", nbf)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise TokenInvalid(f"{name} must be a number")
+            if value is not None and not _time(value):
+                raise TokenInvalid(f"{name} must be a number of seconds")
         if exp is not None and exp <= now - self._leeway:
             raise TokenExpired("token expired")
         if nbf is not None and nbf > now + self._leeway:
@@ -271,6 +275,17 @@ def _b64decode(segment: str, name: str) -> bytes:
         return binascii.a2b_base64(raw.translate(_TO_STANDARD) + b"=" * (-len(raw) % 4), strict_mode=True)
     except binascii.Error:
         raise TokenInvalid(f"malformed token: {name} is not base64url") from None
+
+
+def _time(value: object) -> bool:
+    """A time claim: a number of seconds a float can hold (a 400-digit integer
+    cannot be compared with the clock nor turned into a ttl)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _user(claims: dict) -> str:

@@ -9,21 +9,26 @@ import signal
 import tornado.web
 from tornado.log import access_log
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets, bind_unix_socket
 
 from gateway.config import Settings, listen_error
 from gateway.node import Node
-from gateway.ops.admin import AdminPageHandler, AdminPresenceHandler, AdminStatusHandler
+from gateway.ops.admin import AdminPageHandler, AdminPresenceHandler, AdminStatusHandler, AdminTrendsHandler
 from gateway.ops.handlers import ApiHandler, HealthHandler, MetricsHandler, OwnHealthHandler, OwnMetricsHandler
 from gateway.ops.server_api import ServerApi
 from gateway.protocols import ENDPOINTS
+from gateway.core.limits import KeyedBuckets
+from gateway.protocols.centrifugo.emulation import KEY_KIND as EMULATION_KEY
+from gateway.protocols.centrifugo.emulation import KIND as EMULATION
 from gateway.protocols.centrifugo.emulation import ControlReaders, EmulationEndpoint, EmulationSessions
+from gateway.protocols.centrifugo.proxy import any_proxy, proxies_of
 from gateway.transports.door import Listener, client_ip
 from gateway.transports.endpoint import Kind
 from gateway.transports.http import StreamEndpoint, StreamHandler
 from gateway.transports.websocket import WebSocketDoor
 from gateway.workers.box import Box
-from gateway.workers.supervisor import worker_identity, worker_socket
+from gateway.workers.supervisor import supervisor_gone, worker_identity, worker_socket
 
 log = logging.getLogger("pushgate")
 
@@ -45,8 +50,9 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         return
     node = handler.application.settings.get("node")
     trusted = node.trusted_networks if node is not None else ()
-    access_log.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.path,
-                   client_ip(request, trusted), 1000.0 * request.request_time())
+    detail = getattr(handler, "log_detail", "")  # a stream refused: which limit (gateway/node.py)
+    access_log.log(level, "%d %s %s (%s) %.2fms%s", status, request.method, request.path,
+                   client_ip(request, trusted), 1000.0 * request.request_time(), f": {detail}" if detail else "")
 
 
 def make_app(node: Node) -> tornado.web.Application:
@@ -58,8 +64,12 @@ def make_app(node: Node) -> tornado.web.Application:
     settings = node.settings
     readers = ControlReaders(settings.nsqd_http_address, settings.control_topic)
     sessions = EmulationSessions(node.name, node.bus.send, readers.there, node.metrics.registry,
-                                 node.host.by_id)
-    node.bus.on("emulation", sessions.forwarded)
+                                 node.host.by_id, ids=node.session_ids,
+                                 limits=KeyedBuckets(settings.client_command_rate, settings.client_command_burst))
+    node.bus.on(EMULATION, sessions.forwarded)
+    node.bus.on(EMULATION_KEY, sessions.key_received)
+    if any_proxy(settings):
+        proxies_of(node.host)   # built now, so their metrics are on /metrics from the start
     api_args = {"node": node, "api": ServerApi(node)}
     streams = [(endpoint.path, StreamHandler, {"host": node, "endpoint": endpoint})
                for endpoint in ENDPOINTS if endpoint.kind is Kind.STREAM]
@@ -71,6 +81,7 @@ def make_app(node: Node) -> tornado.web.Application:
             (r"/api", ApiHandler, api_args),
             (r"/admin/status.json", AdminStatusHandler, args),
             (r"/admin/presence.json", AdminPresenceHandler, args),
+            (r"/admin/trends.json", AdminTrendsHandler, args),
             (r"/admin/?([a-z.]*)", AdminPageHandler, args),
             (r"/health", HealthHandler, args),
             (r"/metrics", MetricsHandler, args),
@@ -152,14 +163,27 @@ async def serve(settings: Settings) -> None:
             stop.set_result(sig)
     for each in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(each, stop_on, each)
+    orphaned = None
+    if worker is not None:
+        # A worker dies with its supervisor (killed with SIGKILL, say): it
+        # drains as on SIGTERM rather than serve on beside a new supervisor's.
+        def check_parent() -> None:
+            if supervisor_gone() and not stop.done():
+                log.warning("the supervisor is gone: stopping this worker as on SIGTERM")
+                stop_on(signal.SIGTERM)
+        orphaned = PeriodicCallback(check_parent, 1000)
+        orphaned.start()
+        check_parent()
     sig = await stop
+    if orphaned is not None:
+        orphaned.stop()
     # Drain: refuse new connections (WebSocket upgrades and /health answer 503;
     # the listener stays open so that clients and load balancers hear it), close
     # the open ones spread evenly over the drain period so they reconnect to other
     # nodes with jitter, recovering what they missed; then exit 0.
     period = settings.drain_period if sig == signal.SIGTERM else min(settings.drain_period, QUICK_DRAIN)
     await node.drain(period)
-    node.stop()
+    await node.stop()
     await asyncio.sleep(0.2)  # let the last close frames go out
     server.stop()
     if private is not None:

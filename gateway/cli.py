@@ -14,9 +14,58 @@ from gateway.config import MIN_SECRET_BYTES, ConfigError, add_arguments, resolve
 
 PUBLISH_OPTIONS = ("nsqd-http-address", "topic")
 TOKEN_OPTIONS = ("jwt-secret",)
+COMMANDS = ("serve", "publish", "token")
+
+
+def one_edit_apart(a: str, b: str) -> bool:
+    """Whether ``a`` becomes ``b`` with one edit: a character added, removed or
+    changed, or two neighbours swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long = sorted((a, b), key=len)
+    i = next((i for i, (x, y) in enumerate(zip(short, long)) if x != y), len(short))
+    return short[i:] == long[i + 1:]
+
+
+def suggestion(word: str, known: list[str] | tuple[str, ...]) -> str:
+    """': did you mean X?' for the known words one edit from ``word``, else ''."""
+    close = [k for k in known if one_edit_apart(word, k)]
+    return f": did you mean {' or '.join(close)}?" if close else ""
+
+
+def unknown_flags(parser: argparse.ArgumentParser, args: list[str]) -> str | None:
+    """The flags in ``args`` that ``parser`` does not know (nor as the unique
+    start of one it does), each with the known flag one edit from it: one
+    line, or None when every flag is known."""
+    known = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    unknown = []
+    for arg in args:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if not arg.startswith("--") or name in known:
+            continue
+        starting = [k for k in known if k.startswith(name)]
+        if len(starting) > 1:
+            unknown.append(f"{name} (the start of {' and '.join(starting)})")
+        elif not starting:
+            unknown.append(f"{name}{suggestion(name, known)}")
+    if not unknown:
+        return None
+    return (f"pushgate: error: {parser.prog.removeprefix('pushgate ')}: unknown "
+            f"{'flag' if len(unknown) == 1 else 'flags'} {'; '.join(unknown)} ({parser.prog} --help lists them)")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        print(f"pushgate: error: no command {argv[0]!r}{suggestion(argv[0], COMMANDS)} "
+              f"(the commands: {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="pushgate", description="Real-time push gateway: NSQ to WebSocket.")
     parser.add_argument("--version", action="version", version=f"pushgate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -41,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="A shared channel to subscribe server-side (repeatable).")
     add_arguments(token, TOKEN_OPTIONS)
 
-    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:
+        # Before argparse, which would stop at a required flag missing or print a
+        # page of usage with no word of what was meant.
+        problem = unknown_flags(commands.choices[argv[0]], argv[1:])
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     args.serve_args = argv[argv.index("serve") + 1:] if "serve" in argv else []
     try:
@@ -84,12 +139,27 @@ def _publish(args: argparse.Namespace) -> int:
     if args.id:
         envelope["id"] = args.id
     envelope["data"] = data
+    address = settings.nsqd_http_address
     try:
-        publish_sync(settings.nsqd_http_address, settings.topic, ujson.dumps(envelope).encode())
-    except (PublishError, NsqdUnavailable) as exc:
-        print(f"pushgate: publish failed: {exc}", file=sys.stderr)
+        publish_sync(address, settings.topic, ujson.dumps(envelope).encode())
+    except NsqdUnavailable as exc:
+        print(f"pushgate: publish failed: cannot reach nsqd at {address} ({exc}), {_address_source(args)}: "
+              "start nsqd there, or give its HTTP address with --nsqd-http-address (or PUSHGATE_NSQD_HTTP_ADDRESS)",
+              file=sys.stderr)
+        return 1
+    except PublishError as exc:
+        print(f"pushgate: publish failed: nsqd at {address} refused the message: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _address_source(args: argparse.Namespace) -> str:
+    """Where --nsqd-http-address came from, for the error line."""
+    if args.nsqd_http_address is not None:
+        return "given by --nsqd-http-address"
+    if os.environ.get("PUSHGATE_NSQD_HTTP_ADDRESS"):
+        return "given by PUSHGATE_NSQD_HTTP_ADDRESS"
+    return "the default address"
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -104,6 +104,16 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+NODE_NAME_MAX = 256   # clients name the node in /emulation requests, which take that much
+
+
+def _node_name(raw: str) -> str:
+    name = _text(raw)
+    if len(name) > NODE_NAME_MAX or not name.isprintable():
+        raise ValueError(f"{raw[:NODE_NAME_MAX + 10]!r} is not a node name (1-{NODE_NAME_MAX} printable characters)")
+    return name
+
+
 def _channel_prefix(raw: str) -> str:
     raw = raw.strip()
     if raw and (len(raw) > 200 or not raw.isprintable() or raw.startswith("#")):
@@ -118,6 +128,29 @@ def _bool(raw: str) -> bool:
     if value in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"{raw!r} is not a boolean")
+
+
+def _proxy_url(raw: str) -> str:
+    raw = raw.strip()
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", raw):
+        raise ValueError(f"{raw!r} is not an http:// or https:// URL")
+    return raw
+
+
+def _rpc_route(raw: str) -> tuple[str, str]:
+    """PREFIX=URL: RPC methods starting with PREFIX go to URL (first match wins)."""
+    prefix, sep, url = raw.partition("=")
+    if not sep or not prefix.strip():
+        raise ValueError(f"{raw!r} is not PREFIX=URL")
+    return prefix.strip(), _proxy_url(url)
+
+
+def _header_names(raw: str) -> str:
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    for name in names:
+        if not re.match(r"^[a-z0-9!#$%&'*+.^_`|~-]+$", name):
+            raise ValueError(f"{name!r} is not an HTTP header name")
+    return ",".join(names)
 
 
 def _log_level(raw: str) -> str:
@@ -177,6 +210,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", _int_range(0, 65535), 8000, "HTTP/WebSocket port (also read from PORT)."),
     Option("workers", _workers, 1, "Worker processes, each a node on the same port (SO_REUSEPORT), or auto "
            "(one per core); more than one makes this process their supervisor."),
+    Option("worker-timeout", _positive_float, 10.0, "With --workers: seconds a worker may go without "
+           "answering its supervisor (asked every second) before it is killed and started again; its "
+           "clients reconnect to the others."),
     Option("address", _text, "0.0.0.0", "Address to listen on."),
     Option("nsqd-tcp-address", _host_port, [], "nsqd TCP address to read from (repeatable).", repeatable=True),
     Option("lookupd-http-address", _http_address, [], "nsqlookupd HTTP address for discovery (repeatable).",
@@ -184,12 +220,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("nsqd-http-address", _http_address, "http://127.0.0.1:4151",
            "nsqd HTTP address the gateway and `pushgate publish` publish to."),
     Option("topic", nsq_name, "pushgate", "Envelope topic: JSON messages naming channels or users."),
-    Option("control-topic", nsq_name, "pushgate-control", "Topic the nodes talk through (every node reads it "
-           "on its own ephemeral channel): forwarded requests, cluster-wide actions, presence."),
+    Option("control-topic", nsq_name, None, "Topic the nodes of one cluster talk through (every node reads it "
+           "on its own ephemeral channel): forwarded requests, cluster-wide actions, presence; default "
+           "<topic>-control, from --topic (pushgate-control for pushgate)."),
     Option("map-topic", _topic_mapping, [],
            "Expose an NSQ topic as a channel: TOPIC or TOPIC=CHANNEL; the body is the data (repeatable).",
            repeatable=True),
-    Option("node-name", _text, None, "This node's name; its NSQ channel is <node-name>#ephemeral "
+    Option("node-name", _node_name, None, "This node's name; its NSQ channel is <node-name>#ephemeral "
            "(default: hostname-port)."),
     Option("jwt-secret", _text, None, "HMAC secret for HS256/384/512 connection tokens (at least 32 bytes)."),
     Option("jwt-public-key", _pem_file, None, "PEM file with an RSA or EC public key (RS*/PS*/ES* tokens)."),
@@ -233,8 +270,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("history-ttl", _positive_float, 300.0, "Seconds a publication stays in history."),
     Option("history", _history_rule, [], "Per-channel history: PATTERN=SIZE[/TTL], first match wins, "
            "a trailing * matches a prefix, SIZE 0 turns it off (repeatable).", repeatable=True),
-    Option("history-memory-bytes", _int_range(0), 64 << 20, "Memory for all channels' history together; "
-           "the oldest publications go first."),
+    Option("history-memory-bytes", _int_range(0), 64 << 20, "Memory for all channels' history together "
+           "(publications and each channel's own state); the oldest go first."),
     Option("history-margin", _positive_float, 1.0, "Seconds behind now a stream position must be before "
            "this node vouches for it (clock skew between nsqd hosts, messages in flight)."),
     Option("expired-close-delay", _positive_float, 25.0, "Seconds after a token's exp before an "
@@ -267,6 +304,34 @@ OPTIONS: tuple[Option, ...] = (
     Option("lookupd-poll-interval", _int_range(1, 3600), 5, "Seconds between nsqlookupd polls."),
     Option("max-in-flight", _int_range(1, 2500), 200, "NSQ max_in_flight per topic reader."),
     Option("log-level", _log_level, "INFO", "debug, info, warning or error."),
+    # The backend in the loop: Centrifugo's HTTP proxies (docs/proxy.md). Each is off unless its URL is set.
+    Option("connect-proxy-url", _proxy_url, None, "Ask this URL about every connect without a token "
+           "(Centrifugo's connect proxy): its result's user, expire_at, info, data, channels, subs, meta apply."),
+    Option("refresh-proxy-url", _proxy_url, None, "Ask this URL, not the client, when a connection's expiry "
+           "comes (Centrifugo's refresh proxy)."),
+    Option("subscribe-proxy-url", _proxy_url, None, "Ask this URL about client subscribes to channels "
+           "matching --subscribe-proxy."),
+    Option("subscribe-proxy", _channel_pattern, [], "Channels whose subscribes go to --subscribe-proxy-url; "
+           "a trailing * matches a prefix (repeatable).", repeatable=True),
+    Option("sub-refresh-proxy-url", _proxy_url, None, "Ask this URL when a proxied subscription's expire_at "
+           "comes (Centrifugo's sub refresh proxy)."),
+    Option("publish-proxy-url", _proxy_url, None, "Ask this URL about client publishes to channels matching "
+           "--publish-proxy; allowed ones go through NSQ like a backend's."),
+    Option("publish-proxy", _channel_pattern, [], "Channels clients may publish to through "
+           "--publish-proxy-url; a trailing * matches a prefix (repeatable).", repeatable=True),
+    Option("rpc-proxy-url", _proxy_url, None, "Answer client rpc calls with this URL's answer."),
+    Option("rpc-proxy", _rpc_route, [], "PREFIX=URL: rpc methods starting with PREFIX go to URL instead "
+           "(repeatable; first match wins).", repeatable=True),
+    Option("proxy-headers", _header_names, "", "Request headers of the client's connection passed to the "
+           "proxies, comma-separated (none unless named, as in Centrifugo), e.g. cookie,authorization."),
+    Option("proxy-emulated-headers", _header_names, "", "Headers a client sends inside its connect command "
+           "(centrifuge-js's headers option, for browsers, which cannot set a WebSocket's) passed to the "
+           "proxies, comma-separated; client input, none unless named (Centrifugo's emulated_headers)."),
+    Option("proxy-timeout", _positive_float, 1.0, "Seconds a proxy call may take, waiting in the queue "
+           "included; then the client gets error 100."),
+    Option("proxy-concurrency", _int_range(1, 10000), 64, "Calls in flight per proxy on this node."),
+    Option("proxy-queue", _int_range(0, 1000000), 4096, "Calls waiting per proxy past --proxy-concurrency; "
+           "past it the client gets error 100 at once."),
 )
 
 
@@ -289,11 +354,13 @@ class Settings:
 
     port: int = _default("port")
     workers: int = _default("workers")
+    worker_timeout: float = _default("worker_timeout")
     address: str = _default("address")
     nsqd_tcp_address: list = _default("nsqd_tcp_address")
     lookupd_http_address: list = _default("lookupd_http_address")
     nsqd_http_address: str = _default("nsqd_http_address")
     topic: str = _default("topic")
+    # None: derived from --topic (control_topic_for); __post_init__ fills it in.
     control_topic: str = _default("control_topic")
     map_topic: list = _default("map_topic")
     node_name: str | None = _default("node_name")
@@ -341,6 +408,24 @@ class Settings:
     lookupd_poll_interval: int = _default("lookupd_poll_interval")
     max_in_flight: int = _default("max_in_flight")
     log_level: str = _default("log_level")
+    connect_proxy_url: str | None = _default("connect_proxy_url")
+    refresh_proxy_url: str | None = _default("refresh_proxy_url")
+    subscribe_proxy_url: str | None = _default("subscribe_proxy_url")
+    subscribe_proxy: list = _default("subscribe_proxy")
+    sub_refresh_proxy_url: str | None = _default("sub_refresh_proxy_url")
+    publish_proxy_url: str | None = _default("publish_proxy_url")
+    publish_proxy: list = _default("publish_proxy")
+    rpc_proxy_url: str | None = _default("rpc_proxy_url")
+    rpc_proxy: list = _default("rpc_proxy")
+    proxy_headers: str = _default("proxy_headers")
+    proxy_emulated_headers: str = _default("proxy_emulated_headers")
+    proxy_timeout: float = _default("proxy_timeout")
+    proxy_concurrency: int = _default("proxy_concurrency")
+    proxy_queue: int = _default("proxy_queue")
+
+    def __post_init__(self) -> None:
+        if self.control_topic is None:
+            object.__setattr__(self, "control_topic", control_topic_for(self.topic))
 
     @property
     def nsq_channel(self) -> str:
@@ -374,6 +459,22 @@ if {f.name for f in fields(Settings)} != set(_OPTION_BY_DEST):
 
 def default_node_name(port: int) -> str:
     return f"{socket.gethostname()}-{port}"
+
+
+CONTROL_SUFFIX = "-control"
+
+
+def control_topic_for(topic: str) -> str:
+    """The control topic of the cluster whose envelope topic is ``topic``:
+    ``<topic>-control``, so that deployments sharing nsqd with their own
+    ``--topic`` each get their own (``pushgate`` gives ``pushgate-control``,
+    the fixed default of earlier versions). Within NSQ's 64 characters: a
+    long topic keeps its start plus a hash of the whole."""
+    name = topic + CONTROL_SUFFIX
+    if len(name) > NSQ_NAME_MAX:
+        room = NSQ_NAME_MAX - len(CONTROL_SUFFIX) - 9
+        name = f"{topic[:room]}-{zlib.crc32(topic.encode()):08x}{CONTROL_SUFFIX}"
+    return name
 
 
 def ephemeral_channel(node_name: str) -> str:
@@ -444,9 +545,9 @@ def check(s: Settings) -> None:
                           "(RFC 7518 3.2: HS256 keys as long as the hash)")
     if s.turbo_streams_secret and len(s.turbo_streams_secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(f"--turbo-streams-secret: must be at least {MIN_SECRET_BYTES} bytes (an HMAC-SHA256 key)")
-    if not s.jwt_secret and not s.jwt_public_key and not s.allow_anonymous:
+    if not s.jwt_secret and not s.jwt_public_key and not s.allow_anonymous and not s.connect_proxy_url:
         raise ConfigError("--jwt-secret: a JWT secret or --jwt-public-key is required "
-                          "(or --allow-anonymous)")
+                          "(or --allow-anonymous, or --connect-proxy-url)")
     if not s.nsqd_tcp_address and not s.lookupd_http_address:
         raise ConfigError("--lookupd-http-address: give nsqlookupd or --nsqd-tcp-address to read from")
     if s.pong_timeout >= s.ping_interval:
@@ -469,11 +570,18 @@ def check(s: Settings) -> None:
         raise ConfigError("--map-topic: each topic may be read once (and not the envelope --topic)")
     if s.workers > 1 and s.port == 0:
         raise ConfigError("--workers: workers share one port; give --port (not 0)")
+    if s.workers > 1 and s.node_name and len(f"{s.node_name}-{s.workers - 1}") > NODE_NAME_MAX:
+        raise ConfigError(f"--node-name: with --workers each worker is <node-name>-<index>, which must fit in "
+                          f"{NODE_NAME_MAX} characters")
     if s.presence_ttl < 2 * s.presence_interval:
         raise ConfigError(f"--presence-ttl: {s.presence_ttl} must be at least twice --presence-interval "
                           f"({s.presence_interval}), or live nodes would expire between snapshots")
     if s.admin and not (s.admin_secret or s.api_key):
         raise ConfigError("--admin: the status page needs --admin-secret or --api-key")
+    if s.subscribe_proxy and not s.subscribe_proxy_url:
+        raise ConfigError("--subscribe-proxy: needs --subscribe-proxy-url")
+    if s.publish_proxy and not s.publish_proxy_url:
+        raise ConfigError("--publish-proxy: needs --publish-proxy-url")
     if s.control_topic in (s.topic, *mapped):
         raise ConfigError("--control-topic: must differ from --topic and every --map-topic")
 

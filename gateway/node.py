@@ -6,8 +6,9 @@ the door.
   the registry of open sessions; sessions see only it.
 * NSQ comes in through :class:`NsqSource`, :class:`Ingest` and
   :class:`ChannelWatch` (which tells when nsqd lost messages for this node).
-* One one-second timer runs the heartbeat, token expiry and housekeeping;
-  a 100 ms probe measures how late the loop runs.
+* One one-second timer runs the heartbeat, token expiry, housekeeping and
+  the samples of the last hour's figures (/admin's charts); a 100 ms probe
+  measures how late the loop runs.
 * The door: admission before the WebSocket upgrade (drain, capacity, rate,
   overload), pending-socket bookkeeping, browser origins. Transports see the
   node; sessions do not.
@@ -37,6 +38,8 @@ from gateway.core.hub import Hub
 from gateway.nsq.ingest import Ingest
 from gateway.core.limits import TokenBucket, connection_capacity
 from gateway.core.metrics import Metrics
+from gateway.core.trends import Trends
+from gateway.core.wire import SessionIds
 from gateway.nsq.source import NsqSource
 from gateway.nsq.watch import ChannelWatch
 from gateway.cluster.peering import Peering
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushgate.node")
 
-HISTORY_SWEEP_EVERY = 10  # seconds
+HISTORY_SWEEP_EVERY = 10  # seconds for a sweep of every channel's history, a slice a second
 LAG_PROBE = 0.1           # seconds between event-loop lag probes
 DRAIN_STEP = 0.005  # seconds: the finest grain of the drain's schedule
 ANNOUNCE_RETRY_EVERY = 2  # seconds between tries to create topics on an nsqd that was down
@@ -88,6 +91,9 @@ class Node:
         self.pending = PendingConnections(settings.max_pending_connections, self.metrics)
         self.capacity = connection_capacity(settings.max_connections, settings.max_pending_connections)
         self.trusted_networks = settings.trusted_networks
+        # Emulated streams' session ids, which the other nodes check before they
+        # forward a command to one (gateway/protocols/centrifugo/emulation.py).
+        self.session_ids = SessionIds()
         self.connect_limiter = TokenBucket(settings.connect_rate, settings.connect_burst)
         self.draining = False
         self.mapped = dict(settings.map_topic)
@@ -97,6 +103,7 @@ class Node:
                              dedupe_window=settings.dedupe_window, on_gap=self.host.streams_broken)
         self.source = NsqSource(topics=[settings.topic, *self.mapped], channel=settings.nsq_channel,
                                 handler=self.ingest.handle, on_change=self._nsq_changed,
+                                on_drop=self._nsq_dropped,
                                 nsqd_tcp_addresses=settings.nsqd_tcp_address,
                                 lookupd_http_addresses=settings.lookupd_http_address,
                                 lookupd_poll_interval=settings.lookupd_poll_interval,
@@ -105,7 +112,10 @@ class Node:
                               nsqd_http_address=settings.nsqd_http_address,
                               nsqd_tcp_addresses=settings.nsqd_tcp_address,
                               lookupd_http_addresses=settings.lookupd_http_address,
-                              lookupd_poll_interval=settings.lookupd_poll_interval, metrics=self.metrics)
+                              lookupd_poll_interval=settings.lookupd_poll_interval, metrics=self.metrics,
+                              cluster=settings.topic)
+        # The last hour of figures for /admin's charts, sampled by _tick.
+        self.trends = Trends(self.metrics, connections=lambda: len(self.host.sessions), started=time.monotonic())
         # Heartbeats, presence and the server API's cluster-wide actions over the bus.
         self.peering = Peering(self)
         self.loss_watch = ChannelWatch(channel=settings.nsq_channel, topics=self.source.topics,
@@ -150,6 +160,9 @@ class Node:
     def client_address(self, peer: str, forwarded_for: str, real_ip: str) -> str:
         return client_address(peer, forwarded_for, real_ip, self.trusted_networks)
 
+    def emulation_session_id(self) -> str:
+        return self.session_ids.new()
+
     def reading(self) -> bool:
         """Every topic, the control topic too, has an nsqd to read from."""
         return self.source.reading_every_topic() and self.bus.ready()
@@ -179,11 +192,11 @@ class Node:
         self.pending.sweep(time.monotonic(), self.settings.handshake_timeout)
         self.closing.sweep(time.monotonic())
         self._ticks += 1
-        if self._ticks % HISTORY_SWEEP_EVERY == 0:
-            host.history.sweep(time.time_ns())
+        host.history.sweep(time.time_ns(), slices=HISTORY_SWEEP_EVERY)
         self.metrics.history_bytes.set(host.history.memory)
         self.metrics.loop_lag.set(self.loop_lag)
         now = time.monotonic()
+        self.trends.tick(time.time(), now)  # a sample every trends.STEP seconds, from the counters
         self.source.report(now)
         self.bus.source.report(now)   # without the control topic /health is 503 too: say why
         if self._unannounced and not self._announcing and self._ticks % ANNOUNCE_RETRY_EVERY == 0:
@@ -209,9 +222,15 @@ class Node:
             self.host.history.continuity_from(time.time_ns())
         else:
             self.host.history.continuity_lost()
+        self.loss_watch.poll_soon()  # knows each nsqd's instance from the first connection on
+
+    def _nsq_dropped(self, topic: str, nsqd: str) -> None:
+        """A reader's connection to ``nsqd`` dropped: what its channel held may be lost."""
+        self.loss_watch.dropped(topic, nsqd)
 
     def _nsq_lost(self, topic: str, nsqd: str, count: int) -> None:
-        """nsqd dropped messages of ``topic`` meant for this node (ChannelWatch)."""
+        """nsqd dropped messages of ``topic`` meant for this node (ChannelWatch;
+        ``count`` 0: how many is unknown, its channel for this node was made anew)."""
         self.metrics.nsq_lost.labels(topic).inc(count)
         channel = self.mapped.get(topic)
         if channel is None:
@@ -265,14 +284,15 @@ class Node:
         for session in list(self.sessions):  # any whose upgrade was under way when draining began
             session.close(vocabulary.SHUTDOWN)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop timers, say goodbye to the other nodes, then close the NSQ
+        connections (in that order: nsqd still has to take the goodbye)."""
         for timer in (self._ticker, self._lag_probe):
             if timer is not None:
                 timer.stop()
-        self.peering.stop()
+        await self.peering.stop()
         self.loss_watch.stop()
-        self.source.close()
-        self.bus.close()
+        await asyncio.gather(self.source.close(), self.bus.close())
         for session in list(self.sessions):
             session.close(vocabulary.SHUTDOWN)
 
@@ -299,6 +319,22 @@ class Node:
             return None
         self.metrics.refused_connects.labels(reason).inc()
         return reason
+
+    def explain_refusal(self, reason: str) -> str:
+        """The refusal ``reason`` of :meth:`admit_handshake` in words, naming
+        the limit (the flag, its value): for the log line of the 503."""
+        s = self.settings
+        if reason == "draining":
+            return "refused: the node is draining (SIGTERM), the client reconnects to another node"
+        if reason == "capacity":
+            limit = s.max_connections or f"0, so {self.capacity} from the open-file limit"
+            return f"refused: at capacity, {len(self.sessions)} connections (--max-connections {limit})"
+        if reason == "overloaded":
+            return (f"refused: overloaded, the event loop runs {self.loop_lag * 1000:.0f} ms late "
+                    f"(--shed-loop-lag {s.shed_loop_lag:g} s)")
+        if reason == "rate":
+            return f"refused: over --connect-rate {s.connect_rate:g}/s (--connect-burst {s.connect_burst})"
+        return f"refused: {reason}"
 
     def origin_allowed(self, origin: str, host: str) -> bool:
         if not origin:

@@ -37,6 +37,21 @@ def binary(name: str) -> str:
     return found
 
 
+def fresh_checkout(dest: Path) -> Path:
+    """What a fresh clone of this working tree holds, copied to ``dest``: every
+    file git tracks and every new one it would track (not ignored), as they
+    are now, and nothing built (.venv, .tools, node_modules, egg-info)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():  # not one deleted from the working tree
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return dest
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -69,9 +84,11 @@ class Process:
     def environment(self) -> dict:
         return dict(os.environ)
 
+    cwd: Path = ROOT  # where the process runs
+
     def start(self) -> "Process":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
                                      env=self.environment(), start_new_session=True,
                                      preexec_fn=self.prepare_child)
         log.close()
@@ -202,7 +219,7 @@ class Gateway(Process):
 
     def __init__(self, workdir: Path, nsqd: Nsqd, lookupd: Lookupd | None, *args: str,
                  env: dict | None = None, direct: bool = False, api_key: str | None = API_KEY,
-                 open_files: int | None = None):
+                 open_files: int | None = None, program: list[str] | None = None, cwd: Path | None = None):
         Gateway.counter += 1
         self.name = f"gateway{Gateway.counter}"
         super().__init__(workdir)
@@ -211,6 +228,9 @@ class Gateway(Process):
         self.args = list(args)
         self.extra_env = env or {}
         self.open_files = open_files
+        # The gateway of this checkout by default; or another `pushgate`, run elsewhere.
+        self.program = program or [sys.executable, "-m", "gateway"]
+        self.cwd = cwd or ROOT
         self.nsqd = nsqd
         source = ([f"--nsqd-tcp-address={nsqd.tcp_address}"] if direct or lookupd is None
                   else [f"--lookupd-http-address={lookupd.http_address}"])
@@ -236,7 +256,7 @@ class Gateway(Process):
         return f"ws://127.0.0.1:{self.port}/connection/websocket"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "gateway", "serve", *self.base_args, *self.args]
+        return [*self.program, "serve", *self.base_args, *self.args]
 
     def environment(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHGATE_") and k != "PORT"}

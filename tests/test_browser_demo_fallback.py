@@ -1,5 +1,6 @@
 """The demo page with WebSocket blocked: the page's ``?transports=`` switch
-lists only the fallbacks (http_stream then sse, or sse alone), and the room,
+lists only the fallbacks (http_stream then sse, or sse alone), it survives
+logging in from a fresh window, the badge names the transport, and the room,
 the personal events and notifications work as they do over WebSocket
 (tests/browser/demo_fallback.mjs, headless Chromium, against real nsqd, a
 gateway and the demo backend)."""

@@ -1,5 +1,7 @@
 """The `pushgate` command as a user runs it: one line and exit 2 for a bad
-setting, at any stage of start-up."""
+setting, at any stage of start-up; a mistyped flag or command gets one line
+naming what was meant (within one edit); a publish to an nsqd that is not
+there names the address, where it came from, and the fix."""
 from __future__ import annotations
 
 import socket
@@ -11,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from auth import TokenVerifier
-from tests.stack import ROOT, SECRET
+from gateway.cli import one_edit_apart
+from tests.stack import ROOT, SECRET, free_port
 
 pytestmark = pytest.mark.process  # each test runs `python -m gateway`
 
@@ -89,3 +92,45 @@ def test_serve_with_a_bad_public_key_file_names_it(tmp_path, content, expected):
         path.write_bytes(content)
     line = one_line_and_exit_2(pushgate("serve", "--lookupd-http-address=127.0.0.1:4161", f"--jwt-public-key={path}"))
     assert line == "pushgate: error: --jwt-public-key: " + expected.format(path=path)
+
+
+@pytest.mark.parametrize("args,line", [
+    (["serve", "--lookup-http-address", "127.0.0.1:4161"],
+     "serve: unknown flag --lookup-http-address: did you mean --lookupd-http-address? "
+     "(pushgate serve --help lists them)"),
+    (["publish", "--nsqd-http-adress=127.0.0.1:4151", "--user=42", "1"],
+     "publish: unknown flag --nsqd-http-adress: did you mean --nsqd-http-address? "
+     "(pushgate publish --help lists them)"),
+    # Said before argparse would stop at --user missing.
+    (["token", "--usre=42"], "token: unknown flag --usre: did you mean --user? (pushgate token --help lists them)"),
+    (["serve", "--jwt-secrt=x", "--lookupd", "y"],
+     "serve: unknown flags --jwt-secrt: did you mean --jwt-secret?; --lookupd (the start of "
+     "--lookupd-http-address and --lookupd-poll-interval) (pushgate serve --help lists them)"),
+    (["serve", "--frobnicate"], "serve: unknown flag --frobnicate (pushgate serve --help lists them)"),
+    (["publsh"], "no command 'publsh': did you mean publish? (the commands: serve, publish, token)"),
+])
+def test_a_mistyped_flag_or_command_gets_one_line_with_a_suggestion(args, line):
+    done = pushgate(*args)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", f"pushgate: error: {line}\n")
+
+
+def test_one_edit_is_a_letter_added_removed_changed_or_two_neighbours_swapped():
+    for typed in ("--lookup-http-address", "--lookupdd-http-address", "--lookupx-http-address",
+                  "--lookpud-http-address"):
+        assert one_edit_apart(typed, "--lookupd-http-address"), typed
+    for typed in ("--lookupd-http-address", "--lookp-http-adress", "--lookdup-http-address", "--nsqd-tcp-address"):
+        assert not one_edit_apart(typed, "--lookupd-http-address"), typed
+
+
+@pytest.mark.parametrize("given,source", [("flag", "given by --nsqd-http-address"),
+                                          ("env", "given by PUSHGATE_NSQD_HTTP_ADDRESS")])
+def test_publish_to_an_unreachable_nsqd_names_the_address_where_it_came_from_and_the_fix(given, source):
+    port = free_port()  # nothing listens there
+    address = f"127.0.0.1:{port}"
+    args = [f"--nsqd-http-address={address}"] if given == "flag" else []
+    env = {"PUSHGATE_NSQD_HTTP_ADDRESS": address} if given == "env" else {}
+    done = pushgate("publish", *args, "--user=42", '{"hello": 1}', env=env)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (f"pushgate: publish failed: cannot reach nsqd at http://{address} (Connection refused), "
+                           f"{source}: start nsqd there, or give its HTTP address with --nsqd-http-address "
+                           "(or PUSHGATE_NSQD_HTTP_ADDRESS)\n")

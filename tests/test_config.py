@@ -47,6 +47,9 @@ def test_repeatable_flags_and_comma_separated_environment():
     (["--map-topic=pushgate"], {}, "--map-topic"),
     (["--map-topic=alerts=#42"], {}, "--map-topic"),
     (["--jwt-secret=short"], {}, "--jwt-secret"),
+    (["--node-name=" + "n" * 257], {}, "--node-name"),
+    (["--workers=2", "--port=8000", "--node-name=" + "n" * 255], {}, "--node-name"),
+    (["--node-name=tab\there"], {}, "--node-name"),
     ([], {"PUSHGATE_ALLOW_ANONYMOUS": "maybe"}, "--allow-anonymous (from PUSHGATE_ALLOW_ANONYMOUS)"),
 ])
 def test_bad_values_name_the_setting(argv, env, named):
@@ -103,3 +106,11 @@ def test_presence_and_status_page_settings():
         settings(BASE + ["--admin"])
     with pytest.raises(ConfigError, match="--presence"):
         settings(BASE + ["--presence=a*b"])
+
+
+def test_the_control_topic_is_the_clusters_own_unless_given():
+    assert settings(BASE).control_topic == "pushgate-control"           # as before, for the default --topic
+    assert settings(BASE + ["--topic=shop"]).control_topic == "shop-control"
+    assert settings(BASE + ["--topic=shop", "--control-topic=ours"]).control_topic == "ours"
+    long = settings(BASE + ["--topic=" + "t" * 64]).control_topic
+    assert len(long) == 64 and long.endswith("-control") and long != settings(BASE + ["--topic=" + "t" * 63 + "u"]).control_topic

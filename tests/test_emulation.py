@@ -5,13 +5,17 @@ which forwards it to A through NSQ. No sticky sessions anywhere."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 
 import pytest
 
-from tests.helpers import run, wait_for, wait_for_time
+from auth import connection_token
+from tests.helpers import run, wait_for, wait_for_time, wait_until
+from tests.httpstream import HttpStreamClient
 from tests.jsclient import JsClient
 from tests.proxy import SwitchingProxy
-from tests.stack import Reading
+from tests.stack import SECRET, Reading, http
 
 # Pings every 2 s, a pong due within 1 s: the pongs travel B -> NSQ -> A in time.
 FLAGS = ("--public-channels=news", "--ping-interval=2", "--pong-timeout=1", "--expired-close-delay=1",
@@ -121,3 +125,62 @@ def test_after_a_network_cut_the_sdk_recovers_exactly_what_it_missed(two_nodes, 
             await proxy.close()
 
     run(scenario())
+
+
+# --- what a hostile client can cost the cluster ----------------------------------------------
+
+def test_an_emulation_flood_through_another_node_is_bounded_before_it_reaches_nsq(two_nodes):
+    a, b = two_nodes
+
+    def post(body: dict | bytes, headers: dict | None = None) -> tuple[int, bytes]:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return http("POST", f"{b.url}/emulation", raw, {"Content-Type": "application/json", **(headers or {})})
+
+    async def scenario():
+        flooder = await HttpStreamClient.open(a.port, "POST", "/connection/http_stream",
+                                              {"id": 1, "connect": {"token": connection_token(SECRET, "mal")}})
+        honest = await HttpStreamClient.open(a.port, "POST", "/connection/http_stream",
+                                             {"id": 1, "connect": {"token": connection_token(SECRET, "hon")}})
+        mine, theirs = (await flooder.line())["connect"], (await honest.line())["connect"]
+        node = mine["node"]
+        padding = " " * 60_000
+        try:
+            # Anonymous: a session id node a never issued. Nothing is forwarded.
+            for n in range(200):
+                status, _ = await asyncio.to_thread(post, {"session": f"forged{n}", "node": node, "data": "{}" + padding})
+                assert status == 404
+            # Bad input: 400, before anything is looked up; no traceback (tests/test_bad_input.py has the rest).
+            assert (await asyncio.to_thread(post, {"session": mine["session"], "node": node, "data": "\ud800"}))[0] == 400
+            assert (await asyncio.to_thread(post, b"{}", {"Content-Length": "\u00b2"}))[0] == 400
+            # A session of its own: 60 KB requests, a KiB counting as a command, at the
+            # command rate (50/s, burst 200): a few go through, then 429.
+            started = time.monotonic()
+            statuses = [(await asyncio.to_thread(post, {"session": mine["session"], "node": node,
+                                                        "data": "{}" + padding}))[0] for _ in range(100)]
+            elapsed = time.monotonic() - started
+            assert set(statuses) == {204, 429} and statuses[:3] == [204] * 3, statuses
+            assert statuses.count(204) <= 3 + (elapsed * 50 / 60) + 1, (statuses.count(204), elapsed)
+            # Everyone else is served as before: the honest session's command through b.
+            data = json.dumps({"id": 2, "subscribe": {"channel": "news"}})
+            assert (await asyncio.to_thread(post, {"session": theirs["session"], "node": node, "data": data}))[0] == 204
+            reply = await skip_pings(honest)
+            assert reply["id"] == 2 and "subscribe" in reply
+        finally:
+            flooder.close()
+            honest.close()
+
+    run(scenario())
+    forwarded = b.metric("pushgate_emulation_requests_total", result="forwarded")
+    assert b.metric("pushgate_emulation_requests_total", result="unverified") == 200
+    assert b.metric("pushgate_emulation_requests_total", result="limited") > 0
+    # Node a received exactly what b forwarded: the flood's few and the honest command.
+    wait_until(lambda: a.metric("pushgate_emulation_requests_total", result="received") == forwarded,
+               what="a to receive what b forwarded")
+    assert "Traceback" not in a.log() + b.log()
+
+
+async def skip_pings(client: HttpStreamClient) -> dict:
+    while True:
+        line = await client.line()
+        if line:
+            return line

@@ -20,7 +20,9 @@ from gateway.protocols.centrifugo.session import CentrifugoSession
 from gateway.nsq.publisher import NsqdUnavailable
 from gateway.core.session import CLOSED, CONNECTED
 from gateway.core.wire import WireFormat
-from gateway.protocols.centrifugo.emulation import EmulationSessions, parse
+from gateway.core.limits import KeyedBuckets
+from gateway.core.wire import SessionIds
+from gateway.protocols.centrifugo.emulation import KEY_KIND, KIND, EmulationSessions, parse
 from tests.inprocess import WIRE_JSON, FakeClock, FakeTransport, frame, make_host
 from tests.stack import SECRET
 
@@ -134,11 +136,19 @@ def test_a_unidirectional_client_recovers_from_the_positions_it_sends_and_gets_b
 class Cluster:
     """Two or more nodes' EmulationSessions, and a bus that delivers each
     control message to the node it names, encoded and decoded as NSQ would
-    carry it."""
+    carry it, to the handler of its kind (as gateway/app.py registers them).
+    ``silent`` nodes read the control topic but answer nothing (a version
+    before emulation keys)."""
 
-    def __init__(self, *names: str) -> None:
-        self.hosts = {name: make_host(FakeClock(), node_name=name) for name in names}
-        self.sessions = {name: EmulationSessions(name, self._sender(name), self._there) for name in names}
+    def __init__(self, *names: str, silent: tuple[str, ...] = (), rate: float = 50.0, burst: int = 200) -> None:
+        self.clock = FakeClock()
+        self.hosts = {name: make_host(self.clock, node_name=name) for name in names}
+        self.ids = {name: SessionIds() for name in names}
+        self.sessions = {name: EmulationSessions(name, self._sender(name), self._there, ids=self.ids[name],
+                                                 limits=KeyedBuckets(rate, burst, clock=self.clock.monotonic),
+                                                 clock=self.clock.monotonic, key_wait=0.05)
+                         for name in names}
+        self.silent = set(silent)
         self.sent: list[dict] = []
         self.down = False
 
@@ -148,14 +158,24 @@ class Cluster:
                 raise NsqdUnavailable("nsqd is down")
             message = ujson.loads(ujson.dumps({"kind": kind, "from": origin, "to": to, **fields}))
             self.sent.append(message)
-            self.sessions[to].forwarded(message)
+            if to in self.silent:
+                return
+            handler = {KIND: self.sessions[to].forwarded, KEY_KIND: self.sessions[to].key_received}[kind]
+            result = handler(message)
+            if result is not None:
+                asyncio.ensure_future(result)
         return send
 
     async def _there(self, node: str) -> bool:
-        return node in self.sessions
+        return node in self.sessions or node in self.silent
 
-    def open(self, name: str, session_id: str, wire: WireFormat = WIRE_JSON, user: str = "u"):
+    def forwards(self) -> list[dict]:
+        """The emulation messages that went on the bus (not the key exchange)."""
+        return [m for m in self.sent if m["kind"] == KIND]
+
+    def open(self, name: str, wire: WireFormat = WIRE_JSON, user: str = "u"):
         host = self.hosts[name]
+        session_id = self.ids[name].new()
         transport = EmulatedTransport(session_id, wire)
         session = host.accept(CentrifugoSession(host, transport))
         self.sessions[name].add(session_id, session)
@@ -174,42 +194,48 @@ def route(cluster: Cluster, via: str, node: str, session_id: str, data) -> tuple
 
 def test_a_request_reaches_its_session_on_its_own_node_or_through_the_bus_from_another():
     cluster = Cluster("a", "b")
-    session, transport = cluster.open("a", "sid-1")
+    session, transport = cluster.open("a")
+    sid = transport.session_id
     subscribe = frame({"id": 2, "subscribe": {"channel": "news"}})
-    assert route(cluster, "a", "a", "sid-1", subscribe) == (204, "")
+    assert route(cluster, "a", "a", sid, subscribe) == (204, "")
     assert transport.messages()[0]["id"] == 2 and cluster.sent == []
-    # On node b: forwarded to a, answered on a's stream.
-    assert route(cluster, "b", "a", "sid-1", frame({"id": 3, "unsubscribe": {"channel": "news"}})) == (204, "")
+    # On node b: forwarded to a (once b knows a's key, asked for once), answered on a's stream.
+    assert route(cluster, "b", "a", sid, frame({"id": 3, "unsubscribe": {"channel": "news"}})) == (204, "")
     assert transport.messages() == [{"id": 3, "unsubscribe": {}}]
-    assert cluster.sent[0]["to"] == "a" and cluster.sent[0]["session"] == "sid-1"
+    assert [(m["kind"], m["to"]) for m in cluster.sent] == [(KEY_KIND, "a"), (KEY_KIND, "b"), (KIND, "a")]
+    assert cluster.forwards()[0]["session"] == sid
     # A pong through b clears the ping a sent.
     session.ping()
     assert session.pong_due
-    assert route(cluster, "b", "a", "sid-1", "{}") == (204, "")
+    assert route(cluster, "b", "a", sid, "{}") == (204, "")
     assert not session.pong_due
+    assert len([m for m in cluster.sent if m["kind"] == KEY_KIND]) == 2   # the keys were asked for once
 
 
 def test_unknown_nodes_get_404_gone_sessions_204_and_nothing_reaches_another_session():
     cluster = Cluster("a", "b")
-    session, transport = cluster.open("a", "sid-1")
-    status, reason = route(cluster, "b", "c", "sid-1", "{}")
+    session, transport = cluster.open("a")
+    sid = transport.session_id
+    status, reason = route(cluster, "b", "c", sid, "{}")
     assert status == 404 and "connect again" in reason and cluster.sent == []
-    # A session id unknown on its node (the stream ended): 204, the client hears it from its stream.
-    assert route(cluster, "b", "a", "sid-unknown", frame({"id": 2, "subscribe": {"channel": "news"}})) == (204, "")
-    assert route(cluster, "a", "a", "sid-unknown", "{}") == (204, "")
+    # A session id its node issued but does not hold (the stream ended): 204, the
+    # client hears it from its stream.
+    gone = cluster.ids["a"].new()
+    assert route(cluster, "b", "a", gone, frame({"id": 2, "subscribe": {"channel": "news"}})) == (204, "")
+    assert route(cluster, "a", "a", gone, "{}") == (204, "")
     assert transport.sent == [] and session.channels == {"#u"}
     # Closed: removed, and requests for it reach nothing.
-    cluster.sessions["a"].remove("sid-1")
+    cluster.sessions["a"].remove(sid)
     session.transport_closed()
     assert len(cluster.sessions["a"]) == 0
-    assert route(cluster, "b", "a", "sid-1", frame({"id": 3, "subscribe": {"channel": "news"}})) == (204, "")
+    assert route(cluster, "b", "a", sid, frame({"id": 3, "subscribe": {"channel": "news"}})) == (204, "")
     assert transport.sent == []
 
 
 def test_a_forwarded_request_delivered_twice_is_handled_once():
     cluster = Cluster("a", "b")
-    session, transport = cluster.open("a", "sid-1")
-    route(cluster, "b", "a", "sid-1", frame({"id": 2, "subscribe": {"channel": "news"}}))
+    session, transport = cluster.open("a")
+    route(cluster, "b", "a", transport.session_id, frame({"id": 2, "subscribe": {"channel": "news"}}))
     assert len(transport.messages()) == 1
     cluster.sessions["a"].forwarded(dict(cluster.sent[-1]))  # NSQ redelivers the same message
     assert transport.messages() == []
@@ -218,20 +244,98 @@ def test_a_forwarded_request_delivered_twice_is_handled_once():
 
 def test_encodings_must_match_and_nsqd_down_is_503():
     cluster = Cluster("a", "b")
-    json_session, json_transport = cluster.open("a", "sid-json")
-    pb_session, pb_transport = cluster.open("a", "sid-pb", WIRE_PB)
-    status, reason = route(cluster, "a", "a", "sid-pb", "{}")
+    json_session, json_transport = cluster.open("a")
+    pb_session, pb_transport = cluster.open("a", WIRE_PB)
+    status, reason = route(cluster, "a", "a", pb_transport.session_id, "{}")
     assert status == 400 and "protobuf" in reason
-    status, reason = route(cluster, "a", "a", "sid-json", b"\x00")
+    status, reason = route(cluster, "a", "a", json_transport.session_id, b"\x00")
     assert status == 400 and "json" in reason
     # Protobuf commands cross the bus as base64 and arrive as the same bytes.
     pb_session.ping()
-    assert route(cluster, "b", "a", "sid-pb", b"\x00") == (204, "")
+    assert route(cluster, "b", "a", pb_transport.session_id, b"\x00") == (204, "")
     assert not pb_session.pong_due and "b64" in cluster.sent[-1]
     cluster.down = True
-    status, reason = route(cluster, "b", "a", "sid-json", "{}")
+    status, reason = route(cluster, "b", "a", json_transport.session_id, "{}")
     assert status == 503 and "nsqd" in reason
     assert json_session.state is CONNECTED and pb_session.state is CONNECTED
+
+
+def test_while_nsqd_is_away_each_request_is_503_and_the_log_says_so_every_ten_seconds(caplog):
+    cluster = Cluster("a", "b")
+    session, transport = cluster.open("a")
+    assert route(cluster, "b", "a", transport.session_id, "{}") == (204, "")
+    cluster.down = True
+    for _ in range(100):
+        assert route(cluster, "b", "a", transport.session_id, "{}") == (503, "nsqd unreachable: cannot forward "
+                                                                                 "to the session's node")
+    cluster.clock.advance(10)
+    assert route(cluster, "b", "a", transport.session_id, "{}")[0] == 503
+    warnings = [r.getMessage() for r in caplog.records if "not forwarded" in r.getMessage()]
+    assert len(warnings) == 2 and "(99 more since the last warning)" in warnings[1], warnings
+
+
+# --- what a forward may cost the cluster (the control topic reaches every node) ----------------
+
+def test_a_session_id_its_node_never_issued_is_404_and_never_reaches_the_control_topic():
+    cluster = Cluster("a", "b")
+    session, transport = cluster.open("a")
+    forged = [SessionIds().new(), "A" * 32, transport.session_id[:-1] + ("A" if transport.session_id[-1] != "A" else "B")]
+    # What one anonymous client sent in the issue: request after request of 60 KB.
+    for n in range(300):
+        status, reason = route(cluster, "b", "a", forged[n % 3], "{}" + " " * 60_000)
+        assert status == 404 and "no such session" in reason
+    status, reason = route(cluster, "a", "a", forged[0], "{}")     # on its own node too
+    assert status == 404
+    assert cluster.forwards() == [] and transport.sent == []
+    # b asked a for its key once, and again at most once a second, not once per request.
+    asks = [m for m in cluster.sent if m["kind"] == KEY_KIND and m["to"] == "a"]
+    assert len(asks) == 1
+    cluster.clock.advance(1.5)
+    route(cluster, "b", "a", forged[0], "{}")
+    route(cluster, "b", "a", forged[1], "{}")
+    assert len([m for m in cluster.sent if m["kind"] == KEY_KIND and m["to"] == "a"]) == 2
+
+
+def test_a_session_forwards_at_most_its_command_rate_through_a_node_each_kib_a_command():
+    cluster = Cluster("a", "b", rate=50, burst=200)
+    session, transport = cluster.open("a")
+    sid = transport.session_id
+    results = [route(cluster, "b", "a", sid, "{}")[0] for _ in range(201)]
+    assert results == [204] * 200 + [429]    # a pong each: the session's own burst, then no more
+    cluster.clock.advance(1)
+    assert [route(cluster, "b", "a", sid, "{}")[0] for _ in range(51)] == [204] * 50 + [429]
+    # Bytes count too: 60 KB of commands is 60 commands' worth.
+    other, other_transport = cluster.open("a")
+    big = frame({"id": 2, "rpc": {"method": "m", "data": {"pad": "x" * 60_000}}})
+    statuses = [route(cluster, "b", "a", other_transport.session_id, big)[0] for _ in range(5)]
+    assert statuses == [204, 204, 204, 429, 429]
+    # Sessions are limited apart: a third one is served.
+    third, third_transport = cluster.open("a")
+    assert route(cluster, "b", "a", third_transport.session_id, "{}") == (204, "")
+    sizes = [len(ujson.dumps(m)) for m in cluster.forwards()]
+    assert max(sizes) < 2 * 65536
+
+
+def test_a_node_started_again_under_its_name_is_asked_its_new_key():
+    cluster = Cluster("a", "b")
+    old_session, old_transport = cluster.open("a")
+    assert route(cluster, "b", "a", old_transport.session_id, "{}") == (204, "")
+    # a restarts: a new key, new sessions; b still holds the old key.
+    cluster.ids["a"] = cluster.sessions["a"].ids = SessionIds()
+    cluster.clock.advance(1.5)
+    session, transport = cluster.open("a")
+    session.ping()
+    assert route(cluster, "b", "a", transport.session_id, "{}") == (204, "")
+    assert not session.pong_due
+    assert route(cluster, "b", "a", old_transport.session_id, "{}")[0] == 404   # the old one's stream is gone
+
+
+def test_a_node_that_never_says_its_key_is_503_and_logged_once(caplog):
+    cluster = Cluster("b", silent=("old",))
+    sid = SessionIds().new()
+    statuses = [route(cluster, "b", "old", sid, "{}")[0] for _ in range(5)]
+    assert statuses == [503] * 5 and cluster.forwards() == []
+    assert len([r for r in caplog.records if "did not say" in r.getMessage()]) == 1
 
 
 @pytest.mark.parametrize("body, problem", [
@@ -311,7 +415,8 @@ def test_a_stream_notices_its_client_leave_and_leaves_nothing_behind():
         loop = asyncio.get_running_loop()
         transports = SimpleNamespace(session_host=host, max_queue_bytes=host.settings.max_queue_bytes,
                                      batcher=WriteBatcher(lambda: 0.0), closing=Closing(),
-                                     watch=loop.add_reader, unwatch=loop.remove_reader)
+                                     watch=loop.add_reader, unwatch=loop.remove_reader,
+                                     emulation_session_id=SessionIds().new)
         sessions = EmulationSessions("unit", None, None, sessions=host.by_id)
         endpoint = next(e for e in ENDPOINTS if e.path == "/connection/http_stream")
         ours, theirs = socket.socketpair()

@@ -23,6 +23,8 @@ FORBIDDEN = {
                     "gateway.node", "gateway.app", "gateway.cli"),
     "gateway.cluster": ("gateway.transports", "gateway.protocols", "gateway.ops", "gateway.workers", "gateway.node",
                         "gateway.app", "gateway.cli"),
+    "gateway.backend": ("gateway.transports", "gateway.protocols", "gateway.nsq", "gateway.cluster", "gateway.ops",
+                        "gateway.workers", "gateway.node", "gateway.app", "gateway.cli"),
     "auth": ("gateway",),
 }
 

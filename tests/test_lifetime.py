@@ -11,7 +11,7 @@ import websockets
 
 from auth import connection_token, subscription_token
 from tests.clients import RawClient, sdk_client
-from tests.helpers import run, wait_for
+from tests.helpers import run, wait_for, wait_until
 from tests.stack import SECRET, http
 
 
@@ -124,6 +124,9 @@ def test_connect_rate_limit_and_per_user_cap(start_gateway):
         assert await third.closed() == (3504, "connection limit")
     run(scenario())
     assert gateway.metric("pushgate_refused_connects_total", limit="rate") == 3
+    # The log line of each refusal names the limit and its setting.
+    wait_until(lambda: gateway.log().count("503 GET /connection/websocket (127.0.0.1)") == 3, what="three 503 lines")
+    assert gateway.log().count(": refused: over --connect-rate 1/s (--connect-burst 3)\n") == 3, gateway.log()
 
 
 def test_node_capacity_refuses_the_handshake_with_503(start_gateway):
@@ -137,4 +140,7 @@ def test_node_capacity_refuses_the_handshake_with_503(start_gateway):
         for raw in held:
             await raw.close()
     run(scenario())
+    line = wait_until(lambda: next((line for line in gateway.log().splitlines() if " 503 GET " in line), None),
+                      what="the 503's log line")
+    assert line.endswith(": refused: at capacity, 2 connections (--max-connections 2)"), line
     assert json.loads(http("GET", f"{gateway.url}/health")[1])["draining"] is False

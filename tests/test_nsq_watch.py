@@ -52,3 +52,33 @@ def test_a_recreated_channel_starts_from_zero():
     w.observe("a:1", "t", reading(30, 30, clients=(("127.0.0.1:2", 200),)))
     w.observe("a:1", "t", reading(40, 40, clients=(("127.0.0.1:2", 200),)))
     assert losses == []
+
+
+NEW_CONNECTION = (("127.0.0.1:2", 200),)
+
+
+def test_a_channel_made_anew_by_the_same_nsqd_after_a_drop_is_a_loss_of_unknown_size():
+    # Issue 23, finding 1: after a stall past nsqd's heartbeat timeout, nsqd
+    # dropped the node's connection and deleted its channel with what it held;
+    # the new channel's counts began at zero and the loss went unreported.
+    w, losses = watch()
+    w.observe("a:1", "t", reading(500, 450, depth=50), started=1000)
+    w.dropped("t", "a:1")
+    w.observe("a:1", "t", reading(30, 30, clients=NEW_CONNECTION), started=1000)
+    w.observe("a:1", "t", reading(40, 40, clients=NEW_CONNECTION), started=1000)
+    assert losses == [("t", "a:1", 0)]
+
+
+def test_a_drop_is_no_loss_when_the_channel_survived_or_nsqd_restarted():
+    w, losses = watch()
+    w.observe("a:1", "t", reading(500, 500, clients=(("127.0.0.1:1", 100),)), started=1000)
+    w.dropped("t", "a:1")   # nsqd had not noticed yet: the old connection is still listed with the new one
+    w.observe("a:1", "t", reading(600, 600, clients=(("127.0.0.1:1", 100), ("127.0.0.1:2", 200))), started=1000)
+    w.observe("b:1", "t", reading(500, 500), started=1000)
+    w.dropped("t", "b:1")   # that nsqd restarted (docs/recovery.md: not detected)
+    w.observe("b:1", "t", reading(5, 5, clients=NEW_CONNECTION), started=2000)
+    assert losses == []
+    # An nsqd never read before the drop may have been the same one: a loss.
+    w.dropped("t", "c:1")
+    w.observe("c:1", "t", reading(5, 5, clients=NEW_CONNECTION), started=3000)
+    assert losses == [("t", "c:1", 0)]

@@ -1,12 +1,16 @@
-"""nsqd goes away and comes back: delivery resumes, no WebSocket is closed."""
+"""nsqd goes away and comes back: delivery resumes, no WebSocket is closed.
+And a node whose channel nsqd made anew (after a stall past its heartbeat
+timeout) tells its subscribers what they lost."""
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 
 import pytest
 
 from tests.clients import sdk_client
-from tests.stack import Nsqd
+from tests.helpers import wait_for, wait_for_time
+from tests.stack import Nsqd, http
 
 
 @pytest.mark.parametrize("discovery", ["lookupd", "direct"])
@@ -30,5 +34,42 @@ def test_nsqd_restart_mid_test(tmp_path, lookupd, start_gateway, discovery):
             await client.disconnect()
         asyncio.run(scenario())
         assert "lost nsqd" in gateway.log()
+    finally:
+        own_nsqd.stop()
+
+
+def test_a_channel_nsqd_made_anew_is_a_gap_and_its_subscribers_are_told(tmp_path, lookupd, start_gateway):
+    # Issue 23, finding 1: a node stalled past nsqd's heartbeat timeout (twice
+    # 30 s) loses its connection, nsqd deletes its ephemeral channel with what
+    # it held, and what is published until the node reads again goes to the
+    # other nodes' channels only. Its subscribers lost it without a word.
+    # Deleting the channel does to the node what nsqd does then.
+    own_nsqd = Nsqd(tmp_path / "nsqd", lookupd, node_id=8).start()
+    try:
+        gateway = start_gateway("--public-channels=news", "--history-margin=0.2", nsqd_proc=own_nsqd, direct=True)
+        base = f"http://{own_nsqd.http_address}"
+        assert http("POST", f"{base}/channel/create?topic=pushgate&channel=other-node", b"")[0] == 200
+
+        async def scenario():
+            await wait_for_time(gateway.recovers_from())
+            client, rec = await sdk_client(gateway.ws_url, "gil", channels=("news",))
+            own_nsqd.publish({"channel": "news", "data": 0})
+            assert await rec.next() == ("news", 0)
+            rec.subscribed.clear()
+            channel = urllib.parse.quote(gateway.nsq_channel)
+            assert http("POST", f"{base}/channel/delete?topic=pushgate&channel={channel}", b"")[0] == 200
+            own_nsqd.publish({"channel": "news", "data": 1})   # goes to the other node's channel alone
+            # Told (unsubscribe 2500): the SDK resubscribes, recovering, and
+            # learns that the gap cannot be filled.
+            await wait_for(lambda: "news" in rec.subscribed, timeout=15, what="the subscriber to be told")
+            assert rec.subscribed["news"].was_recovering and not rec.subscribed["news"].recovered
+            own_nsqd.publish({"channel": "news", "data": 2})
+            got = [await rec.next(timeout=10)]
+            if got[0] != ("news", 2):   # publication 1, if the node read again before it was published
+                got.append(await rec.next(timeout=10))
+            assert got[-1] == ("news", 2)
+            await client.disconnect()
+        asyncio.run(scenario())
+        assert "anew" in gateway.log()
     finally:
         own_nsqd.stop()

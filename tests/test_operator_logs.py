@@ -64,7 +64,7 @@ def test_the_warning_comes_again_while_nsqd_stays_away(caplog):
         for step in range(34):   # 0 to 1.65 s in steps of 0.05
             source.report(started + step * 0.05)
             await asyncio.sleep(0.05)
-        source.close()
+        await source.close()
     with caplog.at_level(logging.WARNING, logger="pushgate.nsq"):
         asyncio.run(scenario())
     lines = [r.getMessage() for r in caplog.records if "no nsqd" in r.getMessage()]

@@ -151,6 +151,71 @@ def test_a_restarted_node_replaces_its_old_incarnation_at_once():
     assert b.presence.stats("room:1") == (1, 1)
 
 
+def silence(clock, host, seconds: float) -> None:
+    """``seconds`` pass while ``host`` runs (its checks every 0.25 s) and hears nothing."""
+    for _ in range(round(seconds / 0.25)):
+        clock.advance(0.25)
+        host.presence.expire_peers()
+
+
+def test_a_node_silent_past_the_ttl_is_taken_back_when_it_speaks_again():
+    # Issue 23, finding 2: a node paused longer than --presence-ttl (SIGSTOP, a
+    # GC pause, a VM freeze) was retired for good, though alive and talking.
+    clock = FakeClock()
+    a = make_host(clock, **PRESENCE, presence_interval=1.0, presence_ttl=3.0)
+    b = make_host(clock, **PRESENCE, presence_interval=1.0, presence_ttl=3.0)
+    alice, _ = connect(a, "alice", "room:1")
+    _, bob_t = connect(b, "bob", "room:1")
+    hand_over(a, b, "A")
+    silence(clock, b, 3.25)                        # node A is paused: B takes it for gone
+    assert b.presence.stats("room:1") == (1, 1) and len(b.presence.peers) == 0
+    assert [p["leave"]["info"]["user"] for p in pushes(bob_t, "leave")] == ["alice"]
+    hand_over(a, b, "A", snapshot=True)            # A resumes: its snapshot goes out
+    assert b.presence.stats("room:1") == (2, 2) and len(b.presence.peers) == 1
+    assert [p["join"]["info"]["client"] for p in pushes(bob_t, "join")] == [alice.client_id]
+    # And it is judged by its silence again from then on.
+    silence(clock, b, 3.25)
+    assert b.presence.stats("room:1") == (1, 1)
+
+
+def test_a_new_incarnation_still_retires_a_silent_one_for_good():
+    clock = FakeClock()
+    a = make_host(clock, **PRESENCE, presence_interval=1.0, presence_ttl=3.0)
+    b = make_host(clock, **PRESENCE, presence_interval=1.0, presence_ttl=3.0)
+    connect(a, "alice", "room:1")
+    hand_over(a, b, "A", snapshot=True)
+    silence(clock, b, 3.25)                        # A went silent...
+    a2 = make_host(clock, **PRESENCE, presence_interval=1.0, presence_ttl=3.0)
+    connect(a2, "carol", "room:1")
+    hand_over(a2, b, "A", snapshot=True)           # ...and node A restarted
+    hand_over(a, b, "A", snapshot=True)            # a late message of the old one changes nothing
+    assert b.presence.stats("room:1") == (1, 1)
+    assert [peer.uid for peer in b.presence.peers] == [a2.presence.uid]
+
+
+def test_a_node_that_resumes_reads_its_peers_before_it_judges_their_silence():
+    # Issue 23, finding 2: a node resumed from a pause longer than the TTL
+    # dropped every peer at once, before reading what they said meanwhile.
+    clock = FakeClock()
+    a = make_host(clock, **PRESENCE, presence_interval=1.0, presence_ttl=3.0)
+    b = make_host(clock, **PRESENCE, presence_interval=1.0, presence_ttl=3.0)
+    connect(a, "alice", "room:1")
+    _, bob_t = connect(b, "bob", "room:1")
+    hand_over(a, b, "A", snapshot=True)
+    b.presence.expire_peers()
+    clock.advance(17.0)                            # B is stopped for 17 s; A talks on
+    b.presence.expire_peers()                      # B resumes: its timer runs first...
+    assert b.presence.stats("room:1") == (2, 2)
+    hand_over(a, b, "A", snapshot=True)            # ...then it reads A's messages
+    assert b.presence.stats("room:1") == (2, 2) and not pushes(bob_t, "leave")
+    # A node that really went silent meanwhile still goes, a TTL after its
+    # last word as this node counts it.
+    silence(clock, b, 2.75)
+    assert b.presence.stats("room:1") == (2, 2)
+    silence(clock, b, 0.5)
+    assert b.presence.stats("room:1") == (1, 1)
+
+
 def test_past_the_cap_subscribers_are_left_out_and_counted():
     host = make_host(**PRESENCE, presence_max_clients=2)
     for user in ("u1", "u2", "u3"):

@@ -183,6 +183,16 @@ def test_cent_drives_every_method_against_two_nodes(start_gateway):
         await api_b.disconnect(DisconnectRequest(user="carol", disconnect=Disconnect(code=4501, reason="banned")))
         for watcher in (carol_a_w, carol_b_w):
             await wait_for(lambda w=watcher: (4501, "banned") in w.disconnects)
+        # A code the SDKs do not act on (1000, a WebSocket's own) is refused, saying
+        # what would do; so is a reason too long for a close frame.
+        status, body = raw(a, "disconnect", {"user": "carol", "disconnect": {"code": 1000, "reason": "bye"}})
+        assert (status, body["error"]["code"]) == (200, 107)
+        assert body["error"]["message"] == (
+            "bad request: disconnect.code 1000 is not one the SDKs act on: give 3000-4999 (3000-3499 and "
+            "4000-4499: the client reconnects; 3500-3999 and 4500-4999: it does not), e.g. 4501")
+        status, body = raw(a, "disconnect", {"user": "carol", "disconnect": {"code": 4501, "reason": "x" * 124}})
+        assert body["error"] == {"code": 107, "message": "bad request: disconnect.reason is 124 bytes, over the "
+                                                         "123 a close frame can carry"}
 
         # batch, and errors as Centrifugo gives them.
         replies = (await api_a.batch(BatchRequest(requests=[
@@ -280,3 +290,46 @@ def test_a_killed_nodes_clients_leave_presence_within_the_ttl(start_gateway):
 def stats_sync(gateway) -> tuple[int, int]:
     result = raw(gateway, "presence_stats", {"channel": "room:1"})[1]["result"]
     return result["num_clients"], result["num_users"]
+
+
+def test_a_node_paused_past_the_ttl_is_taken_back_and_takes_its_peers_back(start_gateway):
+    # Issue 23, finding 2: after a SIGSTOP longer than --presence-ttl, its peers
+    # retired the node for good and it expired them all before reading them:
+    # presence, info and join/leave stayed wrong indefinitely.
+    a = start_gateway(*CLUSTER)
+    b = start_gateway(*CLUSTER)
+    cluster_ready(a, b)
+
+    async def scenario():
+        alice, alice_w = await client(a, "alice", "room:1")
+        bob, _ = await client(b, "bob", "room:1")
+        await wait_for(lambda: stats_sync(a) == (2, 2) and stats_sync(b) == (2, 2), what="both nodes to see both")
+        beats = a.metric("pushgate_control_messages_total", event="sent", kind="node")
+        b.send_signal(signal.SIGSTOP)
+        try:
+            await wait_for(lambda: stats_sync(a) == (1, 1), timeout=10, what="A to drop the paused node's clients")
+            # B stays stopped until A has gone on talking for longer than the TTL
+            # (heartbeats every second, TTL 3 s): on resuming, every word B heard
+            # from A is older than the TTL.
+            await wait_for(lambda: a.metric("pushgate_control_messages_total", event="sent", kind="node")
+                           >= beats + 5, timeout=15, what="A's heartbeats while B is stopped")
+        finally:
+            b.send_signal(signal.SIGCONT)
+        # (A node that resumes sheds new connections with 503 for a moment: its loop ran late.)
+        await wait_for(lambda: served_stats(a) == (2, 2) and served_stats(b) == (2, 2), timeout=10,
+                       what="both nodes to see both clients again")
+        await wait_for(lambda: all(len(raw(g, "info", {})[1]["result"]["nodes"]) == 2 for g in (a, b)),
+                       what="both nodes to list both in info")
+        await wait_for(lambda: [j[1] for j in alice_w.joins].count("bob") == 2, what="bob's join again")
+        assert ("room:1", "bob", bob.client_id) in alice_w.leaves
+        await alice.disconnect()
+        await bob.disconnect()
+
+    asyncio.run(scenario())
+    assert "speaks again after" in a.log()
+
+
+def served_stats(gateway) -> tuple[int, int] | None:
+    """:func:`stats_sync`, or None while the node sheds new connections (503)."""
+    status, answer = raw(gateway, "presence_stats", {"channel": "room:1"})
+    return (answer["result"]["num_clients"], answer["result"]["num_users"]) if status == 200 else None

@@ -208,17 +208,31 @@ def test_emulation_requests_are_answered_quickly_and_clearly(start_gateway):
         return http("POST", f"{gateway.url}/emulation", body if isinstance(body, bytes) else json.dumps(body).encode(),
                     {"Content-Type": content_type})
 
+
+    async def ended_session(gateway) -> str:
+        """The session id of a stream that has ended: one its node issued."""
+        client = await HttpStreamClient.open(gateway.port, "POST", "/connection/http_stream",
+                                             {"id": 1, "connect": {"token": token("gone")}})
+        session = (await client.line())["connect"]["session"]
+        client.close()
+        return session
+
+    on_a, on_c = run(ended_session(a)), run(ended_session(c))
     # A node that is up: forwarded, answered 204 (its session may be gone: the stream says so).
-    wait_until(lambda: post(b, {"session": "gone", "node": c_name, "data": "{}"})[0] == 204,
+    wait_until(lambda: post(b, {"session": on_c, "node": c_name, "data": "{}"})[0] == 204,
                what="node b to see node c on the control topic")
-    assert post(a, {"session": "gone", "node": a_name, "data": "{}"}) == (204, b"")
+    assert post(a, {"session": on_a, "node": a_name, "data": "{}"}) == (204, b"")
+    # A session id the node never issued: 404, here or through another node.
+    for via in (a, b):
+        status, body = post(via, {"session": "never-issued", "node": a_name, "data": "{}"})
+        assert status == 404 and b"no such session" in body
     # A node that is gone: 404 (centrifuge-js then connects again, to a node that is up).
     # Within a second or two of its stop: what b knew of it is checked again with nsqd.
     c.stop()
-    wait_until(lambda: post(b, {"session": "s", "node": c_name, "data": "{}"})[0] == 404, timeout=5,
+    wait_until(lambda: post(b, {"session": on_c, "node": c_name, "data": "{}"})[0] == 404, timeout=5,
                what="node b to learn that node c is gone")
-    status, body = post(b, {"session": "s", "node": c_name, "data": "{}"})
-    assert status == 404 and b"connect again" in body
+    status, body = post(b, {"session": on_c, "node": c_name, "data": "{}"})
+    assert status == 404 and b"no such node" in body
     status, body = post(b, {"session": "s", "node": "never-was", "data": "{}"})
     assert status == 404
     # Malformed, oversized, wrong method.
@@ -287,6 +301,11 @@ def test_limits_apply_to_streams(start_gateway):
             client.close()
 
     run(scenario())
+    # Its log line names the limit, not only "503 POST /connection/uni_http_stream".
+    line = wait_until(lambda: next((line for line in gateway.log().splitlines() if " 503 POST " in line), None),
+                      what="the 503's log line")
+    assert "503 POST /connection/uni_http_stream (127.0.0.1)" in line, line
+    assert line.endswith(": refused: at capacity, 2 connections (--max-connections 2)"), line
 
 
 def test_a_stream_that_stops_reading_is_cut_off_while_a_normal_one_keeps_receiving(start_gateway, nsqd):

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
 
 from auth import connection_token
+from gateway.core.trends import STEP
 from tests.clients import RawClient, sdk_client
-from tests.helpers import wait_for_time, wait_until
+from tests.helpers import wait_for, wait_for_time, wait_until
 from tests.stack import SECRET, http
 
 
@@ -27,7 +29,7 @@ def connections_per_worker(gateway) -> dict[str, float]:
 
 
 def test_workers_share_the_port_and_one_publish_reaches_clients_on_every_worker(start_gateway, nsqd):
-    gateway = start_gateway("--workers=2", "--public-channels=news")
+    gateway = start_gateway("--workers=2", "--public-channels=news", "--admin-secret=box")
     workers = workers_of(gateway)
     assert [w["node"] for w in workers] == [f"{gateway.name}-{gateway.port}-0", f"{gateway.name}-{gateway.port}-1"]
     assert all(w["ready"] for w in workers) and len({w["pid"] for w in workers}) == 2
@@ -49,6 +51,22 @@ def test_workers_share_the_port_and_one_publish_reaches_clients_on_every_worker(
     totals = [line for line in text.splitlines() if line.startswith("pushgate_connects_total ")]
     per = [line for line in text.splitlines() if line.startswith("pushgate_connects_total{worker=")]
     assert float(totals[0].split()[-1]) == sum(float(line.split()[-1]) for line in per) == 24
+
+    # /admin's charts: whichever worker answers, every worker is a node of its own,
+    # asked through the control topic, and the cluster's series adds them up.
+    auth = {"Authorization": "Basic " + base64.b64encode(b"any:box").decode()}
+
+    def trends() -> dict | None:
+        found = json.loads(http("GET", f"{gateway.url}/admin/trends.json", headers=auth)[1])
+        sampled = [n for n in found["nodes"] if n["start"] is not None]
+        return found if len(sampled) == 2 else None
+    found = wait_until(trends, timeout=15, what="both workers, each with a sample, in /admin/trends.json")
+    assert sorted(n["name"] for n in found["nodes"]) == [f"{gateway.name}-{gateway.port}-{i}" for i in (0, 1)]
+    assert found["unanswered"] == []
+    cluster = found["cluster"]
+    last = cluster["start"] + STEP * (len(cluster["connections"]) - 1)  # the time of its last sample
+    assert cluster["connections"][-1] == sum(n["connections"][int((last - n["start"]) // STEP)]
+                                             for n in found["nodes"])
 
 
 def test_a_killed_worker_is_restarted_and_its_clients_recover_on_the_others(start_gateway, nsqd):
@@ -94,3 +112,101 @@ def test_sigterm_drains_every_worker_and_the_supervisor_exits_0(start_gateway):
     assert gateway.proc.wait(timeout=15) == 0
     log = gateway.log()
     assert log.count(" pushgate: drained, exiting") == 2 and "every worker drained, exiting" in log
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of process ``pid`` (R, S, T for stopped, Z...), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def box_health_within(gateway, seconds: float) -> tuple[int, dict] | None:
+    """The box's /health from the first of several requests in parallel
+    (the kernel spreads them over the workers) that is answered within
+    ``seconds``, or None if none is."""
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(http, "GET", f"{gateway.url}/health", None, None, seconds) for _ in range(8)]
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                status, body = future.result()
+            except OSError:   # a request that landed on the stopped worker: timed out
+                continue
+            return status, json.loads(body)
+    return None
+
+
+def test_a_hung_worker_is_killed_and_started_again_and_the_box_answers_meanwhile(start_gateway, nsqd):
+    # Issue 23, finding 5: with one of two workers stopped, half the new
+    # connects hung, /health hung or took 2 s, and the supervisor did nothing.
+    gateway = start_gateway("--workers=2", "--public-channels=news", "--history-margin=0.2", "--worker-timeout=4")
+
+    async def scenario():
+        await wait_for_time(gateway.recovers_from())
+        clients = [await sdk_client(gateway.ws_url, f"h{n}", channels=("news",)) for n in range(16)]
+        nsqd.publish({"channel": "news", "data": 0})
+        for _, rec in clients:
+            assert await rec.next() == ("news", 0)
+        victim = workers_of(gateway)[0]
+        os.kill(victim["pid"], signal.SIGSTOP)
+        try:
+            # The box answers for itself within a second (gateway/workers/box.py:
+            # its siblings have 0.5 s), whatever the stopped worker does: 503,
+            # with that worker down. Asked while it is still stopped.
+            answer = await asyncio.to_thread(box_health_within, gateway, 1.5)
+            assert process_state(victim["pid"]) == "T", "asked too late: the worker is no longer stopped"
+            assert answer is not None, "no /health answer within 1.5 s while a worker is stopped"
+            status, body = answer
+            assert status == 503 and [w["up"] for w in body["workers"]] == [False, True], body
+            for n in range(1, 4):
+                nsqd.publish({"channel": "news", "data": n})
+            # The supervisor kills the stopped worker after --worker-timeout: its
+            # clients reconnect to the others and recover, or are told they cannot.
+            await wait_for(lambda: process_state(victim["pid"]) in (None, "Z"), timeout=20,
+                           what="the supervisor to kill the stopped worker")
+            for _, rec in clients:
+                got = []
+                while len(got) < 3:
+                    try:
+                        got.append(await rec.next(timeout=15))
+                    except asyncio.TimeoutError:
+                        break
+                if got != [("news", 1), ("news", 2), ("news", 3)]:
+                    ctx = rec.subscribed["news"]
+                    assert ctx.was_recovering and not ctx.recovered, (got, ctx)
+        finally:
+            if process_state(victim["pid"]) == "T":
+                os.kill(victim["pid"], signal.SIGCONT)
+        wait_until(lambda: all(w.get("ready") for w in workers_of(gateway)) and
+                   workers_of(gateway)[0]["pid"] != victim["pid"], timeout=30, what="the worker restarted")
+        # Every new connection is served again.
+        fresh = [await sdk_client(gateway.ws_url, f"n{n}", channels=("news",)) for n in range(12)]
+        nsqd.publish({"channel": "news", "data": 4})
+        for _, rec in fresh:
+            assert await rec.next() == ("news", 4)
+        for client, _ in clients + fresh:
+            await client.disconnect()
+    asyncio.run(scenario())
+    assert "has not answered for" in gateway.log() and "killing it" in gateway.log()
+
+
+def test_workers_die_with_their_supervisor(start_gateway):
+    # Issue 23, finding 6: `kill -9` of the supervisor left its workers serving,
+    # and a supervisor started again bound beside them.
+    gateway = start_gateway("--workers=2", "--drain-period=1")
+    pids = [w["pid"] for w in workers_of(gateway)]
+    group = gateway.proc.pid
+    try:
+        gateway.proc.kill()
+        gateway.proc.wait()
+        wait_until(lambda: all(process_state(pid) in (None, "Z") for pid in pids), timeout=15,
+                   what="the workers to exit after their supervisor was killed")
+    finally:
+        try:
+            os.killpg(group, signal.SIGKILL)   # whatever is left of the box
+        except ProcessLookupError:
+            pass
+    assert gateway.log().count("the supervisor is gone") == 2

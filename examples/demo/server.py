@@ -35,6 +35,7 @@ import re
 import signal
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import tornado.escape
@@ -114,6 +115,15 @@ class Handler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs) -> None:
         self.finish({"error": self._reason})
 
+    def page_query(self, raw: str) -> str:
+        """The page's own query string (``?transports=sse``), carried through
+        logging in and out: rebuilt from its parameters, so it can only ever
+        be a query for ``/``."""
+        return urllib.parse.urlencode(urllib.parse.parse_qsl(raw)[:10], safe=",")
+
+    def back_to_page(self, query: str) -> None:
+        self.redirect("/?" + query if query else "/")
+
 
 class PageHandler(Handler):
     def get(self) -> None:
@@ -130,21 +140,22 @@ class PageHandler(Handler):
                 "checkInEvery": CHECK_IN_EVERY,
             }
         self.set_header("Cache-Control", "no-store")
-        self.render("index.html", user=user, config=config, error=None)
+        self.render("index.html", user=user, config=config, error=None, query=self.page_query(self.request.query))
 
 
 class LoginHandler(Handler):
     def post(self) -> None:
         name = self.get_body_argument("name", "").strip()
+        query = self.page_query(self.get_body_argument("query", ""))
         if not USER_NAME.match(name):
             self.set_status(400)
-            self.render("index.html", user=None, config=None,
+            self.render("index.html", user=None, config=None, query=query,
                         error="A name is 1 to 32 letters, digits, '.', '_' or '-'.")
             return
         self.set_signed_cookie("user", name, expires_days=7, httponly=True, samesite="Lax")
         self.demo.users.seen(name)
         log.info("%s logged in", name)
-        self.redirect("/")
+        self.back_to_page(query)  # the page as it was asked for: ?transports=sse stays
 
 
 class LogoutHandler(Handler):
@@ -152,7 +163,7 @@ class LogoutHandler(Handler):
     def post(self) -> None:
         self.demo.users.gone(self.current_user)
         self.clear_cookie("user")
-        self.redirect("/")
+        self.back_to_page(self.page_query(self.get_body_argument("query", "")))
 
 
 class TokenHandler(Handler):

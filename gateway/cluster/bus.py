@@ -1,17 +1,30 @@
 """The control bus: nodes talking to each other through NSQ, with no other
 server.
 
-Every node reads the control topic (``--control-topic``, default
-``pushgate-control``) on its own ephemeral channel, the same way it reads
-publications, so a message published there reaches every node that is up.
-A control message is a small JSON object::
+Every node reads the control topic (``--control-topic``, by default
+``<--topic>-control``: ``pushgate-control``) on its own ephemeral channel,
+the same way it reads publications, so a message published there reaches
+every node that is up. A control message is a small JSON object::
 
-    {"kind": "...", "from": "<node>", "to": "<node>" or "", ...fields}
+    {"to": "<node>" or "", "cluster": "<cluster>", "kind": "...", "from": "<node>", ...fields}
 
-``to`` empty is a broadcast; otherwise only the named node acts on it (the
-others drop it unread past the envelope). A node ignores its own messages
+``to`` empty is a broadcast; otherwise only the named node acts on it, and
+the others drop it unread: ``to`` comes first, and a message that starts
+with another node's name is not parsed at all, so a message for one node
+(an ``/emulation`` forward, up to twice its 64 KiB request) costs the others
+a comparison of its first bytes. A node ignores its own messages
 unless it asks for them (``echo``). Features register a handler per kind
 (``on()``) and send with ``send()``; the bus knows nothing of what they mean.
+
+**One cluster per topic.** A cluster is the nodes that read the same
+envelope topic (``--topic``), and its name is that topic. Every message
+carries it, and a node drops messages of another cluster unread by any
+feature (counted as ``foreign``), saying so in a warning once a minute per
+cluster: two deployments that share nsqd and were given the same
+``--control-topic`` stay apart (their ``info`` lists only their own nodes,
+their server API reaches only their own connections) and the operator
+learns of it. A message without a cluster comes from a node of an earlier
+version, which had none: it is taken as this cluster's.
 
 Delivery is NSQ's: at least once, unordered, and lost when a node's
 ephemeral channel overflows or its reader is disconnected. A feature that
@@ -36,6 +49,8 @@ from gateway.nsq.publisher import NsqdUnavailable, PublishError, publish
 log = logging.getLogger("pushgate.cluster")
 
 MAX_CONTROL_BYTES = 1 << 20   # nsqd's own --max-msg-size default
+FOREIGN_WARN_EVERY = 60.0     # seconds between two warnings about one other cluster
+FOREIGN_REMEMBERED = 64       # other clusters' names kept for those warnings
 
 Handler = Callable[[dict], "Awaitable[None] | None"]
 
@@ -43,9 +58,15 @@ Handler = Callable[[dict], "Awaitable[None] | None"]
 class ControlBus:
     def __init__(self, *, node: str, topic: str, channel: str, nsqd_http_address: str,
                  nsqd_tcp_addresses: list[str], lookupd_http_addresses: list[str], lookupd_poll_interval: int,
-                 metrics: Metrics):
+                 metrics: Metrics, cluster: str = "", clock: Callable[[], float] = time.monotonic):
         self.node = node
         self.topic = topic
+        self.cluster = cluster   # the envelope topic: messages of another cluster are dropped
+        # How a message for this node starts (see send()); one that starts with
+        # another node's name is not for this node.
+        self._mine = b'{"to":' + ujson.dumps(node, ensure_ascii=False, escape_forward_slashes=False).encode() + b","
+        self._clock = clock
+        self._foreign: dict[str, float] = {}   # other cluster -> when it was last warned about
         self._nsqd_http = nsqd_http_address
         self._metrics = metrics
         self._handlers: dict[str, tuple[Handler, bool]] = {}
@@ -62,8 +83,8 @@ class ControlBus:
     def start(self) -> None:
         self.source.start()
 
-    def close(self) -> None:
-        self.source.close()
+    async def close(self) -> None:
+        await self.source.close()
 
     def ready(self) -> bool:
         return self.source.reading_every_topic()
@@ -71,7 +92,7 @@ class ControlBus:
     async def send(self, kind: str, to: str = "", **fields: Any) -> None:
         """Publish one control message. Raises NsqdUnavailable or PublishError
         (the caller decides what a lost control message means)."""
-        body = ujson.dumps({"kind": kind, "from": self.node, "to": to, **fields},
+        body = ujson.dumps({"to": to, "cluster": self.cluster, "kind": kind, "from": self.node, **fields},
                            ensure_ascii=False, escape_forward_slashes=False).encode()
         if len(body) > MAX_CONTROL_BYTES:
             raise ValueError(f"control message of {len(body)} bytes over {MAX_CONTROL_BYTES}")
@@ -83,6 +104,8 @@ class ControlBus:
         self._metrics.control_messages.labels("sent", kind).inc()
 
     def _receive(self, topic: str, body: bytes, timestamp_ns: int, nsqd: str, nsq_id: bytes) -> None:
+        if body.startswith(b'{"to":"') and not body.startswith(b'{"to":"",') and not body.startswith(self._mine):
+            return  # another node's: not even parsed
         try:
             message = ujson.loads(body)
         except (ValueError, OverflowError):
@@ -93,6 +116,10 @@ class ControlBus:
             return
         to, sender, kind = message.get("to") or "", message.get("from"), message["kind"]
         if to and to != self.node:
+            return
+        cluster = message.get("cluster")
+        if cluster is not None and cluster != self.cluster:
+            self._from_another_cluster(cluster, sender, kind)
             return
         entry = self._handlers.get(kind)
         if entry is None:
@@ -111,6 +138,21 @@ class ControlBus:
         if result is not None:  # a coroutine: run it, and log what it raises
             task = asyncio.ensure_future(result)
             task.add_done_callback(_log_failure(kind, sender))
+
+
+    def _from_another_cluster(self, cluster: object, sender: object, kind: str) -> None:
+        self._metrics.control_messages.labels("foreign", kind).inc()
+        name = str(cluster)[:100]
+        now = self._clock()
+        last = self._foreign.get(name)
+        if last is not None and now - last < FOREIGN_WARN_EVERY:
+            return
+        if last is None and len(self._foreign) >= FOREIGN_REMEMBERED:
+            self._foreign.clear()
+        self._foreign[name] = now
+        log.warning("control topic %s: messages of another cluster (--topic %s, node %s) are ignored: two "
+                    "deployments share this topic; give each its own --control-topic (or leave it unset: "
+                    "each --topic then has its own)", self.topic, name, str(sender)[:100])
 
 
 def _log_failure(kind: str, sender: object) -> Callable[[asyncio.Future[None]], None]:

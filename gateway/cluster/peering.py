@@ -13,6 +13,8 @@ actions and surveys, all over the control bus (:mod:`gateway.cluster.bus`).
 * A node that stops says ``node-bye``: the others forget it at once.
 * ``channels-survey`` asks every node for its channels; each answers the
   asker alone (``channels-reply``), which waits at most ``SURVEY_TIMEOUT``.
+  ``trends-survey`` likewise asks for the last hour of figures
+  (``trends-reply``: the node's :class:`gateway.core.trends.Trends` export).
 
 Message kinds are this module's own; other features register theirs.
 """
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from gateway.core.host import SessionHost
     from gateway.core.metrics import Metrics
     from gateway.core.session import Session
+    from gateway.core.trends import Trends
 
 log = logging.getLogger("pushgate.peering")
 
@@ -69,6 +72,7 @@ class PeeringHost(Protocol):
     host: SessionHost
     bus: ControlBus
     presence: Presence
+    trends: Trends
     draining: bool
     loop_lag: float
 
@@ -103,6 +107,8 @@ class Peering:
         bus.on(KIND_BYE, self._goodbye)
         bus.on("channels-survey", self._survey_requested)
         bus.on("channels-reply", self._survey_answered)
+        bus.on("trends-survey", self._trends_requested)
+        bus.on("trends-reply", self._trends_answered)
         bus.on("act-reply", self._act_answered)
         for kind in ACTIONS:
             bus.on(kind, self._action_received)
@@ -118,9 +124,11 @@ class Peering:
         self._spawn(self._send(KIND_SYNC))
         self._beat()
 
-    def stop(self) -> None:
+    async def stop(self, timeout: float = 1.0) -> None:
         """The node stops: the last leaves go out now, and a goodbye, so the
-        other nodes drop this one at once rather than after --presence-ttl."""
+        other nodes drop this one at once rather than after --presence-ttl.
+        Waits (at most ``timeout``) until nsqd has them, so that the node
+        closes its NSQ connections only after its last words."""
         for timer in (self._timer, self._expiry):
             if timer is not None:
                 timer.stop()
@@ -133,6 +141,8 @@ class Peering:
         for future, _, _ in self._surveys.values():
             if not future.done():
                 future.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
 
     def _beat(self) -> None:
         self._spawn(self._send(KIND_NODE, **self.status()))
@@ -279,6 +289,37 @@ class Peering:
         channels = message.get("channels")
         if isinstance(channels, dict):
             self._answered(message, {c: n for c, n in channels.items() if isinstance(c, str) and isinstance(n, int)})
+
+    async def trends(self) -> tuple[list[dict], list[str]]:
+        """Every node's last hour of figures (:meth:`Trends.export`, with its
+        ``name`` and ``uid``), this node first, from what the others answer
+        within SURVEY_TIMEOUT; and the names of those that did not answer."""
+        nodes = [{"name": self.node.name, "uid": self.uid, **self.node.trends.export()}]
+        expected = {peer.uid: peer.name for peer in self.presence.peers if peer.status}
+        if not expected:
+            return nodes, []
+
+        async def ask(rid: str) -> None:
+            if not await self._send("trends-survey", rid=rid):
+                raise ControlNotSent("trends-survey")
+        try:
+            replies = await self._gather(set(expected), ask)
+        except ControlNotSent:
+            return nodes, sorted(expected.values())
+        nodes += sorted(({"name": expected[uid], "uid": uid, **series} for uid, series in replies.items()),
+                        key=lambda node: node["name"])
+        return nodes, sorted(name for uid, name in expected.items() if uid not in replies)
+
+    def _trends_requested(self, message: dict) -> None:
+        self.presence.heard(message)
+        rid, sender = message.get("rid"), message.get("from")
+        if isinstance(rid, str) and isinstance(sender, str):
+            self._spawn(self._send("trends-reply", to=sender, rid=rid, trends=self.node.trends.export()))
+
+    def _trends_answered(self, message: dict) -> None:
+        trends = message.get("trends")
+        if isinstance(trends, dict) and isinstance(trends.get("connections"), list):
+            self._answered(message, trends)
 
     async def _gather(self, expected: set[str], ask: Callable[[str], Awaitable[None]]) -> dict[str, dict]:
         """Ask every node (``ask(rid)`` sends the request with its id) and

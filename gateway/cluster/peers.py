@@ -4,10 +4,26 @@ of itself last.
 Every node sends a heartbeat on the control bus every ``--presence-interval``
 seconds: its incarnation id (``uid``, new at every start), name, version,
 start time and a few figures (connections, subscriptions, drops). A peer
-that has said nothing for ``--presence-ttl`` seconds is gone: its presence
-entries go with it (:meth:`gateway.cluster.presence.Presence.drop_origin`). A peer
-that restarts comes back with a new ``uid`` under the same name; the old
-incarnation is dropped at once.
+that has said nothing for ``--presence-ttl`` seconds is taken for gone: its
+presence entries go with it (:meth:`gateway.cluster.presence.Presence.drop_origin`).
+
+**Incarnations.** A peer is an incarnation (a ``uid``), not a name. An
+incarnation ends for good only when it is *replaced* (a message under the
+same name with a new ``uid``: the node restarted, and the old one's clients
+left with it) or when it said goodbye (``node-bye``); a late message from it
+(NSQ does not order) changes nothing. A peer that only went *silent* is not
+retired: silence is all this node sees of a process that is stopped, paused
+(a GC pause, a VM freeze, SIGSTOP) or too busy to talk, and such a process
+may resume. When it speaks again it is taken back at once, and its clients
+come back with its next snapshot, which it sends when it resumes.
+
+**This node's own pauses.** Silence is measured on this node's clock, which
+also runs while this node itself is not running. If the checks find the
+clock moved on by more than ``STALL`` seconds since the last one, this node
+was stopped or stalled, and read nothing meanwhile: that time is not counted
+as the peers' silence (their last word is moved on by as much), so a node
+that resumes reads what its peers said while it was away before it judges
+them, instead of dropping every one of them at once.
 """
 from __future__ import annotations
 
@@ -16,6 +32,7 @@ from typing import Callable, Iterator
 
 
 RETIRED_KEPT = 1024
+STALL = 1.0  # seconds between two checks past which this node was not running (they run every 0.25 s)
 
 
 class Peer:
@@ -30,52 +47,82 @@ class Peer:
 
 
 class Peers:
-    def __init__(self, *, ttl: float, clock: Callable[[], float], on_gone: Callable[[Peer], None]):
+    def __init__(self, *, ttl: float, clock: Callable[[], float], on_gone: Callable[[Peer], None],
+                 on_back: Callable[[Peer, float], None] = lambda peer, silent: None):
         self.ttl = ttl
         self.clock = clock
         self.on_gone = on_gone
+        self.on_back = on_back   # a silent peer spoke again: (peer, seconds it was silent)
         self.by_uid: dict[str, Peer] = {}
         self._uid_of: dict[str, str] = {}   # name -> uid of its current incarnation
-        # Incarnations replaced or expired: a late message from one (NSQ does not
-        # order) must not bring it back. Bounded: the oldest are forgotten.
+        # Incarnations replaced or gone for good: a late message from one (NSQ
+        # does not order) must not bring it back. Bounded: the oldest are forgotten.
         self._retired: dict[str, None] = {}
+        # Incarnations that went silent, by name (name -> (uid, last heard)):
+        # taken back if they speak again, retired if a new one of that name does.
+        self._silent: dict[str, tuple[str, float]] = {}
+        self._checked: float | None = None  # when expire() last ran
 
     def heard(self, uid: str, name: str) -> Peer | None:
         """A message from ``uid`` (``name``) arrived. Returns the peer, or None
         for an incarnation that is already replaced."""
         now = self.clock()
         peer = self.by_uid.get(uid)
-        if peer is None:
-            if uid in self._retired:
-                return None
-            old = self._uid_of.get(name)
-            if old is not None and old in self.by_uid:
-                # The same name with a new uid: the node restarted. Its old
-                # incarnation's clients are gone.
-                self.forget(old)
-            peer = self.by_uid[uid] = Peer(sys.intern(uid), sys.intern(name), now)
-            self._uid_of[name] = uid
-        else:
+        if peer is not None:
             peer.last_seen = now
+            return peer
+        if uid in self._retired:
+            return None
+        silent = self._silent.pop(name, None)
+        if silent is not None and silent[0] != uid:
+            self._retire(silent[0])          # a new incarnation: the silent one will not come back
+        old = self._uid_of.get(name)
+        if old is not None and old in self.by_uid:
+            # The same name with a new uid: the node restarted. Its old
+            # incarnation's clients are gone.
+            self.forget(old)
+        peer = self.by_uid[uid] = Peer(sys.intern(uid), sys.intern(name), now)
+        self._uid_of[name] = uid
+        if silent is not None and silent[0] == uid:
+            self.on_back(peer, now - silent[1])
         return peer
 
     def forget(self, uid: str) -> None:
+        """The incarnation ``uid`` is gone for good (replaced, or it said goodbye)."""
         peer = self.by_uid.pop(uid, None)
+        self._retire(uid)
         if peer is None:
             return
-        self._retired[uid] = None
-        if len(self._retired) > RETIRED_KEPT:
-            del self._retired[next(iter(self._retired))]
         if self._uid_of.get(peer.name) == uid:
             del self._uid_of[peer.name]
         self.on_gone(peer)
 
+    def _retire(self, uid: str) -> None:
+        self._retired[uid] = None
+        if len(self._retired) > RETIRED_KEPT:
+            del self._retired[next(iter(self._retired))]
+
     def expire(self) -> list[Peer]:
-        """Forget peers silent for longer than the TTL; returns them."""
-        cutoff = self.clock() - self.ttl
+        """Drop peers silent for longer than the TTL (until they speak again);
+        returns them. Time this node was not running does not count (see the
+        module doc)."""
+        now = self.clock()
+        if self._checked is not None and now - self._checked > STALL:
+            paused = now - self._checked
+            for peer in self.by_uid.values():
+                peer.last_seen = min(now, peer.last_seen + paused)
+        self._checked = now
+        cutoff = now - self.ttl
         gone = [p for p in self.by_uid.values() if p.last_seen < cutoff]
         for peer in gone:
-            self.forget(peer.uid)
+            del self.by_uid[peer.uid]
+            if self._uid_of.get(peer.name) == peer.uid:
+                del self._uid_of[peer.name]
+            self._silent.pop(peer.name, None)
+            self._silent[peer.name] = (peer.uid, peer.last_seen)
+            if len(self._silent) > RETIRED_KEPT:
+                del self._silent[next(iter(self._silent))]
+            self.on_gone(peer)
         return gone
 
     def __iter__(self) -> Iterator[Peer]:

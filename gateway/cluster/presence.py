@@ -23,7 +23,8 @@ snapshots: a peer's entry that was in neither of its last two rounds is
 dropped (so a lost leave lasts at most two intervals), and a lost join
 appears with the next snapshot (one interval). A node that dies without a
 word is forgotten ``--presence-ttl`` seconds after the last thing it said,
-and its clients with it (:mod:`gateway.cluster.peers`). A node just started asks its
+and its clients with it; one that was only silent (paused, stalled) is
+taken back when it speaks again (:mod:`gateway.cluster.peers`). A node just started asks its
 peers for a snapshot at once (``presence-sync``).
 
 **Bounds.** At most ``--presence-max-clients`` entries per channel, all
@@ -92,7 +93,7 @@ class Presence:
         self.channels: dict[str, _Channel] = {}
         self.entries = 0
         self.round = 0
-        self.peers = Peers(ttl=ttl, clock=clock, on_gone=self._peer_gone)
+        self.peers = Peers(ttl=ttl, clock=clock, on_gone=self._peer_gone, on_back=self._peer_back)
         self._up: list[list] = []
         self._down: list[list] = []
         self._warned: set[str] = set()
@@ -304,6 +305,11 @@ class Presence:
     def _peer_gone(self, peer: Peer) -> None:
         count = self.drop_origin(peer.uid)
         log.info("node %s (%s) went silent or restarted: %d presence entries removed", peer.name, peer.uid[:8], count)
+
+    @staticmethod
+    def _peer_back(peer: Peer, silent: float) -> None:
+        log.warning("node %s (%s) speaks again after %.1f s of silence (longer than --presence-ttl): taken "
+                    "back; its clients return with its next snapshot", peer.name, peer.uid[:8], silent)
 
 
 def client_info(client: str, entry: tuple) -> dict:

@@ -15,9 +15,6 @@ import heapq
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from gateway.core import vocabulary
-from gateway.core.vocabulary import SubscriptionEnd
-
 if TYPE_CHECKING:
     from gateway.core.session import Session
 
@@ -32,10 +29,13 @@ class Expiry:
         self._sequence = itertools.count()
         self._cancelled = 0
 
-    def watch(self, session: Session, expires_at: int, channel: str | None = None) -> Entry:
-        """Close ``session`` (or end its ``channel`` subscription) at ``expires_at``
-        plus the close delay, unless the returned entry is cancelled first."""
-        entry: Entry = [expires_at + self.close_delay, next(self._sequence), session, channel]
+    def watch(self, session: Session, expires_at: float, channel: str | None = None,
+              delay: float | None = None) -> Entry:
+        """Tell ``session`` its connection (or its ``channel`` subscription) has
+        expired (:meth:`Session.expire`) at ``expires_at`` plus ``delay`` (the
+        close delay unless given), unless the returned entry is cancelled first."""
+        deadline = expires_at + (self.close_delay if delay is None else delay)
+        entry: Entry = [deadline, next(self._sequence), session, channel]
         heapq.heappush(self._heap, entry)
         return entry
 
@@ -58,10 +58,7 @@ class Expiry:
                 self._cancelled -= 1
                 continue
             entry[2] = None
-            if entry[3] is None:
-                session.close(vocabulary.EXPIRED)
-            else:
-                session.end_subscription(entry[3], SubscriptionEnd.EXPIRED)
+            session.expire(entry[3])
 
     def __len__(self) -> int:
         """Live entries."""

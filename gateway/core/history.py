@@ -37,9 +37,16 @@ but without an offset, so clients' positions never move backwards.
 **Memory.** Everything a channel costs is counted against the budget:
 each entry (measured, see ``ENTRY_OVERHEAD``) and each channel's own state
 (``STREAM_OVERHEAD``). A quiet channel that was only asked for its position
-costs nothing: no state is kept for it. Under pressure the oldest entries
-go first, then whole channels whose entries are gone; what is forgotten
-that way raises a floor below which no position is recovered.
+costs nothing: no state is kept for it. Under pressure the oldest go first,
+whatever they are: one queue, in the order things became forgettable, holds
+every stored entry (from its arrival) and every channel whose entries are
+all gone (from the moment the last went), so relieving the budget takes the
+queue's head, never a walk over the channels, and costs O(1) amortised per
+publication however many channels there are. Relief goes a little below the
+budget (``RELIEF``), so it runs once per that much new data, not on every
+publication. A channel whose state is forgotten raises a floor below which
+no position is recovered for a channel without state; since the oldest go
+first, that floor stays below the oldest entry history still holds.
 """
 from __future__ import annotations
 
@@ -57,10 +64,14 @@ PERIOD_NS = 1 << 53
 ENTRY_OVERHEAD = 90
 # per arrival-order record (a tuple in a deque, kept until compaction);
 ARRIVAL_OVERHEAD = 64
-# per channel with state: the _Stream object, its lists, the dict entry and
-# the channel name's str header (the name's characters are added).
-STREAM_OVERHEAD = 400
+# per record of a channel left without entries (the same, and its key);
+IDLE_OVERHEAD = 96
+# per channel with state: the _Stream object, its lists, the dict entry, its
+# own position ints and the channel name's str header (the name's characters
+# are added).
+STREAM_OVERHEAD = 450
 MAX_HOLES = 64  # per channel; past that the oldest gaps count as trimmed
+RELIEF = 64     # over budget, history goes down to budget - budget / RELIEF
 
 
 def epoch_of(timestamp_ns: int) -> str:
@@ -98,10 +109,20 @@ class Retention:
 
 
 class Publication(NamedTuple):
-    """One stored publication: its offset (within the epoch) and its data (JSON bytes)."""
+    """One stored publication: its offset (within the epoch) and its data (JSON
+    bytes; :class:`Published` when a client published it)."""
 
     offset: int
     data: bytes
+
+
+class Published(bytes):
+    """A client's publication data (the publish proxy), with its publisher's
+    ClientInfo (``info``: ``user``, ``client``, ``conn_info`` as JSON bytes):
+    history keeps it with the data, so recovered and ``history``
+    publications carry it too. Backends' publications stay plain bytes."""
+
+    info: dict
 
 
 class Recovery(NamedTuple):
@@ -114,7 +135,7 @@ class Recovery(NamedTuple):
 class _Stream:
     """One channel's retained publications, ascending by position."""
 
-    __slots__ = ("name", "retention", "positions", "data", "top", "trimmed", "holes", "cost")
+    __slots__ = ("name", "retention", "positions", "data", "top", "trimmed", "holes", "cost", "idle")
 
     def __init__(self, name: str, retention: Retention, top: int, trimmed: int, cost: int):
         self.name = name                 # the one copy of the name every record shares
@@ -125,6 +146,7 @@ class _Stream:
         self.trimmed = trimmed           # positions below this cannot be recovered
         self.holes: list[tuple[int, int]] = []  # (late position, top when it arrived)
         self.cost = cost                 # STREAM_OVERHEAD plus the name
+        self.idle = 0                    # its record in the queue while it has no entries (< 0), else 0
 
 
 class History:
@@ -146,10 +168,16 @@ class History:
         self.memory = 0
         self.entries = 0
         self._streams: dict[str, _Stream] = {}
-        # Stored entries in arrival order, for the memory budget: (channel, position).
-        # Entries trimmed by size or age leave stale records behind; the deque is
-        # rebuilt when those outnumber the live ones.
+        # What can go under memory pressure, oldest first: (channel, position) for
+        # a stored entry, (channel, key < 0) for a channel left with no entries.
+        # Entries trimmed by size or age, and channels that got entries again,
+        # leave stale records behind; the deque is rebuilt when those outnumber
+        # the live ones.
         self._arrivals: deque[tuple[str, int]] = deque()
+        self._idle = 0          # channels with state and no entries (each has a live record)
+        self._idle_key = 0      # the last idle record's key (they count down from -1)
+        self._sweep_keys: list[str] = []   # the channels of a sweep in slices, and how far it got
+        self._sweep_at = 0
         self.continuity_start: int | None = None  # absolute ns; None = no continuity
         # The highest position handed out for a channel that has no state here:
         # a channel's state starts from it, so a publication older than what a
@@ -194,6 +222,8 @@ class History:
             return False
         stream.top = max(stream.top, now_ns - self.margin_ns)
         stream.trimmed = max(stream.trimmed, stream.top + 1)
+        if not stream.positions:
+            self._went_idle(stream)
         return True
 
     # --- writing --------------------------------------------------------------------
@@ -205,6 +235,9 @@ class History:
         stream = self._stream(channel, now_ns)
         if stream is None:
             return None
+        if stream.idle:
+            stream.idle = 0   # its record in the queue is stale from now on
+            self._idle -= 1
         if timestamp_ns > stream.top:
             stream.positions.append(timestamp_ns)
             stream.data.append(data)
@@ -227,14 +260,28 @@ class History:
         self._expire(stream, now_ns)
         if self.memory > self.memory_budget:
             self._relieve()
-        if len(self._arrivals) > 2 * self.entries + 1024:
+        if len(self._arrivals) > 2 * (self.entries + self._idle) + 1024:
             self._compact_arrivals()
         return live
 
     def _compact_arrivals(self) -> None:
-        before = len(self._arrivals)
-        self._arrivals = deque(a for a in self._arrivals if self._holds(*a))
-        self.memory -= (before - len(self._arrivals)) * ARRIVAL_OVERHEAD
+        kept: deque[tuple[str, int]] = deque()
+        for record in self._arrivals:
+            if self._holds(*record):
+                kept.append(record)
+            else:
+                self.memory -= IDLE_OVERHEAD if record[1] < 0 else ARRIVAL_OVERHEAD
+        self._arrivals = kept
+
+    def _went_idle(self, stream: _Stream) -> None:
+        """``stream`` has no entries left: it joins the queue of what can go."""
+        if stream.idle:
+            return
+        self._idle_key -= 1
+        stream.idle = self._idle_key
+        self._idle += 1
+        self._arrivals.append((stream.name, self._idle_key))
+        self.memory += IDLE_OVERHEAD
 
     def _stream(self, channel: str, now_ns: int) -> _Stream | None:
         stream = self._streams.get(channel)
@@ -258,6 +305,8 @@ class History:
         del stream.positions[:count], stream.data[:count]
         if stream.holes:
             stream.holes = [h for h in stream.holes if h[1] >= stream.trimmed]
+        if not stream.positions:
+            self._went_idle(stream)
 
     def _expire(self, stream: _Stream, now_ns: int) -> None:
         """Apply the stream's size and age limits."""
@@ -266,31 +315,54 @@ class History:
         expired = bisect.bisect_left(positions, cutoff) if positions and positions[0] < cutoff else 0
         self._drop_head(stream, max(expired, len(positions) - stream.retention.size))
 
-    def _holds(self, channel: str, position: int) -> bool:
+    def _holds(self, channel: str, key: int) -> bool:
+        """Whether a record of the queue is live: the entry at position ``key``
+        is still stored, or (``key`` < 0) the channel is still idle since then."""
         stream = self._streams.get(channel)
         if stream is None:
             return False
-        i = bisect.bisect_left(stream.positions, position)
-        return i < len(stream.positions) and stream.positions[i] == position
+        if key < 0:
+            return stream.idle == key
+        i = bisect.bisect_left(stream.positions, key)
+        return i < len(stream.positions) and stream.positions[i] == key
 
     def _relieve(self) -> None:
-        """Back under the budget: the oldest entries first, then the state of
-        channels that have no entries left (their positions are then refused)."""
-        while self.memory > self.memory_budget and self._arrivals:
-            channel, position = self._arrivals.popleft()
-            self.memory -= ARRIVAL_OVERHEAD
-            if self._holds(channel, position):
-                stream = self._streams[channel]
-                self._drop_head(stream, bisect.bisect_right(stream.positions, position))
-        if self.memory > self.memory_budget:
-            for channel, stream in list(self._streams.items()):
-                if not stream.positions:
+        """Under the budget again, by what went forgettable first: an entry (its
+        channel's positions before it are refused from then on), or a channel's
+        whole state (its positions, and those of any channel without state, up to
+        its top are refused). A queue head, never a walk over the channels."""
+        target = self.memory_budget - self.memory_budget // RELIEF
+        arrivals = self._arrivals
+        while self.memory > target and arrivals:
+            channel, key = arrivals.popleft()
+            stream = self._streams.get(channel)
+            if key < 0:
+                self.memory -= IDLE_OVERHEAD
+                if stream is not None and stream.idle == key:
                     self._forget(channel, stream)
-                    if self.memory <= self.memory_budget:
-                        break
+                continue
+            self.memory -= ARRIVAL_OVERHEAD
+            if stream is None:
+                continue
+            positions = stream.positions
+            if positions and positions[0] <= key:
+                i = bisect.bisect_right(positions, key)
+                if positions[i - 1] == key:
+                    self._drop_head(stream, i)
 
     def _forget(self, channel: str, stream: _Stream) -> None:
+        """Drop a channel's state. Positions up to its top are refused for every
+        channel without state (a channel that comes back starts above them, so
+        no position it hands out is below one handed out before)."""
         self._forgotten = max(self._forgotten, stream.top + 1, stream.trimmed)
+        if stream.top > self._handed_out:
+            self._handed_out = stream.top
+        self._drop_state(channel, stream)
+
+    def _drop_state(self, channel: str, stream: _Stream) -> None:
+        if stream.idle:
+            stream.idle = 0
+            self._idle -= 1
         self.memory -= stream.cost
         del self._streams[channel]
 
@@ -305,16 +377,34 @@ class History:
         stream.trimmed = max(stream.trimmed, stream.top + 1, now_ns - self.margin_ns)
         return True
 
-    def sweep(self, now_ns: int) -> None:
-        """Apply age limits everywhere and forget idle channels (run periodically).
-        A stream can go once its top is older than its TTL: positions that old
-        are refused anyway."""
-        for channel, stream in list(self._streams.items()):
+    def sweep(self, now_ns: int, slices: int = 1) -> None:
+        """Apply age limits and forget idle channels (run periodically): a
+        channel can go once its top is older than its TTL, since positions that
+        old are refused anyway. With ``slices`` > 1 each call does the next
+        1/slices of the channels (the node calls it every second with 10: every
+        channel every 10 s, and never a pause as long as a walk over them all)."""
+        if slices <= 1 or self._sweep_at >= len(self._sweep_keys):
+            self._sweep_keys = list(self._streams)
+            self._sweep_at = 0
+        keys = self._sweep_keys
+        end = len(keys) if slices <= 1 else min(len(keys), self._sweep_at + -(-len(keys) // slices))
+        streams = self._streams
+        for i in range(self._sweep_at, end):
+            channel = keys[i]
+            stream = streams.get(channel)
+            if stream is None:
+                continue
             self._expire(stream, now_ns)
             if not stream.positions and stream.top < now_ns - int(stream.retention.ttl * 1e9):
-                self.memory -= stream.cost
-                del self._streams[channel]
-        if len(self._arrivals) > self.entries + 1024:
+                self._drop_state(channel, stream)
+        self._sweep_at = end
+        if end >= len(keys):
+            self._sweep_keys = []
+            self._sweep_at = 0
+        arrivals = self._arrivals
+        while arrivals and not self._holds(*arrivals[0]):  # stale records at the head go now
+            self.memory -= IDLE_OVERHEAD if arrivals.popleft()[1] < 0 else ARRIVAL_OVERHEAD
+        if len(arrivals) > 2 * (self.entries + self._idle) + 1024:
             self._compact_arrivals()
 
     # --- reading --------------------------------------------------------------------

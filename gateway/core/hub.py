@@ -92,9 +92,10 @@ class Hub:
                 count += 1
         return count
 
-    def publish(self, channel: str, data: bytes, offset: int | None) -> int:
-        """Deliver a publication (JSON ``data``, its ``offset`` or None) to every
-        subscriber of ``channel``; returns how many got it."""
+    def publish(self, channel: str, data: bytes, offset: int | None, info: dict | None = None) -> int:
+        """Deliver a publication (JSON ``data``, its ``offset`` or None, and its
+        publisher's ``info`` when a client published it) to every subscriber of
+        ``channel``; returns how many got it."""
         subscribers = self._channels.get(channel)
         if not subscribers:
             return 0
@@ -110,7 +111,8 @@ class Hub:
                     codec = wire.codec
                     message = encoded.get(codec)
                     if message is None:
-                        message = encoded[codec] = codec.pub_push(channel, data, offset)
+                        message = encoded[codec] = codec.pub_push(channel, data, offset) if info is None \
+                            else codec.pub_push_info(channel, data, offset, info)
                     cached = frames[wire] = wire.frame(message)
                 frame = cached
             session.push(frame)

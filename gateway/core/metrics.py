@@ -52,7 +52,8 @@ class Metrics:
         self.accept_errors = Counter("pushgate_accept_errors", "Failed accept() calls, by errno name.",
                                      ["error"], registry=r)
         self.control_messages = Counter("pushgate_control_messages", "Control-topic messages between nodes, "
-                                        "by what happened (sent, sent_failed, received, bad, unknown) and kind.",
+                                        "by what happened (sent, sent_failed, received, bad, unknown, foreign: another "
+                                        "cluster's) and kind.",
                                         ["event", "kind"], registry=r)
         self.control_lag = Gauge("pushgate_control_lag_seconds", "Age of the last control message when it "
                                  "arrived (nsqd timestamp to handling).", registry=r)

@@ -17,9 +17,10 @@ States: ``CONNECTING`` (until a good connect) → ``CONNECTED`` → ``CLOSED``.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid
 from gateway.core import vocabulary
@@ -41,6 +42,9 @@ RECOVERY_WAIT = 2.0     # seconds a recovery may wait for this node to catch up
 # Commands a session may queue behind a held recovery: a connect with all its
 # subscribes, and then some. More is not what an SDK does: a protocol error.
 HELD_LIMIT = CHANNEL_LIMIT + 32
+# The longest ttl a client is told, in seconds: the protocols' field is a
+# uint32 (about 136 years), which a far-off exp would overflow.
+MAX_TTL = 2**32 - 1
 
 
 class MissingToken(TokenInvalid):
@@ -208,6 +212,26 @@ class Session:
         self.host.hold(self)
         return True
 
+    def wait(self, future: asyncio.Future, then: Callable[[Any, list], None], rest: list) -> None:
+        """Suspend this session's commands until ``future`` (a call to the
+        backend) is done: frames that arrive meanwhile queue behind it, in
+        order, as behind a held recovery (and bounded the same way). Then
+        ``then(result, commands)`` runs with the commands that waited
+        (``rest`` first), and is in charge of running them. If the session
+        closes first, the future is cancelled (a call still queued is never
+        sent) and ``then`` never runs. ``future`` must not raise."""
+        waiting = list(rest)
+        self.held = (future, waiting)
+
+        def done(finished: asyncio.Future) -> None:
+            held = self.held
+            if self.state is CLOSED or held is None or held[0] is not finished or finished.cancelled():
+                return
+            self.held = None
+            then(finished.result(), held[1])
+
+        future.add_done_callback(done)
+
     def still_behind(self, commands: list) -> bool:
         """Whether the held recovery should keep waiting (the protocol knows)."""
         raise NotImplementedError
@@ -225,6 +249,15 @@ class Session:
         self.run(commands, state)
         self.held_until = 0.0
         return True
+
+    def expire(self, channel: str | None) -> None:
+        """Called by the host's Expiry when the connection's (``channel`` None)
+        or a subscription's expiry has come: closed as ``EXPIRED``, or the
+        subscription ended. A protocol that asks the backend instead overrides it."""
+        if channel is None:
+            self.close(vocabulary.EXPIRED)
+        else:
+            self.end_subscription(channel, SubscriptionEnd.EXPIRED)
 
     def transport_closed(self) -> None:
         """The connection is gone (client left, network error, or our close)."""
@@ -267,7 +300,7 @@ class Session:
             log.warning("connect refused: invalid token (%s)", exc)
             raise
 
-    def begin(self, claims: ConnectionClaims) -> Ending | None:
+    def begin(self, claims: ConnectionClaims, delay: float | None = None) -> Ending | None:
         """Become ``claims``' connection: checks the per-user cap and the channel
         limit, and watches the token's expiry. Returns a refusal, or None; the
         protocol then answers and joins :attr:`server_channels`."""
@@ -280,37 +313,42 @@ class Session:
         if len(channels) > CHANNEL_LIMIT:
             return vocabulary.CHANNEL_LIMIT
         self.user = claims.user
-        self.client_id = str(uuid.uuid4())
+        self.client_id = self.client_id or str(uuid.uuid4())   # a proxied connect named it already
         self.state = CONNECTED
         self.server_channels = tuple(channels)
         if claims.info is not None and host.presence.active:
             self.conn_info = compact_info(claims.info)
         if claims.expires_at is not None:
-            self.expiry = host.expiry.watch(self, claims.expires_at)
+            self.expiry = host.expiry.watch(self, claims.expires_at, None, delay)
         return None
 
     def established(self) -> None:
         """The connect was answered: from now on the session is pinged."""
         self.host.connected(self)
 
-    def reauthenticate(self, claims: ConnectionClaims) -> None:
-        """A refreshed token for the same user: its expiry replaces the old one."""
+    def reauthenticate(self, claims: ConnectionClaims, delay: float | None = None) -> None:
+        """A refreshed token for the same user: its expiry replaces the old one
+        (``delay``: seconds after it, the host's close delay by default)."""
         expiry = self.host.expiry
         expiry.cancel(self.expiry)
-        self.expiry = expiry.watch(self, claims.expires_at) if claims.expires_at is not None else None
+        self.expiry = expiry.watch(self, claims.expires_at, None, delay) if claims.expires_at is not None else None
 
     def ttl(self, expires_at: int) -> int:
-        """Seconds until ``expires_at``, at least 1 (the SDKs refresh when it runs out)."""
-        return max(1, int(expires_at - self.host.wall()))
+        """Seconds until ``expires_at``, at least 1 (the SDKs refresh when it runs
+        out) and at most :data:`MAX_TTL` (a token for the year 9999 means "never")."""
+        return max(1, min(MAX_TTL, int(expires_at - self.host.wall())))
 
     # --- channels --------------------------------------------------------------------
 
-    def join(self, channel: str, wire: WireFormat | None = None, chan_info: bytes | None = None) -> None:
+    def join(self, channel: str, wire: WireFormat | None = None, chan_info: bytes | None = None,
+             in_presence: bool = True) -> None:
+        """Subscribe to ``channel``; ``in_presence`` False keeps this subscriber
+        out of its presence and join/leave (the backend said so)."""
         host = self.host
         self.channels.add(channel)
         host.hub.subscribe(channel, self, wire or self.wire)
         presence = host.presence
-        if presence.active and presence.tracks(channel):
+        if in_presence and presence.active and presence.tracks(channel):
             presence.join(self, channel, chan_info)
 
     def leave(self, channel: str) -> None:
@@ -324,15 +362,16 @@ class Session:
         if self.sub_expiry:
             self.host.expiry.cancel(self.sub_expiry.pop(channel, None))
 
-    def watch_subscription(self, channel: str, expires_at: int | None) -> None:
-        """Track (or stop tracking, with None) a subscription token's expiry."""
+    def watch_subscription(self, channel: str, expires_at: int | None, delay: float | None = None) -> None:
+        """Track (or stop tracking, with None) a subscription token's expiry
+        (``delay``: seconds after it, the host's close delay by default)."""
         expiry = self.host.expiry
         if self.sub_expiry is not None:
             expiry.cancel(self.sub_expiry.pop(channel, None))
         if expires_at is not None:
             if self.sub_expiry is None:
                 self.sub_expiry = {}
-            self.sub_expiry[channel] = expiry.watch(self, expires_at, channel)
+            self.sub_expiry[channel] = expiry.watch(self, expires_at, channel, delay)
 
     def end_subscription(self, channel: str, end: SubscriptionEnd) -> None:
         """The server ends one subscription (e.g. its token expired); the client
@@ -391,5 +430,8 @@ class Session:
             for entry in self.sub_expiry.values():
                 expiry.cancel(entry)
         self.sub_expiry = None
+        held = self.held
+        if held is not None and isinstance(held[0], asyncio.Future):
+            held[0].cancel()    # a backend call this session waits for: withdrawn if not sent yet
         self.held = None
         host.forget(self)

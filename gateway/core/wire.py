@@ -31,6 +31,10 @@ format.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import secrets
 from typing import Callable, Protocol
 
@@ -45,6 +49,12 @@ class MessageCodec(Protocol):
     ping: bytes
 
     def pub_push(self, channel: str, data: bytes, offset: int | None) -> bytes: ...
+
+    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
+        """:meth:`pub_push` with the publisher's ClientInfo (``user``, ``client``,
+        ``conn_info`` and ``chan_info`` as JSON bytes); a protocol with no
+        place for it renders the publication alone."""
+        ...
 
     def event_push(self, channel: str, kind: str, body: dict) -> bytes | None: ...
 
@@ -79,6 +89,49 @@ class Transport(Protocol):
 
 
 def new_session_id() -> str:
-    """The ``session`` of a connect result. Unguessable: for an emulated
-    stream, whoever holds it can send commands as this connection."""
+    """The ``session`` of a unidirectional connect result (it only names the
+    connection). An emulated stream's comes from :class:`SessionIds`."""
     return secrets.token_urlsafe(18)
+
+
+class SessionIds:
+    """The session ids of one node's emulated streams, which another node can
+    check before it forwards a command to them: 16 random bytes (unguessable:
+    whoever holds the id can send commands as that connection) and a tag, an
+    HMAC of them under the node's own key, in base64url (32 characters).
+
+    The key is random, made when the node starts, and known to the nodes of
+    its cluster only (they ask for it over the control topic); a client
+    cannot make an id that checks out. An id checks out for as long as the
+    node that issued it runs: the session itself may have ended since.
+    """
+
+    RANDOM = 16
+    TAG = 8
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self.key = key if key is not None else secrets.token_bytes(32)
+
+    def new(self) -> str:
+        raw = secrets.token_bytes(self.RANDOM)
+        return base64.urlsafe_b64encode(raw + _tag(self.key, raw)).decode()
+
+    def issued(self, session_id: str) -> bool:
+        """Whether this node issued ``session_id``."""
+        return issued_under(self.key, session_id)
+
+
+def issued_under(key: bytes, session_id: str) -> bool:
+    """Whether ``session_id`` was issued by the node whose key is ``key``."""
+    size = SessionIds.RANDOM + SessionIds.TAG
+    if len(session_id) != 4 * size // 3:
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(session_id)
+    except (ValueError, binascii.Error):
+        return False
+    return len(raw) == size and hmac.compare_digest(_tag(key, raw[:SessionIds.RANDOM]), raw[SessionIds.RANDOM:])
+
+
+def _tag(key: bytes, raw: bytes) -> bytes:
+    return hmac.new(key, raw, hashlib.sha256).digest()[:SessionIds.TAG]

@@ -36,6 +36,11 @@ class Delivery(NamedTuple):
     channels: tuple[str, ...]
     data: bytes          # compact JSON, UTF-8
     id: str | None
+    # The publisher, when a client published (the publish proxy): Centrifugo's
+    # ClientInfo, {"user", "client", "conn_info", "chan_info"}; and whether the
+    # publication stays out of history.
+    info: dict | None = None
+    skip_history: bool = False
 
 
 def json_bytes(value: object) -> bytes:
@@ -71,7 +76,32 @@ def parse_envelope(body: bytes) -> Delivery:
         elif not isinstance(msg_id, str) or not msg_id:
             raise BadMessage("bad_envelope", '"id" must be a non-empty string or an integer')
     # dict.fromkeys drops a channel named twice (e.g. by "channel" and "channels").
-    return Delivery(tuple(dict.fromkeys(channels)), json_bytes(obj["data"]), msg_id)
+    targets = tuple(dict.fromkeys(channels))
+    if "info" not in obj and "skip_history" not in obj:
+        return Delivery(targets, json_bytes(obj["data"]), msg_id)
+    return Delivery(targets, json_bytes(obj["data"]), msg_id, _info(obj.get("info")), _skip(obj.get("skip_history")))
+
+
+def _info(info: object) -> dict | None:
+    """A publication's ClientInfo: ``user`` and ``client`` strings, ``conn_info``
+    and ``chan_info`` any JSON (kept as compact JSON bytes)."""
+    if info is None:
+        return None
+    if type(info) is not dict or not all(type(info.get(k, "")) is str for k in ("user", "client")):
+        raise BadMessage("bad_envelope", '"info" must be an object with string "user" and "client"')
+    out: dict = {"user": info.get("user", ""), "client": info.get("client", "")}
+    for key in ("conn_info", "chan_info"):
+        if info.get(key) is not None:
+            out[key] = json_bytes(info[key])
+    return out
+
+
+def _skip(value: object) -> bool:
+    if value is None:
+        return False
+    if type(value) is not bool:
+        raise BadMessage("bad_envelope", '"skip_history" must be true or false')
+    return value
 
 
 def parse_mapped(body: bytes, channel: str) -> Delivery:

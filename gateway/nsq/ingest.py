@@ -17,7 +17,7 @@ from typing import Callable
 
 from gateway.nsq.dedupe import RecentIds
 from gateway.nsq.envelope import BadMessage, Delivery, envelope_targets, parse_envelope, parse_mapped
-from gateway.core.history import History
+from gateway.core.history import History, Published
 from gateway.core.hub import Hub
 from gateway.core.metrics import Metrics
 
@@ -71,11 +71,31 @@ class Ingest:
             return 0
         reached = 0
         data = delivery.data
+        if delivery.info is not None or delivery.skip_history:
+            return self._deliver_published(delivery, timestamp_ns, now_ns)
         for channel in delivery.channels:
             # The offset is None when the channel keeps no history here, or the
             # publication is late: it goes out with no position.
             offset = self.history.add(channel, timestamp_ns, data, now_ns)
             reached += self.hub.publish(channel, data, offset)
+        self.metrics.publications.inc(len(delivery.channels))
+        if reached:
+            self.metrics.deliveries.inc(reached)
+        return reached
+
+    def _deliver_published(self, delivery: Delivery, timestamp_ns: int, now_ns: int) -> int:
+        """A client's publication (the publish proxy): with its publisher's info,
+        and out of history when the backend said skip_history (then without an
+        offset, as Centrifugo sends it)."""
+        reached = 0
+        data = delivery.data
+        stored = data
+        if delivery.info is not None:
+            stored = Published(data)
+            stored.info = delivery.info
+        for channel in delivery.channels:
+            offset = None if delivery.skip_history else self.history.add(channel, timestamp_ns, stored, now_ns)
+            reached += self.hub.publish(channel, data, offset, delivery.info)
         self.metrics.publications.inc(len(delivery.channels))
         if reached:
             self.metrics.deliveries.inc(reached)

@@ -50,4 +50,11 @@ def publish_sync(http_address: str, topic: str, body: bytes, timeout: float = 5.
     except urllib.error.HTTPError as exc:
         raise PublishError(exc.code, exc.read().decode(errors="replace").strip()) from None
     except (urllib.error.URLError, OSError) as exc:
-        raise NsqdUnavailable(str(getattr(exc, "reason", exc))) from None
+        raise NsqdUnavailable(_why(getattr(exc, "reason", exc))) from None
+
+
+def _why(reason: object) -> str:
+    """What went wrong, in words: 'Connection refused', not '[Errno 111] Connection refused'."""
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__

@@ -16,10 +16,14 @@
   the topic) is kept, and :meth:`NsqSource.report` logs it as one WARNING
   with the address after a few seconds, then at intervals while it lasts,
   instead of pynsq's silence or its warning on every poll.
-* :meth:`NsqSource.close` really closes: no reconnect after it.
+* :meth:`NsqSource.close` really closes, and cleanly: CLS, nsqd's
+  CLOSE_WAIT, then the connection (cut under nsqd's writes, it makes nsqd
+  log an ERROR); no reconnect after it, and no message read before it is
+  handled (or finished on the closed connection) after it.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -39,6 +43,7 @@ RECONNECT_MAX = 15.0
 STARVED_POLL = 1.0   # seconds between lookupd polls while a reader has no nsqd
 WARN_AFTER = 3.0     # seconds without an nsqd before a reader says so
 WARN_EVERY = 30.0    # and again this often while it lasts
+CLOSE_WAIT = 0.5     # seconds a closing reader waits for nsqd's CLOSE_WAIT
 
 Handler = Callable[[str, bytes, int, str, bytes], object]
 
@@ -64,9 +69,11 @@ class _Reader(nsq.Reader):
     lookupd_query_index: int
     total_rdy: int
 
-    def __init__(self, *, handler: Handler, on_change: Callable[[], None], **kwargs: Any) -> None:
+    def __init__(self, *, handler: Handler, on_change: Callable[[], None],
+                 on_drop: Callable[[str, str], None] = lambda topic, address: None, **kwargs: Any) -> None:
         self._handler = handler
         self._on_change = on_change
+        self._on_drop = on_drop
         self._closing = False
         self._retry_delay: dict[str, float] = {}
         self._starved_poll: PeriodicCallback | None = None
@@ -122,6 +129,11 @@ class _Reader(nsq.Reader):
                 self.connect_to_nsqd(host, port)
 
     def _handle_message(self, conn: nsq.AsyncConn, message: nsq.Message) -> None:
+        if self._closing:
+            # Read before the close, handled after it: the connection is gone, so
+            # no FIN or RDY (pynsq would log each failed send as an ERROR). nsqd
+            # drops it with this node's ephemeral channel.
+            return
         self._maybe_update_rdy(conn)
         try:
             self._handler(self.topic, message.body, message.timestamp, conn.id, message.id)
@@ -148,6 +160,7 @@ class _Reader(nsq.Reader):
             del self.conns[conn.id]
             if not self._closing:
                 log.warning("[%s] lost nsqd %s", self.topic, conn.id)
+                self._on_drop(self.topic, conn.id)
                 self._on_change()
         elif not self._closing:  # a connection that never became ready
             how = "(--nsqd-tcp-address)" if conn.id in self.nsqd_tcp_addresses else "(found through nsqlookupd)"
@@ -174,13 +187,35 @@ class _Reader(nsq.Reader):
         self.connection_attempts.pop(f"{host}:{port}", None)
         self.connect_to_nsqd(host, port)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Close as NSQ means a consumer to: CLS first, so that nsqd stops
+        sending and answers CLOSE_WAIT, then the connections. Cut while nsqd
+        writes messages to it, a connection makes nsqd log an ERROR
+        ("messagePump error ... use of closed network connection")."""
         self._closing = True
-        for conn in list(self.conns.values()):
-            conn.close()
         for periodic in (self.redist_periodic, self.query_periodic, self._starved_poll):
             if periodic is not None:
                 periodic.stop()
+        conns = list(self.conns.values())
+        answered = [self._close_wait(conn) for conn in conns]
+        if answered:
+            await asyncio.wait(answered, timeout=CLOSE_WAIT)
+        for conn in conns:
+            conn.close()
+
+    def _close_wait(self, conn: nsq.AsyncConn) -> asyncio.Future:
+        """Send CLS on ``conn``; the future is done when nsqd answers CLOSE_WAIT."""
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def response(data: bytes = b"", **kwargs: Any) -> None:
+            if data == b"CLOSE_WAIT" and not done.done():
+                done.set_result(None)
+        conn.on(nsq.event.RESPONSE, response)
+        try:
+            conn.send(b"CLS\n")
+        except (StreamClosedError, OSError):
+            done.set_result(None)  # already gone
+        return done
 
 
 def _reason(exc: BaseException) -> str:
@@ -192,6 +227,7 @@ class NsqSource:
 
     def __init__(self, *, topics: list[str], channel: str, handler: Handler,
                  on_change: Callable[[], None] = lambda: None,
+                 on_drop: Callable[[str, str], None] = lambda topic, address: None,
                  nsqd_tcp_addresses: list[str], lookupd_http_addresses: list[str],
                  lookupd_poll_interval: int = 5, max_in_flight: int = 200,
                  warn_after: float = WARN_AFTER, warn_every: float = WARN_EVERY):
@@ -204,6 +240,7 @@ class NsqSource:
         self.channel = channel
         self._handler = handler
         self._on_change = on_change  # told whenever an nsqd connection is made or lost
+        self._on_drop = on_drop      # told (topic, nsqd) when a connection drops, before on_change
         self._kwargs = dict(
             nsqd_tcp_addresses=list(nsqd_tcp_addresses),
             lookupd_http_addresses=list(lookupd_http_addresses),
@@ -220,7 +257,7 @@ class NsqSource:
         IOLoop.current()  # fails loudly outside a running loop rather than deep in pynsq
         for topic in self.topics:
             self.readers.append(_Reader(topic=topic, channel=self.channel, handler=self._handler,
-                                        on_change=self._on_change, **self._kwargs))
+                                        on_change=self._on_change, on_drop=self._on_drop, **self._kwargs))
 
     def connected_addresses(self) -> list[str]:
         """``host:port`` of every nsqd some reader is connected to."""
@@ -250,7 +287,6 @@ class NsqSource:
                 log.warning("[%s] no nsqd for %.0f s, so nothing is delivered from this topic and /health "
                             "answers 503: %s", reader.topic, missing, reader.problem)
 
-    def close(self) -> None:
-        for reader in self.readers:
-            reader.close()
-        self.readers = []
+    async def close(self) -> None:
+        readers, self.readers = self.readers, []
+        await asyncio.gather(*(reader.close() for reader in readers))

@@ -23,15 +23,32 @@ nsqd creates an ephemeral channel for this node's first connection and
 deletes it with the last, so a channel whose counts went down, or whose
 clients are all new, is a new one and its level starts again from zero.
 
+**A channel made anew is a loss.** When this node's connection to an nsqd
+drops (:meth:`ChannelWatch.dropped`) and it connects again, nsqd has deleted
+its channel in between, and with it everything the channel held (queued, in
+flight, in nsqd's buffers); messages published until the new channel existed
+went only to the other nodes' channels. Nothing counts what went that way,
+so when the same nsqd (the same ``start_time``, or one this node never read)
+shows this node a new channel after a dropped connection, a loss of unknown
+size is reported (``count`` 0). This is what a stall past nsqd's heartbeat
+timeout (twice 30 s) does, as do a network cut and a deleted channel. It
+may be reported when nothing was lost (a quiet topic). An nsqd that
+restarted (another ``start_time``) is not reported: what its last instance
+held is not known here (docs/recovery.md). The node polls at once when a
+connection is made or lost (:meth:`ChannelWatch.poll_soon`), so it knows an
+nsqd's ``start_time`` from its first connection.
+
 :class:`ChannelWatch` polls ``/stats`` of every nsqd the readers are
 connected to, once a second, one request per nsqd, and reports
-``(topic, nsqd, count)``. It also reads ``mem_queue_size`` from each nsqd
-once and warns when the channel's depth passes half of it. What it cannot
-see: an nsqd whose HTTP port it cannot find (logged once), and losses in the
-moment a connection drops (the reader reconnect already breaks continuity).
+``(topic, nsqd, count)`` (count 0: a loss whose size is unknown). It also
+reads ``mem_queue_size`` from each nsqd once and warns when the channel's
+depth passes half of it. What it cannot see: an nsqd whose HTTP port it
+cannot find (logged once), and what an nsqd that restarted lost (the reader
+reconnect already breaks continuity).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import urllib.parse
 from typing import Callable, Iterable
@@ -42,6 +59,7 @@ from tornado.ioloop import PeriodicCallback
 
 log = logging.getLogger("pushgate.nsq")
 
+_NOT_DROPPED = object()
 POLL_INTERVAL = 1.0  # seconds
 NODES_REFRESH = 30   # polls between nsqlookupd /nodes queries
 DEPTH_WARNING = 0.5  # of mem_queue_size
@@ -84,6 +102,10 @@ class ChannelWatch:
         self._http: dict[str, str | None] = {}   # tcp address -> http base URL (None: not found)
         self._mem_queue: dict[str, int] = {}     # tcp address -> its mem_queue_size
         self._levels: dict[tuple[str, str], _Level] = {}
+        self._started: dict[str, object] = {}     # tcp address -> its start_time, as last read
+        # (address, topic) whose connection dropped -> that nsqd's start_time then (None: never read)
+        self._dropped: dict[tuple[str, str], object] = {}
+        self._tasks: set[asyncio.Future] = set()
         self._polls = 0
         self._busy = False
         self._timer: PeriodicCallback | None = None
@@ -96,6 +118,18 @@ class ChannelWatch:
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.stop()
+
+    def poll_soon(self) -> None:
+        """Read the counts now (a connection was made or lost), besides every second."""
+        if self._timer is not None:
+            task = asyncio.ensure_future(self._poll())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def dropped(self, topic: str, address: str) -> None:
+        """This node's connection to ``address`` for ``topic`` dropped: if the
+        same nsqd gives it a new channel, what the old one held is lost."""
+        self._dropped[(address, topic)] = self._started.get(address)
 
     async def _poll(self) -> None:
         if self._busy:  # a slow nsqd must not pile requests up
@@ -162,22 +196,37 @@ class ChannelWatch:
         except (HTTPClientError, OSError, ValueError) as exc:
             log.debug("nsqd %s stats: %s", address, exc)
             return
+        started = stats.get("start_time")
         for topic in stats.get("topics") or ():
             name = topic.get("topic_name")
             if name not in self.topics:
                 continue
             for channel in topic.get("channels") or ():
                 if channel.get("channel_name") == self.channel:
-                    self.observe(address, name, channel)
+                    self.observe(address, name, channel, started)
+        if started is not None:
+            self._started[address] = started
 
-    def observe(self, address: str, topic: str, channel: dict) -> None:
-        """One reading of this node's channel for ``topic`` on ``address``."""
+    def observe(self, address: str, topic: str, channel: dict, started: object = None) -> None:
+        """One reading of this node's channel for ``topic`` on ``address``
+        (an nsqd started at ``started``, its stats' ``start_time``)."""
         key = (address, topic)
+        if started is not None:
+            self._started[address] = started
         count = int(channel.get("message_count", 0))
         clients = frozenset((c.get("remote_address"), c.get("connect_ts")) for c in channel.get("clients") or ())
         level = self._levels.get(key)
+        dropped = self._dropped.pop(key, _NOT_DROPPED)
         if level is None or count < level.message_count or not clients & level.clients:
-            level = self._levels[key] = _Level()  # a channel not seen before: its counts began at zero
+            # A channel not seen before: its counts began at zero.
+            if dropped is not _NOT_DROPPED and (dropped is None or dropped == started):
+                self.losses += 1
+                log.warning("nsqd %s made this node's channel %s for topic %s anew: what the old one held, and "
+                            "what was published until this node read again, is lost (its connection dropped: a "
+                            "stall past nsqd's heartbeat timeout, a network cut, or the channel was deleted)",
+                            address, self.channel, topic)
+                self._on_loss(topic, address, 0)
+            level = self._levels[key] = _Level()
         level.message_count = count
         level.clients = clients
         now_deficit = deficit(channel)

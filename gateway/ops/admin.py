@@ -5,7 +5,8 @@ Off unless configured: ``--admin-secret`` (or ``--admin``, which uses
 ``--api-key``). Every path under /admin asks for HTTP basic authentication;
 the password is that secret, the user name is not checked. Any node serves
 the whole cluster's view: nodes from their heartbeats, the busiest channels
-from a survey of every node, a channel's presence from this node's table.
+and the last hour's figures (the charts) from a survey of every node, a
+channel's presence from this node's table.
 """
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from pathlib import Path
 
 import tornado.web
 
+from gateway.core.trends import STEP, combine
 from gateway.node import Node
 
 STATIC = Path(__file__).resolve().parent / "static"
 FILES = {"": ("index.html", "text/html; charset=utf-8"), "admin.js": ("admin.js", "text/javascript; charset=utf-8"),
+         "charts.js": ("charts.js", "text/javascript; charset=utf-8"),
          "admin.css": ("admin.css", "text/css; charset=utf-8")}
 BUSIEST = 20           # channels listed
 PRESENCE_LISTED = 200  # clients listed for one channel
@@ -72,6 +75,16 @@ class AdminStatusHandler(AdminHandler):
         self.finish({"node": self.node.name, "time": time.time(), "nodes": peering.nodes(),
                      "channels": [{"channel": c, "num_clients": n} for c, n in busiest],
                      "num_channels": len(counts), "unanswered": silent})
+
+
+class AdminTrendsHandler(AdminHandler):
+    """The last hour of every node's figures, and the cluster's
+    (gateway/core/trends.py): what the charts draw."""
+
+    async def get(self) -> None:
+        nodes, silent = await self.node.peering.trends()
+        self.finish({"node": self.node.name, "time": time.time(), "step": STEP, "nodes": nodes,
+                     "cluster": combine(nodes), "unanswered": silent})
 
 
 class AdminPresenceHandler(AdminHandler):

@@ -15,7 +15,8 @@ from gateway.protocols.centrifugo.json_codec import encode
 from gateway.nsq.envelope import BadMessage, parse_envelope
 from gateway.node import Node
 from gateway.nsq.publisher import NsqdUnavailable, PublishError, publish
-from gateway.ops.server_api import BadRequest, ServerApi, legacy_method
+from gateway.ops.server_api import BadRequest, ServerApi
+from gateway.transports.http import over
 
 log = logging.getLogger("pushgate.api")
 
@@ -86,7 +87,7 @@ class ApiHandler(JsonHandler):
                 refusal = 404, {"error": f"no such server API method: {method}"}
             else:
                 declared = self.request.headers.get("Content-Length")
-                if declared is not None and declared.isdigit() and int(declared) > self._limit:
+                if declared is not None and over(declared, self._limit):
                     refusal = 413, {"error": self._too_big()}
                 else:
                     # Tornado stops reading (and closes) past this. It hands the body
@@ -169,27 +170,11 @@ class ApiHandler(JsonHandler):
 
     async def _commands(self, body: bytes) -> None:
         """``/api``: Centrifugo v4's commands, ``{"id", "method", "params"}``, one a line."""
-        replies = []
-        for line in body.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                command = ujson.loads(line)
-            except (ValueError, OverflowError):
-                command = None
-            if type(command) is not dict:
-                self._count("400")
-                self.answer(400, {"error": "each line must be a JSON command object"})
-                return
-            method = legacy_method(command.get("method"))
-            reply = await self.api.reply(method or "", command.get("params") or {}, lenient=True)
-            cmd_id = command.get("id")
-            if isinstance(cmd_id, int) and cmd_id:
-                reply = {"id": cmd_id, **reply}
-            replies.append(encode(reply))
-        if not replies:
+        try:
+            replies = await self.api.commands(body)
+        except BadRequest as exc:
             self._count("400")
-            self.answer(400, {"error": "no command in the body"})
+            self.answer(400, {"error": str(exc)})
             return
         self._reply(b"\n".join(replies))
 
@@ -248,7 +233,8 @@ class HealthHandler(JsonHandler):
 
 class MetricsHandler(JsonHandler):
     """``GET /metrics``: this node's metrics; on a box of workers, every
-    worker's with a ``worker`` label, and the box's totals (gateway/workers/box.py)."""
+    worker's with a ``worker`` label, and the box's totals, made at most once
+    a second (gateway/workers/box.py)."""
 
     own = False
 
@@ -257,9 +243,11 @@ class MetricsHandler(JsonHandler):
 
     async def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        text = generate_latest(self.node.metrics.registry)
+        registry = self.node.metrics.registry
         if self.node.box is not None and not self.own:
-            text = await self.node.box.metrics(text)
+            text = await self.node.box.metrics(lambda: generate_latest(registry))   # at most a second old
+        else:
+            text = generate_latest(registry)
         self.finish(text)
 
 

@@ -27,6 +27,7 @@ shapes and what differs from Centrifugo.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -34,7 +35,7 @@ import ujson
 
 from gateway.core import vocabulary
 from gateway.protocols.centrifugo import model
-from gateway.protocols.centrifugo.json_codec import Raw
+from gateway.protocols.centrifugo.json_codec import Raw, encode
 from gateway.protocols.centrifugo.model import Error
 from gateway.nsq.envelope import BadMessage, parse_envelope
 from gateway.core.channels import foreign_personal, valid_channel
@@ -47,6 +48,15 @@ log = logging.getLogger("pushgate.api")
 
 ERROR_NOT_SENT = Error(100, "internal server error: the other nodes were not told (nsqd unreachable)")
 ERROR_NSQD = Error(100, "internal server error: nsqd unreachable")
+
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+
+# Commands in one batch (or one /api body), at most: more is answered 400, so
+# that one request cannot hold the node for long nor build an unbounded reply.
+MAX_BATCH = 1000
+# Commands run between two returns to the event loop: a batch of commands that
+# need no I/O (presence, history, info) never holds the loop for long.
+BATCH_SLICE = 16
 
 # Centrifugo v4's method numbers, for /api commands that give one.
 LEGACY_METHODS = ("publish", "broadcast", "unsubscribe", "disconnect", "presence", "presence_stats", "history",
@@ -71,7 +81,20 @@ def _field(params: dict, name: str, kind: type | tuple, required: bool = False) 
         return None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise BadRequest(f"{name}: wrong type")
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise BadRequest(f"{name}: out of range")   # Centrifugo decodes it into an int64
     return value
+
+
+def _interchangeable(params: dict) -> bool:
+    """Whether ``params`` is JSON every party reads alike (RFC 8259 section 8):
+    no lone surrogate, no NaN or Infinity (``1e400`` reads as Infinity).
+    Encoding says so, in C: ujson refuses NaN and Infinity, UTF-8 surrogates."""
+    try:
+        ujson.dumps(params, ensure_ascii=False, allow_nan=False).encode()
+    except (UnicodeEncodeError, OverflowError):
+        return False
+    return True
 
 
 def _json_text(value: Any) -> str | None:
@@ -93,9 +116,11 @@ class ServerApi:
         }
 
     async def reply(self, method: str, params: dict, *, lenient: bool = False) -> dict:
-        """``{"result": ...}`` or ``{"error": ...}``. A field of the wrong type
-        raises BadRequest (HTTP 400, as Centrifugo answers a body it cannot
-        decode), or with ``lenient`` (a batch, /api commands) is error 107."""
+        """``{"result": ...}`` or ``{"error": ...}``. A field of the wrong type,
+        an integer out of int64's range, or params that are not interchangeable
+        JSON (a lone surrogate, NaN, Infinity) raise BadRequest (HTTP 400, as
+        Centrifugo answers a body it cannot decode), or with ``lenient`` (a
+        batch, /api commands) are error 107."""
         metrics = self.node.metrics
         handler = self.methods.get(method)
         try:
@@ -103,6 +128,9 @@ class ServerApi:
                 raise Failed(model.ERROR_METHOD_NOT_FOUND)
             if type(params) is not dict:
                 raise BadRequest("params must be an object")
+            if not _interchangeable(params):
+                # A lone surrogate could not even be sent on to the other nodes.
+                raise BadRequest("not interchangeable JSON: a lone surrogate, NaN or Infinity")
             result = await handler(params)
         except BadRequest:
             if not lenient:
@@ -119,8 +147,12 @@ class ServerApi:
         commands = params.get("commands")
         if not isinstance(commands, list):
             raise BadRequest("commands must be a list")
+        if len(commands) > MAX_BATCH:
+            raise BadRequest(f"more than {MAX_BATCH} commands: split the batch")
         replies = []
-        for command in commands:
+        for n, command in enumerate(commands):
+            if n and n % BATCH_SLICE == 0:
+                await asyncio.sleep(0)  # the other connections' turn
             if type(command) is not dict or len(command) != 1:
                 replies.append({"error": _error(model.ERROR_BAD_REQUEST)})
                 continue
@@ -129,6 +161,33 @@ class ServerApi:
             replies.append({method: reply["result"]} if "result" in reply else reply)
         self.node.metrics.api_calls.labels("batch", "ok").inc()
         return {"replies": replies}
+
+    async def commands(self, body: bytes) -> list[bytes]:
+        """``POST /api``: Centrifugo v4's commands, ``{"id", "method", "params"}``,
+        one a line; their replies, encoded, in order. Raises BadRequest for a
+        line that is not a command object, no command, or too many."""
+        lines = [line for line in body.split(b"\n") if line.strip()]
+        if not lines:
+            raise BadRequest("no command in the body")
+        if len(lines) > MAX_BATCH:
+            raise BadRequest(f"more than {MAX_BATCH} commands: split them over several requests")
+        replies = []
+        for n, line in enumerate(lines):
+            if n and n % BATCH_SLICE == 0:
+                await asyncio.sleep(0)  # the other connections' turn
+            try:
+                command = ujson.loads(line)
+            except (ValueError, OverflowError):
+                command = None
+            if type(command) is not dict:
+                raise BadRequest("each line must be a JSON command object")
+            method = legacy_method(command.get("method"))
+            reply = await self.reply(method or "", command.get("params") or {}, lenient=True)
+            cmd_id = command.get("id")
+            if isinstance(cmd_id, int) and cmd_id:
+                reply = {"id": cmd_id, **reply}
+            replies.append(encode(reply))
+        return replies
 
     # --- publishing ----------------------------------------------------------------------
 
@@ -263,7 +322,7 @@ class ServerApi:
         if custom is not None:
             code, reason = custom.get("code", 0), custom.get("reason", "")
             if not valid_disconnect(code, reason):
-                raise Failed(model.ERROR_BAD_REQUEST)
+                raise Failed(Error(107, f"bad request: {disconnect_problem(code, reason)}"))
         return await self._act("api-disconnect", user=user, client=_field(params, "client", str),
                                whitelist=[c for c in whitelist if isinstance(c, str)] if whitelist else None,
                                code=code, reason=reason)
@@ -331,6 +390,16 @@ class ServerApi:
 
     async def info(self, params: dict) -> dict:
         return {"nodes": self.node.peering.nodes()}
+
+
+def disconnect_problem(code: object, reason: object) -> str:
+    """Why ``disconnect: {code, reason}`` is refused, and what would do."""
+    if not isinstance(code, int) or isinstance(code, bool) or not 3000 <= code <= 4999:
+        return (f"disconnect.code {code!r} is not one the SDKs act on: give 3000-4999 (3000-3499 and 4000-4499: "
+                "the client reconnects; 3500-3999 and 4500-4999: it does not), e.g. 4501")
+    if not isinstance(reason, str):
+        return f"disconnect.reason must be a string, not {type(reason).__name__}"
+    return f"disconnect.reason is {len(reason.encode())} bytes, over the 123 a close frame can carry"
 
 
 def _error(error: Error) -> dict:

@@ -39,7 +39,14 @@ class TransportHost(Protocol):
     def admit_handshake(self) -> str | None:
         """None when a new connection may start, else why not (HTTP 503)."""
 
+    def explain_refusal(self, reason: str) -> str:
+        """A refusal of admit_handshake in words, naming the limit, for the log."""
+
     def origin_allowed(self, origin: str, host: str) -> bool: ...
 
     def client_address(self, peer: str, forwarded_for: str, real_ip: str) -> str:
         """The client's address: the peer's, or a trusted proxy's word for it."""
+
+    def emulation_session_id(self) -> str:
+        """A new id for an emulated stream's session: one the node can vouch
+        for to the others (gateway.core.wire.SessionIds)."""

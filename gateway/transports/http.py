@@ -109,6 +109,15 @@ def error_response(status: int, reason: str, origin: str | None) -> bytes:
     return head + b"\r\n" + body
 
 
+def over(content_length: str, limit: int) -> bool:
+    """Whether a Content-Length header announces more than ``limit`` bytes.
+    Only ASCII digits are a length (``"²".isdigit()`` is true, and int()
+    refuses it): anything else is left to Tornado, which answers 400. More
+    than 18 digits is over any limit (and int() refuses 5,000)."""
+    return (content_length.isascii() and content_length.isdigit()
+            and (len(content_length) > 18 or int(content_length) > limit))
+
+
 def take_socket(stream: IOStream) -> socket.socket | None:
     """The connection's socket, ours alone: a duplicate of it, and Tornado's
     IOStream closed (which closes only its own descriptor, not the
@@ -137,7 +146,10 @@ class HttpStream:
         self.pongs = endpoint.pongs
         # The id in the connect result: an emulation client's commands come
         # through /emulation with it; a unidirectional client's connect push names it.
-        self.session_id = new_session_id() if endpoint.emulation or endpoint.unidirectional else ""
+        if endpoint.emulation:
+            self.session_id = host.emulation_session_id()
+        else:
+            self.session_id = new_session_id() if endpoint.unidirectional else ""
         self._host = host
         self._sock = sock
         self._fd = sock.fileno()
@@ -257,6 +269,7 @@ class StreamEndpoint(PathOnlyLogs):
     was wrong."""
 
     admit = True  # new connections pass the node's admission (not /emulation)
+    log_detail = ""  # said after the access log's line (gateway/app.py): why a stream was refused
 
     def initialize(self, host: TransportHost, **kwargs: Any) -> None:
         self.host = host
@@ -278,11 +291,12 @@ class StreamEndpoint(PathOnlyLogs):
         if self.admit and method in ("GET", "POST"):
             refusal = self.host.admit_handshake()
             if refusal is not None:
+                self.log_detail = self.host.explain_refusal(refusal)
                 self.set_header("Retry-After", "1")
                 self.refuse(503, refusal, unread=True)
                 return
         declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_REQUEST_BODY:
+        if declared is not None and over(declared, MAX_REQUEST_BODY):
             self.refuse(413, f"request body over {MAX_REQUEST_BODY} bytes", unread=True)
             return
         # Tornado stops reading (and closes) past this; data_received answers 413 first.

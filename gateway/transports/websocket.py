@@ -127,7 +127,7 @@ class _Handshake:
         # and the SDKs retry a failed handshake with backoff.
         refusal = self.host.admit_handshake()
         if refusal is not None:
-            return self.refuse(503, refusal, {"Retry-After": "1"})
+            return self.refuse(503, refusal, {"Retry-After": "1"}, detail=self.host.explain_refusal(refusal))
         choice = self.endpoint.choose(client_request)
         response = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                     b"Sec-WebSocket-Accept: " + wsproto.accept_key(key).encode() + b"\r\n")
@@ -137,18 +137,18 @@ class _Handshake:
         WebSocketConnection(self.host, self.endpoint, self.head.sock, choice, response + b"\r\n", self.rest,
                             client_request)
 
-    def refuse(self, status: int, reason: str, extra: dict | None = None) -> None:
-        self.log(status, logging.WARNING)
+    def refuse(self, status: int, reason: str, extra: dict | None = None, detail: str = "") -> None:
+        self.log(status, logging.WARNING, detail)
         self.head.answer(status, reason, extra)
 
-    def log(self, status: int, level: int) -> None:
+    def log(self, status: int, level: int, detail: str = "") -> None:
         # The access log's line, with the path only: tokens travel in query strings.
         if access_log.isEnabledFor(level):
             headers = self.request.headers
             peer = self.host.client_address(self.head.address[0] if self.head.address else "",
                                             headers.get("x-forwarded-for", ""), headers.get("x-real-ip", ""))
-            access_log.log(level, "%d %s %s (%s) %.2fms", status, self.request.method, self.request.path, peer,
-                           1000.0 * (time.monotonic() - self.head.started))
+            access_log.log(level, "%d %s %s (%s) %.2fms%s", status, self.request.method, self.request.path, peer,
+                           1000.0 * (time.monotonic() - self.head.started), f": {detail}" if detail else "")
 
 
 class WebSocketConnection:

@@ -12,6 +12,20 @@ in parallel, and merges the answers:
   worker); ``pushgate_worker_up{worker}`` says which workers answered;
 * ``/health`` is 200 when every worker is up and ready, and lists them.
 
+The siblings have ``HEALTH_TIMEOUT`` in all to answer ``/health`` (and
+``METRICS_TIMEOUT`` for ``/metrics``), together: one that is hung or
+stopped is reported down (and the box 503) rather than holding the answer
+back, so ``/health`` answers within that, whatever one worker does
+(unless the request landed on the hung worker itself, which the supervisor
+kills after ``--worker-timeout``: gateway/workers/supervisor.py).
+
+``/metrics`` is unauthenticated and asking every sibling and merging their
+text costs far more than the request itself, so the box's answer is kept
+for :data:`METRICS_FRESH` (one second, less than any scrape interval) and
+requests in that time get it as it is; requests that arrive while it is
+being made wait for that one. However many requests come, each worker's
+text is fetched and parsed at most once a second per worker that answers.
+
 Limits stay per worker: ``--max-connections``, ``--connect-rate``,
 ``--max-user-connections`` and the history budget apply to each process
 (README, "All the cores of a box").
@@ -19,54 +33,60 @@ Limits stay per worker: ``--max-connections``, ``--connect-rate``,
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
+from typing import Callable
 
 import ujson
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.workers.supervisor import worker_socket
+from gateway.workers.supervisor import ask_worker
 
 MAX_GAUGES = frozenset({"pushgate_loop_lag_seconds", "pushgate_control_lag_seconds"})
-ASK_TIMEOUT = 2.0
+HEALTH_TIMEOUT = 0.5   # seconds the siblings have, together, to answer /health
+METRICS_TIMEOUT = 2.0  # and /metrics (a busy worker's series take longer to write)
+METRICS_FRESH = 1.0   # seconds the box's /metrics answer is served as it is
 
 
 class Box:
-    def __init__(self, index: int, count: int, run_dir: str):
+    def __init__(self, index: int, count: int, run_dir: str, clock: Callable[[], float] = time.monotonic):
         self.index = index
         self.count = count
         self.run_dir = run_dir
+        self._clock = clock
+        self._metrics: tuple[float, bytes] | None = None   # (when it was asked for, the answer)
+        self._metrics_pending: asyncio.Future | None = None
 
-    async def ask(self, index: int, path: str) -> tuple[int, bytes] | None:
-        """A sibling's answer (status, body) over its UNIX socket, or None."""
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(worker_socket(self.run_dir, index)), ASK_TIMEOUT)
-        except (OSError, asyncio.TimeoutError):
-            return None
-        try:
-            writer.write(f"GET {path} HTTP/1.0\r\nHost: worker\r\n\r\n".encode())
-            response = await asyncio.wait_for(reader.read(), ASK_TIMEOUT)
-        except (OSError, asyncio.TimeoutError):
-            return None
-        finally:
-            writer.close()
-        head, _, body = response.partition(b"\r\n\r\n")
-        try:
-            return int(head.split(b" ", 2)[1]), body
-        except (IndexError, ValueError):
-            return None
-
-    async def gather(self, path: str, own: tuple[int, bytes]) -> dict[int, tuple[int, bytes] | None]:
+    async def gather(self, path: str, own: tuple[int, bytes], timeout: float) -> dict[int, tuple[int, bytes] | None]:
+        """Every worker's answer to ``GET path`` (this one's is ``own``): the
+        siblings', in parallel, over their UNIX sockets within ``timeout``
+        seconds, connecting and reading included; None for one that did not."""
         others = [i for i in range(self.count) if i != self.index]
-        answers = await asyncio.gather(*(self.ask(i, path) for i in others))
+        answers = await asyncio.gather(*(ask_worker(self.run_dir, i, path, timeout) for i in others))
         return {self.index: own, **dict(zip(others, answers))}
 
-    async def metrics(self, own: bytes) -> bytes:
-        answers = await self.gather("/metrics", (200, own))
-        return merge_metrics({i: a[1].decode() for i, a in answers.items() if a and a[0] == 200}, self.count)
+    async def metrics(self, own: Callable[[], bytes]) -> bytes:
+        """The box's metrics: every worker's (``own()`` is this one's text),
+        as they were at most :data:`METRICS_FRESH` seconds ago."""
+        now = self._clock()
+        cached = self._metrics
+        if cached is not None and now - cached[0] < METRICS_FRESH:
+            return cached[1]
+        if self._metrics_pending is None:
+            self._metrics_pending = asyncio.ensure_future(self._merged_metrics(now, own()))
+        return await asyncio.shield(self._metrics_pending)
+
+    async def _merged_metrics(self, asked: float, own: bytes) -> bytes:
+        try:
+            answers = await self.gather("/metrics", (200, own), METRICS_TIMEOUT)
+            text = merge_metrics({i: a[1].decode() for i, a in answers.items() if a and a[0] == 200}, self.count)
+            self._metrics = (asked, text)
+            return text
+        finally:
+            self._metrics_pending = None
 
     async def health(self, own: tuple[int, dict]) -> tuple[int, dict]:
-        answers = await self.gather("/health", (own[0], ujson.dumps(own[1]).encode()))
+        answers = await self.gather("/health", (own[0], ujson.dumps(own[1]).encode()), HEALTH_TIMEOUT)
         workers = []
         for index in range(self.count):
             answer = answers.get(index)

@@ -13,6 +13,22 @@ each drains as a single node does, and exits 0 when all of them have exited
 0. It serves nothing itself: each worker also answers on a UNIX socket in a
 run directory the supervisor makes, so whichever worker a ``/metrics`` or
 ``/health`` request lands on can speak for the whole box (gateway/workers/box.py).
+
+**A worker that hangs** (its event loop stuck, or the process stopped) still
+holds its share of the port: the kernel keeps handing it new connections,
+which wait there unanswered. So the supervisor asks every worker for its
+``/health`` over that UNIX socket every second (``PROBE_EVERY``); any answer,
+ready or not, means its loop runs. A worker that has not answered for
+``--worker-timeout`` seconds (from its start: ``STARTUP_GRACE`` more) is
+killed with SIGKILL and started again like one that died: the kernel closes
+its connections and its listening socket, so new connections go to the
+others, and its clients reconnect to them and recover from their history.
+
+**Workers die with their supervisor.** Each worker checks every second that
+the supervisor that started it is still its parent; once it is not (the
+supervisor was killed with SIGKILL, or died), the worker stops as on
+SIGTERM: it drains over ``--drain-period`` and exits, so a supervisor started
+again does not serve beside orphans for longer than a drain.
 """
 from __future__ import annotations
 
@@ -33,8 +49,12 @@ log = logging.getLogger("pushgate.supervisor")
 WORKER_INDEX_ENV = "PUSHGATE_WORKER_INDEX"   # set by the supervisor for each worker
 WORKERS_ENV = "PUSHGATE_WORKER_COUNT"
 RUN_DIR_ENV = "PUSHGATE_RUN_DIR"
+SUPERVISOR_ENV = "PUSHGATE_SUPERVISOR_PID"
 RESTART_MIN, RESTART_MAX = 0.5, 30.0
 STABLE_AFTER = 30.0  # seconds a worker must live for its restart delay to start over
+PROBE_EVERY = 1.0    # seconds between the supervisor's questions to each worker
+PROBE_TIMEOUT = 1.0  # seconds a worker has to answer one
+STARTUP_GRACE = 15.0  # seconds a new worker has, beyond --worker-timeout, to answer a first time
 
 
 def worker_socket(run_dir: str, index: int) -> str:
@@ -54,6 +74,27 @@ def check_port(settings: Settings) -> None:
         probe.close()
 
 
+async def ask_worker(run_dir: str, index: int, path: str, timeout: float) -> tuple[int, bytes] | None:
+    """A worker's answer (status, body) to ``GET path`` over its UNIX socket,
+    within ``timeout`` seconds in all, or None."""
+    async def ask() -> tuple[int, bytes] | None:
+        reader, writer = await asyncio.open_unix_connection(worker_socket(run_dir, index))
+        try:
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: worker\r\n\r\n".encode())
+            response = await reader.read()
+        finally:
+            writer.close()
+        head, _, body = response.partition(b"\r\n\r\n")
+        try:
+            return int(head.split(b" ", 2)[1]), body
+        except (IndexError, ValueError):
+            return None
+    try:
+        return await asyncio.wait_for(ask(), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return None
+
+
 class Worker:
     def __init__(self, supervisor: "Supervisor", index: int):
         self.supervisor = supervisor
@@ -69,7 +110,11 @@ class Worker:
             self.process = await asyncio.create_subprocess_exec(*supervisor.command(self.index),
                                                                 env=supervisor.environment(self.index))
             log.info("worker %d started (pid %d)", self.index, self.process.pid)
-            code = await self.process.wait()
+            watch = asyncio.ensure_future(self._watch(self.process, started))
+            try:
+                code = await self.process.wait()
+            finally:
+                watch.cancel()
             self.exit_code = code
             if supervisor.stopping:
                 return
@@ -80,6 +125,27 @@ class Worker:
             await asyncio.sleep(self.delay)
             self.delay = min(self.delay * 2, RESTART_MAX)
             if supervisor.stopping:
+                return
+
+    async def _watch(self, process: asyncio.subprocess.Process, started: float) -> None:
+        """Kill ``process`` once it has not answered for --worker-timeout seconds."""
+        supervisor = self.supervisor
+        timeout = supervisor.settings.worker_timeout
+        answered: float | None = None
+        while process.returncode is None:
+            await asyncio.sleep(PROBE_EVERY)
+            if await ask_worker(supervisor.run_dir, self.index, "/health", PROBE_TIMEOUT) is not None:
+                answered = time.monotonic()
+                continue
+            since = answered if answered is not None else started + STARTUP_GRACE
+            silent = time.monotonic() - since
+            if silent > timeout and process.returncode is None:
+                log.error("worker %d (pid %d) has not answered for %.1f s (--worker-timeout %g): killing it",
+                          self.index, process.pid, time.monotonic() - (answered or started), timeout)
+                try:
+                    process.kill()
+                except ProcessLookupError:
+                    pass
                 return
 
     def signal(self, sig: int) -> None:
@@ -107,7 +173,8 @@ class Supervisor:
 
     def environment(self, index: int) -> dict:
         env = dict(os.environ)
-        env.update({WORKER_INDEX_ENV: str(index), WORKERS_ENV: str(len(self.workers)), RUN_DIR_ENV: self.run_dir})
+        env.update({WORKER_INDEX_ENV: str(index), WORKERS_ENV: str(len(self.workers)), RUN_DIR_ENV: self.run_dir,
+                    SUPERVISOR_ENV: str(os.getpid())})
         return env
 
     async def run(self) -> int:
@@ -138,6 +205,13 @@ class Supervisor:
 def serve_workers(settings: Settings, serve_args: list[str]) -> int:
     check_port(settings)
     return asyncio.run(Supervisor(settings, serve_args).run())
+
+
+def supervisor_gone() -> bool:
+    """In a worker: whether the supervisor that started it is no longer its
+    parent (it was killed, or died). Outside a box of workers: False."""
+    pid = os.environ.get(SUPERVISOR_ENV)
+    return pid is not None and os.getppid() != int(pid)
 
 
 def worker_identity() -> tuple[int, int, str] | None:

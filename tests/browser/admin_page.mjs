@@ -4,7 +4,9 @@
 //
 //   ADMIN_URL   e.g. http://127.0.0.1:PORT/admin
 //   SECRET      the admin secret (basic auth, any user name)
-//   EXPECT      JSON: {"nodes": 2, "connections": N, "channel": "room", "clients": M}
+//   EXPECT      JSON: {"nodes": 2, "connections": N, "channel": "room", "clients": M,
+//               "names": [node names], "refusedOn": the node that refused a connect (capacity),
+//               "disconnected": the reason of the server's disconnects}
 //   OUT         where the screenshot goes
 //   CHROMIUM    the Chromium executable
 //
@@ -69,6 +71,42 @@ try {
   const before = await page.textContent('#updated');
   await page.waitForFunction((b) => document.getElementById('updated').textContent !== b, before, { timeout: WAIT });
   console.log('STEP refreshed by itself');
+
+  // The charts of the last hour: a line per node and the cluster's, with the
+  // connections of now; deliveries; the refused connect and the disconnect.
+  // They come with the first sample after the events (every 10 s).
+  const drawn = () => page.evaluate(() => [...document.querySelectorAll('#charts path, #charts rect[data-label]')]
+    .map((e) => (e.dataset.series ? `${e.closest('figure').id} ${e.dataset.series} last=${e.dataset.last} `
+      + `max=${e.dataset.max}` : `${e.closest('figure').id} ${e.dataset.label}=${e.dataset.value}`)));
+  await page.waitForFunction((expect) => {
+    const path = (chart, series) => document.querySelector(`#chart-${chart} path[data-series="${series}"]`);
+    const cluster = path('connections', 'cluster');
+    return cluster && Number(cluster.dataset.last) === expect.connections
+      && expect.names.every((name) => path('connections', `node:${name}`))
+      && Number(path('deliveries', 'cluster')?.dataset.max) > 0
+      && Number(path('publications', 'cluster')?.dataset.max) > 0
+      && document.querySelector('#chart-refused rect[data-label="capacity"]')
+      && document.querySelector(`#chart-disconnects rect[data-label="${expect.disconnected}"]`);
+  }, EXPECT, { timeout: 45_000 }).catch(async (err) => {
+    throw new Error(`the charts did not show it all: ${err.message}\ndrawn: ${(await drawn()).join('\n')}`);
+  });
+  const perNode = await page.$$eval('#chart-connections path[data-series^="node:"]',
+    (paths) => paths.map((p) => `${p.dataset.series}=${p.dataset.last}`));
+  console.log(`STEP charts: connections per node ${perNode.join(', ')}, cluster ${EXPECT.connections}; `
+    + `refused: ${await page.textContent('#chart-refused .legend')}; `
+    + `disconnects: ${await page.textContent('#chart-disconnects .legend')}`);
+
+  // One node's own: the refusal was on refusedOn, not on the other.
+  await page.selectOption('#scope', EXPECT.refusedOn);
+  await page.locator('#chart-refused rect[data-label="capacity"]').first().waitFor({ timeout: WAIT });
+  const single = await page.$$eval('#chart-connections path', (paths) => paths.map((p) => p.dataset.series));
+  if (single.join() !== `node:${EXPECT.refusedOn}`) throw new Error(`one node's view draws ${single}`);
+  const other = EXPECT.names.find((name) => name !== EXPECT.refusedOn);
+  await page.selectOption('#scope', other);
+  await page.waitForFunction(() => !document.querySelector('#chart-refused rect'), null, { timeout: WAIT });
+  console.log(`STEP one node at a time: ${EXPECT.refusedOn} refused a connect, ${other} none`);
+  await page.selectOption('#scope', '');
+  await page.locator('#chart-connections path[data-series="cluster"]').waitFor({ state: 'attached', timeout: WAIT });
 
   await page.screenshot({ path: OUT, fullPage: true });
   if (errors.length) throw new Error(`page errors: ${errors.join('; ')}`);

@@ -1,5 +1,5 @@
 // The demo page when WebSocket is blocked: its ?transports= switch lists only
-// the fallbacks. Run by tests/test_browser_demo_fallback.py with DEMO_URL
+// the fallbacks, survives logging in, and the badge names the transport. Run by tests/test_browser_demo_fallback.py with DEMO_URL
 // (the demo backend) and CHROMIUM; the last line is PASS, or it exits non-zero.
 import { chromium } from 'playwright-core';
 import { randomBytes } from 'node:crypto';
@@ -17,17 +17,28 @@ const browser = await chromium.launch({
 });
 const errors = [];
 
+// As a new user does: open the page with the switch in a fresh window, and log
+// in there. Logging in must keep the switch (the page it lands on is the one
+// asked for), and the badge must name the transport it connected over.
 async function logIn(name, transports) {
   const page = await (await browser.newContext()).newPage();
   page.on('pageerror', (err) => errors.push(`${name}: ${err.message}`));
-  await page.goto(DEMO_URL);
+  const asked = `${DEMO_URL}?transports=${transports}`;
+  await page.goto(asked);
   await page.fill('input[name=name]', name);
-  await Promise.all([page.waitForURL(DEMO_URL), page.click('button[type=submit]')]);
-  // Logged in: open the page again with the switch.
-  await page.goto(`${DEMO_URL}?transports=${transports}`);
-  await page.locator(`#state[data-state="connected"][data-transport="${transports.split(',')[0]}"]`)
-    .waitFor({ timeout: WAIT });
+  await Promise.all([page.waitForURL((url) => url.pathname === '/'), page.click('button[type=submit]')]);
+  await page.locator('#me', { hasText: name }).waitFor({ timeout: WAIT });
+  const landed = new URL(page.url());
+  if (landed.searchParams.get('transports') !== transports) {
+    throw new Error(`logging in from ${asked} landed on ${page.url()}: the transports switch was dropped`);
+  }
+  const first = transports.split(',')[0];
+  const badge = page.locator(`#state[data-state="connected"][data-transport="${first}"]`);
+  await badge.waitFor({ timeout: WAIT });
+  const said = await badge.textContent();
+  if (said !== `connected over ${first}`) throw new Error(`the badge says "${said}", not which transport`);
   await page.locator('#chat-state[data-state="subscribed"]').waitFor({ timeout: WAIT });
+  step(`${name} logged in from ?transports=${transports}: ${landed.pathname}${landed.search}, badge "${said}"`);
   return page;
 }
 

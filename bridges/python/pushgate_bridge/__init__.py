@@ -25,10 +25,9 @@ import threading
 from typing import Any
 
 from pushgate_bridge import tokens
+from pushgate_bridge._version import __version__
 from pushgate_bridge.envelope import encode as encode_envelope
 from pushgate_bridge.publisher import AsyncPublisher, NsqdUnavailable, PublishError, Publisher
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AsyncPublisher", "NsqdUnavailable", "PublishError", "Publisher", "batch", "broadcast", "configure",

@@ -16,6 +16,9 @@ require "pushgate/cable_helper"
 #   Pushgate.publish_after_commit { Pushgate.broadcast("orders", order.as_json) }
 #   token = Pushgate.connection_token(current_user, ttl: 600, channels: ["news"])
 module Pushgate
+  # The connect proxy's Rack endpoint (needs Rack, which Rails has): see pushgate/connect_proxy.rb.
+  autoload :ConnectProxy, "pushgate/connect_proxy"
+
   class << self
     def configure
       yield config

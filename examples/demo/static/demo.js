@@ -222,9 +222,9 @@ client.on('error', (ctx) => {
 client.on('connected', (ctx) => {
   badge.everConnected = true;
   badge.attempt = 0;
-  setState('connected', 'connected');
+  // The badge names the transport: with ?transports=sse it must say sse.
+  setState('connected', `connected over ${ctx.transport}`);
   $('state').dataset.transport = ctx.transport;
-  $('state').title = `over ${ctx.transport}`;
   showProblem('');
   checkIn();
   console.log('connected, client id', ctx.client);

@@ -1,5 +1,6 @@
-// The status page: polls /admin/status.json every few seconds and renders
-// it; /admin/presence.json for one channel. The browser sends the basic-auth
+// The status page: polls /admin/status.json and /admin/trends.json every few
+// seconds and renders them (the charts with charts.js); /admin/presence.json
+// for one channel. The browser sends the basic-auth
 // credentials it was asked for with every request.
 'use strict';
 
@@ -82,12 +83,43 @@ async function getJson(url) {
   return response.json();
 }
 
+// The charts (charts.js): the whole cluster, or the node chosen in #scope.
+let trends = null;
+function renderTrends() {
+  if (!trends) return;
+  const scope = $('scope');
+  const chosen = scope.value;
+  const names = trends.nodes.map((n) => n.name).sort();
+  if ([...scope.options].slice(1).map((o) => o.value).join() !== names.join()) {
+    scope.replaceChildren(scope.options[0], ...names.map((name) => new Option(name, name)));
+    scope.value = names.includes(chosen) ? chosen : '';
+  }
+  const { colorOf } = Charts.render($('charts'), trends, scope.value);
+  const legend = $('nodes-legend');
+  legend.replaceChildren();
+  if (!scope.value && names.length > 1) {
+    for (const name of [...names, 'cluster']) {
+      const item = document.createElement('span');
+      const swatch = text('span', '', 'swatch');
+      swatch.style.background = name === 'cluster' ? '#1d2430' : colorOf(name);
+      item.append(swatch, name);
+      legend.append(item);
+    }
+  }
+  $('trends-note').textContent = trends.unanswered.length
+    ? `No answer in time from ${trends.unanswered.join(', ')}: their figures are missing.` : '';
+}
+$('scope').addEventListener('change', renderTrends);
+window.addEventListener('resize', renderTrends);
+
 async function refresh() {
   try {
-    const status = await getJson('/admin/status.json');
+    const [status, latest] = await Promise.all([getJson('/admin/status.json'), getJson('/admin/trends.json')]);
     $('asked').textContent = status.node;
     renderNodes(status);
     renderChannels(status);
+    trends = latest;
+    renderTrends();
     $('updated').textContent = new Date(status.time * 1000).toLocaleTimeString();
     $('problem').hidden = true;
     if (presenceChannel) await showPresence(presenceChannel);

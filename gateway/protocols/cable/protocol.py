@@ -43,6 +43,10 @@ TOKEN_SUBPROTOCOL = "anycable-token."  # AnyCable's way to carry the JWT in Sec-
 # channel code and keeps no presence, so they are accepted and ignored.
 WITH_IDENTIFIER = frozenset(("subscribe", "unsubscribe", "history", "message", "whisper", "join", "leave",
                              "presence"))
+# The latest ``since`` of a history request, in Unix seconds (the year 33658):
+# a larger number is not a time, and one past what a float holds cannot even
+# be turned into a position.
+MAX_SINCE = 10**12
 
 
 def quote(text: str) -> bytes:
@@ -77,6 +81,13 @@ def parse(data: str | bytes) -> dict[str, Any]:
             quote(identifier)
         except ValueError:
             raise ProtocolError(f"{name}: the identifier holds a lone surrogate") from None
+    history = command.get("history")
+    if type(history) is dict:
+        since = history.get("since")
+        # Anything but a number is ignored, as before (@anycable/web sends false
+        # when asked not to use it); a number must be a time.
+        if isinstance(since, (int, float)) and not isinstance(since, bool) and not abs(since) <= MAX_SINCE:
+            raise ProtocolError(f"{name}: history since is not a time (Unix seconds)")
     return command
 
 
@@ -171,6 +182,9 @@ class IdentifierCodec:
         return b'%s%s%s%s","offset":%d}' % (self.head, data, self.stream_id, epoch_for(offset, self.now_ns()),
                                               offset)
 
+    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
+        return self.pub_push(channel, data, offset)  # Action Cable has no place for the publisher
+
     def event_push(self, channel: str, kind: str, body: dict) -> None:
         return None  # Action Cable has no join or leave message
 
@@ -194,6 +208,9 @@ class CompositeCodec:
         frame = self.frame
         return b"".join(frame(codec.pub_push(channel, data, offset)) for codec in self.codecs)
 
+    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
+        return self.pub_push(channel, data, offset)
+
     def event_push(self, channel: str, kind: str, body: dict) -> None:
         return None
 
@@ -208,6 +225,9 @@ class BaseCodec:
     ping = b""
 
     def pub_push(self, channel: str, data: bytes, offset: int | None) -> bytes:
+        raise TypeError("an Action Cable subscription renders with its identifier's codec")
+
+    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
         raise TypeError("an Action Cable subscription renders with its identifier's codec")
 
     def event_push(self, channel: str, kind: str, body: dict) -> None:

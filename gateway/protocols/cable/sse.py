@@ -44,7 +44,7 @@ import ujson
 from gateway.core.host import SessionHost
 from gateway.core.session import CONNECTED, Session
 from gateway.core.wire import Transport, WireFormat
-from gateway.protocols.cable.protocol import EXT, BaseCodec, quote
+from gateway.protocols.cable.protocol import EXT, MAX_SINCE, BaseCodec, quote
 from gateway.protocols.cable.session import CableSession
 from gateway.protocols.cable.streams import PUBSUB, TURBO, Refused
 from gateway.transports.endpoint import Choice, Endpoint, HttpRefusal, Kind, Request
@@ -52,7 +52,7 @@ from gateway.transports.http import SSE_PREAMBLE, SSE_TYPE
 
 NO_RETRY = b"retry: 31536000000\n"   # a year: what AnyCable sends when the client should not come back
 _LINES = re.compile(rb"\r\n|\r|\n")
-MAX_SINCE = 10**12   # Unix seconds: anything later is not a time
+_DIGITS = re.compile(r"[0-9]{1,20}")   # str.isdigit() also says yes to "²", which int() refuses
 
 
 def sse_event(message: bytes) -> bytes:
@@ -106,12 +106,12 @@ def history_of(request: Request) -> dict | HttpRefusal | None:
         parts = last.split("/", 2)
         if len(parts) == 3:
             offset, epoch, stream = parts
-            if not offset.isdigit() or len(offset) > 20:
+            if not _DIGITS.fullmatch(offset):
                 return HttpRefusal(400, "Last-Event-ID: the offset is not a number")
             history["streams"] = {stream: {"offset": int(offset), "epoch": epoch}}
     since = request.arg("history_since")
     if since:
-        if not since.isdigit() or int(since) > MAX_SINCE:
+        if not _DIGITS.fullmatch(since) or int(since) > MAX_SINCE:
             return HttpRefusal(400, "history_since: Unix seconds expected")
         history["since"] = int(since)
     return history or None

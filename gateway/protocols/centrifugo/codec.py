@@ -44,6 +44,10 @@ class Codec(Protocol):
         """A publication push: ``data`` is JSON bytes, ``offset`` None when the
         publication has no position."""
 
+    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
+        """:meth:`pub_push` with the publisher's ClientInfo (a client's
+        publication, through the publish proxy)."""
+
     def push(self, channel: str, kind: str, body: dict) -> bytes:
         """Any other push (``unsubscribe``, ``subscribe``, ``join``, ``leave``,
         ``message``, ``refresh``, ``connect``, ``disconnect``)."""

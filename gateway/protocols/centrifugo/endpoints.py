@@ -48,7 +48,8 @@ from gateway.protocols.centrifugo.json_codec import JSON, JSON_UNI
 from gateway.protocols.centrifugo.model import Command
 from gateway.protocols.centrifugo.protobuf_codec import PROTOBUF
 from gateway.protocols.centrifugo.session import CentrifugoSession
-from gateway.transports.endpoint import Choice, Endpoint, Kind, Request
+from gateway.protocols.centrifugo import proxy
+from gateway.transports.endpoint import Choice, Endpoint, HttpRefusal, Kind, Opened, Request
 from gateway.transports.http import SSE_PREAMBLE, SSE_TYPE, as_is, line, sse_event
 from gateway.transports.wsproto import binary_frame, text_frame
 
@@ -145,17 +146,18 @@ def _uni_websocket(host: SessionHost, transport: Transport) -> Session:
     return UniWebSocketSession(host, transport)
 
 
-def uni_websocket_opened(session: Session, request: Request) -> None:
+def uni_websocket_opened(session: Session, request: Request) -> HttpRefusal | None:
     raw = request.arg("cf_connect")
     if not raw or session.state is not CONNECTING:
-        return  # the connect request comes as the first message
+        return None  # the connect request comes as the first message
     connect = connect_request(raw)
     if connect is None:
         log.warning("uni_websocket: cf_connect is not a connect request (a JSON object)")
         session.close(vocabulary.BAD_REQUEST)
-        return
+        return None
     assert isinstance(session, CentrifugoSession)
     session.connect_unidirectional(connect)
+    return None
 
 
 # --- the streams -----------------------------------------------------------------------
@@ -182,8 +184,9 @@ def choose_sse(request: Request) -> Choice:
     return Choice(SSE_JSON, content_type=SSE_TYPE, preamble=SSE_PREAMBLE)
 
 
-def connect_opened(session: Session, request: Request) -> None:
+def connect_opened(session: Session, request: Request) -> HttpRefusal | None:
     session.handle_frame(_connect_command(request))
+    return None
 
 
 def _unidirectional_request(request: Request) -> str | bytes:
@@ -197,26 +200,45 @@ def refuse_unidirectional(request: Request) -> str | None:
         else "the body must be a connect request: a JSON object"
 
 
-def unidirectional_opened(session: Session, request: Request) -> None:
+def unidirectional_opened(session: Session, request: Request) -> HttpRefusal | None:
     connect = connect_request(_unidirectional_request(request))
     assert isinstance(session, CentrifugoSession) and connect is not None  # checked by refuse_unidirectional
     session.connect_unidirectional(connect)
+    return None
+
+
+def remember_headers(session: Session, request: Request) -> None:
+    """The request headers named in --proxy-headers, kept for the proxies
+    (none unless named, as in Centrifugo). Nothing is kept without them."""
+    settings = session.host.settings
+    if settings.proxy_headers and proxy.any_proxy(settings) and isinstance(session, CentrifugoSession):
+        names = proxy.proxies_of(session.host).headers
+        headers = request.headers
+        session.proxied = proxy.ProxyState({proxy.canonical(name): headers[name] for name in names if name in headers})
+
+
+def _opened(then: Opened | None = None) -> Opened:
+    """An endpoint's ``opened``, keeping the headers the proxies pass on first."""
+    def opened(session: Session, request: Request) -> HttpRefusal | None:
+        remember_headers(session, request)
+        return then(session, request) if then is not None else None
+    return opened
 
 
 ENDPOINTS = [
-    Endpoint("/connection/websocket", Kind.WEBSOCKET, choose_websocket, _centrifugo),
+    Endpoint("/connection/websocket", Kind.WEBSOCKET, choose_websocket, _centrifugo, opened=_opened()),
     Endpoint("/connection/uni_websocket", Kind.WEBSOCKET, choose_uni_websocket, _uni_websocket,
-             opened=uni_websocket_opened, pongs=False, unidirectional=True),
+             opened=_opened(uni_websocket_opened), pongs=False, unidirectional=True),
     Endpoint("/connection/http_stream", Kind.STREAM, choose_http_stream, _centrifugo, methods=("POST",),
-             refuse=refuse_connect_command, opened=connect_opened, emulation=True),
+             refuse=refuse_connect_command, opened=_opened(connect_opened), emulation=True),
     Endpoint("/connection/sse", Kind.STREAM, choose_sse, _centrifugo, methods=("GET", "POST"),
-             refuse=refuse_connect_command, opened=connect_opened, emulation=True),
+             refuse=refuse_connect_command, opened=_opened(connect_opened), emulation=True),
     Endpoint("/connection/uni_sse", Kind.STREAM,
              lambda request: Choice(UNI_SSE, content_type=SSE_TYPE, preamble=SSE_PREAMBLE), _centrifugo,
-             methods=("GET", "POST"), refuse=refuse_unidirectional, opened=unidirectional_opened,
+             methods=("GET", "POST"), refuse=refuse_unidirectional, opened=_opened(unidirectional_opened),
              pongs=False, unidirectional=True),
     Endpoint("/connection/uni_http_stream", Kind.STREAM, lambda request: Choice(UNI_HTTP_STREAM,
                                                                                 content_type=NDJSON_TYPE),
-             _centrifugo, methods=("POST",), refuse=refuse_unidirectional, opened=unidirectional_opened,
+             _centrifugo, methods=("POST",), refuse=refuse_unidirectional, opened=_opened(unidirectional_opened),
              pongs=False, unidirectional=True),
 ]

@@ -18,7 +18,7 @@ import ujson
 
 from gateway.core.vocabulary import ProtocolError
 from gateway.protocols.centrifugo.model import METHOD_SET, Command, Disconnect, Error, check_command
-from gateway.core.history import Publication
+from gateway.core.history import Publication, Published
 
 
 def dumps(obj: Any) -> str:
@@ -62,6 +62,9 @@ def _embed(obj: Any) -> bytes:
     if isinstance(obj, Raw):
         return bytes(obj)
     if isinstance(obj, Publication):
+        if type(obj.data) is Published:   # a client's publication: with its publisher
+            return b'{"data":%s,"info":%s,"offset":%d}' % (bytes(obj.data), _embed(_info(obj.data.info)),
+                                                          obj.offset)
         return b'{"data":%s,"offset":%d}' % (obj.data, obj.offset)
     if isinstance(obj, dict):
         if not any(isinstance(v, (Raw, dict, list, tuple, bytes)) for v in obj.values()):
@@ -72,6 +75,11 @@ def _embed(obj: Any) -> bytes:
     if isinstance(obj, bytes):  # a payload: JSON bytes
         return bytes(obj)
     return dumps(obj).encode()
+
+
+def _info(info: dict) -> dict:
+    """A publisher's ClientInfo, its JSON parts embedded as they are."""
+    return {k: Raw(v) if isinstance(v, bytes) else v for k, v in info.items()}
 
 
 class JsonCodec:
@@ -119,6 +127,12 @@ class JsonCodec:
         if self.unidirectional:
             return b"".join((b'{"channel":', dumps(channel).encode(), b',"pub":', pub, b"}"))
         return b"".join((b'{"push":{"channel":', dumps(channel).encode(), b',"pub":', pub, b"}}"))
+
+    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
+        pub: dict = {"data": Raw(data), "info": _info(info)}
+        if offset is not None:
+            pub["offset"] = offset
+        return self.push(channel, "pub", pub)
 
     def push(self, channel: str, kind: str, body: dict) -> bytes:
         push = {kind: body} if not channel else {"channel": channel, kind: body}

@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 from gateway.core.vocabulary import ProtocolError
 from gateway.protocols.centrifugo.model import METHODS, Command, Disconnect, Error, check_command
 from gateway.protocols.centrifugo.schema import CLASSES
-from gateway.core.history import Publication
+from gateway.core.history import Publication, Published
 
 _Command = CLASSES["Command"]
 _Reply = CLASSES["Reply"]
@@ -115,9 +115,11 @@ def _fill(message: Any, values: dict) -> None:
             target = getattr(message, name)
             for item in value:
                 if isinstance(item, Publication):
-                    pub = target.add(data=item.data)
+                    pub = target.add(data=bytes(item.data))
                     if item.offset:
                         pub.offset = item.offset
+                    if type(item.data) is Published:   # a client's publication: with its publisher
+                        _fill(pub.info, item.data.info)
                 else:
                     _fill(target.add(), item)
         else:
@@ -193,6 +195,12 @@ class ProtobufCodec:
         push = b"\x12" + uvarint(len(name)) + name + b"\x22" + uvarint(len(pub)) + pub
         reply = b"\x22" + uvarint(len(push)) + push
         return uvarint(len(reply)) + reply
+
+    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
+        body: dict = {"data": data, "info": info}
+        if offset:
+            body["offset"] = offset
+        return self.push(channel, "pub", body)
 
     def push(self, channel: str, kind: str, body: dict) -> bytes:
         reply = _Reply()

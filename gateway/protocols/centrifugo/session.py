@@ -8,11 +8,14 @@ a recovering command is worth holding while this node catches up.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING, cast
+import uuid
+from typing import TYPE_CHECKING, Callable, cast
 
 from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid, TokenMismatch
-from gateway.protocols.centrifugo import model
+from gateway.backend.caller import Caller, Outcome
+from gateway.protocols.centrifugo import model, proxy
 from gateway.protocols.centrifugo.codec import Codec
 from gateway.protocols.centrifugo.json_codec import JsonCodec, Raw
 from gateway.protocols.centrifugo.protobuf_codec import ProtobufCodec
@@ -39,6 +42,19 @@ class CentrifugoSession(Session):
         if not isinstance(transport.wire.codec, (JsonCodec, ProtobufCodec)):
             raise TypeError(f"{transport.wire!r} does not speak the Centrifugo protocol")
         super().__init__(host, transport)
+
+    @property
+    def proxied(self) -> proxy.ProxyState | None:
+        """What the proxies keep of this connection: None until one is involved.
+        Kept apart (proxy.STATES), so a connection no proxy concerns costs not
+        a byte more."""
+        states = proxy.STATES
+        return states.get(self) if states else None
+
+    @proxied.setter
+    def proxied(self, state: proxy.ProxyState) -> None:
+        if self.state is not CLOSED:
+            proxy.STATES[self] = state
 
     @property
     def codec(self) -> Codec:
@@ -74,6 +90,11 @@ class CentrifugoSession(Session):
                         self.close(vocabulary.BAD_REQUEST)
                         return
                     if i > 0 or claims is None:
+                        if self.host.settings.connect_proxy_url and not cmd.params.get("token"):
+                            self._proxy_connect(cmd)   # the backend decides; the rest waits behind it
+                            if self.held is not None:
+                                self.held[1].extend(commands[i + 1:])
+                            return
                         claims = self._authenticate(cmd)
                         if claims is None:
                             return  # refused: the rest of the frame is dropped
@@ -86,6 +107,9 @@ class CentrifugoSession(Session):
                     return
                 else:
                     _HANDLERS[cmd.method](self, cmd)
+                    if self.held is not None:   # it waits for the backend: the rest waits behind it
+                        self.held[1].extend(commands[i + 1:])
+                        return
         except Exception:
             # A bug must cost one connection, not the node: the client reconnects.
             # Only method names are logged: commands carry tokens.
@@ -161,7 +185,9 @@ class CentrifugoSession(Session):
         return None
 
     def _connect(self, cmd: Command, claims: ConnectionClaims) -> None:
-        refusal = self.begin(claims)
+        # With the refresh proxy, the backend is asked when the expiry comes (no delay), not the client.
+        server_refresh = bool(self.host.settings.refresh_proxy_url)
+        refusal = self.begin(claims, 0 if server_refresh else None)
         if refusal is not None:
             self.close(refusal)
             return
@@ -175,9 +201,15 @@ class CentrifugoSession(Session):
             result["session"] = transport.session_id
             if transport.emulation:
                 result["node"] = host.name
-        if claims.expires_at is not None:
+        if claims.expires_at is not None and not server_refresh:
             result["expires"] = True
             result["ttl"] = self.ttl(claims.expires_at)
+        state = self.proxied
+        granted: dict[str, tuple[bytes | None, bytes | None]] = {}
+        if state is not None:  # the connect proxy's data, and its subs' info and data
+            if state.connect_data is not None:
+                result["data"] = state.connect_data
+            granted, state.subs, state.connect_data = state.subs, {}, None
         # Server-side subscriptions, recovered where the client asks (it sends the
         # positions it had for them in connect.subs).
         wanted = cmd.params.get("subs")
@@ -186,6 +218,9 @@ class CentrifugoSession(Session):
         for channel in self.server_channels:
             request = wanted.get(channel)
             subs[channel], _ = self._subscribe_result(channel, request if isinstance(request, dict) else None)
+            data = granted.get(channel, (None, None))[1]
+            if data is not None:
+                subs[channel]["data"] = data
         result["subs"] = subs
         # The reply is queued before the channels join the hub, and nothing else
         # runs in between, so no live publication can precede or overlap it.
@@ -194,8 +229,16 @@ class CentrifugoSession(Session):
             self.send(self.codec.push("", "connect", result))
         else:
             self.send(self.codec.reply(cmd.id, "connect", result))
+        absent = state.absent if state is not None else ()
         for channel in self.server_channels:
-            self.join(channel)
+            self.join(channel, chan_info=granted[channel][0] if channel in granted else None,
+                      in_presence=channel not in absent)
+        if state is not None:
+            state.absent = set()
+        if claims.info is not None and host.settings.publish_proxy_url:
+            # The publisher's conn_info in its publications (Centrifugo's ClientInfo).
+            state = self.proxied = self.proxied or proxy.ProxyState()
+            state.conn_info = proxy.json_bytes(claims.info)
         self.established()
 
     def _refresh(self, cmd: Command) -> None:
@@ -247,26 +290,44 @@ class CentrifugoSession(Session):
             error, expires_at = self._check_subscription_token(cmd.params["token"], channel)
             if self.state is CLOSED:
                 return
+        elif host.settings.subscribe_proxy_url and proxy.proxies_of(host).subscribe_channels.match(channel):
+            self._proxy_subscribe(cmd, channel)   # the backend decides
+            return
         elif not host.may_subscribe(self.user, channel):
             host.metrics.refused_subscriptions.inc()
             error = model.ERROR_PERMISSION_DENIED
         else:
             error = None
-        codec = self.codec
         if error is not None:
-            self.send(codec.error(cmd.id, error))
+            self.send(self.codec.error(cmd.id, error))
             return
+        self._admit_subscription(cmd, channel, expires_at)
+
+    def _admit_subscription(self, cmd: Command, channel: str, expires_at: int | None, *,
+                            chan_info: bytes | None = None, data: bytes | None = None,
+                            server_refresh: bool = False, in_presence: bool = True) -> None:
+        """A permitted subscribe: its result (position, recovery, the backend's
+        data), the reply, then the channel joins the hub, in one callback."""
+        codec = self.codec
         result, recovered = self._subscribe_result(channel, cmd.params)
         flag = cmd.params.get("flag")
         if recovered is False and isinstance(flag, int) and flag & REJECT_UNRECOVERED:
             self.send(codec.error(cmd.id, model.ERROR_UNRECOVERABLE_POSITION))
             return
         if expires_at is not None:
-            result["expires"] = True
-            result["ttl"] = self.ttl(expires_at)
-            self.watch_subscription(channel, expires_at)
+            if server_refresh:   # the sub refresh proxy is asked when it comes, not the client
+                self.watch_subscription(channel, expires_at, 0)
+            else:
+                result["expires"] = True
+                result["ttl"] = self.ttl(expires_at)
+                self.watch_subscription(channel, expires_at)
+        if data is not None:
+            result["data"] = data
         self.send(codec.reply(cmd.id, "subscribe", result))
-        self.join(channel)
+        self.join(channel, chan_info=chan_info, in_presence=in_presence)
+        if chan_info is not None and self.host.settings.publish_proxy_url:
+            state = self.proxied = self.proxied or proxy.ProxyState()
+            state.chan_info[channel] = chan_info   # the publisher's chan_info in its publications there
 
     def _check_subscription_token(self, token: object, channel: str) -> tuple[model.Error | None, int | None]:
         """A subscription token grants a private channel (Centrifugo's rules:
@@ -437,18 +498,357 @@ class CentrifugoSession(Session):
         self.close(vocabulary.BAD_REQUEST)
 
 
+    # --- the backend decides: Centrifugo's proxies (docs/proxy.md) --------------------------
+
+    def _ask(self, caller: Caller, body: dict, then: Callable[[proxy.Decision], None]) -> None:
+        """Ask the backend; this connection's later commands wait for its
+        decision, which ``then`` applies before they run."""
+        future = caller.call(proxy.encode(body), proxy.headers_of(self))
+
+        def decided(outcome: Outcome, waiting: list[Command]) -> None:
+            try:
+                then(proxy.decide(caller, outcome))
+            except Exception:
+                log.exception("client %s: internal error applying the %s proxy's answer", self.client_id or "-",
+                              caller.name)
+                self.close(vocabulary.INTERNAL)
+                return
+            if waiting and self.state is not CLOSED:
+                if self.held is not None:   # it waits again (a publish for nsqd, a recovery for this node)
+                    self.held[1].extend(waiting)
+                elif self.state is not CONNECTING:
+                    self.run(waiting)
+                # else the connect was refused: what came with it is dropped, as after a refused token
+
+        self.wait(future, decided, [])
+
+    def _ask_aside(self, caller: Caller, body: dict, then: Callable[[proxy.Decision], None]) -> None:
+        """Ask the backend on the server's behalf (a refresh): the client's
+        commands do not wait for it."""
+        state = self.proxied = self.proxied or proxy.ProxyState()
+
+        def decided(future: asyncio.Future[Outcome]) -> None:
+            state.aside.discard(future)
+            if self.state is CLOSED or future.cancelled():
+                return
+            try:
+                then(proxy.decide(caller, future.result()))
+            except Exception:
+                log.exception("client %s: internal error applying the %s proxy's answer", self.client_id,
+                              caller.name)
+                self.close(vocabulary.INTERNAL)
+
+        future = caller.call(proxy.encode(body), proxy.headers_of(self))
+        state.aside.add(future)   # withdrawn if the connection closes first (_release)
+        future.add_done_callback(decided)
+
+    def leave(self, channel: str) -> None:
+        super().leave(channel)
+        if proxy.STATES:
+            state = self.proxied
+            if state is not None and state.chan_info:
+                state.chan_info.pop(channel, None)
+
+    def _release(self) -> None:
+        super()._release()
+        if proxy.STATES:
+            state = proxy.STATES.pop(self, None)
+            if state is not None and state.aside:
+                for future in list(state.aside):
+                    future.cancel()
+
+    def _backend_disconnect(self, disconnect: model.Disconnect) -> None:
+        reason = Reason.FORCE_RECONNECT if disconnect.reconnect else Reason.FORCE_DISCONNECT
+        self.close(Ending(reason, disconnect.reason or reason.words, disconnect.code))
+
+    def _proxy_connect(self, cmd: Command) -> None:
+        """A connect without a token: the connect proxy decides who this is."""
+        caller = proxy.proxies_of(self.host).connect
+        assert caller is not None
+        params = cmd.params
+        # The connection's id, as Centrifugo sends it in the connect request: the
+        # backend can tie the connect to the connection's later calls.
+        self.client_id = self.client_id or str(uuid.uuid4())
+        body = proxy.request(self)
+        for key in ("name", "version"):
+            if isinstance(params.get(key), str) and params[key]:
+                body[key] = params[key]
+        proxy.with_data(self, body, params.get("data"))
+        emulated = proxy.emulated_headers(self.host, params.get("headers"))
+        if emulated:
+            # Headers the client put in its connect command (centrifuge-js's `headers`: a browser
+            # cannot set a WebSocket's), passed on only when named; a real request header wins.
+            state = self.proxied or proxy.ProxyState({})
+            state.headers = {**emulated, **(state.headers or {})}
+            self.proxied = state
+        self._ask(caller, body, lambda decision: self._proxied_connect(cmd, caller, decision))
+
+    def _proxied_connect(self, cmd: Command, caller: Caller, decision: proxy.Decision) -> None:
+        if decision.disconnect is not None:
+            self._backend_disconnect(decision.disconnect)
+            return
+        error = model.ERROR_INTERNAL if decision.failed else decision.error
+        claims = None
+        if error is None:
+            assert decision.result is not None
+            try:
+                claims = self._proxy_claims(decision.result)
+            except proxy.Garbage as exc:
+                caller.refused(str(exc))
+                error = model.ERROR_INTERNAL
+            else:
+                if claims.expires_at is not None and claims.expires_at <= self.host.wall():
+                    error = model.ERROR_EXPIRED
+        if error is not None or claims is None:
+            self.host.metrics.token_errors.labels("proxy").inc()
+            error = error or model.ERROR_INTERNAL
+            if self.transport.unidirectional:
+                # No reply to carry the error: a temporary one reconnects, another is final.
+                self.close(vocabulary.INTERNAL if error.temporary or error.code == 100
+                           else Ending(Reason.PERMISSION_DENIED, error.message[:100]))
+            else:
+                self.send(self.codec.error(cmd.id, error))
+            return  # the rest of the frame is dropped, as after a refused token
+        self.run([cmd], claims)   # commands that arrived meanwhile run after it (see _ask)
+
+    def _proxy_claims(self, result: dict) -> ConnectionClaims:
+        """The connect proxy's result as a token's claims would be; its data,
+        subs and meta kept for the reply and later calls. Raises Garbage."""
+        user = result.get("user", "")
+        if type(user) is not str or (user and not valid_channel(PERSONAL_PREFIX + user)):
+            raise proxy.Garbage(f"user must be a user id (1-254 printable characters), not {user!r}")
+        channels = result.get("channels") or []
+        subs = result.get("subs") or {}
+        if type(channels) is not list or not all(type(c) is str for c in channels):
+            raise proxy.Garbage("channels must be a list of channel names")
+        if type(subs) is not dict or not all(type(o) is dict for o in subs.values()):
+            raise proxy.Garbage("subs must map channels to options")
+        for channel in [*channels, *subs]:
+            if foreign_personal(channel, user):
+                raise proxy.Garbage(f"{channel!r} is another user's personal channel")
+        info = proxy.payload(self, result, "info")
+        state = self.proxied or proxy.ProxyState()
+        state.meta = result.get("meta")
+        state.connect_data = proxy.payload(self, result, "data")
+        state.subs = {channel: (proxy.payload(self, options, "info"), proxy.payload(self, options, "data"))
+                      for channel, options in subs.items()}
+        state.absent = {channel for channel, options in subs.items() if not proxy.in_presence(options)}
+        self.proxied = state
+        return ConnectionClaims(user=user, channels=tuple(dict.fromkeys([*channels, *subs])),
+                                info=proxy.json_value(info), expires_at=proxy.expire_at(result))
+
+    def _proxy_subscribe(self, cmd: Command, channel: str) -> None:
+        caller = proxy.proxies_of(self.host).subscribe
+        assert caller is not None
+        body = proxy.with_data(self, proxy.request(self, channel=channel), cmd.params.get("data"))
+        self._ask(caller, body, lambda decision: self._proxied_subscribe(cmd, channel, caller, decision))
+
+    def _proxied_subscribe(self, cmd: Command, channel: str, caller: Caller, decision: proxy.Decision) -> None:
+        if decision.disconnect is not None:
+            self._backend_disconnect(decision.disconnect)
+            return
+        error = model.ERROR_INTERNAL if decision.failed else decision.error
+        expires_at = chan_info = data = None
+        in_presence = True
+        if error is None:
+            assert decision.result is not None
+            result = decision.result
+            try:
+                expires_at = proxy.expire_at(result)
+                chan_info = proxy.payload(self, result, "info")
+                data = proxy.payload(self, result, "data")
+                in_presence = proxy.in_presence(result)
+            except proxy.Garbage as exc:
+                caller.refused(str(exc))
+                error = model.ERROR_INTERNAL
+        if error is not None:
+            self.host.metrics.refused_subscriptions.inc()
+            self.send(self.codec.error(cmd.id, error))
+            return
+        if expires_at is not None and expires_at <= self.host.wall():
+            self.send(self.codec.error(cmd.id, model.ERROR_EXPIRED))
+            return
+        if len(self.channels) >= CHANNEL_LIMIT or channel in self.channels:
+            self.send(self.codec.error(cmd.id, model.ERROR_LIMIT_EXCEEDED if channel not in self.channels
+                                       else model.ERROR_ALREADY_SUBSCRIBED))
+            return
+        server_refresh = bool(self.host.settings.sub_refresh_proxy_url)
+        if expires_at is not None and server_refresh:
+            state = self.proxied = self.proxied or proxy.ProxyState()
+            state.refreshed.add(channel)
+        self._admit_subscription(cmd, channel, expires_at, chan_info=chan_info, data=data,
+                                 server_refresh=server_refresh, in_presence=in_presence)
+
+    def _publish(self, cmd: Command) -> None:
+        """A client publish: only to channels of --publish-proxy, as the backend decides."""
+        host = self.host
+        channel = cmd.params.get("channel")
+        if not host.settings.publish_proxy_url or not isinstance(channel, str) or not valid_channel(channel) \
+                or channel.startswith(PERSONAL_PREFIX) or not proxy.proxies_of(host).publish_channels.match(channel):
+            self._refuse_publish(cmd)
+            return
+        caller = proxy.proxies_of(host).publish
+        assert caller is not None
+        body = proxy.with_data(self, proxy.request(self, channel=channel), cmd.params.get("data"))
+        self._ask(caller, body, lambda decision: self._proxied_publish(cmd, channel, caller, decision))
+
+    def _proxied_publish(self, cmd: Command, channel: str, caller: Caller, decision: proxy.Decision) -> None:
+        if decision.disconnect is not None:
+            self._backend_disconnect(decision.disconnect)
+            return
+        error = model.ERROR_INTERNAL if decision.failed else decision.error
+        data = None
+        skip_history = False
+        if error is None:
+            result = decision.result
+            assert result is not None
+            try:
+                data = proxy.payload(self, result, "data")
+                skip_history = result.get("skip_history") is True
+            except proxy.Garbage as exc:
+                caller.refused(str(exc))
+                error = model.ERROR_INTERNAL
+            if data is None:   # the client's own data, as it sent it
+                data = proxy.json_payload(cmd.params.get("data"))
+                if data is None:
+                    error = model.ERROR_BAD_REQUEST   # publications are JSON here: see docs/proxy.md
+        if error is not None:
+            self.send(self.codec.error(cmd.id, error))
+            return
+        assert data is not None
+        state = self.proxied
+        conn_info = state.conn_info if state is not None else None
+        chan_info = state.chan_info.get(channel) if state is not None else None
+        published = proxy.publish(self.host.settings, channel, data, self.user, self.client_id, conn_info,
+                                  chan_info, skip_history)
+        self.wait(published, lambda ok, waiting: self._published(cmd, ok, waiting), [])
+
+    def _published(self, cmd: Command, ok: bool, waiting: list[Command]) -> None:
+        self.send(self.codec.reply(cmd.id, "publish") if ok else self.codec.error(cmd.id, model.ERROR_INTERNAL))
+        if waiting and self.state is not CLOSED and self.held is None:
+            self.run(waiting)
+
+    def _rpc(self, cmd: Command) -> None:
+        settings = self.host.settings
+        if not (settings.rpc_proxy_url or settings.rpc_proxy):
+            self._not_available(cmd)
+            return
+        method = cmd.params.get("method", "")
+        if not isinstance(method, str):
+            self.send(self.codec.error(cmd.id, model.ERROR_BAD_REQUEST))
+            return
+        caller = proxy.proxies_of(self.host).rpc_for(method)
+        if caller is None:
+            self.send(self.codec.error(cmd.id, model.ERROR_METHOD_NOT_FOUND))
+            return
+        body = proxy.with_data(self, proxy.request(self, method=method), cmd.params.get("data"))
+        self._ask(caller, body, lambda decision: self._rpc_answered(cmd, caller, decision))
+
+    def _rpc_answered(self, cmd: Command, caller: Caller, decision: proxy.Decision) -> None:
+        if decision.disconnect is not None:
+            self._backend_disconnect(decision.disconnect)
+            return
+        error = model.ERROR_INTERNAL if decision.failed else decision.error
+        data = None
+        if error is None:
+            assert decision.result is not None
+            try:
+                data = proxy.payload(self, decision.result, "data")
+            except proxy.Garbage as exc:
+                caller.refused(str(exc))
+                error = model.ERROR_INTERNAL
+        if error is not None:
+            self.send(self.codec.error(cmd.id, error))
+            return
+        self.send(self.codec.reply(cmd.id, "rpc", {"data": data} if data is not None else {}))
+
+    # --- expiry: the refresh proxies ask the backend instead of the client ------------------
+
+    def expire(self, channel: str | None) -> None:
+        settings = self.host.settings
+        if self.state is CONNECTED:
+            if channel is None and settings.refresh_proxy_url:
+                self._proxy_refresh()
+                return
+            state = self.proxied
+            if channel is not None and state is not None and channel in state.refreshed \
+                    and settings.sub_refresh_proxy_url:
+                self._proxy_sub_refresh(channel)
+                return
+        super().expire(channel)
+
+    def _proxy_refresh(self) -> None:
+        caller = proxy.proxies_of(self.host).refresh
+        assert caller is not None
+        self._ask_aside(caller, proxy.request(self), lambda decision: self._proxied_refresh(caller, decision))
+
+    def _proxied_refresh(self, caller: Caller, decision: proxy.Decision) -> None:
+        if decision.disconnect is not None:
+            self._backend_disconnect(decision.disconnect)
+            return
+        result = decision.result
+        expires_at: int | None
+        try:
+            if result is None:
+                raise proxy.Garbage("no result")   # failed, or an error: try again in a minute
+            if result.get("expired") is True:
+                self.close(vocabulary.EXPIRED)
+                return
+            expires_at = proxy.expire_at(result)
+            info = proxy.payload(self, result, "info")
+            state = self.proxied
+            if state is not None:
+                if "meta" in result:
+                    state.meta = result["meta"]
+                if info is not None and self.host.settings.publish_proxy_url:
+                    state.conn_info = info   # its publications from now on
+        except proxy.Garbage as exc:
+            if result is not None:
+                caller.refused(str(exc))
+            # As Centrifugo: one more minute, then the backend is asked again.
+            expires_at = int(self.host.wall()) + proxy.REFRESH_RETRY
+        self.reauthenticate(ConnectionClaims(user=self.user, expires_at=expires_at), 0)
+
+    def _proxy_sub_refresh(self, channel: str) -> None:
+        caller = proxy.proxies_of(self.host).sub_refresh
+        assert caller is not None
+        self._ask_aside(caller, proxy.request(self, channel=channel),
+                        lambda decision: self._proxied_sub_refresh(channel, caller, decision))
+
+    def _proxied_sub_refresh(self, channel: str, caller: Caller, decision: proxy.Decision) -> None:
+        if channel not in self.channels:
+            return
+        if decision.disconnect is not None:
+            self._backend_disconnect(decision.disconnect)
+            return
+        result = decision.result
+        expires_at: int | None
+        try:
+            if result is None:
+                raise proxy.Garbage("no result")
+            if result.get("expired") is True:
+                self.end_subscription(channel, SubscriptionEnd.EXPIRED)
+                return
+            expires_at = proxy.expire_at(result)
+        except proxy.Garbage as exc:
+            if result is not None:
+                caller.refused(str(exc))
+            expires_at = int(self.host.wall()) + proxy.REFRESH_RETRY
+        self.watch_subscription(channel, expires_at, 0)
+
+
 _HANDLERS = {
     "": CentrifugoSession._pong,
     "connect": CentrifugoSession._second_connect,
     "subscribe": CentrifugoSession._subscribe,
     "unsubscribe": CentrifugoSession._unsubscribe,
-    "publish": CentrifugoSession._refuse_publish,
+    "publish": CentrifugoSession._publish,
     "send": CentrifugoSession._send,
     "presence": CentrifugoSession._presence,
     "presence_stats": CentrifugoSession._presence_stats,
     "history": CentrifugoSession._history,
     "ping": CentrifugoSession._not_available,
-    "rpc": CentrifugoSession._not_available,
+    "rpc": CentrifugoSession._rpc,
     "refresh": CentrifugoSession._refresh,
     "sub_refresh": CentrifugoSession._sub_refresh,
 }
