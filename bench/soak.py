@@ -610,7 +610,10 @@ class Soak:
                 fault.target += f" for {duration:.1f} s"
                 os.kill(pid, signal.SIGSTOP)
                 await asyncio.sleep(duration)
-                os.kill(pid, signal.SIGCONT)
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:   # its supervisor found it hung and killed it
+                    fault.notes.append("gone before SIGCONT (its supervisor killed it)")
             await self.wait_healthy(fault, [box])
         elif kind == "node-kill":
             box = self.pick_box()
@@ -636,7 +639,10 @@ class Soak:
             fault.target = f"box {box.label} process group {group} (supervisor and workers) for {duration:.1f} s"
             os.killpg(group, signal.SIGSTOP)
             await asyncio.sleep(duration)
-            os.killpg(group, signal.SIGCONT)
+            try:
+                os.killpg(group, signal.SIGCONT)
+            except ProcessLookupError:
+                fault.notes.append("the process group was gone before SIGCONT")
             await self.wait_healthy(fault, [box])
         elif kind == "nsqd-restart":
             down = rng.uniform(0, 3)
