@@ -628,6 +628,9 @@ class Soak:
             box.launch()
             fault.notes.append(f"new supervisor pid {box.proc.pid}")
             await self.wait_healthy(fault, [box])
+            left = box.orphans()
+            fault.notes.append(f"old workers still running once the box was healthy again: pids {left}" if left
+                               else "the old workers had exited by the time the box was healthy again")
             shared = await asyncio.to_thread(self.shared_channels)
             if shared:
                 fault.notes.append("NSQ channels read by more than one connection: "
