@@ -66,6 +66,10 @@ def check_port(settings: Settings) -> None:
     family = socket.AF_INET6 if ":" in settings.address else socket.AF_INET
     probe = socket.socket(family, socket.SOCK_STREAM)
     try:
+        # As the workers bind (tornado's bind_sockets): SO_REUSEADDR too, or
+        # the TIME_WAIT sockets of a node that stopped on this port a moment
+        # ago refuse the probe for a minute while the workers would listen.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         probe.bind((settings.address, settings.port))
     except OSError as exc:
