@@ -122,12 +122,13 @@ class LoadClients:
             child.wait()
 
 
-def start_stack(workers: int = 1, *args: str, env: dict | None = None) -> tuple[Path, Nsqd, Gateway]:
+def start_stack(workers: int = 1, *args: str, env: dict | None = None,
+                program: list[str] | None = None) -> tuple[Path, Nsqd, Gateway]:
     work = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
     nsqd = Nsqd(work / "nsqd").start()
     gateway = Gateway(work / "gw", nsqd, None, "--public-channels=bench", "--log-level=warning",
                       "--connect-rate=1000000", "--connect-burst=1000000", "--shed-loop-lag=1000",
-                      f"--workers={workers}", *args, env=env).start()
+                      f"--workers={workers}", *args, env=env, program=program).start()
     return work, nsqd, gateway
 
 
