@@ -21,7 +21,14 @@
  * Build: cc -O2 -o loadgen bench/loadgen.c   (bench/ scripts do it)
  * Usage: loadgen --port P --connections N --tokens FILE [--host H] [--channel C]
  *                [--concurrency K] [--sources 127.0.0.1,127.0.0.2] [--sample N]
- *                [--path /connection/websocket]
+ *                [--path /connection/websocket] [--offset K] [--shared N --shared-prefix P]
+ *
+ * --offset K: connection i uses token K + i (so several processes over one
+ * file have distinct users); its user number is K + i.
+ * --shared N: each connection also subscribes to <P><its user number % N>
+ * (ids 1 connect, 2 --channel, 3 the shared one; ready on the last reply).
+ * Publications on a personal channel ("#...") are counted apart: each must
+ * carry "to":<the user number> in its data, or it counts as misdelivered.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -62,6 +69,9 @@ static struct in_addr sources[64];
 static int n_sources = 1;
 static int epfd;
 static long ready, errors, started, in_flight, received, closed_count, resubscribed;
+static long personal, misdelivered, pongs;
+static int offset, shared;
+static const char *shared_prefix = "shared:";
 static double *latencies;
 static long n_latencies, cap_latencies;
 
@@ -130,7 +140,10 @@ static void start(int i) {
                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
                         path, host, port);
     int blen = snprintf(body, sizeof body, "{\"id\":1,\"connect\":{\"token\":\"%s\"}}\n"
-                        "{\"id\":2,\"subscribe\":{\"channel\":\"%s\"}}", tokens[i % n_tokens], channel);
+                        "{\"id\":2,\"subscribe\":{\"channel\":\"%s\"}}", tokens[(offset + i) % n_tokens], channel);
+    if (shared)
+        blen += snprintf(body + blen, sizeof body - blen, "\n{\"id\":3,\"subscribe\":{\"channel\":\"%s%d\"}}",
+                         shared_prefix, (offset + i) % shared);
     c->out = malloc(rlen + blen + 16);
     memcpy(c->out, request, rlen);
     c->out_len = rlen + client_frame(c->out + rlen, 1, body, blen);
@@ -172,10 +185,11 @@ static void on_message(struct conn *c, const char *p, int len) {
         char pong[8];
         int n = client_frame(pong, 1, "{}", 2);
         send(c->fd, pong, n, MSG_NOSIGNAL);
+        pongs++;
         return;
     }
     if (c->state == SUBSCRIBING) {
-        if (memmem(p, len, "\"id\":2", 6)) {
+        if (memmem(p, len, shared ? "\"id\":3" : "\"id\":2", 6)) {
             if (memmem(p, len, "\"error\"", 7)) { fail(c); return; }
             c->state = READY;
             ready++;
@@ -205,7 +219,13 @@ static void on_message(struct conn *c, const char *p, int len) {
     }
     if (c->state == READY && memmem(p, len, "\"pub\"", 5)) {
         received++;
-        if (sample_every && (c - conns) % sample_every == 0) {
+        if (memmem(p, len, "\"channel\":\"#", 12)) {
+            /* A personal channel's publication: for this user only. */
+            const char *to = memmem(p, len, "\"to\":", 5);
+            personal++;
+            if (!to || strtol(to + 5, NULL, 10) != offset + (c - conns)) misdelivered++;
+        }
+        if (sample_every && (offset + (c - conns)) % sample_every == 0) {
             const char *ts = memmem(p, len, "\"ts\":", 5);
             if (ts) add_latency((now() - strtod(ts + 5, NULL)) * 1000.0);
         }
@@ -268,8 +288,9 @@ static int cmp_double(const void *a, const void *b) {
 
 static void report(void) {
     qsort(latencies, n_latencies, sizeof(double), cmp_double);
-    printf("{\"received\": %ld, \"closed\": %ld, \"ready\": %ld, \"resubscribed\": %ld, \"latencies_ms\": [",
-           received, closed_count, ready, resubscribed);
+    printf("{\"received\": %ld, \"closed\": %ld, \"ready\": %ld, \"resubscribed\": %ld, \"personal\": %ld, "
+           "\"misdelivered\": %ld, \"pongs\": %ld, \"latencies_ms\": [",
+           received, closed_count, ready, resubscribed, personal, misdelivered, pongs);
     /* At most 2,000 evenly spaced samples of the sorted latencies: enough for percentiles. */
     long step = n_latencies > 2000 ? n_latencies / 2000 : 1;
     for (long i = 0, k = 0; i < n_latencies; i += step, k++) printf("%s%.3f", k ? "," : "", latencies[i]);
@@ -309,6 +330,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--channel")) channel = argv[i + 1];
         else if (!strcmp(argv[i], "--path")) path = argv[i + 1];
         else if (!strcmp(argv[i], "--sample")) sample_every = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--offset")) offset = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--shared")) shared = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--shared-prefix")) shared_prefix = argv[i + 1];
         else if (!strcmp(argv[i], "--sources")) {
             n_sources = 0;
             char *list = strdup(argv[i + 1]);

@@ -264,6 +264,36 @@ def report(results: dict, png: Path) -> str:
     return "\n".join(lines)
 
 
+def hold_report(h: dict, date: str) -> str:
+    return "\n".join([
+        f"# {h['ready']:,} connections held on one box, {date}", "",
+        f"`bench/suite.py --hold-only --hold {h['ready']}`: {h['workers']} workers, bench/loadgen.c processes on the "
+        f"same cores; load average {h['load'][0]} before, {h['load'][1]} after (other work shares the box).", "",
+        f"- connected: {h['ready']:,}, errors {h['errors']}, at {h['rate']:,.0f}/s, {h['cpu_ms']:.3f} ms CPU each",
+        f"- RSS per connection: {h['kb']:.1f} KB ({h['rss_mb']:.0f} MiB for the box)",
+        f"- idle CPU (pings): {h['idle_cpu'] * 100:.1f}% of a core",
+        f"- fan-out burst (20 msgs): {h['burst']['received']:,}/{h['burst']['expected']:,} delivered, "
+        f"{h['burst']['rate']:,.0f} deliveries/s, {h['burst']['cpu_per_m']:.2f} CPU-s per million",
+        f"- a publication every 5 s to all: {h['steady']['received']:,}/{h['steady']['expected']:,} delivered, "
+        f"p50 {h['steady']['p50']:.0f} ms, p99 {h['steady']['p99']:.0f} ms, max {h['steady']['max']:.0f} ms",
+        f"- connections the gateway closed: {h.get('closed', 0):,}; subscriptions it ended (2500) and the clients "
+        f"renewed: {h.get('resubscribed', 0):,}",
+        f"- everything delivered: **{'yes' if h['burst']['received'] >= h['burst']['expected'] and h['steady']['received'] >= h['steady']['expected'] else 'NO'}**",
+        ""])
+
+
+def hold_only(args) -> None:
+    load_before = round(os.getloadavg()[0], 2)
+    h = hold(args)
+    h["load"] = (load_before, round(os.getloadavg()[0], 2))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
+    text = hold_report(h, datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
+    (RESULTS / f"{stamp}-hold.md").write_text(text)
+    (RESULTS / f"{stamp}-hold.json").write_text(json.dumps(h, indent=1, default=str))
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=10000)
@@ -275,7 +305,12 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=30)
     parser.add_argument("--hold", type=int, default=100000, help="connections for the hold test (0: skip)")
     parser.add_argument("--quick", action="store_true", help="skip the reconnect storm and churn scripts")
+    parser.add_argument("--hold-only", action="store_true",
+                        help="only the --hold run: its report to bench/results/<date>-hold.md (and .json)")
     args = parser.parse_args()
+    if args.hold_only:
+        hold_only(args)
+        return
 
     results = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "clients": args.clients,
                "workers": args.workers, "burst": args.burst,

@@ -1,0 +1,350 @@
+"""``make bench-million``: a million WebSocket connections on one box.
+
+Gateway workers (``--workers``, enough for the open-file limit: 17,000
+connections each at most) and C load clients (bench/loadgen.c, 18,000
+connections a process, spread over 64 source addresses 127.0.0.1-64) on
+this one box hold ``--connections`` connections, each of a distinct user,
+each subscribed to its personal channel (``#<user>``, server-side), to
+``all`` and to one of 100 shared channels (``shared:<user % 100>``); then:
+
+* a publication to one shared channel, and one to ``all``: delivered to
+  whom, p50/p99/max from publish to receipt (every tenth connection samples);
+* ``--personal`` messages (10,000) to random users: each must reach exactly
+  its user (the data names the user; a client counts what is not its own);
+* pings: the gateway's CPU over ``--idle`` seconds of pings at
+  ``--ping-interval``, per ping, and per 100,000 connections at the default
+  25 s (an hour of pings is 144 a connection);
+* memory per connection: the gateway's RSS (supervisor and workers) and the
+  kernel's share (``/proc/net/sockstat``, ``Slab`` in ``/proc/meminfo``),
+  before and after the clients connect;
+* time to connect all, and errors; ``/metrics`` and ``/health`` of the box.
+
+Prints and writes ``bench/results/<date>-million.md`` (and ``.json``), with
+the limits of the box (open files, ports, somaxconn, conntrack, TCP memory)
+read before the run and the load average beside each step. Develop with
+``--connections 100000``; the million takes the whole box (RAM: about 14 GiB
+with the clients).
+
+    make bench-million                                     # 1,000,000
+    .venv/bin/python bench/million.py --connections 100000
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (ROOT, LoadClients, cpu_seconds, percentile, rss_bytes, start_stack,  # noqa: E402
+                    tokens_file)
+from tests.stack import http  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+PER_WORKER = 17000       # connections a worker holds at most (20,000 open files a process)
+PER_CLIENT = 18000       # connections a load process opens
+SHARED = 100             # shared channels
+SOURCES = ",".join(f"127.0.0.{i}" for i in range(1, 65))   # 64 x 28,000 source ports
+SYSCTLS = ["net.core.somaxconn", "net.ipv4.ip_local_port_range", "net.ipv4.tcp_mem", "net.ipv4.tcp_rmem",
+           "net.ipv4.tcp_wmem", "fs.file-max", "fs.nr_open", "net.netfilter.nf_conntrack_max",
+           "net.netfilter.nf_conntrack_count", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_max_orphans"]
+
+
+def sysctl(name: str) -> str:
+    try:
+        return Path("/proc/sys/" + name.replace(".", "/")).read_text().split("\n")[0].replace("\t", " ")
+    except OSError as exc:
+        return f"(unreadable: {exc.strerror})"
+
+
+def meminfo() -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, value = line.split(":", 1)
+        out[name] = int(value.split()[0]) * 1024
+    return out
+
+
+def sockstat() -> dict[str, int]:
+    """TCP counters of /proc/net/sockstat; ``mem`` in bytes (it counts pages)."""
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            parts = line.split()[1:]
+            stats = {parts[i]: int(parts[i + 1]) for i in range(0, len(parts), 2)}
+            stats["mem"] *= os.sysconf("SC_PAGE_SIZE")
+            return stats
+    return {}
+
+
+def kernel_view() -> dict:
+    m = meminfo()
+    return {"slab": m.get("Slab", 0), "sunreclaim": m.get("SUnreclaim", 0), "available": m.get("MemAvailable", 0),
+            "tcp": sockstat(), "file_nr": Path("/proc/sys/fs/file-nr").read_text().split()[0]}
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def limits(connections: int) -> dict:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    found = {"uid": os.getuid(), "open_files": f"{soft} (hard {hard})", "cores": os.cpu_count(),
+             "memory_gib": round(meminfo()["MemTotal"] / 2**30, 1)}
+    found.update({name: sysctl(name) for name in SYSCTLS})
+    # Two descriptors a connection on this box (the client's and the server's),
+    # plus everything else running: raise the system-wide limit if we may.
+    need = 2 * connections + 200000
+    if int(found["fs.file-max"].split()[0]) < need:
+        try:
+            Path("/proc/sys/fs/file-max").write_text(str(need))
+            found["fs.file-max (raised)"] = sysctl("fs.file-max")
+        except OSError as exc:
+            found["fs.file-max (could not raise)"] = exc.strerror
+    return found
+
+
+class Box:
+    def __init__(self, connections: int, ping_interval: int):
+        self.workers = max(2, -(-connections // PER_WORKER))
+        # The suite's stack (its nsqd, admission limits lifted) with more room:
+        # a publication to every user is one NSQ message per worker channel.
+        self.work, self.nsqd, self.gateway = start_stack(
+            self.workers, "--public-channels=all,shared:*", f"--ping-interval={ping_interval}", ready_timeout=600)
+        self.pid = self.gateway.proc.pid
+
+    def publish(self, bodies: list[bytes]) -> None:
+        for start in range(0, len(bodies), 500):
+            status, answer = http("POST", f"http://{self.nsqd.http_address}/mpub?topic=pushgate",
+                                  b"\n".join(bodies[start:start + 500]), timeout=30)
+            if status != 200:
+                raise RuntimeError(f"mpub failed: {status} {answer!r}")
+            if start + 500 < len(bodies):
+                time.sleep(0.05)   # within what each worker's channel queues (nsqd --mem-queue-size)
+
+    def stop(self) -> None:
+        self.gateway.stop(timeout=120)
+        self.nsqd.stop()
+
+
+def timed_get(url: str) -> tuple[int, float, int]:
+    t0 = time.monotonic()
+    try:
+        status, body = http("GET", url, timeout=30)
+    except OSError:
+        return 0, time.monotonic() - t0, 0
+    return status, time.monotonic() - t0, len(body)
+
+
+def deliver(clients: LoadClients, expected: int, wait: float, key: str = "received") -> dict:
+    """Reports until ``expected`` deliveries (of ``key``) or ``wait`` seconds."""
+    got, lat = 0, []
+    t0 = time.monotonic()
+    last = None
+    while True:
+        time.sleep(0.5)
+        report = clients.report()
+        if key == "received":
+            got += report["received"]
+        else:
+            got = report[key] - (deliver.base.get(key, 0))
+        lat += report["latencies_ms"]
+        last = report
+        if got >= expected or time.monotonic() - t0 > wait:
+            break
+    if key != "received":
+        deliver.base[key] = last[key]
+    return {"received": got, "expected": expected, "seconds": round(time.monotonic() - t0, 1),
+            "p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99), "max": max(lat, default=float("nan")),
+            "samples": len(lat), "misdelivered": last["misdelivered"], "closed": last["closed"]}
+
+
+deliver.base = {}   # type: ignore[attr-defined]
+
+
+def run(args) -> dict:
+    n = args.connections
+    out: dict = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "connections": n,
+                 "limits": limits(n), "steps": {}}
+    steps = out["steps"]
+    tokens = tokens_file(Path(args.tokens_dir), n, "m")
+    kernel0 = kernel_view()
+    t0 = time.monotonic()
+    box = Box(n, args.ping_interval)
+    out["workers"] = box.workers
+    out["start_seconds"] = round(time.monotonic() - t0, 1)
+    clients = None
+    try:
+        time.sleep(2)
+        rss0, kernel1, cpu0 = rss_bytes(box.pid), kernel_view(), cpu_seconds(box.pid)
+        steps["before"] = {"rss_mb": rss0 / 2**20, "load": load()}
+        t0 = time.monotonic()
+        clients = LoadClients(box.gateway.port, n, tokens, channel="all", concurrency=args.concurrency,
+                              per_process=PER_CLIENT, sources=SOURCES, shared=SHARED)
+        ready = clients.ready()
+        cpu = cpu_seconds(box.pid) - cpu0
+        steps["connect"] = {"ready": ready["ready"], "errors": ready["errors"], "seconds": ready["seconds"],
+                            "rate": ready["ready"] / ready["seconds"], "cpu_ms": cpu / max(ready["ready"], 1) * 1000,
+                            "load": load(), "client_processes": len(clients.children)}
+        print(json.dumps({"connect": steps["connect"]}), flush=True)
+        time.sleep(5)
+        rss1, kernel2 = rss_bytes(box.pid), kernel_view()
+        held = ready["ready"]
+        client_rss = sum(rss_bytes(c.pid) for c in clients.children)
+        steps["memory"] = {
+            "gateway_rss_mb": rss1 / 2**20, "gateway_per_conn_kb": (rss1 - rss0) / max(held, 1) / 1024,
+            "client_rss_mb": client_rss / 2**20,
+            "slab_per_conn_kb": (kernel2["slab"] - kernel1["slab"]) / max(held, 1) / 1024,
+            "tcp_mem_per_conn_kb": (kernel2["tcp"].get("mem", 0) - kernel1["tcp"].get("mem", 0)) / max(held, 1) / 1024,
+            "available_drop_per_conn_kb": (kernel1["available"] - kernel2["available"]) / max(held, 1) / 1024,
+            "sockstat": kernel2["tcp"], "file_nr": kernel2["file_nr"], "load": load(),
+            "note": "slab and MemAvailable count both ends of each loopback connection (client and server sockets)"}
+        print(json.dumps({"memory": steps["memory"]}), flush=True)
+
+        # The box's own view, at this many workers.
+        base = box.gateway.url
+        status, seconds, size = timed_get(f"{base}/metrics")
+        status2, seconds2, _ = timed_get(f"{base}/health")
+        steps["box"] = {"metrics_status": status, "metrics_seconds": round(seconds, 2), "metrics_bytes": size,
+                        "health_status": status2, "health_seconds": round(seconds2, 2), "load": load()}
+
+        # Pings: the gateway's CPU while nothing but pings happen.
+        pongs0 = clients.report()["pongs"]
+        cpu0 = cpu_seconds(box.pid)
+        time.sleep(args.idle)
+        cpu = cpu_seconds(box.pid) - cpu0
+        pongs = clients.report()["pongs"] - pongs0
+        per_ping = cpu / max(pongs, 1)
+        steps["pings"] = {"seconds": args.idle, "interval": args.ping_interval, "pongs": pongs,
+                          "cpu_s": cpu, "cpu_us_per_ping": per_ping * 1e6,
+                          "core_share": cpu / args.idle,
+                          "core_share_per_100k_at_25s": per_ping * 100000 / 25,
+                          "cpu_s_per_hour_per_100k_at_25s": per_ping * 100000 * 144, "load": load()}
+        print(json.dumps({"pings": steps["pings"]}), flush=True)
+
+        # One shared channel: the users whose number % 100 is 0 (every one of
+        # them samples latency: the clients sample users whose number % 10 is 0).
+        clients.report()
+        members = sum(1 for g in range(n) if g % SHARED == 0)
+        box.publish([json.dumps({"channel": "shared:0", "data": {"f": "x" * 64, "ts": time.time()}}).encode()])
+        steps["shared"] = {**deliver(clients, members, args.wait), "load": load()}
+        print(json.dumps({"shared": steps["shared"]}), flush=True)
+
+        # Everyone.
+        cpu0 = cpu_seconds(box.pid)
+        box.publish([json.dumps({"channel": "all", "data": {"f": "x" * 64, "ts": time.time()}}).encode()])
+        steps["all"] = {**deliver(clients, held, args.wait), "load": load()}
+        steps["all"]["cpu_s"] = cpu_seconds(box.pid) - cpu0
+        print(json.dumps({"all": steps["all"]}), flush=True)
+
+        # Personal messages to random users, each for its user only.
+        users = random.Random(24).sample(range(n), args.personal)
+        before = clients.report()
+        deliver.base["personal"] = before["personal"]
+        bodies = [json.dumps({"user": f"m-{g}", "data": {"to": g, "ts": time.time()}}).encode() for g in users]
+        box.publish(bodies)
+        steps["personal"] = {**deliver(clients, len(users), args.wait, key="personal"), "load": load()}
+        print(json.dumps({"personal": steps["personal"]}), flush=True)
+
+        _, body = http("GET", f"{base}/metrics", timeout=30)
+        wanted = ("pushgate_control_lag_seconds ", "pushgate_loop_lag_seconds ", "pushgate_connections ",
+                  "pushgate_worker_up")
+        lines = [ln for ln in body.decode().splitlines() if ln.startswith(wanted)]
+        steps["metrics_after"] = {"up": sum(1 for ln in lines if ln.startswith("pushgate_worker_up") and
+                                            ln.endswith(" 1.0")),
+                                  **{ln.split()[0]: float(ln.split()[1]) for ln in lines
+                                     if not ln.startswith("pushgate_worker_up")}}
+        steps["nsqd_cpu_s"] = cpu_seconds(box.nsqd.proc.pid)
+        steps["end"] = {"closed": clients.report()["closed"], "gateway_log_errors": sum(
+            1 for ln in box.gateway.log().splitlines() if " ERROR " in ln or "Traceback" in ln), "load": load()}
+    finally:
+        if clients is not None:
+            clients.stop()
+        box.stop()
+    return out
+
+
+def report(r: dict) -> str:
+    s = r["steps"]
+    c, m, p = s.get("connect", {}), s.get("memory", {}), s.get("pings", {})
+    lines = [f"# {r['connections']:,} WebSocket connections on one box, {r['date']}", "",
+             f"{r['workers']} gateway workers, {c.get('client_processes', '?')} C load-client processes "
+             f"(bench/loadgen.c) on the same {r['limits']['cores']} cores, {r['limits']['memory_gib']} GiB. "
+             "Each connection a distinct user: its personal channel (server-side), `all`, and one of 100 "
+             "`shared:` channels. Repeat with `make bench-million` (or `bench/million.py --connections N`). "
+             "The load average is beside each step: other work on the box shares its two cores.", "",
+             "| step | figure |", "|---|---|",
+             f"| start {r['workers']} workers | {r['start_seconds']} s |",
+             f"| connected | **{c.get('ready', 0):,}** of {r['connections']:,}, {c.get('errors', '?')} errors, "
+             f"in {c.get('seconds', 0):.0f} s ({c.get('rate', 0):,.0f}/s, {c.get('cpu_ms', 0):.3f} ms CPU each; "
+             f"load {c.get('load')}) |"]
+    if m:
+        lines += [f"| gateway RSS | {m['gateway_rss_mb']:,.0f} MiB, **{m['gateway_per_conn_kb']:.2f} KB per "
+                  f"connection** |",
+                  f"| kernel: slab | +{m['slab_per_conn_kb']:.2f} KB per connection (both ends: client and server "
+                  f"socket) |",
+                  f"| kernel: TCP buffers (sockstat mem) | +{m['tcp_mem_per_conn_kb']:.3f} KB per connection |",
+                  f"| MemAvailable fell by | {m['available_drop_per_conn_kb']:.2f} KB per connection (gateway, "
+                  f"clients' {m['client_rss_mb']:,.0f} MiB, kernel) |",
+                  f"| sockstat after | {m['sockstat']} |"]
+    if s.get("box"):
+        b = s["box"]
+        lines.append(f"| the box's /metrics, /health at {r['workers']} workers | {b['metrics_status']} in "
+                     f"{b['metrics_seconds']} s ({b['metrics_bytes']:,} bytes), {b['health_status']} in "
+                     f"{b['health_seconds']} s |")
+    if p:
+        lines.append(f"| pings ({p['seconds']} s at --ping-interval={p['interval']}) | {p['pongs']:,} pongs, "
+                     f"{p['cpu_us_per_ping']:.1f} µs of gateway CPU each; at 25 s: "
+                     f"{p['core_share_per_100k_at_25s'] * 100:.1f} % of a core per 100,000 connections, "
+                     f"{p['cpu_s_per_hour_per_100k_at_25s']:.0f} CPU-s per hour per 100,000 (load {p['load']}) |")
+    for key, title in (("shared", "one shared channel (`shared:0`)"), ("all", "`all`, every connection")):
+        if s.get(key):
+            d = s[key]
+            lines.append(f"| publication to {title} | {d['received']:,} of {d['expected']:,} in {d['seconds']} s; "
+                         f"p50 {d['p50']:.0f} ms, p99 {d['p99']:.0f} ms, max {d['max']:.0f} ms "
+                         f"({d['samples']:,} samples; load {d['load']}) |")
+    if s.get("personal"):
+        d = s["personal"]
+        lines.append(f"| {d['expected']:,} personal messages to random users | {d['received']:,} received, "
+                     f"{d['misdelivered']} by a user they were not for; in {d['seconds']} s, p50 {d['p50']:.0f} ms, "
+                     f"p99 {d['p99']:.0f} ms (load {d['load']}) |")
+    if s.get("metrics_after"):
+        lines.append(f"| after: workers up, lags | {s['metrics_after']} |")
+    if s.get("end"):
+        lines.append(f"| connections the gateway closed | {s['end']['closed']:,}; ERROR lines in its log: "
+                     f"{s['end']['gateway_log_errors']} |")
+    lines += ["", "## The box's limits, read before the run", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in r["limits"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=1000000)
+    parser.add_argument("--concurrency", type=int, default=1000, help="handshakes in flight, all processes")
+    parser.add_argument("--ping-interval", type=int, default=25)
+    parser.add_argument("--idle", type=float, default=60, help="seconds of pings measured")
+    parser.add_argument("--personal", type=int, default=10000)
+    parser.add_argument("--wait", type=float, default=180, help="seconds a step waits for its deliveries")
+    parser.add_argument("--tokens-dir", default="/tmp/pushgate-million-tokens")
+    parser.add_argument("--no-write", action="store_true", help="print only, write no report")
+    args = parser.parse_args()
+    Path(args.tokens_dir).mkdir(parents=True, exist_ok=True)
+    result = run(args)
+    text = report(result)
+    print(text)
+    if not args.no_write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
+        name = f"{stamp}-million" if args.connections >= 1000000 else f"{stamp}-{args.connections // 1000}k"
+        (RESULTS / f"{name}.md").write_text(text)
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1, default=str))
+        print(f"report: {RESULTS / name}.md")
+
+
+if __name__ == "__main__":
+    main()
