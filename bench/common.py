@@ -86,7 +86,7 @@ class LoadClients:
 
     def __init__(self, port: int, count: int, tokens: Path, *, channel: str = "bench", concurrency: int = 200,
                  sample: int = 10, per_process: int = PER_CLIENT_PROCESS, path: str = "/connection/websocket",
-                 sources: str = SOURCES, shared: int = 0, shared_prefix: str = "shared:"):
+                 sources: str = SOURCES, shared: int = 0, shared_prefix: str = "shared:", buffer: int = 4096):
         binary = build("loadgen")
         processes = max(1, -(-count // per_process))
         self._received = 0
@@ -98,7 +98,7 @@ class LoadClients:
                 [str(binary), "--port", str(port), "--connections", str(share), "--tokens", str(tokens),
                  "--channel", channel, "--concurrency", str(max(1, concurrency // processes)),
                  "--sample", str(sample), "--sources", sources, "--path", path, "--offset", str(offset),
-                 "--shared", str(shared), "--shared-prefix", shared_prefix],
+                 "--shared", str(shared), "--shared-prefix", shared_prefix, "--buffer", str(buffer)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
             offset += share
 

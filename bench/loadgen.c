@@ -23,6 +23,7 @@
  *                [--concurrency K] [--sources 127.0.0.1,127.0.0.2] [--sample N]
  *                [--path /connection/websocket] [--offset K] [--shared N --shared-prefix P]
  *
+ * --buffer B: bytes of receive buffer a connection (4096; the largest frame).
  * --offset K: connection i uses token K + i (so several processes over one
  * file have distinct users); its user number is K + i.
  * --shared N: each connection also subscribes to <P><its user number % N>
@@ -56,7 +57,7 @@ struct conn {
     int out_len, out_off;   /* pending handshake/connect bytes */
     char *out;
     int in_len;             /* bytes in buf */
-    char buf[4096];
+    char *buf;              /* --buffer bytes, allocated at the start */
 };
 
 static struct conn *conns;
@@ -70,7 +71,7 @@ static int n_sources = 1;
 static int epfd;
 static long ready, errors, started, in_flight, received, closed_count, resubscribed;
 static long personal, misdelivered, pongs;
-static int offset, shared;
+static int offset, shared, buffer_size = 4096;
 static const char *shared_prefix = "shared:";
 static double *latencies;
 static long n_latencies, cap_latencies;
@@ -132,6 +133,7 @@ static void start(int i) {
     inet_pton(AF_INET, host, &dst.sin_addr);
     c->fd = fd;
     c->state = CONNECTING;
+    if (!c->buf && !(c->buf = malloc(buffer_size))) die("malloc");
     c->in_len = 0;
     /* The handshake, then connect + subscribe in one frame. */
     char request[1024], body[2048];
@@ -172,6 +174,10 @@ static void send_pending(struct conn *c) {
             return;
         }
         c->out_off += (int)n;
+    }
+    if (c->out && c->out_off == c->out_len) {   /* all sent: a million of them add up */
+        free(c->out);
+        c->out = NULL;
     }
     if (c->state == CONNECTING) {
         c->state = HANDSHAKE;
@@ -234,7 +240,7 @@ static void on_message(struct conn *c, const char *p, int len) {
 
 static void on_readable(struct conn *c) {
     for (;;) {
-        ssize_t n = recv(c->fd, c->buf + c->in_len, sizeof c->buf - c->in_len, 0);
+        ssize_t n = recv(c->fd, c->buf + c->in_len, buffer_size - c->in_len, 0);
         if (n == 0) { fail(c); return; }
         if (n < 0) {
             if (errno == EAGAIN) break;
@@ -267,7 +273,7 @@ static void on_readable(struct conn *c) {
                 fail(c);  /* no message here is that big */
                 return;
             }
-            if (plen + hlen > (long)sizeof c->buf) { fail(c); return; }
+            if (plen + hlen > (long)buffer_size) { fail(c); return; }
             if (c->in_len - pos < hlen + plen) break;
             if ((b0 & 0x0f) == 0x8) { fail(c); return; }  /* the server closed */
             on_message(c, c->buf + pos + hlen, (int)plen);
@@ -331,6 +337,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--path")) path = argv[i + 1];
         else if (!strcmp(argv[i], "--sample")) sample_every = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--offset")) offset = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--buffer")) buffer_size = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--shared")) shared = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--shared-prefix")) shared_prefix = argv[i + 1];
         else if (!strcmp(argv[i], "--sources")) {

@@ -117,14 +117,20 @@ class Box:
             self.workers, "--public-channels=all,shared:*", f"--ping-interval={ping_interval}", ready_timeout=600)
         self.pid = self.gateway.proc.pid
 
-    def publish(self, bodies: list[bytes]) -> None:
-        for start in range(0, len(bodies), 500):
+    def publish(self, bodies: list[bytes], rate: float = 0) -> None:
+        """Through nsqd's /mpub; at ``rate`` a second if given (each worker
+        reads every message: see --personal-rate)."""
+        batch = max(1, int(rate / 10)) if rate else 500
+        t0 = time.monotonic()
+        for n, start in enumerate(range(0, len(bodies), batch)):
+            if rate:
+                delay = t0 + start / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
             status, answer = http("POST", f"http://{self.nsqd.http_address}/mpub?topic=pushgate",
-                                  b"\n".join(bodies[start:start + 500]), timeout=30)
+                                  b"\n".join(bodies[start:start + batch]), timeout=30)
             if status != 200:
                 raise RuntimeError(f"mpub failed: {status} {answer!r}")
-            if start + 500 < len(bodies):
-                time.sleep(0.05)   # within what each worker's channel queues (nsqd --mem-queue-size)
 
     def stop(self) -> None:
         self.gateway.stop(timeout=120)
@@ -166,6 +172,41 @@ def deliver(clients: LoadClients, expected: int, wait: float, key: str = "receiv
 deliver.base = {}   # type: ignore[attr-defined]
 
 
+class MemoryGuard:
+    """Stops the load clients if the box's MemAvailable falls under a floor
+    while they connect: the box is shared, and the OOM killer picks whom it
+    likes. Notes the most connections seen (TCP sockets in use / 2)."""
+
+    def __init__(self, floor_gib: float):
+        self.floor = floor_gib * 2**30
+        self.reason = ""
+        self.peak = 0
+        self.min_available = meminfo()["MemAvailable"]
+        self._stop = False
+        self._thread = None
+
+    def watch(self, clients: LoadClients) -> None:
+        import threading
+
+        def loop() -> None:
+            while not self._stop:
+                available = meminfo()["MemAvailable"]
+                self.min_available = min(self.min_available, available)
+                self.peak = max(self.peak, sockstat().get("inuse", 0) // 2)
+                if available < self.floor:
+                    self.reason = (f"MemAvailable {available / 2**30:.2f} GiB under the floor "
+                                   f"{self.floor / 2**30:.2f} GiB at about {self.peak:,} connections")
+                    for child in clients.children:
+                        child.kill()
+                    return
+                time.sleep(1)
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop = True
+
+
 def run(args) -> dict:
     n = args.connections
     out: dict = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "connections": n,
@@ -183,9 +224,21 @@ def run(args) -> dict:
         rss0, kernel1, cpu0 = rss_bytes(box.pid), kernel_view(), cpu_seconds(box.pid)
         steps["before"] = {"rss_mb": rss0 / 2**20, "load": load()}
         t0 = time.monotonic()
+        guard = MemoryGuard(args.memory_floor)
         clients = LoadClients(box.gateway.port, n, tokens, channel="all", concurrency=args.concurrency,
-                              per_process=PER_CLIENT, sources=SOURCES, shared=SHARED)
-        ready = clients.ready()
+                              per_process=PER_CLIENT, sources=SOURCES, shared=SHARED,
+                              buffer=1024)   # the largest frame here is under 600 bytes
+        guard.watch(clients)
+        try:
+            ready = clients.ready()
+        except ValueError:   # the guard stopped the clients: no "ready" line
+            guard.stop()
+            steps["connect"] = {"aborted": guard.reason, "peak_connections": guard.peak, "load": load(),
+                                "seconds": time.monotonic() - t0}
+            print(json.dumps({"connect": steps["connect"]}), flush=True)
+            return out
+        guard.stop()
+        steps["connect_peak_memory"] = {"min_available_gib": guard.min_available / 2**30, "peak": guard.peak}
         cpu = cpu_seconds(box.pid) - cpu0
         steps["connect"] = {"ready": ready["ready"], "errors": ready["errors"], "seconds": ready["seconds"],
                             "rate": ready["ready"] / ready["seconds"], "cpu_ms": cpu / max(ready["ready"], 1) * 1000,
@@ -245,8 +298,15 @@ def run(args) -> dict:
         users = random.Random(24).sample(range(n), args.personal)
         before = clients.report()
         deliver.base["personal"] = before["personal"]
-        bodies = [json.dumps({"user": f"m-{g}", "data": {"to": g, "ts": time.time()}}).encode() for g in users]
-        box.publish(bodies)
+        bodies = [json.dumps({"user": f"m-{g}", "data": {"to": g, "ts": 0}}).encode() for g in users]
+        stamped = [b.replace(b'"ts": 0', b'"ts": %.6f') for b in bodies]
+
+        class Stamped(list):   # each body stamped as it is sent
+            def __getitem__(self, index):
+                items = list.__getitem__(self, index)
+                now = time.time()
+                return [b % now for b in items] if isinstance(index, slice) else items % now
+        box.publish(Stamped(stamped), rate=args.personal_rate)
         steps["personal"] = {**deliver(clients, len(users), args.wait, key="personal"), "load": load()}
         print(json.dumps({"personal": steps["personal"]}), flush=True)
 
@@ -282,6 +342,10 @@ def report(r: dict) -> str:
              f"| connected | **{c.get('ready', 0):,}** of {r['connections']:,}, {c.get('errors', '?')} errors, "
              f"in {c.get('seconds', 0):.0f} s ({c.get('rate', 0):,.0f}/s, {c.get('cpu_ms', 0):.3f} ms CPU each; "
              f"load {c.get('load')}) |"]
+    if c.get("aborted"):
+        lines.append(f"| **stopped while connecting** | {c['aborted']} (after {c['seconds']:.0f} s) |")
+    if s.get("connect_peak_memory"):
+        lines.append(f"| lowest MemAvailable while connecting | {s['connect_peak_memory']['min_available_gib']:.2f} GiB |")
     if m:
         lines += [f"| gateway RSS | {m['gateway_rss_mb']:,.0f} MiB, **{m['gateway_per_conn_kb']:.2f} KB per "
                   f"connection** |",
@@ -329,7 +393,11 @@ def main() -> None:
     parser.add_argument("--ping-interval", type=int, default=25)
     parser.add_argument("--idle", type=float, default=60, help="seconds of pings measured")
     parser.add_argument("--personal", type=int, default=10000)
+    parser.add_argument("--personal-rate", type=float, default=200,
+                        help="personal messages a second: every worker reads each one (NSQ fan-out)")
     parser.add_argument("--wait", type=float, default=180, help="seconds a step waits for its deliveries")
+    parser.add_argument("--memory-floor", type=float, default=1.5,
+                        help="GiB of MemAvailable under which the clients are stopped (the box is shared)")
     parser.add_argument("--tokens-dir", default="/tmp/pushgate-million-tokens")
     parser.add_argument("--no-write", action="store_true", help="print only, write no report")
     args = parser.parse_args()
