@@ -114,7 +114,10 @@ class Box:
         # The suite's stack (its nsqd, admission limits lifted) with more room:
         # a publication to every user is one NSQ message per worker channel.
         self.work, self.nsqd, self.gateway = start_stack(
-            self.workers, "--public-channels=all,shared:*", f"--ping-interval={ping_interval}", ready_timeout=600)
+            self.workers, "--public-channels=all,shared:*", f"--ping-interval={ping_interval}",
+            # Fifty workers and as many load processes on two cores: a worker
+            # may wait its turn for longer than the default 10 s.
+            "--worker-timeout=30", ready_timeout=600)
         self.pid = self.gateway.proc.pid
 
     def publish(self, bodies: list[bytes], rate: float = 0) -> None:
@@ -312,15 +315,18 @@ def run(args) -> dict:
 
         _, body = http("GET", f"{base}/metrics", timeout=30)
         wanted = ("pushgate_control_lag_seconds ", "pushgate_loop_lag_seconds ", "pushgate_connections ",
-                  "pushgate_worker_up")
+                  "pushgate_worker_up", 'pushgate_nsq_dropped_total{reason="stale"} ')
         lines = [ln for ln in body.decode().splitlines() if ln.startswith(wanted)]
         steps["metrics_after"] = {"up": sum(1 for ln in lines if ln.startswith("pushgate_worker_up") and
                                             ln.endswith(" 1.0")),
                                   **{ln.split()[0]: float(ln.split()[1]) for ln in lines
                                      if not ln.startswith("pushgate_worker_up")}}
         steps["nsqd_cpu_s"] = cpu_seconds(box.nsqd.proc.pid)
+        log_text = box.gateway.log()
         steps["end"] = {"closed": clients.report()["closed"], "gateway_log_errors": sum(
-            1 for ln in box.gateway.log().splitlines() if " ERROR " in ln or "Traceback" in ln), "load": load()}
+            1 for ln in log_text.splitlines() if " ERROR " in ln or "Traceback" in ln),
+            "workers_killed_or_restarted": log_text.count("restarting it in"),
+            "stale_drops": log_text.count("--max-message-age"), "load": load()}
     finally:
         if clients is not None:
             clients.stop()
@@ -380,7 +386,8 @@ def report(r: dict) -> str:
         lines.append(f"| after: workers up, lags | {s['metrics_after']} |")
     if s.get("end"):
         lines.append(f"| connections the gateway closed | {s['end']['closed']:,}; ERROR lines in its log: "
-                     f"{s['end']['gateway_log_errors']} |")
+                     f"{s['end']['gateway_log_errors']}; workers restarted: "
+                     f"{s['end']['workers_killed_or_restarted']}; stale messages dropped: {s['end']['stale_drops']} |")
     lines += ["", "## The box's limits, read before the run", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in r["limits"].items()]
     return "\n".join(lines) + "\n"
