@@ -72,6 +72,7 @@ static int epfd;
 static long ready, errors, started, in_flight, received, closed_count, resubscribed;
 static long personal, misdelivered, pongs;
 static int offset, shared, buffer_size = 4096;
+static long token_skip;   /* the line of tokens[0] in --tokens */
 static const char *shared_prefix = "shared:";
 static double *latencies;
 static long n_latencies, cap_latencies;
@@ -142,7 +143,7 @@ static void start(int i) {
                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
                         path, host, port);
     int blen = snprintf(body, sizeof body, "{\"id\":1,\"connect\":{\"token\":\"%s\"}}\n"
-                        "{\"id\":2,\"subscribe\":{\"channel\":\"%s\"}}", tokens[(offset + i) % n_tokens], channel);
+                        "{\"id\":2,\"subscribe\":{\"channel\":\"%s\"}}", tokens[(offset + i - token_skip) % n_tokens], channel);
     if (shared)
         blen += snprintf(body + blen, sizeof body - blen, "\n{\"id\":3,\"subscribe\":{\"channel\":\"%s%d\"}}",
                          shared_prefix, (offset + i) % shared);
@@ -305,17 +306,29 @@ static void report(void) {
     n_latencies = 0;
 }
 
-static char **read_tokens(const char *file, int *count) {
+/* The tokens of lines first .. first + want - 1 (token_skip = first), or,
+   when the file has fewer lines, all of them (token_skip = 0, used in turn):
+   a million tokens are 150 MB, and each process needs only its own. */
+
+static char **read_tokens(const char *file, int *count, long first, long want) {
     FILE *f = fopen(file, "r");
     if (!f) die(file);
-    int cap = 1024, n = 0;
-    char **out = malloc(cap * sizeof(char *));
+    long lines = 0;
     char *line = NULL;
     size_t size = 0;
     ssize_t len;
-    while ((len = getline(&line, &size, f)) > 0) {
+    while ((len = getline(&line, &size, f)) > 0)
+        if (len > 1) lines++;
+    rewind(f);
+    if (lines < first + want) first = 0, want = lines;
+    token_skip = first;
+    int cap = 1024, n = 0;
+    long seen = 0;
+    char **out = malloc(cap * sizeof(char *));
+    while ((len = getline(&line, &size, f)) > 0 && n < want) {
         while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
         if (!len) continue;
+        if (seen++ < first) continue;
         if (n == cap) out = realloc(out, (cap *= 2) * sizeof(char *));
         out[n++] = strdup(line);
     }
@@ -352,7 +365,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (n_sources == 0) { n_sources = 1; inet_pton(AF_INET, "127.0.0.1", &sources[0]); }
-    tokens = read_tokens(tokens_file, &n_tokens);
+    tokens = read_tokens(tokens_file, &n_tokens, offset, n_conns);
     if (!n_tokens) { fprintf(stderr, "no tokens in %s\n", tokens_file); return 2; }
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
