@@ -98,7 +98,7 @@ def limits(connections: int) -> dict:
     found.update({name: sysctl(name) for name in SYSCTLS})
     # Two descriptors a connection on this box (the client's and the server's),
     # plus everything else running: raise the system-wide limit if we may.
-    need = 2 * connections + 200000
+    need = 2 * connections + 500000
     if int(found["fs.file-max"].split()[0]) < need:
         try:
             Path("/proc/sys/fs/file-max").write_text(str(need))
