@@ -255,3 +255,21 @@ def test_workers_start_at_once_on_a_port_a_node_closed_connections_on(start_gate
         assert [w["ready"] for w in workers_of(box)] == [True, True]
     finally:
         box.stop()
+
+
+def test_workers_start_a_few_at_a_time(start_gateway):
+    # Issue 24: fifty-nine workers started at once on two cores each took
+    # longer than they had to answer, were killed and started again, and the
+    # box never settled. At most one per core (two at least) starts at once;
+    # the next when one of them first answers.
+    from gateway.workers.supervisor import STARTING
+    gateway = start_gateway(f"--workers={STARTING + 1}")
+    assert [w["ready"] for w in workers_of(gateway)] == [True] * (STARTING + 1)
+    wait_until(lambda: gateway.log().count(" answers, ") == STARTING + 1, timeout=15,
+               what="the supervisor to hear from every worker")
+    lines = [line for line in gateway.log().splitlines() if "pushgate.supervisor" in line]
+    started = [i for i, line in enumerate(lines) if " started (pid " in line]
+    answered = [i for i, line in enumerate(lines) if " answers, " in line]
+    assert len(started) == STARTING + 1 and len(answered) == STARTING + 1, lines
+    assert started[STARTING] > answered[0], lines   # the last one waited for a first answer
+    assert started[STARTING - 1] < answered[0], lines   # the first ones did not wait for each other
