@@ -117,7 +117,12 @@ class Box:
             self.workers, "--public-channels=all,shared:*", f"--ping-interval={ping_interval}",
             # Fifty workers and as many load processes on two cores: a worker
             # may wait its turn for longer than the default 10 s.
-            "--worker-timeout=30", ready_timeout=600)
+            "--worker-timeout=30",
+            # Every worker is a node of the cluster: each heartbeats on the
+            # control topic, which every other reads (n² messages). At the
+            # default 5 s, 59 workers on two cores fell behind their own
+            # heartbeats and expired each other (docs/benchmarks.md).
+            "--presence-interval=30", "--presence-ttl=90", ready_timeout=600)
         self.pid = self.gateway.proc.pid
 
     def publish(self, bodies: list[bytes], rate: float = 0) -> None:
@@ -326,7 +331,9 @@ def run(args) -> dict:
         steps["end"] = {"closed": clients.report()["closed"], "gateway_log_errors": sum(
             1 for ln in log_text.splitlines() if " ERROR " in ln or "Traceback" in ln),
             "workers_killed_or_restarted": log_text.count("restarting it in"),
-            "stale_drops": log_text.count("--max-message-age"), "load": load()}
+            "stale_drops": log_text.count("--max-message-age"),
+            "presence_late": log_text.count("speaks again after"),
+            "control_not_sent": log_text.count("control message"), "load": load()}
     finally:
         if clients is not None:
             clients.stop()
@@ -387,7 +394,9 @@ def report(r: dict) -> str:
     if s.get("end"):
         lines.append(f"| connections the gateway closed | {s['end']['closed']:,}; ERROR lines in its log: "
                      f"{s['end']['gateway_log_errors']}; workers restarted: "
-                     f"{s['end']['workers_killed_or_restarted']}; stale messages dropped: {s['end']['stale_drops']} |")
+                     f"{s['end']['workers_killed_or_restarted']}; stale messages dropped: {s['end']['stale_drops']}; "
+                     f"workers heard late by a peer: {s['end']['presence_late']}; control messages not sent: "
+                     f"{s['end']['control_not_sent']} |")
     lines += ["", "## The box's limits, read before the run", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in r["limits"].items()]
     return "\n".join(lines) + "\n"
