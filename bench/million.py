@@ -185,8 +185,9 @@ class MemoryGuard:
     while they connect: the box is shared, and the OOM killer picks whom it
     likes. Notes the most connections seen (TCP sockets in use / 2)."""
 
-    def __init__(self, floor_gib: float):
+    def __init__(self, floor_gib: float, deadline: float):
         self.floor = floor_gib * 2**30
+        self.deadline = time.monotonic() + deadline
         self.reason = ""
         self.peak = 0
         self.min_available = meminfo()["MemAvailable"]
@@ -201,8 +202,10 @@ class MemoryGuard:
                 available = meminfo()["MemAvailable"]
                 self.min_available = min(self.min_available, available)
                 self.peak = max(self.peak, sockstat().get("inuse", 0) // 2)
-                if available < self.floor:
-                    self.reason = (f"MemAvailable {available / 2**30:.2f} GiB under the floor "
+                late = time.monotonic() > self.deadline
+                if available < self.floor or late:
+                    self.reason = (f"not all connected within --connect-deadline; about {self.peak:,} connections"
+                                   if late else f"MemAvailable {available / 2**30:.2f} GiB under the floor "
                                    f"{self.floor / 2**30:.2f} GiB at about {self.peak:,} connections")
                     for child in clients.children:
                         child.kill()
@@ -232,7 +235,7 @@ def run(args) -> dict:
         rss0, kernel1, cpu0 = rss_bytes(box.pid), kernel_view(), cpu_seconds(box.pid)
         steps["before"] = {"rss_mb": rss0 / 2**20, "load": load()}
         t0 = time.monotonic()
-        guard = MemoryGuard(args.memory_floor)
+        guard = MemoryGuard(args.memory_floor, args.connect_deadline)
         clients = LoadClients(box.gateway.port, n, tokens, channel="all", concurrency=args.concurrency,
                               per_process=PER_CLIENT, sources=SOURCES, shared=SHARED,
                               buffer=1024)   # the largest frame here is under 600 bytes
@@ -414,6 +417,8 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=180, help="seconds a step waits for its deliveries")
     parser.add_argument("--memory-floor", type=float, default=1.5,
                         help="GiB of MemAvailable under which the clients are stopped (the box is shared)")
+    parser.add_argument("--connect-deadline", type=float, default=1500,
+                        help="seconds the clients have to connect before they are stopped (the peak is reported)")
     parser.add_argument("--tokens-dir", default="/tmp/pushgate-million-tokens")
     parser.add_argument("--no-write", action="store_true", help="print only, write no report")
     args = parser.parse_args()
