@@ -69,16 +69,30 @@ def test_a_channel_made_anew_by_the_same_nsqd_after_a_drop_is_a_loss_of_unknown_
     assert losses == [("t", "a:1", 0)]
 
 
-def test_a_drop_is_no_loss_when_the_channel_survived_or_nsqd_restarted():
+def test_a_drop_is_no_loss_when_the_channel_survived():
     w, losses = watch()
     w.observe("a:1", "t", reading(500, 500, clients=(("127.0.0.1:1", 100),)), started=1000)
     w.dropped("t", "a:1")   # nsqd had not noticed yet: the old connection is still listed with the new one
     w.observe("a:1", "t", reading(600, 600, clients=(("127.0.0.1:1", 100), ("127.0.0.1:2", 200))), started=1000)
-    w.observe("b:1", "t", reading(500, 500), started=1000)
-    w.dropped("t", "b:1")   # that nsqd restarted (docs/recovery.md: not detected)
-    w.observe("b:1", "t", reading(5, 5, clients=NEW_CONNECTION), started=2000)
     assert losses == []
-    # An nsqd never read before the drop may have been the same one: a loss.
+    # An nsqd never read before the drop: a loss all the same.
     w.dropped("t", "c:1")
     w.observe("c:1", "t", reading(5, 5, clients=NEW_CONNECTION), started=3000)
     assert losses == [("t", "c:1", 0)]
+
+
+def test_a_restarted_nsqd_is_a_loss_of_unknown_size():
+    # Issue 23: what was published to the new instance before this node
+    # subscribed there went to the channels that existed then (another
+    # node's, or the first one back), and what the old instance held for this
+    # node died with it. Its counts start afresh and say nothing of either.
+    w, losses = watch()
+    w.observe("b:1", "t", reading(500, 500), started=1000)
+    w.dropped("t", "b:1")
+    w.observe("b:1", "t", reading(5, 5, clients=NEW_CONNECTION), started=2000)
+    assert losses == [("t", "b:1", 0)]
+    w.observe("b:1", "t", reading(9, 9, clients=NEW_CONNECTION), started=2000)
+    assert len(losses) == 1            # once per new channel
+    # A new connection that was not preceded by a drop is not one (the node's start).
+    w.observe("d:1", "t", reading(5, 5, clients=NEW_CONNECTION), started=2000)
+    assert len(losses) == 1

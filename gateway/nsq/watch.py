@@ -24,27 +24,35 @@ deletes it with the last, so a channel whose counts went down, or whose
 clients are all new, is a new one and its level starts again from zero.
 
 **A channel made anew is a loss.** When this node's connection to an nsqd
-drops (:meth:`ChannelWatch.dropped`) and it connects again, nsqd has deleted
-its channel in between, and with it everything the channel held (queued, in
-flight, in nsqd's buffers); messages published until the new channel existed
-went only to the other nodes' channels. Nothing counts what went that way,
-so when the same nsqd (the same ``start_time``, or one this node never read)
-shows this node a new channel after a dropped connection, a loss of unknown
-size is reported (``count`` 0). This is what a stall past nsqd's heartbeat
-timeout (twice 30 s) does, as do a network cut and a deleted channel. It
-may be reported when nothing was lost (a quiet topic). An nsqd that
-restarted (another ``start_time``) is not reported: what its last instance
-held is not known here (docs/recovery.md). The node polls at once when a
-connection is made or lost (:meth:`ChannelWatch.poll_soon`), so it knows an
-nsqd's ``start_time`` from its first connection.
+drops (:meth:`ChannelWatch.dropped`) and it connects again, the channel it
+then reads is a new one, and messages published until it existed never
+reach it: nsqd copies a topic's messages into the channels the topic has at
+that moment, and a topic with none keeps them for the first channel made,
+so they go to the other nodes' channels, or to the first node back, only.
+Nothing counts what went that way, so whenever a new channel shows after a
+dropped connection, a loss of unknown size is reported (``count`` 0):
+
+* the same nsqd (the same ``start_time``) deleted the old channel, with what
+  it held: a stall past nsqd's heartbeat timeout (twice 30 s), a network
+  cut, a deleted channel;
+* the nsqd restarted (another ``start_time``): what the old instance held
+  for this node (queued, in flight, in its buffers; an ephemeral channel has
+  no disk) died with it, what was published to it in its last moment may
+  be flushed to its disk and handed to the new instance's first channel
+  only, and what was published to the new instance before this node
+  subscribed there went to the channels that existed then. A SIGKILLed
+  nsqd loses what it held for every node alike.
+
+It is reported even when nothing was lost (a quiet topic, or this node was
+the first back): told for nothing rather than silent. The node polls at once
+when a connection is made or lost (:meth:`ChannelWatch.poll_soon`).
 
 :class:`ChannelWatch` polls ``/stats`` of every nsqd the readers are
 connected to, once a second, one request per nsqd, and reports
 ``(topic, nsqd, count)`` (count 0: a loss whose size is unknown). It also
 reads ``mem_queue_size`` from each nsqd once and warns when the channel's
 depth passes half of it. What it cannot see: an nsqd whose HTTP port it
-cannot find (logged once), and what an nsqd that restarted lost (the reader
-reconnect already breaks continuity).
+cannot find (logged once).
 """
 from __future__ import annotations
 
@@ -219,12 +227,17 @@ class ChannelWatch:
         dropped = self._dropped.pop(key, _NOT_DROPPED)
         if level is None or count < level.message_count or not clients & level.clients:
             # A channel not seen before: its counts began at zero.
-            if dropped is not _NOT_DROPPED and (dropped is None or dropped == started):
+            if dropped is not _NOT_DROPPED:
                 self.losses += 1
-                log.warning("nsqd %s made this node's channel %s for topic %s anew: what the old one held, and "
-                            "what was published until this node read again, is lost (its connection dropped: a "
-                            "stall past nsqd's heartbeat timeout, a network cut, or the channel was deleted)",
-                            address, self.channel, topic)
+                if dropped is not None and started is not None and dropped != started:
+                    why = ("nsqd restarted: what its last instance held for this node died with it, and what "
+                           "was published to the new one until this node read there went to other channels")
+                else:
+                    why = ("its connection dropped: a stall past nsqd's heartbeat timeout, a network cut, or the "
+                           "channel was deleted; what the old channel held, and what was published until this "
+                           "node read again, went to other channels")
+                log.warning("nsqd %s made this node's channel %s for topic %s anew: messages are lost (%s); "
+                            "positioned subscribers are told", address, self.channel, topic, why)
                 self._on_loss(topic, address, 0)
             level = self._levels[key] = _Level()
         level.message_count = count
