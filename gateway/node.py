@@ -40,6 +40,7 @@ from gateway.core.limits import TokenBucket, connection_capacity
 from gateway.core.metrics import Metrics
 from gateway.core.trends import Trends
 from gateway.core.wire import SessionIds
+from gateway.heap import HeapTrim
 from gateway.nsq.source import NsqSource
 from gateway.nsq.watch import ChannelWatch
 from gateway.cluster.peering import Peering
@@ -122,6 +123,7 @@ class Node:
                                        connected=self.source.connected_addresses, on_loss=self._nsq_lost,
                                        lookupd_http_addresses=settings.lookupd_http_address,
                                        nsqd_http_address=settings.nsqd_http_address)
+        self.heap = HeapTrim()            # gives what a burst left freed back to the system
         self.loop_lag = 0.0               # seconds the loop ran late, recent maximum
         self._lag_probe: PeriodicCallback | None = None
         self._lag_expected = 0.0
@@ -194,6 +196,10 @@ class Node:
         self._ticks += 1
         host.history.sweep(time.time_ns(), slices=HISTORY_SWEEP_EVERY)
         self.metrics.history_bytes.set(host.history.memory)
+        released = self.heap.released
+        if self.heap.tick(time.monotonic()):
+            self.metrics.heap_released.inc(self.heap.released - released)
+        self.metrics.heap_free.set(self.heap.free)
         self.metrics.loop_lag.set(self.loop_lag)
         now = time.monotonic()
         self.trends.tick(time.time(), now)  # a sample every trends.STEP seconds, from the counters
