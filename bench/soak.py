@@ -30,7 +30,8 @@ logged with its time: ``worker-kill`` (SIGKILL one worker), ``worker-stop``
 as ``kill -9 PID`` does, then start the box again as a service manager
 would), ``node-stop`` (SIGSTOP a box's whole process group, supervisor and
 workers, for 3-20 s: a frozen VM), ``nsqd-restart`` (SIGTERM, then nsqd again
-with the same data path and ports), ``net-cut`` (every relayed connection
+with the same data path and ports), ``nsqd-kill`` (the same after SIGKILL:
+what nsqd held in memory is lost for every node), ``net-cut`` (every relayed connection
 aborted, new ones refused for 0-5 s), ``connect-storm`` (500-1500 WebSocket
 connects with valid tokens, straight to one box, held 2-5 s),
 ``pong-flood`` (bench/flood.py's pong attackers for 3-8 s, straight to one
@@ -45,8 +46,12 @@ the harness itself could not run):
 * delivery: each client received every publication of its channels in
   order, or was told (recovered: false, 2500, 3010, reject_history); never
   silence;
-* rss: every process of the stack (not the clients, not the relay) back
-  within 10 % of its level before the first fault, after the settle period;
+* rss: every pushgate process back within 10 % of its level before the
+  first fault, after the settle period, that level being taken after the
+  *priming* (a history burst and a channel explosion before the clients
+  start, expired by then), and the priming's high-water within 10 % plus
+  ``--history-memory-bytes`` of the level before it (docs/recovery.md,
+  "Memory after a burst", says why);
 * agreement: ``info`` and ``presence`` from every node identical, and true,
   within ``--presence-ttl`` + interval + 5 s after the last fault;
 * logs: no "Traceback" in any gateway log (supervisors and workers).
@@ -59,10 +64,13 @@ in the work directory, which the report names.
     make soak                          # 30 minutes
     make soak MINUTES=5 SOAK_ARGS='--seed 42'
     .venv/bin/python bench/soak.py --minutes 3
+    .venv/bin/python bench/soak.py --lean           # every kind once, about 2 minutes: make test's
     .venv/bin/python bench/soak.py --report-from WORKDIR [REPORT]   # the verdict again, from a run's records
 
-``--minutes`` is the whole run, about: the warm-up (``--warmup``, 20 s) and
-the settle period (``--settle``, 45 s) come out of it, faults fill the rest.
+``--minutes`` is the whole run, about: the priming and warm-up (``--warmup``,
+at least 20 s, until the priming has expired) and the settle period
+(``--settle``, 60 s) come out of it, faults fill the rest. ``--lean``: every
+kind once, short, against timings scaled down to match (``LEAN_TIMINGS``).
 """
 from __future__ import annotations
 
@@ -1197,9 +1205,12 @@ class Soak:
                     "node's channel should have one reader): "
                     + ", ".join(f"`{c}` ({n})" for c, n in sorted(self.shared_at_end.items()))]
         out += ["", "## RSS", "", "Compared: per process, the median of the samples (every 2 s) in the 10 s before "
-                "the first fault, and in the last 10 s of the settle period; a restarted process is compared by "
+                "the first fault (after the priming: a history burst and a channel explosion, expired by then), "
+                "and in the last 10 s of the settle period; a restarted process is compared by "
                 "its role (box, supervisor or worker index). Checked: every pushgate process, each at most 10 % "
-                "above its level before; a process of a box that is not its supervisor or one of its workers "
+                "above its level before, and the priming's high-water at most 10 % plus --history-memory-bytes "
+                "above the level before the priming (docs/recovery.md, \"Memory after a burst\": the allocators "
+                "keep what the first explosion spread over, and reuse it); a process of a box that is not its supervisor or one of its workers "
                 "(an orphaned worker) is a breach. Not checked: the clients, the relay (the harness's), and "
                 "nsqd and nsqlookupd (third-party Go processes: their RSS climbs towards the Go collector's "
                 "target for minutes under steady load with no fault at all, and nsqd restarts).", "", "```", *details["rss"], "```", ""]
