@@ -316,3 +316,15 @@ def test_the_channel_table_shrinks_after_a_channel_count_explosion():
     assert len(h) == 1
     assert sys.getsizeof(h._streams) < 10_000
     assert [p.data for p in h.publications("soak:a")] == [b"2"]
+
+
+def test_while_a_loss_may_be_unknown_publications_go_live_without_positions():
+    # Issue 23: after a reconnect, until the node knows whether its channel was
+    # made anew, a publication must not move a client's position past a loss.
+    history = node()
+    assert history.add("news", T0, b"1", T0) is not None
+    history.live_positions = False
+    assert history.add("news", T0 + SECOND, b"2", T0 + SECOND) is None
+    assert [p.data for p in history.publications("news")] == [b"1", b"2"]   # stored all the same
+    history.live_positions = True
+    assert history.add("news", T0 + 2 * SECOND, b"3", T0 + 2 * SECOND) is not None

@@ -1,5 +1,7 @@
 """Reading nsqd's channel counts: a loss is what the counts cannot account for,
 confirmed by two readings, never a message caught in flight."""
+import time
+
 from gateway.nsq.watch import ChannelWatch, deficit
 
 
@@ -96,3 +98,52 @@ def test_a_restarted_nsqd_is_a_loss_of_unknown_size():
     # A new connection that was not preceded by a drop is not one (the node's start).
     w.observe("d:1", "t", reading(5, 5, clients=NEW_CONNECTION), started=2000)
     assert len(losses) == 1
+
+
+def test_unsure_from_a_drop_until_the_channel_it_reconnected_to_is_read():
+    # Issue 23: a node that reconnected delivered what came after a loss with
+    # stream positions before it knew of the loss; told a moment later, its
+    # clients recovered from those positions on a node that vouched for them,
+    # and never learnt what they had missed.
+    settled = []
+    losses = []
+    w = ChannelWatch(channel="n#ephemeral", topics=["t"], connected=lambda: ["b:1"],
+                     on_loss=lambda topic, nsqd, n: losses.append(n), lookupd_http_addresses=[],
+                     on_settled=lambda: settled.append(len(losses)))
+    w.observe("b:1", "t", reading(500, 500), started=1000)
+    assert not w.unsure
+    w.dropped("t", "b:1")
+    assert w.unsure
+    w.settle_overdue(time.monotonic())                 # back, not read yet
+    assert w.unsure and settled == []
+    w.observe("b:1", "t", reading(5, 5, clients=NEW_CONNECTION), started=2000)
+    assert not w.unsure and losses == [0] and settled == [1]   # the loss is told before positions resume
+
+
+def test_a_drop_never_read_after_the_reconnect_counts_as_a_loss():
+    losses, settled = [], []
+    connected = ["b:1"]
+    w = ChannelWatch(channel="n#ephemeral", topics=["t"], connected=lambda: connected,
+                     on_loss=lambda topic, nsqd, n: losses.append(nsqd), lookupd_http_addresses=[],
+                     on_settled=lambda: settled.append(1))
+    now = time.monotonic()
+    w.dropped("t", "b:1")
+    w.settle_overdue(now)
+    w.settle_overdue(now + 5)
+    assert w.unsure and losses == []
+    w.settle_overdue(now + 10)                         # its stats could not be read: a loss
+    assert not w.unsure and losses == ["b:1"] and settled == [1]
+    # An nsqd that stays away: after the limit what it held is a loss, told once,
+    # and positions go on; when it is back, its channel is read as after any drop.
+    connected.clear()
+    w.dropped("t", "b:1")
+    w.settle_overdue(time.monotonic() + 1)
+    assert w.unsure
+    w.settle_overdue(time.monotonic() + 10)
+    w.settle_overdue(time.monotonic() + 20)
+    assert not w.unsure and losses == ["b:1", "b:1"]
+    connected.append("b:1")
+    w.settle_overdue(time.monotonic() + 21)
+    assert w.unsure
+    w.observe("b:1", "t", reading(3, 3, clients=NEW_CONNECTION), started=3000)
+    assert not w.unsure and losses == ["b:1", "b:1", "b:1"]

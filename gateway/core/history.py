@@ -182,6 +182,10 @@ class History:
         self._sweep_keys: list[str] = []   # the channels of a sweep in slices, and how far it got
         self._sweep_at = 0
         self.continuity_start: int | None = None  # absolute ns; None = no continuity
+        # False while a loss may have happened that this node has not seen yet
+        # (gateway/nsq/watch.py, "unsure until read"): publications go live
+        # without an offset, so no client's position moves past such a loss.
+        self.live_positions = True
         # The highest position handed out for a channel that has no state here:
         # a channel's state starts from it, so a publication older than what a
         # client was told arrives as late.
@@ -256,6 +260,8 @@ class History:
             stream.holes.append((timestamp_ns, stream.top))
             if len(stream.holes) > MAX_HOLES:
                 stream.trimmed = max(stream.trimmed, stream.holes.pop(0)[1] + 1)
+            live = None
+        if not self.live_positions:
             live = None
         self.memory += len(data) + ENTRY_OVERHEAD + ARRIVAL_OVERHEAD
         self.entries += 1

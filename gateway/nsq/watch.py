@@ -47,6 +47,15 @@ It is reported even when nothing was lost (a quiet topic, or this node was
 the first back): told for nothing rather than silent. The node polls at once
 when a connection is made or lost (:meth:`ChannelWatch.poll_soon`).
 
+**Unsure until read.** From a dropped connection until the watch has read
+the channel the node reconnected to (:attr:`ChannelWatch.unsure`), the node
+delivers what it reads without stream positions: a publication that came
+after a loss the watch has not seen yet must not move a client's position
+past the loss, or the client, told a moment later, would recover from
+there, on a node that vouches for it, and never learn what it missed. A drop
+not settled by a reading ``SETTLE_LIMIT`` seconds after the nsqd is
+connected again (its stats cannot be read) counts as a loss.
+
 :class:`ChannelWatch` polls ``/stats`` of every nsqd the readers are
 connected to, once a second, one request per nsqd, and reports
 ``(topic, nsqd, count)`` (count 0: a loss whose size is unknown). It also
@@ -58,6 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import urllib.parse
 from typing import Callable, Iterable
 
@@ -71,6 +81,7 @@ _NOT_DROPPED = object()
 POLL_INTERVAL = 1.0  # seconds
 NODES_REFRESH = 30   # polls between nsqlookupd /nodes queries
 DEPTH_WARNING = 0.5  # of mem_queue_size
+SETTLE_LIMIT = 10.0  # seconds a dropped connection may stay unsettled once connected again
 
 
 class _Level:
@@ -99,11 +110,12 @@ class ChannelWatch:
                  connected: Callable[[], Iterable[str]],
                  on_loss: Callable[[str, str, int], None],
                  lookupd_http_addresses: list[str], nsqd_http_address: str | None = None,
-                 interval: float = POLL_INTERVAL):
+                 interval: float = POLL_INTERVAL, on_settled: Callable[[], None] = lambda: None):
         self.channel = channel
         self.topics = set(topics)
         self._connected = connected          # "host:tcp_port" of every nsqd a reader is connected to
         self._on_loss = on_loss
+        self._on_settled = on_settled        # told when the last unsettled drop is settled
         self._lookupd = list(lookupd_http_addresses)
         self._nsqd_http = nsqd_http_address
         self._interval = interval
@@ -111,8 +123,10 @@ class ChannelWatch:
         self._mem_queue: dict[str, int] = {}     # tcp address -> its mem_queue_size
         self._levels: dict[tuple[str, str], _Level] = {}
         self._started: dict[str, object] = {}     # tcp address -> its start_time, as last read
-        # (address, topic) whose connection dropped -> that nsqd's start_time then (None: never read)
-        self._dropped: dict[tuple[str, str], object] = {}
+        # (address, topic) whose connection dropped -> [that nsqd's start_time then (None: never read),
+        # when it dropped, when it was seen connected again (None: not since), its loss reported while away]
+        self._dropped: dict[tuple[str, str], list] = {}
+        self._unsure = False
         self._tasks: set[asyncio.Future] = set()
         self._polls = 0
         self._busy = False
@@ -137,7 +151,59 @@ class ChannelWatch:
     def dropped(self, topic: str, address: str) -> None:
         """This node's connection to ``address`` for ``topic`` dropped: if the
         same nsqd gives it a new channel, what the old one held is lost."""
-        self._dropped[(address, topic)] = self._started.get(address)
+        key = (address, topic)
+        entry = self._dropped.get(key)
+        if entry is None:
+            self._dropped[key] = [self._started.get(address), time.monotonic(), None, False]
+        else:
+            entry[2] = None   # dropped again before it was read: not back yet
+        self._unsure = True
+
+    @property
+    def unsure(self) -> bool:
+        """A loss may have happened that is not known yet: a dropped connection
+        is back but its channel not read yet, or it dropped less than
+        ``SETTLE_LIMIT`` seconds ago."""
+        return self._unsure
+
+    def settle_overdue(self, now: float, limit: float = SETTLE_LIMIT) -> None:
+        """Called every second (``time.monotonic()``). A drop whose nsqd has been
+        connected again for ``limit`` seconds without a reading that settles it
+        counts as a loss of unknown size; so does one whose nsqd stays away that
+        long (what it held is gone; when it comes back, its channel is read as
+        after any drop)."""
+        if not self._dropped:
+            return
+        connected = set(self._connected())
+        unsure = False
+        for key, entry in list(self._dropped.items()):
+            address, topic = key
+            if address in connected:
+                if entry[2] is None:
+                    entry[2] = now
+                if now - entry[2] < limit:
+                    unsure = True
+                    continue
+                del self._dropped[key]
+                why = f"its channel for topic {topic} could not be read within {limit:.0f} s of the reconnect"
+            else:
+                entry[2] = None
+                if now - entry[1] < limit:
+                    unsure = True
+                    continue
+                if entry[3]:
+                    continue
+                entry[3] = True
+                why = f"it has been away for {limit:.0f} s: what it held for this node (topic {topic}) is gone"
+            self.losses += 1
+            log.warning("nsqd %s: %s; counted as a loss (positioned subscribers are told)", address, why)
+            self._on_loss(topic, address, 0)
+        self._settle(unsure)
+
+    def _settle(self, unsure: bool) -> None:
+        was, self._unsure = self._unsure, unsure
+        if was and not unsure:
+            self._on_settled()
 
     async def _poll(self) -> None:
         if self._busy:  # a slow nsqd must not pile requests up
@@ -224,7 +290,8 @@ class ChannelWatch:
         count = int(channel.get("message_count", 0))
         clients = frozenset((c.get("remote_address"), c.get("connect_ts")) for c in channel.get("clients") or ())
         level = self._levels.get(key)
-        dropped = self._dropped.pop(key, _NOT_DROPPED)
+        entry = self._dropped.pop(key, None)
+        dropped = entry[0] if entry is not None else _NOT_DROPPED
         if level is None or count < level.message_count or not clients & level.clients:
             # A channel not seen before: its counts began at zero.
             if dropped is not _NOT_DROPPED:
@@ -240,6 +307,8 @@ class ChannelWatch:
                             "positioned subscribers are told", address, self.channel, topic, why)
                 self._on_loss(topic, address, 0)
             level = self._levels[key] = _Level()
+        if entry is not None and not self._dropped:
+            self._settle(False)   # after the loss, if there was one: its subscribers are told first
         level.message_count = count
         level.clients = clients
         now_deficit = deficit(channel)
