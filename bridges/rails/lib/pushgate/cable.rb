@@ -28,6 +28,9 @@ module Pushgate
   # Turbo's stream names and signatures, and the /cable URL with a token,
   # with the standard library only (no turbo-rails needed).
   module Cable
+    # The Action Cable RPC endpoint (needs actioncable): see pushgate/cable/rpc.rb.
+    autoload :RPC, "pushgate/cable/rpc"
+
     module_function
 
     # What Turbo streams from for `turbo_stream_from(*streamables)`: records as
