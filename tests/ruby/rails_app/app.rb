@@ -165,8 +165,24 @@ end
 ACTIONCABLE_JS = File.expand_path("../../../node_modules/@rails/actioncable/app/assets/javascripts/actioncable.esm.js",
                                   __dir__)
 
+# For bench/rails_rpc.py: the time spent inside the RPC endpoint, per call.
+RPC_TIMINGS = []
+if ENV["RPC_TIMINGS"]
+  ActiveSupport::Notifications.subscribe("call.pushgate_cable_rpc") do |_name, started, finished, _id, payload|
+    ChatEvents::LOCK.synchronize do
+      RPC_TIMINGS << [payload[:command] || payload[:call], (finished - started) * 1000.0]
+      RPC_TIMINGS.shift if RPC_TIMINGS.size > 1_000_000
+    end
+  end
+end
+
 Rails.application.initialize!
 Rails.application.routes.draw do
+  get "/bench/rpc_timings", to: lambda { |_env|
+    taken = ChatEvents::LOCK.synchronize { RPC_TIMINGS.dup.tap { RPC_TIMINGS.clear } }
+    [200, { "Content-Type" => "application/json" }, [JSON.generate(taken)]]
+  } if ENV["RPC_TIMINGS"]
+  get "/up", to: ->(_env) { [200, { "Content-Type" => "text/plain" }, ["up"]] }
   mount Pushgate::Cable::RPC.new(secret: ENV.fetch("PUSHGATE_CABLE_RPC_SECRET", "")) => "/_pushgate" if
     ENV["PUSHGATE_CABLE_RPC_SECRET"]
   get "/login", to: "sessions#create"
@@ -213,8 +229,12 @@ when "broadcast"
 when "serve"
   require "rack/handler/webrick"
   port = Integer(ARGV.shift)
+  # WEBrick writes a response's head and body apart; without TCP_NODELAY the
+  # body waits for the client's delayed ACK (40 ms) on every keep-alive call.
+  nodelay = ->(socket) { socket.setsockopt(Socket::IPPROTO_TCP, Socket::TCP_NODELAY, 1) }
   Rack::Handler::WEBrick.run(Rails.application, Host: "127.0.0.1", Port: port, AccessLog: [],
                                                 Logger: WEBrick::Log.new($stderr, WEBrick::Log::WARN),
+                                                AcceptCallback: nodelay,
                                                 StartCallback: -> { puts "serving on #{port}"; $stdout.flush })
 else
   warn "usage: app.rb page USER STREAMABLE... | sign STREAMABLE... | append TEXT STREAMABLE... | broadcast STREAM JSON | serve PORT"

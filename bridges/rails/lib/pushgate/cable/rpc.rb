@@ -70,11 +70,17 @@ module Pushgate
         return plain(422, "the body must be a JSON object (AnyCable's #{call_name} request)") unless request
 
         sid = rack_env["HTTP_X_ANYCABLE_META_SID"]
-        body = case call_name
-               when "connect" then connect(request, sid)
-               when "command" then Cable.with_socket_id(sid) { command(request, sid) }
-               else disconnect(request, sid)
-               end
+        # "call.pushgate_cable_rpc" (call: connect/command/disconnect,
+        # command: subscribe/unsubscribe/message): the time the app's code
+        # took, for the app's own metrics.
+        body = ActiveSupport::Notifications.instrument("call.pushgate_cable_rpc",
+                                                       call: call_name, command: request["command"]) do
+          case call_name
+          when "connect" then connect(request, sid)
+          when "command" then Cable.with_socket_id(sid) { command(request, sid) }
+          else disconnect(request, sid)
+          end
+        end
         [200, JSON_HEADERS.dup, [body]]
       end
 
