@@ -55,7 +55,7 @@ module RPCTestCable
 end
 
 class ChatChannel < ActionCable::Channel::Base
-  include Pushgate::Cable::RPC::Presence
+  include Pushgate::Cable::Presence
   state_attr_accessor :room
 
   def subscribed

@@ -30,6 +30,10 @@ module Pushgate
   module Cable
     # The Action Cable RPC endpoint (needs actioncable): see pushgate/cable/rpc.rb.
     autoload :RPC, "pushgate/cable/rpc"
+    # The X-Socket-ID header in controllers (broadcasts to the others).
+    autoload :SocketId, "pushgate/cable/socket_id"
+    # Presence on a channel served through the RPC (anycable-rails' API).
+    autoload :Presence, "pushgate/cable/action_cable_hooks"
 
     module_function
 

@@ -8,7 +8,7 @@ require "action_cable"
 require "action_dispatch/middleware/cookies"
 require "pushgate/cable/rpc/wire"
 require "pushgate/cable/rpc/socket"
-require "pushgate/cable/rpc/action_cable_hooks"
+require "pushgate/cable/action_cable_hooks"
 require "pushgate/cable/socket_id"
 
 module Pushgate
