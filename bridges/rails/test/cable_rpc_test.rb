@@ -52,6 +52,29 @@ module RPCTestCable
       RPC_EVENTS << [:disconnect, current_user.name, locale]
     end
   end
+
+  # Signs in from what a middleware put in the env (as Warden does for Devise).
+  class EnvConnection < ActionCable::Connection::Base
+    identified_by :current_user
+
+    def connect
+      self.current_user = RPCUser.find_by(env["test.user_id"]) || reject_unauthorized_connection
+    end
+  end
+end
+
+# A Rack middleware with a block, as Warden::Manager is built.
+class UserFromHeader
+  def initialize(app, header, &pick)
+    @app = app
+    @header = header
+    @pick = pick
+  end
+
+  def call(env)
+    env["test.user_id"] = @pick.call(env[@header])
+    @app.call(env)
+  end
 end
 
 class ChatChannel < ActionCable::Channel::Base
@@ -182,6 +205,15 @@ class CableRPCTest < Minitest::Test
     assert_equal unauthorized, rpc("/connect", JSON.generate("env" => env(forged))).body
     assert_equal unauthorized, rpc("/connect", JSON.generate("env" => env(""))).body
     assert_equal unauthorized, rpc("/connect", JSON.generate("env" => { "url" => URL })).body
+  end
+
+  def test_middleware_fills_the_env_the_connection_reads
+    endpoint = Pushgate::Cable::RPC.new(secret: SECRET, connection_class: RPCTestCable::EnvConnection, server: @server,
+                                        middleware: [[UserFromHeader, "HTTP_X_USER", ->(value) { value&.to_i }]])
+    body = JSON.generate("env" => { "url" => URL, "headers" => { "x-user" => "2" } })
+    response = Rack::MockRequest.new(endpoint).post("/connect", input: body, "HTTP_AUTHORIZATION" => "Bearer #{SECRET}")
+    assert_equal '{"status":1,"identifiers":"{\"current_user\":\"' + RPCUser.find(2).to_gid_param +
+                 '\"}","transmissions":["{\"type\":\"welcome\"}"]}', response.body
   end
 
   def test_an_origin_action_cable_does_not_allow_is_refused

@@ -41,9 +41,10 @@ module Pushgate
       # the app's connection code for whoever calls it.
       # +connection_class+: default ActionCable's (ApplicationCable::Connection).
       # +server+: the Action Cable server whose config (origins, logger) applies.
-      # +middleware+: Rack middleware the upgrade request passes before the
-      # connection sees it, as it would passing Rails' stack: by default the
-      # app's session store, so request.session works; add Warden for Devise.
+      # +middleware+: more Rack middleware the upgrade request passes before
+      # the connection sees it, as it would pass Rails' stack, after the
+      # app's session store (always there, so request.session works): each
+      # [klass, *args] or [klass, *args, block], e.g. Warden's for Devise.
       def initialize(secret:, connection_class: nil, server: nil, middleware: nil, env_config: nil)
         raise ArgumentError, "Pushgate::Cable::RPC needs the gateway's --cable-rpc-secret" if secret.nil? || secret.empty?
 
@@ -318,13 +319,16 @@ module Pushgate
         @lock.synchronize do
           return @middleware_app if defined?(@middleware_app)
 
-          stack = @middleware || default_middleware
+          stack = session_middleware + Array(@middleware)
           endpoint = ->(_env) { [200, {}, []] }
-          @middleware_app = stack.empty? ? nil : stack.reverse.inject(endpoint) { |app, (klass, *args)| klass.new(app, *args) }
+          @middleware_app = stack.empty? ? nil : stack.reverse.inject(endpoint) do |app, (klass, *args)|
+            block = args.last.is_a?(Proc) ? args.pop : nil
+            klass.new(app, *args, &block)
+          end
         end
       end
 
-      def default_middleware
+      def session_middleware
         return [] unless defined?(::Rails.application) && ::Rails.application
 
         config = ::Rails.application.config
