@@ -303,6 +303,28 @@ class CableRPCTest < Minitest::Test
 
   # The same channel under Action Cable's own server (its test stub): the
   # hooks fall through, state is a plain attribute, presence a no-op.
+  # Whatever arrives, the answer is defined and the next call is served.
+  def test_hostile_calls_get_clear_answers
+    cookie = signed_in_cookie(1)
+    assert_equal 413, rpc("/connect", "{" + " " * Pushgate::Cable::RPC::MAX_BODY_BYTES + "}").status
+    assert_equal '{"status":2,"transmissions":["{\"type\":\"disconnect\",\"reason\":\"unauthorized\",' \
+                 '\"reconnect\":false}"]}',
+                 rpc("/connect", JSON.generate("env" => { "url" => "::not a url", "headers" => ["cookie"] })).body
+    garbage_ids = rpc("/command", JSON.generate("command" => "subscribe", "identifier" => LOBBY,
+                                                "connection_identifiers" => "[not json", "env" => env(cookie)))
+    assert_match(/\A\{"error_msg":"ArgumentError: connection_identifiers is not a JSON object"\}\z/, garbage_ids.body)
+    not_json = command("subscribe", "{not json", cookie)
+    assert_equal 2, JSON.parse(not_json.body)["status"] # reject_subscription, not silence
+    bad_data = command("message", LOBBY, cookie, data: "{not json", istate: { "room" => LOBBY_STATE })
+    assert_match(/\A\{"error_msg":"JSON::ParserError: /, bad_data.body)
+    odd_state = rpc("/command", JSON.generate("command" => "message", "identifier" => LOBBY, "data" => '{"action":"nope"}',
+                                              "connection_identifiers" => ALICE_IDS,
+                                              "env" => { "url" => URL, "headers" => { "cookie" => cookie },
+                                                         "istate" => "a string", "cstate" => [1] }))
+    assert_equal '{"status":1}', odd_state.body # Action Cable logs the unknown action and carries on
+    assert_equal 1, JSON.parse(rpc("/connect", JSON.generate("env" => env(cookie))).body)["status"]
+  end
+
   def test_rails_own_server_runs_the_channel_as_before
     require "action_cable/channel/test_case"
     connection = ActionCable::Channel::ConnectionStub.new(current_user: RPCUser.find(1))

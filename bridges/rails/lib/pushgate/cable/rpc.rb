@@ -34,6 +34,9 @@ module Pushgate
     # stopped, state changes, presence.
     class RPC
       COMMANDS = %w[subscribe unsubscribe message].freeze
+      # No call of the gateway's comes near it (a connect's cookies, a
+      # disconnect's subscriptions); a bigger body is refused unread.
+      MAX_BODY_BYTES = 1024 * 1024
       JSON_HEADERS = { "Content-Type" => "application/json" }.freeze
 
       # +secret+: the gateway's --cable-rpc-secret; calls without
@@ -67,7 +70,12 @@ module Pushgate
         return plain(404, "Not found: the calls are /connect, /command and /disconnect") unless
           %w[connect command disconnect].include?(call_name)
 
-        request = parse(rack_env["rack.input"]&.read)
+        return plain(413, "a call's body is at most #{MAX_BODY_BYTES} bytes") if
+          rack_env["CONTENT_LENGTH"].to_i > MAX_BODY_BYTES
+        body = rack_env["rack.input"]&.read(MAX_BODY_BYTES + 1)
+        return plain(413, "a call's body is at most #{MAX_BODY_BYTES} bytes") if body && body.bytesize > MAX_BODY_BYTES
+
+        request = parse(body)
         return plain(422, "the body must be a JSON object (AnyCable's #{call_name} request)") unless request
 
         sid = rack_env["HTTP_X_ANYCABLE_META_SID"]
