@@ -84,16 +84,25 @@ module Pushgate
         # took, for the app's own metrics.
         body = ActiveSupport::Notifications.instrument("call.pushgate_cable_rpc",
                                                        call: call_name, command: request["command"]) do
-          case call_name
-          when "connect" then connect(request, sid)
-          when "command" then Cable.with_socket_id(sid) { command(request, sid) }
-          else disconnect(request, sid)
+          as_an_execution do
+            case call_name
+            when "connect" then connect(request, sid)
+            when "command" then Cable.with_socket_id(sid) { command(request, sid) }
+            else disconnect(request, sid)
+            end
           end
         end
         [200, JSON_HEADERS.dup, [body]]
       end
 
       private
+
+      # Inside Rails' executor (database connections returned, code reloaded
+      # in development), as a request to Rails is: already so when mounted in
+      # the routes, and so also when mounted in front of the app in config.ru.
+      def as_an_execution(&block)
+        defined?(::Rails.application) && ::Rails.application ? ::Rails.application.executor.wrap(&block) : yield
+      end
 
       def parse(body)
         return nil if body.nil? || body.empty?
