@@ -13,6 +13,7 @@ Without Chromium (`make test` installs Debian's) the test is skipped and says so
 from __future__ import annotations
 
 import asyncio
+import http.client as httpclient
 import json
 import os
 import warnings
@@ -161,3 +162,49 @@ def test_two_users_chat_through_two_nodes_with_the_apps_own_channel_classes(
     assert rails_app.count(event="disconnect", user="alice") == 2
     assert rails_app.count(event="disconnect", user="bob") == 1
     assert rails_app.count(event="unsubscribed", user="alice", room=2) == 1  # the rejection ran it, only then
+
+
+def signed_in_cookie(app: RailsChatApp, name: str) -> str:
+    """The Cookie header a browser sends after the app's sign-in."""
+    conn = httpclient.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    conn.request("GET", f"/login?name={name}")
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return next(c.split(";")[0] for c in response.headers.get_all("Set-Cookie") or [] if c.startswith("user_id="))
+
+
+def test_whispers_and_presence_of_the_apps_channel_with_anycable_web(gateway_calls_rails, start_gateway, rails_app):
+    """@anycable/web (npm) on the same channel: the whisper stream and the
+    presence the app's `subscribed` named, served by the gateways across nodes."""
+    rpc = (f"--cable-rpc-url={rails_app.url}/_pushgate", f"--cable-rpc-secret={RPC_SECRET}", "--cable-whisper")
+    node_a, node_b = start_gateway(*rpc), start_gateway(*rpc)
+
+    async def scenario():
+        alice = await NodeClient.start("anycable_rpc_client.mjs", "--url", f"ws://127.0.0.1:{node_a.port}/cable",
+                                       "--cookie", signed_in_cookie(rails_app, "alice"))
+        bob = await NodeClient.start("anycable_rpc_client.mjs", "--url", f"ws://127.0.0.1:{node_b.port}/cable",
+                                     "--cookie", signed_in_cookie(rails_app, "bob"))
+        try:
+            for client in (alice, bob):
+                await client.event("channel", state="connect", timeout=20)
+            for client in (alice, bob):  # join_presence in the app's subscribed, asked on either node
+                async def both(c=client):
+                    await c.send({"info": True})
+                    await c.wait(lambda: c.of("info") or c.of("info-failed"), timeout=10, what="presence.info()")
+                    found = c.of("info")[-1]["state"] if c.of("info") else {}
+                    c.events[:] = [e for e in c.events if e.get("event") not in ("info", "info-failed")]
+                    return set(found) == {"1", "2"} and found
+                state = await wait_for(both, timeout=20, what=f"{client.name}: presence.info() with both users")
+                assert state == {"1": {"name": "alice"}, "2": {"name": "bob"}}
+            await alice.send({"whisper": {"typing": "alice"}})
+            await bob.wait(lambda: {"typing": "alice"} in [e["data"] for e in bob.of("received")], timeout=15,
+                           what="alice's whisper on the other node")
+            await alice.send({"perform": "speak", "data": {"text": "after the whisper"}})
+            await alice.wait(lambda: {"from": "alice", "text": "after the whisper"} in
+                             [e["data"] for e in alice.of("received")], timeout=15, what="alice's own message")
+            assert {"typing": "alice"} not in [e["data"] for e in alice.of("received")]  # never back to the sender
+        finally:
+            await alice.stop()
+            await bob.stop()
+    asyncio.run(scenario())

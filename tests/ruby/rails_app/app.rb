@@ -16,8 +16,8 @@
 # `serve` runs an ordinary Action Cable chat with no JWT anywhere: sign-in is
 # an encrypted cookie (GET /login?name=alice), ApplicationCable::Connection
 # reads it, ChatChannel streams for its room, rejects a room the user may
-# not enter, transmits a greeting, broadcasts `speak`, and records
-# `unsubscribed`; the gateway runs them through Pushgate::Cable::RPC mounted
+# not enter, transmits a greeting, joins the room's presence, names the
+# room for whispers, broadcasts `speak`, and records `unsubscribed`; the gateway runs them through Pushgate::Cable::RPC mounted
 # at /_pushgate. GET /rooms/ID?cable=WS_URL is a page with the stock
 # @rails/actioncable (from node_modules) connected to that gateway node.
 # What the app's callbacks did goes as JSON lines to CHAT_EVENTS (a file).
@@ -103,6 +103,8 @@ module ApplicationCable
 end
 
 class ChatChannel < ApplicationCable::Channel
+  include Pushgate::Cable::Presence
+
   def subscribed
     room = Room.find_by(params[:room])
     unless room&.open_to?(current_user)
@@ -110,8 +112,9 @@ class ChatChannel < ApplicationCable::Channel
       return reject
     end
 
-    stream_for room
+    stream_for room, whisper: true # @anycable/web's whispers go to the room (gateway's --cable-whisper)
     transmit({ "greeting" => "welcome to #{room.name}, #{current_user.name}" })
+    join_presence(id: current_user.id, info: { "name" => current_user.name })
     ChatEvents.record(event: "subscribed", user: current_user.name, room: room.id)
   end
 
