@@ -105,7 +105,7 @@ module Pushgate
       end
 
       def parse(body)
-        return nil if body.nil? || body.empty?
+        return nil unless body.is_a?(String) && !body.empty?
 
         request = JSON.parse(body)
         request.is_a?(Hash) ? request : nil
