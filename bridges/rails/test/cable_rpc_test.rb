@@ -325,6 +325,20 @@ class CableRPCTest < Minitest::Test
     assert_equal 1, JSON.parse(rpc("/connect", JSON.generate("env" => env(cookie))).body)["status"]
   end
 
+  # Go's encoding/json of rpc.proto's structs, as AnyCable-Go writes them:
+  # zero values left out, map keys sorted, <, > and & escaped.
+  def test_answers_are_gos_json_of_the_proto_structs
+    wire = Pushgate::Cable::RPC::Wire
+    assert_equal '{"status":1,"transmissions":["{\"message\":\"\u003cp\u003ea \u0026 b\u003c/p\u003e\"}"],' \
+                 '"env":{"istate":{"$w":"","a":"1","b":"2"}}}',
+                 wire.command_response(status: 1, transmissions: ['{"message":"<p>a & b</p>"}'],
+                                       env: { cstate: {}, istate: { "b" => "2", "a" => "1", "$w" => "" } })
+    assert_equal '{"error_msg":"boom"}', wire.connection_response(status: 0, error_msg: "boom")
+    assert_equal '{"status":2}', wire.disconnect_response(status: 2)
+    assert_equal '{"status":1,"presence":{"type":"leave","id":"7"}}',
+                 wire.command_response(status: 1, presence: { type: "leave", id: "7" })
+  end
+
   def test_rails_own_server_runs_the_channel_as_before
     require "action_cable/channel/test_case"
     connection = ActionCable::Channel::ConnectionStub.new(current_user: RPCUser.find(1))
