@@ -15,7 +15,7 @@ module Pushgate
   # The current socket id is the calling connection's sid inside an RPC call
   # (a channel's perform), and the X-Socket-ID request header in controllers
   # that include Pushgate::Cable::SocketId (the page sends the sid it got in
-  # the welcome, as @anycable/web's clients do).
+  # the welcome, @anycable/web's cable.sessionId).
   module Cable
     THREAD_KEY = :pushgate_cable_socket_id
     EXCLUDE_KEY = :pushgate_cable_exclude
