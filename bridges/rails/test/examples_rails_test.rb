@@ -32,9 +32,12 @@ class ExamplesRailsTest < Minitest::Test
     assert_equal "reject_subscription", JSON.parse(result["rejected"]["transmissions"].first)["type"]
     assert_equal({ "status" => 1 }, result["spoke"])
     assert_equal %w[earlier hello], result["messages"]
-    broadcast = NSQD.read_back(topic, 1).first
-    assert_equal({ "channel" => lobby, "data" => { "type" => "message", "message" => { "from" => "alice", "text" => "hello" } },
-                   "exclude" => "sid-alice" }, broadcast.except("id"))
+    broadcasts = NSQD.read_back(topic, 2).map { |b| b.except("id") }.sort_by { |b| b["channel"] }
+    assert_equal [{ "channel" => lobby, "data" => { "type" => "message", "message" => { "from" => "alice", "text" => "hello" } },
+                    "exclude" => "sid-alice" }, # to_others in the channel action: the calling connection
+                  { "channel" => "notes", "data" => { "note" => "hi" }, "exclude" => "sid-page" }], # X-Socket-ID
+                 broadcasts
+    assert_equal 204, result["noted"]
     assert_equal 1, result["left"]["status"]
     assert result["away"], "unsubscribed ran"
     assert_equal({ "status" => 1 }, result["disconnected"])

@@ -90,6 +90,17 @@ left = call.call("command", { "command" => "unsubscribe", "identifier" => room.(
 disconnected = call.call("disconnect", { "identifiers" => ids, "subscriptions" => [], "env" => env })
 alice.reload
 
+# A controller action broadcasting to the others, under the page's X-Socket-ID.
+class NotesController < ApplicationController
+  def create
+    ActionCable.server.broadcast("notes", { "note" => params[:text] }, to_others: true)
+    head :no_content
+  end
+end
+Rails.application.routes.disable_clear_and_finalize = true
+Rails.application.routes.draw { post "/notes", to: "notes#create" }
+noted = app.post("/notes?text=hi", "HTTP_X_SOCKET_ID" => "sid-page").status
+
 layout = ApplicationController.render(html: "<p>page</p>".html_safe, layout: "application")
 cable_route = begin
   Rails.application.routes.recognize_path("/cable")
@@ -102,5 +113,5 @@ puts JSON.generate(
   "connected" => connected, "refused" => refused, "subscribed" => subscribed, "rejected" => rejected,
   "spoke" => spoke, "left" => left, "disconnected" => disconnected,
   "messages" => Message.order(:id).map(&:text), "away" => !alice.away_since.nil?, "seen" => !alice.last_seen_at.nil?,
-  "layout" => layout, "cable_route" => cable_route, "lobby_stream" => ChatChannel.broadcasting_for(lobby)
+  "layout" => layout, "cable_route" => cable_route, "noted" => noted, "lobby_stream" => ChatChannel.broadcasting_for(lobby)
 )
