@@ -11,15 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.parse
 import uuid
+
+import pytest
 
 from auth import connection_token
 from pushgate_bridge.events import EventReader
 from tests.clients import RawClient
 from tests.helpers import wait_for, wait_until
-from tests.stack import SECRET, Reading
+from tests.stack import ROOT, SECRET, Nsqd, Reading, http
+
+CONSUMERS = {"python": [sys.executable, str(ROOT / "tests" / "events_consumer.py")],
+             "ruby": ["ruby", str(ROOT / "tests" / "ruby" / "events_consumer.rb")]}
+TRANSITIONS = ("user_online", "user_offline")
 
 GRACE = 1.0
 TTL = 3.0
@@ -49,17 +59,69 @@ class Heard:
         self.reader.join()
 
 
-def cluster(start_gateway, nsqd, *extra: str):
+class Consumer:
+    """A bridge's reader in a process of its own (tests/events_consumer.py,
+    tests/ruby/events_consumer.rb): what it printed, line by line."""
+
+    def __init__(self, bridge: str, topic: str, channel: str, nsqd_tcp: str):
+        self.proc = subprocess.Popen([*CONSUMERS[bridge], topic, channel, nsqd_tcp], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        self.lines: list[dict] = []
+        self.stderr = ""
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr += line
+
+    def of(self, kind: str, **fields) -> list[dict]:
+        return [e for e in list(self.lines) if e.get("type") == kind and all(e.get(k) == v for k, v in fields.items())]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def subscribed(nsqd, topic: str, channel: str) -> bool:
+    """Whether ``channel`` of ``topic`` has a reader on ``nsqd``."""
+    query = urllib.parse.urlencode({"format": "json", "topic": topic, "channel": channel})
+    status, body = http("GET", f"http://{nsqd.http_address}/stats?{query}")
+    return status == 200 and any(c["channel_name"] == channel and c["clients"] for t in json.loads(body)["topics"] or ()
+                                 if t["topic_name"] == topic for c in t["channels"])
+
+
+def transitions(events: list[dict]) -> list[tuple[str, str]]:
+    return sorted((e["type"], e["user"]) for e in events if e.get("type") in TRANSITIONS)
+
+
+def cluster(start_gateway, nsqd, *extra: str, ruby: bool = False):
     """Two nodes of a cluster of their own (their own topics), with events,
-    both ready to speak for users; and the reader of their events."""
+    both ready to speak for users; the Python bridge's reader of their
+    events; and with ``ruby``, the Rails bridge's reader on a channel of its own."""
     name = f"ev{uuid.uuid4().hex[:8]}"
     flags = (f"--topic={name}", f"--events-topic={name}-events", f"--presence-interval={TTL / 3}",
              f"--presence-ttl={TTL}", f"--offline-grace={GRACE}", f"--receipt-timeout={RECEIPT_TIMEOUT}", *extra)
     heard = Heard(nsqd, f"{name}-events")
+    consumer = None
+    if ruby:
+        consumer = Consumer("ruby", f"{name}-events", "ruby", nsqd.tcp_address)
+        wait_until(lambda: subscribed(nsqd, f"{name}-events", "ruby"), what="the Ruby reader subscribed")
     a, b = start_gateway(*flags), start_gateway(*flags)
     wait_until(lambda: a.metric("pushgate_events_owners") == 2 and b.metric("pushgate_events_owners") == 2,
                timeout=15, what="both nodes ready for events and counting each other")
-    return a, b, heard, name
+    return a, b, heard, name, consumer
 
 
 async def tab(node, user: str) -> RawClient:
@@ -70,7 +132,7 @@ async def tab(node, user: str) -> RawClient:
 
 
 def test_users_online_and_offline_once_per_transition_across_two_nodes(start_gateway, nsqd):
-    a, b, heard, _ = cluster(start_gateway, nsqd)
+    a, b, heard, _, ruby = cluster(start_gateway, nsqd, ruby=True)
     try:
         async def scenario():
             # The first tab anywhere: one user_online; more tabs on either node: none.
@@ -107,13 +169,19 @@ def test_users_online_and_offline_once_per_transition_across_two_nodes(start_gat
             assert {e["node"] for e in heard.of("connect", user="alice")} == {a.node_name, b.node_name}
             await r.close()
             await wait_for(lambda: heard.of("user_offline", user="bob"), what="bob offline at last")
+            # The Rails bridge's reader heard the same transitions.
+            await wait_for(lambda: transitions(ruby.lines) == transitions(heard.events),
+                           what="the Ruby reader to hear the same transitions")
         asyncio.run(scenario())
+        assert ruby.stop() == 0, ruby.stderr
+        assert ruby.lines[-1] == {"stopped": True}
     finally:
         heard.stop()
+        ruby.stop()
 
 
 def test_a_node_killed_without_a_word_takes_only_its_own_users_offline(start_gateway, nsqd):
-    a, b, heard, _ = cluster(start_gateway, nsqd)
+    a, b, heard, _, ruby = cluster(start_gateway, nsqd, ruby=True)
     try:
         async def scenario():
             only_b = [await tab(b, f"only-b-{i}") for i in range(4)]
@@ -136,15 +204,18 @@ def test_a_node_killed_without_a_word_takes_only_its_own_users_offline(start_gat
             await wait_for(lambda: heard.of("user_offline", user="sentinel"), what="the sentinel offline")
             assert not any(heard.of("user_offline", user=f"both-{i}") for i in range(4))
             assert all(len(heard.of("user_offline", user=f"only-b-{i}")) == 1 for i in range(4))
+            await wait_for(lambda: transitions(ruby.lines) == transitions(heard.events),
+                           what="the Ruby reader to hear the same transitions")
             for client in only_b + both:
                 await client.ws.close()
         asyncio.run(scenario())
     finally:
         heard.stop()
+        ruby.stop()
 
 
 def test_receipts_say_delivered_per_node_with_counts_or_undelivered_once(start_gateway, nsqd):
-    a, b, heard, topic = cluster(start_gateway, nsqd)
+    a, b, heard, topic, _ = cluster(start_gateway, nsqd)
     try:
         async def scenario():
             tabs = [await tab(a, "carol"), await tab(a, "carol"), await tab(b, "carol")]
@@ -169,7 +240,7 @@ def test_receipts_say_delivered_per_node_with_counts_or_undelivered_once(start_g
 
 
 def test_ten_thousand_receipts_to_a_thousand_users_have_one_outcome_each(start_gateway, nsqd):
-    a, b, heard, topic = cluster(start_gateway, nsqd)
+    a, b, heard, topic, _ = cluster(start_gateway, nsqd)
     users = [f"u{i}" for i in range(1000)]
     online = users[:200]        # 100 on each node; the other 800 offline
     try:
@@ -214,3 +285,34 @@ def test_ten_thousand_receipts_to_a_thousand_users_have_one_outcome_each(start_g
         assert b.metric("pushgate_events_dropped_total", reason="full") == 0
     finally:
         heard.stop()
+
+
+@pytest.mark.process   # its own nsqd, stopped and started again under the reader
+@pytest.mark.parametrize("bridge", sorted(CONSUMERS))
+def test_a_bridges_reader_waits_for_nsqd_reconnects_requeues_a_failure_and_closes_cleanly(bridge, tmp_path):
+    nsqd = Nsqd(tmp_path / "nsqd")       # not started yet: the reader must wait for it
+    reader = Consumer(bridge, "events", "worker", nsqd.tcp_address)
+    try:
+        wait_until(lambda: "connecting again" in reader.stderr, what=f"the {bridge} reader to retry")
+        nsqd.start()
+        wait_until(lambda: subscribed(nsqd, "events", "worker"), what="the reader subscribed")
+        nsqd.publish({"type": "user_online", "user": "1", "fail_once": "a"}, topic="events")
+        wait_until(lambda: reader.of("user_online", user="1"), what="the event, after its requeue")
+        assert {"failed": "a"} in reader.lines
+        assert len(reader.of("user_online", user="1")) == 1    # finished: not handed over again
+
+        nsqd.stop()                                            # nsqd restarts on the same ports
+        again = Nsqd(tmp_path / "nsqd")
+        again.tcp_port, again.http_port = nsqd.tcp_port, nsqd.http_port
+        again.start()
+        nsqd = again
+        wait_until(lambda: subscribed(nsqd, "events", "worker"), timeout=15, what="the reader back")
+        nsqd.publish({"type": "user_offline", "user": "1"}, topic="events")
+        wait_until(lambda: reader.of("user_offline", user="1"), what="an event after the reconnect")
+        assert reader.stop() == 0, reader.stderr
+        assert reader.lines[-1] == {"stopped": True}
+        # CLS: nsqd saw the reader leave, and holds nothing in flight for it.
+        wait_until(lambda: not subscribed(nsqd, "events", "worker"), what="the reader gone from nsqd")
+    finally:
+        reader.stop()
+        nsqd.stop()

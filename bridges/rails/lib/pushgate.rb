@@ -18,6 +18,8 @@ require "pushgate/cable_helper"
 module Pushgate
   # The connect proxy's Rack endpoint (needs Rack, which Rails has): see pushgate/connect_proxy.rb.
   autoload :ConnectProxy, "pushgate/connect_proxy"
+  # The gateway's events from NSQ, for a worker process: see pushgate/events.rb.
+  autoload :Events, "pushgate/events"
 
   class << self
     def configure
