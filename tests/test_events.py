@@ -25,7 +25,7 @@ from auth import connection_token
 from pushgate_bridge.events import EventReader
 from tests.clients import RawClient
 from tests.helpers import wait_for, wait_until
-from tests.stack import ROOT, SECRET, Nsqd, Reading, http
+from tests.stack import API_KEY, ROOT, SECRET, Nsqd, Reading, http
 
 CONSUMERS = {"python": [sys.executable, str(ROOT / "tests" / "events_consumer.py")],
              "ruby": ["ruby", str(ROOT / "tests" / "ruby" / "events_consumer.rb")]}
@@ -132,7 +132,8 @@ async def tab(node, user: str) -> RawClient:
 
 
 def test_users_online_and_offline_once_per_transition_across_two_nodes(start_gateway, nsqd):
-    a, b, heard, _, ruby = cluster(start_gateway, nsqd, ruby=True)
+    a, b, heard, _, ruby = cluster(start_gateway, nsqd, "--presence=room:*", "--public-channels=room:*",
+                                   "--events-channels=room:*", ruby=True)
     try:
         async def scenario():
             # The first tab anywhere: one user_online; more tabs on either node: none.
@@ -140,6 +141,12 @@ def test_users_online_and_offline_once_per_transition_across_two_nodes(start_gat
             await wait_for(lambda: heard.of("user_online", user="alice"), what="alice online")
             t2, t3 = await tab(b, "alice"), await tab(a, "alice")
             await wait_for(lambda: len(heard.of("connect", user="alice")) == 3, what="three connects")
+            # A channel with presence: occupied once, by its first subscriber on either node.
+            for t in (t1, t2):
+                await t.send({"id": 2, "subscribe": {"channel": "room:1"}})
+                assert "subscribe" in await t.recv()
+            await wait_for(lambda: len(heard.of("subscribe", channel="room:1")) == 2, what="two subscribes")
+            assert len(heard.of("channel_occupied", channel="room:1")) == 1
             # Closing all of them: one user_offline, after the grace.
             for t in (t1, t2, t3):
                 await t.close()
@@ -149,6 +156,8 @@ def test_users_online_and_offline_once_per_transition_across_two_nodes(start_gat
             assert offline["time"] >= closed + GRACE - 0.2, (offline, closed)
             disconnects = heard.of("disconnect", user="alice")
             assert len(disconnects) == 3 and all(d["code"] == 0 and d["duration"] >= 0 for d in disconnects)
+            await wait_for(lambda: heard.of("channel_vacated", channel="room:1"), what="room:1 vacated")
+            assert len(heard.of("unsubscribe", channel="room:1")) == 2
 
             # A reload within the grace, onto the other node: no transition.
             r = await tab(a, "bob")
@@ -166,6 +175,9 @@ def test_users_online_and_offline_once_per_transition_across_two_nodes(start_gat
             assert len(heard.of("user_online", user="alice")) == 1
             assert len(heard.of("user_offline", user="alice")) == 1
             assert len(heard.of("user_online", user="sentinel")) == 1
+            assert len(heard.of("channel_occupied", channel="room:1")) == 1
+            assert len(heard.of("channel_vacated", channel="room:1")) == 1
+            assert not heard.of("subscribe", channel="#alice")     # not a channel --events-channels names
             assert {e["node"] for e in heard.of("connect", user="alice")} == {a.node_name, b.node_name}
             await r.close()
             await wait_for(lambda: heard.of("user_offline", user="bob"), what="bob offline at last")
@@ -221,9 +233,17 @@ def test_receipts_say_delivered_per_node_with_counts_or_undelivered_once(start_g
             tabs = [await tab(a, "carol"), await tab(a, "carol"), await tab(b, "carol")]
             await wait_for(lambda: heard.of("user_online", user="carol"), what="carol online")
             nsqd.publish({"user": "carol", "id": "m1", "receipt": True, "data": {"n": 1}}, topic=topic)
+            # The server API's publish asks for receipts too, naming the message by its idempotency_key.
+            api = (f"{b.url}/api/publish", {"X-API-Key": API_KEY})
+            assert http("POST", api[0], json.dumps({"user": "carol", "data": 3, "receipt": True}).encode(),
+                        api[1])[0] == 400
+            status, _ = http("POST", api[0], json.dumps({"user": "carol", "data": {"n": 3}, "receipt": True,
+                                                         "idempotency_key": "m3"}).encode(), api[1])
+            assert status == 200
             nsqd.publish({"user": "dave", "id": "m2", "receipt": True, "data": {"n": 2}}, topic=topic)
             await wait_for(lambda: heard.of("undelivered", id="m2"), timeout=RECEIPT_TIMEOUT + 5,
                            what="m2 undelivered to dave, who is offline")
+            assert sorted(e["connections"] for e in heard.of("delivered", id="m3", user="carol")) == [1, 2]
             delivered = sorted((e["node"], e["connections"]) for e in heard.of("delivered", id="m1"))
             assert delivered == sorted([(a.node_name, 2), (b.node_name, 1)])
             assert heard.of("delivered", id="m1", user="carol")
@@ -231,8 +251,7 @@ def test_receipts_say_delivered_per_node_with_counts_or_undelivered_once(start_g
             assert len(heard.of("undelivered", id="m2", user="dave")) == 1
             assert heard.of("delivered", id="m2") == []
             for t in tabs:
-                frame = await t.recv()
-                assert frame["push"]["pub"]["data"] == {"n": 1}
+                assert [(await t.recv())["push"]["pub"]["data"] for _ in range(2)] == [{"n": 1}, {"n": 3}]
                 await t.close()
         asyncio.run(scenario())
     finally:
