@@ -89,8 +89,8 @@ class Publisher:
         else:
             self._post("/pub", body)
 
-    def publish_to_user(self, user_id: object, data: Any, *, id: str | None = None) -> None:
-        self.publish({"user": user_id, "data": data, "id": id})
+    def publish_to_user(self, user_id: object, data: Any, *, id: str | None = None, receipt: bool = False) -> None:
+        self.publish({"user": user_id, "data": data, "id": id, "receipt": receipt})
 
     def broadcast(self, channel: str, data: Any, *, id: str | None = None) -> None:
         self.publish({"channel": channel, "data": data, "id": id})
@@ -197,8 +197,9 @@ class AsyncPublisher:
         else:
             await asyncio.to_thread(self.sync._post, "/pub", body)
 
-    async def publish_to_user(self, user_id: object, data: Any, *, id: str | None = None) -> None:
-        await self.publish({"user": user_id, "data": data, "id": id})
+    async def publish_to_user(self, user_id: object, data: Any, *, id: str | None = None,
+                              receipt: bool = False) -> None:
+        await self.publish({"user": user_id, "data": data, "id": id, "receipt": receipt})
 
     async def broadcast(self, channel: str, data: Any, *, id: str | None = None) -> None:
         await self.publish({"channel": channel, "data": data, "id": id})
