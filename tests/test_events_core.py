@@ -199,3 +199,28 @@ def test_events_settings_are_checked():
         settings("--events-channels=chat:*")
     with pytest.raises(ConfigError, match="--events-topic: must differ"):
         settings("--events-topic=pushgate")
+
+
+def test_the_events_queue_never_waits_drops_past_its_bound_and_keeps_a_batch_nsqd_did_not_take():
+    import asyncio
+
+    from gateway.nsq.outbox import Outbox
+    from tests.helpers import wait_for
+    from tests.stack import free_port
+
+    dropped: list[tuple[str, int]] = []
+
+    async def scenario():
+        # An nsqd that is not there: every /mpub fails to connect.
+        outbox = Outbox(http_address=f"http://127.0.0.1:{free_port()}", topic="events", limit=3,
+                        on_drop=lambda reason, count: dropped.append((reason, count)))
+        outbox.start()
+        assert [outbox.put(b"%d" % i) for i in range(5)] == [True, True, True, False, False]
+        await wait_for(lambda: outbox.failures >= 2, what="two failed tries")   # the batch stays queued
+        assert list(outbox.queue) == [b"0", b"1", b"2"]
+        await outbox.close(timeout=1.0)          # nsqd still away: what is left is counted, not kept
+        return outbox
+    outbox = asyncio.run(scenario())
+    assert dropped[:2] == [("full", 1), ("full", 1)]
+    assert sum(count for reason, count in dropped if reason == "nsqd") == 3
+    assert outbox.published == 0

@@ -38,6 +38,7 @@ class Outbox:
         self._task: asyncio.Future | None = None
         self._closing = False
         self.published = 0
+        self.failures = 0    # /mpub calls that failed
 
     def put(self, message: bytes) -> bool:
         if len(self.queue) >= self.limit:
@@ -114,6 +115,7 @@ class Outbox:
         self.on_size(len(self.queue))
 
     async def _pause(self, exc: Exception, backoff: float) -> None:
+        self.failures += 1
         if backoff == FIRST_BACKOFF:
             log.warning("events: publishing to nsqd at %s failed (%s); %d waiting, trying again", self.http_address,
                         exc, len(self.queue))
