@@ -24,7 +24,7 @@ def main() -> None:
             raise RuntimeError("failing once, on purpose")
         print(json.dumps(event), flush=True)
 
-    reader = EventReader(topic, channel, nsqd_tcp_addresses=nsqd.split(","), on_any=handle, requeue_delay=0.05,
+    reader = EventReader(topic, channel, nsqd_tcp_addresses=nsqd.split(","), on_any=handle, requeue_delay=0,
                          max_backoff=0.2, max_reconnect_delay=0.5)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: reader.stop())

@@ -12,7 +12,7 @@ $stdout.sync = true
 topic, channel, nsqd = ARGV
 failed = Set.new
 events = Pushgate::Events.new(topic: topic, channel: channel, nsqd_tcp_addresses: nsqd.split(","),
-                              requeue_delay: 0.05, max_backoff: 0.2, max_reconnect_delay: 0.5)
+                              requeue_delay: 0, max_backoff: 0.2, max_reconnect_delay: 0.5)
 events.on_any do |event|
   if event["fail_once"] && failed.add?(event["fail_once"])
     puts JSON.generate({ "failed" => event["fail_once"] })
