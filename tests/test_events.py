@@ -159,19 +159,22 @@ def test_users_online_and_offline_once_per_transition_across_two_nodes(start_gat
             await wait_for(lambda: heard.of("channel_vacated", channel="room:1"), what="room:1 vacated")
             assert len(heard.of("unsubscribe", channel="room:1")) == 2
 
-            # A reload within the grace, onto the other node: no transition.
+            # A reload within the grace, onto the other node (bob) or the same one (carl): no transition.
             r = await tab(a, "bob")
+            same = await tab(a, "carl")
             sentinel = await tab(b, "sentinel")
-            await wait_for(lambda: heard.of("user_online", user="bob") and heard.of("user_online", user="sentinel"),
-                           what="bob and the sentinel online")
+            await wait_for(lambda: all(heard.of("user_online", user=u) for u in ("bob", "carl", "sentinel")),
+                           what="bob, carl and the sentinel online")
             await r.close()
             r = await tab(b, "bob")
+            await same.close()
+            same = await tab(a, "carl")
             # The sentinel leaves after bob's old tab: its offline comes after
             # bob's would have.
             await sentinel.close()
             await wait_for(lambda: heard.of("user_offline", user="sentinel"), what="the sentinel offline")
-            assert heard.of("user_offline", user="bob") == []
-            assert len(heard.of("user_online", user="bob")) == 1
+            assert heard.of("user_offline", user="bob") == [] and heard.of("user_offline", user="carl") == []
+            assert len(heard.of("user_online", user="bob")) == 1 and len(heard.of("user_online", user="carl")) == 1
             assert len(heard.of("user_online", user="alice")) == 1
             assert len(heard.of("user_offline", user="alice")) == 1
             assert len(heard.of("user_online", user="sentinel")) == 1
@@ -180,7 +183,9 @@ def test_users_online_and_offline_once_per_transition_across_two_nodes(start_gat
             assert not heard.of("subscribe", channel="#alice")     # not a channel --events-channels names
             assert {e["node"] for e in heard.of("connect", user="alice")} == {a.node_name, b.node_name}
             await r.close()
-            await wait_for(lambda: heard.of("user_offline", user="bob"), what="bob offline at last")
+            await same.close()
+            await wait_for(lambda: heard.of("user_offline", user="bob") and heard.of("user_offline", user="carl"),
+                           what="bob and carl offline at last")
             # The Rails bridge's reader heard the same transitions.
             await wait_for(lambda: transitions(ruby.lines) == transitions(heard.events),
                            what="the Ruby reader to hear the same transitions")
@@ -215,6 +220,7 @@ def test_a_node_killed_without_a_word_takes_only_its_own_users_offline(start_gat
             await sentinel.close()
             await wait_for(lambda: heard.of("user_offline", user="sentinel"), what="the sentinel offline")
             assert not any(heard.of("user_offline", user=f"both-{i}") for i in range(4))
+            assert all(len(heard.of("user_online", user=u)) == 1 for u in users)
             assert all(len(heard.of("user_offline", user=f"only-b-{i}")) == 1 for i in range(4))
             await wait_for(lambda: transitions(ruby.lines) == transitions(heard.events),
                            what="the Ruby reader to hear the same transitions")
