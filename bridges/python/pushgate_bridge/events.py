@@ -28,8 +28,9 @@ Why a reader of our own on the standard library rather than pynsq: this
 package needs nothing but the standard library (a backend installs it
 without Tornado), pynsq is unmaintained, and a worker process reading one
 topic needs a few NSQ commands (``SUB``, ``RDY``, ``FIN``, ``REQ``,
-``NOP``, ``CLS``), which fit in this file. Handlers run on the connection's
-own thread (one per nsqd), one message at a time.
+``NOP``, ``CLS``), which fit in this file. Handlers run on the thread of
+the connection the event came on (one per nsqd), one event at a time across
+all of them.
 
 Several worker processes reading the same ``channel`` share the events
 (each event goes to one of them); give each consumer that wants every
@@ -81,6 +82,7 @@ class EventReader:
         self._threads: dict[str, threading.Thread] = {}
         self._sockets: dict[str, socket.socket] = {}
         self._lock = threading.Lock()
+        self._handling = threading.Lock()   # one handler at a time, whichever nsqd the event came from
 
     def on(self, event_type: str, handler: Handler | None = None) -> Any:
         """Call ``handler(event)`` for every event of ``event_type`` (or use as a decorator)."""
@@ -201,10 +203,11 @@ class EventReader:
         try:
             event = json.loads(data[26:])
             handler = self.handlers.get(event.get("type")) if isinstance(event, dict) else None
-            if self.on_any is not None:
-                self.on_any(event)
-            if handler is not None:
-                handler(event)
+            with self._handling:
+                if self.on_any is not None:
+                    self.on_any(event)
+                if handler is not None:
+                    handler(event)
         except Exception:
             if attempts >= self.max_attempts:
                 log.exception("event %s failed %d times; dropped", msg_id.decode(), attempts)
