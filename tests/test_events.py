@@ -341,3 +341,17 @@ def test_a_bridges_reader_waits_for_nsqd_reconnects_requeues_a_failure_and_close
     finally:
         reader.stop()
         nsqd.stop()
+
+
+@pytest.mark.parametrize("bridge", sorted(CONSUMERS))
+def test_a_bridges_reader_finds_nsqd_through_nsqlookupd(bridge, nsqd, lookupd):
+    topic = f"ev{uuid.uuid4().hex[:8]}-events"
+    nsqd.publish({"type": "noise"}, topic=topic)      # the topic exists: nsqd tells nsqlookupd
+    reader = Consumer(bridge, topic, "worker", f"lookupd:{lookupd.http_address}")
+    try:
+        wait_until(lambda: subscribed(nsqd, topic, "worker"), what=f"the {bridge} reader, found through nsqlookupd")
+        nsqd.publish({"type": "user_online", "user": "7"}, topic=topic)
+        wait_until(lambda: reader.of("user_online", user="7"), what="the event")
+        assert reader.stop() == 0, reader.stderr
+    finally:
+        reader.stop()
