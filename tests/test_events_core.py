@@ -224,3 +224,15 @@ def test_the_events_queue_never_waits_drops_past_its_bound_and_keeps_a_batch_nsq
     assert dropped[:2] == [("full", 1), ("full", 1)]
     assert sum(count for reason, count in dropped if reason == "nsqd") == 3
     assert outbox.published == 0
+
+
+def test_the_python_bridge_asks_for_a_receipt_only_with_an_id():
+    from pushgate_bridge.envelope import encode
+
+    assert encode({"user": 1, "data": 1, "id": "m", "receipt": True}) == \
+        b'{"user":"1","data":1,"id":"m","receipt":true}'
+    assert encode({"user": 1, "data": 1, "id": "m", "receipt": False}) == b'{"user":"1","data":1,"id":"m"}'
+    with pytest.raises(ValueError, match="needs an"):
+        encode({"user": 1, "data": 1, "receipt": True})
+    with pytest.raises(ValueError, match="true or false"):
+        encode({"user": 1, "data": 1, "id": "m", "receipt": 1})
