@@ -236,3 +236,6 @@ def test_the_python_bridge_asks_for_a_receipt_only_with_an_id():
         encode({"user": 1, "data": 1, "receipt": True})
     with pytest.raises(ValueError, match="true or false"):
         encode({"user": 1, "data": 1, "id": "m", "receipt": 1})
+    from pushgate_bridge import Publisher
+    with pytest.raises(ValueError, match="of yours"):   # no made-up id: the caller could not match the receipts
+        Publisher(nsqd_http_address="127.0.0.1:1").encode({"user": 1, "data": 1, "receipt": True})

@@ -126,6 +126,9 @@ class Publisher:
 
     def encode(self, envelope: dict[str, Any]) -> bytes:
         if envelope.get("id") is None:
+            if envelope.get("receipt"):
+                # A made-up id would name the receipts with an id the caller does not know.
+                raise ValueError('"receipt" needs an "id" of yours: receipts name the message by it')
             envelope = {**envelope, "id": uuid.uuid4().hex}
         body = envelopes.encode(envelope)
         if len(body) > self.max_message_bytes:
