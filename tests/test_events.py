@@ -111,7 +111,7 @@ def cluster(start_gateway, nsqd, *extra: str, ruby: bool = False):
     both ready to speak for users; the Python bridge's reader of their
     events; and with ``ruby``, the Rails bridge's reader on a channel of its own."""
     name = f"ev{uuid.uuid4().hex[:8]}"
-    flags = (f"--topic={name}", f"--events-topic={name}-events", f"--presence-interval={TTL / 3}",
+    flags = (f"--topic={name}", f"--events-topic={name}-events", f"--presence-interval={TTL / 6}",
              f"--presence-ttl={TTL}", f"--offline-grace={GRACE}", f"--receipt-timeout={RECEIPT_TIMEOUT}", *extra)
     heard = Heard(nsqd, f"{name}-events")
     consumer = None
