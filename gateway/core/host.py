@@ -102,14 +102,15 @@ class SessionHost:
 
     def connected(self, session: Session) -> None:
         self.heartbeat_of(session).add(session)
+        events = self.events
+        if events.active:
+            events.connected(session)
         user = session.user
         if user:
             count = self.user_connections[user] = self.user_connections.get(user, 0) + 1
-            if count == 1 and self.events.active:
-                self.events.user_here(user)
+            if count == 1 and events.active:
+                events.user_here(user)
         self.metrics.connects.inc()
-        if self.events.active:
-            self.events.connected(session)
 
     def forget(self, session: Session) -> None:
         self.held.discard(session)
