@@ -116,11 +116,15 @@ class SessionHost:
         self.held.discard(session)
         if session.transport.emulation:
             self.by_id.pop(session.transport.session_id, None)
+        # In the heartbeat exactly when connected() counted it (established, not
+        # yet forgotten): a session that closes between its connect's checks
+        # and its answer was never counted, and must not be uncounted.
+        counted = session.slot >= 0
         self.heartbeat_of(session).remove(session)
         if session in self.sessions:
             self.sessions.discard(session)
             self.metrics.connections.dec()
-            if session.client_id and session.user:
+            if counted and session.user:
                 count = self.user_connections.get(session.user, 0) - 1
                 if count > 0:
                     self.user_connections[session.user] = count
