@@ -34,11 +34,14 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import aiohttp
 import ujson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from gateway.core.host import SessionHost
 
 log = logging.getLogger("pushgate.backend")
 USER_AGENT = "pushgate"
@@ -82,7 +85,14 @@ class CallerMetrics:
                             ["proxy"], registry=registry)
 
 
-_Waiting = tuple  # (future, body, headers, enqueued_at)
+def shared_metrics(host: SessionHost) -> CallerMetrics:
+    """The node's one set of caller metrics (Centrifugo's proxies and the
+    Action Cable RPC share them, told apart by their ``proxy`` label)."""
+    metrics: CallerMetrics = host.shared("backend.metrics", lambda h: CallerMetrics(h.metrics.registry))
+    return metrics
+
+
+_Waiting = tuple  # (future, body, headers, enqueued_at, url)
 
 
 class Caller:
@@ -108,14 +118,17 @@ class Caller:
     def __repr__(self) -> str:
         return f"<Caller {self.name} {self.url}>"
 
-    def call(self, body: bytes, headers: dict[str, str] | None = None) -> asyncio.Future[Outcome]:
+    def call(self, body: bytes, headers: dict[str, str] | None = None, url: str | None = None
+             ) -> asyncio.Future[Outcome]:
         """Send ``body`` (JSON) now, or when a slot frees up; the future's result
-        is the :class:`Outcome`. Cancel the future to withdraw a waiting call."""
+        is the :class:`Outcome`. Cancel the future to withdraw a waiting call.
+        ``url``: another URL of the same backend (AnyCable's RPC has one per
+        call), bounded together with this caller's."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         if self.in_flight < self.concurrency:
-            self._start(future, body, headers)
+            self._start(future, body, headers, url=url)
         elif len(self._queue) < self.queue_limit:
-            self._queue.append((future, body, headers, self.clock()))
+            self._queue.append((future, body, headers, self.clock(), url))
             self._queued.set(len(self._queue))
         else:
             self._fail(future, OVERLOADED, f"{self.concurrency} calls in flight and {self.queue_limit} waiting")
@@ -146,31 +159,31 @@ class Caller:
             future.set_result(Outcome(kind, None, detail))
 
     def _start(self, future: asyncio.Future[Outcome], body: bytes, headers: dict[str, str] | None,
-               waited: float = 0.0) -> None:
+               waited: float = 0.0, url: str | None = None) -> None:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self._in_flight.set(self.in_flight)
-        asyncio.ensure_future(self._fetch(future, body, headers, max(0.001, self.timeout - waited)))
+        asyncio.ensure_future(self._fetch(future, body, headers, max(0.001, self.timeout - waited), url or self.url))
 
     def _next(self) -> None:
         queue = self._queue
         now = self.clock()
         while queue and self.in_flight < self.concurrency:
-            future, body, headers, enqueued = queue.popleft()
+            future, body, headers, enqueued, url = queue.popleft()
             if future.done():       # withdrawn: its connection closed
                 continue
             waited = now - enqueued
             if waited >= self.timeout:
                 self._fail(future, TIMEOUT, f"waited {waited:.2f} s for a free slot")
                 continue
-            self._start(future, body, headers, waited)
+            self._start(future, body, headers, waited, url)
         self._queued.set(len(queue))
 
     async def _fetch(self, future: asyncio.Future[Outcome], body: bytes, headers: dict[str, str] | None,
-                     timeout: float) -> None:
+                     timeout: float, url: str) -> None:
         started = self.clock()
         try:
-            outcome = await self._post(body, headers, timeout)
+            outcome = await self._post(body, headers, timeout, url)
         except Exception as exc:  # a bug here must not leave a command hanging
             log.exception("%s proxy: unexpected error", self.name)
             outcome = Outcome(UNAVAILABLE, None, repr(exc))
@@ -186,7 +199,7 @@ class Caller:
             self._fail(future, outcome.kind, outcome.detail)
         self._next()
 
-    async def _post(self, body: bytes, headers: dict[str, str] | None, timeout: float) -> Outcome:
+    async def _post(self, body: bytes, headers: dict[str, str] | None, timeout: float, url: str) -> Outcome:
         session = self._session
         if session is None:
             # One pool per caller: at most `concurrency` connections, kept alive between calls.
@@ -195,7 +208,7 @@ class Caller:
                 headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
                 skip_auto_headers=("Accept-Encoding",))
         try:
-            async with session.post(self.url, data=body, headers=headers, allow_redirects=False,
+            async with session.post(url, data=body, headers=headers, allow_redirects=False,
                                     timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 if response.status != 200:
                     return Outcome(STATUS, None, f"HTTP {response.status}")

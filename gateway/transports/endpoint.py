@@ -38,6 +38,8 @@ class Request(NamedTuple):
     query: dict[str, list[str]]
     body: bytes = b""               # an HTTP stream's request body (at most 64 KB)
     offered: tuple[str, ...] = ()   # WebSocket subprotocols offered, in order
+    target: str = ""                # the request target as sent: path and query string
+    peer: str = ""                  # the client's address (a trusted proxy's X-Forwarded-For believed)
 
     def arg(self, name: str) -> str:
         """The last value of query argument ``name``, or ""."""

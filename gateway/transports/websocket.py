@@ -118,7 +118,10 @@ class _Handshake:
             return self.refuse(403, "origin not allowed")
         offered = tuple(p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip())
         query = urllib.parse.parse_qs(request.query) if request.query else {}
-        client_request = Request(request.method, request.path, headers, query, b"", offered)
+        peer = self.host.client_address(self.head.address[0] if self.head.address else "",
+                                        headers.get("x-forwarded-for", ""), headers.get("x-real-ip", ""))
+        target = f"{request.path}?{request.query}" if request.query else request.path
+        client_request = Request(request.method, request.path, headers, query, b"", offered, target, peer)
         if self.endpoint.refuse is not None:
             reason = self.endpoint.refuse(client_request)
             if reason is not None:
