@@ -343,3 +343,26 @@ def test_a_drained_node_calls_disconnect_once_per_connection(rpc_app, rpc_gatewa
     users = sorted(json.loads(c["body"]["identifiers"])["current_user"] for c in app.calls("disconnect"))
     assert users == ["u1", "u2", "u3"]
     assert all(c["body"]["subscriptions"] == [chat(1)] for c in app.calls("disconnect"))
+
+
+def test_past_the_queue_a_connect_gets_503_and_a_slow_app_a_refusal_not_a_hang(rpc_app, rpc_gateway):
+    app = rpc_app(delay=1.5)
+    gateway = rpc_gateway(app, "--cable-rpc-concurrency=1", "--cable-rpc-queue=1", "--cable-rpc-timeout=2")
+
+    async def scenario():
+        first = await open_ws(gateway, "u1")
+        second = await open_ws(gateway, "u2")
+        await wait_for(lambda: gateway.metric("pushgate_proxy_queue_depth", proxy="cable_rpc") == 1,
+                       what="one call in flight and one queued")
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await open_ws(gateway, "u3")
+        assert refused.value.response.status_code == 503
+        # The first is answered in time; the second waited 1.5 s of its 2 and is
+        # refused with a reconnect when its time runs out, never left hanging.
+        assert (await recv(first))["type"] == "welcome"
+        assert await recv(second) == {"type": "disconnect", "reason": "rpc_unavailable", "reconnect": True}
+        await first.close()
+
+    run(scenario())
+    assert gateway.metric("pushgate_proxy_calls_total", proxy="cable_rpc", outcome="overloaded") >= 1
+    assert gateway.metric("pushgate_proxy_calls_total", proxy="cable_rpc", outcome="timeout") >= 1

@@ -134,6 +134,18 @@ class Caller:
             self._fail(future, OVERLOADED, f"{self.concurrency} calls in flight and {self.queue_limit} waiting")
         return future
 
+    @property
+    def full(self) -> bool:
+        """Every slot busy and the queue full: a call now would fail at once."""
+        return self.in_flight >= self.concurrency and len(self._queue) >= self.queue_limit
+
+    def shed(self, what: str) -> None:
+        """A call not even tried because the caller is :attr:`full`: counted
+        and logged as ``overloaded``."""
+        self._calls[OVERLOADED].inc()
+        self._log(OVERLOADED, "%s proxy %s: overloaded (%d calls in flight and %d waiting): %s", self.name,
+                  self.url, self.in_flight, len(self._queue), what)
+
     def refused(self, reason: str) -> None:
         """The protocol refused an answer of the wrong shape: counted and logged."""
         self._calls["refused"].inc()

@@ -87,19 +87,22 @@ class Endpoint:
       a token, a subscription), or None when it waits for frames. On an HTTP
       stream, it may answer an :class:`HttpRefusal` instead of the stream;
     * ``methods``: the HTTP methods of a stream endpoint;
+    * ``busy(host, request)``: a reason to answer HTTP 503 before the upgrade
+      (what the connection would need is saturated: the client retries with
+      back-off), or None;
     * ``pongs``: the client answers pings; ``unidirectional``: it sends no
       commands after connect; ``emulation``: its later commands arrive apart
       from the stream (``/emulation``), addressed by its session id.
     """
 
     __slots__ = ("path", "kind", "choose", "session", "refuse", "opened", "methods", "pongs", "unidirectional",
-                 "emulation")
+                 "emulation", "busy")
 
     def __init__(self, path: str, kind: Kind, choose: Callable[[Request], Choice], session: SessionFactory, *,
                  refuse: Callable[[Request], str | None] | None = None,
                  opened: Opened | None = None,
                  methods: tuple[str, ...] = ("GET",), pongs: bool = True, unidirectional: bool = False,
-                 emulation: bool = False):
+                 emulation: bool = False, busy: Callable[[SessionHost, Request], str | None] | None = None):
         self.path = path
         self.kind = kind
         self.choose = choose
@@ -110,6 +113,7 @@ class Endpoint:
         self.pongs = pongs
         self.unidirectional = unidirectional
         self.emulation = emulation
+        self.busy = busy
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.kind.value} {self.path}>"

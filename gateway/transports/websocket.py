@@ -131,6 +131,10 @@ class _Handshake:
         refusal = self.host.admit_handshake()
         if refusal is not None:
             return self.refuse(503, refusal, {"Retry-After": "1"}, detail=self.host.explain_refusal(refusal))
+        if self.endpoint.busy is not None:
+            busy = self.endpoint.busy(self.host.session_host, client_request)
+            if busy is not None:
+                return self.refuse(503, busy, {"Retry-After": "1"})
         choice = self.endpoint.choose(client_request)
         response = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                     b"Sec-WebSocket-Accept: " + wsproto.accept_key(key).encode() + b"\r\n")
