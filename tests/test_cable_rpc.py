@@ -366,3 +366,41 @@ def test_past_the_queue_a_connect_gets_503_and_a_slow_app_a_refusal_not_a_hang(r
     run(scenario())
     assert gateway.metric("pushgate_proxy_calls_total", proxy="cable_rpc", outcome="overloaded") >= 1
     assert gateway.metric("pushgate_proxy_calls_total", proxy="cable_rpc", outcome="timeout") >= 1
+
+
+def test_stock_actioncable_clients_on_two_nodes_talk_through_a_ruby_style_channel(rpc_app, rpc_gateway):
+    app = rpc_app()
+    a = rpc_gateway(app)
+    b = rpc_gateway(app)
+    room = {"channel": "ChatChannel", "room": 1}
+
+    async def scenario():
+        def start(node, user):
+            return NodeClient.start("actioncable_client.mjs", "--url", f"ws://127.0.0.1:{node.port}/cable",
+                                    "--header", f"Cookie={signed_cookie(user)}", "--subscribe", json.dumps(room))
+        alice, bob = await start(a, "alice"), await start(b, "bob")
+        try:
+            for client in (alice, bob):
+                await client.event("connected", reconnected=False)
+            assert {"hello": "alice"} in alice.received()   # transmit in subscribed
+            await alice.send({"subscribe": {"channel": "ChatChannel", "room": "forbidden"}})
+            await alice.event("rejected")
+            await alice.send({"perform": {"params": room, "action": "speak", "data": {"text": "hi bob"}}})
+            for client in (alice, bob):
+                await client.wait(lambda c=client: {"user": "alice", "text": "hi bob"} in c.received(),
+                                  what="alice's message")
+            # The app closes bob's connection (disconnect: true): the stock client comes back by itself.
+            await bob.send({"perform": {"params": room, "action": "kick"}})
+            await bob.event("connected", reconnected=True, timeout=15)
+            await bob.send({"perform": {"params": room, "action": "speak", "data": {"text": "back"}}})
+            await alice.wait(lambda: {"user": "bob", "text": "back"} in alice.received(), what="bob back")
+            await bob.send({"exit": True})
+            await wait_for(lambda: len(app.calls("disconnect")) == 2, what="bob's two disconnects")
+        finally:
+            for client in (alice, bob):
+                await client.stop()
+
+    run(scenario())
+    wait_until(lambda: len(app.calls("disconnect")) == 3, what="alice's disconnect")
+    users = sorted(json.loads(c["body"]["identifiers"])["current_user"] for c in app.calls("disconnect"))
+    assert users == ["alice", "bob", "bob"]
