@@ -16,7 +16,7 @@ import websockets
 from auth import connection_token
 from tests.cable_clients import NodeClient
 from tests.cable_rpc_app import RPC_SECRET, signed_cookie
-from tests.helpers import run, wait_for, wait_until
+from tests.helpers import run, wait_for, wait_until, wait_until_time
 from tests.stack import ROOT, SECRET, free_port
 
 V1, EXT = "actioncable-v1-json", "actioncable-v1-ext-json"
@@ -404,3 +404,34 @@ def test_stock_actioncable_clients_on_two_nodes_talk_through_a_ruby_style_channe
     wait_until(lambda: len(app.calls("disconnect")) == 3, what="alice's disconnect")
     users = sorted(json.loads(c["body"]["identifiers"])["current_user"] for c in app.calls("disconnect"))
     assert users == ["alice", "bob", "bob"]
+
+
+def test_an_ext_client_recovers_what_it_missed_of_a_channel_the_app_streams(rpc_app, rpc_gateway, nsqd):
+    app = rpc_app()
+    gateway = rpc_gateway(app)
+    wait_until_time(gateway.recovers_from())
+
+    async def scenario():
+        ws = await open_ws(gateway, "alice", EXT)
+        await recv(ws)
+        await send(ws, "subscribe", chat(1))
+        await recv(ws)
+        await recv(ws)
+        nsqd.publish({"channel": "chat_1", "data": {"n": 1}})
+        first = await recv(ws)
+        assert first["message"] == {"n": 1} and first["stream_id"] == "chat_1"
+        await ws.close()
+        nsqd.publish({"channel": "chat_1", "data": {"n": 2}})
+        nsqd.publish({"channel": "chat_1", "data": {"n": 3}})
+        await wait_for(lambda: gateway.messages_read() >= 3, what="the node read both")
+        again = await open_ws(gateway, "alice", EXT)
+        await recv(again)
+        position = {"epoch": first["epoch"], "offset": first["offset"]}
+        await send(again, "subscribe", chat(1), history={"streams": {"chat_1": position}})
+        assert (await recv(again))["type"] == "confirm_subscription"
+        assert (await recv(again))["message"] == {"hello": "alice"}
+        assert [(await recv(again))["message"] for _ in range(2)] == [{"n": 2}, {"n": 3}]
+        assert await recv(again) == {"identifier": chat(1), "type": "confirm_history"}
+        await again.close()
+
+    run(scenario())

@@ -306,8 +306,32 @@ class RpcCableSession(CableSession):
             if not answer.transmissions:
                 self.send(protocol.reject(identifier))   # not left waiting for an answer
         self._apply(identifier, answer)
-        if answer.status == SUCCESS and "presence" in command and self.state is CONNECTED:
+        if answer.status != SUCCESS or self.state is not CONNECTED:
+            return
+        if self.ext and "history" in command:
+            self._rpc_history(identifier, command["history"])
+        if "presence" in command:
             self._join(command)
+
+    def _rpc_history(self, identifier: str, request: object) -> None:
+        """A history request for a subscription the app confirmed: answered from
+        the one stream it reads; several would interleave with no order the
+        client could check, so they are refused honestly."""
+        state = self.rpc
+        assert state is not None
+        streams = state.streams.get(identifier) or set()
+        if len(streams) == 1:
+            self._answer_history(identifier, next(iter(streams)), request)
+        else:
+            self.host.metrics.recoveries.labels("false").inc()
+            self.send(protocol.reject_history(identifier))
+
+    def _history(self, command: dict) -> None:
+        state = self.rpc
+        if state is not None and self.ext and command["identifier"] in state.subscribed:
+            self._rpc_history(command["identifier"], command.get("history"))
+        else:
+            super()._history(command)
 
     def _unsubscribe(self, command: dict) -> None:
         state = self.rpc
@@ -485,5 +509,6 @@ RpcCableSession.handlers = {
     "subscribe": RpcCableSession._subscribe,
     "unsubscribe": RpcCableSession._unsubscribe,
     "message": RpcCableSession._message,
+    "history": RpcCableSession._history,
 }
 
