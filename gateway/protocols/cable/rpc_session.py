@@ -90,6 +90,7 @@ class RpcClient:
         self.secret = settings.cable_rpc_secret
         self.headers = tuple(h for h in settings.cable_rpc_headers.split(",") if h)
         self.host = host
+        self._unauthorized_logged = -1.0
         self._disconnects = {outcome: host.metrics.cable_rpc_disconnects.labels(outcome)
                              for outcome in ("sent", "retried", "lost")}
 
@@ -99,7 +100,9 @@ class RpcClient:
     def answer(self, outcome: Outcome, what: str) -> Answer | None:
         """The app's answer, or None when there is none (the caller logged why)."""
         if not outcome.ok:
-            if outcome.detail == "HTTP 401":
+            now = self.host.clock()
+            if outcome.detail == "HTTP 401" and now - self._unauthorized_logged >= 1.0:
+                self._unauthorized_logged = now
                 log.error("the RPC endpoint %s answers 401: --cable-rpc-secret is not the app's "
                           "(AnyCable's http_rpc_secret)", self.urls["connect"].rsplit("/", 1)[0])
             return None
@@ -278,11 +281,17 @@ class RpcCableSession(CableSession):
     def _subscribe(self, command: dict) -> None:
         state = self.rpc
         identifier = command["identifier"]
-        if state is None or self._local(identifier, bool(self.host.settings.turbo_streams_secret)):
+        if self._local(identifier, bool(self.host.settings.turbo_streams_secret)):
             super()._subscribe(command)
             return
         if self._held(identifier):
             return   # a duplicate: a no-op, as in Rails
+        if state is None:
+            self.host.metrics.refused_subscriptions.inc()
+            log.warning("client %s: subscription to %s refused: a connection with a JWT is never passed to the "
+                        "app (connect without ?jid= to have it decide)", self.client_id, identifier[:120])
+            self.send(protocol.reject(identifier))
+            return
         if len(self.subscriptions) + len(state.subscribed) + len(self.awaiting or ()) >= CHANNEL_LIMIT:
             self.host.metrics.refused_subscriptions.inc()
             log.warning("client %s: subscription refused: more than %d subscriptions", self.client_id,
@@ -390,6 +399,8 @@ class RpcCableSession(CableSession):
         streams, state, transmissions, presence, then a disconnect."""
         state = self.rpc
         assert state is not None
+        if self.state is not CONNECTED:
+            return
         streams = state.streams.get(identifier)
         changed: set[str] = set()
         if streams:
@@ -429,6 +440,8 @@ class RpcCableSession(CableSession):
         self._merge_cstate(answer.cstate)
         for transmission in answer.transmissions:
             self.send(transmission)
+        if self.state is not CONNECTED:
+            return   # cut as slow while it was sent: nothing more is kept for it
         if answer.presence is not None:
             self._app_presence(identifier, answer.presence)
         if answer.disconnect:

@@ -479,6 +479,8 @@ class CableSession(Session):
         self.join_presence(identifier, channel, pid, info, command)
 
     def join_presence(self, identifier: str, channel: str, pid: str, info: bytes | None, command: dict) -> None:
+        if self.state is not CONNECTED:
+            return   # closed meanwhile: an entry now would outlive it
         if not self.host.presence.explicit_join(self, channel, pid, info):
             self.explain(command, "presence is kept only with --cable-rpc-url")
             return
