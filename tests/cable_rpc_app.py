@@ -15,8 +15,10 @@ It plays a small chat app, the way anycable-rails would answer for it:
 * ``perform``: ``speak`` broadcasts ``{"user","text"}`` to ``chat_<room>``
   through nsqd (as ``adapter: nsq`` does; ``exclude_socket`` when asked),
   ``follow`` / ``unfollow`` / ``stop`` change the streams, ``kick``
-  disconnects, ``here`` joins presence, ``fail`` answers an error, ``echo``
-  transmits the data back, ``count`` keeps a number in istate;
+  disconnects, ``here`` joins presence, ``fail`` answers an error,
+  ``garbage`` an answer of the wrong shape, ``hoard`` more state than a
+  connection may keep, ``echo`` transmits the data back, ``count`` keeps a
+  number in istate;
 * ``unsubscribe`` and ``disconnect`` are recorded.
 
 Every call (path, headers, body) is appended to ``--record`` as a JSON line,
@@ -149,6 +151,10 @@ class Call(tornado.web.RequestHandler):
             return {"status": 1, "presence": {"type": "join", "id": user, "info": json.dumps({"name": user})}}
         if action == "fail":
             return {"status": 0, "error_msg": "boom"}
+        if action == "garbage":
+            return {"status": "SUCCESS", "transmissions": [{"not": "a JSON string"}]}
+        if action == "hoard":
+            return {"status": 1, "env": {"istate": {"big": "x" * 70000}}}
         if action == "echo":
             return {"status": 1, "transmissions": [message(identifier, data)]}
         if action == "count":

@@ -435,3 +435,29 @@ def test_an_ext_client_recovers_what_it_missed_of_a_channel_the_app_streams(rpc_
         await again.close()
 
     run(scenario())
+
+
+def test_an_app_error_garbage_or_a_hoard_is_logged_and_the_connection_goes_on(rpc_app, rpc_gateway):
+    app = rpc_app()
+    gateway = rpc_gateway(app)
+
+    async def scenario():
+        ws = await open_ws(gateway, "alice")
+        await recv(ws)
+        await send(ws, "subscribe", chat(1))
+        await recv(ws)
+        await recv(ws)
+        for action in ("fail", "garbage", "hoard"):
+            await send(ws, "message", chat(1), data=perform(action))
+        await send(ws, "message", chat(1), data=perform("count"))
+        assert await recv(ws) == {"identifier": chat(1), "message": {"count": 1}}   # nothing else came
+        await ws.close()
+
+    run(scenario())
+    log = gateway.log()
+    assert "the app's perform on" in log and "boom" in log
+    assert "status must be 0, 1 or 2" in log and "perform on" in log and "lost" in log
+    count = [c for c in app.calls("command") if '"count"' in c["body"].get("data", "")]
+    assert "big" not in count[0]["body"]["env"]["istate"]
+    # The garbage and the hoard, counted both (the log says one line of a kind a second).
+    assert gateway.metric("pushgate_proxy_calls_total", proxy="cable_rpc", outcome="refused") == 2
