@@ -226,7 +226,15 @@ class Caller:
                     return Outcome(STATUS, None, f"HTTP {response.status}")
                 if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
                     return Outcome(GARBAGE, None, f"{response.content_length} bytes")
-                raw = await response.content.read(MAX_ANSWER_BYTES + 1)
+                # read(n) returns what has arrived, up to n: the answer is read to
+                # its end (or one byte past the limit), not cut at the first chunk.
+                chunks, size = [], 0
+                async for chunk in response.content.iter_any():
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_ANSWER_BYTES:
+                        break
+                raw = b"".join(chunks)
         except asyncio.TimeoutError:
             return Outcome(TIMEOUT, None, f"no answer within {timeout:.2f} s")
         except (aiohttp.ClientError, OSError) as exc:
