@@ -131,7 +131,7 @@ class Caller:
             self._queue.append((future, body, headers, self.clock(), url))
             self._queued.set(len(self._queue))
         else:
-            self._fail(future, OVERLOADED, f"{self.concurrency} calls in flight and {self.queue_limit} waiting")
+            self._fail(future, OVERLOADED, f"{self.concurrency} calls in flight and {self.queue_limit} waiting", url)
         return future
 
     @property
@@ -164,9 +164,9 @@ class Caller:
             message += f" ({skipped} more like it in the last {LOG_EVERY:g} s)"
         log.error(message, *args)
 
-    def _fail(self, future: asyncio.Future[Outcome], kind: str, detail: str) -> None:
+    def _fail(self, future: asyncio.Future[Outcome], kind: str, detail: str, url: str | None = None) -> None:
         self._calls[kind].inc()
-        self._log(kind, "%s proxy %s: %s (%s)", self.name, self.url, kind, detail)
+        self._log(kind, "%s proxy %s: %s (%s)", self.name, url or self.url, kind, detail)
         if not future.done():
             future.set_result(Outcome(kind, None, detail))
 
@@ -186,7 +186,7 @@ class Caller:
                 continue
             waited = now - enqueued
             if waited >= self.timeout:
-                self._fail(future, TIMEOUT, f"waited {waited:.2f} s for a free slot")
+                self._fail(future, TIMEOUT, f"waited {waited:.2f} s for a free slot", url)
                 continue
             self._start(future, body, headers, waited, url)
         self._queued.set(len(queue))
@@ -208,7 +208,7 @@ class Caller:
             if not future.done():
                 future.set_result(outcome)
         else:
-            self._fail(future, outcome.kind, outcome.detail)
+            self._fail(future, outcome.kind, outcome.detail, url)
         self._next()
 
     async def _post(self, body: bytes, headers: dict[str, str] | None, timeout: float, url: str) -> Outcome:
