@@ -140,3 +140,38 @@ def test_a_whisper_is_published_to_every_node_excluding_its_sender():
     assert [json.loads(e) for e in sent] == [{"channel": "room", "data": {"typing": True}, "exclude": session.sid,
                                               "skip_history": True}]
     assert host.sockets[session.sid] is session
+
+
+def test_hostile_presence_and_whisper_input_is_refused_with_a_reason_and_nothing_kept():
+    host = make_host(cable_whisper=True, max_message_bytes=4096, max_queue_bytes=65536, **RPC)
+    sent: list[bytes] = []
+
+    async def publish(envelope: bytes) -> bool:
+        sent.append(envelope)
+        return True
+
+    async def scenario():
+        host.publish = publish
+        session, transport = subscribed(host, "mallory")
+        for command in (
+            {"command": "join", "identifier": ROOM, "presence": {"id": "x" * 300}},
+            {"command": "join", "identifier": ROOM, "presence": {"id": ["not", "an", "id"]}},
+            {"command": "join", "identifier": ROOM, "presence": "nope"},
+            {"command": "join", "identifier": ROOM + " ", "presence": {"id": "1"}},     # no such subscription
+            {"command": "whisper", "identifier": ROOM, "data": "x" * 5000},
+            {"command": "whisper", "identifier": ROOM},
+            {"command": "leave", "identifier": ROOM},
+            {"command": "message", "identifier": ROOM, "data": {"action": "speak"}},
+        ):
+            session.handle_frame(json.dumps(command))
+        await asyncio.sleep(0)
+        return session, transport
+
+    session, transport = asyncio.run(scenario())
+    assert sent == [] and transport.messages() == []
+    assert host.presence.explicit_info("room") == (0, [])
+    ignored = {s.labels["method"]: s.value for metric in host.metrics.registry.collect()
+               if metric.name == "pushgate_unavailable_commands" for s in metric.samples
+               if s.name.endswith("_total")}
+    assert ignored == {"cable_join": 4, "cable_whisper": 2, "cable_leave": 1, "cable_message": 1}
+    assert session.state == "connected"
