@@ -450,10 +450,20 @@ class CableSession(Session):
         if publish is None:
             self.explain(command, "this host publishes nothing")
             return
+        cable = self.cable
+        if cable.whispers_in_flight >= WHISPERS_IN_FLIGHT:
+            self.explain(command, f"{WHISPERS_IN_FLIGHT} whispers already wait for nsqd")
+            return
         envelope = b'{"channel":%s,"data":%s,"exclude":%s,"skip_history":true}' % (
             protocol.quote(channel), data, protocol.quote(self.sid))
         self.host.metrics.cable_whispers.inc()
-        asyncio.ensure_future(publish(envelope))   # to every node; the node logs a failure
+        cable.whispers_in_flight += 1
+
+        def done(_: asyncio.Future) -> None:
+            cable.whispers_in_flight -= 1
+
+        # To every node; the node logs a failure.
+        asyncio.ensure_future(publish(envelope)).add_done_callback(done)
 
     def _join(self, command: dict) -> None:
         identifier = command["identifier"]
@@ -562,6 +572,7 @@ class CableSession(Session):
 # When each kind of unserved command was last logged (CableSession.explain).
 _LOGGED: dict[str, float] = {}
 MAX_PRESENCE_ID = 256
+WHISPERS_IN_FLIGHT = 1000   # per node: past it a whisper is refused (logged) until nsqd catches up
 
 CableSession.handlers = {
     "subscribe": CableSession._subscribe,
