@@ -342,7 +342,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("cable-rpc-concurrency", _int_range(1, 10000), 28, "RPC calls in flight on this node (AnyCable's "
            "rpc_concurrency); more wait in a queue of --cable-rpc-queue."),
     Option("cable-rpc-queue", _int_range(0, 1000000), 2048, "RPC calls waiting past --cable-rpc-concurrency; "
-           "past it a connect is refused at once (disconnect, reconnect true)."),
+           "past it a new connect gets HTTP 503 before the upgrade."),
     Option("cable-rpc-timeout", _positive_float, 3.0, "Seconds an RPC call may take, waiting in the queue "
            "included; then a connect is refused (reconnect true) and a command goes unanswered with a log line."),
     Option("cable-whisper", _bool, False, "Serve AnyCable's whisper command on /cable: to the other subscribers "
