@@ -364,7 +364,7 @@ class CableSession(Session):
         identifier = command["identifier"]
         request = command.get("history")
         if not self.ext:
-            self.host.metrics.ignored_commands.labels("cable_history").inc()
+            self.explain(command, "history is AnyCable's extension: offer actioncable-v1-ext-json")
             return
         awaiting = self.awaiting
         if awaiting is not None and identifier in awaiting:
