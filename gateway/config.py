@@ -601,6 +601,9 @@ def check(s: Settings) -> None:
                           f"({s.presence_interval}), or live nodes would expire between snapshots")
     if s.admin and not (s.admin_secret or s.api_key):
         raise ConfigError("--admin: the status page needs --admin-secret or --api-key")
+    if s.cable_rpc_url and s.cable_rpc_timeout >= s.connect_timeout:
+        raise ConfigError(f"--cable-rpc-timeout: {s.cable_rpc_timeout:g} must be less than --connect-timeout "
+                          f"({s.connect_timeout:g}), or a connect the app is slow to decide would be closed as stale")
     if s.subscribe_proxy and not s.subscribe_proxy_url:
         raise ConfigError("--subscribe-proxy: needs --subscribe-proxy-url")
     if s.publish_proxy and not s.publish_proxy_url:
