@@ -212,6 +212,11 @@ class RpcCableSession(CableSession):
             self.host.metrics.token_errors.labels("rpc_unavailable").inc()
             self.close(RPC_UNAVAILABLE)
             return
+        if answer.status == SUCCESS and len(answer.identifiers) > rpc.MAX_STATE_BYTES:
+            client.caller.refused(f"connect: identifiers of {len(answer.identifiers)} bytes, more than a connection "
+                                  f"may keep ({rpc.MAX_STATE_BYTES})")
+            self.close(RPC_ERROR)
+            return
         if answer.status == SUCCESS:
             refusal = self.begin(RPC_USER)
             if refusal is not None:
