@@ -91,6 +91,7 @@ class RpcClient:
         self.headers = tuple(h for h in settings.cable_rpc_headers.split(",") if h)
         self.host = host
         self._unauthorized_logged = -1.0
+        self._lost_logged = -1.0
         self._disconnects = {outcome: host.metrics.cable_rpc_disconnects.labels(outcome)
                              for outcome in ("sent", "retried", "lost")}
 
@@ -142,8 +143,12 @@ class RpcClient:
                 return
             if loop.time() + delay > deadline:
                 self._disconnects["lost"].inc()
-                log.error("disconnect of socket %s lost: the RPC endpoint was unreachable for %.0f s", sid[:12],
-                          RETRY_FOR)
+                now = self.host.clock()
+                if now - self._lost_logged >= 1.0:   # one line a second, however many are lost
+                    self._lost_logged = now
+                    log.error("disconnect of socket %s lost: the RPC endpoint was unreachable for %.0f s "
+                              "(pushgate_cable_rpc_disconnects_total{outcome=\"lost\"} counts them all)",
+                              sid[:12], RETRY_FOR)
                 return
             self._disconnects["retried"].inc()
             await asyncio.sleep(delay)
