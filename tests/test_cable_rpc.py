@@ -461,3 +461,35 @@ def test_an_app_error_garbage_or_a_hoard_is_logged_and_the_connection_goes_on(rp
     assert "big" not in count[0]["body"]["env"]["istate"]
     # The garbage and the hoard, counted both (the log says one line of a kind a second).
     assert gateway.metric("pushgate_proxy_calls_total", proxy="cable_rpc", outcome="refused") == 2
+
+
+def test_a_connection_that_closes_while_the_app_decides_gets_the_disconnect_its_answer_calls_for(rpc_app, rpc_gateway):
+    app = rpc_app(delay=0.4)
+    gateway = rpc_gateway(app)
+
+    async def scenario():
+        # Closed while its connect is decided: the app's connect ran, so its disconnect runs too.
+        early = await open_ws(gateway, "early")
+        await wait_for(lambda: app.calls("connect"), what="the connect call")
+        await early.close()
+        # Closed while a subscribe is decided: subscribed ran, so disconnect lists it (unsubscribed runs).
+        joiner = await open_ws(gateway, "joiner")
+        await recv(joiner)
+        await send(joiner, "subscribe", chat(1))
+        await wait_for(lambda: app.calls("command"), what="the subscribe call")
+        await joiner.close()
+        # Closed while an unsubscribe is decided: unsubscribed ran, so disconnect does not list it again.
+        leaver = await open_ws(gateway, "leaver")
+        await recv(leaver)
+        await send(leaver, "subscribe", chat(1))
+        await recv(leaver)
+        await send(leaver, "unsubscribe", chat(1))
+        await wait_for(lambda: any(c["body"]["command"] == "unsubscribe" for c in app.calls("command")),
+                       what="the unsubscribe call")
+        await leaver.close()
+        await wait_for(lambda: len(app.calls("disconnect")) == 3, what="three disconnects")
+
+    run(scenario())
+    told = {json.loads(c["body"]["identifiers"])["current_user"]: c["body"].get("subscriptions")
+            for c in app.calls("disconnect")}
+    assert told == {"early": None, "joiner": [chat(1)], "leaver": None}

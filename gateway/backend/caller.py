@@ -107,6 +107,7 @@ class Caller:
         self.in_flight = 0
         self.max_in_flight = 0     # the most ever in flight at once (tests, bench)
         self._queue: collections.deque[_Waiting] = collections.deque()
+        self._waiting: set[asyncio.Future[Outcome]] = set()   # the futures in the queue (withdraw)
         self._session: aiohttp.ClientSession | None = None
         self._logged: dict[str, tuple[float, int]] = {}   # kind -> (last logged, skipped since)
         self._calls = {kind: metrics.calls.labels(name, kind) for kind in
@@ -129,10 +130,21 @@ class Caller:
             self._start(future, body, headers, url=url)
         elif len(self._queue) < self.queue_limit:
             self._queue.append((future, body, headers, self.clock(), url))
+            self._waiting.add(future)
             self._queued.set(len(self._queue))
         else:
             self._fail(future, OVERLOADED, f"{self.concurrency} calls in flight and {self.queue_limit} waiting", url)
         return future
+
+    def withdraw(self, future: asyncio.Future[Outcome]) -> bool:
+        """Cancel a call that still waits in the queue (it is never sent) and
+        say so; a call already sent is left to finish (False): its caller may
+        still want to know what the backend made of it."""
+        if future in self._waiting:
+            self._waiting.discard(future)
+            future.cancel()
+            return True
+        return False
 
     @property
     def full(self) -> bool:
@@ -182,6 +194,7 @@ class Caller:
         now = self.clock()
         while queue and self.in_flight < self.concurrency:
             future, body, headers, enqueued, url = queue.popleft()
+            self._waiting.discard(future)
             if future.done():       # withdrawn: its connection closed
                 continue
             waited = now - enqueued

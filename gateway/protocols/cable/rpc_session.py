@@ -114,20 +114,33 @@ class RpcClient:
             self.caller.refused(f"{what}: {exc}")
             return None
 
-    def last_word(self, body: bytes, sid: str) -> None:
+    def last_word(self, settle: Callable[[Outcome | None], bytes | None], sid: str,
+                  sent: asyncio.Future[Outcome] | None) -> None:
         """A disconnect call, owed whatever happens to the connection: the node
-        waits for it before it exits (``host.last_words``)."""
+        waits for it before it exits (``host.last_words``). ``sent``: a call of
+        the connection still under way, whose outcome ``settle`` takes into
+        account before it writes the body (None: no disconnect owed after all)."""
         pending = self.host.last_words
         if len(pending) >= LAST_WORDS_LIMIT:
             self._disconnects["lost"].inc()
             log.error("%d disconnect calls already waiting: one more lost (its unsubscribed and disconnect "
                       "callbacks do not run)", len(pending))
             return
-        task = asyncio.ensure_future(self._disconnect(body, sid))
+        task = asyncio.ensure_future(self._disconnect(settle, sid, sent))
         pending.add(task)
         task.add_done_callback(pending.discard)
 
-    async def _disconnect(self, body: bytes, sid: str) -> None:
+    async def _disconnect(self, settle: Callable[[Outcome | None], bytes | None], sid: str,
+                          sent: asyncio.Future[Outcome] | None) -> None:
+        outcome = None
+        if sent is not None:
+            try:
+                outcome = await sent   # within the caller's timeout: a Caller's future never hangs
+            except asyncio.CancelledError:
+                outcome = None
+        body = settle(outcome)
+        if body is None:
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RETRY_FOR
         delay = 1.0
@@ -164,7 +177,8 @@ class RpcState:
     """What a connection the app decides keeps: the request it came with, the
     app's identifiers and state, and each subscription's streams."""
 
-    __slots__ = ("url", "headers", "identifiers", "cstate", "istate", "streams", "subscribed", "connected", "told")
+    __slots__ = ("url", "headers", "identifiers", "cstate", "istate", "streams", "subscribed", "connected", "told",
+                 "pending")
 
     def __init__(self, url: str, headers: dict[str, str]):
         self.url = url
@@ -176,6 +190,7 @@ class RpcState:
         self.subscribed: dict[str, None] = {}           # identifiers the app confirmed, in order
         self.connected = False                          # the app said SUCCESS: a disconnect is owed
         self.told = False                               # the disconnect was sent
+        self.pending: tuple[str, str] | None = None      # the call under way: (command, identifier)
 
     def stream_count(self) -> int:
         return sum(len(s) for s in self.streams.values())
@@ -207,10 +222,12 @@ class RpcCableSession(CableSession):
             headers["REMOTE_ADDR"] = request.peer
         url = f"http://{request.headers.get('host', '')}{request.target}"
         state = self.rpc = RpcState(url, headers)
+        state.pending = ("connect", "")
         future = client.call("connect", rpc.connect_body(url, headers), self.sid)
         self.wait(future, lambda outcome, waiting: self._connected(state, outcome, waiting), [])
 
     def _connected(self, state: RpcState, outcome: Outcome, waiting: list) -> None:
+        state.pending = None
         client = rpc_client_of(self.host)
         answer = client.answer(outcome, "connect")
         if answer is None:
@@ -260,6 +277,7 @@ class RpcCableSession(CableSession):
                                 state.cstate or None, state.istate.get(identifier) or None)
 
         def answered(outcome: Outcome, waiting: list) -> None:
+            state.pending = None
             try:
                 then(client.answer(outcome, f"command {name}"))
             except Exception:
@@ -272,6 +290,7 @@ class RpcCableSession(CableSession):
                 else:
                     self.run(waiting)
 
+        state.pending = (name, identifier)
         self.wait(client.call("command", body, self.sid), answered, [])
 
     @staticmethod
@@ -519,12 +538,42 @@ class RpcCableSession(CableSession):
 
     def _release(self) -> None:
         state = self.rpc
+        client = rpc_client_of(self.host) if state is not None else None
+        sent: asyncio.Future[Outcome] | None = None
+        if state is not None and client is not None and state.pending is not None:
+            held = self.held
+            if held is not None and isinstance(held[0], asyncio.Future):
+                self.held = None   # settled here, not cancelled blindly by the core
+                if not client.caller.withdraw(held[0]):
+                    sent = held[0]   # the app acts on it: its answer decides what disconnect says
         super()._release()
-        if state is not None and state.connected and not state.told:
-            state.told = True
-            body = rpc.disconnect_body(state.identifiers, list(state.subscribed), state.url, state.headers,
+        if state is None or client is None or state.told or (sent is None and not state.connected):
+            return
+        state.told = True
+        what = state.pending if sent is not None else None
+
+        def settle(outcome: Outcome | None) -> bytes | None:
+            """The disconnect body once the call under way has its answer (None: none owed)."""
+            assert state is not None and client is not None
+            if outcome is not None and what is not None:
+                name, identifier = what
+                answer = client.answer(outcome, f"{name} (its connection closed meanwhile)")
+                if name == "connect" and answer is not None and answer.status == SUCCESS:
+                    state.connected = True   # the app's connect ran: so must its disconnect
+                    state.identifiers = answer.identifiers
+                    rpc.merge(state.cstate, answer.cstate)
+                elif name == "subscribe" and answer is not None and answer.status == SUCCESS:
+                    state.subscribed[identifier] = None   # subscribed ran: unsubscribed must too
+                    if answer.istate:
+                        rpc.merge(state.istate.setdefault(identifier, {}), answer.istate)
+                elif name == "unsubscribe":
+                    state.subscribed.pop(identifier, None)   # unsubscribed ran (or runs): not twice
+            if not state.connected:
+                return None
+            return rpc.disconnect_body(state.identifiers, list(state.subscribed), state.url, state.headers,
                                        state.cstate or None, state.istate)
-            rpc_client_of(self.host).last_word(body, self.sid)
+
+        client.last_word(settle, self.sid, sent)
 
 
 RpcCableSession.handlers = {
