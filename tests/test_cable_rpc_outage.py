@@ -73,7 +73,7 @@ class PoolClient:
 
 def test_rpc_down_for_10s_under_1000_clients(rpc_app, rpc_gateway):  # noqa: F811
     app = rpc_app()
-    gateway = rpc_gateway(app, "--cable-rpc-timeout=1", "--cable-rpc-queue=200")
+    gateway = rpc_gateway(app, "--cable-rpc-queue=200")
 
     async def scenario():
         loop = asyncio.get_running_loop()
