@@ -58,6 +58,7 @@ RESTORE_WAIT = 1.0
 
 
 class CableSession(Session):
+    protocol = "actioncable"
     __slots__ = ("cable", "ext", "subscriptions", "sid", "awaiting", "restored_at", "joined")
 
     fast_pings = True  # a ping every 3 s: clients reopen the connection after 6 s of silence
