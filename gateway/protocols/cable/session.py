@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from auth.tokens import TokenExpired, TokenInvalid
+from auth.tokens import KeyPending, TokenExpired, TokenInvalid
 from gateway.protocols.cable import protocol
 from gateway.protocols.cable.protocol import EXT
 from gateway.protocols.cable.state import CableState, CableWire
@@ -75,9 +75,17 @@ class CableSession(Session):
     def start(self, token: str, restore_sid: str = "", restorable: bool = True) -> None:
         """The connection is open: authenticate, then ``welcome`` (restoring the
         subscriptions of ``restore_sid`` when this node kept them) or refuse.
-        ``restorable``: an ext connection gets a session id to come back to."""
+        ``restorable``: an ext connection gets a session id to come back to.
+        With --cable-jwt-ext an AnyCable token (identifiers in ``ext``) names
+        the user too."""
         try:
-            claims = self.authenticate(token)
+            claims = self.authenticate(token, self.host.settings.cable_jwt_ext)
+        except KeyPending as pending:
+            # Its key is being fetched (JWKS): decided once the fetch is over;
+            # frames that arrive meanwhile wait behind it.
+            log.info("client -: %s; the connection waits for it", pending)
+            self.wait(pending.ready, lambda _, waiting: self._start_late(token, restore_sid, restorable, waiting), [])
+            return
         except TokenExpired:
             # AnyCable's answer; @anycable/web refreshes its token on exactly this.
             # The stock client keeps retrying on its own schedule (its URL may be
@@ -99,6 +107,11 @@ class CableSession(Session):
                 restored = self._restore(restore_sid)
         self.send(protocol.welcome(self.sid, restored))
         self.established()
+
+    def _start_late(self, token: str, restore_sid: str, restorable: bool, waiting: list) -> None:
+        self.start(token, restore_sid, restorable)
+        if waiting and self.state is CONNECTED and self.held is None:
+            self.run(waiting)
 
     def _restore(self, sid: str) -> list[str] | None:
         kept = self.cable.restorable.take(sid)
