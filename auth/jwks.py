@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from jwt import PyJWK
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import PyJWTError
 
 from auth.tokens import RSA_ALGORITHMS, KeyPending
 
@@ -87,8 +87,8 @@ def parse(raw: bytes) -> tuple[dict[str, SigningKey], list[str]]:
             skipped.append(f"{kid[:40]}: no algorithm pushgate verifies")
             continue
         try:
-            key = PyJWK(entry, sorted(algorithms)[0]).key
-        except (PyJWKError, ValueError, TypeError, KeyError) as exc:
+            key = PyJWK(entry).key
+        except (PyJWTError, ValueError, TypeError, KeyError) as exc:
             skipped.append(f"{kid[:40]}: {str(exc)[:80]}")
             continue
         if kid in keys:
@@ -110,7 +110,7 @@ def _algorithms(entry: dict) -> frozenset[str]:
     elif kty == "EC":
         family = frozenset([_CURVE_ALGORITHMS[crv]]) if crv in _CURVE_ALGORITHMS else frozenset()
     elif kty == "OKP" and crv == "Ed25519":
-        family = frozenset(["EdDSA", "Ed25519"])
+        family = frozenset(["EdDSA"])
     else:
         family = frozenset()
     if alg is None:
