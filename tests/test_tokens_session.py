@@ -1,0 +1,111 @@
+"""Token features as a session applies them, in process: a connect (or a
+/cable connection) whose kid the JWKS store is fetching waits for it with
+what came behind it; the subs, expire_at and meta claims in the connect."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import jwt
+
+from auth import TokenVerifier
+from auth.jwks import KeyStore
+from gateway.backend.jwks import fetcher
+from gateway.core.session import CLOSED, CONNECTED
+from gateway.protocols.centrifugo import proxy
+from tests.inprocess import frame, make_host, open_cable, open_session
+from tests.jwks_server import JwksServer
+from tests.stack import SECRET
+
+
+def with_jwks(test, **overrides):
+    async def main():
+        server = await JwksServer().start()
+        server.add("a", "EC")
+        host = make_host(**overrides)
+        store = KeyStore(fetcher(server.url), url=server.url)
+        host.verifier = TokenVerifier(secret=SECRET, jwks=store)
+        try:
+            await test(server, host, store)
+        finally:
+            await server.stop()
+    asyncio.run(main())
+
+
+async def until(check, what: str) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_connect_with_an_unknown_kid_waits_for_the_key_set_and_what_follows_waits_behind_it():
+    async def test(server, host, store):
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {"token": server.token("a", {"sub": "ann"})}},
+                                   {"id": 2, "subscribe": {"channel": "news"}}))
+        session.handle_frame(frame({"id": 3, "subscribe": {"channel": "chat:x"}}))   # while it waits
+        assert session.state is not CONNECTED and transport.messages() == []
+        await until(lambda: session.state is CONNECTED and len(transport.sent) == 3, "the connect and subscribes")
+        assert [m["id"] for m in transport.messages()] == [1, 2, 3]
+        other, other_transport = open_session(host)   # a known kid now: at once
+        other.handle_frame(frame({"id": 1, "connect": {"token": server.token("a", {"sub": "bo"})}}))
+        assert other.state is CONNECTED and server.hits == 1
+    with_jwks(test)
+
+
+def test_an_unknown_kid_after_the_fetch_is_closed_as_invalid_token():
+    async def test(server, host, store):
+        server.add("b", publish=False)
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {"token": server.token("b", {"sub": "ann"})}}))
+        await until(lambda: session.state is CLOSED, "the refusal")
+        assert transport.closed[0] == 3500
+        assert host.metrics.token_errors.labels("invalid")._value.get() == 1
+    with_jwks(test)
+
+
+def test_a_cable_connection_with_an_unknown_kid_waits_too():
+    async def test(server, host, store):
+        session, transport = open_cable(host, server.token("a", {"sub": "ann"}))
+        assert transport.raw() == []
+        await until(lambda: session.state is CONNECTED, "welcome")
+        assert transport.messages()[0]["type"] == "welcome"
+    with_jwks(test)
+
+
+def test_the_subs_claim_is_the_connect_replys_subs_with_their_data_and_meta_rides_on_proxy_calls():
+    host = make_host(subscribe_proxy_url="http://127.0.0.1:1/subscribe", subscribe_proxy=["room:*"])
+    session, transport = open_session(host)
+    token = jwt.encode({"sub": "ann", "channels": ["ignored"], "meta": {"plan": "pro"},
+                        "subs": {"news": {"data": {"hi": 1}, "info": {"seat": 3}},
+                                 "chat:a": {"override": {"presence": {"value": False}}}}}, SECRET)
+    session.handle_frame(frame({"id": 1, "connect": {"token": token}}))
+    reply = transport.messages()[0]["connect"]
+    assert set(reply["subs"]) == {"#ann", "news", "chat:a"} and reply["subs"]["news"]["data"] == {"hi": 1}
+    assert session.channels == {"#ann", "news", "chat:a"}
+    assert proxy.request(session)["meta"] == {"plan": "pro"}
+
+
+def test_a_json_client_cannot_be_sent_binary_subs_data():
+    session, transport = open_session(make_host())
+    token = jwt.encode({"sub": "ann", "subs": {"news": {"b64data": "AAEC"}}}, SECRET)
+    session.handle_frame(frame({"id": 1, "connect": {"token": token}}))
+    assert session.state is CLOSED and transport.closed[0] == 3500
+
+
+def test_expire_at_sets_the_connections_ttl_and_one_in_the_past_is_error_110():
+    now = int(time.time())
+    for expire_at, answer in ((now + 100, "ttl"), (0, None), (now - 5, 110)):
+        session, transport = open_session(make_host())
+        token = jwt.encode({"sub": "ann", "exp": now + 3600, "expire_at": expire_at}, SECRET)
+        session.handle_frame(frame({"id": 1, "connect": {"token": token}}))
+        message = transport.messages()[0]
+        if answer == 110:
+            assert message["error"]["code"] == 110
+        elif answer == "ttl":
+            assert message["connect"]["expires"] and 95 <= message["connect"]["ttl"] <= 100
+        else:
+            assert "expires" not in message["connect"] and session.expiry is None
