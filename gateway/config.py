@@ -241,7 +241,10 @@ OPTIONS: tuple[Option, ...] = (
            "tokens signed with it are out there (rotation); at least 32 bytes."),
     Option("jwks-url", _proxy_url, None, "JWKS endpoint (Keycloak, Auth0, Cognito...) whose keys verify "
            "RS*/PS*/ES*/EdDSA tokens by their kid; fetched at start, hourly, and on an unknown kid "
-           "(at most every 5 s). Alone or beside --jwt-secret / --jwt-public-key."),
+           "(see --jwks-refetch-interval). Alone or beside --jwt-secret / --jwt-public-key."),
+    Option("jwks-refetch-interval", _positive_float, 5.0, "Seconds between fetches of --jwks-url for tokens "
+           "whose kid is unknown (and after a failed fetch): a flood of made-up kids costs the endpoint one "
+           "request per interval; meanwhile an unknown kid is refused (3500)."),
     Option("jwt-user-claim", _claim_path, None, "Claim holding the user id instead of `sub`: a name, or a "
            "dotted path into nested claims (user.id); with --cable-jwt-ext, the identifier in `ext`."),
     Option("cable-jwt-ext", _bool, False, "Accept AnyCable's JWTs at /cable: the `ext` claim's identifiers "
@@ -384,6 +387,7 @@ class Settings:
     jwt_public_key: bytes | None = _default("jwt_public_key")
     jwt_previous_secret: str | None = _default("jwt_previous_secret")
     jwks_url: str | None = _default("jwks_url")
+    jwks_refetch_interval: float = _default("jwks_refetch_interval")
     jwt_user_claim: str | None = _default("jwt_user_claim")
     cable_jwt_ext: bool = _default("cable_jwt_ext")
     jwt_audience: str | None = _default("jwt_audience")

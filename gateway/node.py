@@ -77,6 +77,7 @@ class Node:
         verifier = None
         # The keys of --jwks-url, by kid: fetched at start (start()), hourly, and on an unknown kid.
         self.jwks = KeyStore(jwks.fetcher(settings.jwks_url), url=settings.jwks_url,
+                             min_interval=settings.jwks_refetch_interval,
                              on_fetch=lambda outcome: self.metrics.jwks_fetches.labels(outcome).inc()) if settings.jwks_url else None
         if settings.jwt_secret or settings.jwt_public_key or self.jwks is not None:
             verifier = TokenVerifier(secret=settings.jwt_secret, public_key_pem=settings.jwt_public_key,
