@@ -266,3 +266,11 @@ def test_hostile_tokens_are_invalid_not_an_error(case):
         token = jwt.utils.base64url_encode(b'{"alg":"RS256","kid":{"a":1}}').decode() + ".e30.x"
     with pytest.raises(TokenInvalid):
         TokenVerifier(secret=SECRET, public_key_pem=public_pem(rsa_pair())).verify_connection(token)
+
+
+def test_a_subscription_tokens_expire_at_is_the_subscriptions_expiry():
+    now = int(time.time())
+    token = subscription_token(SECRET, "u", "private:x", extra={"expire_at": now + 900})
+    assert TokenVerifier(secret=SECRET).verify_subscription(token, "u", "private:x").expires_at == now + 900
+    never = subscription_token(SECRET, "u", "private:x", extra={"expire_at": 0})
+    assert TokenVerifier(secret=SECRET).verify_subscription(never, "u", "private:x").expires_at is None
