@@ -152,8 +152,10 @@ class KeyStore:
         ended less than ``min_interval`` ago (the kid is then refused)."""
         if self._inflight is None and self._clock() - self._last_end < self._min_interval:
             return None
+        # Each waiter gets its own future: one that is cancelled (its connection
+        # closed) leaves the fetch to the others.
         return KeyPending(f"key {kid[:40]!r} unknown: fetching {self.url or 'the key set'} again",
-                          self.refresh())
+                          asyncio.shield(self.refresh()))
 
     def refresh(self) -> asyncio.Future[None]:
         """Fetch the set (unless a fetch is under way): a future that completes,

@@ -59,7 +59,7 @@ def test_a_kid_unknown_at_first_waits_for_one_fetch_then_verifies():
             verifier.verify_connection(token)
         with pytest.raises(KeyPending) as second:   # a second connect meanwhile shares the fetch
             verifier.verify_connection(token)
-        assert first.value.ready is second.value.ready
+        second.value.ready.cancel()   # one waiter gone (its connection closed): the fetch goes on
         await first.value.ready
         assert verifier.verify_connection(token).user == "alice"
         assert server.hits == 1
@@ -99,7 +99,7 @@ def test_a_flood_of_made_up_kids_costs_one_fetch_per_interval_and_no_memory():
             except TokenInvalid:
                 pass
         await asyncio.gather(*pending)
-        assert server.hits == hits + 1 and len(set(map(id, pending))) == 1
+        assert server.hits == hits + 1 and len(pending) == 2000
         assert list(store.keys) == ["a"] and len(verifier._headers) <= 65
     scenario(test)
 

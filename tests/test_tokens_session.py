@@ -56,6 +56,18 @@ def test_a_connect_with_an_unknown_kid_waits_for_the_key_set_and_what_follows_wa
     with_jwks(test)
 
 
+def test_a_waiting_connection_that_closes_leaves_the_fetch_to_the_others():
+    async def test(server, host, store):
+        gone, _ = open_session(host)
+        stays, transport = open_session(host)
+        for session in (gone, stays):
+            session.handle_frame(frame({"id": 1, "connect": {"token": server.token("a", {"sub": "ann"})}}))
+        gone.transport_closed()
+        await until(lambda: stays.state is CONNECTED, "the other connection")
+        assert gone.state is CLOSED and server.hits == 1
+    with_jwks(test)
+
+
 def test_an_unknown_kid_after_the_fetch_is_closed_as_invalid_token():
     async def test(server, host, store):
         server.add("b", publish=False)
