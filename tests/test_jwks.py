@@ -83,7 +83,7 @@ def test_a_flood_of_made_up_kids_costs_one_fetch_per_interval_and_no_memory():
     async def test(server, store, verifier, clock):
         await store.refresh()
         hits = server.hits
-        for n in range(2000):
+        for n in range(500):
             with pytest.raises(TokenInvalid) as refused:
                 verifier.verify_connection(server.token("a", {"sub": "u"}, headers={"kid": f"bogus-{n}"}))
             if isinstance(refused.value, KeyPending):
@@ -91,7 +91,7 @@ def test_a_flood_of_made_up_kids_costs_one_fetch_per_interval_and_no_memory():
         assert server.hits == hits   # the last fetch ended less than MIN_INTERVAL ago (fake clock): none
         clock.advance(MIN_INTERVAL)
         pending = []
-        for n in range(2000):
+        for n in range(500):
             try:
                 verifier.verify_connection(server.token("a", {"sub": "u"}, headers={"kid": f"again-{n}"}))
             except KeyPending as exc:
@@ -99,7 +99,7 @@ def test_a_flood_of_made_up_kids_costs_one_fetch_per_interval_and_no_memory():
             except TokenInvalid:
                 pass
         await asyncio.gather(*pending)
-        assert server.hits == hits + 1 and len(pending) == 2000
+        assert server.hits == hits + 1 and len(pending) == 500
         assert list(store.keys) == ["a"] and len(verifier._headers) <= 65
     scenario(test)
 
