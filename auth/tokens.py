@@ -319,9 +319,10 @@ class TokenVerifier:
             raise TokenInvalid(f"algorithm {str(alg)[:40]!r} is not accepted")
         if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID):
             raise TokenInvalid("kid must be a key id (a string of 1-256 characters)")
-        if len(self._headers) > 64:  # tokens carry a handful of distinct headers
-            self._headers.clear()
-        self._headers[header] = (alg, kid)
+        if len(header) <= 512:   # tokens carry a handful of distinct, short headers
+            if len(self._headers) > 64:
+                self._headers.clear()
+            self._headers[header] = (alg, kid)
         return alg, kid
 
     def _public_key(self, alg: str, kid: str | None) -> Any:
