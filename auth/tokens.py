@@ -121,12 +121,15 @@ class SubscriptionClaims:
 
 
 class TokenVerifier:
-    """Verifies tokens against one HMAC secret and/or one public key.
+    """Verifies tokens against an HMAC secret (and the previous one, while
+    rotating), one public key, and/or the keys of a JWKS endpoint.
 
     The key is chosen by the token's ``alg`` family and each key only serves its
     own family, so a token signed with HS256 using the public key as the secret
-    (algorithm confusion) and ``alg: none`` are both refused. ``clock`` gives
-    the current time in seconds (tests pin it).
+    (algorithm confusion) and ``alg: none`` are both refused. An RS/PS/ES/EdDSA
+    token with a ``kid`` is checked with that key of the set (and only for the
+    algorithms it may verify); one without, with the public key. ``clock``
+    gives the current time in seconds (tests pin it).
 
     HMAC tokens, the common case and one per connect, are checked here
     directly (strict base64url, ``hmac.compare_digest``, the same claim
