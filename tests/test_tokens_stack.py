@@ -205,16 +205,19 @@ def test_anycable_tokens_with_identifiers_in_ext_are_accepted_at_cable(start_gat
             assert client.received(mine) == [{"hello": "seven"}]
         finally:
             await client.stop()
-        expired = jwt.encode({"ext": json.dumps({"current_user": gid}), "exp": int(time.time()) - 5}, SECRET)
-        client = await NodeClient.start("anycable_client.mjs", "--url",
-                                        f"ws://127.0.0.1:{gateway.port}/cable?jid={expired}")
-        try:
-            await client.wait(lambda: [e for e in client.of("cable") if e["state"] in ("disconnect", "close",
-                                                                                         "connect-failed")],
-                              what="token_expired")
-            assert not client.of("cable", state="connect")
-        finally:
-            await client.stop()
+        ext = json.dumps({"current_user": gid})
+        for bad, reason in ((jwt.encode({"ext": ext, "exp": int(time.time()) - 5}, SECRET), "token_expired"),
+                              (jwt.encode({"ext": ext}, "a-secret-the-gateway-does-not-have-32b"), "unauthorized"),
+                              (jwt.encode({"ext": "{not json"}, SECRET), "unauthorized")):
+            client = await NodeClient.start("anycable_client.mjs", "--url",
+                                            f"ws://127.0.0.1:{gateway.port}/cable?jid={bad}")
+            try:
+                await client.wait(lambda: [e for e in client.of("cable") if e["state"] != "connect"
+                                           and reason in str(e.get("reason"))], what=reason)
+                assert not client.of("cable", state="connect"), client.events
+            finally:
+                await client.stop()
+        no_traceback(gateway)
     run(scenario())
 
 
