@@ -68,6 +68,28 @@ def test_a_waiting_connection_that_closes_leaves_the_fetch_to_the_others():
     with_jwks(test)
 
 
+def test_a_subscription_token_and_a_refresh_token_with_a_new_kid_wait_for_the_key_set_too():
+    async def test(server, host, store):
+        session, transport = open_session(host)
+        session.handle_frame(frame({"id": 1, "connect": {"token": jwt.encode({"sub": "ann"}, SECRET)}}))
+        transport.messages()
+        server.add("b", "RSA")
+        store._min_interval = 0   # no wait between fetches here: each new kid is fetched
+        session.handle_frame(frame(
+            {"id": 2, "subscribe": {"channel": "private:x",
+                                    "token": server.token("b", {"sub": "ann", "channel": "private:x"})}},
+            {"id": 3, "subscribe": {"channel": "news"}}))
+        await until(lambda: len(transport.sent) == 2, "both subscribes answered")
+        replies = transport.messages()
+        assert [m["id"] for m in replies] == [2, 3] and "error" not in replies[0]
+        server.add("c", "EC")
+        session.handle_frame(frame({"id": 4, "refresh": {"token": server.token("c", {"sub": "ann",
+                                                                                    "exp": int(time.time()) + 60})}}))
+        await until(lambda: transport.sent, "the refresh answered")
+        assert transport.messages()[0]["refresh"]["expires"] is True
+    with_jwks(test)
+
+
 def test_an_unknown_kid_after_the_fetch_is_closed_as_invalid_token():
     async def test(server, host, store):
         server.add("b", publish=False)
