@@ -6,7 +6,6 @@ requests it answered (``hits``). Keys are real ones, made with
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import jwt
@@ -49,7 +48,6 @@ class JwksServer:
         self.keys: dict[str, Any] = {}          # kid -> private key (what tokens are signed with)
         self.published: list[dict] = []         # the JWKS "keys" served
         self.hits = 0
-        self.last_hit = 0.0                     # Unix time of the last request answered
         self.status = 200
         self._server: HTTPServer | None = None
         self.port = 0
@@ -79,7 +77,6 @@ class JwksServer:
         class Certs(tornado.web.RequestHandler):
             def get(self) -> None:
                 server.hits += 1
-                server.last_hit = time.time()
                 self.set_status(server.status)
                 self.set_header("Content-Type", "application/json")
                 self.write(json.dumps({"keys": server.published}))
