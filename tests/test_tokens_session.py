@@ -4,7 +4,6 @@ what came behind it; the subs, expire_at and meta claims in the connect."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import jwt
