@@ -4,6 +4,7 @@ what came behind it; the subs, expire_at and meta claims in the connect."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import jwt
@@ -110,7 +111,8 @@ def test_a_cable_connection_with_an_unknown_kid_waits_too():
 
 
 def test_the_subs_claim_is_the_connect_replys_subs_with_their_data_and_meta_rides_on_proxy_calls():
-    host = make_host(subscribe_proxy_url="http://127.0.0.1:1/subscribe", subscribe_proxy=["room:*"])
+    host = make_host(subscribe_proxy_url="http://127.0.0.1:1/subscribe", subscribe_proxy=["room:*"],
+                     presence=["news", "chat:*"])
     session, transport = open_session(host)
     token = jwt.encode({"sub": "ann", "channels": ["ignored"], "meta": {"plan": "pro"},
                         "subs": {"news": {"data": {"hi": 1}, "info": {"seat": 3}},
@@ -120,6 +122,9 @@ def test_the_subs_claim_is_the_connect_replys_subs_with_their_data_and_meta_ride
     assert set(reply["subs"]) == {"#ann", "news", "chat:a"} and reply["subs"]["news"]["data"] == {"hi": 1}
     assert session.channels == {"#ann", "news", "chat:a"}
     assert proxy.request(session)["meta"] == {"plan": "pro"}
+    (entry,) = host.presence.clients("news").values()
+    assert entry["user"] == "ann" and json.loads(entry["chan_info"]) == {"seat": 3}
+    assert host.presence.clients("chat:a") == {}   # override.presence false
 
 
 def test_a_json_client_cannot_be_sent_binary_subs_data():
