@@ -116,8 +116,11 @@ class ConnectionClaims:
 class SubscriptionClaims:
     user: str
     channel: str
-    expires_at: int | None = None
+    expires_at: int | None = None   # the subscription's expiry: expire_at, else exp
     client: str | None = None
+    info: bytes | None = None       # chan_info (info / b64info)
+    data: bytes | None = None       # sent in the SubscribeResult (data / b64data)
+    in_presence: bool = True        # override.presence {"value": false}: kept out of presence
 
 
 class TokenVerifier:
@@ -213,7 +216,8 @@ class TokenVerifier:
         if token_client and token_client != client:
             raise TokenMismatch("token is for another connection (client claim)")
         return SubscriptionClaims(user=token_user, channel=token_channel, expires_at=_connection_expiry(claims),
-                                  client=token_client or None)
+                                  client=token_client or None, info=_payload(claims, "info", ""),
+                                  data=_payload(claims, "data", ""), in_presence=_in_presence(claims, ""))
 
     def _user(self, claims: dict) -> str:
         """The user id: ``sub``, or the claim ``user_claim`` names. A name the
@@ -501,37 +505,39 @@ def _subs(value: object) -> tuple[ServerSub, ...]:
             options = {}
         if type(options) is not dict:
             raise TokenInvalid(f"subs.{channel[:80]} must be an object of options")
-        subs.append(ServerSub(channel, _payload(options, "info", channel), _payload(options, "data", channel),
-                              _in_presence(options, channel)))
+        where = f"subs.{channel[:80]}."
+        subs.append(ServerSub(channel, _payload(options, "info", where), _payload(options, "data", where),
+                              _in_presence(options, where)))
     return tuple(subs)
 
 
-def _payload(options: dict, name: str, channel: str) -> bytes | None:
-    """``b64<name>`` decoded, else ``<name>`` (any JSON value) as compact JSON."""
+def _payload(options: dict, name: str, where: str) -> bytes | None:
+    """``b64<name>`` decoded, else ``<name>`` (any JSON value) as compact JSON;
+    ``where`` prefixes the claim's name in errors."""
     encoded = options.get("b64" + name)
     if encoded not in (None, ""):
         if not isinstance(encoded, str):
-            raise TokenInvalid(f"subs.{channel[:80]}.b64{name} must be a base64 string")
+            raise TokenInvalid(f"{where}b64{name} must be a base64 string")
         try:
             return base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
-            raise TokenInvalid(f"subs.{channel[:80]}.b64{name} is not base64") from None
+            raise TokenInvalid(f"{where}b64{name} is not base64") from None
     if name not in options:
         return None
     return json.dumps(options[name], separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _in_presence(options: dict, channel: str) -> bool:
+def _in_presence(options: dict, where: str) -> bool:
     """``override``: each a ``{"value": bool}``; ``presence`` false keeps the
     subscriber out of the channel's presence and join/leave."""
     override = options.get("override")
     if override is None:
         return True
     if type(override) is not dict:
-        raise TokenInvalid(f"subs.{channel[:80]}.override must be an object")
+        raise TokenInvalid(f"{where}override must be an object")
     for key, value in override.items():
         if value is not None and (type(value) is not dict or type(value.get("value", False)) is not bool):
-            raise TokenInvalid(f"subs.{channel[:80]}.override.{key[:40]} must be {{\"value\": true or false}}")
+            raise TokenInvalid(f"{where}override.{key[:40]} must be {{\"value\": true or false}}")
     presence = override.get("presence")
     return not (presence is not None and presence.get("value") is False)
 

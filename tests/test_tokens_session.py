@@ -147,3 +147,21 @@ def test_expire_at_sets_the_connections_ttl_and_one_in_the_past_is_error_110():
             assert message["connect"]["expires"] and 95 <= message["connect"]["ttl"] <= 100
         else:
             assert "expires" not in message["connect"] and session.expiry is None
+
+
+def test_a_subscription_tokens_info_data_and_override_apply_to_its_subscription():
+    host = make_host(presence=["private:*"])
+    session, transport = open_session(host)
+    session.handle_frame(frame({"id": 1, "connect": {"token": jwt.encode({"sub": "ann"}, SECRET)}}))
+    transport.messages()
+    grant = jwt.encode({"sub": "ann", "channel": "private:a", "info": {"seat": 1}, "data": {"hi": "a"}}, SECRET)
+    hidden = jwt.encode({"sub": "ann", "channel": "private:b", "override": {"presence": {"value": False}}}, SECRET)
+    binary = jwt.encode({"sub": "ann", "channel": "private:c", "b64data": "AAEC"}, SECRET)
+    session.handle_frame(frame({"id": 2, "subscribe": {"channel": "private:a", "token": grant}},
+                               {"id": 3, "subscribe": {"channel": "private:b", "token": hidden}},
+                               {"id": 4, "subscribe": {"channel": "private:c", "token": binary}}))
+    a, b, c = transport.messages()
+    assert a["subscribe"]["data"] == {"hi": "a"} and "error" not in b and c["error"]["code"] == 103
+    (entry,) = host.presence.clients("private:a").values()
+    assert json.loads(entry["chan_info"]) == {"seat": 1}
+    assert host.presence.clients("private:b") == {} and session.channels == {"#ann", "private:a", "private:b"}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, cast
 
 import ujson
 
-from auth.tokens import ConnectionClaims, KeyPending, TokenExpired, TokenInvalid, TokenMismatch
+from auth.tokens import ConnectionClaims, KeyPending, SubscriptionClaims, TokenExpired, TokenInvalid, TokenMismatch
 from gateway.backend.caller import Caller, Outcome
 from gateway.protocols.centrifugo import model, proxy
 from gateway.protocols.centrifugo.codec import Codec
@@ -315,7 +315,7 @@ class CentrifugoSession(Session):
             self.close(vocabulary.BAD_REQUEST)
             return
         host = self.host
-        expires_at = None
+        granted: SubscriptionClaims | None = None
         error: model.Error | None
         if not valid_channel(channel):
             error = model.ERROR_BAD_REQUEST
@@ -329,7 +329,7 @@ class CentrifugoSession(Session):
         elif len(self.channels) >= CHANNEL_LIMIT:
             error = model.ERROR_LIMIT_EXCEEDED
         elif cmd.params.get("token"):
-            error, expires_at = self._check_subscription_token(cmd.params["token"], channel, cmd)
+            error, granted = self._check_subscription_token(cmd.params["token"], channel, cmd)
             if self.state is CLOSED or self.held is not None:
                 return
         elif host.settings.subscribe_proxy_url and proxy.proxies_of(host).subscribe_channels.match(channel):
@@ -343,7 +343,11 @@ class CentrifugoSession(Session):
         if error is not None:
             self.send(self.codec.error(cmd.id, error))
             return
-        self._admit_subscription(cmd, channel, expires_at)
+        if granted is None:
+            self._admit_subscription(cmd, channel, None)
+        else:   # the subscription token's expire_at (or exp), info, data and override
+            self._admit_subscription(cmd, channel, granted.expires_at, chan_info=granted.info, data=granted.data,
+                                     in_presence=granted.in_presence)
 
     def _admit_subscription(self, cmd: Command, channel: str, expires_at: int | None, *,
                             chan_info: bytes | None = None, data: bytes | None = None,
@@ -372,10 +376,10 @@ class CentrifugoSession(Session):
             state.chan_info[channel] = chan_info   # the publisher's chan_info in its publications there
 
     def _check_subscription_token(self, token: object, channel: str, cmd: Command
-                                  ) -> tuple[model.Error | None, int | None]:
+                                  ) -> tuple[model.Error | None, SubscriptionClaims | None]:
         """A subscription token grants a private channel (Centrifugo's rules:
         expired 109, invalid 103, issued for another channel, user or
-        connection 3500). Returns the error, or None and the token's expiry;
+        connection 3500). Returns the error, or None and the token's claims;
         or (None, None) with ``cmd`` held until the JWKS key set is fetched."""
         metrics = self.host.metrics
         try:
@@ -395,7 +399,12 @@ class CentrifugoSession(Session):
             metrics.token_errors.labels("subscription_invalid").inc()
             log.warning("client %s: invalid subscription token for %s (%s)", self.client_id, channel, exc)
             return model.ERROR_PERMISSION_DENIED, None
-        return None, claims.expires_at
+        if self.codec.name == "json" and not (_json(claims.info) and _json(claims.data)):
+            metrics.token_errors.labels("subscription_invalid").inc()
+            log.warning("client %s: subscription token for %s carries b64info/b64data that is not JSON, which a "
+                        "JSON client cannot be sent", self.client_id, channel)
+            return model.ERROR_PERMISSION_DENIED, None
+        return None, claims
 
     def _sub_refresh(self, cmd: Command) -> None:
         channel = cmd.params.get("channel")
@@ -407,12 +416,13 @@ class CentrifugoSession(Session):
         if channel not in self.channels:
             self.send(codec.error(cmd.id, model.ERROR_PERMISSION_DENIED))
             return
-        error, expires_at = self._check_subscription_token(token, channel, cmd)
+        error, granted = self._check_subscription_token(token, channel, cmd)
         if self.state is CLOSED or self.held is not None:
             return
-        if error is not None:
-            self.send(codec.error(cmd.id, error))
+        if error is not None or granted is None:
+            self.send(codec.error(cmd.id, error or model.ERROR_INTERNAL))
             return
+        expires_at = granted.expires_at
         result: dict[str, bool | int] = {"expires": expires_at is not None}
         self.watch_subscription(channel, expires_at)
         if expires_at is not None:
