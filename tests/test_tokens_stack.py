@@ -25,7 +25,7 @@ from tests.helpers import run, wait_for, wait_for_time
 from tests.jwks_server import JwksServer
 from tests.proxy_backend import Backend
 from tests.sdks import SDKS, HarnessProcess
-from tests.stack import SECRET
+from tests.stack import SECRET, Gateway
 
 SDK = {sdk.name: sdk for sdk in SDKS}
 NEW_SECRET = "the-new-secret-after-rotation-32-bytes!"
@@ -84,13 +84,31 @@ def no_traceback(gateway) -> None:
     assert "Traceback" not in gateway.log(), gateway.log()[-3000:]
 
 
-def test_jwks_keys_rotate_mid_test_and_survive_the_endpoint_going_down(start_gateway, tmp_path):
+@pytest.fixture
+def start_without_secret(tmp_path, nsqd, lookupd):
+    """Start gateway nodes with no --jwt-secret (tests/stack.py gives every node one)."""
+    started: list[Gateway] = []
+
+    def start_one(*args: str) -> Gateway:
+        gateway = Gateway(tmp_path / f"alone{len(started)}", nsqd, lookupd, *args)
+        gateway.base_args = [a for a in gateway.base_args if not a.startswith("--jwt-secret=")]
+        started.append(gateway)
+        return gateway.start()
+
+    yield start_one
+    for gateway in started:
+        gateway.stop()
+
+
+def test_jwks_keys_rotate_mid_test_and_survive_the_endpoint_going_down(start_without_secret, tmp_path):
     async def scenario():
         jwks = await JwksServer().start()
         jwks.add("rsa-1", "RSA")
         clients = Clients(tmp_path)
         try:
-            gateway = await start(start_gateway, f"--jwks-url={jwks.url}", f"--jwks-refetch-interval={REFETCH}")
+            # --jwks-url alone: no --jwt-secret, no --jwt-public-key.
+            gateway = await start(start_without_secret, f"--jwks-url={jwks.url}",
+                                  f"--jwks-refetch-interval={REFETCH}")
             await connected(await clients.connect("python", gateway, jwks.token("rsa-1", {"sub": "ann"})))
             fetched = jwks.hits
 
@@ -110,8 +128,8 @@ def test_jwks_keys_rotate_mid_test_and_survive_the_endpoint_going_down(start_gat
             await connected(await clients.connect("python", gateway, jwks.token("ec-2", {"sub": "cy"})))
             await refused(await clients.connect("js", gateway, jwks.token("ec-3", {"sub": "dee"})))
             assert gateway.metric("pushgate_jwks_fetches_total", outcome="failed") >= 1
-            # HMAC tokens of --jwt-secret still connect beside the key set.
-            await connected(await clients.connect("js", gateway, jwt.encode({"sub": "eve"}, SECRET)))
+            # No HMAC secret configured: an HS256 token is refused.
+            await refused(await clients.connect("js", gateway, jwt.encode({"sub": "eve"}, SECRET)))
             no_traceback(gateway)
         finally:
             await clients.close()
@@ -238,6 +256,8 @@ def test_hostile_tokens_are_each_an_invalid_token_never_a_traceback(start_gatewa
         try:
             gateway = await start(start_gateway, f"--jwks-url={jwks.url}", f"--jwks-refetch-interval={REFETCH}")
             await connected(await clients.connect("js", gateway, jwks.token("k", {"sub": "ok"})))
+            # Beside the key set, tokens of --jwt-secret connect too.
+            await connected(await clients.connect("js", gateway, jwt.encode({"sub": "hmac"}, SECRET)))
             header = lambda fields: jwt.utils.base64url_encode(json.dumps(fields).encode()).decode()  # noqa: E731
             forged = jwks.token("k", {"sub": "ok"}).rsplit(".", 1)[0] + "." + jwks.token("k", {"sub": "x"}).rsplit(".", 1)[1]
             hostile = {
