@@ -194,7 +194,10 @@ class TokenVerifier:
         subs = _subs(claims.get("subs"))
         if subs:
             channels = [sub.channel for sub in subs]   # subs takes precedence, as in Centrifugo
-        return ConnectionClaims(user=user, channels=tuple(channels), info=claims.get("info"),
+        info = claims.get("info")
+        if claims.get("b64info") not in (None, ""):   # Centrifugo: it takes priority over info
+            info = _b64_json(claims, "b64info")
+        return ConnectionClaims(user=user, channels=tuple(channels), info=info,
                                 expires_at=_connection_expiry(claims), subs=subs, meta=claims.get("meta"))
 
     def verify_subscription(self, token: str, user: str, channel: str, client: str | None = None
@@ -525,6 +528,20 @@ def _payload(options: dict, name: str, where: str) -> bytes | None:
     if name not in options:
         return None
     return json.dumps(options[name], separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _b64_json(claims: dict, name: str) -> Any:
+    """A connection's ``b64info``: its bytes must be JSON, the form presence,
+    join/leave and publications carry a connection's info in here."""
+    raw = _payload(claims, name[3:], "")
+    try:
+        value = json.loads(raw) if raw is not None else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise TokenInvalid(f"{name} must be base64 of JSON (a connection's info is kept as JSON here)") from None
+    problem = _not_interchangeable(value)
+    if problem:
+        raise TokenInvalid(f"{name} is not valid JSON: {problem}")
+    return value
 
 
 def _in_presence(options: dict, where: str) -> bool:

@@ -274,3 +274,14 @@ def test_a_subscription_tokens_expire_at_is_the_subscriptions_expiry():
     assert TokenVerifier(secret=SECRET).verify_subscription(token, "u", "private:x").expires_at == now + 900
     never = subscription_token(SECRET, "u", "private:x", extra={"expire_at": 0})
     assert TokenVerifier(secret=SECRET).verify_subscription(never, "u", "private:x").expires_at is None
+
+
+def test_a_connection_tokens_b64info_is_its_info_when_it_is_json():
+    verifier = TokenVerifier(secret=SECRET)
+    encoded = base64.b64encode(b'{"name":"Ann"}').decode()
+    assert verifier.verify_connection(jwt.encode({"sub": "u", "info": {"x": 1}, "b64info": encoded}, SECRET)).info \
+        == {"name": "Ann"}
+    for bad in (base64.b64encode(b"\x00\x01").decode(), "!!", 5, base64.b64encode(b'["\\ud800"]').decode(),
+                base64.b64encode(b"NaN").decode()):
+        with pytest.raises(TokenInvalid):
+            verifier.verify_connection(jwt.encode({"sub": "u", "b64info": bad}, SECRET))
