@@ -165,3 +165,14 @@ def test_a_subscription_tokens_info_data_and_override_apply_to_its_subscription(
     (entry,) = host.presence.clients("private:a").values()
     assert json.loads(entry["chan_info"]) == {"seat": 1}
     assert host.presence.clients("private:b") == {} and session.channels == {"#ann", "private:a", "private:b"}
+
+
+def test_subs_info_must_be_json_for_every_client_and_data_for_a_json_client():
+    from tests.inprocess import WIRE_PROTOBUF
+    from tests.test_core import pb_command
+    for info, data, ok in (("AAEC", None, False), (None, "AAEC", True)):
+        options = {k: v for k, v in (("b64info", info), ("b64data", data)) if v}
+        session, transport = open_session(make_host(), WIRE_PROTOBUF)
+        token = jwt.encode({"sub": "ann", "subs": {"news": options}}, SECRET)
+        session.handle_frame(pb_command(1, "connect", token=token))
+        assert (session.state is CONNECTED) is ok, options

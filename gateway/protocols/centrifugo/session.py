@@ -199,10 +199,12 @@ class CentrifugoSession(Session):
                 else:
                     self.send(self.codec.error(cmd.id, model.ERROR_EXPIRED))
                 return None
-            if self.codec.name == "json" and not all(_json(b) for sub in claims.subs for b in (sub.info, sub.data)):
+            json_client = self.codec.name == "json"
+            if claims.subs and not all(_json(sub.info) and (not json_client or _json(sub.data)) for sub in claims.subs):
+                # info is kept as JSON (presence, join/leave); data is sent as it is, and a JSON client needs JSON.
                 self.host.metrics.token_errors.labels("invalid").inc()
-                log.warning("connect refused: the token's subs carry b64info/b64data that is not JSON, "
-                            "which a JSON client cannot be sent")
+                log.warning("connect refused: the token's subs carry b64info (or, to a JSON client, b64data) "
+                            "that is not JSON")
                 self.close(vocabulary.INVALID_TOKEN)
                 return None
             return claims
@@ -399,10 +401,10 @@ class CentrifugoSession(Session):
             metrics.token_errors.labels("subscription_invalid").inc()
             log.warning("client %s: invalid subscription token for %s (%s)", self.client_id, channel, exc)
             return model.ERROR_PERMISSION_DENIED, None
-        if self.codec.name == "json" and not (_json(claims.info) and _json(claims.data)):
+        if not _json(claims.info) or (self.codec.name == "json" and not _json(claims.data)):
             metrics.token_errors.labels("subscription_invalid").inc()
-            log.warning("client %s: subscription token for %s carries b64info/b64data that is not JSON, which a "
-                        "JSON client cannot be sent", self.client_id, channel)
+            log.warning("client %s: subscription token for %s carries b64info (or, to a JSON client, b64data) "
+                        "that is not JSON", self.client_id, channel)
             return model.ERROR_PERMISSION_DENIED, None
         return None, claims
 
