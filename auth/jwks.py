@@ -23,8 +23,8 @@ handed in (``fetch``: a coroutine returning the body), so this module does no
 I/O of its own; the node gives it a bounded HTTP GET.
 
 Keys are kept when they may sign: ``use`` absent or ``sig`` (``enc`` keys are
-skipped), key type RSA, EC or OKP (Ed25519), as PyJWT reads them; symmetric
-(``oct``) keys from a public endpoint are skipped.
+skipped), key type RSA, EC (P-256/384/521, secp256k1) or OKP (Ed25519), as
+PyJWT reads them; symmetric (``oct``) keys from a public endpoint are skipped.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ MAX_KEYS = 64           # keys kept from one set; an issuer publishes a handful
 MAX_KID = 256           # characters of a kid worth looking up
 REFRESH_EVERY = 3600.0  # seconds a good set is used before it is fetched again
 MIN_INTERVAL = 5.0      # seconds between fetches for unknown kids (and after a failure)
-_CURVE_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
+_CURVE_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "secp256k1": "ES256K"}
 
 
 @dataclass(frozen=True)

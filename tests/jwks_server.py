@@ -21,12 +21,14 @@ def new_key(kind: str) -> Any:
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if kind == "EC":
         return ec.generate_private_key(ec.SECP256R1())
+    if kind == "secp256k1":
+        return ec.generate_private_key(ec.SECP256K1())
     if kind == "OKP":
         return ed25519.Ed25519PrivateKey.generate()
     raise ValueError(kind)
 
 
-ALGORITHM = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
+ALGORITHM = {"RSA": "RS256", "EC": "ES256", "secp256k1": "ES256K", "OKP": "EdDSA"}
 
 
 def jwk(kid: str, private_key: Any, **fields: Any) -> dict:
@@ -63,8 +65,12 @@ class JwksServer:
 
     def token(self, kid: str, claims: dict, alg: str | None = None, headers: dict | None = None) -> str:
         key = self.keys[kid]
-        kind = "RSA" if isinstance(key, rsa.RSAPrivateKey) else "EC" if isinstance(key, ec.EllipticCurvePrivateKey) \
-            else "OKP"
+        if isinstance(key, rsa.RSAPrivateKey):
+            kind = "RSA"
+        elif isinstance(key, ec.EllipticCurvePrivateKey):
+            kind = "secp256k1" if isinstance(key.curve, ec.SECP256K1) else "EC"
+        else:
+            kind = "OKP"
         return jwt.encode(claims, key, algorithm=alg or ALGORITHM[kind], headers={"kid": kid, **(headers or {})})
 
     @property

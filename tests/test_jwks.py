@@ -154,7 +154,7 @@ def test_which_keys_of_a_set_are_kept():
             parse(raw)
 
 
-@pytest.mark.parametrize("kind", ["RSA", "EC", "OKP"])
+@pytest.mark.parametrize("kind", ["RSA", "EC", "OKP", "secp256k1"])
 def test_rsa_ec_and_ed25519_keys_verify_and_a_key_only_its_algorithms(kind):
     async def test(server, store, verifier, clock):
         server.add("k", kind)
