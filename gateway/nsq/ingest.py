@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Callable
 
+from gateway.core.channels import PERSONAL_PREFIX
 from gateway.nsq.dedupe import RecentIds
 from gateway.nsq.envelope import BadMessage, Delivery, envelope_targets, parse_envelope, parse_mapped
 from gateway.core.history import History, Published
@@ -29,6 +30,7 @@ class Ingest:
                  mapped: dict[str, str],
                  max_message_bytes: int, max_message_age: float, dedupe_window: int,
                  on_gap: Callable[[tuple[str, ...]], None] = lambda channels: None,
+                 on_receipt: Callable[[str, str, int], None] | None = None,
                  clock: Callable[[], int] = time.time_ns):
         self.hub = hub
         self.metrics = metrics
@@ -39,6 +41,8 @@ class Ingest:
         self.max_message_age = max_message_age
         self.recent = RecentIds(dedupe_window)
         self.on_gap = on_gap  # told which channels (with history) lost a message
+        # Receipts (--events-topic): (message id, user, connections written to here).
+        self.on_receipt = on_receipt
         self._clock = clock
         self._counters = {t: metrics.nsq_messages.labels(t) for t in [envelope_topic, *mapped]}
 
@@ -71,7 +75,7 @@ class Ingest:
             return 0
         reached = 0
         data = delivery.data
-        if delivery.info is not None or delivery.skip_history:
+        if delivery.info is not None or delivery.skip_history or delivery.receipt:
             return self._deliver_published(delivery, timestamp_ns, now_ns)
         for channel in delivery.channels:
             # The offset is None when the channel keeps no history here, or the
@@ -86,7 +90,8 @@ class Ingest:
     def _deliver_published(self, delivery: Delivery, timestamp_ns: int, now_ns: int) -> int:
         """A client's publication (the publish proxy): with its publisher's info,
         and out of history when the backend said skip_history (then without an
-        offset, as Centrifugo sends it)."""
+        offset, as Centrifugo sends it); and a receipted one, whose every
+        personal channel's count of connections is reported."""
         reached = 0
         data = delivery.data
         stored = data
@@ -95,7 +100,11 @@ class Ingest:
             stored.info = delivery.info
         for channel in delivery.channels:
             offset = None if delivery.skip_history else self.history.add(channel, timestamp_ns, stored, now_ns)
-            reached += self.hub.publish(channel, data, offset, delivery.info)
+            count = self.hub.publish(channel, data, offset, delivery.info)
+            reached += count
+            if delivery.receipt and self.on_receipt is not None and channel.startswith(PERSONAL_PREFIX):
+                assert delivery.id is not None   # parse_envelope sees to it
+                self.on_receipt(delivery.id, channel[len(PERSONAL_PREFIX):], count)
         self.metrics.publications.inc(len(delivery.channels))
         if reached:
             self.metrics.deliveries.inc(reached)
