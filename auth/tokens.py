@@ -110,6 +110,7 @@ class ConnectionClaims:
     expires_at: int | None = None   # the connection's expiry: expire_at, else exp
     subs: tuple[ServerSub, ...] = ()  # the subs claim; its channels are in ``channels`` too
     meta: Any = None
+    identifiers: str | None = None  # an AnyCable token's ext: the connection's identifiers, as JSON text
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,8 @@ class TokenVerifier:
         if "channel" in claims:
             raise TokenInvalid("a connection token must not carry a channel claim")
         if ext and "ext" in claims:
-            return ConnectionClaims(user=self._ext_user(claims), expires_at=_expiry(claims))
+            return ConnectionClaims(user=self._ext_user(claims), expires_at=_expiry(claims),
+                                    identifiers=claims["ext"])
         user = self._user(claims)
         channels = claims.get("channels", [])
         if not isinstance(channels, list) or not all(isinstance(c, str) and c for c in channels):

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import ujson
 
-from auth.tokens import KeyPending, TokenExpired, TokenInvalid
+from auth.tokens import ConnectionClaims, KeyPending, TokenExpired, TokenInvalid
 from gateway.protocols.cable import protocol, rpc
 from gateway.protocols.cable.rpc import PRESENCE_STATE, WHISPER_STATE
 from gateway.protocols.cable.protocol import EXT
@@ -108,6 +108,7 @@ class CableSession(Session):
         if refusal is not None:
             self.close(refusal)
             return
+        self.identified(claims)
         restored = None
         if self.ext and restorable:
             self.sid = self.cable.new_sid()
@@ -116,6 +117,10 @@ class CableSession(Session):
                 restored = self._restore(restore_sid)
         self.send(protocol.welcome(self.sid, restored))
         self.established()
+
+    def identified(self, claims: ConnectionClaims) -> None:
+        """The token checked out (``claims``), before the welcome: a subclass
+        that serves the app's channels takes the token's identifiers here."""
 
     def _start_late(self, token: str, restore_sid: str, restorable: bool, waiting: list) -> None:
         self.start(token, restore_sid, restorable)
