@@ -38,7 +38,7 @@ from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
 from gateway.core.channels import PERSONAL_PREFIX, foreign_personal
 from gateway.core.history import Recovery, epoch_of, from_position, offset_of
-from gateway.core.session import CHANNEL_LIMIT, CONNECTED, Session
+from gateway.core.session import CONNECTED, Session
 
 if TYPE_CHECKING:
     from gateway.core.host import SessionHost
@@ -111,7 +111,7 @@ class CableSession(Session):
         now_ns = self.host.now_ns()
         restored = []
         awaiting: dict[str, tuple[str, int | None]] = {}
-        for identifier in kept.identifiers[:CHANNEL_LIMIT]:
+        for identifier in kept.identifiers[:self.host.settings.max_channels_per_connection]:
             try:
                 channel = self.resolve(identifier)  # the rules may have changed since
             except Refused:
@@ -321,8 +321,9 @@ class CableSession(Session):
         if self._held(identifier):
             return  # Rails: a duplicate subscribe is a no-op (it was confirmed once)
         try:
-            if len(self.subscriptions) + len(self.awaiting or ()) >= CHANNEL_LIMIT:
-                raise Refused(f"more than {CHANNEL_LIMIT} subscriptions")
+            limit = self.host.settings.max_channels_per_connection
+            if len(self.subscriptions) + len(self.awaiting or ()) >= limit:
+                raise Refused(f"more than {limit} subscriptions")
             channel = self.resolve(identifier)
         except Refused as exc:
             self.host.metrics.refused_subscriptions.inc()
