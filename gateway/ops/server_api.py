@@ -437,12 +437,14 @@ def disconnect_problem(code: object, reason: object) -> str:
 
 def _api_publication(pub: Publication) -> Publication | dict:
     """A history publication as the server API returns it: as the JSON client
-    protocol has it, but binary data that is not JSON as ``b64data`` (JSON
-    cannot carry it; Centrifugo's HTTP API has no answer for it either)."""
+    protocol has it, but binary data that is not JSON as ``"data": null`` and
+    ``b64data`` (JSON cannot carry it, and Centrifugo's HTTP API has no
+    answer for it; ``data`` stays, so clients such as cent that require it
+    still decode the reply)."""
     data = pub.data
     if type(data) is not Published or data.json_form() is not None:
         return pub
-    out: dict = {"b64data": base64.b64encode(data).decode(), "offset": pub.offset}
+    out: dict = {"data": None, "b64data": base64.b64encode(data).decode(), "offset": pub.offset}
     if data.tags:
         out["tags"] = data.tags
     return out
