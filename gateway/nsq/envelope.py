@@ -77,7 +77,7 @@ def parse_envelope(body: bytes) -> Delivery:
     if type(obj) is not dict:
         raise BadMessage("bad_envelope", "body is not a JSON object")
     if "data" not in obj and "b64data" not in obj:
-        raise BadMessage("bad_envelope", 'no "data" (or "b64data")')
+        raise BadMessage("bad_envelope", 'no "data"')
     channels: list[str] = []
     _add_targets(channels, obj, "channel", "channels", _channel)
     _add_targets(channels, obj, "user", "users", _user_channel)
