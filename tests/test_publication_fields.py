@@ -325,3 +325,18 @@ def test_a_hub_without_filters_or_extras_encodes_once_as_before():
     Counting.pub_push_full = lambda self, channel, data, offset: calls.append(data) or b"m"
     assert hub.publish("c", tagged, 3) == 50 and len(calls) == 3
     assert Metrics is not None
+
+
+def test_an_action_cable_client_gets_tagged_and_json_binary_publications_and_is_closed_by_other_bytes():
+    from tests.test_cable_core import cable, cable_host, cmd, pubsub
+    host = cable_host()
+    ingest = ingest_for(host)
+    session, transport = cable(host)
+    session.handle_frame(cmd("subscribe", pubsub("news")))
+    transport.messages()
+    deliver(host, ingest, {"channel": "news", "data": {"n": 1}, "tags": {"a": "b"}})
+    deliver(host, ingest, {"channel": "news", "b64data": base64.b64encode(b'{"n": 2}').decode()})
+    assert [m["message"] for m in transport.messages()] == [{"n": 1}, {"n": 2}]
+    deliver(host, ingest, {"channel": "news", "b64data": base64.b64encode(b"\xff").decode()})
+    assert session.state is CLOSED
+    assert transport.messages()[-1] == {"type": "disconnect", "reason": "invalid_request", "reconnect": False}

@@ -37,7 +37,7 @@ from gateway.protocols.cable.streams import Refused
 from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
 from gateway.core.channels import PERSONAL_PREFIX, foreign_personal
-from gateway.core.history import Recovery, epoch_of, from_position, offset_of
+from gateway.core.history import Published, Recovery, epoch_of, from_position, offset_of
 from gateway.core.session import CONNECTED, Session
 
 if TYPE_CHECKING:
@@ -307,7 +307,14 @@ class CableSession(Session):
         codec = self.cable.wires.codec(True, identifier, channel)
         frame = self.wire.frame
         for publication in answer.publications:
-            self.push(frame(codec.pub_push(channel, publication.data, publication.offset)))
+            data: bytes | None = publication.data
+            if type(data) is Published:
+                data = data.json_form()
+                if data is None:   # binary data that is not JSON: as live, the connection cannot carry it
+                    self.close(vocabulary.INAPPROPRIATE_PROTOCOL)
+                    return
+            assert data is not None
+            self.push(frame(codec.pub_push(channel, data, publication.offset)))
         if not quiet:
             self.send(protocol.confirm_history(identifier))
 
