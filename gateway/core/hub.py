@@ -159,19 +159,25 @@ class Hub:
         frames: dict[WireFormat, bytes | None] = {}
         unfit: list[Session] = []
         count = 0
-        for session, wire in subscribers.items():
+        wire: WireFormat | None = None
+        frame: bytes | None = None
+        for session, sub_wire in subscribers.items():
             if filters is not None:
                 accepts = filters.get(session)
                 if accepts is not None and not accepts(tags):
                     continue
-            frame = frames.get(wire, b"")
-            if frame == b"":
-                codec = wire.codec
-                message = encoded.get(codec, b"")
-                if message == b"":
-                    message = encoded[codec] = codec.pub_push_full(channel, full, offset) if full is not None \
-                        else codec.pub_push(channel, data, offset)
-                frame = frames[wire] = wire.frame(message) if message is not None else None
+            if sub_wire is not wire:
+                wire = sub_wire
+                if wire in frames:
+                    frame = frames[wire]
+                else:
+                    codec = wire.codec
+                    if codec in encoded:
+                        message = encoded[codec]
+                    else:
+                        message = encoded[codec] = codec.pub_push_full(channel, full, offset) \
+                            if full is not None else codec.pub_push(channel, data, offset)
+                    frame = frames[wire] = wire.frame(message) if message is not None else None
             if frame is None:
                 unfit.append(session)
                 continue

@@ -148,8 +148,21 @@ class JsonCodec:
         return b"".join((b'{"push":{"channel":', dumps(channel).encode(), b',"pub":', pub, b"}}"))
 
     def pub_push_full(self, channel: str, data: Published, offset: int | None) -> bytes | None:
-        pub = publication(data, offset)
-        return self.push(channel, "pub", pub) if pub is not None else None
+        # Built by concatenation too, in the field order of publication().
+        json = data.json_form()
+        if json is None:
+            return None
+        pub = b'{"data":' + json
+        if data.info is not None:
+            pub += b',"info":' + _embed(_info(data.info))
+        if offset:
+            pub += b',"offset":%d' % offset
+        if data.tags:
+            pub += b',"tags":' + dumps(data.tags).encode()
+        pub += b"}"
+        if self.unidirectional:
+            return b"".join((b'{"channel":', dumps(channel).encode(), b',"pub":', pub, b"}"))
+        return b"".join((b'{"push":{"channel":', dumps(channel).encode(), b',"pub":', pub, b"}}"))
 
     def push(self, channel: str, kind: str, body: dict) -> bytes:
         push = {kind: body} if not channel else {"channel": channel, kind: body}

@@ -200,8 +200,26 @@ class ProtobufCodec:
         reply = b"\x22" + uvarint(len(push)) + push
         return uvarint(len(reply)) + reply
 
+    def _pub_push(self, channel: str, pub: bytes) -> bytes:
+        """:meth:`pub_push`'s wrapping of an encoded Publication."""
+        name = channel.encode()
+        push = b"\x12" + uvarint(len(name)) + name + b"\x22" + uvarint(len(pub)) + pub
+        reply = b"\x22" + uvarint(len(push)) + push
+        return uvarint(len(reply)) + reply
+
     def pub_push_full(self, channel: str, data: Published, offset: int | None) -> bytes:
-        body: dict = {"data": bytes(data)}   # binary data: the exact bytes
+        if data.info is None:
+            # By hand as pub_push, and tags(7): map entries {key(1), value(2)}.
+            raw = bytes(data)   # binary data: the exact bytes
+            pub = b"\x22" + uvarint(len(raw)) + raw
+            if offset:
+                pub += b"\x30" + uvarint(offset)
+            for key, value in (data.tags or {}).items():
+                k, v = key.encode(), value.encode()
+                entry = b"\x0a" + uvarint(len(k)) + k + b"\x12" + uvarint(len(v)) + v
+                pub += b"\x3a" + uvarint(len(entry)) + entry
+            return self._pub_push(channel, pub)
+        body: dict = {"data": bytes(data)}
         if data.info is not None:
             body["info"] = data.info
         if offset:
