@@ -537,6 +537,10 @@ class CentrifugoSession(Session):
         def decided(outcome: Outcome, waiting: list[Command]) -> None:
             try:
                 then(proxy.decide(caller, outcome))
+            except ProtocolError as exc:   # a reply this encoding cannot carry, as in run()
+                log.info("client %s: %s, disconnecting", self.client_id or "-", exc.detail)
+                self.close(exc.ending)
+                return
             except Exception:
                 log.exception("client %s: internal error applying the %s proxy's answer", self.client_id or "-",
                               caller.name)
