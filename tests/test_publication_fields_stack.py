@@ -12,7 +12,6 @@ The evaluator and codecs alone: tests/test_publication_fields.py.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 
@@ -35,7 +34,7 @@ def backend_port():
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, nsqd, lookupd, backend_port):
-    gw = Gateway(tmp_path_factory.mktemp("gw"), nsqd, lookupd, "--public-channels=news,feed,room:*,chat:*",
+    gw = Gateway(tmp_path_factory.mktemp("gw"), nsqd, lookupd, "--public-channels=news,feed,match,room:*,chat:*",
                  "--history-size=10", f"--publish-proxy-url=http://127.0.0.1:{backend_port}/centrifugo/publish",
                  "--publish-proxy=room:*", "--max-channels-per-connection=4").start()
     yield gw
@@ -55,72 +54,88 @@ async def js_client(gateway, user: str, protocol: str) -> JsClient:
     return client
 
 
-def test_tags_reach_every_sdk_and_a_tags_filter_is_applied_on_the_server(gateway, nsqd):
+def tag_recorder(recorder, channel: str, seen: list):
+    """A subscription handler that also records each publication's tags."""
+    class Tagged(recorder.channel(channel).__class__):
+        async def on_publication(self, ctx) -> None:
+            seen.append(ctx.pub.tags)
+            await super().on_publication(ctx)
+    return Tagged(recorder, channel)
+
+
+def test_tags_from_the_server_api_and_the_envelope_reach_ctx_tags_live_and_in_history(gateway, nsqd):
     async def scenario():
         api = AsyncClient(f"{gateway.url}/api", API_KEY)
-        everything = await js_client(gateway, "js-json", "json")
-        goals_js = await js_client(gateway, "js-pb", "protobuf")
-        await everything.send(op="subscribe", channel="news")
-        await goals_js.send(op="subscribe", channel="news", tagsFilter={"key": "kind", "cmp": "eq", "val": "goal"})
-        goals_py, recorder = await sdk_client(gateway.ws_url, "py", use_protobuf=True)
-        tags_seen: list = []
-
-        class Goals(recorder.channel("news").__class__):
-            async def on_publication(self, ctx) -> None:
-                tags_seen.append(ctx.pub.tags)
-                await super().on_publication(ctx)
-        sub = goals_py.new_subscription("news", events=Goals(recorder, "news"),
-                                        tags_filter=Filter.any(Filter.eq("kind", "goal"), Filter.gt("minute", "89")))
-        await sub.subscribe()
-        for client in (everything, goals_js):
+        js = {protocol: await js_client(gateway, f"js-{protocol}", protocol) for protocol in ("json", "protobuf")}
+        for client in js.values():
+            await client.send(op="subscribe", channel="news")
             await client.wait_for(lambda e: e["event"] == "subscribed" and e["channel"] == "news")
+        py, recorder = await sdk_client(gateway.ws_url, "py", use_protobuf=True)
+        seen: list = []
+        await py.new_subscription("news", events=tag_recorder(recorder, "news", seen)).subscribe()
         await wait_for(lambda: "news" in recorder.subscribed)
 
         await api.publish(PublishRequest(channel="news", data={"n": 1}, tags={"kind": "goal", "minute": "12"}))
-        await api.publish(PublishRequest(channel="news", data={"n": 2}, tags={"kind": "foul", "minute": "30"}))
-        nsqd.publish({"channel": "news", "data": {"n": 3}, "tags": {"kind": "foul", "minute": "90"}})
-        await api.broadcast(BroadcastRequest(channels=["news", "feed"], data={"n": 4}, tags={"kind": "goal"}))
-        await api.publish(PublishRequest(channel="news", data={"n": 5}))
-
-        await everything.wait_for(lambda e: e["event"] == "publication" and e["data"] == {"n": 5})
-        pubs = [e for e in everything.events if e["event"] == "publication"]
-        assert [(e["data"]["n"], e.get("tags")) for e in pubs] == [
-            (1, {"kind": "goal", "minute": "12"}), (2, {"kind": "foul", "minute": "30"}),
-            (3, {"kind": "foul", "minute": "90"}), (4, {"kind": "goal"}), (5, None)]
-        await goals_js.wait_for(lambda e: e["event"] == "publication" and e["data"] == {"n": 4})
-        assert [(e["data"]["n"], e["tags"]["kind"]) for e in goals_js.events if e["event"] == "publication"] == [
-            (1, "goal"), (4, "goal")]
-        got = await recorder.collect(3)
-        assert [json.loads(data)["n"] for _, data in got] == [1, 3, 4]
-        assert tags_seen == [{"kind": "goal", "minute": "12"}, {"kind": "foul", "minute": "90"}, {"kind": "goal"}]
-        assert await recorder.nothing_more(0.3)
-        # History keeps the tags.
+        nsqd.publish({"channel": "news", "data": {"n": 2}, "tags": {"kind": "foul"}})
+        await api.broadcast(BroadcastRequest(channels=["news", "feed"], data={"n": 3}, tags={"kind": "goal"}))
+        await api.publish(PublishRequest(channel="news", data={"n": 4}))
+        expected = [(1, {"kind": "goal", "minute": "12"}), (2, {"kind": "foul"}), (3, {"kind": "goal"}), (4, None)]
+        for client in js.values():
+            await client.wait_for(lambda e: e["event"] == "publication" and e["data"] == {"n": 4})
+            assert [(e["data"]["n"], e.get("tags") or None) for e in client.events
+                    if e["event"] == "publication"] == expected   # Protobuf: an empty map
+        assert [json.loads(data)["n"] for _, data in await recorder.collect(4)] == [1, 2, 3, 4]
+        assert seen == [tags or {} for _, tags in expected]
         history = await api.history(HistoryRequest(channel="news", limit=10))
-        assert [p.tags for p in history.publications][:2] == [{"kind": "goal", "minute": "12"},
-                                                               {"kind": "foul", "minute": "30"}]
-        # An invalid filter: error 107 for the subscription, the connection stays.
-        bad = goals_py.new_subscription("feed", events=recorder.channel("feed"),
-                                        tags_filter=FilterNode({"key": "kind", "cmp": "starts", "val": "g"}))
+        assert [p.tags for p in history.publications] == [tags for _, tags in expected]
+        for client in js.values():
+            await client.close()
+        await py.disconnect()
+    run(scenario())
+
+
+def test_a_tags_filter_is_applied_on_the_server_and_an_invalid_one_is_107(gateway):
+    async def scenario():
+        api = AsyncClient(f"{gateway.url}/api", API_KEY)
+        goals_js = await js_client(gateway, "js-pb", "protobuf")
+        await goals_js.send(op="subscribe", channel="match", tagsFilter={"key": "kind", "cmp": "eq", "val": "goal"})
+        await goals_js.wait_for(lambda e: e["event"] == "subscribed" and e["channel"] == "match")
+        py, recorder = await sdk_client(gateway.ws_url, "py")
+        seen: list = []
+        sub = py.new_subscription("match", events=tag_recorder(recorder, "match", seen),
+                                  tags_filter=Filter.any(Filter.eq("kind", "goal"), Filter.gt("minute", "89")))
+        await sub.subscribe()
+        await wait_for(lambda: "match" in recorder.subscribed)
+        for n, tags in enumerate([{"kind": "goal", "minute": "12"}, {"kind": "foul", "minute": "30"},
+                                  {"kind": "foul", "minute": "90"}, None, {"kind": "goal"}]):
+            await api.publish(PublishRequest(channel="match", data={"n": n}, tags=tags))
+        await goals_js.wait_for(lambda e: e["event"] == "publication" and e["data"] == {"n": 4})
+        assert [e["data"]["n"] for e in goals_js.events if e["event"] == "publication"] == [0, 4]
+        assert [data["n"] for _, data in await recorder.collect(3)] == [0, 2, 4]
+        assert await recorder.nothing_more(0.3)
+        # An invalid filter ("starts" is not an operator: "sw" is): 107 for the subscription, the connection stays.
+        bad = py.new_subscription("feed", events=recorder.channel("feed"),
+                                  tags_filter=FilterNode({"key": "kind", "cmp": "starts", "val": "g"}))
         await bad.subscribe()
         await wait_for(lambda: "feed" in recorder.sub_errors or "feed" in recorder.unsubscribed)
         assert bad.state is not SubscriptionState.SUBSCRIBED and "feed" not in recorder.subscribed
         codes = [getattr(getattr(ctx, "error", None), "code", None) for ctx in recorder.sub_errors.get("feed", [])]
         unsubscribed = recorder.unsubscribed.get("feed")
         assert 107 in codes or (unsubscribed is not None and unsubscribed.code == 107), (codes, unsubscribed)
-        assert goals_py.state.value == "connected"
-        for client in (everything, goals_js):
-            await client.close()
-        await goals_py.disconnect()
+        assert py.state.value == "connected" and sub.state is SubscriptionState.SUBSCRIBED
+        await goals_js.close()
+        await py.disconnect()
     run(scenario())
 
 
-def test_binary_publications_skip_history_and_stale_versions(gateway):
+def test_binary_publications_reach_protobuf_as_bytes_and_json_as_json_or_3506(gateway):
     async def scenario():
         api = AsyncClient(f"{gateway.url}/api", API_KEY)
         pb, pb_recorder = await sdk_client(gateway.ws_url, "pb", channels=("chat:bin",), use_protobuf=True)
         js, js_recorder = await sdk_client(gateway.ws_url, "js", channels=("chat:bin",))
         # JSON bytes: both get them, the JSON client as the value.
-        await api.publish(PublishRequest(channel="chat:bin", data=None, b64data=base64.b64encode(b'{"a": [1, 2]}').decode()))
+        await api.publish(PublishRequest(channel="chat:bin", data=None,
+                                         b64data=base64.b64encode(b'{"a": [1, 2]}').decode()))
         assert await pb_recorder.next() == ("chat:bin", b'{"a": [1, 2]}')
         assert await js_recorder.next() == ("chat:bin", {"a": [1, 2]})
         # Other bytes: exact for Protobuf, 3506 for the JSON client (as Centrifugo).
@@ -129,28 +144,39 @@ def test_binary_publications_skip_history_and_stale_versions(gateway):
         assert await pb_recorder.next() == ("chat:bin", raw)
         await wait_for(lambda: (3506, "inappropriate protocol") in js_recorder.disconnects)
         await js.disconnect()
-
-        # skip_history: delivered without an offset, not kept.
-        await api.publish(PublishRequest(channel="chat:bin", data={"n": "kept"}))
-        await api.publish(PublishRequest(channel="chat:bin", data={"n": "not kept"}, skip_history=True))
-        assert [json.loads(d)["n"] for _, d in await pb_recorder.collect(2)] == ["kept", "not kept"]
-        history = await api.history(HistoryRequest(channel="chat:bin", limit=10))
-        assert [p.data for p in history.publications][-1] == {"n": "kept"} and len(history.publications) == 3
         # The server API's history gives bytes that are not JSON as b64data.
         answer = api_raw(gateway, "history", {"channel": "chat:bin", "limit": 10})
         assert base64.b64decode(answer["result"]["publications"][1]["b64data"]) == raw
-
-        # version / version_epoch (cent has no field for them: the raw API): stale ones are dropped.
-        for version, epoch, text in [(2, "", "v2"), (1, "", "v1"), (2, "", "v2 again"), (3, "", "v3"),
-                                     (1, "day2", "v1 of day 2")]:
-            assert api_raw(gateway, "publish", {"channel": "chat:bin", "data": text, "version": version,
-                                                "version_epoch": epoch}) == {"result": {}}
-        await api.publish(PublishRequest(channel="chat:bin", data="end"))
-        got = []
-        while not got or got[-1] != b'"end"':
-            got.append((await pb_recorder.next())[1])
-        assert got == [b'"v2"', b'"v3"', b'"v1 of day 2"', b'"end"']
         await pb.disconnect()
+    run(scenario())
+
+
+def test_skip_history_is_delivered_and_not_kept(gateway):
+    async def scenario():
+        api = AsyncClient(f"{gateway.url}/api", API_KEY)
+        client, recorder = await sdk_client(gateway.ws_url, "sk", channels=("chat:skip",))
+        await api.publish(PublishRequest(channel="chat:skip", data={"n": "kept"}))
+        await api.publish(PublishRequest(channel="chat:skip", data={"n": "not kept"}, skip_history=True))
+        assert [d["n"] for _, d in await recorder.collect(2)] == ["kept", "not kept"]
+        history = await api.history(HistoryRequest(channel="chat:skip", limit=10))
+        assert [p.data for p in history.publications] == [{"n": "kept"}]
+        await client.disconnect()
+    run(scenario())
+
+
+def test_stale_versions_are_dropped(gateway):
+    async def scenario():
+        client, recorder = await sdk_client(gateway.ws_url, "ver", channels=("chat:ver",))
+        # cent has no field for version / version_epoch: the raw API, as Centrifugo documents it.
+        for version, epoch, text in [(2, "", "v2"), (1, "", "v1"), (2, "", "v2 again"), (3, "", "v3"),
+                                     (1, "day2", "v1 of day 2"), (0, "", "end")]:
+            assert api_raw(gateway, "publish", {"channel": "chat:ver", "data": text, "version": version,
+                                                "version_epoch": epoch}) == {"result": {}}
+        got: list = []
+        while not got or got[-1] != "end":
+            got.append((await recorder.next())[1])
+        assert got == ["v2", "v3", "v1 of day 2", "end"]
+        await client.disconnect()
     run(scenario())
 
 
@@ -184,11 +210,18 @@ def test_the_publish_proxy_results_tags_and_idempotency_key(gateway, backend_por
     run(scenario())
 
 
-def test_the_ping_rpc_and_the_channel_limit(gateway):
+def test_the_ping_rpc_is_answered_with_an_empty_result(gateway):
     async def scenario():
-        client, recorder = await sdk_client(gateway.ws_url, "limited", channels=("news", "feed"))
+        client, _ = await sdk_client(gateway.ws_url, "pinger")
         result = await client.rpc("ping", None)
         assert not result.data
+        await client.disconnect()
+    run(scenario())
+
+
+def test_the_channel_limit_counts_the_personal_channel_and_refuses_past_it_with_106(gateway):
+    async def scenario():
+        client, recorder = await sdk_client(gateway.ws_url, "limited", channels=("news", "feed"))
         # #limited, news and feed: one more fits under 4, the next is refused with 106.
         extra = client.new_subscription("chat:1", events=recorder.channel("chat:1"))
         await extra.subscribe()
@@ -200,5 +233,4 @@ def test_the_ping_rpc_and_the_channel_limit(gateway):
         unsubscribed = recorder.unsubscribed.get("chat:2")
         assert 106 in codes or (unsubscribed is not None and unsubscribed.code == 106), (codes, unsubscribed)
         await client.disconnect()
-        await asyncio.sleep(0)
     run(scenario())
