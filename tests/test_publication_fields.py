@@ -340,3 +340,24 @@ def test_an_action_cable_client_gets_tagged_and_json_binary_publications_and_is_
     deliver(host, ingest, {"channel": "news", "b64data": base64.b64encode(b"\xff").decode()})
     assert session.state is CLOSED
     assert transport.messages()[-1] == {"type": "disconnect", "reason": "invalid_request", "reconnect": False}
+
+
+def test_the_server_api_turns_each_publication_field_into_the_envelope_or_a_clear_107():
+    from gateway.ops.server_api import BadRequest, Failed
+    from tests.test_server_api_core import make_api
+    api = make_api()
+    assert api._data({"data": 1, "tags": {"a": "b"}, "skip_history": True, "version": 3, "version_epoch": "e",
+                      "idempotency_key": "k", "delta": True}) == {
+        "data": 1, "tags": {"a": "b"}, "skip_history": True, "version": 3, "version_epoch": "e", "id": "k"}
+    assert api._data({"b64data": "AAE=", "data": None}) == {"b64data": "AAE="}
+    assert api._data({"data": 1, "tags": {}, "skip_history": False, "version": 0}) == {"data": 1}
+    for params, words in [({"data": 1, "b64data": "AA=="}, "not both"), ({"b64data": "%%"}, "not base64"),
+                          ({"data": 1, "tags": {"a": 1}}, "tags"), ({"data": 1, "version": -1}, "negative"),
+                          ({"data": 1, "tags": {str(n): "x" for n in range(65)}}, "64 tags"), ({}, "bad request")]:
+        with pytest.raises(Failed) as caught:
+            api._data(params)
+        assert caught.value.error.code == 107 and words in caught.value.error.message, params
+    for params in ({"data": 1, "tags": ["a"]}, {"data": 1, "skip_history": "yes"}, {"data": 1, "version": "2"},
+                   {"data": 1, "delta": 1}, {"b64data": 5}):
+        with pytest.raises(BadRequest):
+            api._data(params)
