@@ -50,6 +50,16 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{raw} must be a number of seconds, 0 or more")
+    return value
+
+
 def _host_port(raw: str) -> str:
     host, sep, port = raw.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -254,6 +264,17 @@ OPTIONS: tuple[Option, ...] = (
            "sends its peers (also its heartbeat for `info` and /admin)."),
     Option("presence-ttl", _positive_float, 15.0, "Seconds without a word from a node before its clients "
            "leave presence and it leaves `info` (at least twice --presence-interval)."),
+    Option("events-topic", nsq_name, None, "NSQ topic this node publishes connection events, users online "
+           "and offline, channels occupied and vacated, and delivery receipts to (docs/events.md); unset: off."),
+    Option("events-channels", _channel_pattern, [], "Publish subscribe and unsubscribe events for channels "
+           "matching this pattern; a trailing * matches a prefix (repeatable; needs --events-topic).",
+           repeatable=True),
+    Option("offline-grace", _non_negative_float, 3.0, "Seconds a user's last connection must stay gone before "
+           "user_offline (and a channel empty before channel_vacated): a page reload is no transition."),
+    Option("receipt-timeout", _positive_float, 5.0, "Seconds the cluster waits for some node to report a "
+           "receipted message delivered to a user before it says undelivered."),
+    Option("events-queue", _int_range(1), 20000, "Events a node keeps waiting for nsqd; past it new events "
+           "are dropped and counted (pushgate_events_dropped_total)."),
     Option("admin", _bool, False, "Serve the status page at /admin, behind --admin-secret or else --api-key.",
            is_bool=True),
     Option("admin-secret", _text, None, "Password of the status page (HTTP basic auth, any user name); "
@@ -378,6 +399,11 @@ class Settings:
     presence_max_clients: int = _default("presence_max_clients")
     presence_interval: float = _default("presence_interval")
     presence_ttl: float = _default("presence_ttl")
+    events_topic: str | None = _default("events_topic")
+    events_channels: list = _default("events_channels")
+    offline_grace: float = _default("offline_grace")
+    receipt_timeout: float = _default("receipt_timeout")
+    events_queue: int = _default("events_queue")
     admin: bool = _default("admin")
     admin_secret: str | None = _default("admin_secret")
     public_channels: str = _default("public_channels")
@@ -586,6 +612,10 @@ def check(s: Settings) -> None:
         raise ConfigError("--subscribe-proxy: needs --subscribe-proxy-url")
     if s.publish_proxy and not s.publish_proxy_url:
         raise ConfigError("--publish-proxy: needs --publish-proxy-url")
+    if s.events_topic is not None and s.events_topic in (s.topic, s.control_topic, *mapped):
+        raise ConfigError("--events-topic: must differ from --topic, --control-topic and every --map-topic")
+    if s.events_channels and s.events_topic is None:
+        raise ConfigError("--events-channels: needs --events-topic")
     if s.control_topic in (s.topic, *mapped):
         raise ConfigError("--control-topic: must differ from --topic and every --map-topic")
 

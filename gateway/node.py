@@ -29,6 +29,7 @@ from tornado.ioloop import PeriodicCallback
 from auth.tokens import TokenVerifier
 from gateway.core import vocabulary
 from gateway.cluster.bus import ControlBus
+from gateway.cluster.events import Events
 from gateway.config import Settings, default_node_name
 from gateway.core.expiry import Expiry
 from gateway.core.heartbeat import Heartbeat
@@ -114,6 +115,14 @@ class Node:
                               lookupd_http_addresses=settings.lookupd_http_address,
                               lookupd_poll_interval=settings.lookupd_poll_interval, metrics=self.metrics,
                               cluster=settings.topic)
+        # The backend's events (--events-topic): off, nothing is built and the
+        # session host keeps NO_EVENTS.
+        self.events: Events | None = None
+        if settings.events_topic:
+            self.events = Events(settings=settings, name=self.name, uid=self.presence.uid, metrics=self.metrics,
+                                 bus=self.bus, presence=self.presence)
+            self.host.events = self.events
+            self.ingest.on_receipt = self.events.receipt
         # The last hour of figures for /admin's charts, sampled by _tick.
         self.trends = Trends(self.metrics, connections=lambda: len(self.host.sessions), started=time.monotonic())
         # Heartbeats, presence and the server API's cluster-wide actions over the bus.
@@ -171,10 +180,13 @@ class Node:
         """Start reading NSQ and the timers. Runs inside the event loop."""
         self.loop = asyncio.get_running_loop()
         if self.settings.lookupd_http_address:
-            await self._announce_topics([*self.source.topics, self.bus.topic])
+            events_topics = [self.settings.events_topic] if self.settings.events_topic else []
+            await self._announce_topics([*self.source.topics, self.bus.topic, *events_topics])
         self.source.start()
         self.bus.start()
         self.peering.start()
+        if self.events is not None:
+            self.events.start()
         self.loss_watch.start()
         self._ticker = PeriodicCallback(self._tick, 1000)
         self._ticker.start()
@@ -292,6 +304,11 @@ class Node:
                 timer.stop()
         await self.peering.stop()
         self.loss_watch.stop()
+        if self.events is not None:
+            # The last disconnects are events: published before the node lets go of nsqd.
+            for session in list(self.sessions):
+                session.close(vocabulary.SHUTDOWN)
+            await self.events.stop()
         await asyncio.gather(self.source.close(), self.bus.close())
         for session in list(self.sessions):
             session.close(vocabulary.SHUTDOWN)

@@ -97,6 +97,12 @@ class Presence:
         self._up: list[list] = []
         self._down: list[list] = []
         self._warned: set[str] = set()
+        # Told when a channel with presence gains its first entry or loses its
+        # last, on every node (the backend's channel_occupied and
+        # channel_vacated, gateway/cluster/events.py); and when a peer is gone.
+        self.on_channel: Callable[[str, bool, bool], None] | None = None
+        self.on_peer_gone: Callable[[Peer], None] | None = None
+        self._dropping_silent = False   # a silent node's entries are going (no grace for them)
 
     # --- what the session core calls -------------------------------------------------
 
@@ -179,6 +185,8 @@ class Presence:
             user = entry[USER]
             ch.users[user] = ch.users.get(user, 0) + 1
             self.entries += 1
+            if self.on_channel is not None and len(ch.entries) == 1 and self.presence.match(channel):
+                self.on_channel(channel, True, False)
             if self.join_leave.match(channel):
                 self.hub.push(channel, "join", {"info": client_info(client, entry)})
             return True
@@ -201,6 +209,8 @@ class Presence:
         if not ch.entries:
             del self.channels[channel]
             self._warned.discard(channel)
+            if self.on_channel is not None and self.presence.match(channel):
+                self.on_channel(channel, False, self._dropping_silent)
         if self.join_leave.match(channel):
             self.hub.push(channel, "leave", {"info": client_info(client, entry)})
         return True
@@ -303,7 +313,13 @@ class Presence:
         return len(gone)
 
     def _peer_gone(self, peer: Peer) -> None:
-        count = self.drop_origin(peer.uid)
+        self._dropping_silent = peer.silent
+        try:
+            count = self.drop_origin(peer.uid)
+        finally:
+            self._dropping_silent = False
+        if self.on_peer_gone is not None:
+            self.on_peer_gone(peer)
         log.info("node %s (%s) went silent or restarted: %d presence entries removed", peer.name, peer.uid[:8], count)
 
     @staticmethod

@@ -61,6 +61,14 @@ class Metrics:
                                       "own subscribers' and every other node's.", registry=r)
         self.presence_refused = Counter("pushgate_presence_refused", "Subscribers left out of presence: the "
                                         "channel held --presence-max-clients entries.", registry=r)
+        self.events = Counter("pushgate_events", "Events queued for --events-topic, by type.", ["type"],
+                              registry=r)
+        self.events_dropped = Counter("pushgate_events_dropped", "Events never published, by why (full: the "
+                                      "queue held --events-queue; nsqd: nsqd refused them; untracked: "
+                                      "more receipts waiting than a node keeps).", ["reason"], registry=r)
+        self.events_owners = Gauge("pushgate_events_owners", "Nodes this node counts among the speakers for "
+                                   "users and channels (ready, and live).", registry=r)
+        self.events_queued = Gauge("pushgate_events_queued", "Events waiting for nsqd.", registry=r)
         self.api_calls = Counter("pushgate_api_calls", "Server API calls, by method and result (ok, an error "
                                  "code, or an HTTP status).", ["method", "result"], registry=r)
         self.api_publishes = Counter("pushgate_api_publishes", "POST /api/publish answers, by status.",

@@ -44,6 +44,9 @@ class Delivery(NamedTuple):
     # publication stays out of history.
     info: dict | None = None
     skip_history: bool = False
+    # The backend asked for delivery receipts (docs/events.md): per target user,
+    # this node says how many of their connections it wrote the message to.
+    receipt: bool = False
     tags: dict[str, str] | None = None
     binary: bool = False         # data came as b64data: any bytes
     json: bytes | None = None    # when binary: the bytes as compact JSON, None if they are not JSON
@@ -53,8 +56,8 @@ class Delivery(NamedTuple):
     @property
     def plain(self) -> bool:
         """Only data: the common case, delivered on the fast path."""
-        return self.info is None and not self.skip_history and self.tags is None and not self.binary \
-            and not self.version
+        return self.info is None and not self.skip_history and not self.receipt and self.tags is None \
+            and not self.binary and not self.version
 
 
 def json_bytes(value: object) -> bytes:
@@ -93,6 +96,9 @@ def parse_envelope(body: bytes) -> Delivery:
     targets = tuple(dict.fromkeys(channels))
     if _EXTRAS.isdisjoint(obj):
         return Delivery(targets, json_bytes(obj["data"]), msg_id)
+    receipt = _flag(obj.get("receipt"), "receipt")
+    if receipt and msg_id is None:
+        raise BadMessage("bad_envelope", '"receipt" needs an "id" (receipts name the message by it)')
     binary = json_form = None
     if "b64data" in obj:
         if "data" in obj:
@@ -107,12 +113,13 @@ def parse_envelope(body: bytes) -> Delivery:
             or len(version_epoch) > 256:
         raise BadMessage("bad_envelope", '"version" must be a non-negative integer, "version_epoch" a string')
     return Delivery(targets, binary if binary is not None else json_bytes(obj["data"]), msg_id,
-                    _info(obj.get("info")), _skip(obj.get("skip_history")), tags, binary is not None,
-                    json_form, version, version_epoch)
+                    info=_info(obj.get("info")), skip_history=_flag(obj.get("skip_history"), "skip_history"),
+                    receipt=receipt, tags=tags, binary=binary is not None, json=json_form, version=version,
+                    version_epoch=version_epoch)
 
 
 # Envelope fields beyond the targets, "data" and "id".
-_EXTRAS = frozenset(("info", "skip_history", "tags", "b64data", "version", "version_epoch"))
+_EXTRAS = frozenset(("info", "skip_history", "receipt", "tags", "b64data", "version", "version_epoch"))
 
 
 def _b64data(value: object) -> tuple[bytes, bytes | None]:
@@ -144,11 +151,11 @@ def _info(info: object) -> dict | None:
     return out
 
 
-def _skip(value: object) -> bool:
+def _flag(value: object, name: str) -> bool:
     if value is None:
         return False
     if type(value) is not bool:
-        raise BadMessage("bad_envelope", '"skip_history" must be true or false')
+        raise BadMessage("bad_envelope", f'"{name}" must be true or false')
     return value
 
 

@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Callable
 
+from gateway.core.channels import PERSONAL_PREFIX
 from gateway.nsq.dedupe import RecentIds
 from gateway.nsq.envelope import BadMessage, Delivery, envelope_targets, parse_envelope, parse_mapped
 from gateway.core.history import History, Published
@@ -29,6 +30,7 @@ class Ingest:
                  mapped: dict[str, str],
                  max_message_bytes: int, max_message_age: float, dedupe_window: int,
                  on_gap: Callable[[tuple[str, ...]], None] = lambda channels: None,
+                 on_receipt: Callable[[str, str, int], None] | None = None,
                  clock: Callable[[], int] = time.time_ns):
         self.hub = hub
         self.metrics = metrics
@@ -39,6 +41,8 @@ class Ingest:
         self.max_message_age = max_message_age
         self.recent = RecentIds(dedupe_window)
         self.on_gap = on_gap  # told which channels (with history) lost a message
+        # Receipts (--events-topic): (message id, user, connections written to here).
+        self.on_receipt = on_receipt
         self._clock = clock
         self._counters = {t: metrics.nsq_messages.labels(t) for t in [envelope_topic, *mapped]}
 
@@ -86,9 +90,10 @@ class Ingest:
     def _deliver_full(self, delivery: Delivery, timestamp_ns: int, now_ns: int) -> int:
         """A publication with more than data: its publisher's info (the publish
         proxy), tags, binary data (b64data), out of history when asked
-        (skip_history: then without an offset, as Centrifugo sends it), or a
+        (skip_history: then without an offset, as Centrifugo sends it), a
         version (dropped where history holds a version as high, as Centrifugo
-        drops it)."""
+        drops it), or receipts (every personal channel's count of connections
+        is reported)."""
         reached = 0
         data: bytes = delivery.data
         if delivery.info is not None or delivery.tags is not None or delivery.binary:
@@ -97,17 +102,19 @@ class Ingest:
         version, version_epoch = delivery.version, delivery.version_epoch
         delivered = 0
         for channel in delivery.channels:
-            if delivery.skip_history:
-                offset = None
-            else:
-                if version and history.outdated(channel, version, version_epoch):
-                    self.metrics.nsq_dropped.labels("outdated_version").inc()
-                    continue
-                offset = history.add(channel, timestamp_ns, data, now_ns)
-                if version:
+            count = 0
+            if delivery.skip_history or not (version and history.outdated(channel, version, version_epoch)):
+                offset = None if delivery.skip_history else history.add(channel, timestamp_ns, data, now_ns)
+                if version and not delivery.skip_history:
                     history.versioned(channel, version, version_epoch)
-            delivered += 1
-            reached += self.hub.publish(channel, data, offset)
+                delivered += 1
+                count = self.hub.publish(channel, data, offset)
+                reached += count
+            else:
+                self.metrics.nsq_dropped.labels("outdated_version").inc()
+            if delivery.receipt and self.on_receipt is not None and channel.startswith(PERSONAL_PREFIX):
+                assert delivery.id is not None   # parse_envelope sees to it
+                self.on_receipt(delivery.id, channel[len(PERSONAL_PREFIX):], count)
         self.metrics.publications.inc(delivered)
         if reached:
             self.metrics.deliveries.inc(reached)

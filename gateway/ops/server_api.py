@@ -260,6 +260,11 @@ class ServerApi:
             if epoch:
                 envelope["version_epoch"] = epoch
         _field(params, "delta", bool)
+        if _field(params, "receipt", bool):
+            # Receipts name the message by its id (docs/events.md).
+            if not key:
+                raise BadRequest("receipt: needs idempotency_key, the id receipts name the message by")
+            envelope["receipt"] = True
         return envelope
 
     async def publish(self, params: dict) -> dict:

@@ -54,6 +54,7 @@ RESTORE_WAIT = 1.0
 
 
 class CableSession(Session):
+    protocol = "actioncable"
     __slots__ = ("cable", "ext", "subscriptions", "sid", "awaiting", "restored_at")
 
     fast_pings = True  # a ping every 3 s: clients reopen the connection after 6 s of silence

@@ -39,6 +39,7 @@ PING_RPC = "ping"       # the rpc method answered here with an empty result (Cen
 
 
 class CentrifugoSession(Session):
+    protocol = "centrifugo"
     __slots__ = ()
 
     def __init__(self, host: SessionHost, transport: Transport) -> None:
