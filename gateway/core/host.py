@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from auth.tokens import ConnectionClaims, SubscriptionClaims, TokenInvalid, TokenVerifier
 from gateway import __version__
@@ -69,6 +69,15 @@ class SessionHost:
         self._hold_timer: asyncio.TimerHandle | None = None
         self._public = Patterns(settings.public_channel_patterns)
         self._shared: dict[str, Any] = {}
+        # Connections by socket id (Action Cable's sid), for publications that
+        # skip one connection (an envelope's "exclude"); only those that have one.
+        self.sockets: dict[str, Session] = {}
+        # Publish an envelope through NSQ to every node (the node sets it; a
+        # client's whisper goes this way); the result says whether nsqd took it.
+        self.publish: Callable[[bytes], Awaitable[bool]] | None = None
+        # Calls to the backend that must be made before the node exits (a
+        # closed connection's last word to the app): awaited by the node's stop.
+        self.last_words: set[asyncio.Future] = set()
 
     def shared(self, key: str, build: Callable[[SessionHost], Any]) -> Any:
         """State a protocol shares among its sessions on this node (e.g. the

@@ -118,13 +118,15 @@ class Hub:
                 count += 1
         return count
 
-    def publish(self, channel: str, data: bytes, offset: int | None) -> int:
+    def publish(self, channel: str, data: bytes, offset: int | None, exclude: Session | None = None) -> int:
         """Deliver a publication (JSON ``data``, or :class:`Published` data with
         extras) with its ``offset`` or None to every subscriber of ``channel``
-        whose filter takes it; returns how many got it."""
+        but ``exclude`` whose filter takes it; returns how many got it."""
         subscribers = self._channels.get(channel)
         if not subscribers:
             return 0
+        if exclude is not None and exclude in subscribers:
+            subscribers = {s: w for s, w in subscribers.items() if s is not exclude}   # rare: a copy is fine
         if type(data) is not bytes or (self._filters and channel in self._filters):
             return self._publish_full(channel, subscribers, data, offset)
         encoded: dict[MessageCodec, bytes] = {}

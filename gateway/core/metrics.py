@@ -27,6 +27,11 @@ class Metrics:
                                              "Subscribes refused with permission denied.", registry=r)
         self.ignored_commands = Counter("pushgate_unavailable_commands",
                                         "Commands answered as not available or ignored.", ["method"], registry=r)
+        self.cable_whispers = Counter("pushgate_cable_whispers", "Action Cable whispers published (to the "
+                                      "other subscribers of a stream, on every node).", registry=r)
+        self.cable_rpc_disconnects = Counter("pushgate_cable_rpc_disconnects", "Disconnect calls to the Rails "
+                                             "app owed by ended connections, by outcome (sent, retried, lost).",
+                                             ["outcome"], registry=r)
         self.nsq_messages = Counter("pushgate_nsq_messages", "Messages read from NSQ, by topic.",
                                     ["topic"], registry=r)
         self.nsq_dropped = Counter("pushgate_nsq_dropped", "NSQ messages dropped, by reason.",

@@ -47,6 +47,9 @@ class Delivery(NamedTuple):
     # The backend asked for delivery receipts (docs/events.md): per target user,
     # this node says how many of their connections it wrote the message to.
     receipt: bool = False
+    # A connection that does not get it (its own echo): Action Cable's socket
+    # id, the ``sid`` /cable gives it (``exclude_socket`` / ``X-Socket-ID``).
+    exclude: str | None = None
     tags: dict[str, str] | None = None
     binary: bool = False         # data came as b64data: any bytes
     json: bytes | None = None    # when binary: the bytes as compact JSON, None if they are not JSON
@@ -56,7 +59,8 @@ class Delivery(NamedTuple):
     @property
     def plain(self) -> bool:
         """Only data: the common case, delivered on the fast path."""
-        return self.info is None and not self.skip_history and not self.receipt and self.tags is None \
+        return self.info is None and not self.skip_history and not self.receipt and self.exclude is None\
+            and self.tags is None \
             and not self.binary and not self.version
 
 
@@ -114,12 +118,12 @@ def parse_envelope(body: bytes) -> Delivery:
         raise BadMessage("bad_envelope", '"version" must be a non-negative integer, "version_epoch" a string')
     return Delivery(targets, binary if binary is not None else json_bytes(obj["data"]), msg_id,
                     info=_info(obj.get("info")), skip_history=_flag(obj.get("skip_history"), "skip_history"),
-                    receipt=receipt, tags=tags, binary=binary is not None, json=json_form, version=version,
+                    receipt=receipt, exclude=_exclude(obj.get("exclude")), tags=tags, binary=binary is not None, json=json_form, version=version,
                     version_epoch=version_epoch)
 
 
 # Envelope fields beyond the targets, "data" and "id".
-_EXTRAS = frozenset(("info", "skip_history", "receipt", "tags", "b64data", "version", "version_epoch"))
+_EXTRAS = frozenset(("info", "skip_history", "receipt", "exclude", "tags", "b64data", "version", "version_epoch"))
 
 
 def _b64data(value: object) -> tuple[bytes, bytes | None]:
@@ -135,6 +139,17 @@ def _b64data(value: object) -> tuple[bytes, bytes | None]:
         return raw, json_bytes(ujson.loads(raw))
     except (ValueError, OverflowError, BadMessage):
         return raw, None
+
+
+MAX_EXCLUDE = 256
+
+
+def _exclude(value: object) -> str | None:
+    if value is None:
+        return None
+    if type(value) is not str or not 0 < len(value) <= MAX_EXCLUDE:
+        raise BadMessage("bad_envelope", f'"exclude" must be a connection id (1-{MAX_EXCLUDE} characters)')
+    return value
 
 
 def _info(info: object) -> dict | None:

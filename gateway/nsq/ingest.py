@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from gateway.core.channels import PERSONAL_PREFIX
 from gateway.nsq.dedupe import RecentIds
@@ -21,6 +21,9 @@ from gateway.nsq.envelope import BadMessage, Delivery, envelope_targets, parse_e
 from gateway.core.history import History, Published
 from gateway.core.hub import Hub
 from gateway.core.metrics import Metrics
+
+if TYPE_CHECKING:
+    from gateway.core.session import Session
 
 log = logging.getLogger("pushgate.ingest")
 
@@ -31,7 +34,7 @@ class Ingest:
                  max_message_bytes: int, max_message_age: float, dedupe_window: int,
                  on_gap: Callable[[tuple[str, ...]], None] = lambda channels: None,
                  on_receipt: Callable[[str, str, int], None] | None = None,
-                 clock: Callable[[], int] = time.time_ns):
+                 clock: Callable[[], int] = time.time_ns, sockets: dict[str, Session] | None = None):
         self.hub = hub
         self.metrics = metrics
         self.history = history
@@ -44,6 +47,8 @@ class Ingest:
         # Receipts (--events-topic): (message id, user, connections written to here).
         self.on_receipt = on_receipt
         self._clock = clock
+        # Connections by socket id, for an envelope's "exclude" (SessionHost.sockets).
+        self.sockets: dict[str, Session] = sockets if sockets is not None else {}
         self._counters = {t: metrics.nsq_messages.labels(t) for t in [envelope_topic, *mapped]}
 
     def handle(self, topic: str, body: bytes, timestamp_ns: int, nsqd: str, nsq_id: bytes) -> int:
@@ -92,14 +97,16 @@ class Ingest:
         proxy), tags, binary data (b64data), out of history when asked
         (skip_history: then without an offset, as Centrifugo sends it), a
         version (dropped where history holds a version as high, as Centrifugo
-        drops it), or receipts (every personal channel's count of connections
-        is reported)."""
+        drops it), receipts (every personal channel's count of connections
+        is reported), or one that a connection of this node does not get
+        (``exclude``: its own echo, a whisper)."""
         reached = 0
         data: bytes = delivery.data
         if delivery.info is not None or delivery.tags is not None or delivery.binary:
             data = published(delivery)
         history = self.history
         version, version_epoch = delivery.version, delivery.version_epoch
+        excluded = self.sockets.get(delivery.exclude) if delivery.exclude is not None else None
         delivered = 0
         for channel in delivery.channels:
             count = 0
@@ -108,7 +115,7 @@ class Ingest:
                 if version and not delivery.skip_history:
                     history.versioned(channel, version, version_epoch)
                 delivered += 1
-                count = self.hub.publish(channel, data, offset)
+                count = self.hub.publish(channel, data, offset, excluded)
                 reached += count
             else:
                 self.metrics.nsq_dropped.labels("outdated_version").inc()
