@@ -335,6 +335,9 @@ OPTIONS: tuple[Option, ...] = (
            "whose X-Forwarded-For / X-Real-Ip is believed; from anyone else it is ignored."),
     Option("max-connections", _int_range(0), 0, "Connections per node; more are refused with HTTP 503 "
            "(0: the open-file limit less 256)."),
+    Option("max-channels-per-connection", _int_range(1, 100000), 128, "Channels one connection may be "
+           "subscribed to, its personal channel included (Centrifugo's client_channel_limit); a subscribe past "
+           "it is refused with 106, a connect whose token or proxy grants more is closed with 3505."),
     Option("max-user-connections", _int_range(0), 0, "Connections per user on this node; more are "
            "closed with 3504 (0: no limit)."),
     Option("connect-timeout", _positive_float, 10.0, "Seconds a new connection has to send its connect "
@@ -466,6 +469,7 @@ class Settings:
     max_pending_connections: int = _default("max_pending_connections")
     trusted_proxies: str = _default("trusted_proxies")
     max_connections: int = _default("max_connections")
+    max_channels_per_connection: int = _default("max_channels_per_connection")
     max_user_connections: int = _default("max_user_connections")
     connect_timeout: float = _default("connect_timeout")
     ping_interval: int = _default("ping_interval")

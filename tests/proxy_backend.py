@@ -9,7 +9,8 @@ from that cookie and its rooms:
 * ``/centrifugo/subscribe``: ``room:*`` channels, each with its members
   (``ROOMS``); a member gets ``data`` and ``info``, anyone else error 403;
 * ``/centrifugo/publish``: allowed in rooms one belongs to, the data
-  rewritten (``{"text": ..., "by": user}``);
+  rewritten (``{"text": ..., "by": user}``), its ``tags`` and ``key`` as the
+  result's ``tags`` and ``idempotency_key``;
 * ``/centrifugo/rpc``: ``whoami``, ``echo``, ``fail`` (error 1000);
 * ``/centrifugo/refresh``, ``/centrifugo/sub_refresh``: extend by
   ``extend`` seconds, or ``expired`` for users in ``expired_users``.
@@ -98,10 +99,13 @@ class Backend:
         members = ROOMS.get(request.channel, set())
         if members is not None and request.user not in members:
             return bridge.error(403, "not in this room")
-        text = request.data.get("text") if isinstance(request.data, dict) else None
-        # A "!" message is not kept in history.
+        fields = request.data if isinstance(request.data, dict) else {}
+        text = fields.get("text")
+        # A "!" message is not kept in history; "tags" and "key" become the
+        # publication's tags and idempotency key.
         return bridge.result(data={"text": text, "by": request.user},
-                             skip_history=True if str(text).startswith("!") else None)
+                             skip_history=True if str(text).startswith("!") else None,
+                             tags=fields.get("tags"), idempotency_key=fields.get("key"))
 
     def rpc(self, request: bridge.ProxyRequest) -> dict:
         if request.method == "whoami":

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pushgate.session")
 
 CONNECTING, CONNECTED, CLOSED = "connecting", "connected", "closed"
-CHANNEL_LIMIT = 128
+CHANNEL_LIMIT = 128     # channels per connection, the personal one included (--max-channels-per-connection)
 ANONYMOUS = ConnectionClaims(user="")
 RECOVERY_WAIT = 2.0     # seconds a recovery may wait for this node to catch up
 # Commands a session may queue behind a held recovery: a connect with all its
@@ -177,10 +177,11 @@ class Session:
             state, waiting = self.held
             if not self.queue(data, waiting):
                 return
-            if len(waiting) > HELD_LIMIT:
+            limit = max(HELD_LIMIT, self.host.settings.max_channels_per_connection + 32)
+            if len(waiting) > limit:
                 self.host.metrics.bad_frames.inc()
                 log.warning("client %s: more than %d commands behind a held recovery, disconnecting",
-                            self.client_id or "-", HELD_LIMIT)
+                            self.client_id or "-", limit)
                 self.close(vocabulary.BAD_REQUEST)
             return
         self.receive(data)
@@ -319,7 +320,7 @@ class Session:
             return refusal
         channels = [personal_channel(claims.user)] if claims.user else []
         channels.extend(c for c in claims.channels if valid_channel(c) and c not in channels)
-        if len(channels) > CHANNEL_LIMIT:
+        if len(channels) > host.settings.max_channels_per_connection:
             return vocabulary.CHANNEL_LIMIT
         self.user = claims.user
         self.client_id = self.client_id or str(uuid.uuid4())   # a proxied connect named it already

@@ -28,6 +28,8 @@ shapes and what differs from Centrifugo.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 from typing import Any
 
@@ -39,7 +41,8 @@ from gateway.protocols.centrifugo.json_codec import Raw, encode
 from gateway.protocols.centrifugo.model import Error
 from gateway.nsq.envelope import BadMessage, parse_envelope
 from gateway.core.channels import foreign_personal, valid_channel
-from gateway.core.history import from_position
+from gateway.core.history import Publication, Published, from_position
+from gateway.core.tags import BadTags, check_tags
 from gateway.cluster.peering import ControlNotSent, valid_disconnect
 from gateway.node import Node
 from gateway.nsq.publisher import NsqdUnavailable, PublishError, publish
@@ -218,15 +221,45 @@ class ServerApi:
         return out
 
     def _data(self, params: dict) -> dict:
-        if params.get("b64data"):
-            # Publications are JSON here: binary data has nowhere to go.
-            raise Failed(model.ERROR_NOT_AVAILABLE)
-        if "data" not in params:
+        """The publication fields of publish and broadcast, as envelope fields
+        (docs/api.md has the table): ``data`` or ``b64data``, ``tags``,
+        ``skip_history``, ``version`` / ``version_epoch``, and
+        ``idempotency_key`` as the envelope's ``id`` (every node delivers an id
+        once within its dedupe window). ``delta`` asks for what is an
+        optimisation in Centrifugo: publications always go out whole here."""
+        b64data = _field(params, "b64data", str)
+        if b64data:
+            if params.get("data") is not None:
+                raise Failed(Error(107, "bad request: give data or b64data, not both"))
+            try:
+                base64.b64decode(b64data, validate=True)
+            except (binascii.Error, ValueError):
+                raise Failed(Error(107, "bad request: b64data is not base64")) from None
+            envelope: dict = {"b64data": b64data}
+        elif "data" in params:
+            envelope = {"data": params["data"]}
+        else:
             raise Failed(model.ERROR_BAD_REQUEST)
-        envelope = {"data": params["data"]}
         key = _field(params, "idempotency_key", str)
         if key:
             envelope["id"] = key
+        tags = _field(params, "tags", dict)
+        if tags:
+            try:
+                envelope["tags"] = check_tags(tags)
+            except BadTags as exc:
+                raise Failed(Error(107, f"bad request: tags: {exc}")) from None
+        if _field(params, "skip_history", bool):
+            envelope["skip_history"] = True
+        version = _field(params, "version", int)
+        if version:
+            if version < 0:
+                raise Failed(Error(107, "bad request: version must not be negative"))
+            envelope["version"] = version
+            epoch = _field(params, "version_epoch", str)
+            if epoch:
+                envelope["version_epoch"] = epoch
+        _field(params, "delta", bool)
         if _field(params, "receipt", bool):
             # Receipts name the message by its id (docs/events.md).
             if not key:
@@ -380,7 +413,7 @@ class ServerApi:
                 raise Failed(model.ERROR_UNRECOVERABLE_POSITION)
             after = from_position(epoch, offset) if offset > 0 else None
         pubs = [] if limit == 0 else host.history.publications(channel, after=after, limit=limit, reverse=reverse)
-        result: dict = {"publications": pubs, "epoch": epoch, "offset": top}
+        result: dict = {"publications": [_api_publication(pub) for pub in pubs], "epoch": epoch, "offset": top}
         return result
 
     async def history_remove(self, params: dict) -> dict:
@@ -405,6 +438,21 @@ def disconnect_problem(code: object, reason: object) -> str:
     if not isinstance(reason, str):
         return f"disconnect.reason must be a string, not {type(reason).__name__}"
     return f"disconnect.reason is {len(reason.encode())} bytes, over the 123 a close frame can carry"
+
+
+def _api_publication(pub: Publication) -> Publication | dict:
+    """A history publication as the server API returns it: as the JSON client
+    protocol has it, but binary data that is not JSON as ``"data": null`` and
+    ``b64data`` (JSON cannot carry it, and Centrifugo's HTTP API has no
+    answer for it; ``data`` stays, so clients such as cent that require it
+    still decode the reply)."""
+    data = pub.data
+    if type(data) is not Published or data.json_form() is not None:
+        return pub
+    out: dict = {"data": None, "b64data": base64.b64encode(data).decode(), "offset": pub.offset}
+    if data.tags:
+        out["tags"] = data.tags
+    return out
 
 
 def _error(error: Error) -> dict:

@@ -41,8 +41,8 @@ from gateway.protocols.cable.streams import PUBSUB, Refused
 from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
 from gateway.core.channels import PERSONAL_PREFIX, foreign_personal
-from gateway.core.history import Recovery, epoch_of, from_position, offset_of
-from gateway.core.session import CHANNEL_LIMIT, CONNECTED, Session
+from gateway.core.history import Published, Recovery, epoch_of, from_position, offset_of
+from gateway.core.session import CONNECTED, Session
 
 if TYPE_CHECKING:
     from gateway.core.host import SessionHost
@@ -138,7 +138,7 @@ class CableSession(Session):
         now_ns = self.host.now_ns()
         restored = []
         awaiting: dict[str, tuple[str, int | None]] = {}
-        for identifier in kept.identifiers[:CHANNEL_LIMIT]:
+        for identifier in kept.identifiers[:self.host.settings.max_channels_per_connection]:
             try:
                 channel = self.resolve(identifier)  # the rules may have changed since
             except Refused:
@@ -348,7 +348,14 @@ class CableSession(Session):
         codec = self.cable.wires.codec(True, identifier, channel)
         frame = self.wire.frame
         for publication in answer.publications:
-            self.push(frame(codec.pub_push(channel, publication.data, publication.offset)))
+            data: bytes | None = publication.data
+            if type(data) is Published:
+                data = data.json_form()
+                if data is None:   # binary data that is not JSON: as live, the connection cannot carry it
+                    self.close(vocabulary.INAPPROPRIATE_PROTOCOL)
+                    return
+            assert data is not None
+            self.push(frame(codec.pub_push(channel, data, publication.offset)))
         if not quiet:
             self.send(protocol.confirm_history(identifier))
 
@@ -362,8 +369,9 @@ class CableSession(Session):
         if self._held(identifier):
             return  # Rails: a duplicate subscribe is a no-op (it was confirmed once)
         try:
-            if len(self.subscriptions) + len(self.awaiting or ()) >= CHANNEL_LIMIT:
-                raise Refused(f"more than {CHANNEL_LIMIT} subscriptions")
+            limit = self.host.settings.max_channels_per_connection
+            if len(self.subscriptions) + len(self.awaiting or ()) >= limit:
+                raise Refused(f"more than {limit} subscriptions")
             channel = self.resolve(identifier)
         except Refused as exc:
             self.host.metrics.refused_subscriptions.inc()

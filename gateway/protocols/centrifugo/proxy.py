@@ -30,6 +30,7 @@ import ujson
 from gateway.backend.caller import Caller, CallerMetrics, Outcome, shared_metrics
 from gateway.nsq import publisher
 from gateway.core.channels import Patterns
+from gateway.core.tags import BadTags, check_tags
 from gateway.core.session import CONNECTED
 from gateway.protocols.centrifugo import model
 
@@ -210,31 +211,76 @@ def json_bytes(value: Any) -> bytes:
     return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode()
 
 
-def json_payload(data: Any) -> bytes | None:
-    """A client's publish data as JSON bytes: a JSON client's value, or a
-    Protobuf client's bytes when they are JSON (publications are JSON here);
-    None when there is none or it is not JSON."""
+def client_payload(data: Any) -> bytes | None:
+    """A client's publish data as bytes: a JSON client's value as JSON, a
+    Protobuf client's bytes as they are (binary publications are delivered
+    as Centrifugo delivers them: see docs/api.md); None when there is none."""
     if data is None:
         return None
     if isinstance(data, bytes):
-        try:
-            ujson.loads(data)
-        except (ValueError, OverflowError):
-            return None
         return data
     return json_bytes(data)
 
 
+def publish_options(result: dict) -> dict:
+    """The publish proxy result's fields beyond the data, as envelope fields:
+    ``skip_history``, ``tags``, ``idempotency_key`` (the envelope's ``id``),
+    ``version`` / ``version_epoch``. ``delta`` asks for what is an
+    optimisation in Centrifugo; publications always go out whole here.
+    Raises Garbage."""
+    options: dict = {}
+    skip = result.get("skip_history")
+    if skip is not None and type(skip) is not bool:
+        raise Garbage("skip_history must be true or false")
+    if skip:
+        options["skip_history"] = True
+    try:
+        tags = check_tags(result.get("tags"))
+    except BadTags as exc:
+        raise Garbage(f"tags: {exc}") from None
+    if tags:
+        options["tags"] = tags
+    key = result.get("idempotency_key")
+    if key not in (None, ""):
+        if type(key) is not str or len(key) > 256:
+            raise Garbage("idempotency_key must be a string (256 characters at most)")
+        options["id"] = key
+    delta = result.get("delta")
+    if delta is not None and type(delta) is not bool:
+        raise Garbage("delta must be true or false")
+    version, epoch = result.get("version"), result.get("version_epoch")
+    if version not in (None, 0):
+        if type(version) is not int or not 0 < version < 2**64:
+            raise Garbage("version must be a positive integer")
+        if epoch is not None and (type(epoch) is not str or len(epoch) > 256):
+            raise Garbage("version_epoch must be a string")
+        options["version"] = version
+        if epoch:
+            options["version_epoch"] = epoch
+    return options
+
+
+def _json(data: bytes) -> bool:
+    try:
+        ujson.loads(data)
+    except (ValueError, OverflowError):
+        return False
+    return True
+
+
 def publish(settings: Settings, channel: str, data: bytes, user: str, client: str, conn_info: bytes | None,
-            chan_info: bytes | None, skip_history: bool) -> asyncio.Future[bool]:
+            chan_info: bytes | None, options: dict) -> asyncio.Future[bool]:
     """Publish a client's publication through NSQ, as a backend would (every
     node gets it, history keeps it unless ``skip_history``), with its
-    publisher's ClientInfo; the future says whether nsqd took it."""
+    publisher's ClientInfo and the backend's ``options`` (:func:`publish_options`);
+    the future says whether nsqd took it. Data that is not JSON travels as
+    ``b64data``."""
     info = b'{"user":%s,"client":%s%s%s}' % (json_bytes(user), json_bytes(client),
                                              b',"conn_info":' + conn_info if conn_info is not None else b"",
                                              b',"chan_info":' + chan_info if chan_info is not None else b"")
-    envelope = b'{"channel":%s,"data":%s,"info":%s%s}' % (
-        json_bytes(channel), data, info, b',"skip_history":true' if skip_history else b"")
+    payload = b'"data":%s' % data if _json(data) else b'"b64data":"%s"' % base64.b64encode(data)
+    envelope = b'{"channel":%s,%s,"info":%s%s}' % (
+        json_bytes(channel), payload, info, b"," + json_bytes(options)[1:-1] if options else b"")
 
     async def send() -> bool:
         try:

@@ -22,11 +22,13 @@ from gateway.protocols.centrifugo.codec import Codec
 from gateway.protocols.centrifugo.json_codec import JsonCodec, Raw
 from gateway.protocols.centrifugo.protobuf_codec import ProtobufCodec
 from gateway.core import vocabulary
-from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
+from gateway.core.vocabulary import Ending, ProtocolError, Reason, Refusal, SubscriptionEnd
+from gateway.core.history import Published
+from gateway.core.tags import BadFilter, Predicate, compile_filter
 from gateway.protocols.centrifugo.model import Command
 from gateway.core.channels import PERSONAL_PREFIX, foreign_personal, valid_channel
 from gateway.core.history import from_position
-from gateway.core.session import CHANNEL_LIMIT, CLOSED, CONNECTED, CONNECTING, MissingToken, Session
+from gateway.core.session import CLOSED, CONNECTED, CONNECTING, MissingToken, Session
 
 if TYPE_CHECKING:
     from gateway.core.host import SessionHost
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pushgate.session")
 
 REJECT_UNRECOVERED = 2  # subscribe flag: answer 112 rather than recovered:false
+PING_RPC = "ping"       # the rpc method answered here with an empty result (Centrifugo's rpc.ping)
 
 
 class CentrifugoSession(Session):
@@ -115,6 +118,10 @@ class CentrifugoSession(Session):
                     if self.held is not None:   # it waits for the backend: the rest waits behind it
                         self.held[1].extend(commands[i + 1:])
                         return
+        except ProtocolError as exc:
+            # A reply this connection's encoding cannot carry (binary data for a JSON client).
+            log.info("client %s: %s, disconnecting", self.client_id or "-", exc.detail)
+            self.close(exc.ending)
         except Exception:
             # A bug must cost one connection, not the node: the client reconnects.
             # Only method names are logged: commands carry tokens.
@@ -329,8 +336,10 @@ class CentrifugoSession(Session):
             host.metrics.refused_subscriptions.inc()
             log.warning("client %s: subscribe to another user's personal channel refused", self.client_id)
             error = model.ERROR_PERMISSION_DENIED
-        elif len(self.channels) >= CHANNEL_LIMIT:
+        elif len(self.channels) >= host.settings.max_channels_per_connection:
             error = model.ERROR_LIMIT_EXCEEDED
+        elif not self._valid_filter(cmd.params.get("tf")):
+            error = model.ERROR_BAD_REQUEST
         elif cmd.params.get("token"):
             error, granted = self._check_subscription_token(cmd.params["token"], channel, cmd)
             if self.state is CLOSED or self.held is not None:
@@ -363,6 +372,10 @@ class CentrifugoSession(Session):
         if recovered is False and isinstance(flag, int) and flag & REJECT_UNRECOVERED:
             self.send(codec.error(cmd.id, model.ERROR_UNRECOVERABLE_POSITION))
             return
+        accepts = tags_filter(cmd.params.get("tf"))   # checked by _subscribe
+        if accepts is not None and "publications" in result:
+            # Recovered publications pass the same filter as live ones.
+            result["publications"] = [pub for pub in result["publications"] if accepts(tags_of(pub.data))]
         if expires_at is not None:
             if server_refresh:   # the sub refresh proxy is asked when it comes, not the client
                 self.watch_subscription(channel, expires_at, 0)
@@ -374,9 +387,24 @@ class CentrifugoSession(Session):
             result["data"] = data
         self.send(codec.reply(cmd.id, "subscribe", result))
         self.join(channel, chan_info=chan_info, in_presence=in_presence)
+        if accepts is not None:
+            self.host.hub.set_filter(channel, self, accepts)
         if chan_info is not None and self.host.settings.publish_proxy_url:
             state = self.proxied = self.proxied or proxy.ProxyState()
             state.chan_info[channel] = chan_info   # the publisher's chan_info in its publications there
+
+    def _valid_filter(self, tf: object) -> bool:
+        """A subscribe's ``tf`` is absent or a filter centrifuge would accept
+        (else the subscribe is refused with 107, as Centrifugo refuses it)."""
+        if tf is None:
+            return True
+        try:
+            compile_filter(tf)
+        except BadFilter as exc:
+            self.host.metrics.bad_frames.inc()
+            log.info("client %s: invalid tags filter (%s)", self.client_id, exc)
+            return False
+        return True
 
     def _check_subscription_token(self, token: object, channel: str, cmd: Command
                                   ) -> tuple[model.Error | None, SubscriptionClaims | None]:
@@ -511,8 +539,9 @@ class CentrifugoSession(Session):
             return Refusal("not a channel this user may read")
         if channel in self.channels:
             return Refusal("already subscribed")
-        if len(self.channels) >= CHANNEL_LIMIT:
-            return Refusal(f"{CHANNEL_LIMIT} channels already")
+        limit = self.host.settings.max_channels_per_connection
+        if len(self.channels) >= limit:
+            return Refusal(f"{limit} channels already (--max-channels-per-connection)")
         result, _ = self._subscribe_result(channel, None)
         push = {key: result[key] for key in ("recoverable", "epoch", "offset", "positioned") if key in result}
         if data is not None:
@@ -568,6 +597,10 @@ class CentrifugoSession(Session):
         def decided(outcome: Outcome, waiting: list[Command]) -> None:
             try:
                 then(proxy.decide(caller, outcome))
+            except ProtocolError as exc:   # a reply this encoding cannot carry, as in run()
+                log.info("client %s: %s, disconnecting", self.client_id or "-", exc.detail)
+                self.close(exc.ending)
+                return
             except Exception:
                 log.exception("client %s: internal error applying the %s proxy's answer", self.client_id or "-",
                               caller.name)
@@ -728,7 +761,7 @@ class CentrifugoSession(Session):
         if expires_at is not None and expires_at <= self.host.wall():
             self.send(self.codec.error(cmd.id, model.ERROR_EXPIRED))
             return
-        if len(self.channels) >= CHANNEL_LIMIT or channel in self.channels:
+        if len(self.channels) >= self.host.settings.max_channels_per_connection or channel in self.channels:
             self.send(self.codec.error(cmd.id, model.ERROR_LIMIT_EXCEEDED if channel not in self.channels
                                        else model.ERROR_ALREADY_SUBSCRIBED))
             return
@@ -758,20 +791,20 @@ class CentrifugoSession(Session):
             return
         error = model.ERROR_INTERNAL if decision.failed else decision.error
         data = None
-        skip_history = False
+        options: dict = {}
         if error is None:
             result = decision.result
             assert result is not None
             try:
                 data = proxy.payload(self, result, "data")
-                skip_history = result.get("skip_history") is True
+                options = proxy.publish_options(result)
             except proxy.Garbage as exc:
                 caller.refused(str(exc))
                 error = model.ERROR_INTERNAL
-            if data is None:   # the client's own data, as it sent it
-                data = proxy.json_payload(cmd.params.get("data"))
+            if data is None and error is None:   # the client's own data, as it sent it
+                data = proxy.client_payload(cmd.params.get("data"))
                 if data is None:
-                    error = model.ERROR_BAD_REQUEST   # publications are JSON here: see docs/proxy.md
+                    error = model.ERROR_BAD_REQUEST   # nothing to publish
         if error is not None:
             self.send(self.codec.error(cmd.id, error))
             return
@@ -780,7 +813,7 @@ class CentrifugoSession(Session):
         conn_info = state.conn_info if state is not None else None
         chan_info = state.chan_info.get(channel) if state is not None else None
         published = proxy.publish(self.host.settings, channel, data, self.user, self.client_id, conn_info,
-                                  chan_info, skip_history)
+                                  chan_info, options)
         self.wait(published, lambda ok, waiting: self._published(cmd, ok, waiting), [])
 
     def _published(self, cmd: Command, ok: bool, waiting: list[Command]) -> None:
@@ -790,14 +823,20 @@ class CentrifugoSession(Session):
 
     def _rpc(self, cmd: Command) -> None:
         settings = self.host.settings
-        if not (settings.rpc_proxy_url or settings.rpc_proxy):
-            self._not_available(cmd)
-            return
         method = cmd.params.get("method", "")
         if not isinstance(method, str):
             self.send(self.codec.error(cmd.id, model.ERROR_BAD_REQUEST))
             return
-        caller = proxy.proxies_of(self.host).rpc_for(method)
+        proxied = settings.rpc_proxy_url or settings.rpc_proxy
+        caller = proxy.proxies_of(self.host).rpc_for(method) if proxied else None
+        if caller is None and method == PING_RPC:
+            # Centrifugo's ping RPC (rpc.ping): an empty result, for clients that
+            # measure the round trip; an rpc proxy that claims "ping" answers instead.
+            self.send(self.codec.reply(cmd.id, "rpc"))
+            return
+        if not proxied:
+            self._not_available(cmd)
+            return
         if caller is None:
             self.send(self.codec.error(cmd.id, model.ERROR_METHOD_NOT_FOUND))
             return
@@ -895,6 +934,15 @@ class CentrifugoSession(Session):
                 caller.refused(str(exc))
             expires_at = int(self.host.wall()) + proxy.REFRESH_RETRY
         self.watch_subscription(channel, expires_at, 0)
+
+
+def tags_filter(tf: object) -> Predicate | None:
+    """The predicate of a subscribe's ``tf`` (already checked), or None."""
+    return compile_filter(tf) if tf is not None else None
+
+
+def tags_of(data: bytes) -> dict[str, str]:
+    return (data.tags or {}) if type(data) is Published else {}
 
 
 def _json(payload: bytes | None) -> bool:
