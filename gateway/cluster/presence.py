@@ -107,6 +107,9 @@ class Presence:
         """Whether ``presence`` and ``presence_stats`` answer for ``channel``."""
         return self.presence.match(channel)
 
+    def announces(self, channel: str) -> bool:
+        return self.join_leave.match(channel)
+
     def join(self, session: Session, channel: str, chan_info: bytes | None = None) -> None:
         """A local subscriber of a tracked channel (the session calls it from join)."""
         client = session.client_id
@@ -119,6 +122,21 @@ class Presence:
     def leave(self, session: Session, channel: str) -> None:
         if self._remove(channel, session.client_id, self.uid):
             self._queue(self._down, [channel, session.client_id])
+
+    def update(self, session: Session, channel: str) -> None:
+        """A local subscriber's conn_info changed: its entry takes it here, and
+        the other nodes replace theirs with the next delta (an upsert; no join
+        is announced). A subscriber kept out of presence has no entry: nothing."""
+        ch = self.channels.get(channel)
+        if ch is None:
+            return
+        client = session.client_id
+        entry = ch.entries.get(client)
+        if entry is None or entry[ORIGIN] is not self.uid:
+            return
+        conn_info = session.conn_info
+        ch.entries[client] = (entry[USER], entry[ORIGIN], entry[ROUND], conn_info, entry[CHAN_INFO])
+        self._queue(self._up, [channel, client, entry[USER], _text(conn_info), _text(entry[CHAN_INFO])])
 
     # --- queries ---------------------------------------------------------------------------
 

@@ -65,6 +65,8 @@ class SessionHost:
         self.held: set[Session] = set()   # sessions whose recovery waits for this node to catch up
         self._hold_timer: asyncio.TimerHandle | None = None
         self._public = Patterns(settings.public_channel_patterns)
+        # Channels whose subscribers get the latest publication at once (--cache).
+        self.cache = Patterns(settings.cache)
         self._shared: dict[str, Any] = {}
 
     def shared(self, key: str, build: Callable[[SessionHost], Any]) -> Any:

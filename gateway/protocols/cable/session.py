@@ -38,7 +38,7 @@ from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
 from gateway.core.channels import PERSONAL_PREFIX, foreign_personal
 from gateway.core.history import Recovery, epoch_of, from_position, offset_of
-from gateway.core.session import CHANNEL_LIMIT, CONNECTED, Session
+from gateway.core.session import CHANNEL_LIMIT, CONNECTED, ServerSubscription, Session
 
 if TYPE_CHECKING:
     from gateway.core.host import SessionHost
@@ -177,7 +177,7 @@ class CableSession(Session):
         # the gap can be filled.
         self.close(vocabulary.INSUFFICIENT_STATE)
 
-    def server_subscribe(self, channel: str, chan_info: bytes | None, data: bytes | None) -> Refusal | None:
+    def server_subscribe(self, channel: str, sub: ServerSubscription) -> Refusal | None:
         return Refusal("an Action Cable connection cannot be subscribed by the server: the protocol has no "
                        "message for it (the client subscribes itself; list the channel in the token's "
                        "channels claim or in --public-channels)")

@@ -32,6 +32,7 @@ from gateway.nsq import publisher
 from gateway.core.channels import Patterns
 from gateway.core.session import CONNECTED
 from gateway.protocols.centrifugo import model
+from gateway.protocols.centrifugo.options import BadOverride, SubscriptionOptions, Unhonoured, options_for
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -100,7 +101,7 @@ class ProxyState:
     and per-channel ``subs``."""
 
     __slots__ = ("headers", "meta", "connect_data", "subs", "refreshed", "conn_info", "absent", "aside",
-                 "chan_info")
+                 "chan_info", "unrecoverable")
 
     def __init__(self, headers: dict[str, str] | None = None):
         self.headers = headers
@@ -110,6 +111,7 @@ class ProxyState:
         self.refreshed: set[str] = set()   # subscriptions whose expiry the sub refresh proxy decides
         self.conn_info: bytes | None = None  # the connection's info, for its publications
         self.absent: set[str] = set()   # connect subs kept out of presence (override presence false)
+        self.unrecoverable: set[str] = set()   # connect subs answered without recoverable (force_recovery false)
         self.aside: set[asyncio.Future] = set()  # refresh calls under way, withdrawn when the connection closes
         self.chan_info: dict[str, bytes] = {}  # channel -> this connection's info there, for its publications
 
@@ -257,20 +259,14 @@ def json_value(raw: bytes | None) -> Any:
         return None
 
 
-def in_presence(options: dict) -> bool:
-    """``override.presence``: ``{"value": false}`` keeps the subscriber out of
-    the channel's presence and join/leave. (True cannot add presence to a
-    channel --presence does not keep: see docs/proxy.md.) Raises Garbage."""
-    override = options.get("override")
-    if override is None:
-        return True
-    if type(override) is not dict:
-        raise Garbage("override is not an object")
-    for key, value in override.items():
-        if value is not None and (type(value) is not dict or type(value.get("value", False)) is not bool):
-            raise Garbage(f"override.{key} must be {{\"value\": true or false}}")
-    presence = override.get("presence")
-    return not (presence is not None and presence.get("value") is False)
+def sub_options(session: CentrifugoSession, channel: str, result: dict) -> SubscriptionOptions:
+    """``result``'s ``override`` for ``channel`` (a subscribe result, a connect
+    ``subs`` entry), as pushgate honours it (gateway/protocols/centrifugo/
+    options.py); one it cannot honour, or of the wrong shape, is Garbage."""
+    try:
+        return options_for(result.get("override"), channel, session.host.presence, session.host.history)
+    except (BadOverride, Unhonoured) as exc:
+        raise Garbage(str(exc)) from None
 
 
 def expire_at(result: dict) -> int | None:
