@@ -73,6 +73,8 @@ class Backend:
         self.expire_in: int | None = None      # connect result's expire_at = now + expire_in
         self.sub_expire_in: int | None = None  # subscribe result's expire_at likewise
         self.extend = 60
+        self.sub_override: dict | None = None   # the subscribe result's override
+        self.refresh_info: object = None        # the refresh result's info
         self.expired_users: set[str] = set()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -98,6 +100,8 @@ class Backend:
         result = {"data": {"welcome": request.channel, "user": request.user}, "info": {"role": "member"}}
         if self.sub_expire_in is not None:
             result["expire_at"] = int(time.time()) + self.sub_expire_in
+        if self.sub_override is not None:
+            result["override"] = self.sub_override
         return bridge.result(**result)
 
     def publish(self, request: bridge.ProxyRequest) -> dict:
@@ -121,7 +125,8 @@ class Backend:
     def refresh(self, request: bridge.ProxyRequest) -> dict:
         if request.user in self.expired_users:
             return bridge.result(expired=True)
-        return bridge.result(expire_at=int(time.time()) + self.extend)
+        return bridge.result(expire_at=int(time.time()) + self.extend,
+                             **({"info": self.refresh_info} if self.refresh_info is not None else {}))
 
     sub_refresh = refresh
 
