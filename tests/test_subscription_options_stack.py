@@ -2,8 +2,8 @@
 server API's ``subscribe`` with ``recover_since``, ``override`` and
 ``expire_at``, ``refresh`` with ``info`` (presence on every node), the
 subscribe and refresh proxies' ``override`` and ``info``, and the latest
-value on subscribe (``--cache``) for centrifuge-js, centrifuge-python and a
-uni_http_stream client with no SDK. The pure parts, on a fake clock:
+value on subscribe (``--cache``) for centrifuge-js, centrifuge-python, a
+uni_http_stream client with no SDK and the stock @rails/actioncable. The pure parts, on a fake clock:
 tests/test_subscription_options.py."""
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from cent import (AsyncClient, BoolValue, CentApiResponseError, ChannelOptionsOv
                   StreamPosition, SubscribeRequest)
 
 from auth import connection_token
+from tests.cable_clients import NodeClient
 from tests.clients import sdk_client
 from tests.helpers import run, wait_for, wait_for_time
 from tests.httpstream import HttpStreamClient
@@ -209,5 +210,17 @@ def test_cache_channels_give_the_latest_value_on_subscribe_and_at_connect(start_
             assert sub["recovered"] and [p["data"] for p in sub["publications"]] == [{"balance": 7}]
         finally:
             uni.close()
+        # The stock @rails/actioncable client: the latest value as its first message.
+        params = {"channel": "$pubsub", "stream_name": "prices:eur"}
+        cable = await NodeClient.start("actioncable_client.mjs", "--url",
+                                       f"ws://127.0.0.1:{a.port}/cable?jid={connection_token(SECRET, 'rails')}",
+                                       "--subscribe", json.dumps(params))
+        try:
+            ident = json.dumps(params, separators=(",", ":"))
+            await cable.event("connected", identifier=ident)
+            await cable.wait(lambda: cable.received(ident), what="the latest value")
+            assert cable.received(ident) == [{"n": 2}]
+        finally:
+            await cable.stop()
 
     run(scenario())

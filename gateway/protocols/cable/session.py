@@ -18,6 +18,8 @@ What differs from the Centrifugo protocol, and lives here:
   publications and ``confirm_history``, or ``reject_history`` and none of
   them. Positions are the same on every node, so this works on any node;
   sessions themselves are restored on the node that had them.
+* on a ``--cache`` channel, a subscribe that asks no history gets the latest
+  publication right after ``confirm_subscription`` (either subprotocol).
 
 Identity, channels in the hub, token expiry, the rate limit, held recoveries
 and closing come from :class:`gateway.core.session.Session`; the core's
@@ -311,6 +313,22 @@ class CableSession(Session):
         if not quiet:
             self.send(protocol.confirm_history(identifier))
 
+    def _latest(self, identifier: str, channel: str) -> None:
+        """--cache: the channel's latest publication right after the
+        confirmation, as a message, when this node vouches that nothing after
+        it was lost (Centrifugo's cache mode, :meth:`History.latest`). Else
+        nothing: a subscribe that asked no history has no reject to be told."""
+        host = self.host
+        history = host.history
+        if not history.enabled(channel):
+            return
+        answer = history.latest(channel, "", 0, host.now_ns())
+        host.metrics.recoveries.labels("true" if answer.recovered else "false").inc()
+        codec = self.cable.wires.codec(self.ext, identifier, channel)
+        frame = self.wire.frame
+        for publication in answer.publications:
+            self.push(frame(codec.pub_push(channel, publication.data, publication.offset)))
+
     # --- commands ------------------------------------------------------------------------
 
     def _held(self, identifier: str) -> bool:
@@ -334,6 +352,8 @@ class CableSession(Session):
         self.send(protocol.confirm(identifier))
         if self.ext and "history" in command:
             self._answer_history(identifier, channel, command["history"])
+        elif self.host.cache and self.host.cache.match(channel):
+            self._latest(identifier, channel)
         self._add(identifier, channel)
 
     def _history(self, command: dict) -> None:
