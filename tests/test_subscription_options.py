@@ -242,3 +242,14 @@ def test_cache_needs_history():
     with pytest.raises(ConfigError, match="--cache"):
         check(Settings(jwt_secret="x" * 32, lookupd_http_address=["http://127.0.0.1:1"],
                        cache=["prices:*"], history=[("prices:*", 0, None)]))
+
+
+def test_session_targets_the_connection_whose_connect_result_named_it():
+    api = make_api()
+    host = api.node.host
+    first, _ = connected(host, "ann")
+    second, transport = connected(host, "ann")
+    transport.session_id = "s-1"   # an emulation transport's session, as its connect result said
+    assert api.node.peering.apply("api-subscribe", {"user": "ann", "channel": "news", "session": "s-1"}) == 1
+    assert "news" in second.channels and "news" not in first.channels
+    assert api.node.peering.apply("api-subscribe", {"user": "ann", "channel": "chat:1", "session": "nope"}) == 0

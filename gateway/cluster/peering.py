@@ -410,8 +410,9 @@ class Peering:
         if not isinstance(user, str) or not user:
             return 0
         client = fields.get("client") or None
+        session_id = fields.get("session") or None
         touched = 0
-        for session in self._connections(user, client):
+        for session in self._connections(user, client, session_id if isinstance(session_id, str) else None):
             if kind == "api-disconnect":
                 whitelist = fields.get("whitelist") or ()
                 if session.client_id not in whitelist:
@@ -433,11 +434,13 @@ class Peering:
                 touched += self._refresh(session, fields)
         return touched
 
-    def _connections(self, user: str, client: str | None) -> list[Session]:
+    def _connections(self, user: str, client: str | None, session_id: str | None = None) -> list[Session]:
         # A scan: an administrative action is rare, and an index of sessions by
-        # user would cost every connection memory (docs/api.md).
+        # user would cost every connection memory (docs/api.md). ``session_id``:
+        # the ``session`` of a connect result (emulation transports have one).
         return [s for s in self.host.sessions
-                if s.user == user and s.state is CONNECTED and (client is None or s.client_id == client)]
+                if s.user == user and s.state is CONNECTED and (client is None or s.client_id == client)
+                and (session_id is None or s.transport.session_id == session_id)]
 
     @staticmethod
     def _refresh(session: Session, fields: dict) -> int:

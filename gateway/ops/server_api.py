@@ -294,7 +294,7 @@ class ServerApi:
         if foreign_personal(channel, user):
             raise Failed(model.ERROR_PERMISSION_DENIED)  # another user's personal channel: never
         if params.get("b64info") or params.get("b64data"):
-            raise Failed(model.ERROR_NOT_AVAILABLE)
+            raise Failed(Error(108, "not available: b64info, b64data (info and data are JSON here)"))
         node = self.node
         expire_at = _field(params, "expire_at", int) or None
         if expire_at is not None and expire_at <= node.host.wall():
@@ -308,6 +308,7 @@ class ServerApi:
         except Unhonoured as exc:
             raise Failed(Error(108, f"not available: {exc}")) from None
         fields = {"user": user, "channel": channel, "client": _field(params, "client", str),
+                  "session": _field(params, "session", str) or None,
                   "info": _json_text(params.get("info")), "data": _json_text(params.get("data")),
                   "expire_at": expire_at, "since": since, "override": override or None}
         try:
@@ -366,7 +367,8 @@ class ServerApi:
             # Centrifugo applies info only with a future expire_at; never dropped without a word.
             raise Failed(Error(107, "bad request: info applies with a future expire_at (as in Centrifugo)"))
         return await self._act("api-refresh", user=user, client=_field(params, "client", str),
-                               expired=expired or None, expire_at=expire_at, info=info)
+                               session=_field(params, "session", str) or None, expired=expired or None,
+                               expire_at=expire_at, info=info)
 
     # --- what this node knows ------------------------------------------------------------------
 
