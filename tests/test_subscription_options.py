@@ -253,3 +253,30 @@ def test_session_targets_the_connection_whose_connect_result_named_it():
     assert api.node.peering.apply("api-subscribe", {"user": "ann", "channel": "news", "session": "s-1"}) == 1
     assert "news" in second.channels and "news" not in first.channels
     assert api.node.peering.apply("api-subscribe", {"user": "ann", "channel": "chat:1", "session": "nope"}) == 0
+
+
+def test_a_server_subscriptions_expire_at_asks_the_sub_refresh_proxy_when_it_is_on():
+    from gateway.backend.caller import ANSWER, Outcome
+    from gateway.protocols.centrifugo import proxy
+    from tests.test_proxy_core import Calls, settle
+
+    async def scenario():
+        clock = FakeClock()
+        host = make_host(clock, sub_refresh_proxy_url="http://127.0.0.1:9/centrifugo/sub_refresh")
+        calls = proxy.proxies_of(host).sub_refresh.call = Calls()
+        session, transport = connected(host, "ann")
+        assert session.server_subscribe("news", ServerSubscription(expires_at=int(clock.wall()) + 5)) is None
+        clock.advance(5)
+        host.expiry.check(clock.wall())
+        await settle()
+        assert calls.calls[0][0]["channel"] == "news" and session.state is CONNECTED
+        calls.answer(0, {"result": {"expire_at": int(clock.wall()) + 10}})   # extended
+        await settle()
+        clock.advance(10)
+        host.expiry.check(clock.wall())
+        await settle()
+        calls.calls[1][1].set_result(Outcome(ANSWER, {"result": {"expired": True}}))
+        await settle()
+        assert session.state is CLOSED and transport.closed == model.DISCONNECT_SUBSCRIPTION_EXPIRED
+
+    asyncio.run(scenario())
