@@ -363,12 +363,12 @@ class ServerApi:
         if expire_at is not None and expire_at <= self.node.host.wall() and not expired:
             expired = True  # a time in the past: as good as expired
         info = _json_text(params.get("info"))
-        if info is not None and (expired or not expire_at):
+        if info is not None and not expired and not expire_at:
             # Centrifugo applies info only with a future expire_at; never dropped without a word.
             raise Failed(Error(107, "bad request: info applies with a future expire_at (as in Centrifugo)"))
         return await self._act("api-refresh", user=user, client=_field(params, "client", str),
                                session=_field(params, "session", str) or None, expired=expired or None,
-                               expire_at=expire_at, info=info)
+                               expire_at=expire_at, info=None if expired else info)
 
     # --- what this node knows ------------------------------------------------------------------
 
