@@ -224,3 +224,42 @@ def test_cache_channels_give_the_latest_value_on_subscribe_and_at_connect(start_
             await cable.stop()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("name", ["go", "python"])
+def test_protobuf_sdks_get_what_recover_since_recovers_and_close_with_3006(start_gateway, nsqd, tmp_path, name):
+    """centrifuge-go and centrifuge-python in Protobuf mode (tests/sdks.py):
+    the recovered publications after the subscribe push, in order, with their
+    offsets; then the subscription's expire_at closes the connection with 3006."""
+    from tests.sdks import SDKS, HarnessProcess
+    sdk = next(s for s in SDKS if s.name == name)
+    if sdk.unavailable():
+        pytest.skip(sdk.unavailable())
+    a = start_gateway(*FLAGS)
+
+    async def scenario():
+        harness = HarnessProcess(sdk, tmp_path / f"{name}.stderr")
+        try:
+            await harness.start(a.ws_url, connection_token(SECRET, f"pb-{name}"))
+            await harness.wait_for(lambda: harness.seen("connected"), "connected", timeout=20)
+            await wait_for_time(a.recovers_from())
+            body = raw(a, "history", {"channel": "news", "limit": 0})[1]["result"]
+            await wait_for_time(a.margin_passed())
+            for n in range(3):
+                nsqd.publish({"channel": "news", "data": {"n": n}})
+            await wait_for(lambda: len(history_of(a, "news")) == 3, what="node A to store 3 publications")
+            status, reply = raw(a, "subscribe", {"user": f"pb-{name}", "channel": "news",
+                                                 "recover_since": {"offset": body["offset"], "epoch": body["epoch"]},
+                                                 "expire_at": int(time.time()) + 3})
+            assert reply == {"result": {}}
+            await harness.wait_for(lambda: harness.seen("subscribed", channel="news", server_side=True), "subscribed")
+            got = await harness.collect(3)
+            assert [data for _, data, _ in got] == [{"n": 0}, {"n": 1}, {"n": 2}]
+            offsets = [offset for _, _, offset in got]
+            assert offsets == sorted(offsets) and offsets[0] > body["offset"]
+            await harness.wait_for(lambda: [e for e in harness.seen("connecting") if e.get("code") == 3006],
+                                   "closed with 3006", timeout=8)
+        finally:
+            await harness.kill()
+
+    run(scenario())
