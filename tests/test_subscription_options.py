@@ -280,3 +280,37 @@ def test_a_server_subscriptions_expire_at_asks_the_sub_refresh_proxy_when_it_is_
         assert session.state is CLOSED and transport.closed == model.DISCONNECT_SUBSCRIPTION_EXPIRED
 
     asyncio.run(scenario())
+
+
+def test_the_refresh_proxys_info_reaches_presence_and_bytes_that_are_not_json_are_refused():
+    import base64
+
+    from gateway.protocols.centrifugo import proxy
+    from tests.inprocess import WIRE_PROTOBUF
+    from tests.test_proxy_core import Calls, settle
+
+    async def scenario():
+        clock = FakeClock()
+        host = make_host(clock, presence=["news"], refresh_proxy_url="http://127.0.0.1:9/centrifugo/refresh")
+        calls = proxy.proxies_of(host).refresh.call = Calls()
+        session, _ = connected(host, "ann", WIRE_PROTOBUF, ttl=2, info={"v": 1})
+        session.server_subscribe("news", ServerSubscription())
+
+        def conn_info():
+            return host.presence.clients("news")[session.client_id].get("conn_info")
+        assert conn_info() == b'{"v":1}'
+        clock.advance(2)
+        host.expiry.check(clock.wall())
+        await settle()
+        calls.answer(0, {"result": {"expire_at": int(clock.wall()) + 5, "b64info": base64.b64encode(b"\xff").decode()}})
+        await settle()
+        assert conn_info() == b'{"v":1}' and session.state is CONNECTED   # refused: a minute more, asked again
+        clock.advance(60)
+        host.expiry.check(clock.wall())
+        await settle()
+        calls.answer(1, {"result": {"expire_at": int(clock.wall()) + 5,
+                                    "b64info": base64.b64encode(b'{"v": 2}').decode()}})
+        await settle()
+        assert conn_info() == b'{"v":2}'
+
+    asyncio.run(scenario())

@@ -212,6 +212,16 @@ def json_bytes(value: Any) -> bytes:
     return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode()
 
 
+def json_info(raw: bytes) -> bytes:
+    """A result's info as compact JSON bytes, as presence and publications
+    carry it; raises Garbage when it is not JSON (a Protobuf client's
+    ``b64info`` may be any bytes)."""
+    try:
+        return json_bytes(ujson.loads(raw))
+    except (ValueError, OverflowError):
+        raise Garbage("info is not JSON (presence and publications carry JSON info here)") from None
+
+
 def json_payload(data: Any) -> bytes | None:
     """A client's publish data as JSON bytes: a JSON client's value, or a
     Protobuf client's bytes when they are JSON (publications are JSON here);

@@ -701,7 +701,8 @@ class CentrifugoSession(Session):
         state.unrecoverable = {channel for channel, options in chosen.items() if not options.recoverable}
         self.proxied = state
         return ConnectionClaims(user=user, channels=tuple(dict.fromkeys([*channels, *subs])),
-                                info=proxy.json_value(info), expires_at=proxy.expire_at(result))
+                                info=proxy.json_value(proxy.json_info(info)) if info is not None else None,
+                                expires_at=proxy.expire_at(result))
 
     def _proxy_subscribe(self, cmd: Command, channel: str) -> None:
         caller = proxy.proxies_of(self.host).subscribe
@@ -866,7 +867,7 @@ class CentrifugoSession(Session):
             if state is not None and "meta" in result:
                 state.meta = result["meta"]
             if info is not None:
-                self.info_changed(info)
+                self.info_changed(proxy.json_info(info))
         except proxy.Garbage as exc:
             if result is not None:
                 caller.refused(str(exc))
