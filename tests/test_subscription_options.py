@@ -314,3 +314,60 @@ def test_the_refresh_proxys_info_reaches_presence_and_bytes_that_are_not_json_ar
         assert conn_info() == b'{"v":2}'
 
     asyncio.run(scenario())
+
+
+def test_the_sub_refresh_proxys_info_becomes_the_subscribers_chan_info_in_presence():
+    from gateway.protocols.centrifugo import proxy
+    from tests.test_proxy_core import Calls, settle
+
+    async def scenario():
+        clock = FakeClock()
+        host = make_host(clock, presence=["room:*"], subscribe_proxy_url="http://127.0.0.1:9/centrifugo/subscribe",
+                         subscribe_proxy=["room:*"], sub_refresh_proxy_url="http://127.0.0.1:9/centrifugo/sub_refresh")
+        proxies = proxy.proxies_of(host)
+        subscribes = proxies.subscribe.call = Calls()
+        refreshes = proxies.sub_refresh.call = Calls()
+        session, transport = connected(host, "ann")
+        session.handle_frame(frame({"id": 2, "subscribe": {"channel": "room:1"}}))
+        subscribes.answer(0, {"result": {"info": {"seat": 1}, "expire_at": int(clock.wall()) + 5}})
+        await settle()
+
+        def chan_info():
+            return host.presence.clients("room:1")[session.client_id].get("chan_info")
+        assert chan_info() == b'{"seat":1}'
+        host.presence.take_deltas()
+        clock.advance(5)
+        host.expiry.check(clock.wall())
+        await settle()
+        refreshes.answer(0, {"result": {"expire_at": int(clock.wall()) + 60, "info": {"seat": 2}}})
+        await settle()
+        assert chan_info() == b'{"seat":2}' and session.state is CONNECTED
+        assert [d["up"] for d in host.presence.take_deltas()] == [[["room:1", session.client_id, "ann", None,
+                                                                     '{"seat":2}']]]
+
+    asyncio.run(scenario())
+
+
+def test_a_connect_proxys_cache_recover_is_honoured_on_cache_channels_and_refused_elsewhere():
+    from gateway.protocols.centrifugo import proxy
+    from tests.inprocess import open_session
+    from tests.test_proxy_core import Calls, settle
+
+    async def scenario():
+        clock = FakeClock()
+        host = make_host(clock, connect_proxy_url="http://127.0.0.1:9/centrifugo/connect", cache=["prices:*"])
+        host.history.continuity_from(clock.ns() - 60 * NS)
+        host.history.add("prices:eur", clock.ns() - 5 * NS, b'{"p":1}', clock.ns())
+        connects = proxy.proxies_of(host).connect.call = Calls()
+        replies = []
+        for n, channel in enumerate(("prices:eur", "news")):
+            session, transport = open_session(host)
+            session.handle_frame(frame({"id": 1, "connect": {}}))
+            connects.answer(n, {"result": {"user": "ann", "subs": {channel: {"cache_recover": True}}}})
+            await settle()
+            replies.append(transport.messages()[0])
+        sub = replies[0]["connect"]["subs"]["prices:eur"]
+        assert sub["recovered"] and [p["data"] for p in sub["publications"]] == [{"p": 1}]
+        assert replies[1]["error"]["code"] == 100   # logged: not a --cache channel
+
+    asyncio.run(scenario())

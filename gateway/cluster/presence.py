@@ -123,10 +123,11 @@ class Presence:
         if self._remove(channel, session.client_id, self.uid):
             self._queue(self._down, [channel, session.client_id])
 
-    def update(self, session: Session, channel: str) -> None:
-        """A local subscriber's conn_info changed: its entry takes it here, and
-        the other nodes replace theirs with the next delta (an upsert; no join
-        is announced). A subscriber kept out of presence has no entry: nothing."""
+    def update(self, session: Session, channel: str, chan_info: bytes | None = None) -> None:
+        """A local subscriber's conn_info changed, or its ``chan_info`` (None:
+        unchanged): its entry takes them here, and the other nodes replace
+        theirs with the next delta (an upsert; no join is announced). A
+        subscriber kept out of presence has no entry: nothing."""
         ch = self.channels.get(channel)
         if ch is None:
             return
@@ -135,8 +136,12 @@ class Presence:
         if entry is None or entry[ORIGIN] is not self.uid:
             return
         conn_info = session.conn_info
-        ch.entries[client] = (entry[USER], entry[ORIGIN], entry[ROUND], conn_info, entry[CHAN_INFO])
-        self._queue(self._up, [channel, client, entry[USER], _text(conn_info), _text(entry[CHAN_INFO])])
+        if chan_info is None:
+            chan_info = entry[CHAN_INFO]
+        elif len(chan_info) > INFO_LIMIT:
+            chan_info = None   # as join leaves it out
+        ch.entries[client] = (entry[USER], entry[ORIGIN], entry[ROUND], conn_info, chan_info)
+        self._queue(self._up, [channel, client, entry[USER], _text(conn_info), _text(chan_info)])
 
     # --- queries ---------------------------------------------------------------------------
 

@@ -45,9 +45,10 @@ class ChannelPresence(Protocol):
 
     def leave(self, session: Session, channel: str) -> None: ...
 
-    def update(self, session: Session, channel: str) -> None:
-        """``session``'s conn_info changed (a refresh with info): its entry in
-        ``channel``, if it has one, takes it, on every node."""
+    def update(self, session: Session, channel: str, chan_info: bytes | None = None) -> None:
+        """``session``'s conn_info changed (a refresh with info), or its
+        ``chan_info`` in ``channel`` (a sub refresh with info; None: unchanged):
+        its entry there, if it has one, takes them, on every node."""
 
     def stats(self, channel: str) -> tuple[int, int]:
         """Clients and distinct users in ``channel``, on every node."""
@@ -79,7 +80,7 @@ class NoPresence:
     def leave(self, session: Session, channel: str) -> None:
         pass
 
-    def update(self, session: Session, channel: str) -> None:
+    def update(self, session: Session, channel: str, chan_info: bytes | None = None) -> None:
         pass
 
     def stats(self, channel: str) -> tuple[int, int]:

@@ -367,6 +367,13 @@ class Session:
         out) and at most :data:`MAX_TTL` (a token for the year 9999 means "never")."""
         return max(1, min(MAX_TTL, int(expires_at - self.host.wall())))
 
+    def chan_info_changed(self, channel: str, info: bytes) -> None:
+        """This connection's info in ``channel`` is now ``info`` (compact JSON):
+        its presence entry there takes it, on every node."""
+        presence = self.host.presence
+        if presence.active and channel in self.channels and presence.tracks(channel):
+            presence.update(self, channel, info)
+
     # --- channels --------------------------------------------------------------------
 
     def join(self, channel: str, wire: WireFormat | None = None, chan_info: bytes | None = None,

@@ -273,6 +273,12 @@ def sub_options(session: CentrifugoSession, channel: str, result: dict) -> Subsc
     """``result``'s ``override`` for ``channel`` (a subscribe result, a connect
     ``subs`` entry), as pushgate honours it (gateway/protocols/centrifugo/
     options.py); one it cannot honour, or of the wrong shape, is Garbage."""
+    cache_recover = result.get("cache_recover")
+    if cache_recover is not None and type(cache_recover) is not bool:
+        raise Garbage("cache_recover must be true or false")
+    if cache_recover and not session.host.cache.match(channel):
+        # Centrifugo applies it only in cache recovery mode: here, --cache channels (which recover always).
+        raise Garbage(f"cache_recover: {channel[:80]!r} is not a --cache channel")
     try:
         return options_for(result.get("override"), channel, session.host.presence, session.host.history)
     except (BadOverride, Unhonoured) as exc:

@@ -896,6 +896,14 @@ class CentrifugoSession(Session):
                 Session.expire(self, channel)   # ended (2501), or closed (3006) if the server made it
                 return
             expires_at = proxy.expire_at(result)
+            info = proxy.payload(self, result, "info")
+            if info is not None:
+                # The subscriber's channel info from now on, as Centrifugo takes it.
+                info = proxy.json_info(info)
+                self.chan_info_changed(channel, info)
+                if self.host.settings.publish_proxy_url:
+                    state = self.proxied = self.proxied or proxy.ProxyState()
+                    state.chan_info[channel] = info   # its publications there
         except proxy.Garbage as exc:
             if result is not None:
                 caller.refused(str(exc))
