@@ -22,6 +22,7 @@ from gateway.core.limits import KeyedBuckets
 from gateway.protocols.centrifugo.emulation import KEY_KIND as EMULATION_KEY
 from gateway.protocols.centrifugo.emulation import KIND as EMULATION
 from gateway.protocols.centrifugo.emulation import ControlReaders, EmulationEndpoint, EmulationSessions
+from gateway.protocols.cable.rpc_session import rpc_client_of
 from gateway.protocols.centrifugo.proxy import any_proxy, proxies_of
 from gateway.transports.door import Listener, client_ip
 from gateway.transports.endpoint import Kind
@@ -70,6 +71,8 @@ def make_app(node: Node) -> tornado.web.Application:
     node.bus.on(EMULATION_KEY, sessions.key_received)
     if any_proxy(settings):
         proxies_of(node.host)   # built now, so their metrics are on /metrics from the start
+    if settings.cable_rpc_url:
+        rpc_client_of(node.host)   # the same for the Rails app's RPC (docs/cable-rpc.md)
     api_args = {"node": node, "api": ServerApi(node)}
     streams = [(endpoint.path, StreamHandler, {"host": node, "endpoint": endpoint})
                for endpoint in ENDPOINTS if endpoint.kind is Kind.STREAM]

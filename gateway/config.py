@@ -50,6 +50,16 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{raw} must be a number of seconds, 0 or more")
+    return value
+
+
 def _host_port(raw: str) -> str:
     host, sep, port = raw.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -254,6 +264,17 @@ OPTIONS: tuple[Option, ...] = (
            "sends its peers (also its heartbeat for `info` and /admin)."),
     Option("presence-ttl", _positive_float, 15.0, "Seconds without a word from a node before its clients "
            "leave presence and it leaves `info` (at least twice --presence-interval)."),
+    Option("events-topic", nsq_name, None, "NSQ topic this node publishes connection events, users online "
+           "and offline, channels occupied and vacated, and delivery receipts to (docs/events.md); unset: off."),
+    Option("events-channels", _channel_pattern, [], "Publish subscribe and unsubscribe events for channels "
+           "matching this pattern; a trailing * matches a prefix (repeatable; needs --events-topic).",
+           repeatable=True),
+    Option("offline-grace", _non_negative_float, 3.0, "Seconds a user's last connection must stay gone before "
+           "user_offline (and a channel empty before channel_vacated): a page reload is no transition."),
+    Option("receipt-timeout", _positive_float, 5.0, "Seconds the cluster waits for some node to report a "
+           "receipted message delivered to a user before it says undelivered."),
+    Option("events-queue", _int_range(1), 20000, "Events a node keeps waiting for nsqd; past it new events "
+           "are dropped and counted (pushgate_events_dropped_total)."),
     Option("admin", _bool, False, "Serve the status page at /admin, behind --admin-secret or else --api-key.",
            is_bool=True),
     Option("admin-secret", _text, None, "Password of the status page (HTTP basic auth, any user name); "
@@ -335,6 +356,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("proxy-concurrency", _int_range(1, 10000), 64, "Calls in flight per proxy on this node."),
     Option("proxy-queue", _int_range(0, 1000000), 4096, "Calls waiting per proxy past --proxy-concurrency; "
            "past it the client gets error 100 at once."),
+    # Rails channels through AnyCable's RPC over HTTP (docs/cable-rpc.md): off unless the URL is set.
+    Option("cable-rpc-url", _proxy_url, None, "AnyCable RPC over HTTP base URL (e.g. "
+           "http://127.0.0.1:3000/_anycable): /cable connections without a JWT are decided by the app's "
+           "Action Cable connection and channel classes (POST <url>/connect, /command, /disconnect)."),
+    Option("cable-rpc-secret", _text, None, "Sent as Authorization: Bearer <secret> on every RPC call."),
+    Option("cable-rpc-headers", _header_names, "cookie", "Request headers of the /cable upgrade passed to the "
+           "RPC connect call, comma-separated (AnyCable's --headers)."),
+    Option("cable-rpc-concurrency", _int_range(1, 10000), 28, "RPC calls in flight on this node (AnyCable's "
+           "rpc_concurrency); more wait in a queue of --cable-rpc-queue."),
+    Option("cable-rpc-queue", _int_range(0, 1000000), 2048, "RPC calls waiting past --cable-rpc-concurrency; "
+           "past it a new connect gets HTTP 503 before the upgrade."),
+    Option("cable-rpc-timeout", _positive_float, 3.0, "Seconds an RPC call may take, waiting in the queue "
+           "included; then a connect is refused (reconnect true) and a command goes unanswered with a log line."),
+    Option("cable-whisper", _bool, False, "Serve AnyCable's whisper command on /cable: to the other subscribers "
+           "of the stream the app named (istate $w), on every node, never back to the sender.", is_bool=True),
 )
 
 
@@ -378,6 +414,11 @@ class Settings:
     presence_max_clients: int = _default("presence_max_clients")
     presence_interval: float = _default("presence_interval")
     presence_ttl: float = _default("presence_ttl")
+    events_topic: str | None = _default("events_topic")
+    events_channels: list = _default("events_channels")
+    offline_grace: float = _default("offline_grace")
+    receipt_timeout: float = _default("receipt_timeout")
+    events_queue: int = _default("events_queue")
     admin: bool = _default("admin")
     admin_secret: str | None = _default("admin_secret")
     public_channels: str = _default("public_channels")
@@ -426,6 +467,13 @@ class Settings:
     proxy_timeout: float = _default("proxy_timeout")
     proxy_concurrency: int = _default("proxy_concurrency")
     proxy_queue: int = _default("proxy_queue")
+    cable_rpc_url: str | None = _default("cable_rpc_url")
+    cable_rpc_secret: str | None = _default("cable_rpc_secret")
+    cable_rpc_headers: str = _default("cable_rpc_headers")
+    cable_rpc_concurrency: int = _default("cable_rpc_concurrency")
+    cable_rpc_queue: int = _default("cable_rpc_queue")
+    cable_rpc_timeout: float = _default("cable_rpc_timeout")
+    cable_whisper: bool = _default("cable_whisper")
 
     def __post_init__(self) -> None:
         if self.control_topic is None:
@@ -549,9 +597,10 @@ def check(s: Settings) -> None:
                           "(RFC 7518 3.2: HS256 keys as long as the hash)")
     if s.turbo_streams_secret and len(s.turbo_streams_secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(f"--turbo-streams-secret: must be at least {MIN_SECRET_BYTES} bytes (an HMAC-SHA256 key)")
-    if not s.jwt_secret and not s.jwt_public_key and not s.allow_anonymous and not s.connect_proxy_url:
+    if not s.jwt_secret and not s.jwt_public_key and not s.allow_anonymous and not s.connect_proxy_url \
+            and not s.cable_rpc_url:
         raise ConfigError("--jwt-secret: a JWT secret or --jwt-public-key is required "
-                          "(or --allow-anonymous, or --connect-proxy-url)")
+                          "(or --allow-anonymous, --connect-proxy-url or --cable-rpc-url)")
     if not s.nsqd_tcp_address and not s.lookupd_http_address:
         raise ConfigError("--lookupd-http-address: give nsqlookupd or --nsqd-tcp-address to read from")
     if s.pong_timeout >= s.ping_interval:
@@ -590,10 +639,17 @@ def check(s: Settings) -> None:
                               "value has nowhere to come from")
     if s.admin and not (s.admin_secret or s.api_key):
         raise ConfigError("--admin: the status page needs --admin-secret or --api-key")
+    if s.cable_rpc_url and s.cable_rpc_timeout >= s.connect_timeout:
+        raise ConfigError(f"--cable-rpc-timeout: {s.cable_rpc_timeout:g} must be less than --connect-timeout "
+                          f"({s.connect_timeout:g}), or a connect the app is slow to decide would be closed as stale")
     if s.subscribe_proxy and not s.subscribe_proxy_url:
         raise ConfigError("--subscribe-proxy: needs --subscribe-proxy-url")
     if s.publish_proxy and not s.publish_proxy_url:
         raise ConfigError("--publish-proxy: needs --publish-proxy-url")
+    if s.events_topic is not None and s.events_topic in (s.topic, s.control_topic, *mapped):
+        raise ConfigError("--events-topic: must differ from --topic, --control-topic and every --map-topic")
+    if s.events_channels and s.events_topic is None:
+        raise ConfigError("--events-channels: needs --events-topic")
     if s.control_topic in (s.topic, *mapped):
         raise ConfigError("--control-topic: must differ from --topic and every --map-topic")
 

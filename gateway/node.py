@@ -29,6 +29,7 @@ from tornado.ioloop import PeriodicCallback
 from auth.tokens import TokenVerifier
 from gateway.core import vocabulary
 from gateway.cluster.bus import ControlBus
+from gateway.cluster.events import Events
 from gateway.config import Settings, default_node_name
 from gateway.core.expiry import Expiry
 from gateway.core.heartbeat import Heartbeat
@@ -40,6 +41,7 @@ from gateway.core.limits import TokenBucket, connection_capacity
 from gateway.core.metrics import Metrics
 from gateway.core.trends import Trends
 from gateway.core.wire import SessionIds
+from gateway.nsq import publisher
 from gateway.nsq.source import NsqSource
 from gateway.nsq.watch import ChannelWatch
 from gateway.cluster.peering import Peering
@@ -56,6 +58,7 @@ log = logging.getLogger("pushgate.node")
 HISTORY_SWEEP_EVERY = 10  # seconds for a sweep of every channel's history, a slice a second
 LAG_PROBE = 0.1           # seconds between event-loop lag probes
 DRAIN_STEP = 0.005  # seconds: the finest grain of the drain's schedule
+LAST_WORDS_WAIT = 15.0  # seconds the backend's last calls may take at shutdown, all together
 ANNOUNCE_RETRY_EVERY = 2  # seconds between tries to create topics on an nsqd that was down
 
 
@@ -80,7 +83,8 @@ class Node:
         # kept in step by peering; without --presence or --join-leave it tracks nothing.
         self.presence = Presence(uid=str(uuid.uuid4()), name=self.name, presence=settings.presence,
                                  join_leave=settings.join_leave, max_clients=settings.presence_max_clients,
-                                 ttl=settings.presence_ttl, hub=hub, metrics=self.metrics, clock=time.monotonic)
+                                 ttl=settings.presence_ttl, hub=hub, metrics=self.metrics, clock=time.monotonic,
+                                 explicit=bool(settings.cable_rpc_url))
         self.host = SessionHost(
             settings, self.metrics, hub=hub, history=history, verifier=verifier, name=self.name,
             presence=self.presence,
@@ -100,7 +104,9 @@ class Node:
         self.ingest = Ingest(hub, self.metrics, history, envelope_topic=settings.topic, mapped=self.mapped,
                              max_message_bytes=settings.max_message_bytes,
                              max_message_age=settings.max_message_age,
-                             dedupe_window=settings.dedupe_window, on_gap=self.host.streams_broken)
+                             dedupe_window=settings.dedupe_window, on_gap=self.host.streams_broken,
+                             sockets=self.host.sockets)
+        self.host.publish = self._publish
         self.source = NsqSource(topics=[settings.topic, *self.mapped], channel=settings.nsq_channel,
                                 handler=self.ingest.handle, on_change=self._nsq_changed,
                                 on_drop=self._nsq_dropped,
@@ -114,6 +120,14 @@ class Node:
                               lookupd_http_addresses=settings.lookupd_http_address,
                               lookupd_poll_interval=settings.lookupd_poll_interval, metrics=self.metrics,
                               cluster=settings.topic)
+        # The backend's events (--events-topic): off, nothing is built and the
+        # session host keeps NO_EVENTS.
+        self.events: Events | None = None
+        if settings.events_topic:
+            self.events = Events(settings=settings, name=self.name, uid=self.presence.uid, metrics=self.metrics,
+                                 bus=self.bus, presence=self.presence)
+            self.host.events = self.events
+            self.ingest.on_receipt = self.events.receipt
         # The last hour of figures for /admin's charts, sampled by _tick.
         self.trends = Trends(self.metrics, connections=lambda: len(self.host.sessions), started=time.monotonic())
         # Heartbeats, presence and the server API's cluster-wide actions over the bus.
@@ -171,10 +185,13 @@ class Node:
         """Start reading NSQ and the timers. Runs inside the event loop."""
         self.loop = asyncio.get_running_loop()
         if self.settings.lookupd_http_address:
-            await self._announce_topics([*self.source.topics, self.bus.topic])
+            events_topics = [self.settings.events_topic] if self.settings.events_topic else []
+            await self._announce_topics([*self.source.topics, self.bus.topic, *events_topics])
         self.source.start()
         self.bus.start()
         self.peering.start()
+        if self.events is not None:
+            self.events.start()
         self.loss_watch.start()
         self._ticker = PeriodicCallback(self._tick, 1000)
         self._ticker.start()
@@ -239,6 +256,16 @@ class Node:
         elif self.host.history.gap(channel, time.time_ns()):
             self.host.streams_broken((channel,))
 
+    async def _publish(self, envelope: bytes) -> bool:
+        """An envelope to every node through nsqd (a client's whisper)."""
+        try:
+            await publisher.publish(self.settings.nsqd_http_address, self.settings.topic, envelope,
+                                    timeout=self.settings.cable_rpc_timeout)
+        except (publisher.PublishError, publisher.NsqdUnavailable) as exc:
+            log.error("publish through nsqd at %s failed: %s", self.settings.nsqd_http_address, exc)
+            return False
+        return True
+
     async def _announce_topics(self, topics: list[str]) -> None:
         # nsqlookupd only knows a topic once some nsqd has it; creating it on our
         # nsqd lets the readers find it before the first publish. An nsqd that is
@@ -283,6 +310,15 @@ class Node:
             session.close(vocabulary.SHUTDOWN)
         for session in list(self.sessions):  # any whose upgrade was under way when draining began
             session.close(vocabulary.SHUTDOWN)
+        await self.last_words()
+
+    async def last_words(self) -> None:
+        """Wait for the backend calls closed connections still owe (the Rails
+        app's disconnect), each bounded by its own timeout and retries."""
+        pending = self.host.last_words
+        if pending:
+            log.info("waiting for %d closed connections' last calls to the backend", len(pending))
+            await asyncio.wait(list(pending), timeout=LAST_WORDS_WAIT)
 
     async def stop(self) -> None:
         """Stop timers, say goodbye to the other nodes, then close the NSQ
@@ -292,9 +328,15 @@ class Node:
                 timer.stop()
         await self.peering.stop()
         self.loss_watch.stop()
+        if self.events is not None:
+            # The last disconnects are events: published before the node lets go of nsqd.
+            for session in list(self.sessions):
+                session.close(vocabulary.SHUTDOWN)
+            await self.events.stop()
         await asyncio.gather(self.source.close(), self.bus.close())
         for session in list(self.sessions):
             session.close(vocabulary.SHUTDOWN)
+        await self.last_words()
 
     # --- the door: used by transports ----------------------------------------------------
 

@@ -90,7 +90,8 @@ def make_host(clock: FakeClock | None = None, **overrides) -> SessionHost:
     presence = Presence(uid=str(uuid.uuid4()), name="unit", presence=settings.presence,
                         join_leave=settings.join_leave, max_clients=settings.presence_max_clients,
                         ttl=settings.presence_ttl, hub=hub, metrics=metrics,
-                        clock=clock.monotonic if clock is not None else time.monotonic)
+                        clock=clock.monotonic if clock is not None else time.monotonic,
+                        explicit=bool(settings.cable_rpc_url))
     return SessionHost(settings, metrics, hub=hub, history=History(Retention(settings.history_size, 300),
                                                                    margin_ns=10**9),
                        expiry=Expiry(settings.expired_close_delay), heartbeat=heartbeat, verifier=verifier,

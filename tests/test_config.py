@@ -114,3 +114,15 @@ def test_the_control_topic_is_the_clusters_own_unless_given():
     assert settings(BASE + ["--topic=shop", "--control-topic=ours"]).control_topic == "ours"
     long = settings(BASE + ["--topic=" + "t" * 64]).control_topic
     assert len(long) == 64 and long.endswith("-control") and long != settings(BASE + ["--topic=" + "t" * 63 + "u"]).control_topic
+
+
+def test_cable_rpc_settings():
+    s = settings(["--lookupd-http-address=http://127.0.0.1:4161", "--cable-rpc-url=http://app:3000/_anycable",
+                  "--cable-whisper"], {"PUSHGATE_CABLE_RPC_HEADERS": "Cookie, X-Api-Token"})
+    assert (s.cable_rpc_url, s.cable_rpc_headers, s.cable_whisper) == (
+        "http://app:3000/_anycable", "cookie,x-api-token", True)
+    assert (s.cable_rpc_concurrency, s.cable_rpc_queue, s.cable_rpc_timeout) == (28, 2048, 3.0)
+    with pytest.raises(ConfigError, match="--cable-rpc-timeout"):
+        settings(BASE + ["--cable-rpc-url=http://app/_anycable", "--cable-rpc-timeout=10"])
+    with pytest.raises(ConfigError, match="--cable-rpc-url"):
+        settings(BASE + ["--cable-rpc-url=app:3000"])

@@ -83,3 +83,45 @@ def test_only_interchangeable_json_is_delivered():
     assert not ingest.metrics.registry.get_sample_value("pushgate_publications_total")
     ingest.handle("pushgate", b'{"channel":"c","data":"\\ud83d\\ude00 1.5e300"}', now, "n", b"ok")
     assert ingest.metrics.registry.get_sample_value("pushgate_publications_total") == 1
+
+
+class _Subscriber:
+    """A hub subscriber that keeps what it is pushed (the hub needs only push)."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def push(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+
+class _Wire:
+    class codec:
+        @staticmethod
+        def pub_push(channel, data, offset):
+            return data
+
+    @staticmethod
+    def frame(message):
+        return message
+
+
+def test_exclude_skips_the_named_connection_only_and_history_keeps_it():
+    now = time.time_ns()
+    sender, other = _Subscriber(), _Subscriber()
+    sockets = {"sid-1": sender}
+    ingest = make_ingest(sockets=sockets)
+    for subscriber in (sender, other):
+        ingest.hub.subscribe("room", subscriber, _Wire)
+    body = ujson.dumps({"channel": "room", "data": {"n": 1}, "exclude": "sid-1"}).encode()
+    assert ingest.handle("pushgate", body, now, "nsqd:4150", b"0001") == 1
+    assert sender.frames == [] and other.frames == [b'{"n":1}']
+    assert [p.data for p in ingest.history.publications("room")] == [b'{"n":1}']   # kept for recovery
+    # An id no connection here has excludes nobody; a malformed one drops the message.
+    ingest.handle("pushgate", ujson.dumps({"channel": "room", "data": 2, "exclude": "elsewhere"}).encode(), now,
+                  "nsqd:4150", b"0002")
+    assert sender.frames == [b"2"]
+    for bad in (5, "", "x" * 257):
+        ingest.handle("pushgate", ujson.dumps({"channel": "room", "data": 3, "exclude": bad}).encode(), now,
+                      "nsqd:4150", bad.__repr__().encode())
+    assert dropped(ingest, "bad_envelope") == 3

@@ -101,6 +101,8 @@ def envelopes() -> list[dict]:
         {"name": "several targets, keys in any order", "call": "publish",
          "args": {"envelope": {"id": 99, "data": None, "users": ["1", 2], "channels": ["a", "b"],
                                "channel": "c"}}},
+        {"name": "a receipt asked for", "call": "publish",
+         "args": {"envelope": {"receipt": True, "data": {"n": 1}, "id": "notification-7", "user": 7}}},
     ]
     for case in cases:
         args = case["args"]

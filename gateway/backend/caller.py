@@ -34,11 +34,14 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import aiohttp
 import ujson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from gateway.core.host import SessionHost
 
 log = logging.getLogger("pushgate.backend")
 USER_AGENT = "pushgate"
@@ -82,7 +85,14 @@ class CallerMetrics:
                             ["proxy"], registry=registry)
 
 
-_Waiting = tuple  # (future, body, headers, enqueued_at)
+def shared_metrics(host: SessionHost) -> CallerMetrics:
+    """The node's one set of caller metrics (Centrifugo's proxies and the
+    Action Cable RPC share them, told apart by their ``proxy`` label)."""
+    metrics: CallerMetrics = host.shared("backend.metrics", lambda h: CallerMetrics(h.metrics.registry))
+    return metrics
+
+
+_Waiting = tuple  # (future, body, headers, enqueued_at, url)
 
 
 class Caller:
@@ -97,6 +107,7 @@ class Caller:
         self.in_flight = 0
         self.max_in_flight = 0     # the most ever in flight at once (tests, bench)
         self._queue: collections.deque[_Waiting] = collections.deque()
+        self._waiting: set[asyncio.Future[Outcome]] = set()   # the futures in the queue (withdraw)
         self._session: aiohttp.ClientSession | None = None
         self._logged: dict[str, tuple[float, int]] = {}   # kind -> (last logged, skipped since)
         self._calls = {kind: metrics.calls.labels(name, kind) for kind in
@@ -108,18 +119,44 @@ class Caller:
     def __repr__(self) -> str:
         return f"<Caller {self.name} {self.url}>"
 
-    def call(self, body: bytes, headers: dict[str, str] | None = None) -> asyncio.Future[Outcome]:
+    def call(self, body: bytes, headers: dict[str, str] | None = None, url: str | None = None
+             ) -> asyncio.Future[Outcome]:
         """Send ``body`` (JSON) now, or when a slot frees up; the future's result
-        is the :class:`Outcome`. Cancel the future to withdraw a waiting call."""
+        is the :class:`Outcome`. Cancel the future to withdraw a waiting call.
+        ``url``: another URL of the same backend (AnyCable's RPC has one per
+        call), bounded together with this caller's."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         if self.in_flight < self.concurrency:
-            self._start(future, body, headers)
+            self._start(future, body, headers, url=url)
         elif len(self._queue) < self.queue_limit:
-            self._queue.append((future, body, headers, self.clock()))
+            self._queue.append((future, body, headers, self.clock(), url))
+            self._waiting.add(future)
             self._queued.set(len(self._queue))
         else:
-            self._fail(future, OVERLOADED, f"{self.concurrency} calls in flight and {self.queue_limit} waiting")
+            self._fail(future, OVERLOADED, f"{self.concurrency} calls in flight and {self.queue_limit} waiting", url)
         return future
+
+    def withdraw(self, future: asyncio.Future[Outcome]) -> bool:
+        """Cancel a call that still waits in the queue (it is never sent) and
+        say so; a call already sent is left to finish (False): its caller may
+        still want to know what the backend made of it."""
+        if future in self._waiting:
+            self._waiting.discard(future)
+            future.cancel()
+            return True
+        return False
+
+    @property
+    def full(self) -> bool:
+        """Every slot busy and the queue full: a call now would fail at once."""
+        return self.in_flight >= self.concurrency and len(self._queue) >= self.queue_limit
+
+    def shed(self, what: str) -> None:
+        """A call not even tried because the caller is :attr:`full`: counted
+        and logged as ``overloaded``."""
+        self._calls[OVERLOADED].inc()
+        self._log(OVERLOADED, "%s proxy %s: overloaded (%d calls in flight and %d waiting): %s", self.name,
+                  self.url, self.in_flight, len(self._queue), what)
 
     def refused(self, reason: str) -> None:
         """The protocol refused an answer of the wrong shape: counted and logged."""
@@ -139,38 +176,39 @@ class Caller:
             message += f" ({skipped} more like it in the last {LOG_EVERY:g} s)"
         log.error(message, *args)
 
-    def _fail(self, future: asyncio.Future[Outcome], kind: str, detail: str) -> None:
+    def _fail(self, future: asyncio.Future[Outcome], kind: str, detail: str, url: str | None = None) -> None:
         self._calls[kind].inc()
-        self._log(kind, "%s proxy %s: %s (%s)", self.name, self.url, kind, detail)
+        self._log(kind, "%s proxy %s: %s (%s)", self.name, url or self.url, kind, detail)
         if not future.done():
             future.set_result(Outcome(kind, None, detail))
 
     def _start(self, future: asyncio.Future[Outcome], body: bytes, headers: dict[str, str] | None,
-               waited: float = 0.0) -> None:
+               waited: float = 0.0, url: str | None = None) -> None:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self._in_flight.set(self.in_flight)
-        asyncio.ensure_future(self._fetch(future, body, headers, max(0.001, self.timeout - waited)))
+        asyncio.ensure_future(self._fetch(future, body, headers, max(0.001, self.timeout - waited), url or self.url))
 
     def _next(self) -> None:
         queue = self._queue
         now = self.clock()
         while queue and self.in_flight < self.concurrency:
-            future, body, headers, enqueued = queue.popleft()
+            future, body, headers, enqueued, url = queue.popleft()
+            self._waiting.discard(future)
             if future.done():       # withdrawn: its connection closed
                 continue
             waited = now - enqueued
             if waited >= self.timeout:
-                self._fail(future, TIMEOUT, f"waited {waited:.2f} s for a free slot")
+                self._fail(future, TIMEOUT, f"waited {waited:.2f} s for a free slot", url)
                 continue
-            self._start(future, body, headers, waited)
+            self._start(future, body, headers, waited, url)
         self._queued.set(len(queue))
 
     async def _fetch(self, future: asyncio.Future[Outcome], body: bytes, headers: dict[str, str] | None,
-                     timeout: float) -> None:
+                     timeout: float, url: str) -> None:
         started = self.clock()
         try:
-            outcome = await self._post(body, headers, timeout)
+            outcome = await self._post(body, headers, timeout, url)
         except Exception as exc:  # a bug here must not leave a command hanging
             log.exception("%s proxy: unexpected error", self.name)
             outcome = Outcome(UNAVAILABLE, None, repr(exc))
@@ -183,10 +221,10 @@ class Caller:
             if not future.done():
                 future.set_result(outcome)
         else:
-            self._fail(future, outcome.kind, outcome.detail)
+            self._fail(future, outcome.kind, outcome.detail, url)
         self._next()
 
-    async def _post(self, body: bytes, headers: dict[str, str] | None, timeout: float) -> Outcome:
+    async def _post(self, body: bytes, headers: dict[str, str] | None, timeout: float, url: str) -> Outcome:
         session = self._session
         if session is None:
             # One pool per caller: at most `concurrency` connections, kept alive between calls.
@@ -195,13 +233,21 @@ class Caller:
                 headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
                 skip_auto_headers=("Accept-Encoding",))
         try:
-            async with session.post(self.url, data=body, headers=headers, allow_redirects=False,
+            async with session.post(url, data=body, headers=headers, allow_redirects=False,
                                     timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 if response.status != 200:
                     return Outcome(STATUS, None, f"HTTP {response.status}")
                 if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
                     return Outcome(GARBAGE, None, f"{response.content_length} bytes")
-                raw = await response.content.read(MAX_ANSWER_BYTES + 1)
+                # read(n) returns what has arrived, up to n: the answer is read to
+                # its end (or one byte past the limit), not cut at the first chunk.
+                chunks, size = [], 0
+                async for chunk in response.content.iter_any():
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_ANSWER_BYTES:
+                        break
+                raw = b"".join(chunks)
         except asyncio.TimeoutError:
             return Outcome(TIMEOUT, None, f"no answer within {timeout:.2f} s")
         except (aiohttp.ClientError, OSError) as exc:

@@ -36,7 +36,7 @@ STALL = 1.0  # seconds between two checks past which this node was not running (
 
 
 class Peer:
-    __slots__ = ("uid", "name", "last_seen", "round", "status")
+    __slots__ = ("uid", "name", "last_seen", "round", "status", "silent")
 
     def __init__(self, uid: str, name: str, now: float):
         self.uid = uid
@@ -44,6 +44,7 @@ class Peer:
         self.last_seen = now
         self.round = 0          # the highest presence round heard from it
         self.status: dict = {}  # its last heartbeat's figures
+        self.silent = False     # gone by silence (the TTL), not by a goodbye or a restart
 
 
 class Peers:
@@ -122,6 +123,7 @@ class Peers:
             self._silent[peer.name] = (peer.uid, peer.last_seen)
             if len(self._silent) > RETIRED_KEPT:
                 del self._silent[next(iter(self._silent))]
+            peer.silent = True
             self.on_gone(peer)
         return gone
 

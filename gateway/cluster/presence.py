@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 import ujson
 
 from gateway.core.channels import Patterns
-from gateway.core.presence import INFO_LIMIT
+from gateway.core.presence import EXPLICIT, INFO_LIMIT
 from gateway.cluster.peers import Peer, Peers
 
 if TYPE_CHECKING:
@@ -79,12 +79,15 @@ class _Channel:
 class Presence:
     def __init__(self, *, uid: str, name: str, presence: Iterable[str], join_leave: Iterable[str],
                  max_clients: int, ttl: float, hub: Hub, metrics: Metrics, clock: Callable[[], float],
-                 on_delta: Callable[[], None] = lambda: None):
+                 on_delta: Callable[[], None] = lambda: None, explicit: bool = False):
         self.uid = sys.intern(uid)
         self.name = name
         self.presence = Patterns(presence)
         self.join_leave = Patterns(join_leave)
-        self.active = bool(self.presence or self.join_leave)
+        # Explicit presence (AnyCable's join/leave/info on /cable, with --cable-rpc-url):
+        # entries under EXPLICIT + channel, the user being the id the client gave.
+        self.explicit = explicit
+        self.active = bool(self.presence or self.join_leave or explicit)
         self.max_clients = max_clients
         self.hub = hub
         self.metrics = metrics
@@ -97,11 +100,18 @@ class Presence:
         self._up: list[list] = []
         self._down: list[list] = []
         self._warned: set[str] = set()
+        # Told when a channel with presence gains its first entry or loses its
+        # last, on every node (the backend's channel_occupied and
+        # channel_vacated, gateway/cluster/events.py); and when a peer is gone.
+        self.on_channel: Callable[[str, bool, bool], None] | None = None
+        self.on_peer_gone: Callable[[Peer], None] | None = None
+        self._dropping_silent = False   # a silent node's entries are going (no grace for them)
 
     # --- what the session core calls -------------------------------------------------
 
     def tracks(self, channel: str) -> bool:
-        return self.presence.match(channel) or self.join_leave.match(channel)
+        return self.presence.match(channel) or self.join_leave.match(channel) or \
+            (self.explicit and channel[:1] == EXPLICIT)
 
     def enabled(self, channel: str) -> bool:
         """Whether ``presence`` and ``presence_stats`` answer for ``channel``."""
@@ -142,6 +152,49 @@ class Presence:
             chan_info = None   # as join leaves it out
         ch.entries[client] = (entry[USER], entry[ORIGIN], entry[ROUND], conn_info, chan_info)
         self._queue(self._up, [channel, client, entry[USER], _text(conn_info), _text(chan_info)])
+
+    def explicit_join(self, session: Session, channel: str, pid: str, info: bytes | None) -> bool:
+        if not self.explicit:
+            return False
+        key = EXPLICIT + channel
+        client = session.client_id
+        if info is not None and len(info) > INFO_LIMIT:
+            info = None
+        ch = self.channels.get(key)
+        old = ch.entries.get(client) if ch is not None else None
+        if old is not None and old[USER] != pid:
+            self.explicit_leave(session, channel)   # a new id for this connection: the old one leaves first
+        pid = sys.intern(pid)
+        if self._add(key, client, (pid, self.uid, 0, None, info)):
+            self._queue(self._up, [key, client, pid, None, _text(info)])
+        elif old is not None and old[CHAN_INFO] != info:
+            self._queue(self._up, [key, client, pid, None, _text(info)])   # the same id with new info
+        return True
+
+    def explicit_leave(self, session: Session, channel: str) -> None:
+        key = EXPLICIT + channel
+        if self._remove(key, session.client_id, self.uid):
+            self._queue(self._down, [key, session.client_id])
+
+    def explicit_info(self, channel: str) -> tuple[int, list[tuple[str, bytes | None]]] | None:
+        if not self.explicit:
+            return None
+        ch = self.channels.get(EXPLICIT + channel)
+        if ch is None:
+            return 0, []
+        records: dict[str, bytes | None] = {}
+        for entry in ch.entries.values():
+            if entry[USER] not in records:
+                records[entry[USER]] = entry[CHAN_INFO]
+        return len(ch.users), list(records.items())
+
+    def _explicit_event(self, key: str, kind: str, entry: tuple) -> None:
+        """AnyCable's presence event, to the stream's subscribers on this node
+        (every node hears the join or leave and tells its own)."""
+        body = b'{"type":"%s","id":%s' % (kind.encode(), _dumps(entry[USER]).encode())
+        if kind == "join" and entry[CHAN_INFO] is not None:
+            body += b',"info":' + entry[CHAN_INFO]
+        self.hub.push(key[1:], "cable_presence", {"message": body + b"}"})
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -200,8 +253,13 @@ class Presence:
                 return False
             ch.entries[client] = entry
             user = entry[USER]
-            ch.users[user] = ch.users.get(user, 0) + 1
+            count = ch.users[user] = ch.users.get(user, 0) + 1
             self.entries += 1
+            if channel[:1] == EXPLICIT:
+                if count == 1:
+                    self._explicit_event(channel, "join", entry)
+            elif self.on_channel is not None and len(ch.entries) == 1 and self.presence.match(channel):
+                self.on_channel(channel, True, False)
             if self.join_leave.match(channel):
                 self.hub.push(channel, "join", {"info": client_info(client, entry)})
             return True
@@ -221,9 +279,13 @@ class Presence:
         del ch.entries[client]
         self._uncount(ch, entry[USER])
         self.entries -= 1
+        if channel[:1] == EXPLICIT and entry[USER] not in ch.users:
+            self._explicit_event(channel, "leave", entry)
         if not ch.entries:
             del self.channels[channel]
             self._warned.discard(channel)
+            if self.on_channel is not None and channel[:1] != EXPLICIT and self.presence.match(channel):
+                self.on_channel(channel, False, self._dropping_silent)
         if self.join_leave.match(channel):
             self.hub.push(channel, "leave", {"info": client_info(client, entry)})
         return True
@@ -326,7 +388,13 @@ class Presence:
         return len(gone)
 
     def _peer_gone(self, peer: Peer) -> None:
-        count = self.drop_origin(peer.uid)
+        self._dropping_silent = peer.silent
+        try:
+            count = self.drop_origin(peer.uid)
+        finally:
+            self._dropping_silent = False
+        if self.on_peer_gone is not None:
+            self.on_peer_gone(peer)
         log.info("node %s (%s) went silent or restarted: %d presence entries removed", peer.name, peer.uid[:8], count)
 
     @staticmethod

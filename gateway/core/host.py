@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from auth.tokens import ConnectionClaims, SubscriptionClaims, TokenInvalid, TokenVerifier
 from gateway import __version__
@@ -18,6 +18,7 @@ from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending
 from gateway.config import Settings
 from gateway.core.channels import PERSONAL_PREFIX, Patterns
+from gateway.core.events import NO_EVENTS, ConnectionEvents
 from gateway.core.expiry import Expiry
 from gateway.core.heartbeat import Heartbeat
 from gateway.core.history import History
@@ -39,7 +40,7 @@ class SessionHost:
                  heartbeat: Heartbeat, verifier: TokenVerifier | None, name: str = "",
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  now_ns: Callable[[], int] = time.time_ns, fast_heartbeat: Heartbeat | None = None,
-                 presence: ChannelPresence = NO_PRESENCE):
+                 presence: ChannelPresence = NO_PRESENCE, events: ConnectionEvents = NO_EVENTS):
         self.settings = settings
         self.metrics = metrics
         self.hub = hub
@@ -57,6 +58,8 @@ class SessionHost:
         # Presence and join/leave: the cluster's table (gateway.cluster.presence),
         # which the node passes in; without it nothing is tracked.
         self.presence = presence
+        # The backend's events (gateway.cluster.events); NO_EVENTS when off.
+        self.events = events
         self.sessions: set[Session] = set()
         # Sessions whose commands arrive apart from their connection (an
         # emulation transport: /emulation), by the session id of their connect result.
@@ -68,6 +71,15 @@ class SessionHost:
         # Channels whose subscribers get the latest publication at once (--cache).
         self.cache = Patterns(settings.cache)
         self._shared: dict[str, Any] = {}
+        # Connections by socket id (Action Cable's sid), for publications that
+        # skip one connection (an envelope's "exclude"); only those that have one.
+        self.sockets: dict[str, Session] = {}
+        # Publish an envelope through NSQ to every node (the node sets it; a
+        # client's whisper goes this way); the result says whether nsqd took it.
+        self.publish: Callable[[bytes], Awaitable[bool]] | None = None
+        # Calls to the backend that must be made before the node exits (a
+        # closed connection's last word to the app): awaited by the node's stop.
+        self.last_words: set[asyncio.Future] = set()
 
     def shared(self, key: str, build: Callable[[SessionHost], Any]) -> Any:
         """State a protocol shares among its sessions on this node (e.g. the
@@ -101,24 +113,34 @@ class SessionHost:
 
     def connected(self, session: Session) -> None:
         self.heartbeat_of(session).add(session)
-        if session.user:
-            self.user_connections[session.user] = self.user_connections.get(session.user, 0) + 1
+        events = self.events
+        if events.active:
+            events.connected(session)
+        user = session.user
+        if user:
+            count = self.user_connections[user] = self.user_connections.get(user, 0) + 1
+            if count == 1 and events.active:
+                events.user_here(user)
         self.metrics.connects.inc()
 
     def forget(self, session: Session) -> None:
         self.held.discard(session)
         if session.transport.emulation:
             self.by_id.pop(session.transport.session_id, None)
+        # In the heartbeat exactly when connected() counted it (established, not
+        # yet forgotten): a session that closes between its connect's checks
+        # and its answer was never counted, and must not be uncounted.
+        counted = session.slot >= 0
         self.heartbeat_of(session).remove(session)
         if session in self.sessions:
             self.sessions.discard(session)
             self.metrics.connections.dec()
-            if session.client_id and session.user:
+            if counted and session.user:
                 count = self.user_connections.get(session.user, 0) - 1
                 if count > 0:
                     self.user_connections[session.user] = count
-                else:
-                    self.user_connections.pop(session.user, None)
+                elif self.user_connections.pop(session.user, None) is not None and self.events.active:
+                    self.events.user_gone(session.user)
 
     def hold(self, session: Session) -> None:
         """Poll ``session``'s held recovery from the one shared timer."""

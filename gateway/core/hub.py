@@ -92,13 +92,16 @@ class Hub:
                 count += 1
         return count
 
-    def publish(self, channel: str, data: bytes, offset: int | None, info: dict | None = None) -> int:
+    def publish(self, channel: str, data: bytes, offset: int | None, info: dict | None = None,
+                exclude: Session | None = None) -> int:
         """Deliver a publication (JSON ``data``, its ``offset`` or None, and its
         publisher's ``info`` when a client published it) to every subscriber of
-        ``channel``; returns how many got it."""
+        ``channel`` but ``exclude``; returns how many got it."""
         subscribers = self._channels.get(channel)
         if not subscribers:
             return 0
+        if exclude is not None and exclude in subscribers:
+            subscribers = {s: w for s, w in subscribers.items() if s is not exclude}   # rare: a copy is fine
         encoded: dict[MessageCodec, bytes] = {}
         frames: dict[WireFormat, bytes] = {}
         wire: WireFormat | None = None

@@ -27,6 +27,11 @@ class Metrics:
                                              "Subscribes refused with permission denied.", registry=r)
         self.ignored_commands = Counter("pushgate_unavailable_commands",
                                         "Commands answered as not available or ignored.", ["method"], registry=r)
+        self.cable_whispers = Counter("pushgate_cable_whispers", "Action Cable whispers published (to the "
+                                      "other subscribers of a stream, on every node).", registry=r)
+        self.cable_rpc_disconnects = Counter("pushgate_cable_rpc_disconnects", "Disconnect calls to the Rails "
+                                             "app owed by ended connections, by outcome (sent, retried, lost).",
+                                             ["outcome"], registry=r)
         self.nsq_messages = Counter("pushgate_nsq_messages", "Messages read from NSQ, by topic.",
                                     ["topic"], registry=r)
         self.nsq_dropped = Counter("pushgate_nsq_dropped", "NSQ messages dropped, by reason.",
@@ -61,6 +66,14 @@ class Metrics:
                                       "own subscribers' and every other node's.", registry=r)
         self.presence_refused = Counter("pushgate_presence_refused", "Subscribers left out of presence: the "
                                         "channel held --presence-max-clients entries.", registry=r)
+        self.events = Counter("pushgate_events", "Events queued for --events-topic, by type.", ["type"],
+                              registry=r)
+        self.events_dropped = Counter("pushgate_events_dropped", "Events never published, by why (full: the "
+                                      "queue held --events-queue; nsqd: nsqd refused them; untracked: "
+                                      "more receipts waiting than a node keeps).", ["reason"], registry=r)
+        self.events_owners = Gauge("pushgate_events_owners", "Nodes this node counts among the speakers for "
+                                   "users and channels (ready, and live).", registry=r)
+        self.events_queued = Gauge("pushgate_events_queued", "Events waiting for nsqd.", registry=r)
         self.api_calls = Counter("pushgate_api_calls", "Server API calls, by method and result (ok, an error "
                                  "code, or an HTTP status).", ["method", "result"], registry=r)
         self.api_publishes = Counter("pushgate_api_publishes", "POST /api/publish answers, by status.",

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from gateway.core.session import Session
 
 INFO_LIMIT = 1024          # bytes of a token's info claim kept in presence
+# Explicit presence (AnyCable's: a client joins with its own id and info, not
+# by subscribing) is kept in the same table under this prefix and the
+# stream's channel; no channel name can start with it (names are printable).
+EXPLICIT = "\x01"
 
 
 def compact_info(info: object) -> bytes | None:
@@ -59,6 +63,16 @@ class ChannelPresence(Protocol):
     def clients_json(self, channel: str) -> bytes:
         """:meth:`clients` as compact JSON, built in one pass."""
 
+    def explicit_join(self, session: Session, channel: str, pid: str, info: bytes | None) -> bool:
+        """``session`` joins ``channel``'s explicit presence as ``pid`` (AnyCable's
+        presence ``join``); False when this node keeps none."""
+
+    def explicit_leave(self, session: Session, channel: str) -> None: ...
+
+    def explicit_info(self, channel: str) -> tuple[int, list[tuple[str, bytes | None]]] | None:
+        """Distinct ids in ``channel``'s explicit presence on every node, and one
+        record (id, info) each; None when this node keeps none."""
+
 
 class NoPresence:
     """A host that tracks no channel."""
@@ -91,6 +105,15 @@ class NoPresence:
 
     def clients_json(self, channel: str) -> bytes:
         return b"{}"
+
+    def explicit_join(self, session: Session, channel: str, pid: str, info: bytes | None) -> bool:
+        return False
+
+    def explicit_leave(self, session: Session, channel: str) -> None:
+        pass
+
+    def explicit_info(self, channel: str) -> tuple[int, list[tuple[str, bytes | None]]] | None:
+        return None
 
 
 NO_PRESENCE = NoPresence()

@@ -70,6 +70,8 @@ class Session:
     # Cable: 3 s, or they reopen the connection) rather than every
     # --ping-interval: the host pings such sessions from its fast heartbeat.
     fast_pings = False
+    # The protocol's name in events (the backend's connect and disconnect).
+    protocol = ""
 
     def __init__(self, host: SessionHost, transport: Transport) -> None:
         self.host = host
@@ -293,6 +295,8 @@ class Session:
         if self.state is not CLOSED:
             self.state = CLOSED
             self._release()
+            if self.host.events.active:
+                self.host.events.disconnected(self, 0, "connection closed")
 
     # --- identity ------------------------------------------------------------------
 
@@ -386,6 +390,9 @@ class Session:
         presence = host.presence
         if in_presence and presence.active and presence.tracks(channel):
             presence.join(self, channel, chan_info)
+        events = host.events
+        if events.active and events.watches(channel):
+            events.subscribed(self, channel)
 
     def leave(self, channel: str) -> None:
         """Pairs :meth:`join`: everything a subscription holds goes with it."""
@@ -395,6 +402,9 @@ class Session:
         presence = host.presence
         if presence.active and presence.tracks(channel):
             presence.leave(self, channel)
+        events = host.events
+        if events.active and events.watches(channel):
+            events.unsubscribed(self, channel)
         if self.sub_expiry:
             self.host.expiry.cancel(self.sub_expiry.pop(channel, None))
 
@@ -438,6 +448,8 @@ class Session:
         self._release()
         self.host.metrics.disconnects.labels(ending.reason.label).inc()
         code, words = self.goodbye(ending)
+        if self.host.events.active:
+            self.host.events.disconnected(self, code, ending.words)
         # A slow client's queue is dropped: it would not read it anyway.
         self.transport.disconnect(code, words, ending.reason is not Reason.SLOW)
 
@@ -454,10 +466,13 @@ class Session:
         host = self.host
         hub = host.hub
         presence = host.presence
+        events = host.events
         for channel in self.channels:
             hub.unsubscribe(channel, self)
             if presence.active and presence.tracks(channel):
                 presence.leave(self, channel)
+            if events.active and events.watches(channel):
+                events.unsubscribed(self, channel)
         self.channels = set()
         expiry = host.expiry
         expiry.cancel(self.expiry)

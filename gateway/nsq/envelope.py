@@ -41,6 +41,12 @@ class Delivery(NamedTuple):
     # publication stays out of history.
     info: dict | None = None
     skip_history: bool = False
+    # The backend asked for delivery receipts (docs/events.md): per target user,
+    # this node says how many of their connections it wrote the message to.
+    receipt: bool = False
+    # A connection that does not get it (its own echo): Action Cable's socket
+    # id, the ``sid`` /cable gives it (``exclude_socket`` / ``X-Socket-ID``).
+    exclude: str | None = None
 
 
 def json_bytes(value: object) -> bytes:
@@ -77,9 +83,24 @@ def parse_envelope(body: bytes) -> Delivery:
             raise BadMessage("bad_envelope", '"id" must be a non-empty string or an integer')
     # dict.fromkeys drops a channel named twice (e.g. by "channel" and "channels").
     targets = tuple(dict.fromkeys(channels))
-    if "info" not in obj and "skip_history" not in obj:
+    if "info" not in obj and "skip_history" not in obj and "receipt" not in obj and "exclude" not in obj:
         return Delivery(targets, json_bytes(obj["data"]), msg_id)
-    return Delivery(targets, json_bytes(obj["data"]), msg_id, _info(obj.get("info")), _skip(obj.get("skip_history")))
+    receipt = _flag(obj.get("receipt"), "receipt")
+    if receipt and msg_id is None:
+        raise BadMessage("bad_envelope", '"receipt" needs an "id" (receipts name the message by it)')
+    return Delivery(targets, json_bytes(obj["data"]), msg_id, _info(obj.get("info")),
+                    _flag(obj.get("skip_history"), "skip_history"), receipt, _exclude(obj.get("exclude")))
+
+
+MAX_EXCLUDE = 256
+
+
+def _exclude(value: object) -> str | None:
+    if value is None:
+        return None
+    if type(value) is not str or not 0 < len(value) <= MAX_EXCLUDE:
+        raise BadMessage("bad_envelope", f'"exclude" must be a connection id (1-{MAX_EXCLUDE} characters)')
+    return value
 
 
 def _info(info: object) -> dict | None:
@@ -96,11 +117,11 @@ def _info(info: object) -> dict | None:
     return out
 
 
-def _skip(value: object) -> bool:
+def _flag(value: object, name: str) -> bool:
     if value is None:
         return False
     if type(value) is not bool:
-        raise BadMessage("bad_envelope", '"skip_history" must be true or false')
+        raise BadMessage("bad_envelope", f'"{name}" must be true or false')
     return value
 
 

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+from gateway.core.channels import PERSONAL_PREFIX
 from gateway.nsq.dedupe import RecentIds
 from gateway.nsq.envelope import BadMessage, Delivery, envelope_targets, parse_envelope, parse_mapped
 from gateway.core.history import History, Published
 from gateway.core.hub import Hub
 from gateway.core.metrics import Metrics
+
+if TYPE_CHECKING:
+    from gateway.core.session import Session
 
 log = logging.getLogger("pushgate.ingest")
 
@@ -29,7 +33,8 @@ class Ingest:
                  mapped: dict[str, str],
                  max_message_bytes: int, max_message_age: float, dedupe_window: int,
                  on_gap: Callable[[tuple[str, ...]], None] = lambda channels: None,
-                 clock: Callable[[], int] = time.time_ns):
+                 on_receipt: Callable[[str, str, int], None] | None = None,
+                 clock: Callable[[], int] = time.time_ns, sockets: dict[str, Session] | None = None):
         self.hub = hub
         self.metrics = metrics
         self.history = history
@@ -39,7 +44,11 @@ class Ingest:
         self.max_message_age = max_message_age
         self.recent = RecentIds(dedupe_window)
         self.on_gap = on_gap  # told which channels (with history) lost a message
+        # Receipts (--events-topic): (message id, user, connections written to here).
+        self.on_receipt = on_receipt
         self._clock = clock
+        # Connections by socket id, for an envelope's "exclude" (SessionHost.sockets).
+        self.sockets: dict[str, Session] = sockets if sockets is not None else {}
         self._counters = {t: metrics.nsq_messages.labels(t) for t in [envelope_topic, *mapped]}
 
     def handle(self, topic: str, body: bytes, timestamp_ns: int, nsqd: str, nsq_id: bytes) -> int:
@@ -71,7 +80,7 @@ class Ingest:
             return 0
         reached = 0
         data = delivery.data
-        if delivery.info is not None or delivery.skip_history:
+        if delivery.info is not None or delivery.skip_history or delivery.receipt or delivery.exclude is not None:
             return self._deliver_published(delivery, timestamp_ns, now_ns)
         for channel in delivery.channels:
             # The offset is None when the channel keeps no history here, or the
@@ -86,16 +95,26 @@ class Ingest:
     def _deliver_published(self, delivery: Delivery, timestamp_ns: int, now_ns: int) -> int:
         """A client's publication (the publish proxy): with its publisher's info,
         and out of history when the backend said skip_history (then without an
-        offset, as Centrifugo sends it)."""
+        offset, as Centrifugo sends it); a receipted one, whose every personal
+        channel's count of connections is reported; or one that a connection
+        of this node does not get (``exclude``: its own echo, a whisper)."""
         reached = 0
         data = delivery.data
         stored = data
         if delivery.info is not None:
             stored = Published(data)
             stored.info = delivery.info
+        excluded = self.sockets.get(delivery.exclude) if delivery.exclude is not None else None
         for channel in delivery.channels:
             offset = None if delivery.skip_history else self.history.add(channel, timestamp_ns, stored, now_ns)
-            reached += self.hub.publish(channel, data, offset, delivery.info)
+            if excluded is None:
+                count = self.hub.publish(channel, data, offset, delivery.info)
+            else:
+                count = self.hub.publish(channel, data, offset, delivery.info, excluded)
+            reached += count
+            if delivery.receipt and self.on_receipt is not None and channel.startswith(PERSONAL_PREFIX):
+                assert delivery.id is not None   # parse_envelope sees to it
+                self.on_receipt(delivery.id, channel[len(PERSONAL_PREFIX):], count)
         self.metrics.publications.inc(len(delivery.channels))
         if reached:
             self.metrics.deliveries.inc(reached)

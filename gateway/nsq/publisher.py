@@ -42,6 +42,21 @@ async def publish(http_address: str, topic: str, body: bytes, timeout: float = 5
         raise NsqdUnavailable(str(exc)) from None
 
 
+async def mpublish(http_address: str, topic: str, bodies: list[bytes], timeout: float = 5.0) -> None:
+    """Several messages in one ``/mpub`` (newline-separated: none may hold a newline)."""
+    request = HTTPRequest(f"{http_address}/mpub?{urllib.parse.urlencode({'topic': topic})}", method="POST",
+                          body=b"\n".join(bodies), connect_timeout=timeout, request_timeout=timeout)
+    try:
+        await AsyncHTTPClient().fetch(request)
+    except HTTPClientError as exc:
+        if exc.code == 599:
+            raise NsqdUnavailable(str(exc)) from None
+        message = exc.response.body.decode(errors="replace").strip() if exc.response else str(exc)
+        raise PublishError(exc.code, message) from None
+    except OSError as exc:
+        raise NsqdUnavailable(str(exc)) from None
+
+
 def publish_sync(http_address: str, topic: str, body: bytes, timeout: float = 5.0) -> None:
     request = urllib.request.Request(pub_url(http_address, topic), data=body, method="POST")
     try:

@@ -228,6 +228,11 @@ class ServerApi:
         key = _field(params, "idempotency_key", str)
         if key:
             envelope["id"] = key
+        if _field(params, "receipt", bool):
+            # Receipts name the message by its id (docs/events.md).
+            if not key:
+                raise BadRequest("receipt: needs idempotency_key, the id receipts name the message by")
+            envelope["receipt"] = True
         return envelope
 
     async def publish(self, params: dict) -> dict:

@@ -38,6 +38,8 @@ class Request(NamedTuple):
     query: dict[str, list[str]]
     body: bytes = b""               # an HTTP stream's request body (at most 64 KB)
     offered: tuple[str, ...] = ()   # WebSocket subprotocols offered, in order
+    target: str = ""                # the request target as sent: path and query string
+    peer: str = ""                  # the client's address (a trusted proxy's X-Forwarded-For believed)
 
     def arg(self, name: str) -> str:
         """The last value of query argument ``name``, or ""."""
@@ -85,19 +87,22 @@ class Endpoint:
       a token, a subscription), or None when it waits for frames. On an HTTP
       stream, it may answer an :class:`HttpRefusal` instead of the stream;
     * ``methods``: the HTTP methods of a stream endpoint;
+    * ``busy(host, request)``: a reason to answer HTTP 503 before the upgrade
+      (what the connection would need is saturated: the client retries with
+      back-off), or None;
     * ``pongs``: the client answers pings; ``unidirectional``: it sends no
       commands after connect; ``emulation``: its later commands arrive apart
       from the stream (``/emulation``), addressed by its session id.
     """
 
     __slots__ = ("path", "kind", "choose", "session", "refuse", "opened", "methods", "pongs", "unidirectional",
-                 "emulation")
+                 "emulation", "busy")
 
     def __init__(self, path: str, kind: Kind, choose: Callable[[Request], Choice], session: SessionFactory, *,
                  refuse: Callable[[Request], str | None] | None = None,
                  opened: Opened | None = None,
                  methods: tuple[str, ...] = ("GET",), pongs: bool = True, unidirectional: bool = False,
-                 emulation: bool = False):
+                 emulation: bool = False, busy: Callable[[SessionHost, Request], str | None] | None = None):
         self.path = path
         self.kind = kind
         self.choose = choose
@@ -108,6 +113,7 @@ class Endpoint:
         self.pongs = pongs
         self.unidirectional = unidirectional
         self.emulation = emulation
+        self.busy = busy
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.kind.value} {self.path}>"

@@ -118,7 +118,10 @@ class _Handshake:
             return self.refuse(403, "origin not allowed")
         offered = tuple(p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip())
         query = urllib.parse.parse_qs(request.query) if request.query else {}
-        client_request = Request(request.method, request.path, headers, query, b"", offered)
+        peer = self.host.client_address(self.head.address[0] if self.head.address else "",
+                                        headers.get("x-forwarded-for", ""), headers.get("x-real-ip", ""))
+        target = f"{request.path}?{request.query}" if request.query else request.path
+        client_request = Request(request.method, request.path, headers, query, b"", offered, target, peer)
         if self.endpoint.refuse is not None:
             reason = self.endpoint.refuse(client_request)
             if reason is not None:
@@ -128,6 +131,10 @@ class _Handshake:
         refusal = self.host.admit_handshake()
         if refusal is not None:
             return self.refuse(503, refusal, {"Retry-After": "1"}, detail=self.host.explain_refusal(refusal))
+        if self.endpoint.busy is not None:
+            busy = self.endpoint.busy(self.host.session_host, client_request)
+            if busy is not None:
+                return self.refuse(503, busy, {"Retry-After": "1"})
         choice = self.endpoint.choose(client_request)
         response = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                     b"Sec-WebSocket-Accept: " + wsproto.accept_key(key).encode() + b"\r\n")

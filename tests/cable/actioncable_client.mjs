@@ -12,6 +12,7 @@
 //     [--subscribe '{"channel":"$pubsub","stream_name":"news"}']… [--header X-JID=TOKEN] [--raw]
 //
 // Commands on stdin: {"subscribe": {…params}}  {"unsubscribe": {…params}}  {"exit": true}
+//                    {"perform": {"params": {…}, "action": "speak", "data": {…}}}
 //
 // Node 20 has neither a global WebSocket nor a global addEventListener (the
 // library's ConnectionMonitor listens for "visibilitychange" on it): the
@@ -69,6 +70,9 @@ onCommands((command) => {
     subscriptions.get(identifier)?.unsubscribe();
     subscriptions.delete(identifier);
     emit('unsubscribed', { identifier });
+  } else if (command.perform) {
+    const { params, action, data } = command.perform;
+    subscriptions.get(JSON.stringify(params)).perform(action, data || {});
   } else if (command.exit) finish();
   else throw new Error('unknown command');
 });

@@ -60,8 +60,10 @@ def publish(envelope: dict[str, Any]) -> None:
     default_publisher().publish(envelope)
 
 
-def publish_to_user(user_id: object, data: Any, *, id: str | None = None) -> None:
-    default_publisher().publish_to_user(user_id, data, id=id)
+def publish_to_user(user_id: object, data: Any, *, id: str | None = None, receipt: bool = False) -> None:
+    """``receipt=True`` (with an ``id``) asks the gateway for a ``delivered`` or
+    ``undelivered`` event about it (docs/events.md; pushgate_bridge.events reads them)."""
+    default_publisher().publish_to_user(user_id, data, id=id, receipt=receipt)
 
 
 def broadcast(channel: str, data: Any, *, id: str | None = None) -> None:

@@ -1,6 +1,6 @@
 """The envelope a backend publishes into NSQ, in its canonical bytes.
 
-Keys in the order ``channel, channels, user, users, data, id``; compact
+Keys in the order ``channel, channels, user, users, data, id, receipt``; compact
 JSON with UTF-8 left as is. Every bridge produces exactly these bytes
 (``bridges/testdata/envelopes.json``), and the gateway reads them.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-ORDER = ("channel", "channels", "user", "users", "data", "id")
+ORDER = ("channel", "channels", "user", "users", "data", "id", "receipt")
 TARGETS = ("channel", "channels", "user", "users")
 
 
@@ -35,6 +35,13 @@ def encode(envelope: dict[str, Any]) -> bytes:
             value = [_user(v) for v in _list(value, key)]
         elif key == "id":
             value = _id(value)
+        elif key == "receipt":
+            if not isinstance(value, bool):
+                raise ValueError('"receipt" must be true or false')
+            if not value:
+                continue
+            if "id" not in ordered:
+                raise ValueError('"receipt" needs an "id": receipts name the message by it')
         ordered[key] = value
     if not any(ordered.get(key) for key in TARGETS):
         raise ValueError('an envelope needs a target: "channel", "channels", "user" or "users"')

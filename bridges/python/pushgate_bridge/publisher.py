@@ -89,8 +89,8 @@ class Publisher:
         else:
             self._post("/pub", body)
 
-    def publish_to_user(self, user_id: object, data: Any, *, id: str | None = None) -> None:
-        self.publish({"user": user_id, "data": data, "id": id})
+    def publish_to_user(self, user_id: object, data: Any, *, id: str | None = None, receipt: bool = False) -> None:
+        self.publish({"user": user_id, "data": data, "id": id, "receipt": receipt})
 
     def broadcast(self, channel: str, data: Any, *, id: str | None = None) -> None:
         self.publish({"channel": channel, "data": data, "id": id})
@@ -126,6 +126,9 @@ class Publisher:
 
     def encode(self, envelope: dict[str, Any]) -> bytes:
         if envelope.get("id") is None:
+            if envelope.get("receipt"):
+                # A made-up id would name the receipts with an id the caller does not know.
+                raise ValueError('"receipt" needs an "id" of yours: receipts name the message by it')
             envelope = {**envelope, "id": uuid.uuid4().hex}
         body = envelopes.encode(envelope)
         if len(body) > self.max_message_bytes:
@@ -197,8 +200,9 @@ class AsyncPublisher:
         else:
             await asyncio.to_thread(self.sync._post, "/pub", body)
 
-    async def publish_to_user(self, user_id: object, data: Any, *, id: str | None = None) -> None:
-        await self.publish({"user": user_id, "data": data, "id": id})
+    async def publish_to_user(self, user_id: object, data: Any, *, id: str | None = None,
+                              receipt: bool = False) -> None:
+        await self.publish({"user": user_id, "data": data, "id": id, "receipt": receipt})
 
     async def broadcast(self, channel: str, data: Any, *, id: str | None = None) -> None:
         await self.publish({"channel": channel, "data": data, "id": id})

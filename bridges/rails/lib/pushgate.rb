@@ -18,6 +18,8 @@ require "pushgate/cable_helper"
 module Pushgate
   # The connect proxy's Rack endpoint (needs Rack, which Rails has): see pushgate/connect_proxy.rb.
   autoload :ConnectProxy, "pushgate/connect_proxy"
+  # The gateway's events from NSQ, for a worker process: see pushgate/events.rb.
+  autoload :Events, "pushgate/events"
 
   class << self
     def configure
@@ -39,8 +41,10 @@ module Pushgate
       publisher.publish(envelope)
     end
 
-    def publish_to_user(user, data, id: nil)
-      publisher.publish("user" => user_key(user), "data" => data, "id" => id)
+    # receipt: true (with an id) asks the gateway for a delivered or undelivered
+    # event about it (docs/events.md).
+    def publish_to_user(user, data, id: nil, receipt: false)
+      publisher.publish("user" => user_key(user), "data" => data, "id" => id, "receipt" => receipt)
     end
 
     def broadcast(channel, data, id: nil)

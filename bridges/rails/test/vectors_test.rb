@@ -51,5 +51,9 @@ class VectorsTest < Minitest::Test
     assert_raises(ArgumentError) { publisher.encode("user" => true, "data" => 1) }
     assert_raises(ArgumentError) { publisher.encode("channel" => "a") }
     assert_raises(ArgumentError) { publisher.encode("channel" => "a", "data" => 1, "extra" => 2) }
+    assert_raises(ArgumentError) { publisher.encode("user" => 1, "data" => 1, "receipt" => true) }  # no id
+    assert_raises(ArgumentError) { publisher.encode("user" => 1, "data" => 1, "id" => "m", "receipt" => "yes") }
+    assert_equal '{"user":"1","data":1,"id":"m"}', publisher.encode("user" => 1, "data" => 1, "id" => "m",
+                                                                     "receipt" => false)
   end
 end

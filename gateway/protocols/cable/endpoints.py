@@ -25,6 +25,7 @@ from gateway.core.session import Session
 from gateway.core.wire import Transport, WireFormat
 from gateway.protocols.cable import sse
 from gateway.protocols.cable.protocol import EXT, SUBPROTOCOLS, TOKEN_SUBPROTOCOL, V1, BaseCodec
+from gateway.protocols.cable.rpc_session import RpcCableSession, rpc_client_of
 from gateway.protocols.cable.session import CableSession
 from gateway.transports.endpoint import Choice, Endpoint, HttpRefusal, Kind, Request
 from gateway.transports.wsproto import text_frame
@@ -62,16 +63,32 @@ def token_of(request: Request) -> str:
 
 def opened(session: Session, request: Request) -> HttpRefusal | None:
     assert isinstance(session, CableSession)
+    token = token_of(request)
+    if not token and isinstance(session, RpcCableSession):
+        session.start_rpc(request)   # no JWT: the Rails app decides (--cable-rpc-url)
+        return None
     sid = request.headers.get("x-anycable-restore-sid", "") or request.arg("sid")
-    session.start(token_of(request), sid)
+    session.start(token, sid)
+    return None
+
+
+def busy(host: SessionHost, request: Request) -> str | None:
+    """A connect the Rails app would decide, while its RPC calls fill every
+    slot and the queue: 503 at once, before the upgrade."""
+    if host.settings.cable_rpc_url and not token_of(request) and rpc_client_of(host).caller.full:
+        rpc_client_of(host).caller.shed("a /cable connect answered 503")
+        return "the Rails app's RPC calls fill --cable-rpc-concurrency and --cable-rpc-queue; retry"
     return None
 
 
 def new_session(host: SessionHost, transport: Transport) -> CableSession:
-    return CableSession(host, transport, EXT if transport.wire is CABLE_EXT else V1)
+    subprotocol = EXT if transport.wire is CABLE_EXT else V1
+    if host.settings.cable_rpc_url:
+        return RpcCableSession(host, transport, subprotocol)
+    return CableSession(host, transport, subprotocol)
 
 
 ENDPOINTS = [
-    Endpoint("/cable", Kind.WEBSOCKET, choose, new_session, refuse=refuse, opened=opened, pongs=False),
+    Endpoint("/cable", Kind.WEBSOCKET, choose, new_session, refuse=refuse, opened=opened, pongs=False, busy=busy),
     sse.EVENTS,
 ]

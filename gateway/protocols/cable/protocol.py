@@ -58,6 +58,15 @@ def quote(text: str) -> bytes:
         raise ValueError("not representable as JSON") from None
 
 
+def json_text(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON; raises ValueError for what browsers'
+    JSON.parse would refuse (NaN, Infinity, a lone surrogate)."""
+    try:
+        return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False, allow_nan=False).encode()
+    except (UnicodeEncodeError, OverflowError):
+        raise ValueError("not representable as JSON") from None
+
+
 # --- client to server ----------------------------------------------------------------
 
 def parse(data: str | bytes) -> dict[str, Any]:
@@ -164,7 +173,7 @@ class IdentifierCodec:
     without, so no client's position moves back). The data is embedded as it
     is: it is the value the Ruby side broadcast, exactly what Rails sends."""
 
-    __slots__ = ("identifier", "channel", "ext", "head", "stream_id", "now_ns")
+    __slots__ = ("identifier", "quoted", "channel", "ext", "head", "stream_id", "now_ns")
     binary = False
     ping = b""  # Action Cable's ping carries the time: built once a second (CableState)
 
@@ -172,7 +181,8 @@ class IdentifierCodec:
         self.identifier = identifier
         self.channel = channel
         self.ext = ext
-        self.head = b'{"identifier":%s,"message":' % quote(identifier)
+        self.quoted = quote(identifier)
+        self.head = b'{"identifier":%s,"message":' % self.quoted
         self.stream_id = b',"stream_id":%s,"epoch":"' % quote(channel)
         self.now_ns = now_ns
 
@@ -185,8 +195,12 @@ class IdentifierCodec:
     def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
         return self.pub_push(channel, data, offset)  # Action Cable has no place for the publisher
 
-    def event_push(self, channel: str, kind: str, body: dict) -> None:
-        return None  # Action Cable has no join or leave message
+    def event_push(self, channel: str, kind: str, body: dict) -> bytes | None:
+        # Action Cable has no join or leave message; AnyCable's explicit
+        # presence events go to every subscriber of the stream.
+        if kind == "cable_presence":
+            return b'{"type":"presence","identifier":%s,"message":%s}' % (self.quoted, body["message"])
+        return None
 
 
 class CompositeCodec:
@@ -211,8 +225,10 @@ class CompositeCodec:
     def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
         return self.pub_push(channel, data, offset)
 
-    def event_push(self, channel: str, kind: str, body: dict) -> None:
-        return None
+    def event_push(self, channel: str, kind: str, body: dict) -> bytes | None:
+        frame = self.frame
+        messages = [codec.event_push(channel, kind, body) for codec in self.codecs]
+        return b"".join(frame(m) for m in messages if m is not None) or None
 
 
 class BaseCodec:

@@ -28,14 +28,18 @@ disconnect codes become Action Cable's ``disconnect`` messages
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import ujson
 
 from auth.tokens import TokenExpired, TokenInvalid
-from gateway.protocols.cable import protocol
+from gateway.protocols.cable import protocol, rpc
+from gateway.protocols.cable.rpc import PRESENCE_STATE, WHISPER_STATE
 from gateway.protocols.cable.protocol import EXT
 from gateway.protocols.cable.state import CableState, CableWire
-from gateway.protocols.cable.streams import Refused
+from gateway.protocols.cable.streams import PUBSUB, Refused
 from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
 from gateway.core.channels import PERSONAL_PREFIX, foreign_personal
@@ -56,9 +60,11 @@ RESTORE_WAIT = 1.0
 
 
 class CableSession(Session):
-    __slots__ = ("cable", "ext", "subscriptions", "sid", "awaiting", "restored_at")
+    protocol = "actioncable"
+    __slots__ = ("cable", "ext", "subscriptions", "sid", "awaiting", "restored_at", "joined")
 
     fast_pings = True  # a ping every 3 s: clients reopen the connection after 6 s of silence
+    handlers: ClassVar[dict[str, Callable[[Any, dict], None]]]   # command -> method, set below
 
     def __init__(self, host: SessionHost, transport: Transport, subprotocol: str) -> None:
         super().__init__(host, transport)
@@ -71,6 +77,8 @@ class CableSession(Session):
         # identifier -> (channel, absolute position of the restore, or None).
         self.awaiting: dict[str, tuple[str, int | None]] | None = None
         self.restored_at = 0.0
+        # Explicit presence this connection joined: identifier -> channel.
+        self.joined: dict[str, str] | None = None
 
     # --- opening ---------------------------------------------------------------------
 
@@ -97,6 +105,7 @@ class CableSession(Session):
         restored = None
         if self.ext and restorable:
             self.sid = self.cable.new_sid()
+            self.host.sockets[self.sid] = self   # an envelope's "exclude" names it
             if restore_sid:
                 restored = self._restore(restore_sid)
         self.send(protocol.welcome(self.sid, restored))
@@ -145,13 +154,16 @@ class CableSession(Session):
                 name = command["command"]
                 if name in ("subscribe", "history") and self._behind(command) and self.hold(None, commands[i:]):
                     return
-                handler = _HANDLERS.get(name)
+                handler = self.handlers.get(name)
                 if handler is None:
                     # Rails logs an unknown command and carries on; so do we.
                     self.host.metrics.ignored_commands.labels("cable_unknown").inc()
                     log.info("client %s: unknown command %r ignored", self.client_id, name[:40])
                 else:
                     handler(self, command)
+                    if self.held is not None:   # it waits for the backend: the rest waits behind it
+                        self.held[1].extend(commands[i + 1:])
+                        return
         except Exception:
             log.exception("client %s: internal error handling %s", self.client_id or "-",
                           [str(c.get("command"))[:20] for c in commands[:8]])
@@ -211,10 +223,14 @@ class CableSession(Session):
         channel = self.subscriptions.pop(identifier)
         self._rejoin(channel)
 
+    def _naming(self, channel: str) -> tuple[str, ...]:
+        """The identifiers that read ``channel`` on this connection, sorted."""
+        return tuple(sorted(i for i, c in self.subscriptions.items() if c == channel))
+
     def _rejoin(self, channel: str) -> None:
         """Hold ``channel`` in the hub with the wire format of the identifiers that
         name it on this connection (usually one), or leave it when none do."""
-        identifiers = tuple(sorted(i for i, c in self.subscriptions.items() if c == channel))
+        identifiers = self._naming(channel)
         if not identifiers:
             self.leave(channel)
             return
@@ -242,6 +258,13 @@ class CableSession(Session):
             wire = self._wire(channel)
             if wire is not None:
                 wires.release(wire)
+        if self.joined:
+            presence = self.host.presence
+            for channel in self.joined.values():
+                presence.explicit_leave(self, channel)
+            self.joined = None
+        if self.sid and self.host.sockets.get(self.sid) is self:
+            del self.host.sockets[self.sid]
         super()._release()
 
     # --- positions and history ------------------------------------------------------------
@@ -355,12 +378,14 @@ class CableSession(Session):
         elif self.host.cache and self.host.cache.match(channel):
             self._latest(identifier, channel)
         self._add(identifier, channel)
+        if "presence" in command:   # @anycable/web rejoins the presence it had with its subscribe
+            self._join(command)
 
     def _history(self, command: dict) -> None:
         identifier = command["identifier"]
         request = command.get("history")
         if not self.ext:
-            self.host.metrics.ignored_commands.labels("cable_history").inc()
+            self.explain(command, "history is AnyCable's extension: offer actioncable-v1-ext-json")
             return
         awaiting = self.awaiting
         if awaiting is not None and identifier in awaiting:
@@ -378,15 +403,150 @@ class CableSession(Session):
     def _unsubscribe(self, command: dict) -> None:
         # Never answered, as in Rails.
         identifier = command["identifier"]
+        self._leave_presence(identifier)
         if identifier in self.subscriptions:
             self._remove(identifier)
         elif self.awaiting is not None:
             self.awaiting.pop(identifier, None)
 
-    def _ignore(self, command: dict) -> None:
-        # A Ruby channel's action ("message"), whispers, presence: no channel code
-        # runs in pushgate. Counted, so an app that relies on them can tell.
-        self.host.metrics.ignored_commands.labels(f"cable_{command['command']}").inc()
+    def explain(self, command: dict, reason: str) -> None:
+        """A command pushgate does not serve: counted, and logged with why (at
+        most once a second per kind, so a client cannot flood the log)."""
+        kind = f"cable_{command['command']}"
+        self.host.metrics.ignored_commands.labels(kind).inc()
+        now = self.host.clock()
+        if now - _LOGGED.get(kind, -1.0) >= 1.0:
+            _LOGGED[kind] = now
+            log.warning("client %s: %s on %s not served: %s", self.client_id or "-", command["command"],
+                        str(command.get("identifier"))[:120], reason)
+
+    def _message(self, command: dict) -> None:
+        # A Ruby channel's action: no channel code runs here unless the app is
+        # asked (--cable-rpc-url, gateway.protocols.cable.rpc_session).
+        identifier = command["identifier"]
+        if identifier in self.subscriptions:
+            self.explain(command, "a $pubsub or Turbo stream has no channel code to perform it")
+        elif self.host.settings.cable_rpc_url:
+            self.explain(command, "a connection authenticated by a JWT (?jid=) is never passed to the RPC")
+        else:
+            self.explain(command, "no subscription by that identifier, and Ruby channels run only with "
+                         "--cable-rpc-url")
+
+    # --- whispers and presence (AnyCable's) -----------------------------------------------
+
+    def state_stream(self, identifier: str, key: str) -> str | None:
+        """The channel a subscription whispers to (``$w``) or keeps presence in
+        (``$p``): a $pubsub stream's own, as AnyCable serves them."""
+        channel = self.subscriptions.get(identifier)
+        if channel is None:
+            return None
+        try:
+            name = ujson.loads(identifier).get("channel")
+        except (ValueError, AttributeError):
+            return None
+        return channel if name == PUBSUB else None
+
+    def _whisper(self, command: dict) -> None:
+        settings = self.host.settings
+        if not settings.cable_whisper:
+            self.explain(command, "whispers are off (--cable-whisper)")
+            return
+        channel = self.state_stream(command["identifier"], WHISPER_STATE)
+        if channel is None:
+            self.explain(command, "the subscription names no whisper stream (istate $w, anycable-rails' "
+                         "whispers_to, or a $pubsub stream)")
+            return
+        if "data" not in command:
+            self.explain(command, 'no "data"')
+            return
+        try:
+            data = protocol.json_text(command["data"])
+        except ValueError:
+            self.explain(command, "data is not interchangeable JSON")
+            return
+        if len(data) > settings.max_message_bytes - 512 or not self.sid:
+            self.explain(command, "larger than --max-message-bytes" if self.sid else "no socket id to exclude")
+            return
+        publish = self.host.publish
+        if publish is None:
+            self.explain(command, "this host publishes nothing")
+            return
+        cable = self.cable
+        if cable.whispers_in_flight >= WHISPERS_IN_FLIGHT:
+            self.explain(command, f"{WHISPERS_IN_FLIGHT} whispers already wait for nsqd")
+            return
+        envelope = b'{"channel":%s,"data":%s,"exclude":%s,"skip_history":true}' % (
+            protocol.quote(channel), data, protocol.quote(self.sid))
+        self.host.metrics.cable_whispers.inc()
+        cable.whispers_in_flight += 1
+
+        def done(_: asyncio.Future) -> None:
+            cable.whispers_in_flight -= 1
+
+        # To every node; the node logs a failure.
+        asyncio.ensure_future(publish(envelope)).add_done_callback(done)
+
+    def _join(self, command: dict) -> None:
+        identifier = command["identifier"]
+        channel = self.state_stream(identifier, PRESENCE_STATE)
+        if channel is None:
+            self.explain(command, "the subscription keeps no presence (istate $p)")
+            return
+        presence = command.get("presence")
+        pid = presence.get("id") if type(presence) is dict else None
+        if type(pid) is int:
+            pid = str(pid)
+        if type(pid) is not str or not 0 < len(pid) <= MAX_PRESENCE_ID:
+            self.explain(command, f'presence needs an "id" (a string of 1-{MAX_PRESENCE_ID} characters)')
+            return
+        assert isinstance(presence, dict)
+        info = None
+        if presence.get("info") is not None:
+            try:
+                info = protocol.json_text(presence["info"])
+            except ValueError:
+                self.explain(command, "presence info is not interchangeable JSON")
+                return
+        self.join_presence(identifier, channel, pid, info, command)
+
+    def join_presence(self, identifier: str, channel: str, pid: str, info: bytes | None, command: dict) -> None:
+        if self.state is not CONNECTED:
+            return   # closed meanwhile: an entry now would outlive it
+        if not self.host.presence.explicit_join(self, channel, pid, info):
+            self.explain(command, "presence is kept only with --cable-rpc-url")
+            return
+        joined = self.joined
+        if joined is None:
+            joined = self.joined = {}
+        old = joined.get(identifier)
+        if old is not None and old != channel:
+            self.host.presence.explicit_leave(self, old)
+        joined[identifier] = channel
+
+    def _leave(self, command: dict) -> None:
+        if not self._leave_presence(command["identifier"]):
+            self.explain(command, "this connection has not joined that subscription's presence")
+
+    def _leave_presence(self, identifier: str) -> bool:
+        joined = self.joined
+        channel = joined.pop(identifier, None) if joined else None
+        if channel is None:
+            return False
+        self.host.presence.explicit_leave(self, channel)
+        return True
+
+    def _presence(self, command: dict) -> None:
+        # Always answered: @anycable/web's presence.info() waits for it.
+        identifier = command["identifier"]
+        channel = self.state_stream(identifier, PRESENCE_STATE)
+        found = self.host.presence.explicit_info(channel) if channel is not None else None
+        quoted = protocol.quote(identifier)
+        if found is None:
+            self.explain(command, "the subscription keeps no presence (istate $p)" if channel is None
+                         else "presence is kept only with --cable-rpc-url")
+            self.send(rpc.presence_reply(quoted, rpc.PRESENCE_ERROR))
+            return
+        self.send(rpc.presence_reply(quoted, rpc.presence_info(*found)))
 
     def _pong(self, command: dict) -> None:
         pass  # AnyCable clients may answer pings; nothing is owed or checked
@@ -430,14 +590,19 @@ class CableSession(Session):
         super().transport_closed()
 
 
-_HANDLERS = {
+# When each kind of unserved command was last logged (CableSession.explain).
+_LOGGED: dict[str, float] = {}
+MAX_PRESENCE_ID = 256
+WHISPERS_IN_FLIGHT = 1000   # per node: past it a whisper is refused (logged) until nsqd catches up
+
+CableSession.handlers = {
     "subscribe": CableSession._subscribe,
     "unsubscribe": CableSession._unsubscribe,
     "history": CableSession._history,
     "pong": CableSession._pong,
-    "message": CableSession._ignore,
-    "whisper": CableSession._ignore,
-    "join": CableSession._ignore,
-    "leave": CableSession._ignore,
-    "presence": CableSession._ignore,
+    "message": CableSession._message,
+    "whisper": CableSession._whisper,
+    "join": CableSession._join,
+    "leave": CableSession._leave,
+    "presence": CableSession._presence,
 }

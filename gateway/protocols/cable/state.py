@@ -150,6 +150,7 @@ class CableState:
         self.wires = WireRegistry(host.now_ns)
         self.restorable = RestoreStore(settings.history_ttl, host.clock)
         self._wall = host.wall
+        self.whispers_in_flight = 0   # whispers handed to nsqd and not answered yet (bounded: WHISPERS_IN_FLIGHT)
         self._pings: dict[Callable[[bytes], bytes], tuple[int, bytes]] = {}
 
     def ping_frame(self, frame: Callable[[bytes], bytes]) -> bytes:

@@ -52,7 +52,7 @@ class Codec(Protocol):
         """Any other push (``unsubscribe``, ``subscribe``, ``join``, ``leave``,
         ``message``, ``refresh``, ``connect``, ``disconnect``)."""
 
-    def event_push(self, channel: str, kind: str, body: dict) -> bytes:
+    def event_push(self, channel: str, kind: str, body: dict) -> bytes | None:
         """:meth:`push`, as the hub asks for ``join`` and ``leave``."""
 
     def disconnect(self, disconnect: Disconnect) -> bytes:

@@ -211,7 +211,10 @@ class ProtobufCodec:
         _fill(target, body)
         return _delimit(reply.SerializeToString())
 
-    event_push = push  # join and leave, for the hub
+    def event_push(self, channel: str, kind: str, body: dict) -> bytes | None:
+        """join and leave, for the hub; another protocol's events (Action Cable's
+        explicit presence) have no message here."""
+        return self.push(channel, kind, body) if kind in ("join", "leave") else None
 
     def disconnect(self, disconnect: Disconnect) -> bytes:
         return self.push("", "disconnect", {"code": disconnect.code, "reason": disconnect.reason})

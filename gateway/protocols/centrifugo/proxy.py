@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import ujson
 
-from gateway.backend.caller import Caller, CallerMetrics, Outcome
+from gateway.backend.caller import Caller, CallerMetrics, Outcome, shared_metrics
 from gateway.nsq import publisher
 from gateway.core.channels import Patterns
 from gateway.core.session import CONNECTED
@@ -86,7 +86,7 @@ def any_proxy(settings: Settings) -> bool:
 
 
 def proxies_of(host: SessionHost) -> Proxies:
-    return host.shared(SHARED_KEY, lambda h: Proxies(h.settings, CallerMetrics(h.metrics.registry)))
+    return host.shared(SHARED_KEY, lambda h: Proxies(h.settings, shared_metrics(h)))
 
 
 # What the proxies keep per connection, only for connections a proxy concerns

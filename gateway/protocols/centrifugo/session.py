@@ -39,6 +39,7 @@ REJECT_UNRECOVERED = 2  # subscribe flag: answer 112 rather than recovered:false
 
 
 class CentrifugoSession(Session):
+    protocol = "centrifugo"
     __slots__ = ()
 
     def __init__(self, host: SessionHost, transport: Transport) -> None:

@@ -5,9 +5,9 @@ require "json"
 module Pushgate
   # The envelope published into NSQ, in the canonical bytes every bridge
   # shares (bridges/testdata/envelopes.json): keys in the order
-  # channel, channels, user, users, data, id; compact JSON, UTF-8 as is.
+  # channel, channels, user, users, data, id, receipt; compact JSON, UTF-8 as is.
   module Envelope
-    ORDER = %w[channel channels user users data id].freeze
+    ORDER = %w[channel channels user users data id receipt].freeze
     TARGETS = %w[channel channels user users].freeze
 
     module_function
@@ -24,6 +24,7 @@ module Pushgate
 
         value = envelope[key]
         next if value.nil? && key != "data"
+        next if key == "receipt" && receipt(value, ordered) == false
 
         ordered[key] = case key
                        when "channel" then channel(value)
@@ -39,6 +40,14 @@ module Pushgate
       end
 
       JSON.generate(ordered)
+    end
+
+    # A receipt (docs/events.md) names the message by its id.
+    def receipt(value, ordered)
+      raise ArgumentError, '"receipt" must be true or false' unless [true, false].include?(value)
+      raise ArgumentError, '"receipt" needs an "id": receipts name the message by it' if value && !ordered.key?("id")
+
+      value
     end
 
     def list(value, key)

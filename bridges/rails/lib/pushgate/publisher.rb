@@ -83,6 +83,10 @@ module Pushgate
 
     def encode(envelope)
       envelope = envelope.transform_keys(&:to_s)
+      if envelope["receipt"] && envelope["id"].nil?
+        # A made-up id would name the receipts with an id the caller does not know.
+        raise ArgumentError, '"receipt" needs an "id" of yours: receipts name the message by it'
+      end
       envelope["id"] ||= SecureRandom.hex(16)
       body = Envelope.encode(envelope)
       if body.bytesize > config.max_message_bytes
