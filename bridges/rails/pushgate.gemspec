@@ -7,8 +7,9 @@ Gem::Specification.new do |spec|
   spec.version = Pushgate::VERSION
   spec.summary = "Publish to pushgate (NSQ to WebSocket) from Rails or any Ruby app"
   spec.description = "Publishes events into NSQ for the pushgate gateway, mints its connection and " \
-                     "subscription tokens, publishes after commit, and provides an ActionCable " \
-                     "pubsub adapter (adapter: nsq). Standard library only."
+                     "subscription tokens, publishes after commit, provides an ActionCable " \
+                     "pubsub adapter (adapter: nsq), and runs the app's Action Cable channels " \
+                     "for the gateway's RPC (Pushgate::Cable::RPC). Standard library only."
   spec.license = "MIT"
   spec.authors = ["pushgate developers"]
   spec.files = Dir["lib/**/*.rb"] + ["LICENSE"]

@@ -21,6 +21,18 @@ class ActionCableAdapterTest < Minitest::Test
     assert_equal "a bare string", second["data"]
   end
 
+  def test_a_broadcast_may_name_a_connection_to_skip
+    @server.broadcast("chat_room_1", { message: "not for the sender" }, exclude_socket: "sid-9")
+    Pushgate::Cable.with_socket_id("sid-10") do
+      @server.broadcast("chat_room_1", "to the others", to_others: true)
+      @server.broadcast("chat_room_1", "to everyone")
+    end
+    envelopes = NSQD.read_back(@topic, 3).map { |e| e.except("id") }
+    assert_equal [{ "channel" => "chat_room_1", "data" => { "message" => "not for the sender" }, "exclude" => "sid-9" },
+                  { "channel" => "chat_room_1", "data" => "to the others", "exclude" => "sid-10" },
+                  { "channel" => "chat_room_1", "data" => "to everyone" }], envelopes
+  end
+
   def test_the_adapter_is_found_by_name
     adapter = @server.pubsub # ActionCable requires action_cable/subscription_adapter/nsq itself
     assert_equal "ActionCable::SubscriptionAdapter::Nsq", adapter.class.name

@@ -51,6 +51,21 @@ class CableTest < Minitest::Test
     assert_equal 60, claims["exp"] - claims["iat"]
   end
 
+  def test_a_signed_out_visitor_gets_no_token_only_when_asked
+    [nil, ""].each do |nobody|
+      error = assert_raises(ArgumentError) { Pushgate::Cable.url(nobody) }
+      assert_match(/nobody is signed in.*anonymous: true/, error.message)
+    end
+    assert_equal "wss://push.example.com/cable?v=1", Pushgate::Cable.url(nil, anonymous: true)
+    assert_equal "wss://push.example.com/cable", Pushgate::Cable.url(nil, anonymous: true, base: "wss://push.example.com/cable?jid=old")
+    assert_match(/jid=/, Pushgate::Cable.url("5", anonymous: true)) # a signed-in user still gets a token
+    view = ActionView::Base.empty
+    view.extend(Pushgate::CableHelper)
+    assert_equal '<meta name="action-cable-url" content="wss://push.example.com/cable?v=1" />',
+                 view.pushgate_cable_meta_tag(nil, anonymous: true)
+    assert_raises(ArgumentError) { view.pushgate_cable_meta_tag(nil) }
+  end
+
   def test_missing_settings_are_named
     Pushgate.config.turbo_streams_secret = nil
     assert_match(/PUSHGATE_TURBO_STREAMS_SECRET/, assert_raises(ArgumentError) { Pushgate::Cable.signed_stream_name("x") }.message)

@@ -28,6 +28,13 @@ module Pushgate
   # Turbo's stream names and signatures, and the /cable URL with a token,
   # with the standard library only (no turbo-rails needed).
   module Cable
+    # The Action Cable RPC endpoint (needs actioncable): see pushgate/cable/rpc.rb.
+    autoload :RPC, "pushgate/cable/rpc"
+    # The X-Socket-ID header in controllers (broadcasts to the others).
+    autoload :SocketId, "pushgate/cable/socket_id"
+    # Presence on a channel served through the RPC (anycable-rails' API).
+    autoload :Presence, "pushgate/cable/action_cable_hooks"
+
     module_function
 
     # What Turbo streams from for `turbo_stream_from(*streamables)`: records as
@@ -51,16 +58,32 @@ module Pushgate
 
     # The cable URL with a fresh connection token for `user` in ?jid=, what
     # AnyCable-style `action-cable-url` meta tags carry.
-    def url(user, ttl: Pushgate.config.token_ttl, channels: nil, base: Pushgate.config.cable_url)
+    #
+    # Nobody signed in (`user` nil, or a user whose key is empty) is an
+    # ArgumentError, not a token for user "" (which the gateway refuses
+    # without --allow-anonymous, and which would look like a sign-in bug):
+    # say `anonymous: true` and a visitor gets the URL with no token at all.
+    # The gateway then lets the app's Connection#connect decide over the RPC
+    # (--cable-rpc-url), or accepts the visitor with --allow-anonymous, or
+    # refuses the connection (a `disconnect`, "unauthorized").
+    def url(user, ttl: Pushgate.config.token_ttl, channels: nil, base: Pushgate.config.cable_url, anonymous: false)
       if base.nil? || base.empty?
         raise ArgumentError, "no cable URL configured (config.pushgate.cable_url or PUSHGATE_CABLE_URL, " \
                              "e.g. wss://push.example.com/cable)"
       end
 
       uri = URI(base)
-      token = Pushgate.connection_token(user, ttl: ttl, channels: channels)
-      query = URI.decode_www_form(uri.query.to_s).reject { |key, _| key == "jid" } << ["jid", token]
-      uri.query = URI.encode_www_form(query)
+      query = URI.decode_www_form(uri.query.to_s).reject { |key, _| key == "jid" }
+      if user.nil? || Pushgate.user_key(user).to_s.empty?
+        unless anonymous
+          raise ArgumentError, "nobody is signed in: Pushgate::Cable.url(nil) mints no token for user \"\"; pass " \
+                               "anonymous: true for a visitor's URL without a token (the gateway serves it with " \
+                               "--cable-rpc-url or --allow-anonymous)"
+        end
+      else
+        query << ["jid", Pushgate.connection_token(user, ttl: ttl, channels: channels)]
+      end
+      uri.query = query.empty? ? nil : URI.encode_www_form(query)
       uri.to_s
     end
   end

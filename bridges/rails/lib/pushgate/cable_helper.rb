@@ -16,8 +16,13 @@ module Pushgate
     # "token_expired" and the client reconnects with the URL it has, so pages
     # that live longer than the token should re-render the tag (or pass
     # createConsumer a function that fetches a fresh URL).
-    def pushgate_cable_meta_tag(user, ttl: Pushgate.config.token_ttl, channels: nil)
-      tag("meta", name: "action-cable-url", content: Pushgate::Cable.url(user, ttl: ttl, channels: channels))
+    #
+    # A layout that also renders pages for visitors says what a visitor gets:
+    # `pushgate_cable_meta_tag(current_user, anonymous: true)` (the URL without
+    # a token, see Pushgate::Cable.url); without it, nil is an ArgumentError.
+    def pushgate_cable_meta_tag(user, ttl: Pushgate.config.token_ttl, channels: nil, anonymous: false)
+      tag("meta", name: "action-cable-url",
+                  content: Pushgate::Cable.url(user, ttl: ttl, channels: channels, anonymous: anonymous))
     end
 
     def pushgate_signed_stream_name(*streamables)

@@ -5,9 +5,11 @@ require "json"
 module Pushgate
   # The envelope published into NSQ, in the canonical bytes every bridge
   # shares (bridges/testdata/envelopes.json): keys in the order
-  # channel, channels, user, users, data, id, receipt; compact JSON, UTF-8 as is.
+  # channel, channels, user, users, data, id, receipt, exclude; compact JSON,
+  # UTF-8 as is. "exclude" names a gateway connection (its sid) that the
+  # message skips: ActionCable.server.broadcast(..., exclude_socket: sid).
   module Envelope
-    ORDER = %w[channel channels user users data id receipt].freeze
+    ORDER = %w[channel channels user users data id receipt exclude].freeze
     TARGETS = %w[channel channels user users].freeze
 
     module_function
@@ -32,6 +34,7 @@ module Pushgate
                        when "user" then identifier(value, "user id")
                        when "users" then list(value, key).map { |v| identifier(v, "user id") }
                        when "id" then identifier(value, "message id")
+                       when "exclude" then identifier(value, "connection id")
                        else value
                        end
       end

@@ -10,3 +10,8 @@ Pushgate.configure do |c|
   c.token_ttl = 10.minutes
   c.user_key = ->(user) { user.respond_to?(:id) ? user.id.to_s : user.to_s } # personal channel "#<id>"
 end
+
+# Browsers open the gateway's /cable (action_cable_meta_tag renders this URL);
+# Rails no longer serves /cable itself.
+Rails.application.config.action_cable.url = ENV.fetch("PUSHGATE_CABLE_URL", "ws://localhost:8000/cable")
+Rails.application.config.action_cable.mount_path = nil

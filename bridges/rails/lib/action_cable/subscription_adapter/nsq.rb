@@ -3,6 +3,7 @@
 require "json"
 require "action_cable/subscription_adapter/base"
 require "pushgate"
+require "pushgate/cable/socket_id"
 
 module ActionCable
   module SubscriptionAdapter
@@ -36,9 +37,14 @@ module ActionCable
         @publisher = Pushgate::Publisher.new(config)
       end
 
-      # ActionCable hands over the payload already JSON-encoded.
+      # ActionCable hands over the payload already JSON-encoded. A broadcast
+      # made with exclude_socket: (or to_others: under an X-Socket-ID) names
+      # the connection the gateway skips.
       def broadcast(channel, payload)
-        @publisher.publish("channel" => prefixed(channel.to_s), "data" => JSON.parse(payload))
+        envelope = { "channel" => prefixed(channel.to_s), "data" => JSON.parse(payload) }
+        exclude = Pushgate::Cable.current_exclusion
+        envelope["exclude"] = exclude if exclude
+        @publisher.publish(envelope)
       end
 
       def subscribe(*)
