@@ -93,7 +93,7 @@ def test_server_subscribe_recovers_since_a_position_honours_overrides_and_expire
             await js.wait_for(lambda e: e["event"] == "subscribed" and e["channel"] == "room:brief")
             nsqd.publish({"channel": "room:brief", "data": {"n": 1}})
             await wait_for(lambda: js.publications("room:brief") == [{"n": 1}])
-            closed = await js.wait_for(lambda e: e["event"] == "connecting" and e["code"] == 3006, timeout=8)
+            closed = await js.wait_for(lambda e: e["event"] == "connecting" and e["code"] == 3006, timeout=15)
             assert closed["reason"] == "subscription expired" and time.time() >= expire_at
             mark = len(js.events)
             await js.wait_for(lambda e: e["event"] == "connected", start=mark)
@@ -258,7 +258,7 @@ def test_protobuf_sdks_get_what_recover_since_recovers_and_close_with_3006(start
             offsets = [offset for _, _, offset in got]
             assert offsets == sorted(offsets) and offsets[0] > body["offset"]
             await harness.wait_for(lambda: [e for e in harness.seen("connecting") if e.get("code") == 3006],
-                                   "closed with 3006", timeout=8)
+                                   "closed with 3006", timeout=15)
         finally:
             await harness.kill()
 
