@@ -254,7 +254,7 @@ bench: setup ## The benchmark suite, about 15 minutes, into bench/results/ (BENC
 # bursts); one line per invariant, a report in bench/results/soak-<date>.md
 # with an RSS curve (matplotlib, from the bench extra); exit 1 on any breach.
 # SOAK_ARGS passes options (--seed N to repeat a run, --faults KINDS, ...).
-# tests/test_soak.py runs a 3-minute one with PUSHGATE_SOAK_TEST=1 (not yet in `make test`).
+# `make test` runs the lean one (bench/soak.py --lean: every fault kind once, about 2 minutes).
 MINUTES ?= 30
 soak: setup ## The soak with faults: MINUTES=30 of honest load and random faults, invariants checked
 	@$(PIP) install --quiet -e '.[bench]'

@@ -1,6 +1,8 @@
 // One honest client of the soak (bench/soak.py): the stock centrifuge-js SDK
 // (npm centrifuge 5.8.0, unchanged) under Node 20, over WebSocket (JSON or
-// Protobuf) or the http_stream fallback with /emulation, subscribed to its
+// Protobuf) or a fallback with /emulation: http_stream (JSON or Protobuf),
+// or sse (JSON; Node 20 has no EventSource, so npm eventsource, the one
+// Node's own later EventSource follows, is given to the SDK), subscribed to its
 // personal channel (server-side) and to the channels given (client-side,
 // recoverable). It prints one JSON object a line for every SDK event the
 // soak's checker reads (bench/soak_check.py):
@@ -14,11 +16,12 @@
 //   {"ev":"error",...}  {"ev":"sub_error","ch":"...",...}
 //
 // Environment: URL (the WebSocket endpoint, or the http_stream one),
-// TRANSPORT (websocket | http_stream), EMULATION (the /emulation URL, for
-// http_stream), PROTOCOL (json | protobuf), SECRET, USER, CHANNELS
+// TRANSPORT (websocket | http_stream | sse), EMULATION (the /emulation URL,
+// for the fallbacks), PROTOCOL (json | protobuf), SECRET, USER, CHANNELS
 // (comma-separated, client-side). It exits when its stdin closes.
 import { createHmac } from 'node:crypto';
 import WebSocket from 'ws';
+import { EventSource } from 'eventsource';
 
 const protocol = process.env.PROTOCOL || 'json';
 const { Centrifuge } = await import(protocol === 'protobuf' ? 'centrifuge/build/protobuf' : 'centrifuge');
@@ -55,6 +58,7 @@ const client = new Centrifuge(endpoint, {
   token: token(),
   getToken: async () => token(),
   websocket: WebSocket,
+  eventsource: EventSource,
   emulationEndpoint: process.env.EMULATION,
   // An application's settings, not a test's: back off from 0.2 s to 5 s.
   minReconnectDelay: 200,

@@ -41,6 +41,7 @@ from gateway.core.limits import TokenBucket, connection_capacity
 from gateway.core.metrics import Metrics
 from gateway.core.trends import Trends
 from gateway.core.wire import SessionIds
+from gateway.heap import HeapTrim
 from gateway.nsq import publisher
 from gateway.nsq.source import NsqSource
 from gateway.nsq.watch import ChannelWatch
@@ -135,7 +136,9 @@ class Node:
         self.loss_watch = ChannelWatch(channel=settings.nsq_channel, topics=self.source.topics,
                                        connected=self.source.connected_addresses, on_loss=self._nsq_lost,
                                        lookupd_http_addresses=settings.lookupd_http_address,
-                                       nsqd_http_address=settings.nsqd_http_address)
+                                       nsqd_http_address=settings.nsqd_http_address,
+                                       on_settled=self._nsq_settled)
+        self.heap = HeapTrim()            # gives what a burst left freed back to the system
         self.loop_lag = 0.0               # seconds the loop ran late, recent maximum
         self._lag_probe: PeriodicCallback | None = None
         self._lag_expected = 0.0
@@ -211,10 +214,16 @@ class Node:
         self._ticks += 1
         host.history.sweep(time.time_ns(), slices=HISTORY_SWEEP_EVERY)
         self.metrics.history_bytes.set(host.history.memory)
+        released = self.heap.released
+        if self.heap.tick(time.monotonic()):
+            self.metrics.heap_released.inc(self.heap.released - released)
+        self.metrics.heap_free.set(self.heap.free)
         self.metrics.loop_lag.set(self.loop_lag)
         now = time.monotonic()
         self.trends.tick(time.time(), now)  # a sample every trends.STEP seconds, from the counters
         self.source.report(now)
+        self.loss_watch.settle_overdue(now)
+        self.host.history.live_positions = not self.loss_watch.unsure
         self.bus.source.report(now)   # without the control topic /health is 503 too: say why
         if self._unannounced and not self._announcing and self._ticks % ANNOUNCE_RETRY_EVERY == 0:
             self._announcing = True
@@ -242,8 +251,15 @@ class Node:
         self.loss_watch.poll_soon()  # knows each nsqd's instance from the first connection on
 
     def _nsq_dropped(self, topic: str, nsqd: str) -> None:
-        """A reader's connection to ``nsqd`` dropped: what its channel held may be lost."""
+        """A reader's connection to ``nsqd`` dropped: what its channel held may be lost.
+        Until the watch has read the channel it reconnects to, publications go
+        live without positions (gateway/nsq/watch.py, "unsure until read")."""
         self.loss_watch.dropped(topic, nsqd)
+        self.host.history.live_positions = False
+
+    def _nsq_settled(self) -> None:
+        """Every dropped connection is settled: a loss, if any, is known and told."""
+        self.host.history.live_positions = True
 
     def _nsq_lost(self, topic: str, nsqd: str, count: int) -> None:
         """nsqd dropped messages of ``topic`` meant for this node (ChannelWatch;

@@ -301,3 +301,30 @@ def test_a_sweep_in_slices_visits_every_channel_once_per_round():
         assert 0 < len(history) < 100
     history.sweep(later, slices=10)
     assert len(history) == 0 and history.entries == 0 and history.memory == 0
+
+
+def test_the_channel_table_shrinks_after_a_channel_count_explosion():
+    # Issue 23: a CPython dict keeps its peak table as keys go; after 30,000
+    # channels published to once and forgotten, the worker kept ~1 MB for none.
+    import sys
+    h = History(Retention(size=10, ttl=1))
+    for i in range(30_000):
+        h.add(f"junk:x-{i}", 10**9 + i, b"1", 10**9 + i)
+    assert sys.getsizeof(h._streams) > 500_000
+    h.add("soak:a", 5 * 10**9, b"2", 5 * 10**9)       # one channel that lives on
+    h.sweep(5 * 10**9)                                 # past the others' TTL: they all go
+    assert len(h) == 1
+    assert sys.getsizeof(h._streams) < 10_000
+    assert [p.data for p in h.publications("soak:a")] == [b"2"]
+
+
+def test_while_a_loss_may_be_unknown_publications_go_live_without_positions():
+    # Issue 23: after a reconnect, until the node knows whether its channel was
+    # made anew, a publication must not move a client's position past a loss.
+    history = node()
+    assert history.add("news", T0, b"1", T0) is not None
+    history.live_positions = False
+    assert history.add("news", T0 + SECOND, b"2", T0 + SECOND) is None
+    assert [p.data for p in history.publications("news")] == [b"1", b"2"]   # stored all the same
+    history.live_positions = True
+    assert history.add("news", T0 + 2 * SECOND, b"3", T0 + 2 * SECOND) is not None

@@ -72,6 +72,8 @@ IDLE_OVERHEAD = 96
 STREAM_OVERHEAD = 450
 MAX_HOLES = 64  # per channel; past that the oldest gaps count as trimmed
 RELIEF = 64     # over budget, history goes down to budget - budget / RELIEF
+SHRINK_BELOW = 4     # the channel table is rebuilt when it holds a quarter of its peak or less,
+SHRINK_FLOOR = 1024  # and that peak was above this many channels
 
 
 def epoch_of(timestamp_ns: int) -> str:
@@ -168,6 +170,7 @@ class History:
         self.memory = 0
         self.entries = 0
         self._streams: dict[str, _Stream] = {}
+        self._streams_peak = 0   # the most channels with state since the table was last rebuilt
         # What can go under memory pressure, oldest first: (channel, position) for
         # a stored entry, (channel, key < 0) for a channel left with no entries.
         # Entries trimmed by size or age, and channels that got entries again,
@@ -179,6 +182,10 @@ class History:
         self._sweep_keys: list[str] = []   # the channels of a sweep in slices, and how far it got
         self._sweep_at = 0
         self.continuity_start: int | None = None  # absolute ns; None = no continuity
+        # False while a loss may have happened that this node has not seen yet
+        # (gateway/nsq/watch.py, "unsure until read"): publications go live
+        # without an offset, so no client's position moves past such a loss.
+        self.live_positions = True
         # The highest position handed out for a channel that has no state here:
         # a channel's state starts from it, so a publication older than what a
         # client was told arrives as late.
@@ -254,6 +261,8 @@ class History:
             if len(stream.holes) > MAX_HOLES:
                 stream.trimmed = max(stream.trimmed, stream.holes.pop(0)[1] + 1)
             live = None
+        if not self.live_positions:
+            live = None
         self.memory += len(data) + ENTRY_OVERHEAD + ARRIVAL_OVERHEAD
         self.entries += 1
         self._arrivals.append((stream.name, timestamp_ns))
@@ -292,6 +301,8 @@ class History:
             cost = STREAM_OVERHEAD + len(channel)
             stream = self._streams[channel] = _Stream(channel, retention, self._handed_out, self._forgotten, cost)
             self.memory += cost
+            if len(self._streams) > self._streams_peak:
+                self._streams_peak = len(self._streams)
         return stream
 
     def _drop_head(self, stream: _Stream, count: int) -> None:
@@ -401,6 +412,12 @@ class History:
         if end >= len(keys):
             self._sweep_keys = []
             self._sweep_at = 0
+            if self._streams_peak > SHRINK_BELOW * max(len(streams), SHRINK_FLOOR):
+                # CPython never shrinks a dict as keys go: after a channel-count
+                # explosion the table would keep its peak size (about 1 MB per
+                # 30,000 channels) for good. A full pass is the moment to copy it.
+                self._streams = dict(streams)
+                self._streams_peak = len(self._streams)
         arrivals = self._arrivals
         while arrivals and not self._holds(*arrivals[0]):  # stale records at the head go now
             self.memory -= IDLE_OVERHEAD if arrivals.popleft()[1] < 0 else ARRIVAL_OVERHEAD

@@ -42,6 +42,10 @@ class Metrics:
                               "(deliveries / writes = frames per write).", registry=r)
         self.recoveries = Counter("pushgate_recoveries", "Recovery answers, by recovered.", ["recovered"], registry=r)
         self.history_bytes = Gauge("pushgate_history_bytes", "Memory held by channel history.", registry=r)
+        self.heap_free = Gauge("pushgate_heap_free_bytes", "Freed memory the C allocator holds (glibc's "
+                               "mallinfo2 fordblks, read every 10 s; gateway/heap.py).", registry=r)
+        self.heap_released = Counter("pushgate_heap_released_bytes", "Resident memory given back to the system "
+                                     "by trimming the C heap after a burst was freed (gateway/heap.py).", registry=r)
         self.refused_connects = Counter("pushgate_refused_connects", "Connects refused by a limit, by limit.",
                                         ["limit"], registry=r)
         self.expirations = Counter("pushgate_expirations", "Connections closed and subscriptions ended "

@@ -24,32 +24,50 @@ deletes it with the last, so a channel whose counts went down, or whose
 clients are all new, is a new one and its level starts again from zero.
 
 **A channel made anew is a loss.** When this node's connection to an nsqd
-drops (:meth:`ChannelWatch.dropped`) and it connects again, nsqd has deleted
-its channel in between, and with it everything the channel held (queued, in
-flight, in nsqd's buffers); messages published until the new channel existed
-went only to the other nodes' channels. Nothing counts what went that way,
-so when the same nsqd (the same ``start_time``, or one this node never read)
-shows this node a new channel after a dropped connection, a loss of unknown
-size is reported (``count`` 0). This is what a stall past nsqd's heartbeat
-timeout (twice 30 s) does, as do a network cut and a deleted channel. It
-may be reported when nothing was lost (a quiet topic). An nsqd that
-restarted (another ``start_time``) is not reported: what its last instance
-held is not known here (docs/recovery.md). The node polls at once when a
-connection is made or lost (:meth:`ChannelWatch.poll_soon`), so it knows an
-nsqd's ``start_time`` from its first connection.
+drops (:meth:`ChannelWatch.dropped`) and it connects again, the channel it
+then reads is a new one, and messages published until it existed never
+reach it: nsqd copies a topic's messages into the channels the topic has at
+that moment, and a topic with none keeps them for the first channel made,
+so they go to the other nodes' channels, or to the first node back, only.
+Nothing counts what went that way, so whenever a new channel shows after a
+dropped connection, a loss of unknown size is reported (``count`` 0):
+
+* the same nsqd (the same ``start_time``) deleted the old channel, with what
+  it held: a stall past nsqd's heartbeat timeout (twice 30 s), a network
+  cut, a deleted channel;
+* the nsqd restarted (another ``start_time``): what the old instance held
+  for this node (queued, in flight, in its buffers; an ephemeral channel has
+  no disk) died with it, what was published to it in its last moment may
+  be flushed to its disk and handed to the new instance's first channel
+  only, and what was published to the new instance before this node
+  subscribed there went to the channels that existed then. A SIGKILLed
+  nsqd loses what it held for every node alike.
+
+It is reported even when nothing was lost (a quiet topic, or this node was
+the first back): told for nothing rather than silent. The node polls at once
+when a connection is made or lost (:meth:`ChannelWatch.poll_soon`).
+
+**Unsure until read.** From a dropped connection until the watch has read
+the channel the node reconnected to (:attr:`ChannelWatch.unsure`), the node
+delivers what it reads without stream positions: a publication that came
+after a loss the watch has not seen yet must not move a client's position
+past the loss, or the client, told a moment later, would recover from
+there, on a node that vouches for it, and never learn what it missed. A drop
+not settled by a reading ``SETTLE_LIMIT`` seconds after the nsqd is
+connected again (its stats cannot be read) counts as a loss.
 
 :class:`ChannelWatch` polls ``/stats`` of every nsqd the readers are
 connected to, once a second, one request per nsqd, and reports
 ``(topic, nsqd, count)`` (count 0: a loss whose size is unknown). It also
 reads ``mem_queue_size`` from each nsqd once and warns when the channel's
 depth passes half of it. What it cannot see: an nsqd whose HTTP port it
-cannot find (logged once), and what an nsqd that restarted lost (the reader
-reconnect already breaks continuity).
+cannot find (logged once).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import urllib.parse
 from typing import Callable, Iterable
 
@@ -63,6 +81,7 @@ _NOT_DROPPED = object()
 POLL_INTERVAL = 1.0  # seconds
 NODES_REFRESH = 30   # polls between nsqlookupd /nodes queries
 DEPTH_WARNING = 0.5  # of mem_queue_size
+SETTLE_LIMIT = 10.0  # seconds a dropped connection may stay unsettled once connected again
 
 
 class _Level:
@@ -91,11 +110,12 @@ class ChannelWatch:
                  connected: Callable[[], Iterable[str]],
                  on_loss: Callable[[str, str, int], None],
                  lookupd_http_addresses: list[str], nsqd_http_address: str | None = None,
-                 interval: float = POLL_INTERVAL):
+                 interval: float = POLL_INTERVAL, on_settled: Callable[[], None] = lambda: None):
         self.channel = channel
         self.topics = set(topics)
         self._connected = connected          # "host:tcp_port" of every nsqd a reader is connected to
         self._on_loss = on_loss
+        self._on_settled = on_settled        # told when the last unsettled drop is settled
         self._lookupd = list(lookupd_http_addresses)
         self._nsqd_http = nsqd_http_address
         self._interval = interval
@@ -103,8 +123,10 @@ class ChannelWatch:
         self._mem_queue: dict[str, int] = {}     # tcp address -> its mem_queue_size
         self._levels: dict[tuple[str, str], _Level] = {}
         self._started: dict[str, object] = {}     # tcp address -> its start_time, as last read
-        # (address, topic) whose connection dropped -> that nsqd's start_time then (None: never read)
-        self._dropped: dict[tuple[str, str], object] = {}
+        # (address, topic) whose connection dropped -> [that nsqd's start_time then (None: never read),
+        # when it dropped, when it was seen connected again (None: not since), its loss reported while away]
+        self._dropped: dict[tuple[str, str], list] = {}
+        self._unsure = False
         self._tasks: set[asyncio.Future] = set()
         self._polls = 0
         self._busy = False
@@ -129,7 +151,59 @@ class ChannelWatch:
     def dropped(self, topic: str, address: str) -> None:
         """This node's connection to ``address`` for ``topic`` dropped: if the
         same nsqd gives it a new channel, what the old one held is lost."""
-        self._dropped[(address, topic)] = self._started.get(address)
+        key = (address, topic)
+        entry = self._dropped.get(key)
+        if entry is None:
+            self._dropped[key] = [self._started.get(address), time.monotonic(), None, False]
+        else:
+            entry[2] = None   # dropped again before it was read: not back yet
+        self._unsure = True
+
+    @property
+    def unsure(self) -> bool:
+        """A loss may have happened that is not known yet: a dropped connection
+        is back but its channel not read yet, or it dropped less than
+        ``SETTLE_LIMIT`` seconds ago."""
+        return self._unsure
+
+    def settle_overdue(self, now: float, limit: float = SETTLE_LIMIT) -> None:
+        """Called every second (``time.monotonic()``). A drop whose nsqd has been
+        connected again for ``limit`` seconds without a reading that settles it
+        counts as a loss of unknown size; so does one whose nsqd stays away that
+        long (what it held is gone; when it comes back, its channel is read as
+        after any drop)."""
+        if not self._dropped:
+            return
+        connected = set(self._connected())
+        unsure = False
+        for key, entry in list(self._dropped.items()):
+            address, topic = key
+            if address in connected:
+                if entry[2] is None:
+                    entry[2] = now
+                if now - entry[2] < limit:
+                    unsure = True
+                    continue
+                del self._dropped[key]
+                why = f"its channel for topic {topic} could not be read within {limit:.0f} s of the reconnect"
+            else:
+                entry[2] = None
+                if now - entry[1] < limit:
+                    unsure = True
+                    continue
+                if entry[3]:
+                    continue
+                entry[3] = True
+                why = f"it has been away for {limit:.0f} s: what it held for this node (topic {topic}) is gone"
+            self.losses += 1
+            log.warning("nsqd %s: %s; counted as a loss (positioned subscribers are told)", address, why)
+            self._on_loss(topic, address, 0)
+        self._settle(unsure)
+
+    def _settle(self, unsure: bool) -> None:
+        was, self._unsure = self._unsure, unsure
+        if was and not unsure:
+            self._on_settled()
 
     async def _poll(self) -> None:
         if self._busy:  # a slow nsqd must not pile requests up
@@ -216,17 +290,25 @@ class ChannelWatch:
         count = int(channel.get("message_count", 0))
         clients = frozenset((c.get("remote_address"), c.get("connect_ts")) for c in channel.get("clients") or ())
         level = self._levels.get(key)
-        dropped = self._dropped.pop(key, _NOT_DROPPED)
+        entry = self._dropped.pop(key, None)
+        dropped = entry[0] if entry is not None else _NOT_DROPPED
         if level is None or count < level.message_count or not clients & level.clients:
             # A channel not seen before: its counts began at zero.
-            if dropped is not _NOT_DROPPED and (dropped is None or dropped == started):
+            if dropped is not _NOT_DROPPED:
                 self.losses += 1
-                log.warning("nsqd %s made this node's channel %s for topic %s anew: what the old one held, and "
-                            "what was published until this node read again, is lost (its connection dropped: a "
-                            "stall past nsqd's heartbeat timeout, a network cut, or the channel was deleted)",
-                            address, self.channel, topic)
+                if dropped is not None and started is not None and dropped != started:
+                    why = ("nsqd restarted: what its last instance held for this node died with it, and what "
+                           "was published to the new one until this node read there went to other channels")
+                else:
+                    why = ("its connection dropped: a stall past nsqd's heartbeat timeout, a network cut, or the "
+                           "channel was deleted; what the old channel held, and what was published until this "
+                           "node read again, went to other channels")
+                log.warning("nsqd %s made this node's channel %s for topic %s anew: messages are lost (%s); "
+                            "positioned subscribers are told", address, self.channel, topic, why)
                 self._on_loss(topic, address, 0)
             level = self._levels[key] = _Level()
+        if entry is not None and not self._dropped:
+            self._settle(False)   # after the loss, if there was one: its subscribers are told first
         level.message_count = count
         level.clients = clients
         now_deficit = deficit(channel)
