@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import shutil
 import signal
@@ -52,7 +53,35 @@ def fresh_checkout(dest: Path) -> Path:
     return dest
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A port free now, taken below the kernel's ephemeral range where one is
+    left: a port from that range can be taken as the source port of any
+    outgoing connection (a test's thousand clients, a benchmark beside the
+    suite) between this check and the server's bind."""
+    low, _ = _ephemeral_range()
+    if low > 12000:
+        for _attempt in range(50):
+            port = random.randrange(10000, low)
+            if port in _handed_out:  # free now, but maybe not yet bound by whoever got it
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                _handed_out.add(port)
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
