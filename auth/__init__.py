@@ -7,6 +7,8 @@ have one definition.
 """
 from auth.tokens import (  # noqa: F401
     ConnectionClaims,
+    KeyPending,
+    ServerSub,
     SubscriptionClaims,
     TokenError,
     TokenExpired,

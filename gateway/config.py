@@ -131,6 +131,13 @@ def _channel_prefix(raw: str) -> str:
     return raw
 
 
+def _claim_path(raw: str) -> str:
+    name = _text(raw)
+    if len(name) > 200 or not name.isprintable() or not all(name.split(".")):
+        raise ValueError(f"{raw[:210]!r} is not a claim name or dotted path (e.g. user_id, user.id)")
+    return name
+
+
 def _bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -240,6 +247,18 @@ OPTIONS: tuple[Option, ...] = (
            "(default: hostname-port)."),
     Option("jwt-secret", _text, None, "HMAC secret for HS256/384/512 connection tokens (at least 32 bytes)."),
     Option("jwt-public-key", _pem_file, None, "PEM file with an RSA or EC public key (RS*/PS*/ES* tokens)."),
+    Option("jwt-previous-secret", _text, None, "The HMAC secret before --jwt-secret, still accepted while "
+           "tokens signed with it are out there (rotation); at least 32 bytes."),
+    Option("jwks-url", _proxy_url, None, "JWKS endpoint (Keycloak, Auth0, Cognito...) whose keys verify "
+           "RS*/PS*/ES*/EdDSA tokens by their kid; fetched at start, hourly, and on an unknown kid "
+           "(see --jwks-refetch-interval). Alone or beside --jwt-secret / --jwt-public-key."),
+    Option("jwks-refetch-interval", _positive_float, 5.0, "Seconds between fetches of --jwks-url for tokens "
+           "whose kid is unknown (and after a failed fetch): a flood of made-up kids costs the endpoint one "
+           "request per interval; meanwhile an unknown kid is refused (3500)."),
+    Option("jwt-user-claim", _claim_path, None, "Claim holding the user id instead of `sub`: a name, or a "
+           "dotted path into nested claims (user.id); with --cable-jwt-ext, the identifier in `ext`."),
+    Option("cable-jwt-ext", _bool, False, "Accept AnyCable's JWTs at /cable: the `ext` claim's identifiers "
+           "(as anycable-rails mints them) name the user.", is_bool=True),
     Option("jwt-audience", _text, None, "Required `aud` claim of connection tokens."),
     Option("jwt-issuer", _text, None, "Required `iss` claim of connection tokens."),
     Option("allow-anonymous", _bool, False, "Accept connections without a token (user \"\").", is_bool=True),
@@ -405,6 +424,11 @@ class Settings:
     node_name: str | None = _default("node_name")
     jwt_secret: str | None = _default("jwt_secret")
     jwt_public_key: bytes | None = _default("jwt_public_key")
+    jwt_previous_secret: str | None = _default("jwt_previous_secret")
+    jwks_url: str | None = _default("jwks_url")
+    jwks_refetch_interval: float = _default("jwks_refetch_interval")
+    jwt_user_claim: str | None = _default("jwt_user_claim")
+    cable_jwt_ext: bool = _default("cable_jwt_ext")
     jwt_audience: str | None = _default("jwt_audience")
     jwt_issuer: str | None = _default("jwt_issuer")
     allow_anonymous: bool = _default("allow_anonymous")
@@ -595,11 +619,15 @@ def check(s: Settings) -> None:
     if s.jwt_secret and len(s.jwt_secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(f"--jwt-secret: must be at least {MIN_SECRET_BYTES} bytes "
                           "(RFC 7518 3.2: HS256 keys as long as the hash)")
+    if s.jwt_previous_secret and not s.jwt_secret:
+        raise ConfigError("--jwt-previous-secret: needs --jwt-secret (the current secret)")
+    if s.jwt_previous_secret and len(s.jwt_previous_secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"--jwt-previous-secret: must be at least {MIN_SECRET_BYTES} bytes")
     if s.turbo_streams_secret and len(s.turbo_streams_secret.encode()) < MIN_SECRET_BYTES:
         raise ConfigError(f"--turbo-streams-secret: must be at least {MIN_SECRET_BYTES} bytes (an HMAC-SHA256 key)")
-    if not s.jwt_secret and not s.jwt_public_key and not s.allow_anonymous and not s.connect_proxy_url \
-            and not s.cable_rpc_url:
-        raise ConfigError("--jwt-secret: a JWT secret or --jwt-public-key is required "
+    if not s.jwt_secret and not s.jwt_public_key and not s.jwks_url and not s.allow_anonymous \
+            and not s.connect_proxy_url and not s.cable_rpc_url:
+        raise ConfigError("--jwt-secret: a JWT secret, --jwt-public-key or --jwks-url is required "
                           "(or --allow-anonymous, --connect-proxy-url or --cable-rpc-url)")
     if not s.nsqd_tcp_address and not s.lookupd_http_address:
         raise ConfigError("--lookupd-http-address: give nsqlookupd or --nsqd-tcp-address to read from")

@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Callable
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.ioloop import PeriodicCallback
 
+from auth.jwks import KeyStore
 from auth.tokens import TokenVerifier
+from gateway.backend import jwks
 from gateway.core import vocabulary
 from gateway.cluster.bus import ControlBus
 from gateway.cluster.events import Events
@@ -77,9 +79,15 @@ class Node:
             margin_ns=int(settings.history_margin * 1e9),
         )
         verifier = None
-        if settings.jwt_secret or settings.jwt_public_key:
+        # The keys of --jwks-url, by kid: fetched at start (start()), hourly, and on an unknown kid.
+        self.jwks = KeyStore(jwks.fetcher(settings.jwks_url), url=settings.jwks_url,
+                             min_interval=settings.jwks_refetch_interval,
+                             on_fetch=lambda outcome: self.metrics.jwks_fetches.labels(outcome).inc()) if settings.jwks_url else None
+        if settings.jwt_secret or settings.jwt_public_key or self.jwks is not None:
             verifier = TokenVerifier(secret=settings.jwt_secret, public_key_pem=settings.jwt_public_key,
-                                     audience=settings.jwt_audience, issuer=settings.jwt_issuer)
+                                     audience=settings.jwt_audience, issuer=settings.jwt_issuer,
+                                     previous_secret=settings.jwt_previous_secret, jwks=self.jwks,
+                                     user_claim=settings.jwt_user_claim)
         # Presence and join/leave: every node's subscribers of the tracked channels,
         # kept in step by peering; without --presence or --join-leave it tracks nothing.
         self.presence = Presence(uid=str(uuid.uuid4()), name=self.name, presence=settings.presence,
@@ -187,6 +195,8 @@ class Node:
     async def start(self) -> None:
         """Start reading NSQ and the timers. Runs inside the event loop."""
         self.loop = asyncio.get_running_loop()
+        if self.jwks is not None:
+            self.jwks.refresh()   # in the background: a connect before it ends waits for it (KeyPending)
         if self.settings.lookupd_http_address:
             events_topics = [self.settings.events_topic] if self.settings.events_topic else []
             await self._announce_topics([*self.source.topics, self.bus.topic, *events_topics])

@@ -493,3 +493,32 @@ def test_a_connection_that_closes_while_the_app_decides_gets_the_disconnect_its_
     told = {json.loads(c["body"]["identifiers"])["current_user"]: c["body"].get("subscriptions")
             for c in app.calls("disconnect")}
     assert told == {"early": None, "joiner": [chat(1)], "leaver": None}
+
+
+def test_an_anycable_jwt_with_cable_jwt_ext_brings_its_identifiers_to_the_apps_channels(rpc_app, rpc_gateway):
+    """As anycable-go's JWT identification: no connect call, the token's ext
+    identifiers are the connection's identifiers in every command and in the
+    disconnect call."""
+    import jwt as pyjwt
+    app = rpc_app()
+    gateway = rpc_gateway(app, "--cable-jwt-ext")
+    room = {"channel": "ChatChannel", "room": 1}
+    token = pyjwt.encode({"ext": json.dumps({"current_user": "alice"})}, SECRET)
+
+    async def scenario():
+        client = await NodeClient.start("actioncable_client.mjs", "--url",
+                                        f"ws://127.0.0.1:{gateway.port}/cable?jid={token}", "--subscribe",
+                                        json.dumps(room))
+        try:
+            await client.event("connected", reconnected=False)
+            await client.wait(lambda: {"hello": "alice"} in client.received(), what="the channel's greeting")
+            await client.send({"exit": True})
+            await wait_for(lambda: app.calls("disconnect"), what="the disconnect call")
+        finally:
+            await client.stop()
+
+    run(scenario())
+    assert not app.calls("connect")
+    (subscribe,) = [c for c in app.calls("command") if c["body"]["command"] == "subscribe"]
+    assert json.loads(subscribe["body"]["connection_identifiers"]) == {"current_user": "alice"}
+    assert json.loads(app.calls("disconnect")[0]["body"]["identifiers"]) == {"current_user": "alice"}

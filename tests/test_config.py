@@ -51,6 +51,11 @@ def test_repeatable_flags_and_comma_separated_environment():
     (["--workers=2", "--port=8000", "--node-name=" + "n" * 255], {}, "--node-name"),
     (["--node-name=tab\there"], {}, "--node-name"),
     ([], {"PUSHGATE_ALLOW_ANONYMOUS": "maybe"}, "--allow-anonymous (from PUSHGATE_ALLOW_ANONYMOUS)"),
+    (["--jwt-previous-secret=short"], {}, "--jwt-previous-secret"),
+    (["--jwks-url=keycloak:8080/certs"], {}, "--jwks-url"),
+    (["--jwks-refetch-interval=0"], {}, "--jwks-refetch-interval"),
+    (["--jwt-user-claim=user..id"], {}, "--jwt-user-claim"),
+    (["--jwt-user-claim=.id"], {}, "--jwt-user-claim"),
 ])
 def test_bad_values_name_the_setting(argv, env, named):
     with pytest.raises(ConfigError) as exc:
@@ -66,6 +71,16 @@ def test_jwt_key_or_anonymous_and_an_nsq_source_are_required():
     with pytest.raises(ConfigError, match="--lookupd-http-address"):
         settings([SECRET])
     assert settings(["--allow-anonymous", "--nsqd-tcp-address=h:1"]).allow_anonymous
+
+
+def test_a_jwks_endpoint_is_enough_and_a_previous_secret_needs_the_current_one():
+    s = settings(["--jwks-url=https://idp.example/certs", "--nsqd-tcp-address=h:1"])
+    assert (s.jwks_url, s.jwks_refetch_interval, s.jwt_secret) == ("https://idp.example/certs", 5.0, None)
+    with pytest.raises(ConfigError, match="^--jwt-previous-secret: needs --jwt-secret"):
+        settings(["--jwt-previous-secret=" + "p" * 32, "--jwks-url=http://idp/certs", "--nsqd-tcp-address=h:1"])
+    s = settings(BASE + ["--jwt-previous-secret=" + "p" * 32, "--jwt-user-claim=https://example.com/uid",
+                         "--cable-jwt-ext"])
+    assert (s.jwt_previous_secret, s.jwt_user_claim, s.cable_jwt_ext) == ("p" * 32, "https://example.com/uid", True)
 
 
 def test_ephemeral_channel_fits_nsq_limits():

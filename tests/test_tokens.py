@@ -140,3 +140,148 @@ def test_the_hmac_path_decides_as_pyjwt_does(case):
     except TokenInvalid:
         ours = None
     assert ours == reference, case
+
+
+# --- rotation, claims, user claims, AnyCable's tokens -------------------------------------
+
+PREVIOUS = "the-secret-before-this-one-32-bytes-long"
+
+
+def test_a_previous_secret_is_accepted_beside_the_current_one():
+    verifier = TokenVerifier(secret=SECRET, previous_secret=PREVIOUS)
+    for secret in (SECRET, PREVIOUS):
+        for alg in ("HS256", "HS512"):
+            assert verifier.verify_connection(jwt.encode({"sub": "u"}, secret, algorithm=alg)).user == "u"
+    with pytest.raises(TokenInvalid):
+        verifier.verify_connection(jwt.encode({"sub": "u"}, "a-third-secret-nobody-configured-x", algorithm="HS256"))
+    with pytest.raises(TokenInvalid):   # without it configured, the previous secret is just another secret
+        TokenVerifier(secret=SECRET).verify_connection(jwt.encode({"sub": "u"}, PREVIOUS, algorithm="HS256"))
+
+
+def test_expire_at_overrides_exp_for_the_connection_and_zero_means_never():
+    verifier = TokenVerifier(secret=SECRET)
+    now = int(time.time())
+    claims = verifier.verify_connection(jwt.encode({"sub": "u", "exp": now + 60, "expire_at": now + 600}, SECRET))
+    assert claims.expires_at == now + 600
+    assert verifier.verify_connection(jwt.encode({"sub": "u", "exp": now + 60, "expire_at": 0}, SECRET)).expires_at \
+        is None
+    with pytest.raises(TokenExpired):   # exp is still checked
+        verifier.verify_connection(jwt.encode({"sub": "u", "exp": now - 5, "expire_at": 0}, SECRET))
+    for bad in ("soon", -1, True, [1]):
+        with pytest.raises(TokenInvalid):
+            verifier.verify_connection(jwt.encode({"sub": "u", "expire_at": bad}, SECRET))
+
+
+def test_the_subs_claim_takes_precedence_over_channels():
+    token = jwt.encode({"sub": "u", "channels": ["ignored"], "meta": {"plan": "pro"}, "subs": {
+        "news": {"data": {"welcome": 1}, "info": {"role": "reader"}},
+        "room": {"b64data": "AAEC", "override": {"presence": {"value": False}, "join_leave": {"value": True}}},
+        "plain": {}}}, SECRET)
+    claims = TokenVerifier(secret=SECRET).verify_connection(token)
+    assert claims.channels == ("news", "room", "plain") and claims.meta == {"plan": "pro"}
+    news, room, plain = claims.subs
+    assert (news.data, news.info, news.in_presence) == (b'{"welcome":1}', b'{"role":"reader"}', True)
+    assert (room.data, room.info, room.in_presence) == (b"\x00\x01\x02", None, False)
+    assert (plain.data, plain.info) == (None, None)
+
+
+@pytest.mark.parametrize("subs", [["news"], {"news": "x"}, {"": {}}, {"news": {"b64data": "!!"}},
+                                  {"news": {"b64info": 5}}, {"news": {"override": {"presence": True}}},
+                                  {"news": {"override": []}}])
+def test_a_subs_claim_of_the_wrong_shape_is_invalid(subs):
+    with pytest.raises(TokenInvalid):
+        TokenVerifier(secret=SECRET).verify_connection(jwt.encode({"sub": "u", "subs": subs}, SECRET))
+
+
+@pytest.mark.parametrize("path,claims,user", [
+    ("user_id", {"user_id": "alice"}, "alice"),
+    ("user.id", {"user": {"id": 42}}, "42"),
+    ("user.id", {"user.id": "flat", "user": {"id": "nested"}}, "flat"),   # a claim of that very name wins
+    ("https://example.com/uid", {"https://example.com/uid": "auth0|7"}, "auth0|7"),
+    ("a.b.c", {"a": {"b": {"c": "deep"}}}, "deep"),
+])
+def test_the_user_claim_is_a_name_or_a_dotted_path(path, claims, user):
+    verifier = TokenVerifier(secret=SECRET, user_claim=path)
+    assert verifier.verify_connection(jwt.encode(claims, SECRET)).user == user
+    subscription = jwt.encode({**claims, "channel": "private:x"}, SECRET)   # subscription tokens alike
+    assert verifier.verify_subscription(subscription, user, "private:x").user == user
+
+
+@pytest.mark.parametrize("claims", [{"sub": "alice"}, {"user": {"id": True}}, {"user": {"id": None}},
+                                    {"user": "alice"}, {"user": {"id": {"x": 1}}}])
+def test_a_user_claim_that_is_missing_or_not_an_id_is_invalid(claims):
+    with pytest.raises(TokenInvalid):
+        TokenVerifier(secret=SECRET, user_claim="user.id").verify_connection(jwt.encode(claims, SECRET))
+
+
+def anycable_token(identifiers, **claims) -> str:
+    """As anycable-rails' AnyCable::JWT.encode mints it: identifiers JSON-encoded in ext, no sub."""
+    return jwt.encode({"ext": json.dumps(identifiers), "exp": int(time.time()) + 60, **claims}, SECRET)
+
+
+GID = base64.urlsafe_b64encode(b"gid://shop/User/42").rstrip(b"=").decode()   # User.find(42).to_gid_param
+
+
+@pytest.mark.parametrize("identifiers,user", [
+    ({"current_user": GID}, "42"),
+    ({"user": "gid://shop/User/7"}, "7"),
+    ({"user_id": 42}, "42"),
+    ({"current_user": GID, "tenant": "acme"}, "42"),
+    ({"user": "alice", "device": "d1"}, "alice"),
+])
+def test_anycable_tokens_name_the_user_with_their_identifiers(identifiers, user):
+    verifier = TokenVerifier(secret=SECRET)
+    assert verifier.verify_connection(anycable_token(identifiers), ext=True).user == user
+    with pytest.raises(TokenInvalid):   # where ext tokens are not accepted, it has no sub
+        verifier.verify_connection(anycable_token(identifiers))
+
+
+def test_anycable_identifiers_the_user_claim_picks_and_ones_it_cannot_read():
+    assert TokenVerifier(secret=SECRET, user_claim="account").verify_connection(
+        anycable_token({"account": 5, "current_user": GID}), ext=True).user == "5"
+    verifier = TokenVerifier(secret=SECRET)
+    for bad in ({"tenant": "a", "device": "b"}, {}, {"user": True}):
+        with pytest.raises(TokenInvalid):
+            verifier.verify_connection(anycable_token(bad), ext=True)
+    for ext in (42, "not json", "[1]", '{"user": "\\ud800"}'):
+        with pytest.raises(TokenInvalid):
+            verifier.verify_connection(jwt.encode({"ext": ext}, SECRET), ext=True)
+    with pytest.raises(TokenExpired):
+        verifier.verify_connection(anycable_token({"user": "a"}, exp=int(time.time()) - 5), ext=True)
+
+
+@pytest.mark.parametrize("case", ["huge", "deep", "huge header", "kid object"])
+def test_hostile_tokens_are_invalid_not_an_error(case):
+    if case == "huge":
+        token = jwt.encode({"sub": "u", "pad": "x" * 70000}, SECRET)
+    elif case == "deep":
+        payload = jwt.utils.base64url_encode(b'{"sub":"u","x":' + b"[" * 20000 + b"]" * 20000 + b"}")
+        header = jwt.utils.base64url_encode(b'{"alg":"HS256"}')
+        signature = jwt.utils.base64url_encode(hmac.new(SECRET.encode(), header + b"." + payload,
+                                                        hashlib.sha256).digest())
+        token = (header + b"." + payload + b"." + signature).decode()
+    elif case == "huge header":
+        token = jwt.utils.base64url_encode(b'{"alg":"HS256","x":' + b"[" * 15000 + b"]" * 15000 + b"}").decode() + ".e30.x"
+    else:
+        token = jwt.utils.base64url_encode(b'{"alg":"RS256","kid":{"a":1}}').decode() + ".e30.x"
+    with pytest.raises(TokenInvalid):
+        TokenVerifier(secret=SECRET, public_key_pem=public_pem(rsa_pair())).verify_connection(token)
+
+
+def test_a_subscription_tokens_expire_at_is_the_subscriptions_expiry():
+    now = int(time.time())
+    token = subscription_token(SECRET, "u", "private:x", extra={"expire_at": now + 900})
+    assert TokenVerifier(secret=SECRET).verify_subscription(token, "u", "private:x").expires_at == now + 900
+    never = subscription_token(SECRET, "u", "private:x", extra={"expire_at": 0})
+    assert TokenVerifier(secret=SECRET).verify_subscription(never, "u", "private:x").expires_at is None
+
+
+def test_a_connection_tokens_b64info_is_its_info_when_it_is_json():
+    verifier = TokenVerifier(secret=SECRET)
+    encoded = base64.b64encode(b'{"name":"Ann"}').decode()
+    assert verifier.verify_connection(jwt.encode({"sub": "u", "info": {"x": 1}, "b64info": encoded}, SECRET)).info \
+        == {"name": "Ann"}
+    for bad in (base64.b64encode(b"\x00\x01").decode(), "!!", 5, base64.b64encode(b'["\\ud800"]').decode(),
+                base64.b64encode(b"NaN").decode()):
+        with pytest.raises(TokenInvalid):
+            verifier.verify_connection(jwt.encode({"sub": "u", "b64info": bad}, SECRET))

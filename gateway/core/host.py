@@ -159,10 +159,12 @@ class SessionHost:
 
     # --- tokens and rules ------------------------------------------------------------
 
-    def verify_token(self, token: str) -> ConnectionClaims:
+    def verify_token(self, token: str, ext: bool = False) -> ConnectionClaims:
+        """A connection token's claims (``ext``: AnyCable's tokens too); raises
+        TokenExpired, TokenInvalid or KeyPending (wait for its key set, then ask again)."""
         if self.verifier is None:
             raise TokenInvalid("this gateway has no JWT key configured")
-        return self.verifier.verify_connection(token)
+        return self.verifier.verify_connection(token, ext=ext)
 
     def verify_subscription_token(self, token: object, user: str, channel: str, client: str) -> SubscriptionClaims:
         if self.verifier is None:

@@ -22,6 +22,8 @@ class Metrics:
                                    ["reason"], registry=r)
         self.token_errors = Counter("pushgate_token_errors", "Connects refused for their token.",
                                     ["reason"], registry=r)
+        self.jwks_fetches = Counter("pushgate_jwks_fetches", "Fetches of --jwks-url's key set, by outcome "
+                                    "(ok, failed).", ["outcome"], registry=r)
         self.bad_frames = Counter("pushgate_bad_frames", "Client frames the protocol refused.", registry=r)
         self.refused_subscriptions = Counter("pushgate_refused_subscriptions",
                                              "Subscribes refused with permission denied.", registry=r)

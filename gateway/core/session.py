@@ -22,7 +22,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
-from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid
+from auth.tokens import ConnectionClaims, KeyPending, TokenExpired, TokenInvalid
 from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, ProtocolError, Reason, Refusal, SubscriptionEnd
 from gateway.core.channels import foreign_personal, personal_channel, valid_channel
@@ -300,11 +300,14 @@ class Session:
 
     # --- identity ------------------------------------------------------------------
 
-    def authenticate(self, token: str) -> ConnectionClaims:
-        """The claims of a connect's token, under the rules every protocol shares.
+    def authenticate(self, token: str, ext: bool = False) -> ConnectionClaims:
+        """The claims of a connect's token, under the rules every protocol shares
+        (``ext``: AnyCable's tokens are accepted too).
 
         Raises TokenExpired, or TokenInvalid (MissingToken when there is none
-        and anonymous connections are not allowed), counted and logged here.
+        and anonymous connections are not allowed), counted and logged here;
+        or KeyPending, not counted: the protocol waits for the key set (see
+        :meth:`wait`) and authenticates again.
         """
         host = self.host
         try:
@@ -312,7 +315,7 @@ class Session:
                 if not host.settings.allow_anonymous:
                     raise MissingToken("no token")
                 return ANONYMOUS
-            claims = host.verify_token(token)
+            claims = host.verify_token(token, ext)
             if not claims.user and not host.settings.allow_anonymous:
                 raise TokenInvalid('sub "" (anonymous) without --allow-anonymous')
             if claims.user and not valid_channel(personal_channel(claims.user)):
@@ -323,6 +326,8 @@ class Session:
             return claims
         except TokenExpired:
             host.metrics.token_errors.labels("expired").inc()
+            raise
+        except KeyPending:
             raise
         except MissingToken:
             host.metrics.token_errors.labels("missing").inc()

@@ -68,7 +68,10 @@ def opened(session: Session, request: Request) -> HttpRefusal | None:
         session.start_rpc(request)   # no JWT: the Rails app decides (--cable-rpc-url)
         return None
     sid = request.headers.get("x-anycable-restore-sid", "") or request.arg("sid")
-    session.start(token, sid)
+    if isinstance(session, RpcCableSession):
+        session.start_jwt(request, token, sid)   # an AnyCable token's identifiers reach the app's channels
+    else:
+        session.start(token, sid)
     return None
 
 

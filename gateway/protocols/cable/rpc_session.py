@@ -17,8 +17,12 @@ subscriptions and state, so ``unsubscribed`` and ``disconnect`` run; also
 when the node drains (the node waits for those calls before it exits).
 
 A connection with a JWT (``?jid=``, ``X-JID``, the ``anycable-token.``
-subprotocol) is served as before, with no call at all; so are ``$pubsub``
-and Turbo streams (with ``--turbo-streams-secret``) on either kind.
+subprotocol) is served as before, with no call at all, unless it is an
+AnyCable token and --cable-jwt-ext is on: then, as anycable-go's JWT
+identification, its ``ext`` identifiers are the connection's identifiers
+(no connect call; commands and the disconnect call as above). ``$pubsub``
+and Turbo streams (with ``--turbo-streams-secret``) are served here on
+either kind.
 
 The calls are bounded (:class:`gateway.backend.caller.Caller`): at most
 ``--cable-rpc-concurrency`` in flight, ``--cable-rpc-queue`` waiting, each
@@ -203,11 +207,43 @@ class RpcCableSession(CableSession):
     """A /cable connection on a node with --cable-rpc-url: the app's when it
     brings no JWT (``rpc`` is then its state), else a plain CableSession."""
 
-    __slots__ = ("rpc",)
+    __slots__ = ("rpc", "opened_with")
 
     def __init__(self, host: SessionHost, transport: Transport, subprotocol: str) -> None:
         super().__init__(host, transport, subprotocol)
         self.rpc: RpcState | None = None
+        self.opened_with: tuple[str, dict[str, str]] | None = None   # a JWT connection's URL and headers
+
+    def start_jwt(self, request: Request, token: str, restore_sid: str) -> None:
+        """A JWT: checked here. An AnyCable token's identifiers (``ext``, with
+        --cable-jwt-ext) make it the app's too, as anycable-go's JWT
+        identification does: no connect call, its channels over the RPC."""
+        self.opened_with = self._request_env(request)
+        self.start(token, restore_sid)
+
+    def identified(self, claims: ConnectionClaims) -> None:
+        opened_with, self.opened_with = self.opened_with, None
+        if claims.identifiers is None or opened_with is None:
+            return
+        if len(claims.identifiers) > rpc.MAX_STATE_BYTES:
+            log.warning("client %s: the token's identifiers are more than %d bytes: its channels are not passed "
+                        "to the app", self.client_id, rpc.MAX_STATE_BYTES)
+            return
+        state = self.rpc = RpcState(*opened_with)
+        state.identifiers = claims.identifiers
+        state.connected = True   # the app's disconnect runs when it ends, as after its own connect
+        if not self.ext:
+            # The socket id the calls carry (an ext connection gets one next, in start()).
+            self.sid = self.cable.new_sid()
+            self.host.sockets[self.sid] = self
+
+    def _request_env(self, request: Request) -> tuple[str, dict[str, str]]:
+        """The URL and headers (--cable-rpc-headers) the app's calls carry."""
+        client = rpc_client_of(self.host)
+        headers = {name: request.headers[name] for name in client.headers if name in request.headers}
+        if request.peer:
+            headers["REMOTE_ADDR"] = request.peer
+        return f"http://{request.headers.get('host', '')}{request.target}", headers
 
     # --- connect -----------------------------------------------------------------------
 
@@ -217,10 +253,7 @@ class RpcCableSession(CableSession):
         self.client_id = str(uuid.uuid4())
         self.sid = self.cable.new_sid()   # the socket id: X-AnyCable-Meta-Sid, and what "exclude" names
         self.host.sockets[self.sid] = self
-        headers = {name: request.headers[name] for name in client.headers if name in request.headers}
-        if request.peer:
-            headers["REMOTE_ADDR"] = request.peer
-        url = f"http://{request.headers.get('host', '')}{request.target}"
+        url, headers = self._request_env(request)
         state = self.rpc = RpcState(url, headers)
         state.pending = ("connect", "")
         future = client.call("connect", rpc.connect_body(url, headers), self.sid)
@@ -317,7 +350,8 @@ class RpcCableSession(CableSession):
             return   # a duplicate: a no-op, as in Rails
         if state is None:
             self.host.metrics.refused_subscriptions.inc()
-            log.warning("client %s: subscription to %s refused: a connection with a JWT is never passed to the "
+            log.warning("client %s: subscription to %s refused: a connection with a JWT (other than an AnyCable "
+                        "token with --cable-jwt-ext) is never passed to the "
                         "app (connect without ?jid= to have it decide)", self.client_id, identifier[:120])
             self.send(protocol.reject(identifier))
             return

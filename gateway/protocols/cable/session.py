@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import ujson
 
-from auth.tokens import TokenExpired, TokenInvalid
+from auth.tokens import ConnectionClaims, KeyPending, TokenExpired, TokenInvalid
 from gateway.protocols.cable import protocol, rpc
 from gateway.protocols.cable.rpc import PRESENCE_STATE, WHISPER_STATE
 from gateway.protocols.cable.protocol import EXT
@@ -85,9 +85,17 @@ class CableSession(Session):
     def start(self, token: str, restore_sid: str = "", restorable: bool = True) -> None:
         """The connection is open: authenticate, then ``welcome`` (restoring the
         subscriptions of ``restore_sid`` when this node kept them) or refuse.
-        ``restorable``: an ext connection gets a session id to come back to."""
+        ``restorable``: an ext connection gets a session id to come back to.
+        With --cable-jwt-ext an AnyCable token (identifiers in ``ext``) names
+        the user too."""
         try:
-            claims = self.authenticate(token)
+            claims = self.authenticate(token, self.host.settings.cable_jwt_ext)
+        except KeyPending as pending:
+            # Its key is being fetched (JWKS): decided once the fetch is over;
+            # frames that arrive meanwhile wait behind it.
+            log.info("client -: %s; the connection waits for it", pending)
+            self.wait(pending.ready, lambda _, waiting: self._start_late(token, restore_sid, restorable, waiting), [])
+            return
         except TokenExpired:
             # AnyCable's answer; @anycable/web refreshes its token on exactly this.
             # The stock client keeps retrying on its own schedule (its URL may be
@@ -102,6 +110,7 @@ class CableSession(Session):
         if refusal is not None:
             self.close(refusal)
             return
+        self.identified(claims)
         restored = None
         if self.ext and restorable:
             self.sid = self.cable.new_sid()
@@ -110,6 +119,15 @@ class CableSession(Session):
                 restored = self._restore(restore_sid)
         self.send(protocol.welcome(self.sid, restored))
         self.established()
+
+    def identified(self, claims: ConnectionClaims) -> None:
+        """The token checked out (``claims``), before the welcome: a subclass
+        that serves the app's channels takes the token's identifiers here."""
+
+    def _start_late(self, token: str, restore_sid: str, restorable: bool, waiting: list) -> None:
+        self.start(token, restore_sid, restorable)
+        if waiting and self.state is CONNECTED and self.held is None:
+            self.run(waiting)
 
     def _restore(self, sid: str) -> list[str] | None:
         kept = self.cable.restorable.take(sid)

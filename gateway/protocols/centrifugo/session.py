@@ -13,7 +13,9 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Callable, cast
 
-from auth.tokens import ConnectionClaims, TokenExpired, TokenInvalid, TokenMismatch
+import ujson
+
+from auth.tokens import ConnectionClaims, KeyPending, SubscriptionClaims, TokenExpired, TokenInvalid, TokenMismatch
 from gateway.backend.caller import Caller, Outcome
 from gateway.protocols.centrifugo import model, proxy
 from gateway.protocols.centrifugo.codec import Codec
@@ -101,7 +103,9 @@ class CentrifugoSession(Session):
                             return
                         claims = self._authenticate(cmd)
                         if claims is None:
-                            return  # refused: the rest of the frame is dropped
+                            if self.held is not None:   # it waits for the key set: the rest waits behind it
+                                self.held[1].extend(commands[i + 1:])
+                            return  # or refused: the rest of the frame is dropped
                     if self._behind(cmd) and self.hold(claims, commands[i:]):
                         return
                     self._connect(cmd, claims)
@@ -196,10 +200,14 @@ class CentrifugoSession(Session):
     # --- commands ----------------------------------------------------------------------
 
     def _authenticate(self, cmd: Command) -> ConnectionClaims | None:
-        """The connect's claims, or None when it is refused (answered here)."""
+        """The connect's claims, or None when it is refused (answered here) or
+        waits for the JWKS key set (then it runs again)."""
         token = cmd.params.get("token") or ""
         try:
-            return self.authenticate(token if isinstance(token, str) else "")
+            claims = self.authenticate(token if isinstance(token, str) else "")
+        except KeyPending as pending:
+            self._retry_when(pending, cmd)
+            return None
         except TokenExpired:
             if self.transport.unidirectional:
                 # No reply to carry error 109: Centrifugo's answer is 3005, after
@@ -211,7 +219,31 @@ class CentrifugoSession(Session):
             self.close(vocabulary.BAD_REQUEST)
         except TokenInvalid:
             self.close(vocabulary.INVALID_TOKEN)
+        else:
+            if claims.expires_at is not None and claims.expires_at <= self.host.wall():
+                # exp is good but expire_at has passed: Centrifugo's answer, 110.
+                self.host.metrics.token_errors.labels("expired").inc()
+                if self.transport.unidirectional:
+                    self.close(vocabulary.EXPIRED)
+                else:
+                    self.send(self.codec.error(cmd.id, model.ERROR_EXPIRED))
+                return None
+            json_client = self.codec.name == "json"
+            if claims.subs and not all(_json(sub.info) and (not json_client or _json(sub.data)) for sub in claims.subs):
+                # info is kept as JSON (presence, join/leave); data is sent as it is, and a JSON client needs JSON.
+                self.host.metrics.token_errors.labels("invalid").inc()
+                log.warning("connect refused: the token's subs carry b64info (or, to a JSON client, b64data) "
+                            "that is not JSON")
+                self.close(vocabulary.INVALID_TOKEN)
+                return None
+            return claims
         return None
+
+    def _retry_when(self, pending: KeyPending, cmd: Command) -> None:
+        """``cmd``'s token names a key the JWKS store is fetching: run it again
+        (and what arrives meanwhile after it) once the fetch is over."""
+        log.info("client %s: %s; %s waits for it", self.client_id or "-", pending, cmd.method)
+        self.wait(pending.ready, lambda _, waiting: self.run([cmd, *waiting]), [])
 
     def _connect(self, cmd: Command, claims: ConnectionClaims) -> None:
         # With the refresh proxy, the backend is asked when the expiry comes (no delay), not the client.
@@ -235,10 +267,15 @@ class CentrifugoSession(Session):
             result["ttl"] = self.ttl(claims.expires_at)
         state = self.proxied
         granted: dict[str, tuple[bytes | None, bytes | None]] = {}
+        absent: set[str] | tuple[()] = ()
         if state is not None:  # the connect proxy's data, and its subs' info and data
             if state.connect_data is not None:
                 result["data"] = state.connect_data
             granted, state.subs, state.connect_data = state.subs, {}, None
+            absent, state.absent = state.absent, set()
+        if claims.subs:   # the token's subs claim: each channel's info, data, override
+            granted = {**{sub.channel: (sub.info, sub.data) for sub in claims.subs}, **granted}
+            absent = {*absent, *(sub.channel for sub in claims.subs if not sub.in_presence)}
         # Server-side subscriptions, recovered where the client asks (it sends the
         # positions it had for them in connect.subs).
         wanted = cmd.params.get("subs")
@@ -260,13 +297,16 @@ class CentrifugoSession(Session):
             self.send(self.codec.push("", "connect", result))
         else:
             self.send(self.codec.reply(cmd.id, "connect", result))
-        absent = state.absent if state is not None else ()
         for channel in self.server_channels:
             self.join(channel, chan_info=granted[channel][0] if channel in granted else None,
                       in_presence=channel not in absent)
         if state is not None:
             state.absent = set()
             state.unrecoverable = set()
+        if claims.meta is not None and proxy.any_proxy(host.settings):
+            # The token's meta: never sent to the client, sent with every proxy call.
+            state = self.proxied = self.proxied or proxy.ProxyState()
+            state.meta = claims.meta
         if claims.info is not None and host.settings.publish_proxy_url:
             # The publisher's conn_info in its publications (Centrifugo's ClientInfo).
             state = self.proxied = self.proxied or proxy.ProxyState()
@@ -281,6 +321,9 @@ class CentrifugoSession(Session):
             return
         try:
             claims = self.host.verify_token(token)
+        except KeyPending as pending:
+            self._retry_when(pending, cmd)
+            return
         except TokenExpired:
             self.close(vocabulary.EXPIRED)
             return
@@ -293,6 +336,9 @@ class CentrifugoSession(Session):
             self.close(vocabulary.INVALID_TOKEN)
             return
         self.reauthenticate(claims)
+        if claims.meta is not None and proxy.any_proxy(self.host.settings):
+            state = self.proxied = self.proxied or proxy.ProxyState()
+            state.meta = claims.meta
         result = {"client": self.client_id, "version": self.host.version, "expires": False}
         if claims.expires_at is not None:
             result["expires"] = True
@@ -305,7 +351,7 @@ class CentrifugoSession(Session):
             self.close(vocabulary.BAD_REQUEST)
             return
         host = self.host
-        expires_at = None
+        granted: SubscriptionClaims | None = None
         error: model.Error | None
         if not valid_channel(channel):
             error = model.ERROR_BAD_REQUEST
@@ -319,8 +365,8 @@ class CentrifugoSession(Session):
         elif len(self.channels) >= CHANNEL_LIMIT:
             error = model.ERROR_LIMIT_EXCEEDED
         elif cmd.params.get("token"):
-            error, expires_at = self._check_subscription_token(cmd.params["token"], channel)
-            if self.state is CLOSED:
+            error, granted = self._check_subscription_token(cmd.params["token"], channel, cmd)
+            if self.state is CLOSED or self.held is not None:
                 return
         elif host.settings.subscribe_proxy_url and proxy.proxies_of(host).subscribe_channels.match(channel):
             self._proxy_subscribe(cmd, channel)   # the backend decides
@@ -333,7 +379,11 @@ class CentrifugoSession(Session):
         if error is not None:
             self.send(self.codec.error(cmd.id, error))
             return
-        self._admit_subscription(cmd, channel, expires_at)
+        if granted is None:
+            self._admit_subscription(cmd, channel, None)
+        else:   # the subscription token's expire_at (or exp), info, data and override
+            self._admit_subscription(cmd, channel, granted.expires_at, chan_info=granted.info, data=granted.data,
+                                     options=SubscriptionOptions(in_presence=granted.in_presence))
 
     def _admit_subscription(self, cmd: Command, channel: str, expires_at: int | None, *,
                             chan_info: bytes | None = None, data: bytes | None = None,
@@ -361,13 +411,18 @@ class CentrifugoSession(Session):
             state = self.proxied = self.proxied or proxy.ProxyState()
             state.chan_info[channel] = chan_info   # the publisher's chan_info in its publications there
 
-    def _check_subscription_token(self, token: object, channel: str) -> tuple[model.Error | None, int | None]:
+    def _check_subscription_token(self, token: object, channel: str, cmd: Command
+                                  ) -> tuple[model.Error | None, SubscriptionClaims | None]:
         """A subscription token grants a private channel (Centrifugo's rules:
         expired 109, invalid 103, issued for another channel, user or
-        connection 3500). Returns the error, or None and the token's expiry."""
+        connection 3500). Returns the error, or None and the token's claims;
+        or (None, None) with ``cmd`` held until the JWKS key set is fetched."""
         metrics = self.host.metrics
         try:
             claims = self.host.verify_subscription_token(token, self.user, channel, self.client_id)
+        except KeyPending as pending:
+            self._retry_when(pending, cmd)
+            return None, None
         except TokenExpired:
             metrics.token_errors.labels("subscription_expired").inc()
             return model.ERROR_TOKEN_EXPIRED, None
@@ -380,7 +435,12 @@ class CentrifugoSession(Session):
             metrics.token_errors.labels("subscription_invalid").inc()
             log.warning("client %s: invalid subscription token for %s (%s)", self.client_id, channel, exc)
             return model.ERROR_PERMISSION_DENIED, None
-        return None, claims.expires_at
+        if not _json(claims.info) or (self.codec.name == "json" and not _json(claims.data)):
+            metrics.token_errors.labels("subscription_invalid").inc()
+            log.warning("client %s: subscription token for %s carries b64info (or, to a JSON client, b64data) "
+                        "that is not JSON", self.client_id, channel)
+            return model.ERROR_PERMISSION_DENIED, None
+        return None, claims
 
     def _sub_refresh(self, cmd: Command) -> None:
         channel = cmd.params.get("channel")
@@ -392,12 +452,13 @@ class CentrifugoSession(Session):
         if channel not in self.channels:
             self.send(codec.error(cmd.id, model.ERROR_PERMISSION_DENIED))
             return
-        error, expires_at = self._check_subscription_token(token, channel)
-        if self.state is CLOSED:
+        error, granted = self._check_subscription_token(token, channel, cmd)
+        if self.state is CLOSED or self.held is not None:
             return
-        if error is not None:
-            self.send(codec.error(cmd.id, error))
+        if error is not None or granted is None:
+            self.send(codec.error(cmd.id, error or model.ERROR_INTERNAL))
             return
+        expires_at = granted.expires_at
         result: dict[str, bool | int] = {"expires": expires_at is not None}
         self.watch_subscription(channel, expires_at)
         if expires_at is not None:
@@ -910,6 +971,17 @@ class CentrifugoSession(Session):
                 caller.refused(str(exc))
             expires_at = int(self.host.wall()) + proxy.REFRESH_RETRY
         self.watch_subscription(channel, expires_at, 0)
+
+
+def _json(payload: bytes | None) -> bool:
+    """Whether ``payload`` may be embedded in a JSON client's message."""
+    if payload is None:
+        return True
+    try:
+        ujson.loads(payload)
+    except (ValueError, OverflowError):
+        return False
+    return True
 
 
 _HANDLERS = {

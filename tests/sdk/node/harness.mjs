@@ -47,6 +47,10 @@ function subscribed(channelName, serverSide, ctx) {
     fields.offset = ctx.streamPosition.offset;
     fields.epoch = ctx.streamPosition.epoch;
   }
+  if (ctx.data && ctx.data.byteLength) {
+    // The subscription's data (a token's subs claim, a proxy's answer): bytes as they came.
+    fields.data_b64 = Buffer.from(ctx.data.buffer, ctx.data.byteOffset, ctx.data.byteLength).toString('base64');
+  }
   return fields;
 }
 

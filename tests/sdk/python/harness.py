@@ -44,6 +44,8 @@ def subscribed(channel: str, server_side: bool, ctx) -> dict:
     if ctx.stream_position is not None:
         fields["offset"] = ctx.stream_position.offset
         fields["epoch"] = ctx.stream_position.epoch
+    if ctx.data:   # the subscription's data (a token's subs claim, a proxy's answer): bytes as they came
+        fields["data_b64"] = base64.b64encode(ctx.data).decode()
     return fields
 
 
