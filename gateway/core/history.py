@@ -520,6 +520,34 @@ class History:
         pubs = [Publication(offset_of(p), d) for p, d in zip(stream.positions[i:], stream.data[i:])]
         return Recovery(True, pubs, top_epoch, offset)
 
+    def latest(self, channel: str, epoch: str, offset: int, now_ns: int) -> Recovery:
+        """Centrifugo's cache recovery mode (``--cache``): the client wants the
+        latest publication, not the stream. ``offset`` 0 means it has no position.
+
+        * From a position this node can recover: nothing newer, ``recovered``
+          with no publication (the client is up to date); else the newest of
+          what it missed, alone.
+        * Otherwise the latest publication held here, ``recovered``, when this
+          node vouches that nothing after it was lost (as a recovery from its
+          position would); else ``recovered: false`` and none: the client
+          reloads its state. An empty channel is ``recovered: false``, as in
+          Centrifugo.
+
+        As in Centrifugo, a recovered answer carries the client's own offset
+        (0 without one): the publication moves it on.
+        """
+        if offset > 0:
+            answer = self.recover(channel, epoch, offset, now_ns)
+            if answer.recovered:
+                return Recovery(True, answer.publications[-1:], answer.epoch, offset)
+        top_epoch, top_offset = self.top(channel, now_ns)
+        stream = self._streams.get(channel)
+        if stream is not None and stream.positions:
+            last = stream.positions[-1]
+            if self.recover(channel, epoch_of(last), offset_of(last), now_ns).recovered:
+                return Recovery(True, [Publication(offset_of(last), stream.data[-1])], top_epoch, max(offset, 0))
+        return Recovery(False, [], top_epoch, top_offset)
+
     def publications(self, channel: str, *, after: int | None = None, limit: int = -1,
                      reverse: bool = False) -> list[Publication]:
         """Retained publications after an absolute position, for the history command."""

@@ -39,6 +39,7 @@ from gateway.core import vocabulary
 from gateway.protocols.centrifugo import model
 from gateway.protocols.centrifugo.json_codec import Raw, encode
 from gateway.protocols.centrifugo.model import Error
+from gateway.protocols.centrifugo.options import BadOverride, Unhonoured, options_for
 from gateway.nsq.envelope import BadMessage, parse_envelope
 from gateway.core.channels import foreign_personal, valid_channel
 from gateway.core.history import Publication, Published, from_position
@@ -331,9 +332,23 @@ class ServerApi:
         if foreign_personal(channel, user):
             raise Failed(model.ERROR_PERMISSION_DENIED)  # another user's personal channel: never
         if params.get("b64info") or params.get("b64data"):
-            raise Failed(model.ERROR_NOT_AVAILABLE)
+            raise Failed(Error(108, "not available: b64info, b64data (info and data are JSON here)"))
+        node = self.node
+        expire_at = _field(params, "expire_at", int) or None
+        if expire_at is not None and expire_at <= node.host.wall():
+            raise Failed(Error(model.ERROR_EXPIRED.code, "expired: expire_at is not in the future"))
+        since = self._recover_since(params, channel)
+        override = params.get("override")
+        try:
+            options_for(override, channel, node.presence, node.host.history)
+        except BadOverride as exc:
+            raise Failed(Error(107, f"bad request: {exc}")) from None
+        except Unhonoured as exc:
+            raise Failed(Error(108, f"not available: {exc}")) from None
         fields = {"user": user, "channel": channel, "client": _field(params, "client", str),
-                  "info": _json_text(params.get("info")), "data": _json_text(params.get("data"))}
+                  "session": _field(params, "session", str) or None,
+                  "info": _json_text(params.get("info")), "data": _json_text(params.get("data")),
+                  "expire_at": expire_at, "since": since, "override": override or None}
         try:
             touched, refused = await self.node.peering.act_everywhere(
                 "api-subscribe", **{k: v for k, v in fields.items() if v is not None})
@@ -344,6 +359,20 @@ class ServerApi:
             # (e.g. all of them speak Action Cable, which has no such message).
             raise Failed(model.Error(model.ERROR_NOT_AVAILABLE.code, "; ".join(sorted(set(refused)))[:500]))
         return {}
+
+    def _recover_since(self, params: dict, channel: str) -> list | None:
+        """``recover_since`` ({offset, epoch}) as [epoch, offset], checked: the
+        channel must keep history, or there is nothing to recover from (108)."""
+        since = _field(params, "recover_since", dict)
+        if since is None:
+            return None
+        offset, epoch = since.get("offset", 0), since.get("epoch", "")
+        if type(offset) is not int or not 0 <= offset <= 2**64 - 1 or type(epoch) is not str:
+            raise BadRequest("recover_since: {offset: uint64, epoch: string}")
+        if not self.node.host.history.enabled(channel):
+            raise Failed(Error(108, f"not available: {channel[:80]!r} keeps no history to recover from "
+                                    "(--history-size, --history)"))
+        return [epoch, offset]
 
     async def unsubscribe(self, params: dict) -> dict:
         user = self._user(params)
@@ -371,8 +400,13 @@ class ServerApi:
         expire_at = _field(params, "expire_at", int)
         if expire_at is not None and expire_at <= self.node.host.wall() and not expired:
             expired = True  # a time in the past: as good as expired
+        info = _json_text(params.get("info"))
+        if info is not None and not expired and not expire_at:
+            # Centrifugo applies info only with a future expire_at; never dropped without a word.
+            raise Failed(Error(107, "bad request: info applies with a future expire_at (as in Centrifugo)"))
         return await self._act("api-refresh", user=user, client=_field(params, "client", str),
-                               expired=expired or None, expire_at=expire_at)
+                               session=_field(params, "session", str) or None, expired=expired or None,
+                               expire_at=expire_at, info=None if expired else info)
 
     # --- what this node knows ------------------------------------------------------------------
 

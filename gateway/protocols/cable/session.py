@@ -18,6 +18,8 @@ What differs from the Centrifugo protocol, and lives here:
   publications and ``confirm_history``, or ``reject_history`` and none of
   them. Positions are the same on every node, so this works on any node;
   sessions themselves are restored on the node that had them.
+* on a ``--cache`` channel, a subscribe that asks no history gets the latest
+  publication right after ``confirm_subscription`` (either subprotocol).
 
 Identity, channels in the hub, token expiry, the rate limit, held recoveries
 and closing come from :class:`gateway.core.session.Session`; the core's
@@ -42,7 +44,7 @@ from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
 from gateway.core.channels import PERSONAL_PREFIX, foreign_personal
 from gateway.core.history import Published, Recovery, epoch_of, from_position, offset_of
-from gateway.core.session import CONNECTED, Session
+from gateway.core.session import CHANNEL_LIMIT, CONNECTED, ServerSubscription, Session
 
 if TYPE_CHECKING:
     from gateway.core.host import SessionHost
@@ -207,7 +209,7 @@ class CableSession(Session):
         # the gap can be filled.
         self.close(vocabulary.INSUFFICIENT_STATE)
 
-    def server_subscribe(self, channel: str, chan_info: bytes | None, data: bytes | None) -> Refusal | None:
+    def server_subscribe(self, channel: str, sub: ServerSubscription) -> Refusal | None:
         return Refusal("an Action Cable connection cannot be subscribed by the server: the protocol has no "
                        "message for it (the client subscribes itself; list the channel in the token's "
                        "channels claim or in --public-channels)")
@@ -359,6 +361,29 @@ class CableSession(Session):
         if not quiet:
             self.send(protocol.confirm_history(identifier))
 
+    def _latest(self, identifier: str, channel: str) -> None:
+        """--cache: the channel's latest publication right after the
+        confirmation, as a message, when this node vouches that nothing after
+        it was lost (Centrifugo's cache mode, :meth:`History.latest`). Else
+        nothing: a subscribe that asked no history has no reject to be told."""
+        host = self.host
+        history = host.history
+        if not history.enabled(channel):
+            return
+        answer = history.latest(channel, "", 0, host.now_ns())
+        host.metrics.recoveries.labels("true" if answer.recovered else "false").inc()
+        codec = self.cable.wires.codec(self.ext, identifier, channel)
+        frame = self.wire.frame
+        for publication in answer.publications:
+            data: bytes | None = publication.data
+            if type(data) is Published:
+                data = data.json_form()
+                if data is None:   # binary data that is not JSON: as live, the connection cannot carry it
+                    self.close(vocabulary.INAPPROPRIATE_PROTOCOL)
+                    return
+            assert data is not None
+            self.push(frame(codec.pub_push(channel, data, publication.offset)))
+
     # --- commands ------------------------------------------------------------------------
 
     def _held(self, identifier: str) -> bool:
@@ -383,6 +408,8 @@ class CableSession(Session):
         self.send(protocol.confirm(identifier))
         if self.ext and "history" in command:
             self._answer_history(identifier, channel, command["history"])
+        elif self.host.cache and self.host.cache.match(channel):
+            self._latest(identifier, channel)
         self._add(identifier, channel)
         if "presence" in command:   # @anycable/web rejoins the presence it had with its subscribe
             self._join(command)

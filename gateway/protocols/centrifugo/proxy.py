@@ -33,6 +33,7 @@ from gateway.core.channels import Patterns
 from gateway.core.tags import BadTags, check_tags
 from gateway.core.session import CONNECTED
 from gateway.protocols.centrifugo import model
+from gateway.protocols.centrifugo.options import BadOverride, SubscriptionOptions, Unhonoured, options_for
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -101,7 +102,7 @@ class ProxyState:
     and per-channel ``subs``."""
 
     __slots__ = ("headers", "meta", "connect_data", "subs", "refreshed", "conn_info", "absent", "aside",
-                 "chan_info")
+                 "chan_info", "unrecoverable")
 
     def __init__(self, headers: dict[str, str] | None = None):
         self.headers = headers
@@ -111,6 +112,7 @@ class ProxyState:
         self.refreshed: set[str] = set()   # subscriptions whose expiry the sub refresh proxy decides
         self.conn_info: bytes | None = None  # the connection's info, for its publications
         self.absent: set[str] = set()   # connect subs kept out of presence (override presence false)
+        self.unrecoverable: set[str] = set()   # connect subs answered without recoverable (force_recovery false)
         self.aside: set[asyncio.Future] = set()  # refresh calls under way, withdrawn when the connection closes
         self.chan_info: dict[str, bytes] = {}  # channel -> this connection's info there, for its publications
 
@@ -211,6 +213,16 @@ def json_bytes(value: Any) -> bytes:
     return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode()
 
 
+def json_info(raw: bytes) -> bytes:
+    """A result's info as compact JSON bytes, as presence and publications
+    carry it; raises Garbage when it is not JSON (a Protobuf client's
+    ``b64info`` may be any bytes)."""
+    try:
+        return json_bytes(ujson.loads(raw))
+    except (ValueError, OverflowError):
+        raise Garbage("info is not JSON (presence and publications carry JSON info here)") from None
+
+
 def client_payload(data: Any) -> bytes | None:
     """A client's publish data as bytes: a JSON client's value as JSON, a
     Protobuf client's bytes as they are (binary publications are delivered
@@ -303,20 +315,20 @@ def json_value(raw: bytes | None) -> Any:
         return None
 
 
-def in_presence(options: dict) -> bool:
-    """``override.presence``: ``{"value": false}`` keeps the subscriber out of
-    the channel's presence and join/leave. (True cannot add presence to a
-    channel --presence does not keep: see docs/proxy.md.) Raises Garbage."""
-    override = options.get("override")
-    if override is None:
-        return True
-    if type(override) is not dict:
-        raise Garbage("override is not an object")
-    for key, value in override.items():
-        if value is not None and (type(value) is not dict or type(value.get("value", False)) is not bool):
-            raise Garbage(f"override.{key} must be {{\"value\": true or false}}")
-    presence = override.get("presence")
-    return not (presence is not None and presence.get("value") is False)
+def sub_options(session: CentrifugoSession, channel: str, result: dict) -> SubscriptionOptions:
+    """``result``'s ``override`` for ``channel`` (a subscribe result, a connect
+    ``subs`` entry), as pushgate honours it (gateway/protocols/centrifugo/
+    options.py); one it cannot honour, or of the wrong shape, is Garbage."""
+    cache_recover = result.get("cache_recover")
+    if cache_recover is not None and type(cache_recover) is not bool:
+        raise Garbage("cache_recover must be true or false")
+    if cache_recover and not session.host.cache.match(channel):
+        # Centrifugo applies it only in cache recovery mode: here, --cache channels (which recover always).
+        raise Garbage(f"cache_recover: {channel[:80]!r} is not a --cache channel")
+    try:
+        return options_for(result.get("override"), channel, session.host.presence, session.host.history)
+    except (BadOverride, Unhonoured) as exc:
+        raise Garbage(str(exc)) from None
 
 
 def expire_at(result: dict) -> int | None:

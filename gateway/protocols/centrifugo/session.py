@@ -28,7 +28,9 @@ from gateway.core.tags import BadFilter, Predicate, compile_filter
 from gateway.protocols.centrifugo.model import Command
 from gateway.core.channels import PERSONAL_PREFIX, foreign_personal, valid_channel
 from gateway.core.history import from_position
-from gateway.core.session import CLOSED, CONNECTED, CONNECTING, MissingToken, Session
+from gateway.core.session import CLOSED, CONNECTED, CONNECTING, MissingToken, ServerSubscription, Session
+from gateway.protocols.centrifugo.options import (DEFAULT, BadOverride, SubscriptionOptions, Unhonoured,
+                                                  options_for)
 
 if TYPE_CHECKING:
     from gateway.core.host import SessionHost
@@ -155,17 +157,24 @@ class CentrifugoSession(Session):
             and history.behind(channel, str(request.get("epoch") or ""), request.get("offset", 0), now_ns)
             for channel, request in requests.items())
 
-    def _subscribe_result(self, channel: str, request: dict | None) -> tuple[dict, bool | None]:
+    def _subscribe_result(self, channel: str, request: dict | None,
+                          recoverable: bool = True) -> tuple[dict, bool | None]:
         """The SubscribeResult for ``channel``: its stream position when it keeps
-        history, and the recovery answer when ``request`` asks to recover.
-        Returns the result and whether it recovered (None: nothing asked)."""
+        history, and the recovery answer when ``request`` asks to recover (or,
+        on a --cache channel, always: the latest publication). Returns the
+        result and whether it recovered (None: nothing asked; a cache answer
+        is never refused with 112, as in Centrifugo). ``recoverable`` False
+        (override force_recovery false): positioned only, no recovery."""
         host = self.host
         history = host.history
         if not history.enabled(channel):
             return {}, None
         now_ns = host.now_ns()
         offset = request.get("offset", 0) if request else None
-        if request and request.get("recover") and isinstance(offset, int) and not isinstance(offset, bool):
+        if recoverable and host.cache and host.cache.match(channel):
+            return self._cache_result(channel, request, now_ns), None
+        if recoverable and request and request.get("recover") and isinstance(offset, int) \
+                and not isinstance(offset, bool):
             answer = history.recover(channel, str(request.get("epoch") or ""), offset, now_ns)
             host.metrics.recoveries.labels("true" if answer.recovered else "false").inc()
             result = {"recoverable": True, "positioned": True, "epoch": answer.epoch, "offset": answer.offset,
@@ -174,7 +183,25 @@ class CentrifugoSession(Session):
                 result["publications"] = answer.publications
             return result, answer.recovered
         epoch, top = history.top(channel, now_ns)
+        if not recoverable:
+            return {"positioned": True, "epoch": epoch, "offset": top}, None
         return {"recoverable": True, "positioned": True, "epoch": epoch, "offset": top}, None
+
+    def _cache_result(self, channel: str, request: dict | None, now_ns: int) -> dict:
+        """Centrifugo's cache recovery mode with auto recovery: every subscribe
+        recovers, and gets the latest publication (docs/recovery.md)."""
+        epoch, offset = "", 0
+        if request and request.get("recover"):
+            epoch = str(request.get("epoch") or "")
+            given = request.get("offset", 0)
+            offset = given if isinstance(given, int) and not isinstance(given, bool) and given > 0 else 0
+        answer = self.host.history.latest(channel, epoch, offset, now_ns)
+        self.host.metrics.recoveries.labels("true" if answer.recovered else "false").inc()
+        result = {"recoverable": True, "positioned": True, "epoch": answer.epoch, "offset": answer.offset,
+                  "was_recovering": True, "recovered": answer.recovered}
+        if answer.publications:
+            result["publications"] = answer.publications
+        return result
 
     # --- commands ----------------------------------------------------------------------
 
@@ -260,9 +287,11 @@ class CentrifugoSession(Session):
         wanted = cmd.params.get("subs")
         wanted = wanted if isinstance(wanted, dict) else {}
         subs = {}
+        unrecoverable = state.unrecoverable if state is not None else ()
         for channel in self.server_channels:
             request = wanted.get(channel)
-            subs[channel], _ = self._subscribe_result(channel, request if isinstance(request, dict) else None)
+            subs[channel], _ = self._subscribe_result(channel, request if isinstance(request, dict) else None,
+                                                      channel not in unrecoverable)
             data = granted.get(channel, (None, None))[1]
             if data is not None:
                 subs[channel]["data"] = data
@@ -277,6 +306,9 @@ class CentrifugoSession(Session):
         for channel in self.server_channels:
             self.join(channel, chan_info=granted[channel][0] if channel in granted else None,
                       in_presence=channel not in absent)
+        if state is not None:
+            state.absent = set()
+            state.unrecoverable = set()
         if claims.meta is not None and proxy.any_proxy(host.settings):
             # The token's meta: never sent to the client, sent with every proxy call.
             state = self.proxied = self.proxied or proxy.ProxyState()
@@ -359,15 +391,15 @@ class CentrifugoSession(Session):
             self._admit_subscription(cmd, channel, None)
         else:   # the subscription token's expire_at (or exp), info, data and override
             self._admit_subscription(cmd, channel, granted.expires_at, chan_info=granted.info, data=granted.data,
-                                     in_presence=granted.in_presence)
+                                     options=SubscriptionOptions(in_presence=granted.in_presence))
 
     def _admit_subscription(self, cmd: Command, channel: str, expires_at: int | None, *,
                             chan_info: bytes | None = None, data: bytes | None = None,
-                            server_refresh: bool = False, in_presence: bool = True) -> None:
+                            server_refresh: bool = False, options: SubscriptionOptions = DEFAULT) -> None:
         """A permitted subscribe: its result (position, recovery, the backend's
         data), the reply, then the channel joins the hub, in one callback."""
         codec = self.codec
-        result, recovered = self._subscribe_result(channel, cmd.params)
+        result, recovered = self._subscribe_result(channel, cmd.params, options.recoverable)
         flag = cmd.params.get("flag")
         if recovered is False and isinstance(flag, int) and flag & REJECT_UNRECOVERED:
             self.send(codec.error(cmd.id, model.ERROR_UNRECOVERABLE_POSITION))
@@ -386,7 +418,7 @@ class CentrifugoSession(Session):
         if data is not None:
             result["data"] = data
         self.send(codec.reply(cmd.id, "subscribe", result))
-        self.join(channel, chan_info=chan_info, in_presence=in_presence)
+        self.join(channel, chan_info=chan_info, in_presence=options.in_presence)
         if accepts is not None:
             self.host.hub.set_filter(channel, self, accepts)
         if chan_info is not None and self.host.settings.publish_proxy_url:
@@ -529,10 +561,18 @@ class CentrifugoSession(Session):
 
     # --- the server API's actions on this connection ----------------------------------
 
-    def server_subscribe(self, channel: str, chan_info: bytes | None, data: bytes | None) -> Refusal | None:
+    def server_subscribe(self, channel: str, sub: ServerSubscription) -> Refusal | None:
         """Subscribe this connection to ``channel`` from the server (the server
         API's ``subscribe``): a ``subscribe`` push with the stream position, then
-        publications, like a channel of the token."""
+        publications, like a channel of the token. With ``sub.since``, the
+        publications after it come first, each as a publication push (the
+        Subscribe push has no field for them), and the push says whether it
+        recovered: ``was_recovering``, ``recovered`` in JSON, which
+        centrifuge-js reports; Protobuf's Subscribe has no such fields, and a
+        client there learns only from the offset (its own when recovered).
+        ``sub.expires_at`` ends it then: the connection closes with 3006, or
+        the sub refresh proxy is asked."""
+        host = self.host
         if self.state is not CONNECTED:
             return Refusal("not connected")
         if not valid_channel(channel) or foreign_personal(channel, self.user):
@@ -542,13 +582,39 @@ class CentrifugoSession(Session):
         limit = self.host.settings.max_channels_per_connection
         if len(self.channels) >= limit:
             return Refusal(f"{limit} channels already (--max-channels-per-connection)")
-        result, _ = self._subscribe_result(channel, None)
+        if sub.expires_at is not None and sub.expires_at <= host.wall():
+            return Refusal("expire_at is not in the future")
+        try:
+            options = options_for(sub.override, channel, host.presence, host.history)
+        except (BadOverride, Unhonoured) as exc:
+            return Refusal(str(exc))
+        request = {"recover": True, "epoch": sub.since[0], "offset": sub.since[1]} if sub.since else None
+        result, recovered = self._subscribe_result(channel, request, options.recoverable)
+        codec = self.codec
         push = {key: result[key] for key in ("recoverable", "epoch", "offset", "positioned") if key in result}
-        if data is not None:
-            push["data"] = data
-        self.send(self.codec.push(channel, "subscribe", push))
+        if sub.data is not None:
+            push["data"] = sub.data
+        if "was_recovering" in result and codec.name == "json":
+            push["was_recovering"], push["recovered"] = True, result["recovered"]
+        recovered_pushes = []
+        for publication in result.get("publications", ()):
+            data = publication.data
+            message = codec.pub_push_full(channel, data, publication.offset) if type(data) is Published \
+                else codec.pub_push(channel, data, publication.offset)
+            if message is None:   # binary data a JSON connection cannot carry: closed, as live delivery closes it
+                self.close(vocabulary.INAPPROPRIATE_PROTOCOL)
+                return Refusal("a recovered binary publication that a JSON connection cannot carry (closed, 3506)")
+            recovered_pushes.append(message)
+        self.send(codec.push(channel, "subscribe", push))
+        for message in recovered_pushes:
+            self.send(message)
         self.server_channels = (*self.server_channels, channel)
-        self.join(channel, chan_info=chan_info)
+        self.join(channel, chan_info=sub.chan_info, in_presence=options.in_presence)
+        if sub.expires_at is not None:
+            if host.settings.sub_refresh_proxy_url:
+                state = self.proxied = self.proxied or proxy.ProxyState()
+                state.refreshed.add(channel)
+            self.watch_subscription(channel, sub.expires_at, 0)
         return None
 
     def goodbye(self, ending: Ending) -> tuple[int, str]:
@@ -634,6 +700,12 @@ class CentrifugoSession(Session):
         future = caller.call(proxy.encode(body), proxy.headers_of(self))
         state.aside.add(future)   # withdrawn if the connection closes first (_release)
         future.add_done_callback(decided)
+
+    def info_changed(self, info: bytes) -> None:
+        super().info_changed(info)
+        if self.host.settings.publish_proxy_url:
+            state = self.proxied = self.proxied or proxy.ProxyState()
+            state.conn_info = info   # its publications from now on
 
     def leave(self, channel: str) -> None:
         super().leave(channel)
@@ -725,10 +797,13 @@ class CentrifugoSession(Session):
         state.connect_data = proxy.payload(self, result, "data")
         state.subs = {channel: (proxy.payload(self, options, "info"), proxy.payload(self, options, "data"))
                       for channel, options in subs.items()}
-        state.absent = {channel for channel, options in subs.items() if not proxy.in_presence(options)}
+        chosen = {channel: proxy.sub_options(self, channel, options) for channel, options in subs.items()}
+        state.absent = {channel for channel, options in chosen.items() if not options.in_presence}
+        state.unrecoverable = {channel for channel, options in chosen.items() if not options.recoverable}
         self.proxied = state
         return ConnectionClaims(user=user, channels=tuple(dict.fromkeys([*channels, *subs])),
-                                info=proxy.json_value(info), expires_at=proxy.expire_at(result))
+                                info=proxy.json_value(proxy.json_info(info)) if info is not None else None,
+                                expires_at=proxy.expire_at(result))
 
     def _proxy_subscribe(self, cmd: Command, channel: str) -> None:
         caller = proxy.proxies_of(self.host).subscribe
@@ -742,7 +817,7 @@ class CentrifugoSession(Session):
             return
         error = model.ERROR_INTERNAL if decision.failed else decision.error
         expires_at = chan_info = data = None
-        in_presence = True
+        options = DEFAULT
         if error is None:
             assert decision.result is not None
             result = decision.result
@@ -750,7 +825,7 @@ class CentrifugoSession(Session):
                 expires_at = proxy.expire_at(result)
                 chan_info = proxy.payload(self, result, "info")
                 data = proxy.payload(self, result, "data")
-                in_presence = proxy.in_presence(result)
+                options = proxy.sub_options(self, channel, result)
             except proxy.Garbage as exc:
                 caller.refused(str(exc))
                 error = model.ERROR_INTERNAL
@@ -770,7 +845,7 @@ class CentrifugoSession(Session):
             state = self.proxied = self.proxied or proxy.ProxyState()
             state.refreshed.add(channel)
         self._admit_subscription(cmd, channel, expires_at, chan_info=chan_info, data=data,
-                                 server_refresh=server_refresh, in_presence=in_presence)
+                                 server_refresh=server_refresh, options=options)
 
     def _publish(self, cmd: Command) -> None:
         """A client publish: only to channels of --publish-proxy, as the backend decides."""
@@ -896,11 +971,10 @@ class CentrifugoSession(Session):
             expires_at = proxy.expire_at(result)
             info = proxy.payload(self, result, "info")
             state = self.proxied
-            if state is not None:
-                if "meta" in result:
-                    state.meta = result["meta"]
-                if info is not None and self.host.settings.publish_proxy_url:
-                    state.conn_info = info   # its publications from now on
+            if state is not None and "meta" in result:
+                state.meta = result["meta"]
+            if info is not None:
+                self.info_changed(proxy.json_info(info))
         except proxy.Garbage as exc:
             if result is not None:
                 caller.refused(str(exc))
@@ -926,9 +1000,17 @@ class CentrifugoSession(Session):
             if result is None:
                 raise proxy.Garbage("no result")
             if result.get("expired") is True:
-                self.end_subscription(channel, SubscriptionEnd.EXPIRED)
+                Session.expire(self, channel)   # ended (2501), or closed (3006) if the server made it
                 return
             expires_at = proxy.expire_at(result)
+            info = proxy.payload(self, result, "info")
+            if info is not None:
+                # The subscriber's channel info from now on, as Centrifugo takes it.
+                info = proxy.json_info(info)
+                self.chan_info_changed(channel, info)
+                if self.host.settings.publish_proxy_url:
+                    state = self.proxied = self.proxied or proxy.ProxyState()
+                    state.chan_info[channel] = info   # its publications there
         except proxy.Garbage as exc:
             if result is not None:
                 caller.refused(str(exc))
