@@ -310,6 +310,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("history-ttl", _positive_float, 300.0, "Seconds a publication stays in history."),
     Option("history", _history_rule, [], "Per-channel history: PATTERN=SIZE[/TTL], first match wins, "
            "a trailing * matches a prefix, SIZE 0 turns it off (repeatable).", repeatable=True),
+    Option("cache", _channel_pattern, [], "Latest value on subscribe (Centrifugo's cache recovery mode) for "
+           "channels matching this pattern: a subscribe, and a connect's server-side channels, get the channel's "
+           "last publication at once (repeatable; the channels must keep history).", repeatable=True),
     Option("history-memory-bytes", _int_range(0), 64 << 20, "Memory for all channels' history together "
            "(publications and each channel's own state); the oldest go first."),
     Option("history-margin", _positive_float, 1.0, "Seconds behind now a stream position must be before "
@@ -335,6 +338,9 @@ OPTIONS: tuple[Option, ...] = (
            "whose X-Forwarded-For / X-Real-Ip is believed; from anyone else it is ignored."),
     Option("max-connections", _int_range(0), 0, "Connections per node; more are refused with HTTP 503 "
            "(0: the open-file limit less 256)."),
+    Option("max-channels-per-connection", _int_range(1, 100000), 128, "Channels one connection may be "
+           "subscribed to, its personal channel included (Centrifugo's client_channel_limit); a subscribe past "
+           "it is refused with 106, a connect whose token or proxy grants more is closed with 3505."),
     Option("max-user-connections", _int_range(0), 0, "Connections per user on this node; more are "
            "closed with 3504 (0: no limit)."),
     Option("connect-timeout", _positive_float, 10.0, "Seconds a new connection has to send its connect "
@@ -453,6 +459,7 @@ class Settings:
     history_size: int = _default("history_size")
     history_ttl: float = _default("history_ttl")
     history: list = _default("history")
+    cache: list = _default("cache")
     history_memory_bytes: int = _default("history_memory_bytes")
     history_margin: float = _default("history_margin")
     expired_close_delay: float = _default("expired_close_delay")
@@ -466,6 +473,7 @@ class Settings:
     max_pending_connections: int = _default("max_pending_connections")
     trusted_proxies: str = _default("trusted_proxies")
     max_connections: int = _default("max_connections")
+    max_channels_per_connection: int = _default("max_channels_per_connection")
     max_user_connections: int = _default("max_user_connections")
     connect_timeout: float = _default("connect_timeout")
     ping_interval: int = _default("ping_interval")
@@ -653,6 +661,14 @@ def check(s: Settings) -> None:
     if s.presence_ttl < 2 * s.presence_interval:
         raise ConfigError(f"--presence-ttl: {s.presence_ttl} must be at least twice --presence-interval "
                           f"({s.presence_interval}), or live nodes would expire between snapshots")
+    for pattern in s.cache:
+        probe = pattern[:-1] if pattern.endswith("*") else pattern
+        size = next((size for rule, size, _ in s.history
+                     if rule in (pattern, probe) or (rule.endswith("*") and probe.startswith(rule[:-1]))),
+                    s.history_size)
+        if not size:
+            raise ConfigError(f"--cache: {pattern!r} keeps no history (--history-size, --history): the latest "
+                              "value has nowhere to come from")
     if s.admin and not (s.admin_secret or s.api_key):
         raise ConfigError("--admin: the status page needs --admin-secret or --api-key")
     if s.cable_rpc_url and s.cable_rpc_timeout >= s.connect_timeout:

@@ -83,4 +83,12 @@ class JsClient:
             except (asyncio.TimeoutError, ConnectionError):
                 self.proc.kill()
                 await self.proc.wait()
-        self._reader.cancel()
+        # Close our end of stdin here, in the loop: left to the garbage
+        # collector, the pipe's transport is closed after the loop is, and that
+        # finalizer can run in the middle of another test (once, inside ast.parse).
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self._reader, 5)   # stdout to its end
+        except asyncio.TimeoutError:
+            self._reader.cancel()

@@ -9,7 +9,8 @@ from that cookie and its rooms:
 * ``/centrifugo/subscribe``: ``room:*`` channels, each with its members
   (``ROOMS``); a member gets ``data`` and ``info``, anyone else error 403;
 * ``/centrifugo/publish``: allowed in rooms one belongs to, the data
-  rewritten (``{"text": ..., "by": user}``);
+  rewritten (``{"text": ..., "by": user}``), its ``tags`` and ``key`` as the
+  result's ``tags`` and ``idempotency_key``;
 * ``/centrifugo/rpc``: ``whoami``, ``echo``, ``fail`` (error 1000);
 * ``/centrifugo/refresh``, ``/centrifugo/sub_refresh``: extend by
   ``extend`` seconds, or ``expired`` for users in ``expired_users``.
@@ -21,6 +22,11 @@ the most calls it ever had at once.
 
 Run alone (``python -m tests.proxy_backend --port N``) it serves the same,
 plus the browser test's page (``/``, with the centrifuge-js bundle).
+
+With ``gateway`` (a node's http://host:port) it also forwards
+``/connection/*`` and ``/emulation`` there, streaming, as a reverse proxy in
+front of both would (nginx): the fallback transports' ``fetch`` and
+``EventSource`` send the session cookie only to the page's own origin.
 """
 from __future__ import annotations
 
@@ -60,13 +66,16 @@ def signed_in(cookie_header: str) -> str | None:
 
 
 class Backend:
-    def __init__(self) -> None:
+    def __init__(self, gateway: str | None = None) -> None:
+        self.gateway = gateway
         self.calls: dict[str, list[tuple[dict, dict]]] = defaultdict(list)
         self.mode: str | None = None
         self.delay = 0.0               # seconds each proxy call takes
         self.expire_in: int | None = None      # connect result's expire_at = now + expire_in
         self.sub_expire_in: int | None = None  # subscribe result's expire_at likewise
         self.extend = 60
+        self.sub_override: dict | None = None   # the subscribe result's override
+        self.refresh_info: object = None        # the refresh result's info
         self.expired_users: set[str] = set()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -92,16 +101,21 @@ class Backend:
         result = {"data": {"welcome": request.channel, "user": request.user}, "info": {"role": "member"}}
         if self.sub_expire_in is not None:
             result["expire_at"] = int(time.time()) + self.sub_expire_in
+        if self.sub_override is not None:
+            result["override"] = self.sub_override
         return bridge.result(**result)
 
     def publish(self, request: bridge.ProxyRequest) -> dict:
         members = ROOMS.get(request.channel, set())
         if members is not None and request.user not in members:
             return bridge.error(403, "not in this room")
-        text = request.data.get("text") if isinstance(request.data, dict) else None
-        # A "!" message is not kept in history.
+        fields = request.data if isinstance(request.data, dict) else {}
+        text = fields.get("text")
+        # A "!" message is not kept in history; "tags" and "key" become the
+        # publication's tags and idempotency key.
         return bridge.result(data={"text": text, "by": request.user},
-                             skip_history=True if str(text).startswith("!") else None)
+                             skip_history=True if str(text).startswith("!") else None,
+                             tags=fields.get("tags"), idempotency_key=fields.get("key"))
 
     def rpc(self, request: bridge.ProxyRequest) -> dict:
         if request.method == "whoami":
@@ -115,19 +129,23 @@ class Backend:
     def refresh(self, request: bridge.ProxyRequest) -> dict:
         if request.user in self.expired_users:
             return bridge.result(expired=True)
-        return bridge.result(expire_at=int(time.time()) + self.extend)
+        return bridge.result(expire_at=int(time.time()) + self.extend,
+                             **({"info": self.refresh_info} if self.refresh_info is not None else {}))
 
     sub_refresh = refresh
 
     # --- the app ---------------------------------------------------------------------------
 
     def app(self) -> tornado.web.Application:
-        return tornado.web.Application([
+        routes: list = [
             (r"/login", LoginHandler),
             (r"/centrifugo/([a-z_]+)", ProxyHandler, {"backend": self}),
             (r"/", PageHandler),
             (r"/centrifuge\.js", BundleHandler),
-        ])
+        ]
+        if self.gateway:
+            routes.append((r"/(?:connection/.*|emulation)", GatewayHandler, {"upstream": self.gateway}))
+        return tornado.web.Application(routes)
 
     async def start(self, port: int = 0) -> "Backend":
         self._server = HTTPServer(self.app())
@@ -189,6 +207,51 @@ class ProxyHandler(tornado.web.RequestHandler):
             self.write(json.dumps(handler(request)))
         finally:
             backend.in_flight -= 1
+
+
+class GatewayHandler(tornado.web.RequestHandler):
+    """Forwards a request to the gateway and streams its answer back (an HTTP
+    stream, an SSE stream, an /emulation call). Only the headers a reverse
+    proxy would pass on go through."""
+
+    PASSED = ("cookie", "content-type", "accept", "origin", "last-event-id")
+
+    def initialize(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.gone = False
+
+    def on_connection_close(self) -> None:
+        self.gone = True
+
+    async def forward(self) -> None:
+        from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+        def header(line: str) -> None:
+            if line.startswith("HTTP/"):
+                self.set_status(int(line.split()[1]))
+                return
+            name, _, value = line.partition(":")
+            if name.strip().lower() in ("content-type", "cache-control"):
+                self.set_header(name.strip(), value.strip())
+
+        def chunk(data: bytes) -> None:
+            if self.gone:
+                raise ConnectionError("the browser went away")   # ends the upstream request too
+            self.write(data)
+            self.flush()
+
+        headers = {k: v for k, v in self.request.headers.get_all() if k.lower() in self.PASSED}
+        request = HTTPRequest(self.upstream + self.request.uri, method=self.request.method, headers=headers,
+                              body=self.request.body if self.request.method == "POST" else None,
+                              header_callback=header, streaming_callback=chunk, request_timeout=3600)
+        try:
+            await AsyncHTTPClient(max_clients=50).fetch(request, raise_error=False)
+        except ConnectionError:
+            return
+        if not self.gone:
+            self.finish()
+
+    get = post = forward
 
 
 class PageHandler(tornado.web.RequestHandler):

@@ -5,11 +5,16 @@ and the connect proxy; a room it may not enter is refused with the backend's
 code, an allowed one gives the backend's initial data; ``sub.publish()`` in
 one tab reaches a subscriber on another node with the publisher's info;
 ``client.rpc()`` returns the backend's answer; the connection's proxied
-``expire_at`` is refreshed by the backend without the client."""
+``expire_at`` is refreshed by the backend without the client. Alice does
+it over WebSocket, then over each fallback (http_stream, SSE) through the
+backend's origin, as a reverse proxy in front of both would serve them:
+the fallbacks' ``fetch`` and ``EventSource`` send the cookie only there."""
 from __future__ import annotations
 
 import asyncio
 import os
+
+import pytest
 
 from tests.helpers import wait_for
 from tests.proxy_backend import Backend
@@ -20,7 +25,9 @@ SCRIPT = ROOT / "tests" / "browser" / "proxy_e2e.mjs"
 DEADLINE = 90
 
 
-def test_centrifuge_js_without_a_token_through_the_proxies(chromium_path, node, start_gateway):  # noqa: F811
+@pytest.mark.parametrize("transport", ["websocket", "http_stream", "sse"])
+def test_centrifuge_js_without_a_token_through_the_proxies(chromium_path, node, start_gateway,  # noqa: F811
+                                                           transport):
     port = free_port()
     base = f"http://127.0.0.1:{port}/centrifugo"
     flags = (f"--connect-proxy-url={base}/connect", f"--refresh-proxy-url={base}/refresh",
@@ -30,11 +37,12 @@ def test_centrifuge_js_without_a_token_through_the_proxies(chromium_path, node, 
     a, b = start_gateway(*flags), start_gateway(*flags)
 
     async def scenario() -> tuple[int, list[str], Backend]:
-        backend = await Backend().start(port)
+        backend = await Backend(gateway=None if transport == "websocket" else a.url).start(port)
         backend.expire_in = 2    # alice's connection expires in 2 s, and each refresh gives 2 s more
         backend.extend = 2
         env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHGATE_")}
-        env.update(BACKEND=f"http://127.0.0.1:{port}", NODE_A=a.ws_url, NODE_B=b.ws_url, CHROMIUM=chromium_path)
+        env.update(BACKEND=f"http://127.0.0.1:{port}", NODE_A=a.ws_url, NODE_B=b.ws_url, CHROMIUM=chromium_path,
+                   TRANSPORT=transport)
         script = await asyncio.create_subprocess_exec(node, str(SCRIPT), cwd=ROOT, env=env,
                                                       stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                       stderr=asyncio.subprocess.STDOUT, start_new_session=True)
@@ -69,5 +77,5 @@ def test_centrifuge_js_without_a_token_through_the_proxies(chromium_path, node, 
     # The browser sent its cookie, and nothing but what --proxy-headers names went to the backend.
     headers, body = backend.calls["connect"][0]
     assert headers["Cookie"].startswith("session=") and "Origin" not in headers
-    assert body["transport"] == "websocket" and "token" not in body
+    assert body["transport"] == transport and "token" not in body
     assert a.metric("pushgate_disconnects_total", reason="expired") == 0

@@ -7,6 +7,7 @@ import pytest
 
 from auth import connection_token
 from gateway.core import vocabulary
+from gateway.core.session import ServerSubscription
 from gateway.protocols.centrifugo import model
 from gateway.protocols.centrifugo.protobuf_codec import split_delimited, uvarint
 from gateway.protocols.centrifugo.schema import CLASSES
@@ -257,8 +258,8 @@ def test_a_channel_info_over_the_limit_is_left_out_on_every_node_alike():
     from gateway.cluster.presence import INFO_LIMIT
     a, b = make_host(**PRESENCE), make_host(**PRESENCE)
     big, small = connect(a, "big")[0], connect(a, "small")[0]
-    assert big.server_subscribe("room:1", b'"' + b"x" * INFO_LIMIT + b'"', None) is None
-    assert small.server_subscribe("room:1", b'{"seat":1}', None) is None
+    assert big.server_subscribe("room:1", ServerSubscription(chan_info=b'"' + b"x" * INFO_LIMIT + b'"')) is None
+    assert small.server_subscribe("room:1", ServerSubscription(chan_info=b'{"seat":1}')) is None
     hand_over(a, b, "A")
     for host in (a, b):
         clients = host.presence.clients("room:1")

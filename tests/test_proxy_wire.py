@@ -13,6 +13,7 @@ import ujson
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from gateway.backend.caller import ANSWER, Caller, CallerMetrics, Outcome
+from gateway.core.history import Published
 from gateway.core.metrics import Metrics
 from gateway.nsq.envelope import BadMessage, parse_envelope
 from gateway.protocols.centrifugo import proxy
@@ -126,9 +127,11 @@ def test_the_gateway_reads_centrifugos_documented_answers():
 
 def test_a_publication_carries_its_publishers_info_in_both_encodings():
     info = {"user": "alice", "client": "c-1", "conn_info": b'{"name":"Alice"}'}
-    assert ujson.loads(JSON.pub_push_info("room", b'{"t":1}', 7, info)) == {"push": {"channel": "room", "pub": {
+    data = Published(b'{"t":1}')
+    data.info = info
+    assert ujson.loads(JSON.pub_push_full("room", data, 7)) == {"push": {"channel": "room", "pub": {
         "data": {"t": 1}, "info": {"user": "alice", "client": "c-1", "conn_info": {"name": "Alice"}}, "offset": 7}}}
-    raw = PROTOBUF.pub_push_info("room", b'{"t":1}', 7, info)
+    raw = PROTOBUF.pub_push_full("room", data, 7)
     reply = CLASSES["Reply"].FromString(raw[1:])
     pub = reply.push.pub
     assert reply.push.channel == "room" and pub.data == b'{"t":1}' and pub.offset == 7

@@ -37,7 +37,7 @@ from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, Reason, Refusal
 from gateway.cluster.presence import KIND_BYE, KIND_DELTA, KIND_NODE, KIND_SNAPSHOT, KIND_SYNC
 from gateway.nsq.publisher import NsqdUnavailable, PublishError
-from gateway.core.session import CONNECTED
+from gateway.core.session import CONNECTED, ServerSubscription
 
 if TYPE_CHECKING:
     from gateway.cluster.bus import ControlBus
@@ -410,8 +410,9 @@ class Peering:
         if not isinstance(user, str) or not user:
             return 0
         client = fields.get("client") or None
+        session_id = fields.get("session") or None
         touched = 0
-        for session in self._connections(user, client):
+        for session in self._connections(user, client, session_id if isinstance(session_id, str) else None):
             if kind == "api-disconnect":
                 whitelist = fields.get("whitelist") or ()
                 if session.client_id not in whitelist:
@@ -420,7 +421,7 @@ class Peering:
             elif kind == "api-subscribe":
                 channel = fields.get("channel")
                 if isinstance(channel, str):
-                    refusal = session.server_subscribe(channel, _bytes(fields.get("info")), _bytes(fields.get("data")))
+                    refusal = session.server_subscribe(channel, _subscription(fields))
                     if refusal is None:
                         touched += 1
                     elif refused is not None:
@@ -433,11 +434,13 @@ class Peering:
                 touched += self._refresh(session, fields)
         return touched
 
-    def _connections(self, user: str, client: str | None) -> list[Session]:
+    def _connections(self, user: str, client: str | None, session_id: str | None = None) -> list[Session]:
         # A scan: an administrative action is rare, and an index of sessions by
-        # user would cost every connection memory (docs/api.md).
+        # user would cost every connection memory (docs/api.md). ``session_id``:
+        # the ``session`` of a connect result (emulation transports have one).
         return [s for s in self.host.sessions
-                if s.user == user and s.state is CONNECTED and (client is None or s.client_id == client)]
+                if s.user == user and s.state is CONNECTED and (client is None or s.client_id == client)
+                and (session_id is None or s.transport.session_id == session_id)]
 
     @staticmethod
     def _refresh(session: Session, fields: dict) -> int:
@@ -446,7 +449,7 @@ class Peering:
             return 1
         expire_at = fields.get("expire_at")
         expire_at = expire_at if isinstance(expire_at, int) and expire_at > 0 else None
-        session.server_refresh(expire_at)
+        session.server_refresh(expire_at, _bytes(fields.get("info")) if expire_at is not None else None)
         return 1
 
 
@@ -491,3 +494,14 @@ def _rss() -> int:
 
 def _bytes(text: object) -> bytes | None:
     return text.encode() if isinstance(text, str) else None
+
+
+def _subscription(fields: dict) -> ServerSubscription:
+    """The server API's subscribe options, as the control message carries them."""
+    expires_at, since = fields.get("expire_at"), fields.get("since")
+    return ServerSubscription(
+        chan_info=_bytes(fields.get("info")), data=_bytes(fields.get("data")),
+        expires_at=expires_at if type(expires_at) is int and expires_at > 0 else None,
+        since=(since[0], since[1]) if type(since) is list and len(since) == 2 and type(since[0]) is str
+        and type(since[1]) is int else None,
+        override=fields.get("override"))

@@ -117,6 +117,9 @@ class Presence:
         """Whether ``presence`` and ``presence_stats`` answer for ``channel``."""
         return self.presence.match(channel)
 
+    def announces(self, channel: str) -> bool:
+        return self.join_leave.match(channel)
+
     def join(self, session: Session, channel: str, chan_info: bytes | None = None) -> None:
         """A local subscriber of a tracked channel (the session calls it from join)."""
         client = session.client_id
@@ -129,6 +132,26 @@ class Presence:
     def leave(self, session: Session, channel: str) -> None:
         if self._remove(channel, session.client_id, self.uid):
             self._queue(self._down, [channel, session.client_id])
+
+    def update(self, session: Session, channel: str, chan_info: bytes | None = None) -> None:
+        """A local subscriber's conn_info changed, or its ``chan_info`` (None:
+        unchanged): its entry takes them here, and the other nodes replace
+        theirs with the next delta (an upsert; no join is announced). A
+        subscriber kept out of presence has no entry: nothing."""
+        ch = self.channels.get(channel)
+        if ch is None:
+            return
+        client = session.client_id
+        entry = ch.entries.get(client)
+        if entry is None or entry[ORIGIN] is not self.uid:
+            return
+        conn_info = session.conn_info
+        if chan_info is None:
+            chan_info = entry[CHAN_INFO]
+        elif len(chan_info) > INFO_LIMIT:
+            chan_info = None   # as join leaves it out
+        ch.entries[client] = (entry[USER], entry[ORIGIN], entry[ROUND], conn_info, chan_info)
+        self._queue(self._up, [channel, client, entry[USER], _text(conn_info), _text(chan_info)])
 
     def explicit_join(self, session: Session, channel: str, pid: str, info: bytes | None) -> bool:
         if not self.explicit:

@@ -119,12 +119,36 @@ class Publication(NamedTuple):
 
 
 class Published(bytes):
-    """A client's publication data (the publish proxy), with its publisher's
-    ClientInfo (``info``: ``user``, ``client``, ``conn_info`` as JSON bytes):
-    history keeps it with the data, so recovered and ``history``
-    publications carry it too. Backends' publications stay plain bytes."""
+    """A publication's data with what else it carries, kept with it in history
+    (so recovered and ``history`` publications carry it too); plain ``bytes``
+    when it carries nothing else, which is what costs nothing.
 
-    info: dict
+    * ``info``: its publisher's ClientInfo when a client published it (the
+      publish proxy): ``user``, ``client``, ``conn_info`` / ``chan_info`` as
+      JSON bytes;
+    * ``tags``: its ``map<string, string>`` of tags;
+    * ``binary``: the bytes are a backend's ``b64data``, exactly as Protobuf
+      clients get them, and ``json`` what JSON clients get instead: the same
+      value as compact JSON, or None when the bytes are not JSON (such a
+      publication closes a JSON client with "inappropriate protocol", as
+      Centrifugo does);
+    * ``extra``: what the above costs beyond the data, for history's budget.
+    """
+
+    info: dict | None = None
+    tags: dict[str, str] | None = None
+    binary = False
+    json: bytes | None = None
+    extra = 0
+
+    def json_form(self) -> bytes | None:
+        """The data as a JSON client gets it (None: it cannot)."""
+        return self.json if self.binary else self
+
+
+def cost(data: bytes) -> int:
+    """What one stored publication's data costs (its extras included)."""
+    return len(data) + data.extra if type(data) is Published else len(data)
 
 
 class Recovery(NamedTuple):
@@ -137,7 +161,8 @@ class Recovery(NamedTuple):
 class _Stream:
     """One channel's retained publications, ascending by position."""
 
-    __slots__ = ("name", "retention", "positions", "data", "top", "trimmed", "holes", "cost", "idle")
+    __slots__ = ("name", "retention", "positions", "data", "top", "trimmed", "holes", "cost", "idle", "version",
+                 "version_epoch")
 
     def __init__(self, name: str, retention: Retention, top: int, trimmed: int, cost: int):
         self.name = name                 # the one copy of the name every record shares
@@ -149,6 +174,8 @@ class _Stream:
         self.holes: list[tuple[int, int]] = []  # (late position, top when it arrived)
         self.cost = cost                 # STREAM_OVERHEAD plus the name
         self.idle = 0                    # its record in the queue while it has no entries (< 0), else 0
+        self.version = 0                 # the highest publication version stored (the server API's version)
+        self.version_epoch = ""          # and its version_epoch
 
 
 class History:
@@ -235,6 +262,22 @@ class History:
 
     # --- writing --------------------------------------------------------------------
 
+    def outdated(self, channel: str, version: int, version_epoch: str) -> bool:
+        """Whether a publication with ``version`` (> 0) is stale, as Centrifugo's
+        history decides it: the channel has stored a version at least as high
+        in the same ``version_epoch`` (an empty one matches any). Only a
+        channel with history keeps versions, as in Centrifugo."""
+        stream = self._streams.get(channel)
+        return stream is not None and version <= stream.version \
+            and (not version_epoch or version_epoch == stream.version_epoch)
+
+    def versioned(self, channel: str, version: int, version_epoch: str) -> None:
+        """Remember the version of a publication just stored in ``channel``."""
+        stream = self._streams.get(channel)
+        if stream is not None:
+            stream.version = version
+            stream.version_epoch = version_epoch
+
     def add(self, channel: str, timestamp_ns: int, data: bytes, now_ns: int) -> int | None:
         """Store a publication; returns the offset for its live push, or None when
         the channel keeps no history or the publication is late (see the module
@@ -263,7 +306,7 @@ class History:
             live = None
         if not self.live_positions:
             live = None
-        self.memory += len(data) + ENTRY_OVERHEAD + ARRIVAL_OVERHEAD
+        self.memory += cost(data) + ENTRY_OVERHEAD + ARRIVAL_OVERHEAD
         self.entries += 1
         self._arrivals.append((stream.name, timestamp_ns))
         self._expire(stream, now_ns)
@@ -311,7 +354,7 @@ class History:
         if count <= 0:
             return
         stream.trimmed = max(stream.trimmed, stream.positions[count - 1])
-        self.memory -= sum(len(d) for d in stream.data[:count]) + ENTRY_OVERHEAD * count
+        self.memory -= sum(map(cost, stream.data[:count])) + ENTRY_OVERHEAD * count
         self.entries -= count
         del stream.positions[:count], stream.data[:count]
         if stream.holes:
@@ -476,6 +519,34 @@ class History:
         i = bisect.bisect_right(stream.positions, position)
         pubs = [Publication(offset_of(p), d) for p, d in zip(stream.positions[i:], stream.data[i:])]
         return Recovery(True, pubs, top_epoch, offset)
+
+    def latest(self, channel: str, epoch: str, offset: int, now_ns: int) -> Recovery:
+        """Centrifugo's cache recovery mode (``--cache``): the client wants the
+        latest publication, not the stream. ``offset`` 0 means it has no position.
+
+        * From a position this node can recover: nothing newer, ``recovered``
+          with no publication (the client is up to date); else the newest of
+          what it missed, alone.
+        * Otherwise the latest publication held here, ``recovered``, when this
+          node vouches that nothing after it was lost (as a recovery from its
+          position would); else ``recovered: false`` and none: the client
+          reloads its state. An empty channel is ``recovered: false``, as in
+          Centrifugo.
+
+        As in Centrifugo, a recovered answer carries the client's own offset
+        (0 without one): the publication moves it on.
+        """
+        if offset > 0:
+            answer = self.recover(channel, epoch, offset, now_ns)
+            if answer.recovered:
+                return Recovery(True, answer.publications[-1:], answer.epoch, offset)
+        top_epoch, top_offset = self.top(channel, now_ns)
+        stream = self._streams.get(channel)
+        if stream is not None and stream.positions:
+            last = stream.positions[-1]
+            if self.recover(channel, epoch_of(last), offset_of(last), now_ns).recovered:
+                return Recovery(True, [Publication(offset_of(last), stream.data[-1])], top_epoch, max(offset, 0))
+        return Recovery(False, [], top_epoch, top_offset)
 
     def publications(self, channel: str, *, after: int | None = None, limit: int = -1,
                      reverse: bool = False) -> list[Publication]:

@@ -68,6 +68,8 @@ class SessionHost:
         self.held: set[Session] = set()   # sessions whose recovery waits for this node to catch up
         self._hold_timer: asyncio.TimerHandle | None = None
         self._public = Patterns(settings.public_channel_patterns)
+        # Channels whose subscribers get the latest publication at once (--cache).
+        self.cache = Patterns(settings.cache)
         self._shared: dict[str, Any] = {}
         # Connections by socket id (Action Cable's sid), for publications that
         # skip one connection (an envelope's "exclude"); only those that have one.

@@ -9,14 +9,23 @@ and one queue append.
 Each subscription records the wire format its frames use: usually the
 session's own, but a protocol may render one channel differently per
 subscription (Action Cable echoes the client's identifier in every message).
+
+A subscription may carry a tags filter (:mod:`gateway.core.tags`): it is
+kept apart, per channel, so a channel without filtered subscribers is
+delivered exactly as before; only a channel with some checks each filtered
+subscriber against the publication's tags (the frames are still built once).
 """
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
 
+from gateway.core import vocabulary
+from gateway.core.history import Published
+
 if TYPE_CHECKING:
     from gateway.core.session import Session
+    from gateway.core.tags import Predicate
     from gateway.core.wire import MessageCodec, WireFormat
 
 
@@ -24,10 +33,12 @@ _NONE = object()
 
 
 class Hub:
-    __slots__ = ("_channels", "last_publication")
+    __slots__ = ("_channels", "_filters", "last_publication")
 
     def __init__(self) -> None:
         self._channels: dict[str, dict[Session, WireFormat]] = {}
+        # channel -> {session: its tags filter}, only for filtered subscriptions.
+        self._filters: dict[str, dict[Session, Predicate]] = {}
         # When the last fan-out finished (perf_counter); the write batcher waits
         # for a quiet moment after it before writing.
         self.last_publication = 0.0
@@ -45,6 +56,21 @@ class Hub:
             subscribers.pop(session, None)
             if not subscribers:
                 del self._channels[channel]
+        if self._filters:
+            self.set_filter(channel, session, None)
+
+    def set_filter(self, channel: str, session: Session, predicate: Predicate | None) -> None:
+        """``session``'s subscription to ``channel`` gets only publications whose
+        tags ``predicate`` accepts (None: every publication)."""
+        filters = self._filters.get(channel)
+        if predicate is not None:
+            if filters is None:
+                filters = self._filters[channel] = {}
+            filters[session] = predicate
+        elif filters is not None:
+            filters.pop(session, None)
+            if not filters:
+                del self._filters[channel]
 
     def wire_of(self, channel: str, session: Session) -> WireFormat | None:
         """The wire format ``session``'s subscription to ``channel`` renders with."""
@@ -92,16 +118,17 @@ class Hub:
                 count += 1
         return count
 
-    def publish(self, channel: str, data: bytes, offset: int | None, info: dict | None = None,
-                exclude: Session | None = None) -> int:
-        """Deliver a publication (JSON ``data``, its ``offset`` or None, and its
-        publisher's ``info`` when a client published it) to every subscriber of
-        ``channel`` but ``exclude``; returns how many got it."""
+    def publish(self, channel: str, data: bytes, offset: int | None, exclude: Session | None = None) -> int:
+        """Deliver a publication (JSON ``data``, or :class:`Published` data with
+        extras) with its ``offset`` or None to every subscriber of ``channel``
+        but ``exclude`` whose filter takes it; returns how many got it."""
         subscribers = self._channels.get(channel)
         if not subscribers:
             return 0
         if exclude is not None and exclude in subscribers:
             subscribers = {s: w for s, w in subscribers.items() if s is not exclude}   # rare: a copy is fine
+        if type(data) is not bytes or (self._filters and channel in self._filters):
+            return self._publish_full(channel, subscribers, data, offset)
         encoded: dict[MessageCodec, bytes] = {}
         frames: dict[WireFormat, bytes] = {}
         wire: WireFormat | None = None
@@ -114,10 +141,51 @@ class Hub:
                     codec = wire.codec
                     message = encoded.get(codec)
                     if message is None:
-                        message = encoded[codec] = codec.pub_push(channel, data, offset) if info is None \
-                            else codec.pub_push_info(channel, data, offset, info)
+                        message = encoded[codec] = codec.pub_push(channel, data, offset)
                     cached = frames[wire] = wire.frame(message)
                 frame = cached
             session.push(frame)
         self.last_publication = time.perf_counter()
         return len(subscribers)
+
+    def _publish_full(self, channel: str, subscribers: dict[Session, WireFormat], data: bytes,
+                      offset: int | None) -> int:
+        """:meth:`publish` with extras or filters: each filtered subscriber's
+        filter is asked; a codec that cannot carry the publication (a JSON
+        client and bytes that are not JSON) closes its subscribers, as
+        Centrifugo closes them, with "inappropriate protocol"."""
+        full: Published | None = data if type(data) is Published else None
+        tags = (full.tags or {}) if full is not None else {}
+        filters = self._filters.get(channel)
+        encoded: dict[MessageCodec, bytes | None] = {}
+        frames: dict[WireFormat, bytes | None] = {}
+        unfit: list[Session] = []
+        count = 0
+        wire: WireFormat | None = None
+        frame: bytes | None = None
+        for session, sub_wire in subscribers.items():
+            if filters is not None:
+                accepts = filters.get(session)
+                if accepts is not None and not accepts(tags):
+                    continue
+            if sub_wire is not wire:
+                wire = sub_wire
+                if wire in frames:
+                    frame = frames[wire]
+                else:
+                    codec = wire.codec
+                    if codec in encoded:
+                        message = encoded[codec]
+                    else:
+                        message = encoded[codec] = codec.pub_push_full(channel, full, offset) \
+                            if full is not None else codec.pub_push(channel, data, offset)
+                    frame = frames[wire] = wire.frame(message) if message is not None else None
+            if frame is None:
+                unfit.append(session)
+                continue
+            session.push(frame)
+            count += 1
+        for session in unfit:
+            session.close(vocabulary.INAPPROPRIATE_PROTOCOL)
+        self.last_publication = time.perf_counter()
+        return count

@@ -42,9 +42,17 @@ class ChannelPresence(Protocol):
     def enabled(self, channel: str) -> bool:
         """Who is in ``channel`` can be asked (--presence)."""
 
+    def announces(self, channel: str) -> bool:
+        """Joins and leaves of ``channel`` are pushed to its subscribers (--join-leave)."""
+
     def join(self, session: Session, channel: str, chan_info: bytes | None = None) -> None: ...
 
     def leave(self, session: Session, channel: str) -> None: ...
+
+    def update(self, session: Session, channel: str, chan_info: bytes | None = None) -> None:
+        """``session``'s conn_info changed (a refresh with info), or its
+        ``chan_info`` in ``channel`` (a sub refresh with info; None: unchanged):
+        its entry there, if it has one, takes them, on every node."""
 
     def stats(self, channel: str) -> tuple[int, int]:
         """Clients and distinct users in ``channel``, on every node."""
@@ -77,10 +85,16 @@ class NoPresence:
     def enabled(self, channel: str) -> bool:
         return False
 
+    def announces(self, channel: str) -> bool:
+        return False
+
     def join(self, session: Session, channel: str, chan_info: bytes | None = None) -> None:
         pass
 
     def leave(self, session: Session, channel: str) -> None:
+        pass
+
+    def update(self, session: Session, channel: str, chan_info: bytes | None = None) -> None:
         pass
 
     def stats(self, channel: str) -> tuple[int, int]:

@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from auth.tokens import ConnectionClaims, KeyPending, TokenExpired, TokenInvalid
 from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, ProtocolError, Reason, Refusal, SubscriptionEnd
 from gateway.core.channels import foreign_personal, personal_channel, valid_channel
-from gateway.core.presence import compact_info
+from gateway.core.presence import INFO_LIMIT, compact_info
 
 if TYPE_CHECKING:
     from gateway.core.expiry import Entry
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pushgate.session")
 
 CONNECTING, CONNECTED, CLOSED = "connecting", "connected", "closed"
-CHANNEL_LIMIT = 128
+CHANNEL_LIMIT = 128     # channels per connection, the personal one included (--max-channels-per-connection)
 ANONYMOUS = ConnectionClaims(user="")
 RECOVERY_WAIT = 2.0     # seconds a recovery may wait for this node to catch up
 # Commands a session may queue behind a held recovery: a connect with all its
@@ -49,6 +49,16 @@ MAX_TTL = 2**32 - 1
 
 class MissingToken(TokenInvalid):
     """No token, and anonymous connections are not allowed."""
+
+
+class ServerSubscription(NamedTuple):
+    """What the server API's ``subscribe`` asks beside the channel."""
+
+    chan_info: bytes | None = None   # the subscriber's channel info (presence, join/leave)
+    data: bytes | None = None        # sent to the client with the subscription
+    expires_at: int | None = None    # Unix seconds: the subscription ends then (3006)
+    since: tuple[str, int] | None = None   # (epoch, offset) to recover from
+    override: Any = None             # the protocol's per-subscription overrides, as sent
 
 
 class Session:
@@ -111,7 +121,7 @@ class Session:
 
     # --- what the server may ask of a session (the server API) ----------------------
 
-    def server_subscribe(self, channel: str, chan_info: bytes | None, data: bytes | None) -> Refusal | None:
+    def server_subscribe(self, channel: str, sub: ServerSubscription) -> Refusal | None:
         """Subscribe this connection to ``channel`` from the server, as a
         channel of its token; None when done, else why not."""
         raise NotImplementedError
@@ -125,11 +135,25 @@ class Session:
         self.end_subscription(channel, SubscriptionEnd.SERVER)
         return True
 
-    def server_refresh(self, expires_at: int | None) -> None:
+    def server_refresh(self, expires_at: int | None, info: bytes | None = None) -> None:
         """The server changed this connection's expiry (None: it no longer
-        expires); the protocol tells the client if it has a way to."""
+        expires), and its info when given; the protocol tells the client of the
+        expiry if it has a way to."""
         self.reauthenticate(ConnectionClaims(user=self.user, expires_at=expires_at))
+        if info is not None:
+            self.info_changed(info)
         self.refreshed(expires_at)
+
+    def info_changed(self, info: bytes) -> None:
+        """The connection's info is now ``info`` (compact JSON): its presence
+        entries take it, on every node."""
+        presence = self.host.presence
+        if not presence.active:
+            return
+        self.conn_info = info if len(info) <= INFO_LIMIT else None
+        for channel in self.channels:
+            if presence.tracks(channel):
+                presence.update(self, channel)
 
     def refreshed(self, expires_at: int | None) -> None:
         """Tell the client its connection's new expiry."""
@@ -177,10 +201,11 @@ class Session:
             state, waiting = self.held
             if not self.queue(data, waiting):
                 return
-            if len(waiting) > HELD_LIMIT:
+            limit = max(HELD_LIMIT, self.host.settings.max_channels_per_connection + 32)
+            if len(waiting) > limit:
                 self.host.metrics.bad_frames.inc()
                 log.warning("client %s: more than %d commands behind a held recovery, disconnecting",
-                            self.client_id or "-", HELD_LIMIT)
+                            self.client_id or "-", limit)
                 self.close(vocabulary.BAD_REQUEST)
             return
         self.receive(data)
@@ -258,6 +283,11 @@ class Session:
         subscription ended. A protocol that asks the backend instead overrides it."""
         if channel is None:
             self.close(vocabulary.EXPIRED)
+        elif channel in self.server_channels:
+            # The client cannot refresh a subscription the server made: as
+            # Centrifugo, the connection closes (3006) and comes back without it.
+            self.host.metrics.expirations.labels("subscription").inc()
+            self.close(vocabulary.SUBSCRIPTION_EXPIRED)
         else:
             self.end_subscription(channel, SubscriptionEnd.EXPIRED)
 
@@ -319,7 +349,7 @@ class Session:
             return refusal
         channels = [personal_channel(claims.user)] if claims.user else []
         channels.extend(c for c in claims.channels if valid_channel(c) and c not in channels)
-        if len(channels) > CHANNEL_LIMIT:
+        if len(channels) > host.settings.max_channels_per_connection:
             return vocabulary.CHANNEL_LIMIT
         self.user = claims.user
         self.client_id = self.client_id or str(uuid.uuid4())   # a proxied connect named it already
@@ -346,6 +376,13 @@ class Session:
         """Seconds until ``expires_at``, at least 1 (the SDKs refresh when it runs
         out) and at most :data:`MAX_TTL` (a token for the year 9999 means "never")."""
         return max(1, min(MAX_TTL, int(expires_at - self.host.wall())))
+
+    def chan_info_changed(self, channel: str, info: bytes) -> None:
+        """This connection's info in ``channel`` is now ``info`` (compact JSON):
+        its presence entry there takes it, on every node."""
+        presence = self.host.presence
+        if presence.active and channel in self.channels and presence.tracks(channel):
+            presence.update(self, channel, info)
 
     # --- channels --------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ class Reason(enum.Enum):
     SHUTDOWN = ("shutdown", True)                          # the node drains or stops
     INTERNAL = ("internal server error", True)             # a bug, caught: it costs one connection
     EXPIRED = ("connection expired", True)                 # the connection's credentials ran out
+    SUBSCRIPTION_EXPIRED = ("subscription expired", True)  # a server-side subscription's expire_at came
     SLOW = ("slow", True)                                  # the client does not read what it is sent
     WRITE_ERROR = ("write error", True)
     INSUFFICIENT_STATE = ("insufficient state", True)      # this node lost what the client should have had
@@ -78,6 +79,7 @@ class Ending(NamedTuple):
 SHUTDOWN = Ending(Reason.SHUTDOWN)
 INTERNAL = Ending(Reason.INTERNAL)
 EXPIRED = Ending(Reason.EXPIRED)
+SUBSCRIPTION_EXPIRED = Ending(Reason.SUBSCRIPTION_EXPIRED)
 SLOW = Ending(Reason.SLOW)
 WRITE_ERROR = Ending(Reason.WRITE_ERROR)
 INSUFFICIENT_STATE = Ending(Reason.INSUFFICIENT_STATE)

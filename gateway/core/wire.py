@@ -36,7 +36,10 @@ import binascii
 import hashlib
 import hmac
 import secrets
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
+
+if TYPE_CHECKING:
+    from gateway.core.history import Published
 
 
 class MessageCodec(Protocol):
@@ -50,10 +53,11 @@ class MessageCodec(Protocol):
 
     def pub_push(self, channel: str, data: bytes, offset: int | None) -> bytes: ...
 
-    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
-        """:meth:`pub_push` with the publisher's ClientInfo (``user``, ``client``,
-        ``conn_info`` and ``chan_info`` as JSON bytes); a protocol with no
-        place for it renders the publication alone."""
+    def pub_push_full(self, channel: str, data: Published, offset: int | None) -> bytes | None:
+        """:meth:`pub_push` of a publication with extras (its publisher's
+        ClientInfo, tags, binary data: see :class:`Published`); a protocol
+        renders what it has a place for, and None when it cannot carry the
+        data at all (the hub then closes such subscribers)."""
         ...
 
     def event_push(self, channel: str, kind: str, body: dict) -> bytes | None: ...

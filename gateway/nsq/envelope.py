@@ -16,11 +16,14 @@ browsers' ``JSON.parse`` and the Protobuf SDKs do not, make a message bad.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Callable, NamedTuple
 
 import ujson
 
 from gateway.core.channels import MAX_CHANNEL_LENGTH, PERSONAL_PREFIX, valid_channel
+from gateway.core.tags import BadTags, check_tags
 
 
 class BadMessage(Exception):
@@ -34,7 +37,7 @@ class BadMessage(Exception):
 
 class Delivery(NamedTuple):
     channels: tuple[str, ...]
-    data: bytes          # compact JSON, UTF-8
+    data: bytes          # compact JSON, UTF-8; or a b64data's bytes (binary)
     id: str | None
     # The publisher, when a client published (the publish proxy): Centrifugo's
     # ClientInfo, {"user", "client", "conn_info", "chan_info"}; and whether the
@@ -47,6 +50,18 @@ class Delivery(NamedTuple):
     # A connection that does not get it (its own echo): Action Cable's socket
     # id, the ``sid`` /cable gives it (``exclude_socket`` / ``X-Socket-ID``).
     exclude: str | None = None
+    tags: dict[str, str] | None = None
+    binary: bool = False         # data came as b64data: any bytes
+    json: bytes | None = None    # when binary: the bytes as compact JSON, None if they are not JSON
+    version: int = 0             # Centrifugo's version / version_epoch: stale ones are dropped
+    version_epoch: str = ""
+
+    @property
+    def plain(self) -> bool:
+        """Only data: the common case, delivered on the fast path."""
+        return self.info is None and not self.skip_history and not self.receipt and self.exclude is None\
+            and self.tags is None \
+            and not self.binary and not self.version
 
 
 def json_bytes(value: object) -> bytes:
@@ -68,7 +83,7 @@ def parse_envelope(body: bytes) -> Delivery:
         raise BadMessage("not_json", "body is not JSON") from None
     if type(obj) is not dict:
         raise BadMessage("bad_envelope", "body is not a JSON object")
-    if "data" not in obj:
+    if "data" not in obj and "b64data" not in obj:
         raise BadMessage("bad_envelope", 'no "data"')
     channels: list[str] = []
     _add_targets(channels, obj, "channel", "channels", _channel)
@@ -83,13 +98,47 @@ def parse_envelope(body: bytes) -> Delivery:
             raise BadMessage("bad_envelope", '"id" must be a non-empty string or an integer')
     # dict.fromkeys drops a channel named twice (e.g. by "channel" and "channels").
     targets = tuple(dict.fromkeys(channels))
-    if "info" not in obj and "skip_history" not in obj and "receipt" not in obj and "exclude" not in obj:
+    if _EXTRAS.isdisjoint(obj):
         return Delivery(targets, json_bytes(obj["data"]), msg_id)
     receipt = _flag(obj.get("receipt"), "receipt")
     if receipt and msg_id is None:
         raise BadMessage("bad_envelope", '"receipt" needs an "id" (receipts name the message by it)')
-    return Delivery(targets, json_bytes(obj["data"]), msg_id, _info(obj.get("info")),
-                    _flag(obj.get("skip_history"), "skip_history"), receipt, _exclude(obj.get("exclude")))
+    binary = json_form = None
+    if "b64data" in obj:
+        if "data" in obj:
+            raise BadMessage("bad_envelope", 'give "data" or "b64data", not both')
+        binary, json_form = _b64data(obj["b64data"])
+    try:
+        tags = check_tags(obj.get("tags"))
+    except BadTags as exc:
+        raise BadMessage("bad_envelope", f'"tags": {exc}') from None
+    version, version_epoch = obj.get("version", 0), obj.get("version_epoch", "")
+    if type(version) is not int or not 0 <= version < 2**64 or type(version_epoch) is not str \
+            or len(version_epoch) > 256:
+        raise BadMessage("bad_envelope", '"version" must be a non-negative integer, "version_epoch" a string')
+    return Delivery(targets, binary if binary is not None else json_bytes(obj["data"]), msg_id,
+                    info=_info(obj.get("info")), skip_history=_flag(obj.get("skip_history"), "skip_history"),
+                    receipt=receipt, exclude=_exclude(obj.get("exclude")), tags=tags, binary=binary is not None, json=json_form, version=version,
+                    version_epoch=version_epoch)
+
+
+# Envelope fields beyond the targets, "data" and "id".
+_EXTRAS = frozenset(("info", "skip_history", "receipt", "exclude", "tags", "b64data", "version", "version_epoch"))
+
+
+def _b64data(value: object) -> tuple[bytes, bytes | None]:
+    """A binary publication: its bytes, and them as compact JSON for JSON
+    clients (None when they are not interchangeable JSON)."""
+    if type(value) is not str:
+        raise BadMessage("bad_envelope", '"b64data" must be a base64 string')
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadMessage("bad_envelope", '"b64data" is not base64') from None
+    try:
+        return raw, json_bytes(ujson.loads(raw))
+    except (ValueError, OverflowError, BadMessage):
+        return raw, None
 
 
 MAX_EXCLUDE = 256

@@ -80,8 +80,8 @@ class Ingest:
             return 0
         reached = 0
         data = delivery.data
-        if delivery.info is not None or delivery.skip_history or delivery.receipt or delivery.exclude is not None:
-            return self._deliver_published(delivery, timestamp_ns, now_ns)
+        if not delivery.plain:
+            return self._deliver_full(delivery, timestamp_ns, now_ns)
         for channel in delivery.channels:
             # The offset is None when the channel keeps no history here, or the
             # publication is late: it goes out with no position.
@@ -92,30 +92,37 @@ class Ingest:
             self.metrics.deliveries.inc(reached)
         return reached
 
-    def _deliver_published(self, delivery: Delivery, timestamp_ns: int, now_ns: int) -> int:
-        """A client's publication (the publish proxy): with its publisher's info,
-        and out of history when the backend said skip_history (then without an
-        offset, as Centrifugo sends it); a receipted one, whose every personal
-        channel's count of connections is reported; or one that a connection
-        of this node does not get (``exclude``: its own echo, a whisper)."""
+    def _deliver_full(self, delivery: Delivery, timestamp_ns: int, now_ns: int) -> int:
+        """A publication with more than data: its publisher's info (the publish
+        proxy), tags, binary data (b64data), out of history when asked
+        (skip_history: then without an offset, as Centrifugo sends it), a
+        version (dropped where history holds a version as high, as Centrifugo
+        drops it), receipts (every personal channel's count of connections
+        is reported), or one that a connection of this node does not get
+        (``exclude``: its own echo, a whisper)."""
         reached = 0
-        data = delivery.data
-        stored = data
-        if delivery.info is not None:
-            stored = Published(data)
-            stored.info = delivery.info
+        data: bytes = delivery.data
+        if delivery.info is not None or delivery.tags is not None or delivery.binary:
+            data = published(delivery)
+        history = self.history
+        version, version_epoch = delivery.version, delivery.version_epoch
         excluded = self.sockets.get(delivery.exclude) if delivery.exclude is not None else None
+        delivered = 0
         for channel in delivery.channels:
-            offset = None if delivery.skip_history else self.history.add(channel, timestamp_ns, stored, now_ns)
-            if excluded is None:
-                count = self.hub.publish(channel, data, offset, delivery.info)
+            count = 0
+            if delivery.skip_history or not (version and history.outdated(channel, version, version_epoch)):
+                offset = None if delivery.skip_history else history.add(channel, timestamp_ns, data, now_ns)
+                if version and not delivery.skip_history:
+                    history.versioned(channel, version, version_epoch)
+                delivered += 1
+                count = self.hub.publish(channel, data, offset, excluded)
+                reached += count
             else:
-                count = self.hub.publish(channel, data, offset, delivery.info, excluded)
-            reached += count
+                self.metrics.nsq_dropped.labels("outdated_version").inc()
             if delivery.receipt and self.on_receipt is not None and channel.startswith(PERSONAL_PREFIX):
                 assert delivery.id is not None   # parse_envelope sees to it
                 self.on_receipt(delivery.id, channel[len(PERSONAL_PREFIX):], count)
-        self.metrics.publications.inc(len(delivery.channels))
+        self.metrics.publications.inc(delivered)
         if reached:
             self.metrics.deliveries.inc(reached)
         return reached
@@ -129,3 +136,22 @@ class Ingest:
         if gaps:
             self.on_gap(gaps)
         return 0
+
+
+def published(delivery: Delivery) -> Published:
+    """The data of a publication with extras, as history keeps it and the hub
+    delivers it (see :class:`Published`)."""
+    data = Published(delivery.data)
+    extra = 0
+    if delivery.info is not None:
+        data.info = delivery.info
+        extra += 64 + sum(len(v) for v in delivery.info.values())
+    if delivery.tags is not None:
+        data.tags = delivery.tags
+        extra += 64 + sum(len(k) + len(v) + 100 for k, v in delivery.tags.items())
+    if delivery.binary:
+        data.binary = True
+        data.json = delivery.json
+        extra += len(delivery.json) + 33 if delivery.json is not None else 0
+    data.extra = extra + 56   # the instance's dict
+    return data

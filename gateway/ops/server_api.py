@@ -28,6 +28,8 @@ shapes and what differs from Centrifugo.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 from typing import Any
 
@@ -37,9 +39,11 @@ from gateway.core import vocabulary
 from gateway.protocols.centrifugo import model
 from gateway.protocols.centrifugo.json_codec import Raw, encode
 from gateway.protocols.centrifugo.model import Error
+from gateway.protocols.centrifugo.options import BadOverride, Unhonoured, options_for
 from gateway.nsq.envelope import BadMessage, parse_envelope
 from gateway.core.channels import foreign_personal, valid_channel
-from gateway.core.history import from_position
+from gateway.core.history import Publication, Published, from_position
+from gateway.core.tags import BadTags, check_tags
 from gateway.cluster.peering import ControlNotSent, valid_disconnect
 from gateway.node import Node
 from gateway.nsq.publisher import NsqdUnavailable, PublishError, publish
@@ -218,15 +222,45 @@ class ServerApi:
         return out
 
     def _data(self, params: dict) -> dict:
-        if params.get("b64data"):
-            # Publications are JSON here: binary data has nowhere to go.
-            raise Failed(model.ERROR_NOT_AVAILABLE)
-        if "data" not in params:
+        """The publication fields of publish and broadcast, as envelope fields
+        (docs/api.md has the table): ``data`` or ``b64data``, ``tags``,
+        ``skip_history``, ``version`` / ``version_epoch``, and
+        ``idempotency_key`` as the envelope's ``id`` (every node delivers an id
+        once within its dedupe window). ``delta`` asks for what is an
+        optimisation in Centrifugo: publications always go out whole here."""
+        b64data = _field(params, "b64data", str)
+        if b64data:
+            if params.get("data") is not None:
+                raise Failed(Error(107, "bad request: give data or b64data, not both"))
+            try:
+                base64.b64decode(b64data, validate=True)
+            except (binascii.Error, ValueError):
+                raise Failed(Error(107, "bad request: b64data is not base64")) from None
+            envelope: dict = {"b64data": b64data}
+        elif "data" in params:
+            envelope = {"data": params["data"]}
+        else:
             raise Failed(model.ERROR_BAD_REQUEST)
-        envelope = {"data": params["data"]}
         key = _field(params, "idempotency_key", str)
         if key:
             envelope["id"] = key
+        tags = _field(params, "tags", dict)
+        if tags:
+            try:
+                envelope["tags"] = check_tags(tags)
+            except BadTags as exc:
+                raise Failed(Error(107, f"bad request: tags: {exc}")) from None
+        if _field(params, "skip_history", bool):
+            envelope["skip_history"] = True
+        version = _field(params, "version", int)
+        if version:
+            if version < 0:
+                raise Failed(Error(107, "bad request: version must not be negative"))
+            envelope["version"] = version
+            epoch = _field(params, "version_epoch", str)
+            if epoch:
+                envelope["version_epoch"] = epoch
+        _field(params, "delta", bool)
         if _field(params, "receipt", bool):
             # Receipts name the message by its id (docs/events.md).
             if not key:
@@ -298,9 +332,23 @@ class ServerApi:
         if foreign_personal(channel, user):
             raise Failed(model.ERROR_PERMISSION_DENIED)  # another user's personal channel: never
         if params.get("b64info") or params.get("b64data"):
-            raise Failed(model.ERROR_NOT_AVAILABLE)
+            raise Failed(Error(108, "not available: b64info, b64data (info and data are JSON here)"))
+        node = self.node
+        expire_at = _field(params, "expire_at", int) or None
+        if expire_at is not None and expire_at <= node.host.wall():
+            raise Failed(Error(model.ERROR_EXPIRED.code, "expired: expire_at is not in the future"))
+        since = self._recover_since(params, channel)
+        override = params.get("override")
+        try:
+            options_for(override, channel, node.presence, node.host.history)
+        except BadOverride as exc:
+            raise Failed(Error(107, f"bad request: {exc}")) from None
+        except Unhonoured as exc:
+            raise Failed(Error(108, f"not available: {exc}")) from None
         fields = {"user": user, "channel": channel, "client": _field(params, "client", str),
-                  "info": _json_text(params.get("info")), "data": _json_text(params.get("data"))}
+                  "session": _field(params, "session", str) or None,
+                  "info": _json_text(params.get("info")), "data": _json_text(params.get("data")),
+                  "expire_at": expire_at, "since": since, "override": override or None}
         try:
             touched, refused = await self.node.peering.act_everywhere(
                 "api-subscribe", **{k: v for k, v in fields.items() if v is not None})
@@ -311,6 +359,20 @@ class ServerApi:
             # (e.g. all of them speak Action Cable, which has no such message).
             raise Failed(model.Error(model.ERROR_NOT_AVAILABLE.code, "; ".join(sorted(set(refused)))[:500]))
         return {}
+
+    def _recover_since(self, params: dict, channel: str) -> list | None:
+        """``recover_since`` ({offset, epoch}) as [epoch, offset], checked: the
+        channel must keep history, or there is nothing to recover from (108)."""
+        since = _field(params, "recover_since", dict)
+        if since is None:
+            return None
+        offset, epoch = since.get("offset", 0), since.get("epoch", "")
+        if type(offset) is not int or not 0 <= offset <= 2**64 - 1 or type(epoch) is not str:
+            raise BadRequest("recover_since: {offset: uint64, epoch: string}")
+        if not self.node.host.history.enabled(channel):
+            raise Failed(Error(108, f"not available: {channel[:80]!r} keeps no history to recover from "
+                                    "(--history-size, --history)"))
+        return [epoch, offset]
 
     async def unsubscribe(self, params: dict) -> dict:
         user = self._user(params)
@@ -338,8 +400,13 @@ class ServerApi:
         expire_at = _field(params, "expire_at", int)
         if expire_at is not None and expire_at <= self.node.host.wall() and not expired:
             expired = True  # a time in the past: as good as expired
+        info = _json_text(params.get("info"))
+        if info is not None and not expired and not expire_at:
+            # Centrifugo applies info only with a future expire_at; never dropped without a word.
+            raise Failed(Error(107, "bad request: info applies with a future expire_at (as in Centrifugo)"))
         return await self._act("api-refresh", user=user, client=_field(params, "client", str),
-                               expired=expired or None, expire_at=expire_at)
+                               session=_field(params, "session", str) or None, expired=expired or None,
+                               expire_at=expire_at, info=None if expired else info)
 
     # --- what this node knows ------------------------------------------------------------------
 
@@ -380,7 +447,7 @@ class ServerApi:
                 raise Failed(model.ERROR_UNRECOVERABLE_POSITION)
             after = from_position(epoch, offset) if offset > 0 else None
         pubs = [] if limit == 0 else host.history.publications(channel, after=after, limit=limit, reverse=reverse)
-        result: dict = {"publications": pubs, "epoch": epoch, "offset": top}
+        result: dict = {"publications": [_api_publication(pub) for pub in pubs], "epoch": epoch, "offset": top}
         return result
 
     async def history_remove(self, params: dict) -> dict:
@@ -405,6 +472,21 @@ def disconnect_problem(code: object, reason: object) -> str:
     if not isinstance(reason, str):
         return f"disconnect.reason must be a string, not {type(reason).__name__}"
     return f"disconnect.reason is {len(reason.encode())} bytes, over the 123 a close frame can carry"
+
+
+def _api_publication(pub: Publication) -> Publication | dict:
+    """A history publication as the server API returns it: as the JSON client
+    protocol has it, but binary data that is not JSON as ``"data": null`` and
+    ``b64data`` (JSON cannot carry it, and Centrifugo's HTTP API has no
+    answer for it; ``data`` stays, so clients such as cent that require it
+    still decode the reply)."""
+    data = pub.data
+    if type(data) is not Published or data.json_form() is not None:
+        return pub
+    out: dict = {"data": None, "b64data": base64.b64encode(data).decode(), "offset": pub.offset}
+    if data.tags:
+        out["tags"] = data.tags
+    return out
 
 
 def _error(error: Error) -> dict:

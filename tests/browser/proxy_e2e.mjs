@@ -6,6 +6,10 @@
 //   BACKEND   http://127.0.0.1:PORT: the backend (it serves the page and /login)
 //   NODE_A, NODE_B   ws://127.0.0.1:PORT/connection/websocket of each node
 //   CHROMIUM  the Chromium executable
+//   TRANSPORT alice's transport: websocket (default, to NODE_A), or http_stream or sse
+//             (centrifuge-js's fallbacks, through the backend's origin, which forwards
+//             /connection/* and /emulation to node A: fetch and EventSource send the
+//             cookie to their own origin only)
 //
 // REFRESHED asks the test to wait until the backend has refreshed alice's
 // connection twice; it answers "refreshed" on stdin. The last line is PASS.
@@ -13,6 +17,7 @@ import { chromium } from 'playwright-core';
 import readline from 'node:readline';
 
 const { BACKEND, NODE_A, NODE_B } = process.env;
+const TRANSPORT = process.env.TRANSPORT || 'websocket';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const WAIT = 15_000;
 const stdin = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
@@ -33,14 +38,17 @@ const browser = await chromium.launch({
          '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
 });
 
-// A tab of its own (its own cookie jar) for `user`, signed in at the backend, connected to `url`.
-async function openTab(user, url) {
+// A tab of its own (its own cookie jar) for `user`, signed in at the backend, connected
+// to `url` (a WebSocket endpoint) or through `transport` on the backend's origin.
+async function openTab(user, url, transport = 'websocket') {
   const context = await browser.newContext();
   const page = await context.newPage();
   page.on('pageerror', (err) => console.log(`  [${user} page error] ${err.message}`));
   page.on('console', (msg) => console.log(`  [${user} console.${msg.type()}] ${msg.text()}`));
   await page.goto(`${BACKEND}/login?user=${user}`);   // the backend's cookie: the only credential
-  await page.goto(`${BACKEND}/?config=${encodeURIComponent(JSON.stringify({ url }))}`);
+  const config = transport === 'websocket' ? { url }
+    : { transports: [{ transport, endpoint: `${BACKEND}/connection/${transport}` }], emulation: `${BACKEND}/emulation` };
+  await page.goto(`${BACKEND}/?config=${encodeURIComponent(JSON.stringify(config))}`);
   return page;
 }
 
@@ -51,10 +59,11 @@ async function event(page, match) {
 }
 
 try {
-  step('alice signs in and connects to node A, no token');
-  const alice = await openTab('alice', NODE_A);
+  step(`alice signs in and connects to node A over ${TRANSPORT}, no token`);
+  const alice = await openTab('alice', NODE_A, TRANSPORT);
   const connected = await event(alice, { event: 'connected' });
   check(connected.data && connected.data.hello === 'alice', `connect data: ${JSON.stringify(connected.data)}`);
+  check(connected.transport === TRANSPORT, `alice connected over ${connected.transport}`);
   await event(alice, { event: 'subscribed', channel: '#alice' });
 
   step('bob signs in and connects to node B');

@@ -11,13 +11,14 @@
 //   PING_DELAY  the SDK's maxServerPingDelay, ms (default 10000)
 //
 // Events out: {"event": "connected", "transport", "client"}, "connecting",
-// "disconnected", "error", "publication" {channel, data, offset},
+// "disconnected", "error", "publication" {channel, data, offset, tags},
 // "subscribed" {channel, recovered, wasRecovering, positioned, recoverable},
 // "unsubscribed", "token" (getToken was called), "ready".
-// Commands in: {"op": "subscribe"|"unsubscribe", "channel"}, {"op": "disconnect"},
+// Commands in: {"op": "subscribe"|"unsubscribe", "channel", "tagsFilter"?}, {"op": "disconnect"},
 // {"op": "connect"}, {"op": "exit"}.
 import { createHmac } from 'node:crypto';
 import readline from 'node:readline';
+import WebSocket from 'ws';   // Node 20 has no global WebSocket: for the websocket transport
 
 const protocol = process.env.PROTOCOL || 'json';
 const { Centrifuge } = await import(protocol === 'protobuf' ? 'centrifuge/build/protobuf' : 'centrifuge');
@@ -50,6 +51,7 @@ const client = new Centrifuge(JSON.parse(process.env.TRANSPORTS), {
   token: token(),
   getToken: async () => { out({ event: 'token' }); return token(); },
   emulationEndpoint: process.env.EMULATION,
+  websocket: WebSocket,
   minReconnectDelay: 100,
   maxReconnectDelay: 500,
   maxServerPingDelay: Number(process.env.PING_DELAY || 10000),
@@ -65,14 +67,15 @@ client.on('publication', (ctx) => out({ event: 'publication', channel: ctx.chann
                                          offset: ctx.offset }));
 
 const subs = {};
-function subscription(channel) {
+function subscription(channel, tagsFilter) {
   if (!subs[channel]) {
-    const sub = client.newSubscription(channel, { recoverable: true });
+    const sub = client.newSubscription(channel, tagsFilter ? { recoverable: true, tagsFilter } : { recoverable: true });
     sub.on('subscribed', (ctx) => out({ event: 'subscribed', channel, recovered: ctx.recovered,
                                         wasRecovering: ctx.wasRecovering, recoverable: ctx.recoverable }));
     sub.on('unsubscribed', (ctx) => out({ event: 'unsubscribed', channel, code: ctx.code }));
     sub.on('error', (ctx) => out({ event: 'sub_error', channel, type: ctx.type, message: String(ctx.error && ctx.error.message) }));
-    sub.on('publication', (ctx) => out({ event: 'publication', channel, data: decode(ctx.data), offset: ctx.offset }));
+    sub.on('publication', (ctx) => out({ event: 'publication', channel, data: decode(ctx.data), offset: ctx.offset,
+                                         tags: ctx.tags }));
     subs[channel] = sub;
   }
   return subs[channel];
@@ -83,7 +86,7 @@ out({ event: 'ready' });
 
 for await (const line of readline.createInterface({ input: process.stdin })) {
   const cmd = JSON.parse(line);
-  if (cmd.op === 'subscribe') subscription(cmd.channel).subscribe();
+  if (cmd.op === 'subscribe') subscription(cmd.channel, cmd.tagsFilter).subscribe();
   else if (cmd.op === 'unsubscribe') subscription(cmd.channel).unsubscribe();
   else if (cmd.op === 'disconnect') client.disconnect();
   else if (cmd.op === 'connect') client.connect();

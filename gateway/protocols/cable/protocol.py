@@ -31,7 +31,7 @@ from typing import Any, Callable
 import ujson
 
 from gateway.core.vocabulary import Ending, ProtocolError, Reason
-from gateway.core.history import PERIOD_NS
+from gateway.core.history import PERIOD_NS, Published
 
 V1 = "actioncable-v1-json"
 EXT = "actioncable-v1-ext-json"
@@ -192,8 +192,10 @@ class IdentifierCodec:
         return b'%s%s%s%s","offset":%d}' % (self.head, data, self.stream_id, epoch_for(offset, self.now_ns()),
                                               offset)
 
-    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
-        return self.pub_push(channel, data, offset)  # Action Cable has no place for the publisher
+    def pub_push_full(self, channel: str, data: Published, offset: int | None) -> bytes | None:
+        # Action Cable has no place for the publisher or tags; its messages are JSON.
+        json = data.json_form()
+        return self.pub_push(channel, json, offset) if json is not None else None
 
     def event_push(self, channel: str, kind: str, body: dict) -> bytes | None:
         # Action Cable has no join or leave message; AnyCable's explicit
@@ -222,8 +224,9 @@ class CompositeCodec:
         frame = self.frame
         return b"".join(frame(codec.pub_push(channel, data, offset)) for codec in self.codecs)
 
-    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
-        return self.pub_push(channel, data, offset)
+    def pub_push_full(self, channel: str, data: Published, offset: int | None) -> bytes | None:
+        json = data.json_form()
+        return self.pub_push(channel, json, offset) if json is not None else None
 
     def event_push(self, channel: str, kind: str, body: dict) -> bytes | None:
         frame = self.frame
@@ -243,7 +246,7 @@ class BaseCodec:
     def pub_push(self, channel: str, data: bytes, offset: int | None) -> bytes:
         raise TypeError("an Action Cable subscription renders with its identifier's codec")
 
-    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
+    def pub_push_full(self, channel: str, data: Published, offset: int | None) -> bytes | None:
         raise TypeError("an Action Cable subscription renders with its identifier's codec")
 
     def event_push(self, channel: str, kind: str, body: dict) -> None:

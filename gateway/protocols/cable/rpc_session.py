@@ -46,7 +46,7 @@ from auth.tokens import ConnectionClaims
 from gateway.backend.caller import ANSWER, OVERLOADED, UNAVAILABLE, Caller, Outcome, shared_metrics
 from gateway.core.channels import valid_channel
 from gateway.core import vocabulary
-from gateway.core.session import CHANNEL_LIMIT, CONNECTED, Session
+from gateway.core.session import CONNECTED, Session
 from gateway.core.vocabulary import Ending, Reason
 from gateway.protocols.cable import protocol, rpc
 from gateway.protocols.cable.rpc import FAILURE, PRESENCE_STATE, SUCCESS, Answer, Garbage
@@ -355,10 +355,10 @@ class RpcCableSession(CableSession):
                         "app (connect without ?jid= to have it decide)", self.client_id, identifier[:120])
             self.send(protocol.reject(identifier))
             return
-        if len(self.subscriptions) + len(state.subscribed) + len(self.awaiting or ()) >= CHANNEL_LIMIT:
+        limit = self.host.settings.max_channels_per_connection
+        if len(self.subscriptions) + len(state.subscribed) + len(self.awaiting or ()) >= limit:
             self.host.metrics.refused_subscriptions.inc()
-            log.warning("client %s: subscription refused: more than %d subscriptions", self.client_id,
-                        CHANNEL_LIMIT)
+            log.warning("client %s: subscription refused: more than %d subscriptions", self.client_id, limit)
             self.send(protocol.reject(identifier))
             return
         self._ask("subscribe", identifier, "", lambda answer: self._subscribed(identifier, answer, command))

@@ -18,6 +18,8 @@ What differs from the Centrifugo protocol, and lives here:
   publications and ``confirm_history``, or ``reject_history`` and none of
   them. Positions are the same on every node, so this works on any node;
   sessions themselves are restored on the node that had them.
+* on a ``--cache`` channel, a subscribe that asks no history gets the latest
+  publication right after ``confirm_subscription`` (either subprotocol).
 
 Identity, channels in the hub, token expiry, the rate limit, held recoveries
 and closing come from :class:`gateway.core.session.Session`; the core's
@@ -41,8 +43,8 @@ from gateway.protocols.cable.streams import PUBSUB, Refused
 from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
 from gateway.core.channels import PERSONAL_PREFIX, foreign_personal
-from gateway.core.history import Recovery, epoch_of, from_position, offset_of
-from gateway.core.session import CHANNEL_LIMIT, CONNECTED, Session
+from gateway.core.history import Published, Recovery, epoch_of, from_position, offset_of
+from gateway.core.session import CHANNEL_LIMIT, CONNECTED, ServerSubscription, Session
 
 if TYPE_CHECKING:
     from gateway.core.host import SessionHost
@@ -138,7 +140,7 @@ class CableSession(Session):
         now_ns = self.host.now_ns()
         restored = []
         awaiting: dict[str, tuple[str, int | None]] = {}
-        for identifier in kept.identifiers[:CHANNEL_LIMIT]:
+        for identifier in kept.identifiers[:self.host.settings.max_channels_per_connection]:
             try:
                 channel = self.resolve(identifier)  # the rules may have changed since
             except Refused:
@@ -207,7 +209,7 @@ class CableSession(Session):
         # the gap can be filled.
         self.close(vocabulary.INSUFFICIENT_STATE)
 
-    def server_subscribe(self, channel: str, chan_info: bytes | None, data: bytes | None) -> Refusal | None:
+    def server_subscribe(self, channel: str, sub: ServerSubscription) -> Refusal | None:
         return Refusal("an Action Cable connection cannot be subscribed by the server: the protocol has no "
                        "message for it (the client subscribes itself; list the channel in the token's "
                        "channels claim or in --public-channels)")
@@ -348,9 +350,39 @@ class CableSession(Session):
         codec = self.cable.wires.codec(True, identifier, channel)
         frame = self.wire.frame
         for publication in answer.publications:
-            self.push(frame(codec.pub_push(channel, publication.data, publication.offset)))
+            data: bytes | None = publication.data
+            if type(data) is Published:
+                data = data.json_form()
+                if data is None:   # binary data that is not JSON: as live, the connection cannot carry it
+                    self.close(vocabulary.INAPPROPRIATE_PROTOCOL)
+                    return
+            assert data is not None
+            self.push(frame(codec.pub_push(channel, data, publication.offset)))
         if not quiet:
             self.send(protocol.confirm_history(identifier))
+
+    def _latest(self, identifier: str, channel: str) -> None:
+        """--cache: the channel's latest publication right after the
+        confirmation, as a message, when this node vouches that nothing after
+        it was lost (Centrifugo's cache mode, :meth:`History.latest`). Else
+        nothing: a subscribe that asked no history has no reject to be told."""
+        host = self.host
+        history = host.history
+        if not history.enabled(channel):
+            return
+        answer = history.latest(channel, "", 0, host.now_ns())
+        host.metrics.recoveries.labels("true" if answer.recovered else "false").inc()
+        codec = self.cable.wires.codec(self.ext, identifier, channel)
+        frame = self.wire.frame
+        for publication in answer.publications:
+            data: bytes | None = publication.data
+            if type(data) is Published:
+                data = data.json_form()
+                if data is None:   # binary data that is not JSON: as live, the connection cannot carry it
+                    self.close(vocabulary.INAPPROPRIATE_PROTOCOL)
+                    return
+            assert data is not None
+            self.push(frame(codec.pub_push(channel, data, publication.offset)))
 
     # --- commands ------------------------------------------------------------------------
 
@@ -362,8 +394,9 @@ class CableSession(Session):
         if self._held(identifier):
             return  # Rails: a duplicate subscribe is a no-op (it was confirmed once)
         try:
-            if len(self.subscriptions) + len(self.awaiting or ()) >= CHANNEL_LIMIT:
-                raise Refused(f"more than {CHANNEL_LIMIT} subscriptions")
+            limit = self.host.settings.max_channels_per_connection
+            if len(self.subscriptions) + len(self.awaiting or ()) >= limit:
+                raise Refused(f"more than {limit} subscriptions")
             channel = self.resolve(identifier)
         except Refused as exc:
             self.host.metrics.refused_subscriptions.inc()
@@ -375,6 +408,8 @@ class CableSession(Session):
         self.send(protocol.confirm(identifier))
         if self.ext and "history" in command:
             self._answer_history(identifier, channel, command["history"])
+        elif self.host.cache and self.host.cache.match(channel):
+            self._latest(identifier, channel)
         self._add(identifier, channel)
         if "presence" in command:   # @anycable/web rejoins the presence it had with its subscribe
             self._join(command)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from gateway.core.history import Published
 from gateway.protocols.centrifugo.model import Command, Disconnect, Error
 
 
@@ -44,9 +45,11 @@ class Codec(Protocol):
         """A publication push: ``data`` is JSON bytes, ``offset`` None when the
         publication has no position."""
 
-    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
-        """:meth:`pub_push` with the publisher's ClientInfo (a client's
-        publication, through the publish proxy)."""
+    def pub_push_full(self, channel: str, data: Published, offset: int | None) -> bytes | None:
+        """:meth:`pub_push` of a publication with extras: the publisher's
+        ClientInfo (a client's publication, through the publish proxy), tags,
+        binary data (None when this encoding cannot carry it: JSON and bytes
+        that are not JSON)."""
 
     def push(self, channel: str, kind: str, body: dict) -> bytes:
         """Any other push (``unsubscribe``, ``subscribe``, ``join``, ``leave``,

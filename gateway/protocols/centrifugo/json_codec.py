@@ -16,7 +16,7 @@ from typing import Any
 
 import ujson
 
-from gateway.core.vocabulary import ProtocolError
+from gateway.core.vocabulary import INAPPROPRIATE_PROTOCOL, ProtocolError
 from gateway.protocols.centrifugo.model import METHOD_SET, Command, Disconnect, Error, check_command
 from gateway.core.history import Publication, Published
 
@@ -62,10 +62,14 @@ def _embed(obj: Any) -> bytes:
     if isinstance(obj, Raw):
         return bytes(obj)
     if isinstance(obj, Publication):
-        if type(obj.data) is Published:   # a client's publication: with its publisher
-            return b'{"data":%s,"info":%s,"offset":%d}' % (bytes(obj.data), _embed(_info(obj.data.info)),
-                                                          obj.offset)
-        return b'{"data":%s,"offset":%d}' % (obj.data, obj.offset)
+        data = obj.data
+        if type(data) is Published:   # with its publisher, tags; binary data as JSON
+            pub = publication(data, obj.offset)
+            if pub is None:
+                raise ProtocolError("a binary publication that is not JSON, for a JSON client",
+                                    INAPPROPRIATE_PROTOCOL)
+            return _embed(pub)
+        return b'{"data":%s,"offset":%d}' % (data, obj.offset)
     if isinstance(obj, dict):
         if not any(isinstance(v, (Raw, dict, list, tuple, bytes)) for v in obj.values()):
             return dumps(obj).encode()
@@ -80,6 +84,21 @@ def _embed(obj: Any) -> bytes:
 def _info(info: dict) -> dict:
     """A publisher's ClientInfo, its JSON parts embedded as they are."""
     return {k: Raw(v) if isinstance(v, bytes) else v for k, v in info.items()}
+
+
+def publication(data: Published, offset: int | None) -> dict | None:
+    """A Publication with extras as a JSON dict (None: its bytes are not JSON)."""
+    json = data.json_form()
+    if json is None:
+        return None
+    pub: dict = {"data": Raw(json)}
+    if data.info is not None:
+        pub["info"] = _info(data.info)
+    if offset:
+        pub["offset"] = offset
+    if data.tags:
+        pub["tags"] = data.tags
+    return pub
 
 
 class JsonCodec:
@@ -128,11 +147,22 @@ class JsonCodec:
             return b"".join((b'{"channel":', dumps(channel).encode(), b',"pub":', pub, b"}"))
         return b"".join((b'{"push":{"channel":', dumps(channel).encode(), b',"pub":', pub, b"}}"))
 
-    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
-        pub: dict = {"data": Raw(data), "info": _info(info)}
-        if offset is not None:
-            pub["offset"] = offset
-        return self.push(channel, "pub", pub)
+    def pub_push_full(self, channel: str, data: Published, offset: int | None) -> bytes | None:
+        # Built by concatenation too, in the field order of publication().
+        json = data.json_form()
+        if json is None:
+            return None
+        pub = b'{"data":' + json
+        if data.info is not None:
+            pub += b',"info":' + _embed(_info(data.info))
+        if offset:
+            pub += b',"offset":%d' % offset
+        if data.tags:
+            pub += b',"tags":' + dumps(data.tags).encode()
+        pub += b"}"
+        if self.unidirectional:
+            return b"".join((b'{"channel":', dumps(channel).encode(), b',"pub":', pub, b"}"))
+        return b"".join((b'{"push":{"channel":', dumps(channel).encode(), b',"pub":', pub, b"}}"))
 
     def push(self, channel: str, kind: str, body: dict) -> bytes:
         push = {kind: body} if not channel else {"channel": channel, kind: body}

@@ -82,7 +82,7 @@ def _to_dict(message: Any) -> dict:
     for field, value in message.ListFields():
         mtype = field.message_type
         if mtype is None:
-            out[field.name] = value
+            out[field.name] = list(value) if _repeated(field) else value
         elif mtype.GetOptions().map_entry:
             nested = mtype.fields_by_name["value"].message_type is not None
             out[field.name] = {k: (_to_dict(v) if nested else v) for k, v in value.items()}
@@ -118,8 +118,12 @@ def _fill(message: Any, values: dict) -> None:
                     pub = target.add(data=bytes(item.data))
                     if item.offset:
                         pub.offset = item.offset
-                    if type(item.data) is Published:   # a client's publication: with its publisher
-                        _fill(pub.info, item.data.info)
+                    data = item.data
+                    if type(data) is Published:   # with its publisher, tags (binary data: its bytes)
+                        if data.info is not None:
+                            _fill(pub.info, data.info)
+                        if data.tags:
+                            pub.tags.update(data.tags)
                 else:
                     _fill(target.add(), item)
         else:
@@ -196,10 +200,32 @@ class ProtobufCodec:
         reply = b"\x22" + uvarint(len(push)) + push
         return uvarint(len(reply)) + reply
 
-    def pub_push_info(self, channel: str, data: bytes, offset: int | None, info: dict) -> bytes:
-        body: dict = {"data": data, "info": info}
+    def _pub_push(self, channel: str, pub: bytes) -> bytes:
+        """:meth:`pub_push`'s wrapping of an encoded Publication."""
+        name = channel.encode()
+        push = b"\x12" + uvarint(len(name)) + name + b"\x22" + uvarint(len(pub)) + pub
+        reply = b"\x22" + uvarint(len(push)) + push
+        return uvarint(len(reply)) + reply
+
+    def pub_push_full(self, channel: str, data: Published, offset: int | None) -> bytes:
+        if data.info is None:
+            # By hand as pub_push, and tags(7): map entries {key(1), value(2)}.
+            raw = bytes(data)   # binary data: the exact bytes
+            pub = b"\x22" + uvarint(len(raw)) + raw
+            if offset:
+                pub += b"\x30" + uvarint(offset)
+            for key, value in (data.tags or {}).items():
+                k, v = key.encode(), value.encode()
+                entry = b"\x0a" + uvarint(len(k)) + k + b"\x12" + uvarint(len(v)) + v
+                pub += b"\x3a" + uvarint(len(entry)) + entry
+            return self._pub_push(channel, pub)
+        body: dict = {"data": bytes(data)}
+        if data.info is not None:
+            body["info"] = data.info
         if offset:
             body["offset"] = offset
+        if data.tags:
+            body["tags"] = data.tags
         return self.push(channel, "pub", body)
 
     def push(self, channel: str, kind: str, body: dict) -> bytes:

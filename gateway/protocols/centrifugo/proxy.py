@@ -30,8 +30,10 @@ import ujson
 from gateway.backend.caller import Caller, CallerMetrics, Outcome, shared_metrics
 from gateway.nsq import publisher
 from gateway.core.channels import Patterns
+from gateway.core.tags import BadTags, check_tags
 from gateway.core.session import CONNECTED
 from gateway.protocols.centrifugo import model
+from gateway.protocols.centrifugo.options import BadOverride, SubscriptionOptions, Unhonoured, options_for
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -100,7 +102,7 @@ class ProxyState:
     and per-channel ``subs``."""
 
     __slots__ = ("headers", "meta", "connect_data", "subs", "refreshed", "conn_info", "absent", "aside",
-                 "chan_info")
+                 "chan_info", "unrecoverable")
 
     def __init__(self, headers: dict[str, str] | None = None):
         self.headers = headers
@@ -110,6 +112,7 @@ class ProxyState:
         self.refreshed: set[str] = set()   # subscriptions whose expiry the sub refresh proxy decides
         self.conn_info: bytes | None = None  # the connection's info, for its publications
         self.absent: set[str] = set()   # connect subs kept out of presence (override presence false)
+        self.unrecoverable: set[str] = set()   # connect subs answered without recoverable (force_recovery false)
         self.aside: set[asyncio.Future] = set()  # refresh calls under way, withdrawn when the connection closes
         self.chan_info: dict[str, bytes] = {}  # channel -> this connection's info there, for its publications
 
@@ -210,31 +213,86 @@ def json_bytes(value: Any) -> bytes:
     return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode()
 
 
-def json_payload(data: Any) -> bytes | None:
-    """A client's publish data as JSON bytes: a JSON client's value, or a
-    Protobuf client's bytes when they are JSON (publications are JSON here);
-    None when there is none or it is not JSON."""
+def json_info(raw: bytes) -> bytes:
+    """A result's info as compact JSON bytes, as presence and publications
+    carry it; raises Garbage when it is not JSON (a Protobuf client's
+    ``b64info`` may be any bytes)."""
+    try:
+        return json_bytes(ujson.loads(raw))
+    except (ValueError, OverflowError):
+        raise Garbage("info is not JSON (presence and publications carry JSON info here)") from None
+
+
+def client_payload(data: Any) -> bytes | None:
+    """A client's publish data as bytes: a JSON client's value as JSON, a
+    Protobuf client's bytes as they are (binary publications are delivered
+    as Centrifugo delivers them: see docs/api.md); None when there is none."""
     if data is None:
         return None
     if isinstance(data, bytes):
-        try:
-            ujson.loads(data)
-        except (ValueError, OverflowError):
-            return None
         return data
     return json_bytes(data)
 
 
+def publish_options(result: dict) -> dict:
+    """The publish proxy result's fields beyond the data, as envelope fields:
+    ``skip_history``, ``tags``, ``idempotency_key`` (the envelope's ``id``),
+    ``version`` / ``version_epoch``. ``delta`` asks for what is an
+    optimisation in Centrifugo; publications always go out whole here.
+    Raises Garbage."""
+    options: dict = {}
+    skip = result.get("skip_history")
+    if skip is not None and type(skip) is not bool:
+        raise Garbage("skip_history must be true or false")
+    if skip:
+        options["skip_history"] = True
+    try:
+        tags = check_tags(result.get("tags"))
+    except BadTags as exc:
+        raise Garbage(f"tags: {exc}") from None
+    if tags:
+        options["tags"] = tags
+    key = result.get("idempotency_key")
+    if key not in (None, ""):
+        if type(key) is not str or len(key) > 256:
+            raise Garbage("idempotency_key must be a string (256 characters at most)")
+        options["id"] = key
+    delta = result.get("delta")
+    if delta is not None and type(delta) is not bool:
+        raise Garbage("delta must be true or false")
+    version, epoch = result.get("version"), result.get("version_epoch")
+    if version not in (None, 0):
+        if type(version) is not int or not 0 < version < 2**64:
+            raise Garbage("version must be a positive integer")
+        if epoch is not None and (type(epoch) is not str or len(epoch) > 256):
+            raise Garbage("version_epoch must be a string")
+        options["version"] = version
+        if epoch:
+            options["version_epoch"] = epoch
+    return options
+
+
+def _json(data: bytes) -> bool:
+    try:
+        ujson.loads(data)
+    except (ValueError, OverflowError):
+        return False
+    return True
+
+
 def publish(settings: Settings, channel: str, data: bytes, user: str, client: str, conn_info: bytes | None,
-            chan_info: bytes | None, skip_history: bool) -> asyncio.Future[bool]:
+            chan_info: bytes | None, options: dict) -> asyncio.Future[bool]:
     """Publish a client's publication through NSQ, as a backend would (every
     node gets it, history keeps it unless ``skip_history``), with its
-    publisher's ClientInfo; the future says whether nsqd took it."""
+    publisher's ClientInfo and the backend's ``options`` (:func:`publish_options`);
+    the future says whether nsqd took it. Data that is not JSON travels as
+    ``b64data``."""
     info = b'{"user":%s,"client":%s%s%s}' % (json_bytes(user), json_bytes(client),
                                              b',"conn_info":' + conn_info if conn_info is not None else b"",
                                              b',"chan_info":' + chan_info if chan_info is not None else b"")
-    envelope = b'{"channel":%s,"data":%s,"info":%s%s}' % (
-        json_bytes(channel), data, info, b',"skip_history":true' if skip_history else b"")
+    payload = b'"data":%s' % data if _json(data) else b'"b64data":"%s"' % base64.b64encode(data)
+    envelope = b'{"channel":%s,%s,"info":%s%s}' % (
+        json_bytes(channel), payload, info, b"," + json_bytes(options)[1:-1] if options else b"")
 
     async def send() -> bool:
         try:
@@ -257,20 +315,20 @@ def json_value(raw: bytes | None) -> Any:
         return None
 
 
-def in_presence(options: dict) -> bool:
-    """``override.presence``: ``{"value": false}`` keeps the subscriber out of
-    the channel's presence and join/leave. (True cannot add presence to a
-    channel --presence does not keep: see docs/proxy.md.) Raises Garbage."""
-    override = options.get("override")
-    if override is None:
-        return True
-    if type(override) is not dict:
-        raise Garbage("override is not an object")
-    for key, value in override.items():
-        if value is not None and (type(value) is not dict or type(value.get("value", False)) is not bool):
-            raise Garbage(f"override.{key} must be {{\"value\": true or false}}")
-    presence = override.get("presence")
-    return not (presence is not None and presence.get("value") is False)
+def sub_options(session: CentrifugoSession, channel: str, result: dict) -> SubscriptionOptions:
+    """``result``'s ``override`` for ``channel`` (a subscribe result, a connect
+    ``subs`` entry), as pushgate honours it (gateway/protocols/centrifugo/
+    options.py); one it cannot honour, or of the wrong shape, is Garbage."""
+    cache_recover = result.get("cache_recover")
+    if cache_recover is not None and type(cache_recover) is not bool:
+        raise Garbage("cache_recover must be true or false")
+    if cache_recover and not session.host.cache.match(channel):
+        # Centrifugo applies it only in cache recovery mode: here, --cache channels (which recover always).
+        raise Garbage(f"cache_recover: {channel[:80]!r} is not a --cache channel")
+    try:
+        return options_for(result.get("override"), channel, session.host.presence, session.host.history)
+    except (BadOverride, Unhonoured) as exc:
+        raise Garbage(str(exc)) from None
 
 
 def expire_at(result: dict) -> int | None:

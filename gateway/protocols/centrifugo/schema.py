@@ -79,8 +79,11 @@ MESSAGES: dict[str, tuple[tuple[str, int, str, str], ...]] = {
         ("channel", 1, "string", ""), ("token", 2, "string", ""), ("recover", 3, "bool", ""),
         ("epoch", 6, "string", ""), ("offset", 7, "uint64", ""), ("data", 8, "bytes", ""),
         ("positioned", 9, "bool", ""), ("recoverable", 10, "bool", ""), ("join_leave", 11, "bool", ""),
-        ("delta", 12, "string", ""), ("flag", 14, "int64", ""),
+        ("delta", 12, "string", ""), ("tf", 13, "FilterNode", ""), ("flag", 14, "int64", ""),
     ),
+    "FilterNode": (("op", 1, "string", ""), ("key", 2, "string", ""), ("cmp", 3, "string", ""),
+                   ("val", 4, "string", ""), ("vals", 5, "string", "repeated"),
+                   ("nodes", 6, "FilterNode", "repeated")),
     "SubscribeResult": (
         ("expires", 1, "bool", ""), ("ttl", 2, "uint32", ""), ("recoverable", 3, "bool", ""),
         ("epoch", 6, "string", ""), ("publications", 7, "Publication", "repeated"), ("recovered", 8, "bool", ""),

@@ -22,11 +22,15 @@ from gateway.protocols.centrifugo.codec import Codec
 from gateway.protocols.centrifugo.json_codec import JsonCodec, Raw
 from gateway.protocols.centrifugo.protobuf_codec import ProtobufCodec
 from gateway.core import vocabulary
-from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
+from gateway.core.vocabulary import Ending, ProtocolError, Reason, Refusal, SubscriptionEnd
+from gateway.core.history import Published
+from gateway.core.tags import BadFilter, Predicate, compile_filter
 from gateway.protocols.centrifugo.model import Command
 from gateway.core.channels import PERSONAL_PREFIX, foreign_personal, valid_channel
 from gateway.core.history import from_position
-from gateway.core.session import CHANNEL_LIMIT, CLOSED, CONNECTED, CONNECTING, MissingToken, Session
+from gateway.core.session import CLOSED, CONNECTED, CONNECTING, MissingToken, ServerSubscription, Session
+from gateway.protocols.centrifugo.options import (DEFAULT, BadOverride, SubscriptionOptions, Unhonoured,
+                                                  options_for)
 
 if TYPE_CHECKING:
     from gateway.core.host import SessionHost
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pushgate.session")
 
 REJECT_UNRECOVERED = 2  # subscribe flag: answer 112 rather than recovered:false
+PING_RPC = "ping"       # the rpc method answered here with an empty result (Centrifugo's rpc.ping)
 
 
 class CentrifugoSession(Session):
@@ -115,6 +120,10 @@ class CentrifugoSession(Session):
                     if self.held is not None:   # it waits for the backend: the rest waits behind it
                         self.held[1].extend(commands[i + 1:])
                         return
+        except ProtocolError as exc:
+            # A reply this connection's encoding cannot carry (binary data for a JSON client).
+            log.info("client %s: %s, disconnecting", self.client_id or "-", exc.detail)
+            self.close(exc.ending)
         except Exception:
             # A bug must cost one connection, not the node: the client reconnects.
             # Only method names are logged: commands carry tokens.
@@ -148,17 +157,24 @@ class CentrifugoSession(Session):
             and history.behind(channel, str(request.get("epoch") or ""), request.get("offset", 0), now_ns)
             for channel, request in requests.items())
 
-    def _subscribe_result(self, channel: str, request: dict | None) -> tuple[dict, bool | None]:
+    def _subscribe_result(self, channel: str, request: dict | None,
+                          recoverable: bool = True) -> tuple[dict, bool | None]:
         """The SubscribeResult for ``channel``: its stream position when it keeps
-        history, and the recovery answer when ``request`` asks to recover.
-        Returns the result and whether it recovered (None: nothing asked)."""
+        history, and the recovery answer when ``request`` asks to recover (or,
+        on a --cache channel, always: the latest publication). Returns the
+        result and whether it recovered (None: nothing asked; a cache answer
+        is never refused with 112, as in Centrifugo). ``recoverable`` False
+        (override force_recovery false): positioned only, no recovery."""
         host = self.host
         history = host.history
         if not history.enabled(channel):
             return {}, None
         now_ns = host.now_ns()
         offset = request.get("offset", 0) if request else None
-        if request and request.get("recover") and isinstance(offset, int) and not isinstance(offset, bool):
+        if recoverable and host.cache and host.cache.match(channel):
+            return self._cache_result(channel, request, now_ns), None
+        if recoverable and request and request.get("recover") and isinstance(offset, int) \
+                and not isinstance(offset, bool):
             answer = history.recover(channel, str(request.get("epoch") or ""), offset, now_ns)
             host.metrics.recoveries.labels("true" if answer.recovered else "false").inc()
             result = {"recoverable": True, "positioned": True, "epoch": answer.epoch, "offset": answer.offset,
@@ -167,7 +183,25 @@ class CentrifugoSession(Session):
                 result["publications"] = answer.publications
             return result, answer.recovered
         epoch, top = history.top(channel, now_ns)
+        if not recoverable:
+            return {"positioned": True, "epoch": epoch, "offset": top}, None
         return {"recoverable": True, "positioned": True, "epoch": epoch, "offset": top}, None
+
+    def _cache_result(self, channel: str, request: dict | None, now_ns: int) -> dict:
+        """Centrifugo's cache recovery mode with auto recovery: every subscribe
+        recovers, and gets the latest publication (docs/recovery.md)."""
+        epoch, offset = "", 0
+        if request and request.get("recover"):
+            epoch = str(request.get("epoch") or "")
+            given = request.get("offset", 0)
+            offset = given if isinstance(given, int) and not isinstance(given, bool) and given > 0 else 0
+        answer = self.host.history.latest(channel, epoch, offset, now_ns)
+        self.host.metrics.recoveries.labels("true" if answer.recovered else "false").inc()
+        result = {"recoverable": True, "positioned": True, "epoch": answer.epoch, "offset": answer.offset,
+                  "was_recovering": True, "recovered": answer.recovered}
+        if answer.publications:
+            result["publications"] = answer.publications
+        return result
 
     # --- commands ----------------------------------------------------------------------
 
@@ -253,9 +287,11 @@ class CentrifugoSession(Session):
         wanted = cmd.params.get("subs")
         wanted = wanted if isinstance(wanted, dict) else {}
         subs = {}
+        unrecoverable = state.unrecoverable if state is not None else ()
         for channel in self.server_channels:
             request = wanted.get(channel)
-            subs[channel], _ = self._subscribe_result(channel, request if isinstance(request, dict) else None)
+            subs[channel], _ = self._subscribe_result(channel, request if isinstance(request, dict) else None,
+                                                      channel not in unrecoverable)
             data = granted.get(channel, (None, None))[1]
             if data is not None:
                 subs[channel]["data"] = data
@@ -270,6 +306,9 @@ class CentrifugoSession(Session):
         for channel in self.server_channels:
             self.join(channel, chan_info=granted[channel][0] if channel in granted else None,
                       in_presence=channel not in absent)
+        if state is not None:
+            state.absent = set()
+            state.unrecoverable = set()
         if claims.meta is not None and proxy.any_proxy(host.settings):
             # The token's meta: never sent to the client, sent with every proxy call.
             state = self.proxied = self.proxied or proxy.ProxyState()
@@ -329,8 +368,10 @@ class CentrifugoSession(Session):
             host.metrics.refused_subscriptions.inc()
             log.warning("client %s: subscribe to another user's personal channel refused", self.client_id)
             error = model.ERROR_PERMISSION_DENIED
-        elif len(self.channels) >= CHANNEL_LIMIT:
+        elif len(self.channels) >= host.settings.max_channels_per_connection:
             error = model.ERROR_LIMIT_EXCEEDED
+        elif not self._valid_filter(cmd.params.get("tf")):
+            error = model.ERROR_BAD_REQUEST
         elif cmd.params.get("token"):
             error, granted = self._check_subscription_token(cmd.params["token"], channel, cmd)
             if self.state is CLOSED or self.held is not None:
@@ -350,19 +391,23 @@ class CentrifugoSession(Session):
             self._admit_subscription(cmd, channel, None)
         else:   # the subscription token's expire_at (or exp), info, data and override
             self._admit_subscription(cmd, channel, granted.expires_at, chan_info=granted.info, data=granted.data,
-                                     in_presence=granted.in_presence)
+                                     options=SubscriptionOptions(in_presence=granted.in_presence))
 
     def _admit_subscription(self, cmd: Command, channel: str, expires_at: int | None, *,
                             chan_info: bytes | None = None, data: bytes | None = None,
-                            server_refresh: bool = False, in_presence: bool = True) -> None:
+                            server_refresh: bool = False, options: SubscriptionOptions = DEFAULT) -> None:
         """A permitted subscribe: its result (position, recovery, the backend's
         data), the reply, then the channel joins the hub, in one callback."""
         codec = self.codec
-        result, recovered = self._subscribe_result(channel, cmd.params)
+        result, recovered = self._subscribe_result(channel, cmd.params, options.recoverable)
         flag = cmd.params.get("flag")
         if recovered is False and isinstance(flag, int) and flag & REJECT_UNRECOVERED:
             self.send(codec.error(cmd.id, model.ERROR_UNRECOVERABLE_POSITION))
             return
+        accepts = tags_filter(cmd.params.get("tf"))   # checked by _subscribe
+        if accepts is not None and "publications" in result:
+            # Recovered publications pass the same filter as live ones.
+            result["publications"] = [pub for pub in result["publications"] if accepts(tags_of(pub.data))]
         if expires_at is not None:
             if server_refresh:   # the sub refresh proxy is asked when it comes, not the client
                 self.watch_subscription(channel, expires_at, 0)
@@ -373,10 +418,25 @@ class CentrifugoSession(Session):
         if data is not None:
             result["data"] = data
         self.send(codec.reply(cmd.id, "subscribe", result))
-        self.join(channel, chan_info=chan_info, in_presence=in_presence)
+        self.join(channel, chan_info=chan_info, in_presence=options.in_presence)
+        if accepts is not None:
+            self.host.hub.set_filter(channel, self, accepts)
         if chan_info is not None and self.host.settings.publish_proxy_url:
             state = self.proxied = self.proxied or proxy.ProxyState()
             state.chan_info[channel] = chan_info   # the publisher's chan_info in its publications there
+
+    def _valid_filter(self, tf: object) -> bool:
+        """A subscribe's ``tf`` is absent or a filter centrifuge would accept
+        (else the subscribe is refused with 107, as Centrifugo refuses it)."""
+        if tf is None:
+            return True
+        try:
+            compile_filter(tf)
+        except BadFilter as exc:
+            self.host.metrics.bad_frames.inc()
+            log.info("client %s: invalid tags filter (%s)", self.client_id, exc)
+            return False
+        return True
 
     def _check_subscription_token(self, token: object, channel: str, cmd: Command
                                   ) -> tuple[model.Error | None, SubscriptionClaims | None]:
@@ -501,25 +561,60 @@ class CentrifugoSession(Session):
 
     # --- the server API's actions on this connection ----------------------------------
 
-    def server_subscribe(self, channel: str, chan_info: bytes | None, data: bytes | None) -> Refusal | None:
+    def server_subscribe(self, channel: str, sub: ServerSubscription) -> Refusal | None:
         """Subscribe this connection to ``channel`` from the server (the server
         API's ``subscribe``): a ``subscribe`` push with the stream position, then
-        publications, like a channel of the token."""
+        publications, like a channel of the token. With ``sub.since``, the
+        publications after it come first, each as a publication push (the
+        Subscribe push has no field for them), and the push says whether it
+        recovered: ``was_recovering``, ``recovered`` in JSON, which
+        centrifuge-js reports; Protobuf's Subscribe has no such fields, and a
+        client there learns only from the offset (its own when recovered).
+        ``sub.expires_at`` ends it then: the connection closes with 3006, or
+        the sub refresh proxy is asked."""
+        host = self.host
         if self.state is not CONNECTED:
             return Refusal("not connected")
         if not valid_channel(channel) or foreign_personal(channel, self.user):
             return Refusal("not a channel this user may read")
         if channel in self.channels:
             return Refusal("already subscribed")
-        if len(self.channels) >= CHANNEL_LIMIT:
-            return Refusal(f"{CHANNEL_LIMIT} channels already")
-        result, _ = self._subscribe_result(channel, None)
+        limit = self.host.settings.max_channels_per_connection
+        if len(self.channels) >= limit:
+            return Refusal(f"{limit} channels already (--max-channels-per-connection)")
+        if sub.expires_at is not None and sub.expires_at <= host.wall():
+            return Refusal("expire_at is not in the future")
+        try:
+            options = options_for(sub.override, channel, host.presence, host.history)
+        except (BadOverride, Unhonoured) as exc:
+            return Refusal(str(exc))
+        request = {"recover": True, "epoch": sub.since[0], "offset": sub.since[1]} if sub.since else None
+        result, recovered = self._subscribe_result(channel, request, options.recoverable)
+        codec = self.codec
         push = {key: result[key] for key in ("recoverable", "epoch", "offset", "positioned") if key in result}
-        if data is not None:
-            push["data"] = data
-        self.send(self.codec.push(channel, "subscribe", push))
+        if sub.data is not None:
+            push["data"] = sub.data
+        if "was_recovering" in result and codec.name == "json":
+            push["was_recovering"], push["recovered"] = True, result["recovered"]
+        recovered_pushes = []
+        for publication in result.get("publications", ()):
+            data = publication.data
+            message = codec.pub_push_full(channel, data, publication.offset) if type(data) is Published \
+                else codec.pub_push(channel, data, publication.offset)
+            if message is None:   # binary data a JSON connection cannot carry: closed, as live delivery closes it
+                self.close(vocabulary.INAPPROPRIATE_PROTOCOL)
+                return Refusal("a recovered binary publication that a JSON connection cannot carry (closed, 3506)")
+            recovered_pushes.append(message)
+        self.send(codec.push(channel, "subscribe", push))
+        for message in recovered_pushes:
+            self.send(message)
         self.server_channels = (*self.server_channels, channel)
-        self.join(channel, chan_info=chan_info)
+        self.join(channel, chan_info=sub.chan_info, in_presence=options.in_presence)
+        if sub.expires_at is not None:
+            if host.settings.sub_refresh_proxy_url:
+                state = self.proxied = self.proxied or proxy.ProxyState()
+                state.refreshed.add(channel)
+            self.watch_subscription(channel, sub.expires_at, 0)
         return None
 
     def goodbye(self, ending: Ending) -> tuple[int, str]:
@@ -568,6 +663,10 @@ class CentrifugoSession(Session):
         def decided(outcome: Outcome, waiting: list[Command]) -> None:
             try:
                 then(proxy.decide(caller, outcome))
+            except ProtocolError as exc:   # a reply this encoding cannot carry, as in run()
+                log.info("client %s: %s, disconnecting", self.client_id or "-", exc.detail)
+                self.close(exc.ending)
+                return
             except Exception:
                 log.exception("client %s: internal error applying the %s proxy's answer", self.client_id or "-",
                               caller.name)
@@ -601,6 +700,12 @@ class CentrifugoSession(Session):
         future = caller.call(proxy.encode(body), proxy.headers_of(self))
         state.aside.add(future)   # withdrawn if the connection closes first (_release)
         future.add_done_callback(decided)
+
+    def info_changed(self, info: bytes) -> None:
+        super().info_changed(info)
+        if self.host.settings.publish_proxy_url:
+            state = self.proxied = self.proxied or proxy.ProxyState()
+            state.conn_info = info   # its publications from now on
 
     def leave(self, channel: str) -> None:
         super().leave(channel)
@@ -692,10 +797,13 @@ class CentrifugoSession(Session):
         state.connect_data = proxy.payload(self, result, "data")
         state.subs = {channel: (proxy.payload(self, options, "info"), proxy.payload(self, options, "data"))
                       for channel, options in subs.items()}
-        state.absent = {channel for channel, options in subs.items() if not proxy.in_presence(options)}
+        chosen = {channel: proxy.sub_options(self, channel, options) for channel, options in subs.items()}
+        state.absent = {channel for channel, options in chosen.items() if not options.in_presence}
+        state.unrecoverable = {channel for channel, options in chosen.items() if not options.recoverable}
         self.proxied = state
         return ConnectionClaims(user=user, channels=tuple(dict.fromkeys([*channels, *subs])),
-                                info=proxy.json_value(info), expires_at=proxy.expire_at(result))
+                                info=proxy.json_value(proxy.json_info(info)) if info is not None else None,
+                                expires_at=proxy.expire_at(result))
 
     def _proxy_subscribe(self, cmd: Command, channel: str) -> None:
         caller = proxy.proxies_of(self.host).subscribe
@@ -709,7 +817,7 @@ class CentrifugoSession(Session):
             return
         error = model.ERROR_INTERNAL if decision.failed else decision.error
         expires_at = chan_info = data = None
-        in_presence = True
+        options = DEFAULT
         if error is None:
             assert decision.result is not None
             result = decision.result
@@ -717,7 +825,7 @@ class CentrifugoSession(Session):
                 expires_at = proxy.expire_at(result)
                 chan_info = proxy.payload(self, result, "info")
                 data = proxy.payload(self, result, "data")
-                in_presence = proxy.in_presence(result)
+                options = proxy.sub_options(self, channel, result)
             except proxy.Garbage as exc:
                 caller.refused(str(exc))
                 error = model.ERROR_INTERNAL
@@ -728,7 +836,7 @@ class CentrifugoSession(Session):
         if expires_at is not None and expires_at <= self.host.wall():
             self.send(self.codec.error(cmd.id, model.ERROR_EXPIRED))
             return
-        if len(self.channels) >= CHANNEL_LIMIT or channel in self.channels:
+        if len(self.channels) >= self.host.settings.max_channels_per_connection or channel in self.channels:
             self.send(self.codec.error(cmd.id, model.ERROR_LIMIT_EXCEEDED if channel not in self.channels
                                        else model.ERROR_ALREADY_SUBSCRIBED))
             return
@@ -737,7 +845,7 @@ class CentrifugoSession(Session):
             state = self.proxied = self.proxied or proxy.ProxyState()
             state.refreshed.add(channel)
         self._admit_subscription(cmd, channel, expires_at, chan_info=chan_info, data=data,
-                                 server_refresh=server_refresh, in_presence=in_presence)
+                                 server_refresh=server_refresh, options=options)
 
     def _publish(self, cmd: Command) -> None:
         """A client publish: only to channels of --publish-proxy, as the backend decides."""
@@ -758,20 +866,20 @@ class CentrifugoSession(Session):
             return
         error = model.ERROR_INTERNAL if decision.failed else decision.error
         data = None
-        skip_history = False
+        options: dict = {}
         if error is None:
             result = decision.result
             assert result is not None
             try:
                 data = proxy.payload(self, result, "data")
-                skip_history = result.get("skip_history") is True
+                options = proxy.publish_options(result)
             except proxy.Garbage as exc:
                 caller.refused(str(exc))
                 error = model.ERROR_INTERNAL
-            if data is None:   # the client's own data, as it sent it
-                data = proxy.json_payload(cmd.params.get("data"))
+            if data is None and error is None:   # the client's own data, as it sent it
+                data = proxy.client_payload(cmd.params.get("data"))
                 if data is None:
-                    error = model.ERROR_BAD_REQUEST   # publications are JSON here: see docs/proxy.md
+                    error = model.ERROR_BAD_REQUEST   # nothing to publish
         if error is not None:
             self.send(self.codec.error(cmd.id, error))
             return
@@ -780,7 +888,7 @@ class CentrifugoSession(Session):
         conn_info = state.conn_info if state is not None else None
         chan_info = state.chan_info.get(channel) if state is not None else None
         published = proxy.publish(self.host.settings, channel, data, self.user, self.client_id, conn_info,
-                                  chan_info, skip_history)
+                                  chan_info, options)
         self.wait(published, lambda ok, waiting: self._published(cmd, ok, waiting), [])
 
     def _published(self, cmd: Command, ok: bool, waiting: list[Command]) -> None:
@@ -790,14 +898,20 @@ class CentrifugoSession(Session):
 
     def _rpc(self, cmd: Command) -> None:
         settings = self.host.settings
-        if not (settings.rpc_proxy_url or settings.rpc_proxy):
-            self._not_available(cmd)
-            return
         method = cmd.params.get("method", "")
         if not isinstance(method, str):
             self.send(self.codec.error(cmd.id, model.ERROR_BAD_REQUEST))
             return
-        caller = proxy.proxies_of(self.host).rpc_for(method)
+        proxied = settings.rpc_proxy_url or settings.rpc_proxy
+        caller = proxy.proxies_of(self.host).rpc_for(method) if proxied else None
+        if caller is None and method == PING_RPC:
+            # Centrifugo's ping RPC (rpc.ping): an empty result, for clients that
+            # measure the round trip; an rpc proxy that claims "ping" answers instead.
+            self.send(self.codec.reply(cmd.id, "rpc"))
+            return
+        if not proxied:
+            self._not_available(cmd)
+            return
         if caller is None:
             self.send(self.codec.error(cmd.id, model.ERROR_METHOD_NOT_FOUND))
             return
@@ -857,11 +971,10 @@ class CentrifugoSession(Session):
             expires_at = proxy.expire_at(result)
             info = proxy.payload(self, result, "info")
             state = self.proxied
-            if state is not None:
-                if "meta" in result:
-                    state.meta = result["meta"]
-                if info is not None and self.host.settings.publish_proxy_url:
-                    state.conn_info = info   # its publications from now on
+            if state is not None and "meta" in result:
+                state.meta = result["meta"]
+            if info is not None:
+                self.info_changed(proxy.json_info(info))
         except proxy.Garbage as exc:
             if result is not None:
                 caller.refused(str(exc))
@@ -887,14 +1000,31 @@ class CentrifugoSession(Session):
             if result is None:
                 raise proxy.Garbage("no result")
             if result.get("expired") is True:
-                self.end_subscription(channel, SubscriptionEnd.EXPIRED)
+                Session.expire(self, channel)   # ended (2501), or closed (3006) if the server made it
                 return
             expires_at = proxy.expire_at(result)
+            info = proxy.payload(self, result, "info")
+            if info is not None:
+                # The subscriber's channel info from now on, as Centrifugo takes it.
+                info = proxy.json_info(info)
+                self.chan_info_changed(channel, info)
+                if self.host.settings.publish_proxy_url:
+                    state = self.proxied = self.proxied or proxy.ProxyState()
+                    state.chan_info[channel] = info   # its publications there
         except proxy.Garbage as exc:
             if result is not None:
                 caller.refused(str(exc))
             expires_at = int(self.host.wall()) + proxy.REFRESH_RETRY
         self.watch_subscription(channel, expires_at, 0)
+
+
+def tags_filter(tf: object) -> Predicate | None:
+    """The predicate of a subscribe's ``tf`` (already checked), or None."""
+    return compile_filter(tf) if tf is not None else None
+
+
+def tags_of(data: bytes) -> dict[str, str]:
+    return (data.tags or {}) if type(data) is Published else {}
 
 
 def _json(payload: bytes | None) -> bool:
