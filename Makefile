@@ -24,7 +24,7 @@ NSQ_APPS := nsqd nsqlookupd nsqadmin nsq_tail
 ORIG_PATH := $(PATH)
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all help setup run test typecheck test-python test-fast test-ruby bench soak clean
+.PHONY: all help setup run test typecheck test-python test-fast test-ruby bench bench-million soak clean
 
 all: setup
 
@@ -247,6 +247,10 @@ bench: setup ## The benchmark suite, about 15 minutes, into bench/results/ (BENC
 	@$(PIP) install --quiet -e '.[bench]'
 	@command -v cc >/dev/null || { echo "bench: a C compiler (cc) is needed for bench/loadgen.c"; exit 1; }
 	$(VENV)/bin/python bench/suite.py $(BENCH_ARGS)
+
+bench-million: setup ## A million WebSocket connections on this box (bench/million.py, MILLION_ARGS), into bench/results/
+	@command -v cc >/dev/null || { echo "bench-million: a C compiler (cc) is needed for bench/loadgen.c"; exit 1; }
+	$(VENV)/bin/python bench/million.py $(MILLION_ARGS)
 
 # The soak with faults (bench/soak.py): MINUTES (30) of steady honest load
 # (stock SDK clients) on two boxes of two workers behind a relay, with faults

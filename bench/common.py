@@ -85,18 +85,22 @@ class LoadClients:
     """Load processes (bench/loadgen.c) spread over ``count`` connections."""
 
     def __init__(self, port: int, count: int, tokens: Path, *, channel: str = "bench", concurrency: int = 200,
-                 sample: int = 10, per_process: int = PER_CLIENT_PROCESS, path: str = "/connection/websocket"):
+                 sample: int = 10, per_process: int = PER_CLIENT_PROCESS, path: str = "/connection/websocket",
+                 sources: str = SOURCES, shared: int = 0, shared_prefix: str = "shared:", buffer: int = 4096):
         binary = build("loadgen")
         processes = max(1, -(-count // per_process))
         self._received = 0
         self.children = []
+        offset = 0   # each process its own slice of the tokens: distinct users
         for n in range(processes):
             share = count // processes + (1 if n < count % processes else 0)
             self.children.append(subprocess.Popen(
                 [str(binary), "--port", str(port), "--connections", str(share), "--tokens", str(tokens),
                  "--channel", channel, "--concurrency", str(max(1, concurrency // processes)),
-                 "--sample", str(sample), "--sources", SOURCES, "--path", path],
+                 "--sample", str(sample), "--sources", sources, "--path", path, "--offset", str(offset),
+                 "--shared", str(shared), "--shared-prefix", shared_prefix, "--buffer", str(buffer)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            offset += share
 
     def ready(self) -> dict:
         """Wait until every connection has tried; sums of the processes' lines."""
@@ -113,6 +117,9 @@ class LoadClients:
         total = sum(x["received"] for x in lines)
         received, self._received = total - self._received, total
         return {"received": received, "closed": sum(x["closed"] for x in lines),
+                "personal": sum(x.get("personal", 0) for x in lines),            # so far, in all
+                "misdelivered": sum(x.get("misdelivered", 0) for x in lines),    # so far, in all
+                "pongs": sum(x.get("pongs", 0) for x in lines),                  # so far, in all
                 "resubscribed": sum(x.get("resubscribed", 0) for x in lines),   # so far, in all
                 "latencies_ms": [v for x in lines for v in x["latencies_ms"]]}
 
@@ -122,12 +129,26 @@ class LoadClients:
             child.wait()
 
 
-def start_stack(workers: int = 1, *args: str, env: dict | None = None) -> tuple[Path, Nsqd, Gateway]:
+class BenchGateway(Gateway):
+    """A gateway given ``ready_timeout`` seconds to say it is ready (a box of
+    fifty workers on two cores takes longer than the tests' 15 s)."""
+
+    ready_timeout = 15.0
+
+    def wait_ready(self) -> None:
+        from tests.helpers import wait_until
+        wait_until(lambda: self.running() and self.health()[0] == 200, timeout=self.ready_timeout,
+                   what=f"{self.name} /health (every worker connected to nsqd)")
+
+
+def start_stack(workers: int = 1, *args: str, env: dict | None = None, program: list[str] | None = None,
+                ready_timeout: float = 15.0) -> tuple[Path, Nsqd, Gateway]:
     work = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
     nsqd = Nsqd(work / "nsqd").start()
-    gateway = Gateway(work / "gw", nsqd, None, "--public-channels=bench", "--log-level=warning",
+    BenchGateway.ready_timeout = ready_timeout
+    gateway = BenchGateway(work / "gw", nsqd, None, "--public-channels=bench", "--log-level=warning",
                       "--connect-rate=1000000", "--connect-burst=1000000", "--shed-loop-lag=1000",
-                      f"--workers={workers}", *args, env=env).start()
+                      f"--workers={workers}", *args, env=env, program=program).start()
     return work, nsqd, gateway
 
 

@@ -21,7 +21,15 @@
  * Build: cc -O2 -o loadgen bench/loadgen.c   (bench/ scripts do it)
  * Usage: loadgen --port P --connections N --tokens FILE [--host H] [--channel C]
  *                [--concurrency K] [--sources 127.0.0.1,127.0.0.2] [--sample N]
- *                [--path /connection/websocket]
+ *                [--path /connection/websocket] [--offset K] [--shared N --shared-prefix P]
+ *
+ * --buffer B: bytes of receive buffer a connection (4096; the largest frame).
+ * --offset K: connection i uses token K + i (so several processes over one
+ * file have distinct users); its user number is K + i.
+ * --shared N: each connection also subscribes to <P><its user number % N>
+ * (ids 1 connect, 2 --channel, 3 the shared one; ready on the last reply).
+ * Publications on a personal channel ("#...") are counted apart: each must
+ * carry "to":<the user number> in its data, or it counts as misdelivered.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -49,7 +57,7 @@ struct conn {
     int out_len, out_off;   /* pending handshake/connect bytes */
     char *out;
     int in_len;             /* bytes in buf */
-    char buf[4096];
+    char *buf;              /* --buffer bytes, allocated at the start */
 };
 
 static struct conn *conns;
@@ -62,6 +70,10 @@ static struct in_addr sources[64];
 static int n_sources = 1;
 static int epfd;
 static long ready, errors, started, in_flight, received, closed_count, resubscribed;
+static long personal, misdelivered, pongs;
+static int offset, shared, buffer_size = 4096;
+static long token_skip;   /* the line of tokens[0] in --tokens */
+static const char *shared_prefix = "shared:";
 static double *latencies;
 static long n_latencies, cap_latencies;
 
@@ -122,6 +134,7 @@ static void start(int i) {
     inet_pton(AF_INET, host, &dst.sin_addr);
     c->fd = fd;
     c->state = CONNECTING;
+    if (!c->buf && !(c->buf = malloc(buffer_size))) die("malloc");
     c->in_len = 0;
     /* The handshake, then connect + subscribe in one frame. */
     char request[1024], body[2048];
@@ -130,7 +143,10 @@ static void start(int i) {
                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
                         path, host, port);
     int blen = snprintf(body, sizeof body, "{\"id\":1,\"connect\":{\"token\":\"%s\"}}\n"
-                        "{\"id\":2,\"subscribe\":{\"channel\":\"%s\"}}", tokens[i % n_tokens], channel);
+                        "{\"id\":2,\"subscribe\":{\"channel\":\"%s\"}}", tokens[(offset + i - token_skip) % n_tokens], channel);
+    if (shared)
+        blen += snprintf(body + blen, sizeof body - blen, "\n{\"id\":3,\"subscribe\":{\"channel\":\"%s%d\"}}",
+                         shared_prefix, (offset + i) % shared);
     c->out = malloc(rlen + blen + 16);
     memcpy(c->out, request, rlen);
     c->out_len = rlen + client_frame(c->out + rlen, 1, body, blen);
@@ -160,6 +176,10 @@ static void send_pending(struct conn *c) {
         }
         c->out_off += (int)n;
     }
+    if (c->out && c->out_off == c->out_len) {   /* all sent: a million of them add up */
+        free(c->out);
+        c->out = NULL;
+    }
     if (c->state == CONNECTING) {
         c->state = HANDSHAKE;
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)(c - conns)};
@@ -172,10 +192,11 @@ static void on_message(struct conn *c, const char *p, int len) {
         char pong[8];
         int n = client_frame(pong, 1, "{}", 2);
         send(c->fd, pong, n, MSG_NOSIGNAL);
+        pongs++;
         return;
     }
     if (c->state == SUBSCRIBING) {
-        if (memmem(p, len, "\"id\":2", 6)) {
+        if (memmem(p, len, shared ? "\"id\":3" : "\"id\":2", 6)) {
             if (memmem(p, len, "\"error\"", 7)) { fail(c); return; }
             c->state = READY;
             ready++;
@@ -205,7 +226,13 @@ static void on_message(struct conn *c, const char *p, int len) {
     }
     if (c->state == READY && memmem(p, len, "\"pub\"", 5)) {
         received++;
-        if (sample_every && (c - conns) % sample_every == 0) {
+        if (memmem(p, len, "\"channel\":\"#", 12)) {
+            /* A personal channel's publication: for this user only. */
+            const char *to = memmem(p, len, "\"to\":", 5);
+            personal++;
+            if (!to || strtol(to + 5, NULL, 10) != offset + (c - conns)) misdelivered++;
+        }
+        if (sample_every && (offset + (c - conns)) % sample_every == 0) {
             const char *ts = memmem(p, len, "\"ts\":", 5);
             if (ts) add_latency((now() - strtod(ts + 5, NULL)) * 1000.0);
         }
@@ -214,7 +241,7 @@ static void on_message(struct conn *c, const char *p, int len) {
 
 static void on_readable(struct conn *c) {
     for (;;) {
-        ssize_t n = recv(c->fd, c->buf + c->in_len, sizeof c->buf - c->in_len, 0);
+        ssize_t n = recv(c->fd, c->buf + c->in_len, buffer_size - c->in_len, 0);
         if (n == 0) { fail(c); return; }
         if (n < 0) {
             if (errno == EAGAIN) break;
@@ -247,7 +274,7 @@ static void on_readable(struct conn *c) {
                 fail(c);  /* no message here is that big */
                 return;
             }
-            if (plen + hlen > (long)sizeof c->buf) { fail(c); return; }
+            if (plen + hlen > (long)buffer_size) { fail(c); return; }
             if (c->in_len - pos < hlen + plen) break;
             if ((b0 & 0x0f) == 0x8) { fail(c); return; }  /* the server closed */
             on_message(c, c->buf + pos + hlen, (int)plen);
@@ -268,8 +295,9 @@ static int cmp_double(const void *a, const void *b) {
 
 static void report(void) {
     qsort(latencies, n_latencies, sizeof(double), cmp_double);
-    printf("{\"received\": %ld, \"closed\": %ld, \"ready\": %ld, \"resubscribed\": %ld, \"latencies_ms\": [",
-           received, closed_count, ready, resubscribed);
+    printf("{\"received\": %ld, \"closed\": %ld, \"ready\": %ld, \"resubscribed\": %ld, \"personal\": %ld, "
+           "\"misdelivered\": %ld, \"pongs\": %ld, \"latencies_ms\": [",
+           received, closed_count, ready, resubscribed, personal, misdelivered, pongs);
     /* At most 2,000 evenly spaced samples of the sorted latencies: enough for percentiles. */
     long step = n_latencies > 2000 ? n_latencies / 2000 : 1;
     for (long i = 0, k = 0; i < n_latencies; i += step, k++) printf("%s%.3f", k ? "," : "", latencies[i]);
@@ -278,17 +306,29 @@ static void report(void) {
     n_latencies = 0;
 }
 
-static char **read_tokens(const char *file, int *count) {
+/* The tokens of lines first .. first + want - 1 (token_skip = first), or,
+   when the file has fewer lines, all of them (token_skip = 0, used in turn):
+   a million tokens are 150 MB, and each process needs only its own. */
+
+static char **read_tokens(const char *file, int *count, long first, long want) {
     FILE *f = fopen(file, "r");
     if (!f) die(file);
-    int cap = 1024, n = 0;
-    char **out = malloc(cap * sizeof(char *));
+    long lines = 0;
     char *line = NULL;
     size_t size = 0;
     ssize_t len;
-    while ((len = getline(&line, &size, f)) > 0) {
+    while ((len = getline(&line, &size, f)) > 0)
+        if (len > 1) lines++;
+    rewind(f);
+    if (lines < first + want) first = 0, want = lines;
+    token_skip = first;
+    int cap = 1024, n = 0;
+    long seen = 0;
+    char **out = malloc(cap * sizeof(char *));
+    while ((len = getline(&line, &size, f)) > 0 && n < want) {
         while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
         if (!len) continue;
+        if (seen++ < first) continue;
         if (n == cap) out = realloc(out, (cap *= 2) * sizeof(char *));
         out[n++] = strdup(line);
     }
@@ -309,6 +349,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--channel")) channel = argv[i + 1];
         else if (!strcmp(argv[i], "--path")) path = argv[i + 1];
         else if (!strcmp(argv[i], "--sample")) sample_every = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--offset")) offset = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--buffer")) buffer_size = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--shared")) shared = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--shared-prefix")) shared_prefix = argv[i + 1];
         else if (!strcmp(argv[i], "--sources")) {
             n_sources = 0;
             char *list = strdup(argv[i + 1]);
@@ -321,7 +365,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (n_sources == 0) { n_sources = 1; inet_pton(AF_INET, "127.0.0.1", &sources[0]); }
-    tokens = read_tokens(tokens_file, &n_tokens);
+    tokens = read_tokens(tokens_file, &n_tokens, offset, n_conns);
     if (!n_tokens) { fprintf(stderr, "no tokens in %s\n", tokens_file); return 2; }
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);

@@ -39,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (ROOT, Baseline, LoadClients, cpu_seconds, percentile, publish,  # noqa: E402
                     rss_bytes, start_stack, tokens_file)
+from tests.stack import http  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -102,8 +103,24 @@ def idle_cpu(target, seconds: float) -> float:
     return (cpu_seconds(target.pid) - before) / seconds
 
 
+def loop_lag(target) -> float | None:
+    """The box's loop lag (its latest worker's recent maximum), from /metrics."""
+    gateway = getattr(target, "gateway", None)
+    if gateway is None:
+        return None
+    try:
+        _, body = http("GET", f"{gateway.url}/metrics", timeout=5)
+    except OSError:
+        return None
+    for line in body.decode().splitlines():
+        if line.startswith("pushgate_loop_lag_seconds "):
+            return float(line.split()[1])
+    return None
+
+
 def burst(target, load: LoadClients, clients: int, messages: int, filler: str) -> dict:
     load.report()
+    lags: list[float] = []
     before = cpu_seconds(target.pid)
     t0 = time.time()
     for start in range(0, messages, 100):
@@ -114,12 +131,15 @@ def burst(target, load: LoadClients, clients: int, messages: int, filler: str) -
     while time.monotonic() < deadline:
         time.sleep(0.5)
         received += load.report()["received"]
+        lag = loop_lag(target)
+        if lag is not None:
+            lags.append(lag)
         if received >= expected:
             break
     elapsed = time.time() - t0
     cpu = cpu_seconds(target.pid) - before
     return {"received": received, "expected": expected, "cpu_per_m": cpu / max(received, 1) * 1e6,
-            "rate": received / elapsed}
+            "rate": received / elapsed, "max_loop_lag": max(lags, default=None)}
 
 
 def steady(target, load: LoadClients, clients: int, rate: float, seconds: float, filler: str,
@@ -264,6 +284,37 @@ def report(results: dict, png: Path) -> str:
     return "\n".join(lines)
 
 
+def hold_report(h: dict, date: str) -> str:
+    return "\n".join([
+        f"# {h['ready']:,} connections held on one box, {date}", "",
+        f"`bench/suite.py --hold-only --hold {h['ready']}`: {h['workers']} workers, bench/loadgen.c processes on the "
+        f"same cores; load average {h['load'][0]} before, {h['load'][1]} after (other work shares the box).", "",
+        f"- connected: {h['ready']:,}, errors {h['errors']}, at {h['rate']:,.0f}/s, {h['cpu_ms']:.3f} ms CPU each",
+        f"- RSS per connection: {h['kb']:.1f} KB ({h['rss_mb']:.0f} MiB for the box)",
+        f"- idle CPU (pings): {h['idle_cpu'] * 100:.1f}% of a core",
+        f"- fan-out burst (20 msgs): {h['burst']['received']:,}/{h['burst']['expected']:,} delivered, "
+        f"{h['burst']['rate']:,.0f} deliveries/s, {h['burst']['cpu_per_m']:.2f} CPU-s per million; the box's "
+        f"loop lag during it, at most {h['burst'].get('max_loop_lag') or 0:.2f} s (sampled every 0.5 s)",
+        f"- a publication every 5 s to all: {h['steady']['received']:,}/{h['steady']['expected']:,} delivered, "
+        f"p50 {h['steady']['p50']:.0f} ms, p99 {h['steady']['p99']:.0f} ms, max {h['steady']['max']:.0f} ms",
+        f"- connections the gateway closed: {h.get('closed', 0):,}; subscriptions it ended (2500) and the clients "
+        f"renewed: {h.get('resubscribed', 0):,}",
+        f"- everything delivered: **{'yes' if h['burst']['received'] >= h['burst']['expected'] and h['steady']['received'] >= h['steady']['expected'] else 'NO'}**",
+        ""])
+
+
+def hold_only(args) -> None:
+    load_before = round(os.getloadavg()[0], 2)
+    h = hold(args)
+    h["load"] = (load_before, round(os.getloadavg()[0], 2))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
+    text = hold_report(h, datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
+    (RESULTS / f"{stamp}-hold.md").write_text(text)
+    (RESULTS / f"{stamp}-hold.json").write_text(json.dumps(h, indent=1, default=str))
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=10000)
@@ -275,7 +326,12 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=30)
     parser.add_argument("--hold", type=int, default=100000, help="connections for the hold test (0: skip)")
     parser.add_argument("--quick", action="store_true", help="skip the reconnect storm and churn scripts")
+    parser.add_argument("--hold-only", action="store_true",
+                        help="only the --hold run: its report to bench/results/<date>-hold.md (and .json)")
     args = parser.parse_args()
+    if args.hold_only:
+        hold_only(args)
+        return
 
     results = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "clients": args.clients,
                "workers": args.workers, "burst": args.burst,

@@ -56,12 +56,16 @@ def one_line_and_exit_2(done: subprocess.CompletedProcess) -> str:
     return done.stderr.strip()
 
 
-def test_serve_on_a_port_in_use_names_the_port():
+@pytest.mark.parametrize("workers", ["--workers=1", "--workers=2"])
+def test_serve_on_a_port_in_use_names_the_port(workers):
+    # With workers, the supervisor's check binds with SO_REUSEADDR (so a port
+    # left in TIME_WAIT is free: tests/test_workers.py): a live listener is not.
     with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        line = one_line_and_exit_2(pushgate(*SERVE, "--address=127.0.0.1", f"--port={port}"))
+        line = one_line_and_exit_2(pushgate(*SERVE, "--address=127.0.0.1", f"--port={port}", workers))
     assert line == (f"pushgate: error: --port: 127.0.0.1:{port} is already in use; stop what holds it or "
                     "choose another port (--port, PUSHGATE_PORT or PORT)")
 

@@ -253,6 +253,46 @@ def test_the_batcher_writes_each_connection_once_per_flush_and_cuts_a_slow_one()
     asyncio.run(scenario())
 
 
+def test_a_big_flush_lets_the_loop_run_between_slices_and_a_frame_queued_meanwhile_shares_a_write():
+    # Issue 24: one flush of 16,000 connections in one turn of the loop held
+    # the NSQ reader back for seconds (a burst publication read 30 s late).
+    async def scenario():
+        pairs = [socket.socketpair() for _ in range(30)]
+        for a, b in pairs:
+            a.setblocking(False)
+            b.setblocking(False)
+        flushes: list[int] = []
+        batcher = WriteBatcher(last_publication=lambda: 0.0, on_flush=flushes.append, slice_size=10)
+        writers = [SocketWriter(a, batcher, 64 * 1024, lambda: None, lambda: None) for a, _ in pairs]
+        for writer in writers:
+            writer.send(b"one;")
+
+        def written() -> list[bytes]:
+            out = []
+            for _, b in pairs:
+                try:
+                    out.append(b.recv(1024))
+                except BlockingIOError:
+                    out.append(b"")
+            return out
+        seen: list[list[bytes]] = []
+
+        def publication_arrives() -> None:   # as the NSQ reader would, between two slices
+            seen.append(written())
+            writers[5].send(b"two;")    # written already: marked for the next flush
+            writers[25].send(b"two;")   # not yet: joins its pending frame
+        asyncio.get_running_loop().call_soon(publication_arrives)
+        await asyncio.sleep(0.05)
+        assert seen == [[b"one;"] * 10 + [b""] * 20], "the first slice only, before the loop ran anything else"
+        rest = written()
+        assert rest[5] == b"two;" and rest[25] == b"one;two;" and rest[:5] == [b""] * 5
+        assert flushes == [30, 1]
+        for a, b in pairs:
+            a.close()
+            b.close()
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("wire", [WIRE_JSON, WIRE_PROTOBUF], ids=["json", "protobuf"])
 def test_the_command_rate_limit_holds_in_both_encodings(wire):
     clock = FakeClock()

@@ -11,7 +11,7 @@ from auth import connection_token
 from gateway.core.trends import STEP
 from tests.clients import RawClient, sdk_client
 from tests.helpers import wait_for, wait_for_time, wait_until
-from tests.stack import SECRET, http
+from tests.stack import SECRET, Gateway, http
 
 
 def workers_of(gateway) -> list[dict]:
@@ -210,3 +210,66 @@ def test_workers_die_with_their_supervisor(start_gateway):
         except ProcessLookupError:
             pass
     assert gateway.log().count("the supervisor is gone") == 2
+
+
+def time_wait_on(port: int) -> int:
+    """How many TCP sockets of this host on local port ``port`` are in TIME_WAIT."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "06":
+                count += 1
+    return count
+
+
+def test_workers_start_at_once_on_a_port_a_node_closed_connections_on(start_gateway, tmp_path, nsqd, lookupd):
+    # Issue 24: the supervisor's port check bound with SO_REUSEPORT alone, and
+    # the TIME_WAIT sockets a stopped node leaves on its port refused that bind
+    # ("already in use") for a minute; the workers themselves (SO_REUSEADDR)
+    # would have listened at once.
+    node = start_gateway("--drain-period=1")
+
+    async def scenario():
+        raws = []
+        for n in range(8):
+            raw = await RawClient.open(node.ws_url)
+            await raw.connect(connection_token(SECRET, f"t{n}"))
+            raws.append(raw)
+        node.proc.send_signal(signal.SIGTERM)
+        for raw in raws:   # the node closes them: the TIME_WAIT is on its side
+            assert await raw.closed(timeout=10) == (3001, "shutdown")
+    asyncio.run(scenario())
+    assert node.stop() == 0
+    assert time_wait_on(node.port) > 0, "no TIME_WAIT left on the port: the test would prove nothing"
+
+    box = Gateway(tmp_path / "box", nsqd, lookupd, "--workers=2", f"--port={node.port}")  # the last --port wins
+    box.port = node.port
+    try:
+        box.start()   # waits for the box's /health to say 200 on that port
+        assert "already in use" not in box.log()
+        assert [w["ready"] for w in workers_of(box)] == [True, True]
+    finally:
+        box.stop()
+
+
+def test_workers_start_a_few_at_a_time(start_gateway):
+    # Issue 24: fifty-nine workers started at once on two cores each took
+    # longer than they had to answer, were killed and started again, and the
+    # box never settled. At most one per core (two at least) starts at once;
+    # the next when one of them first answers.
+    from gateway.workers.supervisor import STARTING
+    gateway = start_gateway(f"--workers={STARTING + 1}")
+    assert [w["ready"] for w in workers_of(gateway)] == [True] * (STARTING + 1)
+    wait_until(lambda: gateway.log().count(" answers, ") == STARTING + 1, timeout=15,
+               what="the supervisor to hear from every worker")
+    lines = [line for line in gateway.log().splitlines() if "pushgate.supervisor" in line]
+    started = [i for i, line in enumerate(lines) if " started (pid " in line]
+    answered = [i for i, line in enumerate(lines) if " answers, " in line]
+    assert len(started) == STARTING + 1 and len(answered) == STARTING + 1, lines
+    assert started[STARTING] > answered[0], lines   # the last one waited for a first answer
+    assert started[STARTING - 1] < answered[0], lines   # the first ones did not wait for each other

@@ -16,6 +16,16 @@ fan-out size). It waits on a timer, never by spinning the loop. Quiet is
 measured from the end of the last fan-out, not in loop turns: pynsq takes
 several turns to hand over each message.
 
+A flush writes at most ``FLUSH_SLICE`` connections in one turn of the loop,
+then lets the loop run before the next slice. With 20,000 connections a
+worker, one flush is 20,000 ``send()``s, a second or more on a box whose
+cores are shared; in one turn it held back everything else meanwhile, the
+NSQ reader first (pynsq takes several turns per message): in a burst of 20
+publications to 100,000 connections a worker read one 30 s late, dropped it
+as stale, and its own requests to nsqd timed out meanwhile. Between slices
+the reader reads, and a publication that arrives joins the frames of the
+connections not yet written (one ``send()`` for both).
+
 The send queue is bounded: a connection whose unsent bytes outgrow
 ``--max-queue-bytes`` is disconnected as slow (3008) while everyone else
 carries on. What the batcher holds back must not count against a client,
@@ -32,6 +42,7 @@ from typing import Callable, Protocol
 
 QUIET = 0.0005     # seconds without a new publication after which we flush
 MAX_COLLECT = 0.1  # seconds: the longest a frame waits for company under load
+FLUSH_SLICE = 1000  # connections written per turn of the loop (about 10 ms)
 
 
 class WriteBatcher:
@@ -42,17 +53,22 @@ class WriteBatcher:
     ``QUIET`` ago, so waiting costs no CPU.
     """
 
-    __slots__ = ("_dirty", "_scheduled", "_loop", "_last_publication", "_since", "_last_cost", "_on_flush")
+    __slots__ = ("_dirty", "_scheduled", "_loop", "_last_publication", "_since", "_last_cost", "_on_flush",
+                 "_slice", "_flushing", "_flushed", "_cost")
 
     def __init__(self, last_publication: Callable[[], float],
-                 on_flush: Callable[[int], None] = lambda n: None) -> None:
+                 on_flush: Callable[[int], None] = lambda n: None, slice_size: int = FLUSH_SLICE) -> None:
         self._dirty: list[SocketWriter] = []
-        self._scheduled = False
+        self._scheduled = False   # a check or a flush is under way: mark() only queues
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_publication = last_publication
         self._since = 0.0
         self._last_cost = 0.0
         self._on_flush = on_flush  # told how many connections each flush wrote to
+        self._slice = slice_size
+        self._flushing: list[SocketWriter] = []   # the flush under way, written from _flushed on
+        self._flushed = 0
+        self._cost = 0.0
 
     def mark(self, writer: SocketWriter) -> None:
         self._dirty.append(writer)
@@ -72,13 +88,33 @@ class WriteBatcher:
         self.flush()
 
     def flush(self) -> None:
+        """Write every connection marked so far, a slice per turn of the loop."""
+        self._flushing, self._dirty = self._dirty, []
+        self._flushed = 0
+        self._cost = 0.0
+        self._write_slice()
+
+    def _write_slice(self) -> None:
         started = time.perf_counter()
+        flushing, start = self._flushing, self._flushed
+        end = min(start + self._slice, len(flushing))
+        for i in range(start, end):
+            flushing[i].flush_pending()
+        self._flushed = end
+        self._cost += time.perf_counter() - started
+        if end < len(flushing):
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._write_slice)
+            return
+        self._flushing = []
+        self._last_cost = self._cost
         self._scheduled = False
-        dirty, self._dirty = self._dirty, []
-        for writer in dirty:
-            writer.flush_pending()
-        self._last_cost = time.perf_counter() - started
-        self._on_flush(len(dirty))
+        self._on_flush(len(flushing))
+        if self._dirty:   # marked again while the slices were written
+            self._scheduled = True
+            self._since = time.perf_counter()
+            self._loop.call_soon(self._check)  # type: ignore[union-attr]
 
 
 CLOSE_WAIT = 5.0   # seconds a closing connection has to finish: its close handshake, its last bytes

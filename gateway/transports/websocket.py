@@ -196,7 +196,7 @@ class WebSocketConnection:
             self.session.close(choice.refusal)
         elif endpoint.opened is not None:
             endpoint.opened(self.session, request)
-        host.watch(self.fd, self._readable)
+        host.watch(self.fd, self._readable)   # takes over the door's registration (door.py Head)
         if rest:
             self._feed(rest)
 

@@ -55,6 +55,7 @@ STABLE_AFTER = 30.0  # seconds a worker must live for its restart delay to start
 PROBE_EVERY = 1.0    # seconds between the supervisor's questions to each worker
 PROBE_TIMEOUT = 1.0  # seconds a worker has to answer one
 STARTUP_GRACE = 15.0  # seconds a new worker has, beyond --worker-timeout, to answer a first time
+STARTING = max(2, os.cpu_count() or 1)   # workers starting at once (until each first answers)
 
 
 def worker_socket(run_dir: str, index: int) -> str:
@@ -66,6 +67,10 @@ def check_port(settings: Settings) -> None:
     family = socket.AF_INET6 if ":" in settings.address else socket.AF_INET
     probe = socket.socket(family, socket.SOCK_STREAM)
     try:
+        # As the workers bind (tornado's bind_sockets): SO_REUSEADDR too, or
+        # the TIME_WAIT sockets of a node that stopped on this port a moment
+        # ago refuse the probe for a minute while the workers would listen.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         probe.bind((settings.address, settings.port))
     except OSError as exc:
@@ -106,15 +111,26 @@ class Worker:
     async def run(self) -> None:
         supervisor = self.supervisor
         while True:
+            # At most STARTING workers start at once: a worker's start-up is
+            # a second or more of CPU, and fifty started together on two
+            # cores each took longer than they have to answer a first time.
+            await supervisor.starting.acquire()
+            if supervisor.stopping:
+                supervisor.starting.release()
+                return
             started = time.monotonic()
             self.process = await asyncio.create_subprocess_exec(*supervisor.command(self.index),
                                                                 env=supervisor.environment(self.index))
             log.info("worker %d started (pid %d)", self.index, self.process.pid)
-            watch = asyncio.ensure_future(self._watch(self.process, started))
+            first_answer = asyncio.get_running_loop().create_future()
+            first_answer.add_done_callback(lambda _: supervisor.starting.release())
+            watch = asyncio.ensure_future(self._watch(self.process, started, first_answer))
             try:
                 code = await self.process.wait()
             finally:
                 watch.cancel()
+                if not first_answer.done():
+                    first_answer.set_result(False)
             self.exit_code = code
             if supervisor.stopping:
                 return
@@ -127,17 +143,27 @@ class Worker:
             if supervisor.stopping:
                 return
 
-    async def _watch(self, process: asyncio.subprocess.Process, started: float) -> None:
-        """Kill ``process`` once it has not answered for --worker-timeout seconds."""
+    async def _watch(self, process: asyncio.subprocess.Process, started: float, first_answer: asyncio.Future) -> None:
+        """Kill ``process`` once it has not answered for --worker-timeout
+        seconds; ``first_answer`` is set when it first answers."""
         supervisor = self.supervisor
         timeout = supervisor.settings.worker_timeout
         answered: float | None = None
         while process.returncode is None:
             await asyncio.sleep(PROBE_EVERY)
-            if await ask_worker(supervisor.run_dir, self.index, "/health", PROBE_TIMEOUT) is not None:
-                answered = time.monotonic()
-                continue
             since = answered if answered is not None else started + STARTUP_GRACE
+            # A question waits for its answer until the worker would be killed
+            # (PROBE_TIMEOUT at least): on a box with more busy processes
+            # than cores an answer can take more than a second to come back
+            # (the supervisor waits its turn too), which is slow, not hung.
+            wait = max(PROBE_TIMEOUT, since + timeout - time.monotonic())
+            if await ask_worker(supervisor.run_dir, self.index, "/health", wait) is not None:
+                answered = time.monotonic()
+                if not first_answer.done():
+                    first_answer.set_result(True)
+                    log.info("worker %d (pid %d) answers, %.1f s after its start", self.index, process.pid,
+                             answered - started)
+                continue
             silent = time.monotonic() - since
             if silent > timeout and process.returncode is None:
                 log.error("worker %d (pid %d) has not answered for %.1f s (--worker-timeout %g): killing it",
@@ -164,6 +190,7 @@ class Supervisor:
         self.run_dir = tempfile.mkdtemp(prefix="pushgate-")
         self.workers = [Worker(self, i) for i in range(settings.workers)]
         self.stopping = False
+        self.starting = asyncio.Semaphore(STARTING)
 
     def command(self, index: int) -> list[str]:
         # The supervisor's own flags, then what makes this process one worker
