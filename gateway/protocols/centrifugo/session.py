@@ -372,6 +372,8 @@ class CentrifugoSession(Session):
             error = model.ERROR_LIMIT_EXCEEDED
         elif not self._valid_filter(cmd.params.get("tf")):
             error = model.ERROR_BAD_REQUEST
+        elif cmd.params.get("type"):
+            error = model.ERROR_NO_MAPS
         elif cmd.params.get("token"):
             error, granted = self._check_subscription_token(cmd.params["token"], channel, cmd)
             if self.state is CLOSED or self.held is not None:
@@ -476,6 +478,9 @@ class CentrifugoSession(Session):
             self.close(vocabulary.BAD_REQUEST)
             return
         codec = self.codec
+        if cmd.params.get("type"):   # track/untrack: refused, never taken for a plain sub_refresh
+            self.send(codec.error(cmd.id, model.ERROR_NO_MAPS))
+            return
         if channel not in self.channels:
             self.send(codec.error(cmd.id, model.ERROR_PERMISSION_DENIED))
             return
@@ -851,6 +856,10 @@ class CentrifugoSession(Session):
         """A client publish: only to channels of --publish-proxy, as the backend decides."""
         host = self.host
         channel = cmd.params.get("channel")
+        if cmd.params.get("type") or cmd.params.get("key") or cmd.params.get("removed"):
+            # A map publish taken as a plain one would reach subscribers as something it is not.
+            self.send(self.codec.error(cmd.id, model.ERROR_NO_MAPS))
+            return
         if not host.settings.publish_proxy_url or not isinstance(channel, str) or not valid_channel(channel) \
                 or channel.startswith(PERSONAL_PREFIX) or not proxy.proxies_of(host).publish_channels.match(channel):
             self._refuse_publish(cmd)
