@@ -195,7 +195,9 @@ class CentrifugoSession(Session):
             epoch = str(request.get("epoch") or "")
             given = request.get("offset", 0)
             offset = given if isinstance(given, int) and not isinstance(given, bool) and given > 0 else 0
-        answer = self.host.history.latest(channel, epoch, offset, now_ns)
+        accepts = tags_filter(request.get("tf")) if request else None   # checked by _subscribe
+        answer = self.host.history.latest(channel, epoch, offset, now_ns,
+                                          None if accepts is None else lambda data: accepts(tags_of(data)))
         self.host.metrics.recoveries.labels("true" if answer.recovered else "false").inc()
         result = {"recoverable": True, "positioned": True, "epoch": answer.epoch, "offset": answer.offset,
                   "was_recovering": True, "recovered": answer.recovered}
