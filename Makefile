@@ -223,8 +223,12 @@ typecheck: $(VENV)/.installed ## mypy over gateway/ and auth/ (part of make test
 	@out=$$($(VENV)/bin/python -m mypy 2>&1) || { echo "$$out"; exit 1; }
 
 # PYTEST_ARGS picks tests: a file, a test (file::name), -k EXPRESSION, -x ...
+# PYTEST_JOBS: how many pytest processes (pytest-xdist) share the tests, a file
+# each at a time (2 by default: most of the suite waits on real processes, so
+# two of them fit 2 cores; PYTEST_JOBS=0 runs in this process alone).
+PYTEST_JOBS ?= 2
 test-python: setup ## The Python tests, or some: PYTEST_ARGS='tests/test_cli.py -k suggest'
-	$(VENV)/bin/python -m pytest -q -rs $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -rs $(if $(filter-out 0,$(PYTEST_JOBS)),-n $(PYTEST_JOBS) --dist loadfile) $(PYTEST_ARGS)
 
 # The in-process tests alone, in seconds: pure logic and the session core, no
 # nsqd, no subprocess, no browser. tests/conftest.py marks them `inprocess`

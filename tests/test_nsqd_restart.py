@@ -61,7 +61,10 @@ def test_nsqd_restart_is_a_loss_every_subscriber_is_told_of(tmp_path, lookupd, s
             await client.disconnect()
         asyncio.run(scenario())
         log = gateway.log()
-        assert "lost nsqd" in log and "nsqd restarted" in log
+        # The loss is logged; its reason reads "nsqd restarted" only when the watch had
+        # read the old instance's start_time before the drop (on a slow machine its first
+        # reading may come after), else "its connection dropped". Both tell the clients.
+        assert "lost nsqd" in log and "messages are lost" in log
     finally:
         own_nsqd.stop()
 

@@ -29,23 +29,16 @@ def pub_url(http_address: str, topic: str) -> str:
 
 
 async def publish(http_address: str, topic: str, body: bytes, timeout: float = 5.0) -> None:
-    request = HTTPRequest(pub_url(http_address, topic), method="POST", body=body,
-                          connect_timeout=timeout, request_timeout=timeout)
-    try:
-        await AsyncHTTPClient().fetch(request)
-    except HTTPClientError as exc:
-        if exc.code == 599:
-            raise NsqdUnavailable(str(exc)) from None
-        message = exc.response.body.decode(errors="replace").strip() if exc.response else str(exc)
-        raise PublishError(exc.code, message) from None
-    except OSError as exc:
-        raise NsqdUnavailable(str(exc)) from None
+    await _post(pub_url(http_address, topic), body, timeout)
 
 
 async def mpublish(http_address: str, topic: str, bodies: list[bytes], timeout: float = 5.0) -> None:
     """Several messages in one ``/mpub`` (newline-separated: none may hold a newline)."""
-    request = HTTPRequest(f"{http_address}/mpub?{urllib.parse.urlencode({'topic': topic})}", method="POST",
-                          body=b"\n".join(bodies), connect_timeout=timeout, request_timeout=timeout)
+    await _post(f"{http_address}/mpub?{urllib.parse.urlencode({'topic': topic})}", b"\n".join(bodies), timeout)
+
+
+async def _post(url: str, body: bytes, timeout: float) -> None:
+    request = HTTPRequest(url, method="POST", body=body, connect_timeout=timeout, request_timeout=timeout)
     try:
         await AsyncHTTPClient().fetch(request)
     except HTTPClientError as exc:

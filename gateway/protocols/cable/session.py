@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 
 import ujson
 
@@ -38,12 +38,12 @@ from auth.tokens import ConnectionClaims, KeyPending, TokenExpired, TokenInvalid
 from gateway.protocols.cable import protocol, rpc
 from gateway.protocols.cable.rpc import PRESENCE_STATE, WHISPER_STATE
 from gateway.protocols.cable.protocol import EXT
-from gateway.protocols.cable.state import CableState, CableWire
+from gateway.protocols.cable.state import CableState, CableWire, IdentifierCodec
 from gateway.protocols.cable.streams import PUBSUB, Refused
 from gateway.core import vocabulary
 from gateway.core.vocabulary import Ending, Reason, Refusal, SubscriptionEnd
 from gateway.core.channels import PERSONAL_PREFIX, foreign_personal
-from gateway.core.history import Published, Recovery, epoch_of, from_position, offset_of
+from gateway.core.history import Publication, Published, Recovery, epoch_of, from_position, offset_of
 from gateway.core.session import CHANNEL_LIMIT, CONNECTED, ServerSubscription, Session
 
 if TYPE_CHECKING:
@@ -347,17 +347,9 @@ class CableSession(Session):
         if not answer.recovered:
             self.send(protocol.reject_history(identifier))
             return
-        codec = self.cable.wires.codec(True, identifier, channel)
-        frame = self.wire.frame
-        for publication in answer.publications:
-            data: bytes | None = publication.data
-            if type(data) is Published:
-                data = data.json_form()
-                if data is None:   # binary data that is not JSON: as live, the connection cannot carry it
-                    self.close(vocabulary.INAPPROPRIATE_PROTOCOL)
-                    return
-            assert data is not None
-            self.push(frame(codec.pub_push(channel, data, publication.offset)))
+        if not self._push_recorded(self.cable.wires.codec(True, identifier, channel), channel,
+                                   answer.publications):
+            return
         if not quiet:
             self.send(protocol.confirm_history(identifier))
 
@@ -372,17 +364,23 @@ class CableSession(Session):
             return
         answer = history.latest(channel, "", 0, host.now_ns())
         host.metrics.recoveries.labels("true" if answer.recovered else "false").inc()
-        codec = self.cable.wires.codec(self.ext, identifier, channel)
+        self._push_recorded(self.cable.wires.codec(self.ext, identifier, channel), channel, answer.publications)
+
+    def _push_recorded(self, codec: IdentifierCodec, channel: str, publications: Iterable[Publication]) -> bool:
+        """Publications from history as messages; False once one could not be
+        carried (binary data that is not JSON) and the connection is closed,
+        as live delivery closes it."""
         frame = self.wire.frame
-        for publication in answer.publications:
+        for publication in publications:
             data: bytes | None = publication.data
             if type(data) is Published:
                 data = data.json_form()
-                if data is None:   # binary data that is not JSON: as live, the connection cannot carry it
+                if data is None:
                     self.close(vocabulary.INAPPROPRIATE_PROTOCOL)
-                    return
+                    return False
             assert data is not None
             self.push(frame(codec.pub_push(channel, data, publication.offset)))
+        return True
 
     # --- commands ------------------------------------------------------------------------
 
