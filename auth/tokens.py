@@ -100,6 +100,7 @@ class ServerSub:
     info: bytes | None = None    # chan_info in presence, join/leave and publications
     data: bytes | None = None    # sent in the channel's SubscribeResult of the connect reply
     in_presence: bool = True     # override.presence {"value": false} keeps it out of presence
+    override: Any = None         # the override as given (shape checked); the gateway applies all of it
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class SubscriptionClaims:
     info: bytes | None = None       # chan_info (info / b64info)
     data: bytes | None = None       # sent in the SubscribeResult (data / b64data)
     in_presence: bool = True        # override.presence {"value": false}: kept out of presence
+    override: Any = None            # the override as given (shape checked); the gateway applies all of it
 
 
 class TokenVerifier:
@@ -222,7 +224,8 @@ class TokenVerifier:
             raise TokenMismatch("token is for another connection (client claim)")
         return SubscriptionClaims(user=token_user, channel=token_channel, expires_at=_connection_expiry(claims),
                                   client=token_client or None, info=_payload(claims, "info", ""),
-                                  data=_payload(claims, "data", ""), in_presence=_in_presence(claims, ""))
+                                  data=_payload(claims, "data", ""), in_presence=_in_presence(claims, ""),
+                                  override=claims.get("override"))
 
     def _user(self, claims: dict) -> str:
         """The user id: ``sub``, or the claim ``user_claim`` names. A name the
@@ -512,7 +515,7 @@ def _subs(value: object) -> tuple[ServerSub, ...]:
             raise TokenInvalid(f"subs.{channel[:80]} must be an object of options")
         where = f"subs.{channel[:80]}."
         subs.append(ServerSub(channel, _payload(options, "info", where), _payload(options, "data", where),
-                              _in_presence(options, where)))
+                              _in_presence(options, where), options.get("override")))
     return tuple(subs)
 
 

@@ -104,3 +104,23 @@ def test_requests_with_a_lone_surrogate_or_an_absurd_number_are_bad_requests(met
     with pytest.raises(BadRequest):                                    # /api/<method>: HTTP 400
         asyncio.run(api.reply(method, params))
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+@pytest.mark.parametrize("method", ["subscribe", "unsubscribe", "disconnect", "refresh"])
+@pytest.mark.parametrize("pro", [{"all_users": True}, {"label_filter": {"op": "eq", "key": "k", "val": "v"}}])
+def test_centrifugo_pro_connection_filters_are_refused_not_dropped(method, pro):
+    # Dropped, all_users/label_filter would let the call reach other
+    # connections than the caller picked (or none, with a 200).
+    api = make_api()
+    reply = asyncio.run(api.reply(method, {"user": "u1", "channel": "room:1", **pro}))
+    assert reply["error"]["code"] == 108
+    assert next(iter(pro)) in reply["error"]["message"]
+
+
+def test_a_disconnect_whitelist_with_a_client_id_that_is_not_a_string_is_a_bad_request():
+    # Dropping the entry would disconnect the very connection it meant to keep.
+    api = make_api()
+    with pytest.raises(BadRequest):
+        asyncio.run(api.reply("disconnect", {"user": "u1", "whitelist": ["c1", 7]}))
+    assert asyncio.run(api.reply("disconnect", {"user": "u1", "whitelist": ["c1", 7]}, lenient=True)) == \
+        {"error": {"code": 107, "message": "bad request"}}

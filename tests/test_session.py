@@ -207,3 +207,28 @@ def test_handshakes_are_shed_while_the_loop_runs_late():
     host.loop_lag = 0.0
     host.draining = True
     assert host.admit_handshake() == "draining"
+
+
+def test_map_subscriptions_and_publishes_and_track_are_refused_not_served_as_plain_ones():
+    # The protocol's map features (subscribe/publish ``type``, ``key``,
+    # ``removed``; sub_refresh track/untrack): taken as plain commands they
+    # would subscribe to, or publish into, a stream the client did not ask for.
+    host = make_host()
+    session, transport = connect(host, channels=["news"])
+    transport.messages()
+    session.handle_frame(frame({"id": 2, "subscribe": {"channel": "sport", "type": 1}},
+                               {"id": 3, "publish": {"channel": "news", "data": {}, "type": 1, "key": "k"}},
+                               {"id": 4, "sub_refresh": {"channel": "news", "token": "t", "type": 1}}))
+    replies = {m["id"]: m for m in transport.messages()}
+    for cmd_id in (2, 3, 4):
+        assert replies[cmd_id]["error"] == {"code": 108, "message": model.ERROR_NO_MAPS.message}, replies[cmd_id]
+    assert session.state is CONNECTED and "sport" not in session.channels
+
+
+def test_the_protobuf_schema_carries_the_map_fields_so_they_are_not_dropped():
+    from gateway.protocols.centrifugo.protobuf_codec import PROTOBUF, uvarint
+    from gateway.protocols.centrifugo.schema import CLASSES
+    command = CLASSES["Command"](id=7, publish=CLASSES["PublishRequest"](channel="news", type=1, key="k"))
+    body = command.SerializeToString()
+    (decoded,) = PROTOBUF.decode(uvarint(len(body)) + body)
+    assert decoded.method == "publish" and decoded.params.get("type") == 1 and decoded.params.get("key") == "k"

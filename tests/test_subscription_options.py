@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from gateway.core.history import History, Retention, epoch_of, offset_of, to_position
+from gateway.core.history import History, Published, Retention, epoch_of, offset_of, to_position
 from gateway.core.session import CLOSED, CONNECTED, ServerSubscription
 from gateway.core.presence import NO_PRESENCE
 from gateway.config import ConfigError
@@ -235,6 +235,54 @@ def test_cache_channels_give_the_latest_publication_on_subscribe_and_at_connect(
     # An empty channel: recovered false (never refused with 112 in cache mode), nothing to give.
     assert usd["was_recovering"] and not usd["recovered"] and "publications" not in usd
     assert "was_recovering" not in news   # not a --cache channel
+
+
+def _tagged(data: bytes, **tags: str) -> Published:
+    published = Published(data)
+    published.tags = tags
+    return published
+
+
+def test_history_latest_with_a_filter_is_the_newest_publication_it_accepts():
+    now = 1_763_700_000 * NS
+    history = History(Retention(10, 300), margin_ns=NS)
+    history.continuity_from(now - 60 * NS)
+    epoch = epoch_of(now)
+    history.add("prices", now - 11 * NS, _tagged(b'{"n":-1}', cur="eur"), now)
+    history.add("prices", now - 10 * NS, _tagged(b'{"n":0}', cur="eur"), now)
+    history.add("prices", now - 10 * NS + 1, _tagged(b'{"n":1}', cur="usd"), now)
+    history.add("prices", now - 10 * NS + 2, _tagged(b'{"n":2}', cur="gbp"), now)
+
+    def eur(data: bytes) -> bool:
+        return getattr(data, "tags", None) == {"cur": "eur"}
+
+    # No position: the newest eur one, though two others came after it.
+    answer = history.latest("prices", "", 0, now, eur)
+    assert answer.recovered and [p.data for p in answer.publications] == [b'{"n":0}'] and answer.offset == 0
+    # From a position: the newest eur one of what it missed; none missed matches: up to date.
+    answer = history.latest("prices", epoch, offset_of(now - 11 * NS), now, eur)
+    assert answer.recovered and [p.data for p in answer.publications] == [b'{"n":0}']
+    answer = history.latest("prices", epoch, offset_of(now - 10 * NS), now, eur)
+    assert answer.recovered and answer.publications == []
+    # None held matches: as an empty channel.
+    answer = history.latest("prices", "", 0, now, lambda data: False)
+    assert not answer.recovered and answer.publications == []
+
+
+def test_a_filtered_cache_subscribe_gets_the_newest_publication_that_matches():
+    clock = FakeClock()
+    host = make_host(clock, cache=["prices:*"], public_channels="prices:*")
+    host.history.continuity_from(clock.ns() - 60 * NS)
+    host.history.add("prices:fx", clock.ns() - 5 * NS, _tagged(b'{"n":0}', cur="eur"), clock.ns())
+    host.history.add("prices:fx", clock.ns() - 5 * NS + 1, _tagged(b'{"n":1}', cur="usd"), clock.ns())
+    session, transport = connected(host, "ann")
+    transport.messages()
+    session.handle_frame(frame({"id": 2, "subscribe": {
+        "channel": "prices:fx", "tf": {"key": "cur", "cmp": "eq", "val": "eur"}}}))
+    (reply,) = transport.messages()
+    assert reply["subscribe"]["recovered"] is True
+    # Before: the latest (usd) was dropped by the filter and the eur one never sent.
+    assert [p["data"] for p in reply["subscribe"].get("publications", [])] == [{"n": 0}]
 
 
 def test_cache_needs_history():

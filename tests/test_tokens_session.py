@@ -176,3 +176,46 @@ def test_subs_info_must_be_json_for_every_client_and_data_for_a_json_client():
         token = jwt.encode({"sub": "ann", "subs": {"news": options}}, SECRET)
         session.handle_frame(pb_command(1, "connect", token=token))
         assert (session.state is CONNECTED) is ok, options
+
+
+def test_a_subscription_tokens_override_follows_every_rule_of_the_server_apis():
+    # Before, only override.presence applied: force_recovery false still
+    # answered recoverable, and presence true on a channel without presence
+    # was taken without a word.
+    host = make_host(presence=["private:p*"])
+    session, transport = open_session(host)
+    session.handle_frame(frame({"id": 1, "connect": {"token": jwt.encode({"sub": "ann"}, SECRET)}}))
+    transport.messages()
+    assert host.history.enabled("private:a")
+    plain = jwt.encode({"sub": "ann", "channel": "private:a"}, SECRET)
+    no_recovery = jwt.encode({"sub": "ann", "channel": "private:b",
+                              "override": {"force_recovery": {"value": False}}}, SECRET)
+    unhonoured = jwt.encode({"sub": "ann", "channel": "private:c",
+                             "override": {"presence": {"value": True}}}, SECRET)
+    unknown = jwt.encode({"sub": "ann", "channel": "private:d", "override": {"flying": {"value": True}}}, SECRET)
+    session.handle_frame(frame({"id": 2, "subscribe": {"channel": "private:a", "token": plain}},
+                               {"id": 3, "subscribe": {"channel": "private:b", "token": no_recovery}},
+                               {"id": 4, "subscribe": {"channel": "private:c", "token": unhonoured}},
+                               {"id": 5, "subscribe": {"channel": "private:d", "token": unknown}}))
+    a, b, c, d = transport.messages()
+    assert a["subscribe"]["recoverable"] is True
+    assert "recoverable" not in b["subscribe"] and b["subscribe"]["positioned"] is True
+    assert c["error"]["code"] == 108 and "presence" in c["error"]["message"]
+    assert d["error"]["code"] == 108 and "flying" in d["error"]["message"]
+    assert session.state is CONNECTED and session.channels == {"#ann", "private:a", "private:b"}
+
+
+def test_the_subs_claims_override_follows_every_rule_of_the_server_apis():
+    host = make_host(presence=["chat:*"])
+    session, transport = open_session(host)
+    token = jwt.encode({"sub": "ann", "subs": {"news": {"override": {"force_recovery": {"value": False}}},
+                                               "chat:a": {}}}, SECRET)
+    session.handle_frame(frame({"id": 1, "connect": {"token": token}}))
+    subs = transport.messages()[0]["connect"]["subs"]
+    assert "recoverable" not in subs["news"] and subs["news"]["positioned"] is True
+    assert subs["chat:a"]["recoverable"] is True
+    # One it cannot honour (presence true where presence is not kept): the token is refused.
+    session, transport = open_session(host)
+    token = jwt.encode({"sub": "ann", "subs": {"news": {"override": {"presence": {"value": True}}}}}, SECRET)
+    session.handle_frame(frame({"id": 1, "connect": {"token": token}}))
+    assert session.state is CLOSED and transport.closed[0] == 3500

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -520,7 +520,8 @@ class History:
         pubs = [Publication(offset_of(p), d) for p, d in zip(stream.positions[i:], stream.data[i:])]
         return Recovery(True, pubs, top_epoch, offset)
 
-    def latest(self, channel: str, epoch: str, offset: int, now_ns: int) -> Recovery:
+    def latest(self, channel: str, epoch: str, offset: int, now_ns: int,
+               accepts: Callable[[bytes], bool] | None = None) -> Recovery:
         """Centrifugo's cache recovery mode (``--cache``): the client wants the
         latest publication, not the stream. ``offset`` 0 means it has no position.
 
@@ -535,17 +536,30 @@ class History:
 
         As in Centrifugo, a recovered answer carries the client's own offset
         (0 without one): the publication moves it on.
+
+        ``accepts`` (a subscriber's tags filter, given the publication's
+        data): "latest" is then the newest publication it accepts, so one
+        that does not match never hides an older one that does. None held
+        that matches is ``recovered: false``, as an empty channel.
         """
         if offset > 0:
             answer = self.recover(channel, epoch, offset, now_ns)
             if answer.recovered:
-                return Recovery(True, answer.publications[-1:], answer.epoch, offset)
+                missed = answer.publications
+                if accepts is not None:
+                    missed = [pub for pub in missed if accepts(pub.data)]
+                return Recovery(True, missed[-1:], answer.epoch, offset)
         top_epoch, top_offset = self.top(channel, now_ns)
         stream = self._streams.get(channel)
         if stream is not None and stream.positions:
-            last = stream.positions[-1]
-            if self.recover(channel, epoch_of(last), offset_of(last), now_ns).recovered:
-                return Recovery(True, [Publication(offset_of(last), stream.data[-1])], top_epoch, max(offset, 0))
+            i = len(stream.positions) - 1
+            if accepts is not None:   # a scan from the newest: only a filtered cache subscribe pays it
+                while i >= 0 and not accepts(stream.data[i]):
+                    i -= 1
+            if i >= 0:
+                newest = stream.positions[i]
+                if self.recover(channel, epoch_of(newest), offset_of(newest), now_ns).recovered:
+                    return Recovery(True, [Publication(offset_of(newest), stream.data[i])], top_epoch, max(offset, 0))
         return Recovery(False, [], top_epoch, top_offset)
 
     def publications(self, channel: str, *, after: int | None = None, limit: int = -1,

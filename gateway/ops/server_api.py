@@ -311,6 +311,7 @@ class ServerApi:
     # --- actions on connections, on every node -----------------------------------------------
 
     def _user(self, params: dict) -> str:
+        _refuse_pro(params)
         user = _field(params, "user", str, required=True)
         if not user:
             raise Failed(model.ERROR_BAD_REQUEST)
@@ -379,11 +380,14 @@ class ServerApi:
         channel = _field(params, "channel", str, required=True)
         if not channel:
             raise Failed(model.ERROR_BAD_REQUEST)
-        return await self._act("api-unsubscribe", user=user, channel=channel, client=_field(params, "client", str))
+        return await self._act("api-unsubscribe", user=user, channel=channel, client=_field(params, "client", str),
+                               session=_field(params, "session", str) or None)
 
     async def disconnect(self, params: dict) -> dict:
         user = self._user(params)
         whitelist = _field(params, "whitelist", list)
+        if whitelist and not all(isinstance(c, str) for c in whitelist):
+            raise BadRequest("whitelist: client ids (strings)")   # never dropped: it would disconnect them
         custom = _field(params, "disconnect", dict)
         code, reason = model.disconnect_of(vocabulary.FORCE_DISCONNECT)
         if custom is not None:
@@ -391,7 +395,8 @@ class ServerApi:
             if not valid_disconnect(code, reason):
                 raise Failed(Error(107, f"bad request: {disconnect_problem(code, reason)}"))
         return await self._act("api-disconnect", user=user, client=_field(params, "client", str),
-                               whitelist=[c for c in whitelist if isinstance(c, str)] if whitelist else None,
+                               session=_field(params, "session", str) or None,
+                               whitelist=whitelist or None,
                                code=code, reason=reason)
 
     async def refresh(self, params: dict) -> dict:
@@ -462,6 +467,17 @@ class ServerApi:
 
     async def info(self, params: dict) -> dict:
         return {"nodes": self.node.peering.nodes()}
+
+
+def _refuse_pro(params: dict) -> None:
+    """Centrifugo PRO's ``label_filter`` and ``all_users`` (on subscribe,
+    unsubscribe, disconnect, refresh) pick connections by labels pushgate does
+    not keep: refused (108) rather than dropped, so the call never quietly
+    reaches other connections than the caller meant."""
+    given = [name for name in ("label_filter", "all_users") if params.get(name)]
+    if given:
+        raise Failed(Error(108, f"not available: {', '.join(given)} (Centrifugo PRO; pushgate has no "
+                                "connection labels): name the user"))
 
 
 def disconnect_problem(code: object, reason: object) -> str:

@@ -36,6 +36,10 @@ ERROR_ALREADY_SUBSCRIBED = Error(105, "already subscribed")
 ERROR_LIMIT_EXCEEDED = Error(106, "limit exceeded")
 ERROR_BAD_REQUEST = Error(107, "bad request")
 ERROR_NOT_AVAILABLE = Error(108, "not available")
+# Map subscriptions and publishes, and sub_refresh's track/untrack (the
+# protocol's ``type`` fields): pushgate has no maps, so they are refused
+# rather than served as the plain stream they would otherwise look like.
+ERROR_NO_MAPS = Error(108, "not available: map subscriptions and publishes (type, key, removed)")
 ERROR_TOKEN_EXPIRED = Error(109, "token expired")
 ERROR_EXPIRED = Error(110, "expired")
 ERROR_TOO_MANY_REQUESTS = Error(111, "too many requests", True)

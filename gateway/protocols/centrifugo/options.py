@@ -52,11 +52,11 @@ DEFAULT = SubscriptionOptions()
 
 
 class BadOverride(ValueError):
-    """An override of the wrong shape (the server API: 107; a proxy: garbage)."""
+    """An override of the wrong shape (the server API: 107; a proxy: garbage; a token: refused)."""
 
 
 class Unhonoured(ValueError):
-    """An override pushgate cannot honour for this channel (the server API: 108)."""
+    """An override pushgate cannot honour for this channel (the server API: 108; a token: refused)."""
 
 
 def flags(override: object) -> dict[str, bool]:

@@ -195,7 +195,9 @@ class CentrifugoSession(Session):
             epoch = str(request.get("epoch") or "")
             given = request.get("offset", 0)
             offset = given if isinstance(given, int) and not isinstance(given, bool) and given > 0 else 0
-        answer = self.host.history.latest(channel, epoch, offset, now_ns)
+        accepts = tags_filter(request.get("tf")) if request else None   # checked by _subscribe
+        answer = self.host.history.latest(channel, epoch, offset, now_ns,
+                                          None if accepts is None else lambda data: accepts(tags_of(data)))
         self.host.metrics.recoveries.labels("true" if answer.recovered else "false").inc()
         result = {"recoverable": True, "positioned": True, "epoch": answer.epoch, "offset": answer.offset,
                   "was_recovering": True, "recovered": answer.recovered}
@@ -242,8 +244,28 @@ class CentrifugoSession(Session):
                             "that is not JSON")
                 self.close(vocabulary.INVALID_TOKEN)
                 return None
+            problem = self._token_subs_options(claims)
+            if isinstance(problem, str):
+                # The backend asked for what pushgate cannot do (the same rules as the
+                # server API's subscribe and the proxies' override): never half done.
+                self.host.metrics.token_errors.labels("invalid").inc()
+                log.warning("connect refused: the token's subs %s", problem)
+                self.close(vocabulary.INVALID_TOKEN)
+                return None
             return claims
         return None
+
+    def _token_subs_options(self, claims: ConnectionClaims) -> dict[str, SubscriptionOptions] | str:
+        """The options of the token's ``subs`` (their ``override``, by the rules
+        of options.py), or why one cannot be honoured."""
+        host = self.host
+        chosen = {}
+        for sub in claims.subs:
+            try:
+                chosen[sub.channel] = options_for(sub.override, sub.channel, host.presence, host.history)
+            except (BadOverride, Unhonoured) as exc:
+                return f"{sub.channel[:80]!r}: {exc}"
+        return chosen
 
     def _retry_when(self, pending: KeyPending, cmd: Command) -> None:
         """``cmd``'s token names a key the JWKS store is fetching: run it again
@@ -279,15 +301,20 @@ class CentrifugoSession(Session):
                 result["data"] = state.connect_data
             granted, state.subs, state.connect_data = state.subs, {}, None
             absent, state.absent = state.absent, set()
+        unrecoverable: set[str] | tuple[()] = state.unrecoverable if state is not None else ()
         if claims.subs:   # the token's subs claim: each channel's info, data, override
             granted = {**{sub.channel: (sub.info, sub.data) for sub in claims.subs}, **granted}
-            absent = {*absent, *(sub.channel for sub in claims.subs if not sub.in_presence)}
+            chosen = self._token_subs_options(claims)
+            if isinstance(chosen, str):   # checked by _authenticate; the settings do not change
+                chosen = {}
+            absent = {*absent, *(channel for channel, options in chosen.items() if not options.in_presence)}
+            unrecoverable = {*unrecoverable, *(channel for channel, options in chosen.items()
+                                               if not options.recoverable)}
         # Server-side subscriptions, recovered where the client asks (it sends the
         # positions it had for them in connect.subs).
         wanted = cmd.params.get("subs")
         wanted = wanted if isinstance(wanted, dict) else {}
         subs = {}
-        unrecoverable = state.unrecoverable if state is not None else ()
         for channel in self.server_channels:
             request = wanted.get(channel)
             subs[channel], _ = self._subscribe_result(channel, request if isinstance(request, dict) else None,
@@ -372,6 +399,8 @@ class CentrifugoSession(Session):
             error = model.ERROR_LIMIT_EXCEEDED
         elif not self._valid_filter(cmd.params.get("tf")):
             error = model.ERROR_BAD_REQUEST
+        elif cmd.params.get("type"):
+            error = model.ERROR_NO_MAPS
         elif cmd.params.get("token"):
             error, granted = self._check_subscription_token(cmd.params["token"], channel, cmd)
             if self.state is CLOSED or self.held is not None:
@@ -390,8 +419,16 @@ class CentrifugoSession(Session):
         if granted is None:
             self._admit_subscription(cmd, channel, None)
         else:   # the subscription token's expire_at (or exp), info, data and override
+            try:
+                options = options_for(granted.override, channel, host.presence, host.history)
+            except (BadOverride, Unhonoured) as exc:
+                # Never half done: the same rules, and the same 108, as the server API's subscribe.
+                host.metrics.token_errors.labels("subscription_invalid").inc()
+                log.warning("client %s: subscription token for %s: %s", self.client_id, channel[:80], exc)
+                self.send(self.codec.error(cmd.id, model.Error(108, f"not available: {exc}"[:200])))
+                return
             self._admit_subscription(cmd, channel, granted.expires_at, chan_info=granted.info, data=granted.data,
-                                     options=SubscriptionOptions(in_presence=granted.in_presence))
+                                     options=options)
 
     def _admit_subscription(self, cmd: Command, channel: str, expires_at: int | None, *,
                             chan_info: bytes | None = None, data: bytes | None = None,
@@ -476,6 +513,9 @@ class CentrifugoSession(Session):
             self.close(vocabulary.BAD_REQUEST)
             return
         codec = self.codec
+        if cmd.params.get("type"):   # track/untrack: refused, never taken for a plain sub_refresh
+            self.send(codec.error(cmd.id, model.ERROR_NO_MAPS))
+            return
         if channel not in self.channels:
             self.send(codec.error(cmd.id, model.ERROR_PERMISSION_DENIED))
             return
@@ -851,6 +891,10 @@ class CentrifugoSession(Session):
         """A client publish: only to channels of --publish-proxy, as the backend decides."""
         host = self.host
         channel = cmd.params.get("channel")
+        if cmd.params.get("type") or cmd.params.get("key") or cmd.params.get("removed"):
+            # A map publish taken as a plain one would reach subscribers as something it is not.
+            self.send(self.codec.error(cmd.id, model.ERROR_NO_MAPS))
+            return
         if not host.settings.publish_proxy_url or not isinstance(channel, str) or not valid_channel(channel) \
                 or channel.startswith(PERSONAL_PREFIX) or not proxy.proxies_of(host).publish_channels.match(channel):
             self._refuse_publish(cmd)
