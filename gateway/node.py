@@ -20,7 +20,6 @@ import logging
 import random
 import time
 import urllib.parse
-import uuid
 from typing import TYPE_CHECKING, Callable
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
@@ -48,6 +47,7 @@ from gateway.nsq import publisher
 from gateway.nsq.source import NsqSource
 from gateway.nsq.watch import ChannelWatch
 from gateway.cluster.peering import Peering
+from gateway.cluster.peers import incarnation_id
 from gateway.cluster.presence import Presence
 from gateway.transports.door import PendingConnections, client_address
 from gateway.transports.stream import Closing, WriteBatcher
@@ -90,7 +90,7 @@ class Node:
                                      user_claim=settings.jwt_user_claim)
         # Presence and join/leave: every node's subscribers of the tracked channels,
         # kept in step by peering; without --presence or --join-leave it tracks nothing.
-        self.presence = Presence(uid=str(uuid.uuid4()), name=self.name, presence=settings.presence,
+        self.presence = Presence(uid=incarnation_id(), name=self.name, presence=settings.presence,
                                  join_leave=settings.join_leave, max_clients=settings.presence_max_clients,
                                  ttl=settings.presence_ttl, hub=hub, metrics=self.metrics, clock=time.monotonic,
                                  explicit=bool(settings.cable_rpc_url))

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 from auth.tokens import TokenVerifier
 from gateway.protocols.centrifugo.json_codec import JSON
 from gateway.protocols.centrifugo.model import Disconnect
 from gateway.protocols.centrifugo.protobuf_codec import PROTOBUF
 from gateway.protocols.centrifugo.session import CentrifugoSession
+from gateway.cluster.peers import incarnation_id
 from gateway.cluster.presence import Presence
 from gateway.config import Settings
 from gateway.core.expiry import Expiry
@@ -75,8 +75,9 @@ class FakeTransport:
         return out
 
 
-def make_host(clock: FakeClock | None = None, **overrides) -> SessionHost:
-    """A session host as a node builds it, with ``clock`` (a FakeClock) if given."""
+def make_host(clock: FakeClock | None = None, *, uid: str | None = None, **overrides) -> SessionHost:
+    """A session host as a node builds it, with ``clock`` (a FakeClock) if
+    given; ``uid``: its incarnation's (a new one's if not)."""
     options = dict(jwt_secret=SECRET, lookupd_http_address=["http://127.0.0.1:1"], node_name="unit",
                    public_channels="news,chat:*")
     options.update(overrides)
@@ -87,7 +88,7 @@ def make_host(clock: FakeClock | None = None, **overrides) -> SessionHost:
     verifier = TokenVerifier(secret=SECRET, **({} if clock is None else {"clock": clock.wall}))
     hub, metrics = Hub(), Metrics()
     # The cluster's presence table, as a node builds it (gateway/node.py).
-    presence = Presence(uid=str(uuid.uuid4()), name="unit", presence=settings.presence,
+    presence = Presence(uid=uid or incarnation_id(), name="unit", presence=settings.presence,
                         join_leave=settings.join_leave, max_clients=settings.presence_max_clients,
                         ttl=settings.presence_ttl, hub=hub, metrics=metrics,
                         clock=clock.monotonic if clock is not None else time.monotonic,

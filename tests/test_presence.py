@@ -276,3 +276,33 @@ def test_a_remote_subscriber_past_the_cap_is_counted_by_its_own_node_only():
         hand_over(b, a, "B", snapshot=True)
     assert a.presence.stats("room:1") == (1, 1)
     assert a.metrics.presence_refused._value.get() == 0
+
+
+def test_incarnation_ids_sort_by_start_and_are_uuid7():
+    import uuid
+    from gateway.cluster.peers import incarnation_id, started_before
+    early, late = incarnation_id(now_ms=1_796_000_000_000), incarnation_id(now_ms=1_796_000_000_001)
+    assert uuid.UUID(early).version == 7 and uuid.UUID(late).variant == uuid.RFC_4122
+    assert started_before(early, late) and not started_before(late, early)
+    assert not started_before(str(uuid.uuid4()), late)   # an id of another form is never known older
+
+
+def test_a_node_that_hears_the_new_incarnation_first_keeps_it_when_the_old_one_drains():
+    # A box whose supervisor was killed: its orphaned workers drain beside the
+    # new ones under the same names, and a node started meanwhile heard the
+    # new incarnation first. It once took the old one's late words for a
+    # restart and retired the new one for good (the lean soak, after node-kill).
+    from gateway.cluster.peers import incarnation_id
+    clock = FakeClock()
+    old = make_host(clock, uid=incarnation_id(now_ms=1_796_000_000_000), **PRESENCE)
+    connect(old, "alice", "room:1")
+    new = make_host(clock, uid=incarnation_id(now_ms=1_796_000_007_000), **PRESENCE)
+    connect(new, "carol", "room:1")
+    b = make_host(clock, **PRESENCE)
+    hand_over(new, b, "A", snapshot=True)
+    hand_over(old, b, "A", snapshot=True)           # the orphan, still draining, speaks
+    assert [peer.uid for peer in b.presence.peers] == [new.presence.uid]
+    assert b.presence.stats("room:1") == (1, 1)
+    # And the orphan's messages under this node's own name are not a peer.
+    hand_over(old, new, "unit", snapshot=True)
+    assert len(new.presence.peers) == 0

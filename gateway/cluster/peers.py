@@ -17,6 +17,18 @@ retired: silence is all this node sees of a process that is stopped, paused
 may resume. When it speaks again it is taken back at once, and its clients
 come back with its next snapshot, which it sends when it resumes.
 
+**Which incarnation is newer.** A node restarted while its old processes
+still drain (a box whose supervisor was killed: its orphaned workers serve
+on for a drain period beside the new ones, under the same names) talks under
+two uids at once, and a node that starts meanwhile may hear the new one
+first. So "the last uid heard under a name" is not "the newest": an
+incarnation id is a UUIDv7 (:func:`incarnation_id`), whose text sorts by its
+start time to the millisecond, and a word from an incarnation that started
+before the one this node holds for that name is a late word of a replaced
+one. Ids of another form (a node of an older version) are compared by
+arrival, as before. Messages under this node's own name come from its own
+earlier incarnation (an orphan draining) and are not a peer.
+
 **This node's own pauses.** Silence is measured on this node's clock, which
 also runs while this node itself is not running. If the checks find the
 clock moved on by more than ``STALL`` seconds since the last one, this node
@@ -27,12 +39,41 @@ them, instead of dropping every one of them at once.
 """
 from __future__ import annotations
 
+import os
 import sys
+import time
 from typing import Callable, Iterator
 
 
 RETIRED_KEPT = 1024
 STALL = 1.0  # seconds between two checks past which this node was not running (they run every 0.25 s)
+
+
+_last_ms = 0
+
+
+def incarnation_id(now_ms: int | None = None) -> str:
+    """A new incarnation's uid: a UUIDv7 (RFC 9562), 48 bits of Unix
+    milliseconds, then random bits, so that two incarnations' ids sort by
+    their start (:func:`started_before`). Ids one process makes sort in the
+    order it made them, even within a millisecond (the in-process tests make
+    several nodes at once)."""
+    global _last_ms
+    if now_ms is None:
+        now_ms = _last_ms = max(time.time_ns() // 1_000_000, _last_ms + 1)
+    ms = now_ms
+    value = (ms & (1 << 48) - 1) << 80 | int.from_bytes(os.urandom(10), "big") & ((1 << 80) - 1)
+    value = value & ~(0xF << 76) | 0x7 << 76          # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62          # variant 10
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def started_before(uid: str, other: str) -> bool:
+    """Whether incarnation ``uid`` started before ``other``, both UUIDv7 (the
+    same-width hex, so the text compares as the time does). Ids of another
+    form are never known to be older."""
+    return len(uid) == len(other) == 36 and uid[14] == other[14] == "7" and uid < other
 
 
 class Peer:
@@ -49,8 +90,9 @@ class Peer:
 
 class Peers:
     def __init__(self, *, ttl: float, clock: Callable[[], float], on_gone: Callable[[Peer], None],
-                 on_back: Callable[[Peer, float], None] = lambda peer, silent: None):
+                 on_back: Callable[[Peer, float], None] = lambda peer, silent: None, own_name: str | None = None):
         self.ttl = ttl
+        self.own_name = own_name  # this node's: words under it are its own earlier incarnation's
         self.clock = clock
         self.on_gone = on_gone
         self.on_back = on_back   # a silent peer spoke again: (peer, seconds it was silent)
@@ -72,7 +114,12 @@ class Peers:
         if peer is not None:
             peer.last_seen = now
             return peer
-        if uid in self._retired:
+        if uid in self._retired or name == self.own_name:
+            return None
+        held = self._uid_of.get(name)
+        silent = self._silent.get(name)
+        if (held is not None and started_before(uid, held)) or (silent is not None and started_before(uid, silent[0])):
+            self._retire(uid)                # a late word of an incarnation already replaced
             return None
         silent = self._silent.pop(name, None)
         if silent is not None and silent[0] != uid:
