@@ -100,8 +100,7 @@ def make_server(node: Node, settings: Settings) -> Listener:
     app = make_app(node)
     node.loop = asyncio.get_running_loop()
     websockets = WebSocketDoor(node, ENDPOINTS)
-    return Listener(app, pending=node.pending, metrics=node.metrics, overloaded=node.overloaded,
-                    upgrade=websockets.upgrade,
+    return Listener(app, pending=node.pending, metrics=node.metrics, upgrade=websockets.upgrade,
                     idle_connection_timeout=settings.handshake_timeout,
                     body_timeout=settings.handshake_timeout,
                     max_body_size=max(settings.max_message_bytes, 65536) + 4096)

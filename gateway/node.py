@@ -367,7 +367,7 @@ class Node:
     # --- the door: used by transports ----------------------------------------------------
 
     def overloaded(self) -> bool:
-        """The loop runs late: new connections are turned away at the door."""
+        """The loop runs late: new client connections are refused at admission."""
         return self.loop_lag > self.settings.shed_loop_lag
 
     def admit_handshake(self) -> str | None:

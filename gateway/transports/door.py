@@ -11,13 +11,17 @@ idle or half-open sockets use up the node.
 * **Handshakes have a deadline.** ``--handshake-timeout`` bounds the time a
   connection may take to send its request headers (Tornado's header timeout)
   and stay idle between requests.
-* **Overload is shed at the door.** While the node runs late (the loop lag
-  is over ``--shed-loop-lag``), a new connection gets a canned
-  ``503 Service Unavailable`` written straight to the socket and is closed:
-  no HTTP parsing, no handler, a few microseconds, so a connection flood
-  costs the node little and the clients already connected stay on time.
-  Connections are taken from the kernel in small batches per loop turn, so
-  a burst waits in the listen backlog instead of in front of everyone else.
+* **Overload is shed at admission, not at accept.** While the node runs
+  late (the loop lag is over ``--shed-loop-lag``), a new *client connection*
+  (a WebSocket or HTTP-stream connect) is refused with 503 before its
+  upgrade (``admit_handshake``), the costliest part of a connect. Every
+  other request is served: a server API call from the backend, an
+  ``/emulation`` POST carrying the commands of a client already connected,
+  ``/health`` and ``/metrics``. A 503 at accept, before the path is known,
+  failed all of them in the busy moments they matter most in (a backend's
+  publish, a connected SSE client's command). Connections are taken from
+  the kernel in small batches per loop turn, so a burst waits in the listen
+  backlog instead of in front of everyone else.
 * **Accept errors are one line, not a storm.** When ``accept()`` fails for
   lack of file descriptors or memory, the listener pauses for a moment and
   logs once per interval with a count, instead of a traceback per attempt.
@@ -51,8 +55,6 @@ MAX_HEAD = 16384    # bytes of request line and headers
 Upgrade = Callable[["Head", "RequestHead", bytes], bool]
 
 ACCEPT_BATCH = 32          # accept() calls per readiness event: a burst waits in the backlog
-OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-              b"Connection: close\r\nContent-Length: 24\r\n\r\n{\"error\": \"overloaded\"}\n")
 ACCEPT_PAUSE = 0.1         # seconds the listener rests after running out of descriptors
 ACCEPT_LOG_INTERVAL = 10.0  # seconds between accept-error log lines
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -102,12 +104,10 @@ class Listener(HTTPServer):
     """Tornado's HTTPServer with the accept loop and bookkeeping above."""
 
     def initialize(self, *args: Any, pending: PendingConnections, metrics: Metrics,  # type: ignore[override]
-                   overloaded: Callable[[], bool] = lambda: False, upgrade: Upgrade | None = None,
-                   **kwargs: Any) -> None:
+                   upgrade: Upgrade | None = None, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         self.pending = pending
         self.metrics = metrics
-        self._overloaded = overloaded
         # Request heads are read here, on the lean path, and WebSocket upgrades
         # taken by ``upgrade``; without it every connection goes to Tornado.
         self.upgrade = upgrade
@@ -149,9 +149,6 @@ class Listener(HTTPServer):
                         state["registered"] = False
                         loop.call_later(ACCEPT_PAUSE, resume)
                     return
-                if self._overloaded() and self.ssl_options is None:
-                    self._shed(connection)
-                    continue
                 self._accepted(connection, address)
 
         def resume() -> None:
@@ -173,15 +170,6 @@ class Listener(HTTPServer):
             Head(self, connection, address)
         else:
             self._handle_connection(connection, address)
-
-    def _shed(self, connection: socket.socket) -> None:
-        self.metrics.refused_connects.labels("overloaded").inc()
-        try:
-            connection.setblocking(False)
-            connection.send(OVERLOADED)
-        except OSError:
-            pass
-        connection.close()
 
     def _accept_failed(self, exc: OSError) -> None:
         name = errno.errorcode.get(exc.errno or 0, "OSError")
