@@ -105,8 +105,20 @@ class LoadClients:
     def ready(self) -> dict:
         """Wait until every connection has tried; sums of the processes' lines."""
         lines = [json.loads(child.stdout.readline()) for child in self.children]
+        why: dict[str, int] = {}
+        for line in lines:
+            for reason, count in line.get("why", {}).items():
+                why[reason] = why.get(reason, 0) + count
         return {"ready": sum(x["ready"] for x in lines), "errors": sum(x["errors"] for x in lines),
-                "seconds": max(x["seconds"] for x in lines)}
+                "seconds": max(x["seconds"] for x in lines), "why": why}
+
+
+def reasons(why: dict[str, int] | None) -> str:
+    """What ended the connections that failed, most first: " (eof in
+    handshake 12, connect ECONNREFUSED in connecting 3)", or nothing."""
+    if not why:
+        return ""
+    return " (" + ", ".join(f"{reason} {count:,}" for reason, count in sorted(why.items(), key=lambda x: -x[1])) + ")"
 
     def report(self) -> dict:
         """Publications received and latency samples since the last report."""

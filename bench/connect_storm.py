@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Baseline, LoadClients, cpu_seconds, start_stack, tokens_file  # noqa: E402
+from common import Baseline, LoadClients, cpu_seconds, reasons, start_stack, tokens_file  # noqa: E402
 
 
 def storm(clients: int, workers: int, concurrency: int, profile: str | None = None) -> dict:
@@ -64,7 +64,7 @@ def limit(clients: int, concurrency: int, tokens: Path) -> dict:
 
 def show(name: str, r: dict) -> None:
     print(f"  {name:9s} {r['ready']} ready in {r['seconds']:.2f} s = {r['rate']:,.0f} connect+subscribe/s, "
-          f"{r['errors']} errors, {r['cpu_ms']:.3f} ms CPU each (load average {r['load'][0]:.2f} before, "
+          f"{r['errors']} errors{reasons(r.get('why'))}, {r['cpu_ms']:.3f} ms CPU each (load average {r['load'][0]:.2f} before, "
           f"{r['load'][1]:.2f} after)")
 
 

@@ -10,7 +10,10 @@
  * publish -> receive latency.
  *
  * Output is JSON lines on stdout:
- *   {"ready": N, "errors": E, "seconds": S}      when every connection has tried
+ *   {"ready": N, "errors": E, "seconds": S, "why": {REASON: COUNT, ...}}
+ *                                                when every connection has tried
+ *   (REASON: what ended a connection before it was ready, e.g. "connect
+ *   ECONNREFUSED", "eof in handshake", "status HTTP/1.1 503", "close 3501")
  * then, for each line read on stdin:
  *   "report"  -> {"received": R, "closed": C, "ready": N, "resubscribed": U,
  *                "latencies_ms": [...]}  (and the latency samples are forgotten;
@@ -111,6 +114,42 @@ static int client_frame(char *out, int opcode, const char *payload, int len) {
     return h + len;
 }
 
+/* Why connections failed before they were ready: a reason without a count
+   is no help in a report ("4,412 errors, cause unknown"). */
+static void fail(struct conn *c);
+
+#define MAX_REASONS 64
+static struct { char what[48]; long count; } reasons[MAX_REASONS];
+static int n_reasons;
+
+static const char *state_name(int state) {
+    static const char *names[] = {"idle", "connecting", "handshake", "subscribing", "ready", "dead"};
+    return state >= 0 && state <= DEAD ? names[state] : "?";
+}
+
+static void fail_why(struct conn *c, const char *what) {
+    if (c->state == DEAD) return;
+    if (c->state != READY) {
+        char label[48];
+        snprintf(label, sizeof label, "%s", what);
+        int i = 0;
+        while (i < n_reasons && strcmp(reasons[i].what, label) != 0) i++;
+        if (i == n_reasons && n_reasons < MAX_REASONS) {
+            snprintf(reasons[i].what, sizeof reasons[i].what, "%s", label);
+            n_reasons++;
+        }
+        if (i < n_reasons) reasons[i].count++;
+    }
+    fail(c);
+}
+
+static void fail_errno(struct conn *c, const char *stage, int err) {
+    char label[48];
+    const char *name = strerrorname_np(err);
+    snprintf(label, sizeof label, "%s %s in %s", stage, name ? name : "?", state_name(c->state));
+    fail_why(c, label);
+}
+
 static void fail(struct conn *c) {
     if (c->state == DEAD) return;
     if (c->state != READY) { errors++; in_flight--; }
@@ -154,7 +193,7 @@ static void start(int i) {
     in_flight++;
     started++;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)i};
-    if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS) { fail(c); return; }
+    if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS) { fail_errno(c, "connect", errno); return; }
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl");
 }
 
@@ -171,7 +210,7 @@ static void send_pending(struct conn *c) {
         ssize_t n = send(c->fd, c->out + c->out_off, limit - c->out_off, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN) return;
-            fail(c);
+            fail_errno(c, "send", errno);
             return;
         }
         c->out_off += (int)n;
@@ -187,6 +226,13 @@ static void send_pending(struct conn *c) {
     }
 }
 
+static void fail_reply(struct conn *c, const char *p, int len) {
+    const char *code = memmem(p, len, "\"code\":", 7);
+    char label[48];
+    snprintf(label, sizeof label, "error reply %ld", code ? strtol(code + 7, NULL, 10) : -1L);
+    fail_why(c, label);
+}
+
 static void on_message(struct conn *c, const char *p, int len) {
     if (len == 2 && p[0] == '{' && p[1] == '}') {          /* a ping */
         char pong[8];
@@ -197,12 +243,12 @@ static void on_message(struct conn *c, const char *p, int len) {
     }
     if (c->state == SUBSCRIBING) {
         if (memmem(p, len, shared ? "\"id\":3" : "\"id\":2", 6)) {
-            if (memmem(p, len, "\"error\"", 7)) { fail(c); return; }
+            if (memmem(p, len, "\"error\"", 7)) { fail_reply(c, p, len); return; }
             c->state = READY;
             ready++;
             in_flight--;
         } else if (memmem(p, len, "\"error\"", 7)) {
-            fail(c);
+            fail_reply(c, p, len);
         }
         return;
     }
@@ -242,17 +288,27 @@ static void on_message(struct conn *c, const char *p, int len) {
 static void on_readable(struct conn *c) {
     for (;;) {
         ssize_t n = recv(c->fd, c->buf + c->in_len, buffer_size - c->in_len, 0);
-        if (n == 0) { fail(c); return; }
+        if (n == 0) {
+            char label[48];
+            snprintf(label, sizeof label, "eof in %s", state_name(c->state));
+            fail_why(c, label);
+            return;
+        }
         if (n < 0) {
             if (errno == EAGAIN) break;
-            fail(c);
+            fail_errno(c, "recv", errno);
             return;
         }
         c->in_len += (int)n;
         if (c->state == HANDSHAKE) {
             char *end = memmem(c->buf, c->in_len, "\r\n\r\n", 4);
             if (!end) continue;
-            if (c->in_len < 12 || memcmp(c->buf, "HTTP/1.1 101", 12) != 0) { fail(c); return; }
+            if (c->in_len < 12 || memcmp(c->buf, "HTTP/1.1 101", 12) != 0) {
+                char label[48];
+                snprintf(label, sizeof label, "status %.12s", c->in_len >= 12 ? c->buf : "(short)");
+                fail_why(c, label);
+                return;
+            }
             int head = (int)(end - c->buf) + 4;
             memmove(c->buf, c->buf + head, c->in_len - head);
             c->in_len -= head;
@@ -271,12 +327,18 @@ static void on_readable(struct conn *c) {
                 plen = ((unsigned char)c->buf[pos + 2] << 8) | (unsigned char)c->buf[pos + 3];
                 hlen = 4;
             } else if (plen == 127) {
-                fail(c);  /* no message here is that big */
+                fail_why(c, "frame too big");  /* no message here is that big */
                 return;
             }
-            if (plen + hlen > (long)buffer_size) { fail(c); return; }
+            if (plen + hlen > (long)buffer_size) { fail_why(c, "frame over --buffer"); return; }
             if (c->in_len - pos < hlen + plen) break;
-            if ((b0 & 0x0f) == 0x8) { fail(c); return; }  /* the server closed */
+            if ((b0 & 0x0f) == 0x8) {   /* the server closed: say with which code */
+                char label[48];
+                int code = plen >= 2 ? ((unsigned char)c->buf[pos + hlen] << 8 | (unsigned char)c->buf[pos + hlen + 1]) : 0;
+                snprintf(label, sizeof label, "close %d in %s", code, state_name(c->state));
+                fail_why(c, label);
+                return;
+            }
             on_message(c, c->buf + pos + hlen, (int)plen);
             if (c->state == DEAD) return;
             pos += hlen + (int)plen;
@@ -383,7 +445,10 @@ int main(int argc, char **argv) {
     for (;;) {
         while (next < n_conns && in_flight < concurrency) start(next++);
         if (!announced && next == n_conns && in_flight == 0) {
-            printf("{\"ready\": %ld, \"errors\": %ld, \"seconds\": %.3f}\n", ready, errors, now() - t0);
+            printf("{\"ready\": %ld, \"errors\": %ld, \"seconds\": %.3f, \"why\": {", ready, errors, now() - t0);
+            for (int r = 0; r < n_reasons; r++)
+                printf("%s\"%s\": %ld", r ? ", " : "", reasons[r].what, reasons[r].count);
+            printf("}}\n");
             fflush(stdout);
             announced = 1;
         }
@@ -401,12 +466,19 @@ int main(int argc, char **argv) {
             }
             struct conn *c = &conns[id];
             if (c->state == DEAD) continue;
-            if (events[e].events & (EPOLLERR | EPOLLHUP) && !(events[e].events & EPOLLIN)) { fail(c); continue; }
+            if (events[e].events & (EPOLLERR | EPOLLHUP) && !(events[e].events & EPOLLIN)) {
+                int err = 0;
+                socklen_t len = sizeof err;
+                getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+                if (err) fail_errno(c, "hangup", err);
+                else fail_why(c, "hangup");
+                continue;
+            }
             if (c->state == CONNECTING && (events[e].events & EPOLLOUT)) {
                 int err = 0;
                 socklen_t len = sizeof err;
                 getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-                if (err) { fail(c); continue; }
+                if (err) { fail_errno(c, "connect", err); continue; }
                 send_pending(c);
                 continue;
             }

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ROOT, LoadClients, cpu_seconds, percentile, rss_bytes, start_stack,  # noqa: E402
+from common import (ROOT, LoadClients, cpu_seconds, percentile, reasons, rss_bytes, start_stack,  # noqa: E402
                     tokens_file)
 from tests.stack import http  # noqa: E402
 
@@ -251,7 +251,8 @@ def run(args) -> dict:
         guard.stop()
         steps["connect_peak_memory"] = {"min_available_gib": guard.min_available / 2**30, "peak": guard.peak}
         cpu = cpu_seconds(box.pid) - cpu0
-        steps["connect"] = {"ready": ready["ready"], "errors": ready["errors"], "seconds": ready["seconds"],
+        steps["connect"] = {"ready": ready["ready"], "errors": ready["errors"], "why": ready["why"],
+                            "seconds": ready["seconds"],
                             "rate": ready["ready"] / ready["seconds"], "cpu_ms": cpu / max(ready["ready"], 1) * 1000,
                             "load": load(), "client_processes": len(clients.children)}
         print(json.dumps({"connect": steps["connect"]}), flush=True)
@@ -355,7 +356,7 @@ def report(r: dict) -> str:
              "The load average is beside each step: other work on the box shares its two cores.", "",
              "| step | figure |", "|---|---|",
              f"| start {r['workers']} workers | {r['start_seconds']} s |",
-             f"| connected | **{c.get('ready', 0):,}** of {r['connections']:,}, {c.get('errors', '?')} errors, "
+             f"| connected | **{c.get('ready', 0):,}** of {r['connections']:,}, {c.get('errors', '?')} errors{reasons(c.get('why'))}, "
              f"in {c.get('seconds', 0):.0f} s ({c.get('rate', 0):,.0f}/s, {c.get('cpu_ms', 0):.3f} ms CPU each; "
              f"load {c.get('load')}) |"]
     if c.get("aborted"):

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ROOT, Baseline, LoadClients, cpu_seconds, percentile, publish,  # noqa: E402
+from common import (ROOT, Baseline, LoadClients, cpu_seconds, percentile, publish, reasons,  # noqa: E402
                     rss_bytes, start_stack, tokens_file)
 from tests.stack import http  # noqa: E402
 
@@ -93,7 +93,8 @@ def connect(target, clients: int, tokens: Path, concurrency: int = 200) -> tuple
     cpu = cpu_seconds(target.pid) - cpu_before
     time.sleep(1.0)
     rss = rss_bytes(target.pid) - rss_before
-    return load, {"ready": ready["ready"], "errors": ready["errors"], "rate": ready["ready"] / ready["seconds"],
+    return load, {"ready": ready["ready"], "errors": ready["errors"], "why": ready["why"],
+                  "rate": ready["ready"] / ready["seconds"],
                   "cpu_ms": cpu / max(ready["ready"], 1) * 1000, "kb": rss / max(ready["ready"], 1) / 1024}
 
 
@@ -248,7 +249,8 @@ def report(results: dict, png: Path) -> str:
         "",
         "| | pushgate | limit | pushgate / limit |",
         "|---|---|---|---|",
-        f"| connect + subscribe rate | {p['connect']['rate']:,.0f}/s ({p['connect']['errors']} errors) | "
+        f"| connect + subscribe rate | {p['connect']['rate']:,.0f}/s ({p['connect']['errors']} errors"
+        f"{reasons(p['connect'].get('why'))}) | "
         f"{lim['connect']['rate']:,.0f}/s | {ratio(p['connect']['rate'], lim['connect']['rate'])} |",
         f"| CPU per connect + subscribe | {p['connect']['cpu_ms']:.3f} ms | {lim['connect']['cpu_ms']:.3f} ms | "
         f"{ratio(p['connect']['cpu_ms'], lim['connect']['cpu_ms'])} |",
@@ -268,7 +270,7 @@ def report(results: dict, png: Path) -> str:
     if results.get("hold"):
         h = results["hold"]
         lines += [f"## {h['ready']:,} connections on one box ({h['workers']} workers)", "",
-                  f"- connected: {h['ready']:,}, errors {h['errors']}, at {h['rate']:,.0f}/s, "
+                  f"- connected: {h['ready']:,}, errors {h['errors']}{reasons(h.get('why'))}, at {h['rate']:,.0f}/s, "
                   f"{h['cpu_ms']:.3f} ms CPU each",
                   f"- RSS per connection: {h['kb']:.1f} KB ({h['rss_mb']:.0f} MiB for the box)",
                   f"- idle CPU (pings): {h['idle_cpu'] * 100:.1f}% of a core",
@@ -289,7 +291,8 @@ def hold_report(h: dict, date: str) -> str:
         f"# {h['ready']:,} connections held on one box, {date}", "",
         f"`bench/suite.py --hold-only --hold {h['ready']}`: {h['workers']} workers, bench/loadgen.c processes on the "
         f"same cores; load average {h['load'][0]} before, {h['load'][1]} after (other work shares the box).", "",
-        f"- connected: {h['ready']:,}, errors {h['errors']}, at {h['rate']:,.0f}/s, {h['cpu_ms']:.3f} ms CPU each",
+        f"- connected: {h['ready']:,}, errors {h['errors']}{reasons(h.get('why'))}, at {h['rate']:,.0f}/s, "
+        f"{h['cpu_ms']:.3f} ms CPU each",
         f"- RSS per connection: {h['kb']:.1f} KB ({h['rss_mb']:.0f} MiB for the box)",
         f"- idle CPU (pings): {h['idle_cpu'] * 100:.1f}% of a core",
         f"- fan-out burst (20 msgs): {h['burst']['received']:,}/{h['burst']['expected']:,} delivered, "
