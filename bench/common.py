@@ -110,15 +110,19 @@ class LoadClients:
             for reason, count in line.get("why", {}).items():
                 why[reason] = why.get(reason, 0) + count
         return {"ready": sum(x["ready"] for x in lines), "errors": sum(x["errors"] for x in lines),
+                "retried": sum(x.get("retried", 0) for x in lines),
                 "seconds": max(x["seconds"] for x in lines), "why": why}
 
 
-def reasons(why: dict[str, int] | None) -> str:
-    """What ended the connections that failed, most first: " (eof in
-    handshake 12, connect ECONNREFUSED in connecting 3)", or nothing."""
-    if not why:
-        return ""
-    return " (" + ", ".join(f"{reason} {count:,}" for reason, count in sorted(why.items(), key=lambda x: -x[1])) + ")"
+def reasons(why: dict[str, int] | None, retried: int = 0) -> str:
+    """What ended the connections that failed, most first, and how many
+    handshakes were refused with 503 and tried again: " (eof in handshake 12;
+    503s retried as the SDKs do: 40)", or nothing."""
+    parts = [", ".join(f"{reason} {count:,}" for reason, count in sorted((why or {}).items(), key=lambda x: -x[1]))]
+    if retried:
+        parts.append(f"503s retried as the SDKs do: {retried:,}")
+    parts = [p for p in parts if p]
+    return f" ({'; '.join(parts)})" if parts else ""
 
     def report(self) -> dict:
         """Publications received and latency samples since the last report."""

@@ -64,7 +64,7 @@ def limit(clients: int, concurrency: int, tokens: Path) -> dict:
 
 def show(name: str, r: dict) -> None:
     print(f"  {name:9s} {r['ready']} ready in {r['seconds']:.2f} s = {r['rate']:,.0f} connect+subscribe/s, "
-          f"{r['errors']} errors{reasons(r.get('why'))}, {r['cpu_ms']:.3f} ms CPU each (load average {r['load'][0]:.2f} before, "
+          f"{r['errors']} errors{reasons(r.get('why'), r.get('retried', 0))}, {r['cpu_ms']:.3f} ms CPU each (load average {r['load'][0]:.2f} before, "
           f"{r['load'][1]:.2f} after)")
 
 

@@ -14,6 +14,10 @@
  *                                                when every connection has tried
  *   (REASON: what ended a connection before it was ready, e.g. "connect
  *   ECONNREFUSED", "eof in handshake", "status HTTP/1.1 503", "close 3501")
+ *   and "retried": R, the handshakes refused with 503 (a node shedding load,
+ *   or over --connect-rate) and tried again after a backoff (0.5 s doubling
+ *   to 10 s, with jitter), as the SDKs do;
+ *   a connection refused MAX_TRIES times is an error.
  * then, for each line read on stdin:
  *   "report"  -> {"received": R, "closed": C, "ready": N, "resubscribed": U,
  *                "latencies_ms": [...]}  (and the latency samples are forgotten;
@@ -61,7 +65,44 @@ struct conn {
     char *out;
     int in_len;             /* bytes in buf */
     char *buf;              /* --buffer bytes, allocated at the start */
+    unsigned char tries;    /* handshakes refused with 503 so far */
 };
+
+#define MAX_TRIES 10
+/* Connections waiting to try again after a 503: a min-heap on when. */
+static int *retry_ids;
+static double *retry_at;
+static long n_retry, retried;
+
+static void retry_push(int id, double when) {
+    long i = n_retry++;
+    while (i > 0 && retry_at[(i - 1) / 2] > when) {
+        retry_ids[i] = retry_ids[(i - 1) / 2];
+        retry_at[i] = retry_at[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    retry_ids[i] = id;
+    retry_at[i] = when;
+}
+
+static int retry_pop(void) {
+    int top = retry_ids[0];
+    int id = retry_ids[--n_retry];
+    double when = retry_at[n_retry];
+    long i = 0;
+    for (;;) {
+        long child = 2 * i + 1;
+        if (child >= n_retry) break;
+        if (child + 1 < n_retry && retry_at[child + 1] < retry_at[child]) child++;
+        if (retry_at[child] >= when) break;
+        retry_ids[i] = retry_ids[child];
+        retry_at[i] = retry_at[child];
+        i = child;
+    }
+    retry_ids[i] = id;
+    retry_at[i] = when;
+    return top;
+}
 
 static struct conn *conns;
 static int n_conns, concurrency = 200, sample_every = 10;
@@ -148,6 +189,22 @@ static void fail_errno(struct conn *c, const char *stage, int err) {
     const char *name = strerrorname_np(err);
     snprintf(label, sizeof label, "%s %s in %s", stage, name ? name : "?", state_name(c->state));
     fail_why(c, label);
+}
+
+/* Refused with 503: close, and start it again after a backoff (not an error yet). */
+static void retry_later(struct conn *c) {
+    c->tries++;
+    retried++;
+    in_flight--;
+    c->state = IDLE;
+    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    free(c->out);
+    c->out = NULL;
+    /* Backoff as centrifuge-js's: 0.5 s doubling to at most 10 s, with jitter. */
+    double backoff = 0.5 * (double)(1 << (c->tries < 5 ? c->tries - 1 : 4));
+    if (backoff > 10) backoff = 10;
+    retry_push((int)(c - conns), now() + backoff * (0.5 + (double)rand() / RAND_MAX));
 }
 
 static void fail(struct conn *c) {
@@ -303,6 +360,10 @@ static void on_readable(struct conn *c) {
         if (c->state == HANDSHAKE) {
             char *end = memmem(c->buf, c->in_len, "\r\n\r\n", 4);
             if (!end) continue;
+            if (c->in_len >= 12 && memcmp(c->buf, "HTTP/1.1 503", 12) == 0 && c->tries + 1 < MAX_TRIES) {
+                retry_later(c);
+                return;
+            }
             if (c->in_len < 12 || memcmp(c->buf, "HTTP/1.1 101", 12) != 0) {
                 char label[48];
                 snprintf(label, sizeof label, "status %.12s", c->in_len >= 12 ? c->buf : "(short)");
@@ -436,6 +497,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     conns = calloc(n_conns, sizeof *conns);
+    retry_ids = calloc(n_conns, sizeof *retry_ids);
+    retry_at = calloc(n_conns, sizeof *retry_at);
+    if (!conns || !retry_ids || !retry_at) die("calloc");
+    srand((unsigned)getpid());
     epfd = epoll_create1(0);
     struct epoll_event stdin_ev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
     epoll_ctl(epfd, EPOLL_CTL_ADD, 0, &stdin_ev);
@@ -443,9 +508,12 @@ int main(int argc, char **argv) {
     int next = 0, announced = 0;
     struct epoll_event events[1024];
     for (;;) {
+        double t = now();
+        while (n_retry && in_flight < concurrency && retry_at[0] <= t) start(retry_pop());
         while (next < n_conns && in_flight < concurrency) start(next++);
-        if (!announced && next == n_conns && in_flight == 0) {
-            printf("{\"ready\": %ld, \"errors\": %ld, \"seconds\": %.3f, \"why\": {", ready, errors, now() - t0);
+        if (!announced && next == n_conns && in_flight == 0 && n_retry == 0) {
+            printf("{\"ready\": %ld, \"errors\": %ld, \"retried\": %ld, \"seconds\": %.3f, \"why\": {",
+                   ready, errors, retried, now() - t0);
             for (int r = 0; r < n_reasons; r++)
                 printf("%s\"%s\": %ld", r ? ", " : "", reasons[r].what, reasons[r].count);
             printf("}}\n");

@@ -251,7 +251,7 @@ def run(args) -> dict:
         guard.stop()
         steps["connect_peak_memory"] = {"min_available_gib": guard.min_available / 2**30, "peak": guard.peak}
         cpu = cpu_seconds(box.pid) - cpu0
-        steps["connect"] = {"ready": ready["ready"], "errors": ready["errors"], "why": ready["why"],
+        steps["connect"] = {"ready": ready["ready"], "errors": ready["errors"], "why": ready["why"], "retried": ready["retried"],
                             "seconds": ready["seconds"],
                             "rate": ready["ready"] / ready["seconds"], "cpu_ms": cpu / max(ready["ready"], 1) * 1000,
                             "load": load(), "client_processes": len(clients.children)}
@@ -356,7 +356,7 @@ def report(r: dict) -> str:
              "The load average is beside each step: other work on the box shares its two cores.", "",
              "| step | figure |", "|---|---|",
              f"| start {r['workers']} workers | {r['start_seconds']} s |",
-             f"| connected | **{c.get('ready', 0):,}** of {r['connections']:,}, {c.get('errors', '?')} errors{reasons(c.get('why'))}, "
+             f"| connected | **{c.get('ready', 0):,}** of {r['connections']:,}, {c.get('errors', '?')} errors{reasons(c.get('why'), c.get('retried', 0))}, "
              f"in {c.get('seconds', 0):.0f} s ({c.get('rate', 0):,.0f}/s, {c.get('cpu_ms', 0):.3f} ms CPU each; "
              f"load {c.get('load')}) |"]
     if c.get("aborted"):

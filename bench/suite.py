@@ -94,6 +94,7 @@ def connect(target, clients: int, tokens: Path, concurrency: int = 200) -> tuple
     time.sleep(1.0)
     rss = rss_bytes(target.pid) - rss_before
     return load, {"ready": ready["ready"], "errors": ready["errors"], "why": ready["why"],
+                  "retried": ready["retried"],
                   "rate": ready["ready"] / ready["seconds"],
                   "cpu_ms": cpu / max(ready["ready"], 1) * 1000, "kb": rss / max(ready["ready"], 1) / 1024}
 
@@ -250,7 +251,7 @@ def report(results: dict, png: Path) -> str:
         "| | pushgate | limit | pushgate / limit |",
         "|---|---|---|---|",
         f"| connect + subscribe rate | {p['connect']['rate']:,.0f}/s ({p['connect']['errors']} errors"
-        f"{reasons(p['connect'].get('why'))}) | "
+        f"{reasons(p['connect'].get('why'), p['connect'].get('retried', 0))}) | "
         f"{lim['connect']['rate']:,.0f}/s | {ratio(p['connect']['rate'], lim['connect']['rate'])} |",
         f"| CPU per connect + subscribe | {p['connect']['cpu_ms']:.3f} ms | {lim['connect']['cpu_ms']:.3f} ms | "
         f"{ratio(p['connect']['cpu_ms'], lim['connect']['cpu_ms'])} |",
@@ -270,7 +271,7 @@ def report(results: dict, png: Path) -> str:
     if results.get("hold"):
         h = results["hold"]
         lines += [f"## {h['ready']:,} connections on one box ({h['workers']} workers)", "",
-                  f"- connected: {h['ready']:,}, errors {h['errors']}{reasons(h.get('why'))}, at {h['rate']:,.0f}/s, "
+                  f"- connected: {h['ready']:,}, errors {h['errors']}{reasons(h.get('why'), h.get('retried', 0))}, at {h['rate']:,.0f}/s, "
                   f"{h['cpu_ms']:.3f} ms CPU each",
                   f"- RSS per connection: {h['kb']:.1f} KB ({h['rss_mb']:.0f} MiB for the box)",
                   f"- idle CPU (pings): {h['idle_cpu'] * 100:.1f}% of a core",
@@ -291,7 +292,7 @@ def hold_report(h: dict, date: str) -> str:
         f"# {h['ready']:,} connections held on one box, {date}", "",
         f"`bench/suite.py --hold-only --hold {h['ready']}`: {h['workers']} workers, bench/loadgen.c processes on the "
         f"same cores; load average {h['load'][0]} before, {h['load'][1]} after (other work shares the box).", "",
-        f"- connected: {h['ready']:,}, errors {h['errors']}{reasons(h.get('why'))}, at {h['rate']:,.0f}/s, "
+        f"- connected: {h['ready']:,}, errors {h['errors']}{reasons(h.get('why'), h.get('retried', 0))}, at {h['rate']:,.0f}/s, "
         f"{h['cpu_ms']:.3f} ms CPU each",
         f"- RSS per connection: {h['kb']:.1f} KB ({h['rss_mb']:.0f} MiB for the box)",
         f"- idle CPU (pings): {h['idle_cpu'] * 100:.1f}% of a core",
