@@ -113,17 +113,6 @@ class LoadClients:
                 "retried": sum(x.get("retried", 0) for x in lines),
                 "seconds": max(x["seconds"] for x in lines), "why": why}
 
-
-def reasons(why: dict[str, int] | None, retried: int = 0) -> str:
-    """What ended the connections that failed, most first, and how many
-    handshakes were refused with 503 and tried again: " (eof in handshake 12;
-    503s retried as the SDKs do: 40)", or nothing."""
-    parts = [", ".join(f"{reason} {count:,}" for reason, count in sorted((why or {}).items(), key=lambda x: -x[1]))]
-    if retried:
-        parts.append(f"503s retried as the SDKs do: {retried:,}")
-    parts = [p for p in parts if p]
-    return f" ({'; '.join(parts)})" if parts else ""
-
     def report(self) -> dict:
         """Publications received and latency samples since the last report."""
         for child in self.children:
@@ -143,6 +132,17 @@ def reasons(why: dict[str, int] | None, retried: int = 0) -> str:
         for child in self.children:
             child.kill()
             child.wait()
+
+
+def reasons(why: dict[str, int] | None, retried: int = 0) -> str:
+    """What ended the connections that failed, most first, and how many
+    handshakes were refused with 503 and tried again: " (eof in handshake 12;
+    503s retried as the SDKs do: 40)", or nothing."""
+    parts = [", ".join(f"{reason} {count:,}" for reason, count in sorted((why or {}).items(), key=lambda x: -x[1]))]
+    if retried:
+        parts.append(f"503s retried as the SDKs do: {retried:,}")
+    parts = [p for p in parts if p]
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 class BenchGateway(Gateway):
