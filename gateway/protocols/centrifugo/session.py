@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING, Callable, cast
+from typing import TYPE_CHECKING, Callable, TypeVar, cast
 
 import ujson
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from gateway.core.host import SessionHost
     from gateway.core.wire import Transport
 
+_Read = TypeVar("_Read")   # what a proxy answer handler reads from the result
 log = logging.getLogger("pushgate.session")
 
 REJECT_UNRECOVERED = 2  # subscribe flag: answer 112 rather than recovered:false
@@ -766,6 +767,28 @@ class CentrifugoSession(Session):
         reason = Reason.FORCE_RECONNECT if disconnect.reconnect else Reason.FORCE_DISCONNECT
         self.close(Ending(reason, disconnect.reason or reason.words, disconnect.code))
 
+    def _read_decision(self, caller: Caller, decision: proxy.Decision,
+                       read: Callable[[dict], _Read]) -> tuple[_Read | None, model.Error | None] | None:
+        """A proxy's answer to a command, the same way for every proxy: None
+        when the backend disconnected the client (done here: nothing to
+        answer); else what ``read`` made of the result and None, or None and
+        the error to answer: the backend's own, or 100 when the call failed
+        or ``read`` found the result malformed (``proxy.Garbage``, counted
+        and logged by ``caller``)."""
+        if decision.disconnect is not None:
+            self._backend_disconnect(decision.disconnect)
+            return None
+        if decision.failed:
+            return None, model.ERROR_INTERNAL
+        if decision.error is not None:
+            return None, decision.error
+        assert decision.result is not None
+        try:
+            return read(decision.result), None
+        except proxy.Garbage as exc:
+            caller.refused(str(exc))
+            return None, model.ERROR_INTERNAL
+
     def _proxy_connect(self, cmd: Command) -> None:
         """A connect without a token: the connect proxy decides who this is."""
         caller = proxy.proxies_of(self.host).connect
@@ -789,21 +812,12 @@ class CentrifugoSession(Session):
         self._ask(caller, body, lambda decision: self._proxied_connect(cmd, caller, decision))
 
     def _proxied_connect(self, cmd: Command, caller: Caller, decision: proxy.Decision) -> None:
-        if decision.disconnect is not None:
-            self._backend_disconnect(decision.disconnect)
+        answer = self._read_decision(caller, decision, self._proxy_claims)
+        if answer is None:
             return
-        error = model.ERROR_INTERNAL if decision.failed else decision.error
-        claims = None
-        if error is None:
-            assert decision.result is not None
-            try:
-                claims = self._proxy_claims(decision.result)
-            except proxy.Garbage as exc:
-                caller.refused(str(exc))
-                error = model.ERROR_INTERNAL
-            else:
-                if claims.expires_at is not None and claims.expires_at <= self.host.wall():
-                    error = model.ERROR_EXPIRED
+        claims, error = answer
+        if claims is not None and claims.expires_at is not None and claims.expires_at <= self.host.wall():
+            error = model.ERROR_EXPIRED
         if error is not None or claims is None:
             self.host.metrics.token_errors.labels("proxy").inc()
             error = error or model.ERROR_INTERNAL
@@ -852,27 +866,18 @@ class CentrifugoSession(Session):
         self._ask(caller, body, lambda decision: self._proxied_subscribe(cmd, channel, caller, decision))
 
     def _proxied_subscribe(self, cmd: Command, channel: str, caller: Caller, decision: proxy.Decision) -> None:
-        if decision.disconnect is not None:
-            self._backend_disconnect(decision.disconnect)
+        def read(result: dict) -> tuple[int | None, bytes | None, bytes | None, SubscriptionOptions]:
+            return (proxy.expire_at(result), proxy.payload(self, result, "info"), proxy.payload(self, result, "data"),
+                    proxy.sub_options(self, channel, result))
+        answer = self._read_decision(caller, decision, read)
+        if answer is None:
             return
-        error = model.ERROR_INTERNAL if decision.failed else decision.error
-        expires_at = chan_info = data = None
-        options = DEFAULT
-        if error is None:
-            assert decision.result is not None
-            result = decision.result
-            try:
-                expires_at = proxy.expire_at(result)
-                chan_info = proxy.payload(self, result, "info")
-                data = proxy.payload(self, result, "data")
-                options = proxy.sub_options(self, channel, result)
-            except proxy.Garbage as exc:
-                caller.refused(str(exc))
-                error = model.ERROR_INTERNAL
-        if error is not None:
+        fields, error = answer
+        if error is not None or fields is None:
             self.host.metrics.refused_subscriptions.inc()
-            self.send(self.codec.error(cmd.id, error))
+            self.send(self.codec.error(cmd.id, error or model.ERROR_INTERNAL))
             return
+        expires_at, chan_info, data, options = fields
         if expires_at is not None and expires_at <= self.host.wall():
             self.send(self.codec.error(cmd.id, model.ERROR_EXPIRED))
             return
@@ -905,29 +910,19 @@ class CentrifugoSession(Session):
         self._ask(caller, body, lambda decision: self._proxied_publish(cmd, channel, caller, decision))
 
     def _proxied_publish(self, cmd: Command, channel: str, caller: Caller, decision: proxy.Decision) -> None:
-        if decision.disconnect is not None:
-            self._backend_disconnect(decision.disconnect)
+        answer = self._read_decision(caller, decision,
+                                     lambda result: (proxy.payload(self, result, "data"), proxy.publish_options(result)))
+        if answer is None:
             return
-        error = model.ERROR_INTERNAL if decision.failed else decision.error
-        data = None
-        options: dict = {}
-        if error is None:
-            result = decision.result
-            assert result is not None
-            try:
-                data = proxy.payload(self, result, "data")
-                options = proxy.publish_options(result)
-            except proxy.Garbage as exc:
-                caller.refused(str(exc))
-                error = model.ERROR_INTERNAL
-            if data is None and error is None:   # the client's own data, as it sent it
-                data = proxy.client_payload(cmd.params.get("data"))
-                if data is None:
-                    error = model.ERROR_BAD_REQUEST   # nothing to publish
-        if error is not None:
-            self.send(self.codec.error(cmd.id, error))
+        fields, error = answer
+        data, options = fields if fields is not None else (None, {})
+        if error is None and data is None:   # the client's own data, as it sent it
+            data = proxy.client_payload(cmd.params.get("data"))
+            if data is None:
+                error = model.ERROR_BAD_REQUEST   # nothing to publish
+        if error is not None or data is None:
+            self.send(self.codec.error(cmd.id, error or model.ERROR_INTERNAL))
             return
-        assert data is not None
         state = self.proxied
         conn_info = state.conn_info if state is not None else None
         chan_info = state.chan_info.get(channel) if state is not None else None
@@ -963,18 +958,10 @@ class CentrifugoSession(Session):
         self._ask(caller, body, lambda decision: self._rpc_answered(cmd, caller, decision))
 
     def _rpc_answered(self, cmd: Command, caller: Caller, decision: proxy.Decision) -> None:
-        if decision.disconnect is not None:
-            self._backend_disconnect(decision.disconnect)
+        answer = self._read_decision(caller, decision, lambda result: proxy.payload(self, result, "data"))
+        if answer is None:
             return
-        error = model.ERROR_INTERNAL if decision.failed else decision.error
-        data = None
-        if error is None:
-            assert decision.result is not None
-            try:
-                data = proxy.payload(self, decision.result, "data")
-            except proxy.Garbage as exc:
-                caller.refused(str(exc))
-                error = model.ERROR_INTERNAL
+        data, error = answer
         if error is not None:
             self.send(self.codec.error(cmd.id, error))
             return
