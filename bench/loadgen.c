@@ -110,7 +110,7 @@ static const char *host = "127.0.0.1", *channel = "bench", *path = "/connection/
 static int port;
 static char **tokens;
 static int n_tokens;
-static struct in_addr sources[64];
+static struct in_addr sources[1024];
 static int n_sources = 1;
 static int epfd;
 static long ready, errors, started, in_flight, received, closed_count, resubscribed;
@@ -485,7 +485,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--sources")) {
             n_sources = 0;
             char *list = strdup(argv[i + 1]);
-            for (char *s = strtok(list, ","); s && n_sources < 64; s = strtok(NULL, ","))
+            for (char *s = strtok(list, ","); s && n_sources < 1024; s = strtok(NULL, ","))
                 inet_pton(AF_INET, s, &sources[n_sources++]);
         } else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
     }
