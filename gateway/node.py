@@ -98,7 +98,8 @@ class Node:
             settings, self.metrics, hub=hub, history=history, verifier=verifier, name=self.name,
             presence=self.presence,
             expiry=Expiry(settings.expired_close_delay),
-            heartbeat=Heartbeat(settings.ping_interval, settings.pong_timeout, settings.connect_timeout))
+            heartbeat=Heartbeat(settings.ping_interval, settings.pong_timeout, settings.connect_timeout,
+                                behind=self._behind))
         self.batcher = WriteBatcher(last_publication=lambda: hub.last_publication,
                                     on_flush=self.metrics.writes.inc)
         self.pending = PendingConnections(settings.max_pending_connections, self.metrics)
@@ -216,7 +217,10 @@ class Node:
 
     def _tick(self) -> None:
         host = self.host
+        deferred = host.heartbeat.deferred
         host.heartbeat.tick()
+        if host.heartbeat.deferred > deferred:
+            self.metrics.pong_checks_deferred.inc(host.heartbeat.deferred - deferred)
         host.fast_heartbeat.tick()
         host.expiry.check(time.time())
         self.pending.sweep(time.monotonic(), self.settings.handshake_timeout)
@@ -238,6 +242,12 @@ class Node:
         if self._unannounced and not self._announcing and self._ticks % ANNOUNCE_RETRY_EVERY == 0:
             self._announcing = True
             self._announce_task = asyncio.ensure_future(self._announce_topics(sorted(self._unannounced)))
+
+    def _behind(self) -> float:
+        """How far behind this node is: its loop's lag, or the age of the
+        oldest frame its write path has not written yet (the heartbeat does
+        not blame clients for it)."""
+        return max(self.loop_lag, self.batcher.behind(time.perf_counter()))
 
     def _probe_lag(self) -> None:
         """How late the loop runs a timer: the one figure that says whether

@@ -172,6 +172,30 @@ def test_pings_go_to_every_connection_and_silence_costs_3012():
     assert silent.state is CLOSED and s_transport.closed == model.DISCONNECT_NO_PONG
 
 
+def test_a_node_far_behind_does_not_close_clients_for_pongs_it_gave_them_no_time_for():
+    # bench/million.py: a broadcast to a million connections put every
+    # worker's write path seconds behind, pings went out late, and 154,609
+    # connections were closed for "no pong". The node's own lateness is not
+    # the client's: a round whose pings may have left late is judged at the
+    # next ping instead.
+    clock = FakeClock()
+    host = make_host(clock, ping_interval=4, pong_timeout=2)
+    behind = {"seconds": 0.0}
+    host.heartbeat.behind = lambda: behind["seconds"]
+    silent, transport = connected(host, "s")
+    behind["seconds"] = 1.5                              # more than half the pong timeout
+    for _ in range(8):                                   # two whole rounds while the node is late
+        clock.advance(1)
+        host.heartbeat.tick()
+    assert silent.state is CONNECTED and transport.sent.count(b"{}") == 2
+    assert host.heartbeat.deferred >= 1                  # judged, and put off
+    behind["seconds"] = 0.9                              # behind, but under half the timeout: no excuse
+    for _ in range(8):
+        clock.advance(1)
+        host.heartbeat.tick()
+    assert silent.state is CLOSED and transport.closed == model.DISCONNECT_NO_PONG
+
+
 def test_a_connection_that_never_connects_is_stale_after_the_connect_timeout():
     clock = FakeClock()
     host = make_host(clock, connect_timeout=3.0)

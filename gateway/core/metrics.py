@@ -56,6 +56,10 @@ class Metrics:
                                         "commands over --client-command-rate.", registry=r)
         self.nsq_lost = Counter("pushgate_nsq_lost", "Messages nsqd dropped for this node's channel (its "
                                 "in-memory queue overflowed), by topic.", ["topic"], registry=r)
+        self.pong_checks_deferred = Counter("pushgate_pong_checks_deferred", "Connections not closed for "
+                                            "a missing pong because this node was more than half the pong "
+                                            "timeout behind (its pings went out, or its pongs were read, late); "
+                                            "judged at their next ping.", registry=r)
         self.loop_lag = Gauge("pushgate_loop_lag_seconds", "How late the event loop runs timers (recent "
                               "maximum); new connections are shed above --shed-loop-lag.", registry=r)
         self.pending_sockets = Gauge("pushgate_pending_sockets", "Open TCP connections that are not (yet) "

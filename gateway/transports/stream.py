@@ -77,6 +77,11 @@ class WriteBatcher:
         self._flushed = 0
         self._cost = 0.0
 
+    def behind(self, now: float) -> float:
+        """Seconds (``time.perf_counter()``) since the oldest frame not yet
+        written was queued; 0 when nothing waits."""
+        return now - self._since if self._scheduled else 0.0
+
     def mark(self, writer: SocketWriter) -> None:
         self._dirty.append(writer)
         if not self._scheduled:
