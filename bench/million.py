@@ -227,7 +227,7 @@ class MemoryGuard:
 def run(args) -> dict:
     n = args.connections
     out: dict = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "connections": n,
-                 "limits": limits(n), "steps": {}}
+                 "limits": limits(n), "steps": {}, "command": " ".join(["bench/million.py", *sys.argv[1:]])}
     steps = out["steps"]
     tokens = tokens_file(Path(args.tokens_dir), n, "m")
     kernel0 = kernel_view()
@@ -325,7 +325,8 @@ def run(args) -> dict:
                 now = time.time()
                 return [b % now for b in items] if isinstance(index, slice) else items % now
         box.publish(Stamped(stamped), rate=args.personal_rate)
-        steps["personal"] = {**deliver(clients, len(users), args.wait, key="personal"), "load": load()}
+        steps["personal"] = {**deliver(clients, len(users), args.wait, key="personal"), "load": load(),
+                             "rate": args.personal_rate}
         print(json.dumps({"personal": steps["personal"]}), flush=True)
 
         _, body = http("GET", f"{base}/metrics", timeout=30)
@@ -358,7 +359,8 @@ def report(r: dict) -> str:
              f"{r['workers']} gateway workers, {c.get('client_processes', '?')} C load-client processes "
              f"(bench/loadgen.c) on the same {r['limits']['cores']} cores, {r['limits']['memory_gib']} GiB. "
              "Each connection a distinct user: its personal channel (server-side), `all`, and one of 100 "
-             "`shared:` channels. Repeat with `make bench-million` (or `bench/million.py --connections N`). "
+             f"`shared:` channels. Run as `{r.get('command', 'bench/million.py')}`; repeat with "
+             "`make bench-million` (`MILLION_ARGS` for the flags). "
              "The load average is beside each step: other work on the box shares its two cores.", "",
              "| step | figure |", "|---|---|",
              f"| start {r['workers']} workers | {r['start_seconds']} s |",
@@ -397,7 +399,8 @@ def report(r: dict) -> str:
     if s.get("personal"):
         d = s["personal"]
         lines.append(f"| {d['expected']:,} personal messages to random users | {d['received']:,} received, "
-                     f"{d['misdelivered']} by a user they were not for; in {d['seconds']} s, p50 {d['p50']:.0f} ms, "
+                     f"{d['misdelivered']} by a user they were not for; published at {d.get('rate', '?')}/s, all in "
+                     f"{d['seconds']} s after the last, p50 {d['p50']:.0f} ms, "
                      f"p99 {d['p99']:.0f} ms (load {d['load']}) |")
     if s.get("metrics_after"):
         lines.append(f"| after: workers up, lags | {s['metrics_after']} |")
