@@ -240,28 +240,6 @@ def check_high_water(unprimed: dict[str, float], primed: dict[str, float], budge
     return ok, lines
 
 
-def check_high_water(unprimed: dict[str, float], primed: dict[str, float], budget: int,
-                     tolerance: float = 0.10) -> tuple[bool, list[str]]:
-    """The priming's high-water: each role's RSS after a history burst and a
-    channel explosion had expired (``primed``) at most ``tolerance`` above its
-    level before them plus ``budget`` (--history-memory-bytes), which bounds
-    what history may hold at once, and so what the allocators can keep at
-    high-water for it (docs/recovery.md, "Memory after a burst")."""
-    ok, lines = True, []
-    for role in sorted(unprimed):
-        b, a = unprimed[role], primed.get(role)
-        if a is None:
-            continue   # restarted meanwhile: nothing to compare
-        ceiling = b * (1 + tolerance) + budget
-        good = a <= ceiling
-        ok &= good
-        lines.append(f"{role}: {b / 2**20:.1f} -> {a / 2**20:.1f} MiB (ceiling {ceiling / 2**20:.1f})"
-                     + ("" if good else "  BREACH"))
-    return ok, lines
-
-
-# --- presence and info -------------------------------------------------------------------------
-
 def agreement(views: dict[str, dict], expected_nodes: set[str], truth: dict[str, set[str]]
               ) -> tuple[bool, list[str]]:
     """``views``: node name -> {"nodes": {(name, uid), ...}, "presence": {channel: {client id, ...}}}
