@@ -216,6 +216,22 @@ class RefGateway(Gateway):
         return env
 
 
+def measure_trees(script: str, ref: str | None, *args: str) -> list[tuple[str, dict]]:
+    """``bench/<script> --json <args>`` (one measurement, printed as JSON) run
+    against this tree's pushgate and, with ``ref``, that commit's (checked out
+    in a worktree: the baseline, in the same run); (label, its JSON) each."""
+    def run(tree: Path) -> dict:
+        out = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--json", *args],
+                             env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree,
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+    results = [("this tree", run(ROOT))]
+    if ref:
+        with worktree(ref) as tree:
+            results.append((f"pushgate {ref} (baseline)", run(tree)))
+    return results
+
+
 class worktree:
     """``with worktree(ref) as tree``: that commit checked out in a temporary
     git worktree, removed afterwards."""

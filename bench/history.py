@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -103,23 +101,11 @@ def main() -> None:
     if args.json:
         print(json.dumps(measure(args.budget_mib << 20, channels, args.samples)))
         return
-    runs = [("this tree", ROOT)]
-    if args.ref:
-        sys.path.insert(0, str(ROOT / "bench"))
-        from common import worktree
-        tree_context = worktree(args.ref)
-        runs.append((f"pushgate {args.ref} (baseline)", tree_context.__enter__()))
-    try:
-        for label, tree in runs:
-            out = subprocess.run([sys.executable, str(ROOT / "bench" / "history.py"), "--json",
-                                  "--budget-mib", str(args.budget_mib), "--channels", str(channels), "--samples", str(args.samples)],
-                                 env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree,
-                                 capture_output=True, text=True, check=True)
-            show(label, json.loads(out.stdout))
-    finally:
-        if args.ref:
-            tree_context.__exit__(None, None, None)
-
+    sys.path.insert(0, str(ROOT / "bench"))
+    from common import measure_trees
+    for label, figures in measure_trees("history.py", args.ref, "--budget-mib", str(args.budget_mib),
+                                        "--channels", str(channels), "--samples", str(args.samples)):
+        show(label, figures)
 
 if __name__ == "__main__":
     main()

@@ -14,8 +14,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
-import subprocess
 import sys
 import timeit
 from pathlib import Path
@@ -77,23 +75,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(measure(args.number)))
         return
-    runs = [("this tree", ROOT)]
-    if args.ref:
-        sys.path.insert(0, str(ROOT / "bench"))
-        from common import worktree
-        tree_context = worktree(args.ref)
-        runs.append((f"pushgate {args.ref} (baseline)", tree_context.__enter__()))
-    try:
-        for label, tree in runs:
-            out = subprocess.run([sys.executable, str(ROOT / "bench" / "tokens.py"), "--json", "--number",
-                                  str(args.number)], env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree,
-                                 capture_output=True, text=True, check=True)
-            figures = json.loads(out.stdout)
-            print(f"{label}: " + ", ".join(f"{name} {us:.2f} us" for name, us in figures.items()))
-    finally:
-        if args.ref:
-            tree_context.__exit__(None, None, None)
-
+    sys.path.insert(0, str(ROOT / "bench"))
+    from common import measure_trees
+    for label, figures in measure_trees("tokens.py", args.ref, "--number", str(args.number)):
+        print(f"{label}: " + ", ".join(f"{name} {us:.2f} us" for name, us in figures.items()))
 
 if __name__ == "__main__":
     main()
