@@ -287,7 +287,7 @@ def test_incarnation_ids_sort_by_start_and_are_uuid7():
     assert not started_before(str(uuid.uuid4()), late)   # an id of another form is never known older
 
 
-def test_a_node_that_hears_the_new_incarnation_first_keeps_it_when_the_old_one_drains():
+def test_a_node_that_hears_the_new_incarnation_first_keeps_it_when_the_old_one_drains(caplog):
     # A box whose supervisor was killed: its orphaned workers drain beside the
     # new ones under the same names, and a node started meanwhile heard the
     # new incarnation first. It once took the old one's late words for a
@@ -305,4 +305,10 @@ def test_a_node_that_hears_the_new_incarnation_first_keeps_it_when_the_old_one_d
     assert b.presence.stats("room:1") == (1, 1)
     # And the orphan's messages under this node's own name are not a peer.
     hand_over(old, new, "unit", snapshot=True)
-    assert len(new.presence.peers) == 0
+    assert len(new.presence.peers) == 0 and "speaks under this node's name" not in caplog.text
+    # A node started later under the same name is no orphan: a misconfiguration, said in the log.
+    namesake = make_host(clock, uid=incarnation_id(now_ms=1_796_000_009_000), **PRESENCE)
+    hand_over(namesake, new, "unit", snapshot=True)
+    assert len(new.presence.peers) == 0 and caplog.text.count("speaks under this node's name") == 1
+    hand_over(namesake, new, "unit", snapshot=True)      # once per incarnation, not per message
+    assert caplog.text.count("speaks under this node's name") == 1

@@ -39,10 +39,13 @@ them, instead of dropping every one of them at once.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
 from typing import Callable, Iterator
+
+log = logging.getLogger("pushgate.presence")
 
 
 RETIRED_KEPT = 1024
@@ -90,9 +93,12 @@ class Peer:
 
 class Peers:
     def __init__(self, *, ttl: float, clock: Callable[[], float], on_gone: Callable[[Peer], None],
-                 on_back: Callable[[Peer, float], None] = lambda peer, silent: None, own_name: str | None = None):
+                 on_back: Callable[[Peer, float], None] = lambda peer, silent: None, own_name: str | None = None,
+                 own_uid: str = ""):
         self.ttl = ttl
         self.own_name = own_name  # this node's: words under it are its own earlier incarnation's
+        self.own_uid = own_uid
+        self._namesakes: set[str] = set()   # later incarnations under this node's name, told once each
         self.clock = clock
         self.on_gone = on_gone
         self.on_back = on_back   # a silent peer spoke again: (peer, seconds it was silent)
@@ -114,7 +120,17 @@ class Peers:
         if peer is not None:
             peer.last_seen = now
             return peer
-        if uid in self._retired or name == self.own_name:
+        if name == self.own_name:
+            if not started_before(uid, self.own_uid) and uid not in self._namesakes \
+                    and len(self._namesakes) < RETIRED_KEPT:
+                # Not this node's orphan (it started later, or its id cannot
+                # tell): another node runs under this name, and neither sees the other.
+                self._namesakes.add(uid)
+                log.warning("a node %s (%s) other than this one (%s) speaks under this node's name: its "
+                            "presence and info are ignored here; give each node its own --node-name",
+                            name, uid[:8], self.own_uid[:8])
+            return None
+        if uid in self._retired:
             return None
         held = self._uid_of.get(name)
         silent = self._silent.get(name)

@@ -96,7 +96,8 @@ class Presence:
         self.channels: dict[str, _Channel] = {}
         self.entries = 0
         self.round = 0
-        self.peers = Peers(ttl=ttl, clock=clock, on_gone=self._peer_gone, on_back=self._peer_back, own_name=name)
+        self.peers = Peers(ttl=ttl, clock=clock, on_gone=self._peer_gone, on_back=self._peer_back,
+                           own_name=name, own_uid=self.uid)
         self._up: list[list] = []
         self._down: list[list] = []
         self._warned: set[str] = set()
