@@ -230,7 +230,6 @@ def run(args) -> dict:
                  "limits": limits(n), "steps": {}, "command": " ".join(["bench/million.py", *sys.argv[1:]])}
     steps = out["steps"]
     tokens = tokens_file(Path(args.tokens_dir), n, "m")
-    kernel0 = kernel_view()
     t0 = time.monotonic()
     box = Box(n, args.ping_interval)
     out["workers"] = box.workers

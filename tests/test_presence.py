@@ -8,7 +8,6 @@ import pytest
 from auth import connection_token
 from gateway.core import vocabulary
 from gateway.core.session import ServerSubscription
-from gateway.protocols.centrifugo import model
 from gateway.protocols.centrifugo.protobuf_codec import split_delimited, uvarint
 from gateway.protocols.centrifugo.schema import CLASSES
 from gateway.cluster.presence import KIND_DELTA, KIND_SNAPSHOT
