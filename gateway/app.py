@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import signal
+import sys
 
 import tornado.web
 from tornado.log import access_log
@@ -107,6 +109,19 @@ def make_server(node: Node, settings: Settings) -> Listener:
 
 
 QUICK_DRAIN = 1.0  # seconds, on SIGINT (Ctrl-C in `make run`)
+PR_SET_PDEATHSIG = 1
+
+
+def parent_death_signal(sig: signal.Signals) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent dies
+    (Linux's prctl); False where that cannot be had."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def settle_memory() -> None:
@@ -166,26 +181,42 @@ async def serve(settings: Settings) -> None:
     for each in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(each, stop_on, each)
     orphaned = None
+    parent_gone = False
     if worker is not None:
-        # A worker dies with its supervisor (killed with SIGKILL, say): it
-        # drains as on SIGTERM rather than serve on beside a new supervisor's.
+        # A worker dies with its supervisor (killed with SIGKILL, say), at once:
+        # a supervisor started again runs workers under the same names, which
+        # read the same NSQ channels, and nsqd splits a channel's messages
+        # between its readers: neither worker would see them all, and neither
+        # could tell its clients (the lean soak lost a publication that way).
+        # So the orphan stops reading before anything else, then closes its
+        # clients (3001: they reconnect to the new box and recover, or are
+        # told they cannot). The kernel says when the parent dies (Linux);
+        # the check every second covers the rest.
         def check_parent() -> None:
+            nonlocal parent_gone
             if supervisor_gone() and not stop.done():
-                log.warning("the supervisor is gone: stopping this worker as on SIGTERM")
+                parent_gone = True
+                log.warning("the supervisor is gone: this worker stops reading NSQ and closes its clients now")
                 stop_on(signal.SIGTERM)
         orphaned = PeriodicCallback(check_parent, 1000)
         orphaned.start()
+        if parent_death_signal(signal.SIGUSR1):
+            loop.add_signal_handler(signal.SIGUSR1, check_parent)
         check_parent()
     sig = await stop
     if orphaned is not None:
         orphaned.stop()
-    # Drain: refuse new connections (WebSocket upgrades and /health answer 503;
-    # the listener stays open so that clients and load balancers hear it), close
-    # the open ones spread evenly over the drain period so they reconnect to other
-    # nodes with jitter, recovering what they missed; then exit 0.
-    period = settings.drain_period if sig == signal.SIGTERM else min(settings.drain_period, QUICK_DRAIN)
-    await node.drain(period)
-    await node.stop()
+    if parent_gone:
+        node.draining = True
+        await node.stop()   # NSQ first, then every client (gateway/node.py)
+    else:
+        # Drain: refuse new connections (WebSocket upgrades and /health answer 503;
+        # the listener stays open so that clients and load balancers hear it), close
+        # the open ones spread evenly over the drain period so they reconnect to other
+        # nodes with jitter, recovering what they missed; then exit 0.
+        period = settings.drain_period if sig == signal.SIGTERM else min(settings.drain_period, QUICK_DRAIN)
+        await node.drain(period)
+        await node.stop()
     await asyncio.sleep(0.2)  # let the last close frames go out
     server.stop()
     if private is not None:

@@ -24,11 +24,13 @@ killed with SIGKILL and started again like one that died: the kernel closes
 its connections and its listening socket, so new connections go to the
 others, and its clients reconnect to them and recover from their history.
 
-**Workers die with their supervisor.** Each worker checks every second that
-the supervisor that started it is still its parent; once it is not (the
-supervisor was killed with SIGKILL, or died), the worker stops as on
-SIGTERM: it drains over ``--drain-period`` and exits, so a supervisor started
-again does not serve beside orphans for longer than a drain.
+**Workers die with their supervisor.** The kernel tells a worker when its
+parent dies (``PR_SET_PDEATHSIG``, Linux), and each worker checks every
+second that the supervisor that started it is still its parent; once it is
+not (the supervisor was killed with SIGKILL, or died), the worker stops
+reading NSQ, closes its clients and exits, without a drain: a supervisor
+started again runs workers under the same names, on the same NSQ channels,
+and nsqd splits a channel's messages between its readers.
 """
 from __future__ import annotations
 
